@@ -1,0 +1,312 @@
+//! One connection to a broker, shared by any number of tasks. Requests get
+//! ids and go out through a single writer task; a reader task matches each
+//! answer to its waiting caller, so answers may arrive in any order and many
+//! requests are in flight at once.
+
+use crate::error::ClientError;
+use brook_proto::request::{PullResult, SendAck, TopicInfo};
+use brook_proto::{Frame, FrameCodec, Message, Request, Response, WireError, PROTOCOL_VERSION};
+use futures::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+type Waiter = oneshot::Sender<Result<Response, WireError>>;
+
+struct Shared {
+    pending: Mutex<HashMap<u64, Waiter>>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn fail_all(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.clear(); // dropping the senders wakes every waiter
+        }
+    }
+}
+
+/// A multiplexed connection.
+#[derive(Clone)]
+pub struct Connection {
+    tx: mpsc::Sender<Frame>,
+    shared: Arc<Shared>,
+    next_id: Arc<AtomicU64>,
+    broker: String,
+    timeout: Duration,
+}
+
+/// How long a request waits for its answer by default (long polls add their
+/// own park time on top).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Connection {
+    /// Connects and says hello.
+    pub async fn connect(addr: &str) -> Result<Connection, ClientError> {
+        Self::connect_as(addr, &format!("brook-client-{}", std::process::id())).await
+    }
+
+    /// Connects with a chosen client id.
+    pub async fn connect_as(addr: &str, client_id: &str) -> Result<Connection, ClientError> {
+        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Timeout(Duration::from_secs(10)))?
+            .map_err(|e| ClientError::Connection(format!("connect {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (read_half, write_half) = stream.into_split();
+        let codec = FrameCodec::new(brook_proto::MAX_FRAME_BYTES_CEILING);
+        let mut reader = FramedRead::new(read_half, codec.clone());
+        let mut writer = FramedWrite::new(write_half, codec);
+        writer
+            .send(Frame::Request {
+                id: 0,
+                body: Request::Hello {
+                    version: PROTOCOL_VERSION,
+                    client_id: client_id.to_string(),
+                },
+            })
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
+        let broker = match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+            Ok(Some(Ok(Frame::Response {
+                body: Ok(Response::Hello { broker, .. }),
+                ..
+            }))) => broker,
+            Ok(Some(Ok(Frame::Response { body: Err(e), .. }))) => {
+                return Err(ClientError::Broker(e))
+            }
+            Ok(Some(Ok(other))) => {
+                return Err(ClientError::Protocol(format!(
+                    "unexpected hello answer {other:?}"
+                )))
+            }
+            Ok(Some(Err(e))) => return Err(ClientError::Connection(e.to_string())),
+            Ok(None) => return Err(ClientError::Connection("closed during hello".into())),
+            Err(_) => return Err(ClientError::Timeout(Duration::from_secs(10))),
+        };
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::channel::<Frame>(4096);
+        tokio::spawn(write_loop(writer, rx, shared.clone()));
+        tokio::spawn(read_loop(reader, shared.clone()));
+        Ok(Connection {
+            tx,
+            shared,
+            next_id: Arc::new(AtomicU64::new(1)),
+            broker,
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// The broker's advertised address.
+    pub fn broker(&self) -> &str {
+        &self.broker
+    }
+
+    /// Whether the connection has failed or closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    /// Sends a request and waits for its answer (up to the default timeout
+    /// plus `extra`).
+    pub async fn request_with(
+        &self,
+        body: Request,
+        extra: Duration,
+    ) -> Result<Response, ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::Connection("connection closed".into()));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (waiter, rx) = oneshot::channel();
+        self.shared
+            .pending
+            .lock()
+            .map_err(|_| ClientError::Connection("poisoned".into()))?
+            .insert(id, waiter);
+        if self.tx.send(Frame::Request { id, body }).await.is_err() {
+            self.forget(id);
+            return Err(ClientError::Connection("connection closed".into()));
+        }
+        let limit = self.timeout + extra;
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(answer)) => answer.map_err(ClientError::Broker),
+            Ok(Err(_)) => Err(ClientError::Connection(
+                "connection lost before the answer".into(),
+            )),
+            Err(_) => {
+                self.forget(id);
+                Err(ClientError::Timeout(limit))
+            }
+        }
+    }
+
+    /// Sends a request and waits for its answer.
+    pub async fn request(&self, body: Request) -> Result<Response, ClientError> {
+        self.request_with(body, Duration::ZERO).await
+    }
+
+    /// Sends a request that gets no answer.
+    pub async fn oneway(&self, body: Request) -> Result<(), ClientError> {
+        self.tx
+            .send(Frame::Oneway { body })
+            .await
+            .map_err(|_| ClientError::Connection("connection closed".into()))
+    }
+
+    fn forget(&self, id: u64) {
+        if let Ok(mut pending) = self.shared.pending.lock() {
+            pending.remove(&id);
+        }
+    }
+
+    /// Creates a topic (or grows its queue count).
+    pub async fn create_topic(&self, name: &str, queues: u32) -> Result<TopicInfo, ClientError> {
+        match self
+            .request(Request::CreateTopic {
+                name: name.into(),
+                queues,
+            })
+            .await?
+        {
+            Response::Topic(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        match self
+            .request(Request::DeleteTopic { name: name.into() })
+            .await?
+        {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Lists topics.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
+        match self.request(Request::ListTopics).await? {
+            Response::Topics(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Describes a topic with per-queue offset ranges.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
+        match self
+            .request(Request::DescribeTopic { name: name.into() })
+            .await?
+        {
+            Response::Topic(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stores messages into one queue, in order; one ack per message.
+    pub async fn send(
+        &self,
+        topic: &str,
+        queue: u32,
+        messages: Vec<Message>,
+    ) -> Result<Vec<SendAck>, ClientError> {
+        match self
+            .request(Request::Send {
+                topic: topic.into(),
+                queue,
+                messages,
+            })
+            .await?
+        {
+            Response::Sent(acks) => Ok(acks),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads from a queue; with `long_poll_ms > 0` the broker holds the
+    /// request until a message arrives or the time is up.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pull(
+        &self,
+        topic: &str,
+        queue: u32,
+        offset: u64,
+        max_messages: u32,
+        max_bytes: u32,
+        tags: Option<&str>,
+        long_poll_ms: u64,
+    ) -> Result<PullResult, ClientError> {
+        let body = Request::Pull {
+            topic: topic.into(),
+            queue,
+            offset,
+            max_messages,
+            max_bytes,
+            tags: tags.map(str::to_string),
+            long_poll_ms,
+        };
+        match self
+            .request_with(body, Duration::from_millis(long_poll_ms))
+            .await?
+        {
+            Response::Pulled(result) => Ok(result),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Round trip.
+    pub async fn ping(&self) -> Result<(), ClientError> {
+        match self.request(Request::Ping).await? {
+            Response::Pong => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(response: Response) -> ClientError {
+    ClientError::Protocol(format!("unexpected answer {response:?}"))
+}
+
+async fn write_loop(
+    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
+    mut rx: mpsc::Receiver<Frame>,
+    shared: Arc<Shared>,
+) {
+    while let Some(frame) = rx.recv().await {
+        let mut ok = sink.feed(frame).await.is_ok();
+        while ok {
+            match rx.try_recv() {
+                Ok(frame) => ok = sink.feed(frame).await.is_ok(),
+                Err(_) => break,
+            }
+        }
+        if !ok || sink.flush().await.is_err() {
+            break;
+        }
+    }
+    shared.fail_all();
+}
+
+async fn read_loop(
+    mut stream: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    shared: Arc<Shared>,
+) {
+    while let Some(Ok(frame)) = stream.next().await {
+        if let Frame::Response { id, body } = frame {
+            let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(&id));
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(body);
+            }
+        }
+    }
+    shared.fail_all();
+}

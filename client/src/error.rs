@@ -1,0 +1,49 @@
+//! What a client call can fail with.
+
+use brook_proto::{ErrorCode, WireError};
+
+/// A client-side error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The broker answered with an error.
+    #[error("broker error: {0}")]
+    Broker(WireError),
+    /// The connection failed or closed.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The broker answered something the request does not expect.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// No answer in time.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The caller passed something invalid.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl ClientError {
+    /// The broker's error code, if the broker answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Broker(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying the same call may succeed (a lost connection, a busy
+    /// or stopping broker).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Broker(e) => e.code.is_retriable(),
+            ClientError::Connection(_) | ClientError::Timeout(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<WireError> for ClientError {
+    fn from(e: WireError) -> Self {
+        ClientError::Broker(e)
+    }
+}

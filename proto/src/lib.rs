@@ -1,0 +1,40 @@
+//! brook's wire protocol: the types a broker and its clients exchange and the
+//! frame codec that carries them, written once and shared by both sides.
+//!
+//! # Layout
+//! - [`frame`]: the envelope (`Frame`) — requests and responses with ids,
+//!   flowing in both directions on one connection.
+//! - [`request`]: what can be asked (`Request`) and answered (`Response`).
+//! - [`message`]: a message as produced (`Message`) and as stored
+//!   (`StoredMessage`).
+//! - [`error`]: the wire error (`WireError`) with stable numeric codes.
+//! - [`codec`]: length-prefixed bincode frames, size-checked before allocation.
+//! - [`msg_id`]: message ids that decode to a broker address and a commit-log
+//!   offset.
+//! - [`names`]: validation rules for topic and group names.
+
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod message;
+pub mod msg_id;
+pub mod names;
+pub mod request;
+
+pub use codec::{CodecError, FrameCodec};
+pub use error::{ErrorCode, WireError};
+pub use frame::Frame;
+pub use message::{Message, StoredMessage};
+pub use msg_id::MessageId;
+pub use request::{Request, Response};
+
+/// The protocol version a hello carries. A broker refuses versions it does not
+/// know with [`ErrorCode::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default largest frame (length prefix excluded) either side accepts.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// Hard ceiling for a configured maximum frame size; the bincode decode limit
+/// is derived from it so that no claimed length can force a larger allocation.
+pub const MAX_FRAME_BYTES_CEILING: usize = 64 << 20;

@@ -1,0 +1,289 @@
+//! The Housekeeper runs the broker's periodic jobs, each named, with its own
+//! period, and logging a line when it does something:
+//!
+//! - `checkpoint` (every `checkpoint_interval_ms`): take the writer's
+//!   position, pass a barrier through every live queue actor (so each has
+//!   appended the entries of everything below that position), `syncfs` the
+//!   data dir, then record the position as the consume queues' durable point.
+//! - `retention` (every `retention_check_interval_ms`): delete expired
+//!   segments, or the oldest while the disk is too full, then tell every
+//!   queue to drop files that only point into deleted segments.
+//!
+//! Jobs only send messages and run blocking I/O on the blocking pool; they
+//! never mutate another actor's state directly. At shutdown the final,
+//! clean checkpoint goes through the same lock so no periodic one can land
+//! after it.
+
+use crate::actors::queue::{Barrier, Retain};
+use crate::actors::writer::Sync as WriterSync;
+use crate::actors::Registry;
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::store::checkpoint::{sync_filesystem, Checkpoint};
+use crate::store::retention::{self, DiskUsage, Reason, RetentionPolicy};
+use crate::store::segment::SegmentSet;
+use crate::store::topics::TopicTable;
+use crate::store::StorePaths;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Periods and policy of the periodic jobs.
+#[derive(Debug, Clone)]
+pub struct HousekeeperConfig {
+    /// Checkpoint period.
+    pub checkpoint_interval: Duration,
+    /// Retention period.
+    pub retention_interval: Duration,
+    /// Retention rules.
+    pub policy: RetentionPolicy,
+}
+
+/// Runs checkpoints and retention.
+pub struct Housekeeper {
+    registry: Arc<Registry>,
+    topics: Arc<TopicTable>,
+    paths: StorePaths,
+    segments: Arc<SegmentSet>,
+    config: HousekeeperConfig,
+    clock: Arc<dyn Clock>,
+    disk: Arc<dyn DiskUsage>,
+    lock: Arc<tokio::sync::Mutex<bool>>,
+    retention_running: bool,
+    logger: slog::Logger,
+}
+
+/// Take a checkpoint now (tests; the periodic job does the same).
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct CheckpointNow;
+
+/// Run retention now (tests; the periodic job does the same).
+#[derive(Message)]
+#[rtype(result = "Result<retention::Deleted>")]
+pub struct RetainNow;
+
+/// Final checkpoint at shutdown: drain and sync the writer, barrier every
+/// queue, syncfs, and record a clean stop. Later periodic checkpoints are
+/// refused.
+#[derive(Message)]
+#[rtype(result = "Result<Checkpoint>")]
+pub struct FinalCheckpoint;
+
+impl Housekeeper {
+    /// A housekeeper for the given store.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        registry: Arc<Registry>,
+        topics: Arc<TopicTable>,
+        paths: StorePaths,
+        segments: Arc<SegmentSet>,
+        config: HousekeeperConfig,
+        clock: Arc<dyn Clock>,
+        disk: Arc<dyn DiskUsage>,
+        logger: slog::Logger,
+    ) -> Self {
+        Self {
+            registry,
+            topics,
+            paths,
+            segments,
+            config,
+            clock,
+            disk,
+            lock: Arc::new(tokio::sync::Mutex::new(false)),
+            retention_running: false,
+            logger,
+        }
+    }
+
+    fn checkpoint_job(
+        &self,
+        final_stop: bool,
+    ) -> impl std::future::Future<Output = Result<Checkpoint>> + 'static {
+        let registry = self.registry.clone();
+        let paths = self.paths.clone();
+        let lock = self.lock.clone();
+        async move {
+            let mut stopped = lock.lock().await;
+            if *stopped {
+                return Err(Error::ShuttingDown);
+            }
+            let barrier = |registry: &Registry| {
+                let barriers = registry.live_queues().into_iter().map(|q| q.send(Barrier));
+                async move {
+                    // A queue that stopped has nothing left to append, so
+                    // its mailbox error is ignored.
+                    futures::future::join_all(barriers)
+                        .await
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                }
+            };
+            let mut dirty = Vec::new();
+            if final_stop {
+                // Every produce a queue accepted reaches the writer before
+                // the writer's final sync.
+                dirty = barrier(&registry).await;
+            }
+            // The log must be durable up to the position the checkpoint
+            // names: recovery starts scanning there, so an async-flush tail
+            // below it that an OS crash lost would leave a hole.
+            let at = registry
+                .writer()
+                .send(WriterSync)
+                .await
+                .map_err(|e| Error::Busy(e.to_string()))??;
+            let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
+            dirty.extend(barrier(&registry).await);
+            let checkpoint = Checkpoint {
+                cq_durable_offset: write_pos,
+                log_end: write_pos,
+                last_store_ts,
+                clean: final_stop,
+            };
+            let root = paths.root.clone();
+            let path = paths.checkpoint();
+            tokio::task::spawn_blocking(move || {
+                sync_queue_files(&root, &dirty).and_then(|()| checkpoint.store(&path))
+            })
+            .await
+            .map_err(|e| Error::Busy(e.to_string()))?
+            .map_err(|e| Error::io("write checkpoint", e))?;
+            if final_stop {
+                *stopped = true;
+            }
+            Ok(checkpoint)
+        }
+    }
+
+    fn retention_job(
+        &self,
+    ) -> impl std::future::Future<Output = Result<retention::Deleted>> + 'static {
+        let segments = self.segments.clone();
+        let policy = self.config.policy;
+        let clock = self.clock.clone();
+        let disk = self.disk.clone();
+        let registry = self.registry.clone();
+        let topics = self.topics.clone();
+        async move {
+            let deleted = tokio::task::spawn_blocking(move || {
+                retention::run_once(&segments, policy, clock.as_ref(), disk.as_ref())
+            })
+            .await
+            .map_err(|e| Error::Busy(e.to_string()))?
+            .map_err(|e| Error::io("retention", e))?;
+            if !deleted.segments.is_empty() {
+                for (topic, config) in topics.list() {
+                    for queue in 0..config.queues {
+                        registry.queue(&topic, queue).do_send(Retain {
+                            log_min: deleted.log_min,
+                        });
+                    }
+                }
+            }
+            Ok(deleted)
+        }
+    }
+
+    fn log_retention(logger: &slog::Logger, deleted: &retention::Deleted) {
+        for (base, reason) in &deleted.segments {
+            match reason {
+                Reason::Expired => {
+                    slog::info!(logger, "retention deleted an expired segment"; "base" => base)
+                }
+                Reason::DiskFull => {
+                    slog::warn!(logger, "disk above disk_max_used_ratio: deleted the oldest segment regardless of age";
+                    "base" => base, "used_ratio" => deleted.used_ratio)
+                }
+            }
+        }
+    }
+}
+
+/// Past this many dirty consume-queue files one `syncfs` is cheaper than an
+/// fdatasync each (it also flushes unrelated data on the filesystem, which is
+/// why it is not the default).
+const SYNCFS_THRESHOLD: usize = 512;
+
+fn sync_queue_files(root: &std::path::Path, dirty: &[Arc<std::fs::File>]) -> std::io::Result<()> {
+    if dirty.len() > SYNCFS_THRESHOLD {
+        return sync_filesystem(root);
+    }
+    for file in dirty {
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+impl Actor for Housekeeper {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.config.checkpoint_interval, |act, ctx| {
+            let logger = act.logger.clone();
+            ctx.spawn(
+                act.checkpoint_job(false)
+                    .into_actor(act)
+                    .map(move |result, _, _| {
+                        if let Err(e) = result {
+                            if !matches!(e, Error::ShuttingDown) {
+                                slog::error!(logger, "checkpoint failed"; "error" => %e);
+                            }
+                        }
+                    }),
+            );
+        });
+        ctx.run_interval(self.config.retention_interval, |act, ctx| {
+            if act.retention_running {
+                return;
+            }
+            act.retention_running = true;
+            let logger = act.logger.clone();
+            ctx.spawn(
+                act.retention_job()
+                    .into_actor(act)
+                    .map(move |result, act, _| {
+                        act.retention_running = false;
+                        match result {
+                            Ok(deleted) => Self::log_retention(&logger, &deleted),
+                            Err(e) => slog::error!(logger, "retention failed"; "error" => %e),
+                        }
+                    }),
+            );
+        });
+    }
+}
+
+impl Handler<CheckpointNow> for Housekeeper {
+    type Result = ResponseFuture<Result<u64>>;
+
+    fn handle(&mut self, _: CheckpointNow, _: &mut Context<Self>) -> Self::Result {
+        let job = self.checkpoint_job(false);
+        Box::pin(async move { job.await.map(|c| c.cq_durable_offset) })
+    }
+}
+
+impl Handler<RetainNow> for Housekeeper {
+    type Result = ResponseFuture<Result<retention::Deleted>>;
+
+    fn handle(&mut self, _: RetainNow, _: &mut Context<Self>) -> Self::Result {
+        let job = self.retention_job();
+        let logger = self.logger.clone();
+        Box::pin(async move {
+            let deleted = job.await?;
+            Self::log_retention(&logger, &deleted);
+            Ok(deleted)
+        })
+    }
+}
+
+impl Handler<FinalCheckpoint> for Housekeeper {
+    type Result = ResponseFuture<Result<Checkpoint>>;
+
+    fn handle(&mut self, _: FinalCheckpoint, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.checkpoint_job(true))
+    }
+}

@@ -1,0 +1,123 @@
+//! The broker's actors and the registry that finds them.
+//!
+//! - [`writer`]: the WriterActor, sole owner of the commit log (group commit).
+//! - [`queue`]: one QueueActor per topic-queue (offsets, consume queue, pulls).
+//! - [`housekeeper`]: periodic checkpoints and retention.
+//!
+//! Actor addresses live in a `DashMap` read by every connection; queue actors
+//! start on first use, on the queue arbiters.
+
+pub mod housekeeper;
+pub mod queue;
+pub mod writer;
+
+use crate::store::StorePaths;
+use actix::{Actor, Addr, ArbiterHandle};
+use dashmap::DashMap;
+use queue::QueueActor;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use writer::WriterActor;
+
+/// Finds (and lazily starts) the actor owning each queue.
+pub struct Registry {
+    writer: Addr<WriterActor>,
+    queues: DashMap<String, DashMap<u32, Addr<QueueActor>>>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+    paths: StorePaths,
+    cq_per_file: u64,
+    segments: Arc<crate::store::segment::SegmentSet>,
+    logger: slog::Logger,
+}
+
+impl Registry {
+    /// A registry starting queue actors on `arbiters` (round robin).
+    pub fn new(
+        writer: Addr<WriterActor>,
+        arbiters: Vec<ArbiterHandle>,
+        paths: StorePaths,
+        cq_per_file: u64,
+        segments: Arc<crate::store::segment::SegmentSet>,
+        logger: slog::Logger,
+    ) -> Self {
+        Self {
+            writer,
+            queues: DashMap::new(),
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+            paths,
+            cq_per_file,
+            segments,
+            logger,
+        }
+    }
+
+    /// The writer.
+    pub fn writer(&self) -> &Addr<WriterActor> {
+        &self.writer
+    }
+
+    /// The actor of `topic`/`queue`, started if needed. The caller has
+    /// checked that the queue exists.
+    pub fn queue(&self, topic: &str, queue: u32) -> Addr<QueueActor> {
+        if let Some(addr) = self
+            .queues
+            .get(topic)
+            .and_then(|q| q.get(&queue).map(|a| a.clone()))
+        {
+            if addr.connected() {
+                return addr;
+            }
+        }
+        let queues = self.queues.entry(topic.to_string()).or_default();
+        let addr = queues
+            .entry(queue)
+            .and_modify(|addr| {
+                if !addr.connected() {
+                    *addr = self.start_queue(topic, queue);
+                }
+            })
+            .or_insert_with(|| self.start_queue(topic, queue))
+            .clone();
+        addr
+    }
+
+    fn start_queue(&self, topic: &str, queue: u32) -> Addr<QueueActor> {
+        let actor = QueueActor::new(
+            format!("{topic}/{queue}"),
+            self.paths.queue_dir(topic, queue),
+            self.cq_per_file,
+            self.segments.min_offset(),
+            self.writer.clone(),
+            self.logger.clone(),
+        );
+        let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);
+        match self.arbiters.get(index) {
+            Some(arbiter) => QueueActor::start_in_arbiter(arbiter, move |_| actor),
+            None => actor.start(),
+        }
+    }
+
+    /// Every queue actor currently running.
+    pub fn live_queues(&self) -> Vec<Addr<QueueActor>> {
+        self.queues
+            .iter()
+            .flat_map(|t| {
+                t.value()
+                    .iter()
+                    .map(|q| q.value().clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Forgets a topic's actors (after they were told to destroy
+    /// themselves).
+    pub fn remove_topic(&self, topic: &str) -> Vec<Addr<QueueActor>> {
+        self.queues
+            .remove(topic)
+            .map(|(_, q)| q.into_iter().map(|(_, a)| a).collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,475 @@
+//! The QueueActor: one per topic-queue, the only mutator of that queue.
+//!
+//! Every change to a queue goes through this actor's mailbox, so there are no
+//! per-queue locks. It assigns queue offsets in arrival order and forwards the
+//! batch to the writer; because it sends to the one writer in that same order,
+//! offsets within a queue follow commit-log order. When the writer answers
+//! (as a `Written` message through this same mailbox, so a checkpoint's
+//! `Barrier` sent later is handled after it) it appends the consume-queue
+//! entries, and only then are the messages readable and acknowledged:
+//! readers never see a message before its producer could.
+//!
+//! Pulls that find nothing new are parked (long polling) and answered the
+//! moment a `Written` makes something visible, or when their time is up.
+
+use crate::actors::writer::{Append, WriterActor};
+use crate::error::{Error, Result};
+use crate::filter::TagFilter;
+use crate::store::commitlog::{AppendBatch, RecordPos};
+use crate::store::consume_queue::{ConsumeQueue, CqEntry};
+use crate::store::record;
+use actix::prelude::*;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Most consume-queue entries one pull examines (filtered ones included).
+const MAX_SCAN: usize = 4096;
+/// Most messages one pull returns.
+pub const MAX_PULL_MESSAGES: u32 = 1024;
+
+/// Store a batch of encoded records in this queue.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Stored>>")]
+pub struct Produce {
+    /// The records (queue offsets are patched in here).
+    pub batch: AppendBatch,
+    /// Tag hash of each record.
+    pub tag_hashes: Vec<u64>,
+}
+
+/// Where one produced record ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Its queue offset.
+    pub queue_offset: u64,
+    /// Its place in the log.
+    pub pos: RecordPos,
+}
+
+/// The writer's answer, delivered through the mailbox.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Written(Result<Vec<RecordPos>>);
+
+/// Read entries from an offset.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<PullEntries>")]
+pub struct Pull {
+    /// First offset wanted.
+    pub offset: u64,
+    /// Most entries to return.
+    pub max_messages: u32,
+    /// Most record bytes to return (at least one entry is returned).
+    pub max_bytes: u32,
+    /// Tag filter (hash pass).
+    pub filter: Arc<TagFilter>,
+    /// How long to park when nothing is there.
+    pub long_poll: Duration,
+}
+
+/// What a pull found in the consume queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullEntries {
+    /// `(queue offset, entry)` of each candidate, in order.
+    pub entries: Vec<(u64, CqEntry)>,
+    /// Where the next pull starts.
+    pub next_offset: u64,
+    /// Smallest stored offset.
+    pub min_offset: u64,
+    /// One past the largest stored offset.
+    pub max_offset: u64,
+}
+
+/// The queue's offset range.
+#[derive(Message)]
+#[rtype(result = "Result<(u64, u64)>")]
+pub struct Range;
+
+/// Answered once every message sent to this actor before it is handled
+/// (checkpoint and shutdown barrier), with the consume-queue files written
+/// since the last barrier, for the checkpoint to sync.
+#[derive(Message)]
+#[rtype(result = "Vec<Arc<std::fs::File>>")]
+pub struct Barrier;
+
+/// Retention deleted log below `log_min`: drop consume-queue files that only
+/// point there.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retain {
+    /// Smallest log offset still stored.
+    pub log_min: u64,
+}
+
+/// Delete the queue's files and stop (topic deletion).
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct Destroy;
+
+struct Inflight {
+    first_offset: u64,
+    tag_hashes: Vec<u64>,
+    reply: oneshot::Sender<Result<Vec<Stored>>>,
+}
+
+struct Parked {
+    id: u64,
+    pull: Pull,
+    reply: oneshot::Sender<Result<PullEntries>>,
+}
+
+/// One topic-queue.
+pub struct QueueActor {
+    name: String,
+    dir: PathBuf,
+    per_file: u64,
+    log_min: u64,
+    cq: Option<ConsumeQueue>,
+    failed: Option<String>,
+    next_offset: u64,
+    writer: Addr<WriterActor>,
+    inflight: VecDeque<Inflight>,
+    parked: Vec<Parked>,
+    next_park_id: u64,
+    logger: slog::Logger,
+}
+
+impl QueueActor {
+    /// An actor for the queue stored in `dir`; it opens the queue when it
+    /// starts, on its own thread.
+    pub fn new(
+        name: String,
+        dir: PathBuf,
+        per_file: u64,
+        log_min: u64,
+        writer: Addr<WriterActor>,
+        logger: slog::Logger,
+    ) -> Self {
+        Self {
+            name,
+            dir,
+            per_file,
+            log_min,
+            cq: None,
+            failed: None,
+            next_offset: 0,
+            writer,
+            inflight: VecDeque::new(),
+            parked: Vec::new(),
+            next_park_id: 0,
+            logger,
+        }
+    }
+
+    fn cq(&self) -> Result<&ConsumeQueue> {
+        match (&self.cq, &self.failed) {
+            (Some(cq), None) => Ok(cq),
+            (_, Some(reason)) => Err(Error::Poisoned(reason.clone())),
+            (None, None) => Err(Error::Busy(format!("queue {} is not open", self.name))),
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        slog::error!(self.logger, "queue failed"; "queue" => &self.name, "reason" => &reason);
+        self.failed = Some(reason);
+    }
+
+    /// Reads up to the pull's limits from `offset`; `None` when nothing new
+    /// is there yet.
+    fn collect(&self, pull: &Pull) -> Result<Option<PullEntries>> {
+        let cq = self.cq()?;
+        let (min, max) = (cq.min_offset(), cq.next_offset());
+        if pull.offset < min {
+            return Err(Error::BelowRetained {
+                requested: pull.offset,
+                min,
+            });
+        }
+        if pull.offset > max {
+            return Err(Error::BeyondEnd {
+                requested: pull.offset,
+                max,
+            });
+        }
+        if pull.offset == max {
+            return Ok(None);
+        }
+        let max_messages = pull.max_messages.clamp(1, MAX_PULL_MESSAGES) as usize;
+        let mut out = PullEntries {
+            next_offset: pull.offset,
+            min_offset: min,
+            max_offset: max,
+            ..Default::default()
+        };
+        let mut bytes = 0u64;
+        let mut scanned = 0;
+        'scan: while out.next_offset < max && scanned < MAX_SCAN {
+            let chunk = cq
+                .read(out.next_offset, (MAX_SCAN - scanned).min(256))
+                .map_err(|e| Error::io(format!("read consume queue {}", self.name), e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            for entry in chunk {
+                if out.entries.len() >= max_messages
+                    || (!out.entries.is_empty()
+                        && bytes + u64::from(entry.size) > u64::from(pull.max_bytes))
+                {
+                    break 'scan;
+                }
+                if pull.filter.may_match(entry.tag_hash) {
+                    bytes += u64::from(entry.size);
+                    out.entries.push((out.next_offset, entry));
+                }
+                out.next_offset += 1;
+                scanned += 1;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn wake_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for mut waiting in parked {
+            match self.collect(&waiting.pull) {
+                Ok(Some(found)) if !found.entries.is_empty() => {
+                    let _ = waiting.reply.send(Ok(found));
+                }
+                // Everything new was filtered out: keep waiting from past it.
+                Ok(Some(found)) => {
+                    waiting.pull.offset = found.next_offset;
+                    self.parked.push(waiting);
+                }
+                Ok(None) => self.parked.push(waiting),
+                Err(e) => {
+                    let _ = waiting.reply.send(Err(e));
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self, id: u64) {
+        if let Some(index) = self.parked.iter().position(|p| p.id == id) {
+            let waiting = self.parked.swap_remove(index);
+            let (min, max) = self
+                .cq()
+                .map(|cq| (cq.min_offset(), cq.next_offset()))
+                .unwrap_or((0, 0));
+            let _ = waiting.reply.send(Ok(PullEntries {
+                entries: Vec::new(),
+                next_offset: waiting.pull.offset,
+                min_offset: min,
+                max_offset: max,
+            }));
+        }
+    }
+}
+
+impl Actor for QueueActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        match ConsumeQueue::open(self.dir.clone(), self.per_file)
+            .and_then(|mut cq| cq.retain_from_log(self.log_min).map(|_| cq))
+        {
+            Ok(cq) => {
+                self.next_offset = cq.next_offset();
+                self.cq = Some(cq);
+            }
+            Err(e) => self.fail(format!(
+                "cannot open consume queue {}: {e}",
+                self.dir.display()
+            )),
+        }
+    }
+}
+
+impl Handler<Produce> for QueueActor {
+    type Result = ResponseFuture<Result<Vec<Stored>>>;
+
+    fn handle(&mut self, msg: Produce, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.cq() {
+            return Box::pin(async move { Err(e) });
+        }
+        let Produce {
+            mut batch,
+            tag_hashes,
+        } = msg;
+        let first_offset = self.next_offset;
+        for i in 0..batch.len() {
+            let (start, end) = batch.bounds(i);
+            if let Some(rec) = batch.buf.get_mut(start..end) {
+                record::patch_queue_offset(rec, first_offset + i as u64);
+            }
+        }
+        self.next_offset += batch.len() as u64;
+        let (reply, rx) = oneshot::channel();
+        self.inflight.push_back(Inflight {
+            first_offset,
+            tag_hashes,
+            reply,
+        });
+        let me = ctx.address();
+        self.writer.do_send(Append {
+            batch,
+            done: Box::new(move |result| me.do_send(Written(result))),
+        });
+        Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
+    }
+}
+
+impl Handler<Written> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, Written(result): Written, _: &mut Context<Self>) {
+        let Some(inflight) = self.inflight.pop_front() else {
+            return;
+        };
+        let positions = match result {
+            Ok(positions) => positions,
+            Err(e) => {
+                // The writer is poisoned: nothing after this will be stored
+                // either, so no offset gap can ever become visible.
+                let _ = inflight.reply.send(Err(e));
+                return;
+            }
+        };
+        let entries: Vec<CqEntry> = positions
+            .iter()
+            .zip(&inflight.tag_hashes)
+            .map(|(pos, tag_hash)| CqEntry {
+                log_offset: pos.log_offset,
+                size: pos.size,
+                tag_hash: *tag_hash,
+            })
+            .collect();
+        // A small page-cache write; durability comes from the checkpoint.
+        let appended = match self.cq.as_mut() {
+            Some(cq) => cq
+                .append(inflight.first_offset, &entries)
+                .map_err(|e| e.to_string()),
+            None => Err("queue not open".to_string()),
+        };
+        match appended {
+            Ok(()) => {
+                let stored = positions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, pos)| Stored {
+                        queue_offset: inflight.first_offset + i as u64,
+                        pos,
+                    })
+                    .collect();
+                let _ = inflight.reply.send(Ok(stored));
+                self.wake_parked();
+            }
+            Err(e) => {
+                let reason = format!("consume queue append failed: {e}");
+                self.fail(reason.clone());
+                let _ = inflight.reply.send(Err(Error::Poisoned(reason)));
+            }
+        }
+    }
+}
+
+impl Handler<Pull> for QueueActor {
+    type Result = ResponseFuture<Result<PullEntries>>;
+
+    fn handle(&mut self, pull: Pull, ctx: &mut Context<Self>) -> Self::Result {
+        let found = match self.collect(&pull) {
+            Ok(Some(found)) if !found.entries.is_empty() || pull.long_poll.is_zero() => Ok(found),
+            Ok(Some(found)) => {
+                // All filtered out: park past them rather than spin.
+                let mut pull = pull;
+                pull.offset = found.next_offset;
+                return self.park(pull, ctx);
+            }
+            Ok(None) if pull.long_poll.is_zero() => {
+                let (min, max) = self
+                    .cq()
+                    .map(|cq| (cq.min_offset(), cq.next_offset()))
+                    .unwrap_or((0, 0));
+                Ok(PullEntries {
+                    entries: Vec::new(),
+                    next_offset: pull.offset,
+                    min_offset: min,
+                    max_offset: max,
+                })
+            }
+            Ok(None) => return self.park(pull, ctx),
+            Err(e) => Err(e),
+        };
+        Box::pin(async move { found })
+    }
+}
+
+impl QueueActor {
+    fn park(&mut self, pull: Pull, ctx: &mut Context<Self>) -> ResponseFuture<Result<PullEntries>> {
+        let (reply, rx) = oneshot::channel();
+        let id = self.next_park_id;
+        self.next_park_id += 1;
+        ctx.run_later(pull.long_poll, move |act, _| act.expire(id));
+        self.parked.push(Parked { id, pull, reply });
+        Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
+    }
+}
+
+impl Handler<Range> for QueueActor {
+    type Result = Result<(u64, u64)>;
+
+    fn handle(&mut self, _: Range, _: &mut Context<Self>) -> Self::Result {
+        self.cq().map(|cq| (cq.min_offset(), cq.next_offset()))
+    }
+}
+
+impl Handler<Barrier> for QueueActor {
+    type Result = MessageResult<Barrier>;
+
+    fn handle(&mut self, _: Barrier, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.cq
+                .as_mut()
+                .map(ConsumeQueue::take_dirty)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl Handler<Retain> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Retain, _: &mut Context<Self>) {
+        self.log_min = msg.log_min;
+        if let Some(cq) = self.cq.as_mut() {
+            if let Err(e) = cq.retain_from_log(msg.log_min) {
+                slog::warn!(self.logger, "consume-queue retention failed"; "queue" => &self.name, "error" => %e);
+            }
+        }
+    }
+}
+
+impl Handler<Destroy> for QueueActor {
+    type Result = Result<()>;
+
+    fn handle(&mut self, _: Destroy, ctx: &mut Context<Self>) -> Self::Result {
+        for waiting in self.parked.drain(..) {
+            let _ = waiting
+                .reply
+                .send(Err(Error::TopicNotFound(self.name.clone())));
+        }
+        ctx.stop();
+        match self.cq.take() {
+            Some(cq) => cq
+                .destroy()
+                .map_err(|e| Error::io(format!("delete {}", self.dir.display()), e)),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Assembling a broker: open and recover the store (before any actor runs),
+//! start the writer on its own arbiter, the queue arbiters, the registry and
+//! the housekeeper, then serve; and the ordered shutdown that undoes it:
+//! stop accepting → close connections → queues drain → the writer drains and
+//! fdatasyncs → clean checkpoint.
+
+use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig};
+use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
+use crate::actors::Registry;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+use crate::io::{self, IoBackend, IoStats, ResolvedBackend};
+use crate::server::{listener, BrokerCore};
+use crate::store::checkpoint::{Checkpoint, DirLock};
+use crate::store::commitlog::{CommitLog, LogReader};
+use crate::store::recovery::{self, Recovered};
+use crate::store::retention::{DiskUsage, RetentionPolicy};
+use crate::store::segment::{self, SegmentSet};
+use crate::store::topics::TopicTable;
+use crate::store::StorePaths;
+use actix::{Actor, Addr, Arbiter};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// A store opened and recovered, ready for actors.
+pub struct OpenedStore {
+    /// Paths.
+    pub paths: StorePaths,
+    /// Segments.
+    pub segments: Arc<SegmentSet>,
+    /// Topics.
+    pub topics: Arc<TopicTable>,
+    /// What recovery did.
+    pub recovered: Recovered,
+    /// The writer backend chosen.
+    pub backend: ResolvedBackend,
+    /// Why `auto` fell back, if it did.
+    pub backend_note: Option<String>,
+    lock: DirLock,
+}
+
+/// Locks the data dir, recovers the store and marks it in use (a crash from
+/// here on is noticed at the next start).
+pub fn open_store(config: &Config) -> Result<OpenedStore> {
+    let paths = StorePaths::new(&config.data_dir);
+    paths
+        .create_dirs()
+        .ctx(|| format!("create data dir {}", paths.root.display()))?;
+    let lock = DirLock::acquire(&paths.root).ctx(|| format!("lock {}", paths.root.display()))?;
+    let (backend, backend_note) =
+        io::resolve(config.store.io_backend).ctx(|| "io_uring requested but unavailable".into())?;
+    let segments = Arc::new(SegmentSet::new(
+        paths.commitlog(),
+        config.store.segment_bytes,
+    ));
+    let recovered = recovery::recover(&paths, &segments, config.store.cq_entries_per_file)?;
+    let active = segments.base_of(recovered.write_pos);
+    if segments.file(active).is_none() {
+        let file = segment::create_sparse(&paths.commitlog(), active, config.store.segment_bytes)
+            .ctx(|| format!("create segment {active}"))?;
+        segments.insert(active, Arc::new(file));
+    }
+    Checkpoint {
+        cq_durable_offset: recovered.write_pos,
+        log_end: 0,
+        last_store_ts: recovered.last_store_ts,
+        clean: false,
+    }
+    .store(&paths.checkpoint())
+    .ctx(|| "write checkpoint".into())?;
+    let topics = Arc::new(TopicTable::load(paths.topics())?);
+    Ok(OpenedStore {
+        paths,
+        segments,
+        topics,
+        recovered,
+        backend,
+        backend_note,
+        lock,
+    })
+}
+
+/// The running actors of a broker.
+pub struct Running {
+    /// Actor addresses.
+    pub registry: Arc<Registry>,
+    /// Periodic jobs (and the final checkpoint).
+    pub housekeeper: Addr<Housekeeper>,
+    /// Commit-log reads.
+    pub reader: LogReader,
+    /// Topic table.
+    pub topics: Arc<TopicTable>,
+    /// Paths.
+    pub paths: StorePaths,
+    /// Writer counters.
+    pub writer_stats: Arc<WriterStats>,
+    /// Backend counters.
+    pub io_stats: Arc<IoStats>,
+    arbiters: Vec<Arbiter>,
+    _lock: DirLock,
+}
+
+impl Running {
+    /// Stops the extra arbiters (after the final checkpoint).
+    pub fn stop_arbiters(&self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Builds a backend inside the arbiter that will drive it.
+pub fn open_backend(kind: ResolvedBackend, stats: Arc<IoStats>) -> std::io::Result<IoBackend> {
+    IoBackend::open(kind, stats)
+}
+
+/// Starts the actors over an opened store. Must run inside an actix system.
+pub async fn start(
+    store: OpenedStore,
+    config: &Config,
+    logger: slog::Logger,
+    clock: Arc<dyn Clock>,
+    disk: Arc<dyn DiskUsage>,
+) -> Result<Running> {
+    let writer_arbiter = Arbiter::new();
+    let io_stats = Arc::new(IoStats::default());
+    let writer_stats = Arc::new(WriterStats::default());
+    let writer_config = WriterConfig {
+        flush: config.store.flush,
+        flush_interval: Duration::from_millis(config.store.flush_interval_ms),
+        max_batch_messages: config.store.max_batch_messages,
+        max_batch_bytes: config.store.max_batch_bytes,
+    };
+    let (init_tx, init_rx) = tokio::sync::oneshot::channel();
+    {
+        let (segments, io_stats, writer_stats, logger, clock) = (
+            store.segments.clone(),
+            io_stats.clone(),
+            writer_stats.clone(),
+            logger.clone(),
+            clock.clone(),
+        );
+        let (write_pos, last_ts, kind, preallocate) = (
+            store.recovered.write_pos,
+            store.recovered.last_store_ts,
+            store.backend,
+            config.store.preallocate,
+        );
+        writer_arbiter.spawn_fn(move || {
+            let built = open_backend(kind, io_stats)
+                .map_err(|e| Error::io("open io backend", e))
+                .and_then(|backend| {
+                    CommitLog::open(segments, write_pos, last_ts, backend, preallocate, clock)
+                });
+            let addr =
+                built.map(|log| WriterActor::new(log, writer_config, writer_stats, logger).start());
+            let _ = init_tx.send(addr);
+        });
+    }
+    let writer = init_rx
+        .await
+        .map_err(|_| Error::Config("writer arbiter stopped".into()))??;
+    let queue_arbiter = Arbiter::new();
+    let registry = Arc::new(Registry::new(
+        writer,
+        vec![queue_arbiter.handle()],
+        store.paths.clone(),
+        config.store.cq_entries_per_file,
+        store.segments.clone(),
+        logger.clone(),
+    ));
+    let housekeeper = Housekeeper::new(
+        registry.clone(),
+        store.topics.clone(),
+        store.paths.clone(),
+        store.segments.clone(),
+        HousekeeperConfig {
+            checkpoint_interval: Duration::from_millis(config.store.checkpoint_interval_ms),
+            retention_interval: Duration::from_millis(config.store.retention_check_interval_ms),
+            policy: RetentionPolicy {
+                retention_ms: (config.store.retention_hours as i64).saturating_mul(3_600_000),
+                disk_max_used_ratio: config.store.disk_max_used_ratio,
+            },
+        },
+        clock,
+        disk,
+        logger,
+    )
+    .start();
+    Ok(Running {
+        registry,
+        housekeeper,
+        reader: LogReader::new(store.segments.clone()),
+        topics: store.topics,
+        paths: store.paths,
+        writer_stats,
+        io_stats,
+        arbiters: vec![writer_arbiter, queue_arbiter],
+        _lock: store.lock,
+    })
+}
+
+/// A broker serving on a socket.
+pub struct Server {
+    /// The bound address.
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done_rx: mpsc::Receiver<()>,
+    workers: Vec<Arbiter>,
+}
+
+/// Binds the listen address and starts accepting.
+pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger) -> Result<Server> {
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .ctx(|| format!("bind {}", config.listen))?;
+    let local_addr = listener.local_addr().ctx(|| "local address".into())?;
+    let advertised = if local_addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local_addr.port())
+    } else {
+        local_addr
+    };
+    let workers_n = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let workers: Vec<Arbiter> = (0..workers_n).map(|_| Arbiter::new()).collect();
+    let core = Arc::new(BrokerCore {
+        registry: running.registry.clone(),
+        topics: running.topics.clone(),
+        reader: running.reader.clone(),
+        config: config.clone(),
+        advertised,
+        paths: running.paths.clone(),
+        logger: logger.clone(),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (done_tx, done_rx) = mpsc::channel(1);
+    actix::spawn(listener::run(
+        listener,
+        core,
+        workers.iter().map(Arbiter::handle).collect(),
+        shutdown_rx,
+        done_tx,
+    ));
+    Ok(Server {
+        local_addr,
+        shutdown,
+        done_rx,
+        workers,
+    })
+}
+
+impl Server {
+    /// Stops accepting, closes every connection (requests in flight get a
+    /// moment to finish) and waits for them, up to `timeout`.
+    pub async fn stop(mut self, timeout: Duration) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(timeout, self.done_rx.recv()).await;
+        for worker in &self.workers {
+            worker.stop();
+        }
+    }
+}
+
+/// The ordered shutdown after the server has stopped: queues drain, the
+/// writer drains and fdatasyncs, and the clean checkpoint is written.
+pub async fn shutdown(running: &Running) -> Result<Checkpoint> {
+    let checkpoint = running
+        .housekeeper
+        .send(FinalCheckpoint)
+        .await
+        .map_err(|e| Error::Busy(e.to_string()))??;
+    running.stop_arbiters();
+    Ok(checkpoint)
+}

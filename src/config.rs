@@ -1,0 +1,286 @@
+//! The broker's configuration: embedded defaults, then an optional TOML file,
+//! then `BROOK_*` environment variables (`__` between levels, e.g.
+//! `BROOK_STORE__FLUSH=sync`). `sanitize` refuses impossible combinations and
+//! clamps soft ones, saying so.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything `brookd` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address to listen on. Default: `127.0.0.1:10911` (RocketMQ's port).
+    /// Port 0 picks a free port; the bound address is logged.
+    pub listen: String,
+    /// Root of all stored data. Default: `./brook-data`.
+    pub data_dir: PathBuf,
+    /// Storage engine settings.
+    pub store: StoreConfig,
+    /// Network settings.
+    pub server: ServerConfig,
+}
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushMode {
+    /// Ack after fdatasync (group commit: one fdatasync per batch).
+    Sync,
+    /// Ack after the page cache; fdatasync every `flush_interval_ms`.
+    Async,
+}
+
+/// Which writer backend performs the commit-log I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBackendKind {
+    /// Probe io_uring at start; fall back to `std` if it is unavailable.
+    Auto,
+    /// io_uring; refuse to start without it.
+    Uring,
+    /// `pwritev` + `fdatasync` on a blocking thread.
+    Std,
+}
+
+/// Storage settings (`[store]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// `sync` acks after fdatasync, `async` after the page cache.
+    /// Default: `async` (as RocketMQ's ASYNC_FLUSH).
+    pub flush: FlushMode,
+    /// `auto`, `uring` or `std`. Default: `auto`.
+    pub io_backend: IoBackendKind,
+    /// Size of each commit-log segment file. Default: 1 GiB. Small values
+    /// (a few KiB) are allowed so tests roll segments often.
+    pub segment_bytes: u64,
+    /// Async flush: fdatasync period. Default: 500 ms.
+    pub flush_interval_ms: u64,
+    /// Most append requests one group commit takes. Default: 4096.
+    pub max_batch_messages: usize,
+    /// Most bytes one group commit takes. Default: 8 MiB.
+    pub max_batch_bytes: usize,
+    /// Entries per consume-queue file (20 bytes each). Default: 300,000.
+    pub cq_entries_per_file: u64,
+    /// How often consume queues are made durable and the checkpoint written.
+    /// Bounds how much log a crash recovery rescans. Default: 1000 ms.
+    pub checkpoint_interval_ms: u64,
+    /// Segments whose newest record is older than this are deleted.
+    /// Default: 72.
+    pub retention_hours: u64,
+    /// Above this share of the data dir's filesystem in use, the oldest
+    /// segments are deleted regardless of age. Default: 0.75.
+    pub disk_max_used_ratio: f64,
+    /// How often retention runs. Default: 10,000 ms.
+    pub retention_check_interval_ms: u64,
+    /// Largest message body accepted. Default: 4 MiB.
+    pub max_message_bytes: usize,
+    /// Fill the next segment with real zeros ahead of the writer (faster
+    /// fdatasync on already-written blocks). Default: true.
+    pub preallocate: bool,
+}
+
+/// Network settings (`[server]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Largest frame accepted, checked before allocation. Default: 16 MiB.
+    pub max_frame_bytes: usize,
+    /// Most concurrent connections; further ones wait. Default: 10,000.
+    pub max_connections: usize,
+    /// Threads serving connections; 0 means one per core. Default: 0.
+    pub workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:10911".into(),
+            data_dir: PathBuf::from("./brook-data"),
+            store: StoreConfig::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            flush: FlushMode::Async,
+            io_backend: IoBackendKind::Auto,
+            segment_bytes: 1 << 30,
+            flush_interval_ms: 500,
+            max_batch_messages: 4096,
+            max_batch_bytes: 8 << 20,
+            cq_entries_per_file: 300_000,
+            checkpoint_interval_ms: 1000,
+            retention_hours: 72,
+            disk_max_used_ratio: 0.75,
+            retention_check_interval_ms: 10_000,
+            max_message_bytes: 4 << 20,
+            preallocate: true,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: brook_proto::DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 10_000,
+            workers: 0,
+        }
+    }
+}
+
+/// Smallest segment the store accepts.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+
+impl Config {
+    /// Defaults, overridden by `file` (TOML) if given, overridden by `BROOK_*`
+    /// environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("BROOK")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        builder
+            .build()
+            .and_then(|c| c.try_deserialize::<Config>())
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// The effective configuration as TOML (`brookd --print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Refuses impossible settings; clamps soft ones and returns a warning
+    /// for each clamp.
+    pub fn sanitize(&mut self) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        let store = &mut self.store;
+        if store.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(Error::Config(format!(
+                "store.segment_bytes must be at least {MIN_SEGMENT_BYTES}, got {}",
+                store.segment_bytes
+            )));
+        }
+        if store.segment_bytes > u64::from(u32::MAX) {
+            return Err(Error::Config(format!(
+                "store.segment_bytes must fit in 32 bits (4 GiB), got {}",
+                store.segment_bytes
+            )));
+        }
+        if !(store.disk_max_used_ratio > 0.0 && store.disk_max_used_ratio <= 1.0) {
+            return Err(Error::Config(format!(
+                "store.disk_max_used_ratio must be in (0, 1], got {}",
+                store.disk_max_used_ratio
+            )));
+        }
+        if store.max_batch_messages == 0 || store.max_batch_bytes == 0 {
+            return Err(Error::Config(
+                "store.max_batch_messages and store.max_batch_bytes must be positive".into(),
+            ));
+        }
+        if store.cq_entries_per_file == 0 {
+            return Err(Error::Config(
+                "store.cq_entries_per_file must be positive".into(),
+            ));
+        }
+        for (name, value) in [
+            ("store.flush_interval_ms", &mut store.flush_interval_ms),
+            (
+                "store.checkpoint_interval_ms",
+                &mut store.checkpoint_interval_ms,
+            ),
+            (
+                "store.retention_check_interval_ms",
+                &mut store.retention_check_interval_ms,
+            ),
+        ] {
+            if *value == 0 {
+                warnings.push(format!("{name} = 0 clamped to 1"));
+                *value = 1;
+            }
+        }
+        let server = &mut self.server;
+        if server.max_frame_bytes > brook_proto::MAX_FRAME_BYTES_CEILING {
+            warnings.push(format!(
+                "server.max_frame_bytes {} clamped to {}",
+                server.max_frame_bytes,
+                brook_proto::MAX_FRAME_BYTES_CEILING
+            ));
+            server.max_frame_bytes = brook_proto::MAX_FRAME_BYTES_CEILING;
+        }
+        if server.max_connections == 0 {
+            return Err(Error::Config(
+                "server.max_connections must be positive".into(),
+            ));
+        }
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| Error::Config(format!("listen {:?}: {e}", self.listen)))?;
+        Ok(warnings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let config = Config::default();
+        let text = config.to_toml();
+        let back: Config = toml::from_str(&text).expect("parse");
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn file_then_partial_sections_keep_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("brook.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:0\"\n[store]\nflush = \"sync\"\nsegment_bytes = 8192\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path)).expect("load");
+        assert_eq!(config.listen, "127.0.0.1:0");
+        assert_eq!(config.store.flush, FlushMode::Sync);
+        assert_eq!(config.store.segment_bytes, 8192);
+        assert_eq!(config.store.flush_interval_ms, 500);
+        assert_eq!(config.server, ServerConfig::default());
+    }
+
+    #[test]
+    fn sanitize_refuses_impossible_values() {
+        let mut config = Config::default();
+        config.store.segment_bytes = 100;
+        assert!(matches!(config.sanitize(), Err(Error::Config(_))));
+        let mut config = Config::default();
+        config.store.disk_max_used_ratio = 1.5;
+        assert!(matches!(config.sanitize(), Err(Error::Config(_))));
+        let mut config = Config::default();
+        config.listen = "nowhere".into();
+        assert!(matches!(config.sanitize(), Err(Error::Config(_))));
+        let mut config = Config::default();
+        config.store.flush_interval_ms = 0;
+        let warnings = config.sanitize().expect("clamped");
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(config.store.flush_interval_ms, 1);
+    }
+}

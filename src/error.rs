@@ -1,0 +1,135 @@
+//! Broker errors, one `thiserror` enum per layer boundary, and their mapping
+//! to the stable wire codes at the edge (`From<Error> for WireError`).
+
+use brook_proto::{ErrorCode, WireError};
+use std::io;
+
+/// Result alias for the broker library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong inside the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file operation failed; `context` names which.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A write or fsync failed earlier; the log refuses all writes until a
+    /// restart recovers it (an fsync is never retried: its failure may have
+    /// dropped dirty pages the kernel will not report again).
+    #[error("storage is poisoned after an earlier failure: {0}")]
+    Poisoned(String),
+    /// A stored record failed its checks.
+    #[error("corrupt record at log offset {offset}: {reason}")]
+    Corrupt {
+        /// Commit-log offset of the record.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A read asked for data retention already deleted.
+    #[error("offset {requested} is below the retained range (minimum is {min})")]
+    BelowRetained {
+        /// Offset asked for.
+        requested: u64,
+        /// Smallest offset still stored.
+        min: u64,
+    },
+    /// A read asked past the end.
+    #[error("offset {requested} is beyond the end ({max})")]
+    BeyondEnd {
+        /// Offset asked for.
+        requested: u64,
+        /// One past the largest stored offset.
+        max: u64,
+    },
+    /// The configuration is impossible.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A request named something invalid.
+    #[error("{0}")]
+    InvalidName(String),
+    /// A request carried an out-of-range value.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The topic is unknown.
+    #[error("topic {0:?} not found")]
+    TopicNotFound(String),
+    /// The queue id is out of range.
+    #[error("queue {queue} out of range: topic {topic:?} has {queues} queues")]
+    QueueOutOfRange {
+        /// Topic name.
+        topic: String,
+        /// Queue asked for.
+        queue: u32,
+        /// Queue count.
+        queues: u32,
+    },
+    /// A message exceeds the size limit.
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    MessageTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The broker is stopping.
+    #[error("broker is shutting down")]
+    ShuttingDown,
+    /// An actor mailbox was closed or full.
+    #[error("broker busy: {0}")]
+    Busy(String),
+}
+
+impl Error {
+    /// Wraps an `io::Error` with what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Adds context to `io::Result`s.
+pub trait IoContext<T> {
+    /// Maps the error into [`Error::Io`] with a lazily built context.
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::io(context(), source))
+    }
+}
+
+impl From<Error> for WireError {
+    fn from(err: Error) -> Self {
+        let code = match &err {
+            Error::Io { .. } | Error::Poisoned(_) | Error::Corrupt { .. } => {
+                ErrorCode::StorageFailure
+            }
+            Error::BelowRetained { .. } => ErrorCode::OffsetBelowRetained,
+            Error::BeyondEnd { .. } => ErrorCode::OffsetBeyondEnd,
+            Error::Config(_) => ErrorCode::Internal,
+            Error::InvalidName(_) => ErrorCode::InvalidName,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::TopicNotFound(_) => ErrorCode::TopicNotFound,
+            Error::QueueOutOfRange { .. } => ErrorCode::QueueOutOfRange,
+            Error::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            Error::ShuttingDown => ErrorCode::ShuttingDown,
+            Error::Busy(_) => ErrorCode::BrokerBusy,
+        };
+        let wire = WireError::new(code, err.to_string());
+        match err {
+            Error::BelowRetained { min, .. } => wire.with_detail(min),
+            Error::BeyondEnd { max, .. } => wire.with_detail(max),
+            _ => wire,
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! A backend that fails on command, for tests of the poison rule: after a
+//! failed write or fdatasync the writer fails that group and every later one.
+
+use super::std_io::StdIo;
+use super::{IoStats, WriteJob};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// When the fault backend fails.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    /// Jobs to let through before failing every later one.
+    pub fail_after_jobs: AtomicU64,
+    /// Jobs run so far.
+    pub jobs_seen: AtomicU64,
+}
+
+/// The std backend, failing once `plan` says so.
+pub struct FaultIo {
+    inner: StdIo,
+    plan: Arc<FaultPlan>,
+}
+
+impl FaultIo {
+    /// Wraps a std backend with a plan.
+    pub fn new(stats: Arc<IoStats>, plan: Arc<FaultPlan>) -> Self {
+        Self {
+            inner: StdIo::new(stats),
+            plan,
+        }
+    }
+
+    /// Runs the job, or fails it as an fdatasync error (EIO) would.
+    pub async fn run(&mut self, job: WriteJob) -> io::Result<()> {
+        let seen = self.plan.jobs_seen.fetch_add(1, Ordering::SeqCst);
+        if seen >= self.plan.fail_after_jobs.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.inner.run(job).await
+    }
+}

@@ -1,0 +1,201 @@
+//! The writer backends: the only code that writes commit-log bytes to disk.
+//! A [`WriteJob`] is one group commit — positioned vectored writes into one or
+//! two segment files, then (when asked) one fdatasync per file — and a backend
+//! runs it to completion or returns the first error. Both backends pass the
+//! same tests; `store.io_backend` picks one, `auto` probes io_uring first.
+
+use crate::config::IoBackendKind;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[cfg(any(test, feature = "failpoints"))]
+pub mod fault;
+pub mod std_io;
+pub mod uring;
+
+/// A byte range of one of the job's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// Index into [`WriteJob::bufs`].
+    pub buf: usize,
+    /// Start within that buffer.
+    pub start: usize,
+    /// End (exclusive) within that buffer.
+    pub end: usize,
+}
+
+/// Contiguous bytes for one file, gathered from several buffers.
+#[derive(Debug)]
+pub struct FileWrite {
+    /// The segment file.
+    pub file: Arc<File>,
+    /// Where in the file the first slice goes.
+    pub offset: u64,
+    /// The bytes, in order.
+    pub slices: Vec<Slice>,
+}
+
+/// One group commit's I/O.
+#[derive(Debug, Default)]
+pub struct WriteJob {
+    /// Owned buffers the slices point into; they live until the job is done,
+    /// which is what lets the kernel read them asynchronously.
+    pub bufs: Vec<Vec<u8>>,
+    /// Writes in log order.
+    pub writes: Vec<FileWrite>,
+    /// Files to fdatasync after every write has completed (empty: no sync).
+    pub sync: Vec<Arc<File>>,
+}
+
+impl WriteJob {
+    /// Total bytes the job writes.
+    pub fn bytes(&self) -> u64 {
+        self.writes
+            .iter()
+            .flat_map(|w| &w.slices)
+            .map(|s| (s.end - s.start) as u64)
+            .sum()
+    }
+
+    fn slice(&self, slice: Slice) -> &[u8] {
+        self.bufs
+            .get(slice.buf)
+            .and_then(|b| b.get(slice.start..slice.end))
+            .unwrap_or(&[])
+    }
+}
+
+/// Counters every backend keeps, read by benches and tests (group commit
+/// shows up as records per fdatasync).
+#[derive(Debug, Default)]
+pub struct IoStats {
+    /// Jobs run.
+    pub jobs: AtomicU64,
+    /// Bytes written.
+    pub bytes: AtomicU64,
+    /// fdatasync calls completed.
+    pub fdatasyncs: AtomicU64,
+}
+
+impl IoStats {
+    fn record(&self, job: &WriteJob) {
+        self.jobs.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(job.bytes(), Ordering::Relaxed);
+        self.fdatasyncs
+            .fetch_add(job.sync.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The backend chosen at start.
+pub enum IoBackend {
+    /// io_uring, completions awaited on an eventfd through the runtime.
+    Uring(uring::UringIo),
+    /// `pwritev` + `fdatasync` on a blocking thread.
+    Std(std_io::StdIo),
+    /// A backend that fails on command (tests and the failpoints feature).
+    #[cfg(any(test, feature = "failpoints"))]
+    Fault(fault::FaultIo),
+}
+
+impl IoBackend {
+    /// Builds the backend `kind` resolves to. Must run inside the runtime
+    /// that will drive it (io_uring registers its eventfd there).
+    pub fn open(kind: ResolvedBackend, stats: Arc<IoStats>) -> io::Result<IoBackend> {
+        Ok(match kind {
+            ResolvedBackend::Uring => IoBackend::Uring(uring::UringIo::new(stats)?),
+            ResolvedBackend::Std => IoBackend::Std(std_io::StdIo::new(stats)),
+        })
+    }
+
+    /// Runs a job to completion.
+    pub async fn run(&mut self, job: WriteJob) -> io::Result<()> {
+        match self {
+            IoBackend::Uring(io) => io.run(job).await,
+            IoBackend::Std(io) => io.run(job).await,
+            #[cfg(any(test, feature = "failpoints"))]
+            IoBackend::Fault(io) => io.run(job).await,
+        }
+    }
+
+    /// The backend's name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            IoBackend::Uring(_) => "uring",
+            IoBackend::Std(_) => "std",
+            #[cfg(any(test, feature = "failpoints"))]
+            IoBackend::Fault(_) => "fault",
+        }
+    }
+}
+
+/// A backend choice after probing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedBackend {
+    /// io_uring.
+    Uring,
+    /// pwritev + fdatasync.
+    Std,
+}
+
+/// Resolves `auto` by probing io_uring (a ring and a NOP round trip).
+/// `uring` fails if the probe fails; `std` never probes.
+pub fn resolve(kind: IoBackendKind) -> io::Result<(ResolvedBackend, Option<String>)> {
+    match kind {
+        IoBackendKind::Std => Ok((ResolvedBackend::Std, None)),
+        IoBackendKind::Uring => uring::probe().map(|()| (ResolvedBackend::Uring, None)),
+        IoBackendKind::Auto => match uring::probe() {
+            Ok(()) => Ok((ResolvedBackend::Uring, None)),
+            Err(e) => Ok((
+                ResolvedBackend::Std,
+                Some(format!(
+                    "io_uring unavailable ({e}); using pwritev + fdatasync"
+                )),
+            )),
+        },
+    }
+}
+
+/// Writes `iov` at `offset` fully, retrying partial writes. Shared by the std
+/// backend and by tests.
+pub(crate) fn pwritev_all(
+    file: &File,
+    mut offset: u64,
+    mut iov: &mut [io::IoSlice<'_>],
+) -> io::Result<()> {
+    // NOTE: IOV_MAX on Linux is 1024; larger vectors fail with EINVAL.
+    const IOV_MAX: usize = 1024;
+    while !iov.is_empty() {
+        let count = iov.len().min(IOV_MAX);
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows off_t"))?;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, the
+        // pointer and count describe `count` live slices, and the fd is open.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov.as_ptr().cast::<libc::iovec>(),
+                count as libc::c_int,
+                off,
+            )
+        };
+        if written < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if written == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwritev wrote nothing",
+            ));
+        }
+        offset += written as u64;
+        io::IoSlice::advance_slices(&mut iov, written as usize);
+    }
+    Ok(())
+}

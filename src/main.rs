@@ -1,0 +1,163 @@
+//! `brookd`: the broker daemon. Loads the configuration, recovers the store,
+//! starts the actors, serves until SIGTERM/SIGINT, then shuts down in order
+//! and exits 0.
+
+use anyhow_free::run;
+
+mod anyhow_free {
+    use brook::broker;
+    use brook::clock::SystemClock;
+    use brook::logging::{self, LogFormat};
+    use brook::store::retention::StatvfsUsage;
+    use brook::Config;
+    use clap::Parser;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// brookd — a RocketMQ-style message broker.
+    #[derive(Debug, Parser)]
+    #[command(name = "brookd", version, about)]
+    struct Cli {
+        /// TOML configuration file (environment variables BROOK_* override it).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the effective configuration as TOML and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// Log format: human-readable terminal lines or JSON objects.
+        #[arg(long, value_enum, default_value = "term")]
+        log_format: LogFormat,
+        /// Lowest level logged: critical, error, warning, info, debug, trace.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    }
+
+    pub fn run() -> i32 {
+        let cli = Cli::parse();
+        let mut config = match Config::load(cli.config.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("brookd: {e}");
+                return 2;
+            }
+        };
+        let warnings = match config.sanitize() {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("brookd: {e}");
+                return 2;
+            }
+        };
+        if cli.print_config {
+            print!("{}", config.to_toml());
+            return 0;
+        }
+        let Ok(level) = cli.log_level.parse::<slog::Level>() else {
+            eprintln!("brookd: unknown log level {:?}", cli.log_level);
+            return 2;
+        };
+        let (logger, _guard) = logging::init(cli.log_format, level);
+        for warning in warnings {
+            slog::warn!(logger, "configuration adjusted"; "detail" => warning);
+        }
+        let code = serve(config, &logger);
+        slog::info!(logger, "brookd exiting"; "code" => code);
+        code
+    }
+
+    fn serve(config: Config, logger: &slog::Logger) -> i32 {
+        raise_fd_limit(logger);
+        let started = std::time::Instant::now();
+        let opened = match broker::open_store(&config) {
+            Ok(o) => o,
+            Err(e) => {
+                slog::crit!(logger, "cannot open the store"; "error" => %e, "data_dir" => %config.data_dir.display());
+                return 1;
+            }
+        };
+        let rec = &opened.recovered;
+        slog::info!(logger, "store recovered";
+            "clean" => rec.clean, "write_pos" => rec.write_pos, "scan_from" => rec.scan_from,
+            "replayed" => rec.replayed, "removed_segments" => rec.removed_segments,
+            "elapsed_ms" => started.elapsed().as_millis() as u64);
+        if let Some((at, reason)) = &rec.truncated {
+            slog::warn!(logger, "cut a torn tail off the commit log"; "at" => at, "reason" => reason);
+        }
+        if let Some(note) = &opened.backend_note {
+            slog::warn!(logger, "{}", note);
+        }
+        slog::info!(logger, "io backend chosen"; "backend" => ?opened.backend, "configured" => ?config.store.io_backend);
+        let config = Arc::new(config);
+        let system = actix::System::new();
+        let logger = logger.clone();
+        system.block_on(async move {
+            let running = match broker::start(opened, &config, logger.clone(), Arc::new(SystemClock), Arc::new(StatvfsUsage)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    slog::crit!(logger, "cannot start"; "error" => %e);
+                    return 1;
+                }
+            };
+            let server = match broker::serve(&running, config.clone(), logger.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    slog::crit!(logger, "cannot listen"; "error" => %e);
+                    return 1;
+                }
+            };
+            slog::info!(logger, "listening"; "addr" => %server.local_addr, "data_dir" => %config.data_dir.display(),
+                "flush" => ?config.store.flush);
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            let signal = wait_for_signal().await;
+            slog::info!(logger, "shutting down"; "signal" => signal);
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            server.stop(Duration::from_secs(5)).await;
+            match broker::shutdown(&running).await {
+                Ok(cp) => {
+                    slog::info!(logger, "stopped cleanly"; "log_end" => cp.log_end);
+                    0
+                }
+                Err(e) => {
+                    slog::error!(logger, "shutdown could not checkpoint; the next start will recover"; "error" => %e);
+                    1
+                }
+            }
+        })
+    }
+
+    async fn wait_for_signal() -> &'static str {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            std::future::pending::<()>().await;
+            return "none";
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    }
+
+    /// Each queue keeps a few files open; lift the soft limit to the hard one.
+    fn raise_fd_limit(logger: &slog::Logger) {
+        // SAFETY: getrlimit/setrlimit on a zeroed, owned struct.
+        unsafe {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && limit.rlim_cur < limit.rlim_max
+            {
+                limit.rlim_cur = limit.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    slog::warn!(logger, "cannot raise the open-file limit");
+                }
+            }
+        }
+    }
+}
+
+fn main() {
+    std::process::exit(run());
+}

@@ -1,0 +1,204 @@
+//! One client connection. Frames are read and decoded here; the first must
+//! be a hello with a known protocol version. Each later request runs as its
+//! own task, so a connection has many requests in flight and answers leave in
+//! completion order, each tagged with its request id. A single writer task
+//! batches answers into the socket and flushes when it runs out of work.
+//!
+//! Oversized or undecodable frames get one error answer (id 0) and the
+//! connection is closed: after them the byte stream cannot be trusted. None
+//! of this touches stored data.
+
+use crate::server::dispatch;
+use crate::server::BrokerCore;
+use brook_proto::{
+    CodecError, ErrorCode, Frame, FrameCodec, Request, Response, WireError, PROTOCOL_VERSION,
+};
+use futures::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// Most requests one connection may have in flight; past it, reading pauses.
+const MAX_IN_FLIGHT: usize = 4096;
+/// How long a new connection has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Facts about the connection that handlers may need.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client's self-chosen id from its hello.
+    pub client_id: String,
+}
+
+fn error_frame(id: u64, code: ErrorCode, message: String) -> Frame {
+    Frame::Response {
+        id,
+        body: Err(WireError::new(code, message)),
+    }
+}
+
+/// Serves one connection until EOF, a broken frame, or shutdown.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    core: Arc<BrokerCore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let max_frame = core.config.server.max_frame_bytes;
+    let (read_half, write_half) = stream.into_split();
+    let mut frames = FramedRead::new(read_half, FrameCodec::new(max_frame));
+    let (tx, rx) = mpsc::channel::<Frame>(1024);
+    let writer = tokio::task::spawn_local(write_loop(
+        FramedWrite::new(write_half, FrameCodec::new(max_frame)),
+        rx,
+    ));
+    let logger = core.logger.new(slog::o!("peer" => peer.to_string()));
+
+    let info = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
+        Ok(Some(Ok(Frame::Request {
+            id,
+            body: Request::Hello { version, client_id },
+        }))) => {
+            if version != PROTOCOL_VERSION {
+                let _ = tx
+                    .send(error_frame(
+                        id,
+                        ErrorCode::UnsupportedVersion,
+                        format!("protocol version {version} is not supported; this broker speaks {PROTOCOL_VERSION}"),
+                    ))
+                    .await;
+                None
+            } else {
+                let hello = Response::Hello {
+                    version: PROTOCOL_VERSION,
+                    broker: core.advertised.to_string(),
+                };
+                let _ = tx
+                    .send(Frame::Response {
+                        id,
+                        body: Ok(hello),
+                    })
+                    .await;
+                Some(ConnInfo { peer, client_id })
+            }
+        }
+        Ok(Some(Ok(frame))) => {
+            let id = match frame {
+                Frame::Request { id, .. } => id,
+                _ => 0,
+            };
+            let _ = tx
+                .send(error_frame(
+                    id,
+                    ErrorCode::HelloRequired,
+                    "the first frame must be a hello".into(),
+                ))
+                .await;
+            None
+        }
+        Ok(Some(Err(e))) => {
+            let _ = tx.send(codec_error_frame(&e)).await;
+            None
+        }
+        Ok(None) | Err(_) => None,
+    };
+    let Some(info) = info else {
+        drop(tx);
+        let _ = writer.await;
+        return;
+    };
+    slog::debug!(logger, "connection open"; "client_id" => &info.client_id);
+    let info = Arc::new(info);
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    loop {
+        let next = tokio::select! {
+            next = frames.next() => next,
+            _ = shutdown.changed() => break,
+        };
+        // Reap finished request tasks so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+        match next {
+            Some(Ok(Frame::Request { id, body })) => {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
+                tasks.spawn_local(async move {
+                    let body = dispatch::handle(&core, &info, body).await;
+                    let _ = tx.send(Frame::Response { id, body }).await;
+                    drop(permit);
+                });
+            }
+            Some(Ok(Frame::Oneway { body })) => {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let (core, info) = (core.clone(), info.clone());
+                tasks.spawn_local(async move {
+                    let _ = dispatch::handle(&core, &info, body).await;
+                    drop(permit);
+                });
+            }
+            // Answers to broker-initiated requests; none are sent yet.
+            Some(Ok(Frame::Response { .. })) => {}
+            Some(Err(e)) => {
+                if !matches!(e, CodecError::Io(_)) {
+                    slog::info!(logger, "closing connection after a bad frame"; "error" => %e);
+                    let _ = tx.send(codec_error_frame(&e)).await;
+                }
+                break;
+            }
+            None => break,
+        }
+    }
+    // Let requests already accepted finish briefly, then close.
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tasks.abort_all();
+    }
+    drop(tx);
+    let _ = writer.await;
+    slog::debug!(logger, "connection closed");
+}
+
+fn codec_error_frame(e: &CodecError) -> Frame {
+    match e {
+        CodecError::TooLarge { .. } => error_frame(0, ErrorCode::FrameTooLarge, e.to_string()),
+        _ => error_frame(0, ErrorCode::MalformedFrame, e.to_string()),
+    }
+}
+
+/// Writes answers as they come, flushing only when no more are waiting, so
+/// many answers share one syscall under load.
+async fn write_loop(
+    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
+    mut rx: mpsc::Receiver<Frame>,
+) {
+    while let Some(frame) = rx.recv().await {
+        if sink.feed(frame).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = rx.try_recv() {
+            if sink.feed(frame).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}

@@ -1,0 +1,288 @@
+//! Routes each request to the actor that owns it and maps every error to a
+//! wire code. Validation happens here, before anything reaches an actor, so
+//! invalid input changes nothing.
+
+use crate::actors::queue::{Destroy, Produce, Pull, Range};
+use crate::error::Error;
+use crate::filter::TagFilter;
+use crate::server::connection::ConnInfo;
+use crate::server::BrokerCore;
+use crate::store::commitlog::AppendBatch;
+use crate::store::record;
+use brook_proto::names::validate_name;
+use brook_proto::request::{PullResult, QueueStats, SendAck, TopicInfo};
+use brook_proto::{ErrorCode, Message, MessageId, Request, Response, StoredMessage, WireError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most messages in one send request.
+pub const MAX_BATCH_MESSAGES: usize = 65_536;
+/// Longest a pull may be parked.
+pub const MAX_LONG_POLL_MS: u64 = 120_000;
+
+type Reply = Result<Response, WireError>;
+
+fn mailbox(e: actix::MailboxError) -> WireError {
+    Error::Busy(format!("actor unavailable: {e}")).into()
+}
+
+/// Answers one request.
+pub async fn handle(core: &BrokerCore, _conn: &ConnInfo, request: Request) -> Reply {
+    match request {
+        Request::Hello { .. } => Err(WireError::new(
+            ErrorCode::InvalidArgument,
+            "hello was already received",
+        )),
+        Request::Ping => Ok(Response::Pong),
+        Request::CreateTopic { name, queues } => create_topic(core, &name, queues),
+        Request::DeleteTopic { name } => delete_topic(core, &name).await,
+        Request::ListTopics => Ok(Response::Topics(
+            core.topics
+                .list()
+                .into_iter()
+                .map(|(name, c)| TopicInfo {
+                    name,
+                    queues: c.queues,
+                    queue_stats: Vec::new(),
+                })
+                .collect(),
+        )),
+        Request::DescribeTopic { name } => describe_topic(core, &name).await,
+        Request::Send {
+            topic,
+            queue,
+            messages,
+        } => send(core, &topic, queue, messages).await,
+        Request::Pull {
+            topic,
+            queue,
+            offset,
+            max_messages,
+            max_bytes,
+            tags,
+            long_poll_ms,
+        } => {
+            pull(
+                core,
+                &topic,
+                queue,
+                offset,
+                max_messages,
+                max_bytes,
+                tags.as_deref(),
+                long_poll_ms,
+            )
+            .await
+        }
+    }
+}
+
+fn create_topic(core: &BrokerCore, name: &str, queues: u32) -> Reply {
+    core.topics.create(name, queues)?;
+    slog::info!(core.logger, "topic created or updated"; "topic" => name, "queues" => queues);
+    Ok(Response::Topic(TopicInfo {
+        name: name.to_string(),
+        queues,
+        queue_stats: Vec::new(),
+    }))
+}
+
+async fn delete_topic(core: &BrokerCore, name: &str) -> Reply {
+    validate_name("topic", name).map_err(Error::InvalidName)?;
+    if !core.topics.delete(name)? {
+        return Err(Error::TopicNotFound(name.to_string()).into());
+    }
+    for addr in core.registry.remove_topic(name) {
+        let _ = addr.send(Destroy).await;
+    }
+    let dir = core.paths.consumequeue().join(name);
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    slog::info!(core.logger, "topic deleted"; "topic" => name);
+    Ok(Response::Done)
+}
+
+/// The topic's queue count, or the error a request naming it gets.
+fn topic_queues(core: &BrokerCore, topic: &str) -> Result<u32, WireError> {
+    validate_name("topic", topic).map_err(Error::InvalidName)?;
+    core.topics
+        .get(topic)
+        .map(|c| c.queues)
+        .ok_or_else(|| Error::TopicNotFound(topic.to_string()).into())
+}
+
+fn check_queue(topic: &str, queue: u32, queues: u32) -> Result<(), WireError> {
+    if queue >= queues {
+        return Err(Error::QueueOutOfRange {
+            topic: topic.to_string(),
+            queue,
+            queues,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+async fn describe_topic(core: &BrokerCore, name: &str) -> Reply {
+    let queues = topic_queues(core, name)?;
+    let mut stats = Vec::with_capacity(queues as usize);
+    for queue in 0..queues {
+        let (min_offset, max_offset) = core
+            .registry
+            .queue(name, queue)
+            .send(Range)
+            .await
+            .map_err(mailbox)??;
+        stats.push(QueueStats {
+            queue,
+            min_offset,
+            max_offset,
+        });
+    }
+    Ok(Response::Topic(TopicInfo {
+        name: name.to_string(),
+        queues,
+        queue_stats: stats,
+    }))
+}
+
+async fn send(core: &BrokerCore, topic: &str, queue: u32, messages: Vec<Message>) -> Reply {
+    let queues = topic_queues(core, topic)?;
+    check_queue(topic, queue, queues)?;
+    if messages.is_empty() || messages.len() > MAX_BATCH_MESSAGES {
+        return Err(Error::InvalidArgument(format!(
+            "a send carries 1..={MAX_BATCH_MESSAGES} messages, got {}",
+            messages.len()
+        ))
+        .into());
+    }
+    let max_body = core.config.store.max_message_bytes;
+    let max_record = core.config.store.segment_bytes as usize;
+    let mut batch = AppendBatch::default();
+    let mut tag_hashes = Vec::with_capacity(messages.len());
+    for mut msg in messages {
+        if msg.topic.is_empty() {
+            msg.topic = topic.to_string();
+        } else if msg.topic != topic {
+            return Err(Error::InvalidArgument(format!(
+                "a batch goes to one topic: {topic:?}, but a message names {:?}",
+                msg.topic
+            ))
+            .into());
+        }
+        if msg.body.len() > max_body {
+            return Err(Error::MessageTooLarge {
+                size: msg.body.len(),
+                max: max_body,
+            }
+            .into());
+        }
+        let size = record::encoded_len(&msg);
+        if size > max_record {
+            return Err(Error::MessageTooLarge {
+                size,
+                max: max_record,
+            }
+            .into());
+        }
+        batch.starts.push(batch.buf.len());
+        record::encode_into(&mut batch.buf, &msg, queue, 0)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        tag_hashes.push(record::tag_hash(msg.tags.as_deref()));
+    }
+    let stored = core
+        .registry
+        .queue(topic, queue)
+        .send(Produce { batch, tag_hashes })
+        .await
+        .map_err(mailbox)??;
+    let acks = stored
+        .into_iter()
+        .map(|s| SendAck {
+            msg_id: MessageId {
+                broker: core.advertised,
+                log_offset: s.pos.log_offset,
+            }
+            .to_string(),
+            queue,
+            queue_offset: s.queue_offset,
+        })
+        .collect();
+    Ok(Response::Sent(acks))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pull(
+    core: &BrokerCore,
+    topic: &str,
+    queue: u32,
+    offset: u64,
+    max_messages: u32,
+    max_bytes: u32,
+    tags: Option<&str>,
+    long_poll_ms: u64,
+) -> Reply {
+    let queues = topic_queues(core, topic)?;
+    check_queue(topic, queue, queues)?;
+    let filter = Arc::new(TagFilter::parse(tags).map_err(Error::InvalidArgument)?);
+    if long_poll_ms > MAX_LONG_POLL_MS {
+        return Err(Error::InvalidArgument(format!(
+            "long_poll_ms is at most {MAX_LONG_POLL_MS}, got {long_poll_ms}"
+        ))
+        .into());
+    }
+    // Keep every answer well inside one frame.
+    let byte_cap = (core.config.server.max_frame_bytes / 2) as u32;
+    let max_bytes = if max_bytes == 0 { 1 << 20 } else { max_bytes }.min(byte_cap);
+    let found = core
+        .registry
+        .queue(topic, queue)
+        .send(Pull {
+            offset,
+            max_messages: if max_messages == 0 { 32 } else { max_messages },
+            max_bytes,
+            filter: filter.clone(),
+            long_poll: Duration::from_millis(long_poll_ms),
+        })
+        .await
+        .map_err(mailbox)??;
+    let reader = core.reader.clone();
+    let broker = core.advertised;
+    let entries = found.entries;
+    let messages = if entries.is_empty() {
+        Vec::new()
+    } else {
+        tokio::task::spawn_blocking(move || -> Result<Vec<StoredMessage>, Error> {
+            let mut out = Vec::with_capacity(entries.len());
+            for (queue_offset, entry) in entries {
+                let rec = reader.read(entry.log_offset, entry.size)?;
+                // The hash pass can collide; the tag string decides.
+                if !filter.matches(rec.message.tags.as_deref()) {
+                    continue;
+                }
+                out.push(StoredMessage {
+                    msg_id: MessageId {
+                        broker,
+                        log_offset: entry.log_offset,
+                    }
+                    .to_string(),
+                    queue: rec.head.queue_id,
+                    queue_offset,
+                    log_offset: entry.log_offset,
+                    store_ts: rec.head.store_ts,
+                    flags: rec.head.flags,
+                    reconsume_times: 0,
+                    message: rec.message,
+                });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Busy(e.to_string()))??
+    };
+    Ok(Response::Pulled(PullResult {
+        messages,
+        next_offset: found.next_offset,
+        min_offset: found.min_offset,
+        max_offset: found.max_offset,
+    }))
+}

@@ -1,0 +1,34 @@
+//! The network edge: the accept loop ([`listener`]), one handler per
+//! connection ([`connection`]) and the routing of each request to the actor
+//! that owns it ([`dispatch`]). Nothing here holds broker state; errors are
+//! mapped to wire codes here and nowhere else.
+
+pub mod connection;
+pub mod dispatch;
+pub mod listener;
+
+use crate::actors::Registry;
+use crate::config::Config;
+use crate::store::commitlog::LogReader;
+use crate::store::topics::TopicTable;
+use crate::store::StorePaths;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What request handlers need: handles, never state of their own.
+pub struct BrokerCore {
+    /// Actor addresses.
+    pub registry: Arc<Registry>,
+    /// Topic table.
+    pub topics: Arc<TopicTable>,
+    /// Commit-log reads.
+    pub reader: LogReader,
+    /// Effective configuration.
+    pub config: Arc<Config>,
+    /// The address message ids name (the bound listen address).
+    pub advertised: SocketAddr,
+    /// Where the data lives.
+    pub paths: StorePaths,
+    /// Logger.
+    pub logger: slog::Logger,
+}

@@ -1,0 +1,355 @@
+//! The commit log: every message of every topic, appended to one log cut into
+//! fixed-size segments. [`CommitLog`] is the write side, owned by exactly one
+//! writer; it lays out a group of append batches (offsets, store times,
+//! padding at segment ends, CRCs) and hands the bytes to the io backend.
+//! [`LogReader`] is the read side, shared by everyone: pread + CRC check.
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::io::{FileWrite, IoBackend, Slice, WriteJob};
+use crate::store::record::{self, DecodedRecord, PAD_MIN};
+use crate::store::segment::{self, Preallocator, SegmentSet};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Encoded records bound for one queue: one buffer, records back to back.
+#[derive(Debug, Default)]
+pub struct AppendBatch {
+    /// The records.
+    pub buf: Vec<u8>,
+    /// Start of each record within `buf`; each runs to the next start (or
+    /// the end of `buf`).
+    pub starts: Vec<usize>,
+}
+
+impl AppendBatch {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// True when there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// `(start, end)` of record `i`.
+    pub fn bounds(&self, i: usize) -> (usize, usize) {
+        let start = self.starts.get(i).copied().unwrap_or(self.buf.len());
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.buf.len());
+        (start, end)
+    }
+
+    /// Length of the largest record.
+    pub fn max_record(&self) -> usize {
+        (0..self.len())
+            .map(|i| {
+                let (s, e) = self.bounds(i);
+                e - s
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordPos {
+    /// Commit-log offset.
+    pub log_offset: u64,
+    /// Record length.
+    pub size: u32,
+    /// Store time assigned by the writer.
+    pub store_ts: i64,
+}
+
+/// The write side of the log. Not shared: the writer actor owns it.
+pub struct CommitLog {
+    set: Arc<SegmentSet>,
+    active_base: u64,
+    active: Arc<File>,
+    write_pos: u64,
+    backend: IoBackend,
+    prealloc: Option<Preallocator>,
+    next_ready: Option<(u64, oneshot::Receiver<io::Result<()>>)>,
+    /// Files written since their last fdatasync (async flush).
+    dirty: Vec<(u64, Arc<File>)>,
+    last_store_ts: i64,
+    clock: Arc<dyn Clock>,
+}
+
+impl CommitLog {
+    /// Opens the write side at `write_pos` (as recovery found it). The
+    /// segment holding `write_pos` must be in `set` or is created.
+    pub fn open(
+        set: Arc<SegmentSet>,
+        write_pos: u64,
+        last_store_ts: i64,
+        backend: IoBackend,
+        preallocate: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let active_base = set.base_of(write_pos);
+        let active = match set.file(active_base) {
+            Some(file) => file,
+            None => {
+                let file = Arc::new(
+                    segment::create_sparse(set.dir(), active_base, set.segment_bytes())
+                        .map_err(|e| Error::io("create first segment", e))?,
+                );
+                set.insert(active_base, file.clone());
+                file
+            }
+        };
+        let prealloc = if preallocate {
+            Some(
+                Preallocator::start(set.dir().to_path_buf(), set.segment_bytes())
+                    .map_err(|e| Error::io("start preallocator", e))?,
+            )
+        } else {
+            None
+        };
+        let mut log = Self {
+            set,
+            active_base,
+            active,
+            write_pos,
+            backend,
+            prealloc,
+            next_ready: None,
+            dirty: Vec::new(),
+            last_store_ts,
+            clock,
+        };
+        log.prepare_next();
+        Ok(log)
+    }
+
+    /// One past the last byte handed to the backend.
+    pub fn write_pos(&self) -> u64 {
+        self.write_pos
+    }
+
+    /// The backend's name.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Largest record a segment can hold.
+    pub fn max_record_len(segment_bytes: u64) -> usize {
+        segment_bytes as usize
+    }
+
+    /// Whether any write is not yet covered by an fdatasync.
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    fn prepare_next(&mut self) {
+        let next = self.active_base + self.set.segment_bytes();
+        if let Some(prealloc) = &self.prealloc {
+            if self.set.file(next).is_none() {
+                self.next_ready = Some((next, prealloc.prepare(next)));
+            }
+        }
+    }
+
+    async fn roll(&mut self) -> io::Result<()> {
+        let next = self.active_base + self.set.segment_bytes();
+        self.set
+            .set_last_store_ts(self.active_base, self.last_store_ts);
+        let file = match self.set.file(next) {
+            Some(file) => file,
+            None => {
+                let mut file = None;
+                if let Some((base, rx)) = self.next_ready.take() {
+                    if base == next {
+                        rx.await
+                            .map_err(|_| io::Error::other("preallocator dropped the request"))??;
+                        file = Some(segment::open_segment(self.set.dir(), next)?);
+                    }
+                }
+                let file = match file {
+                    Some(file) => file,
+                    None => segment::create_sparse(self.set.dir(), next, self.set.segment_bytes())?,
+                };
+                let file = Arc::new(file);
+                self.set.insert(next, file.clone());
+                file
+            }
+        };
+        self.active_base = next;
+        self.active = file;
+        self.write_pos = next;
+        self.prepare_next();
+        Ok(())
+    }
+
+    fn mark_dirty(&mut self, base: u64, file: &Arc<File>) {
+        if !self.dirty.iter().any(|(b, _)| *b == base) {
+            self.dirty.push((base, file.clone()));
+        }
+    }
+
+    /// Writes a group of batches: assigns each record its offset and store
+    /// time, seals it, pads and rolls at segment ends, and runs one job on
+    /// the backend (with one fdatasync per touched file when `sync`).
+    /// Returns the positions per batch, in order.
+    pub async fn write_group(
+        &mut self,
+        batches: Vec<AppendBatch>,
+        sync: bool,
+    ) -> io::Result<Vec<Vec<RecordPos>>> {
+        let seg_bytes = self.set.segment_bytes();
+        let mut job = WriteJob::default();
+        let mut positions = Vec::with_capacity(batches.len());
+        let mut current = FileWrite {
+            file: self.active.clone(),
+            offset: self.write_pos - self.active_base,
+            slices: Vec::new(),
+        };
+        let mut touched_base = self.active_base;
+        let now = self.clock.now_ms();
+        let batch_count = batches.len();
+        job.bufs = batches.iter().map(|_| Vec::new()).collect();
+        for (index, mut batch) in batches.into_iter().enumerate() {
+            let mut batch_pos = Vec::with_capacity(batch.len());
+            let mut slice_start = 0;
+            for i in 0..batch.len() {
+                let (start, end) = batch.bounds(i);
+                let len = (end - start) as u64;
+                if len > seg_bytes {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("record of {len} bytes cannot fit a segment of {seg_bytes}"),
+                    ));
+                }
+                if self.write_pos - self.active_base + len > seg_bytes {
+                    if start > slice_start {
+                        current.slices.push(Slice {
+                            buf: index,
+                            start: slice_start,
+                            end: start,
+                        });
+                    }
+                    let rem = seg_bytes - (self.write_pos - self.active_base);
+                    if rem >= PAD_MIN as u64 {
+                        job.bufs.push(record::pad_header(rem as u32).to_vec());
+                        current.slices.push(Slice {
+                            buf: job.bufs.len() - 1,
+                            start: 0,
+                            end: PAD_MIN,
+                        });
+                    }
+                    let done = std::mem::replace(
+                        &mut current,
+                        FileWrite {
+                            file: self.active.clone(),
+                            offset: 0,
+                            slices: Vec::new(),
+                        },
+                    );
+                    self.mark_dirty(touched_base, &done.file);
+                    job.writes.push(done);
+                    self.roll().await?;
+                    current.file = self.active.clone();
+                    touched_base = self.active_base;
+                    slice_start = start;
+                }
+                self.last_store_ts = self.last_store_ts.max(now);
+                if let Some(rec) = batch.buf.get_mut(start..end) {
+                    record::seal(rec, self.write_pos, self.last_store_ts);
+                }
+                batch_pos.push(RecordPos {
+                    log_offset: self.write_pos,
+                    size: len as u32,
+                    store_ts: self.last_store_ts,
+                });
+                self.write_pos += len;
+            }
+            if batch.buf.len() > slice_start {
+                current.slices.push(Slice {
+                    buf: index,
+                    start: slice_start,
+                    end: batch.buf.len(),
+                });
+            }
+            if let Some(slot) = job.bufs.get_mut(index) {
+                *slot = std::mem::take(&mut batch.buf);
+            }
+            positions.push(batch_pos);
+        }
+        debug_assert_eq!(positions.len(), batch_count);
+        if !current.slices.is_empty() {
+            self.mark_dirty(touched_base, &current.file);
+            job.writes.push(current);
+        }
+        if sync {
+            job.sync = self.dirty.drain(..).map(|(_, f)| f).collect();
+        }
+        self.backend.run(job).await?;
+        Ok(positions)
+    }
+
+    /// fdatasyncs every file written since its last sync.
+    pub async fn sync(&mut self) -> io::Result<()> {
+        self.write_group(Vec::new(), true).await.map(|_| ())
+    }
+}
+
+/// The read side of the log, cheap to clone and share.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    set: Arc<SegmentSet>,
+}
+
+impl LogReader {
+    /// A reader over `set`.
+    pub fn new(set: Arc<SegmentSet>) -> Self {
+        Self { set }
+    }
+
+    /// The segments it reads.
+    pub fn segments(&self) -> &Arc<SegmentSet> {
+        &self.set
+    }
+
+    /// Reads and checks the record of `size` bytes at `log_offset`.
+    pub fn read_raw(&self, log_offset: u64, size: u32) -> Result<Vec<u8>> {
+        let base = self.set.base_of(log_offset);
+        let Some(file) = self.set.file(base) else {
+            let min = self.set.min_offset();
+            return Err(if log_offset < min {
+                Error::BelowRetained {
+                    requested: log_offset,
+                    min,
+                }
+            } else {
+                Error::Corrupt {
+                    offset: log_offset,
+                    reason: "no segment holds this offset".into(),
+                }
+            });
+        };
+        let mut buf = vec![0u8; size as usize];
+        file.read_exact_at(&mut buf, log_offset - base)
+            .map_err(|e| Error::io(format!("read log at {log_offset}"), e))?;
+        record::check(&buf, log_offset).map_err(|reason| Error::Corrupt {
+            offset: log_offset,
+            reason,
+        })?;
+        Ok(buf)
+    }
+
+    /// Reads, checks and decodes the record at `log_offset`.
+    pub fn read(&self, log_offset: u64, size: u32) -> Result<DecodedRecord> {
+        let buf = self.read_raw(log_offset, size)?;
+        record::decode(&buf).map_err(|reason| Error::Corrupt {
+            offset: log_offset,
+            reason,
+        })
+    }
+}

@@ -1,0 +1,431 @@
+//! A consume queue: the per topic-queue index into the commit log. Fixed
+//! 20-byte entries (commit-log offset u64, record size u32, tag hash u64, all
+//! little-endian), so queue offset N is simply entry N. Entries live in files
+//! of `per_file` entries, named by their first entry number.
+//!
+//! Written only by the queue's actor (or recovery before actors start), after
+//! the writer has acknowledged the records, so every entry points at a record
+//! that is stored. Durability comes from the checkpoint's syncfs, not from
+//! per-append fsyncs: the entries are derived data and rebuilt after a crash.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes per entry.
+pub const ENTRY_LEN: u64 = 20;
+
+/// One consume-queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CqEntry {
+    /// Where the record starts in the commit log.
+    pub log_offset: u64,
+    /// Record length.
+    pub size: u32,
+    /// Hash of the record's tag (0: none).
+    pub tag_hash: u64,
+}
+
+impl CqEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.log_offset.to_le_bytes());
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.tag_hash.to_le_bytes());
+    }
+
+    fn decode(bytes: &[u8]) -> CqEntry {
+        let mut u64s = [0u8; 8];
+        let mut u32s = [0u8; 4];
+        u64s.copy_from_slice(bytes.get(0..8).unwrap_or(&[0; 8]));
+        let log_offset = u64::from_le_bytes(u64s);
+        u32s.copy_from_slice(bytes.get(8..12).unwrap_or(&[0; 4]));
+        let size = u32::from_le_bytes(u32s);
+        u64s.copy_from_slice(bytes.get(12..20).unwrap_or(&[0; 8]));
+        CqEntry {
+            log_offset,
+            size,
+            tag_hash: u64::from_le_bytes(u64s),
+        }
+    }
+
+    /// Entries with size 0 were never written (holes before a queue's first
+    /// entry when it was rebuilt from a later offset).
+    pub fn is_hole(&self) -> bool {
+        self.size == 0
+    }
+}
+
+fn file_name(first: u64) -> String {
+    format!("{first:020}")
+}
+
+/// One topic-queue's consume queue.
+#[derive(Debug)]
+pub struct ConsumeQueue {
+    dir: PathBuf,
+    per_file: u64,
+    files: BTreeMap<u64, Arc<File>>,
+    /// Files written since the last `take_dirty`.
+    dirty: BTreeSet<u64>,
+    min_offset: u64,
+    next: u64,
+}
+
+impl ConsumeQueue {
+    /// Opens (creating the directory if needed) the queue in `dir`. A torn
+    /// last entry is cut off.
+    pub fn open(dir: PathBuf, per_file: u64) -> io::Result<Self> {
+        fs::create_dir_all(&dir)?;
+        let mut files = BTreeMap::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let Some(first) = entry
+                .file_name()
+                .to_str()
+                .filter(|n| n.len() == 20)
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(entry.path())?;
+            files.insert(first, Arc::new(file));
+        }
+        let mut queue = Self {
+            dir,
+            per_file,
+            files,
+            dirty: BTreeSet::new(),
+            min_offset: 0,
+            next: 0,
+        };
+        if let Some((&first, file)) = queue.files.iter().next_back() {
+            let len = file.metadata()?.len();
+            let whole = (len / ENTRY_LEN).min(per_file);
+            if len != whole * ENTRY_LEN {
+                file.set_len(whole * ENTRY_LEN)?;
+            }
+            queue.next = first + whole;
+        }
+        if let Some(&first) = queue.files.keys().next() {
+            queue.min_offset = queue.first_present(first)?;
+        }
+        Ok(queue)
+    }
+
+    /// The directory of this queue.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Smallest offset still stored.
+    pub fn min_offset(&self) -> u64 {
+        self.min_offset
+    }
+
+    /// Next offset to be appended (one past the last entry).
+    pub fn next_offset(&self) -> u64 {
+        self.next
+    }
+
+    /// First non-hole offset at or after `from` (holes only ever form a
+    /// prefix, so this is a binary search).
+    fn first_present(&self, from: u64) -> io::Result<u64> {
+        let (mut lo, mut hi) = (from, self.next);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry(mid)? {
+                Some(e) if !e.is_hole() => hi = mid,
+                _ => lo = mid + 1,
+            }
+        }
+        Ok(lo)
+    }
+
+    fn file_base(&self, offset: u64) -> u64 {
+        offset - offset % self.per_file
+    }
+
+    fn file_for_write(&mut self, base: u64) -> io::Result<&File> {
+        self.dirty.insert(base);
+        if !self.files.contains_key(&base) {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(self.dir.join(file_name(base)))?;
+            self.files.insert(base, Arc::new(file));
+        }
+        self.files
+            .get(&base)
+            .map(|f| &**f)
+            .ok_or_else(|| io::Error::other("consume-queue file vanished"))
+    }
+
+    /// Appends entries for offsets `offset..`. `offset` must be the next
+    /// offset, except on an empty queue, where it sets the queue's start
+    /// (recovery rebuilding a queue whose early records retention deleted).
+    pub fn append(&mut self, offset: u64, entries: &[CqEntry]) -> io::Result<()> {
+        if offset != self.next {
+            if self.next == self.min_offset {
+                self.min_offset = offset;
+                self.next = offset;
+            } else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("append at {offset} but the queue ends at {}", self.next),
+                ));
+            }
+        }
+        let mut at = offset;
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let base = self.file_base(at);
+            let room = (base + self.per_file - at) as usize;
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            let mut bytes = Vec::with_capacity(now.len() * ENTRY_LEN as usize);
+            for entry in now {
+                entry.encode(&mut bytes);
+            }
+            self.file_for_write(base)?
+                .write_all_at(&bytes, (at - base) * ENTRY_LEN)?;
+            at += now.len() as u64;
+            rest = later;
+        }
+        self.next = at;
+        Ok(())
+    }
+
+    /// The entry at `offset`, if stored.
+    pub fn entry(&self, offset: u64) -> io::Result<Option<CqEntry>> {
+        Ok(self.read(offset, 1)?.into_iter().next())
+    }
+
+    /// Up to `max` entries from `from` (clamped into the stored range).
+    pub fn read(&self, from: u64, max: usize) -> io::Result<Vec<CqEntry>> {
+        let end = self.next.min(from.saturating_add(max as u64));
+        let mut out = Vec::with_capacity(end.saturating_sub(from) as usize);
+        let mut at = from;
+        while at < end {
+            let base = self.file_base(at);
+            let Some(file) = self.files.get(&base) else {
+                break;
+            };
+            let upto = end.min(base + self.per_file);
+            let mut bytes = vec![0u8; ((upto - at) * ENTRY_LEN) as usize];
+            let read = read_full_at(file, &mut bytes, (at - base) * ENTRY_LEN)?;
+            for chunk in bytes
+                .get(..read)
+                .unwrap_or(&[])
+                .chunks_exact(ENTRY_LEN as usize)
+            {
+                out.push(CqEntry::decode(chunk));
+            }
+            if read < bytes.len() {
+                break;
+            }
+            at = upto;
+        }
+        Ok(out)
+    }
+
+    /// Drops every entry at or after `offset`.
+    pub fn truncate(&mut self, offset: u64) -> io::Result<()> {
+        if offset >= self.next {
+            return Ok(());
+        }
+        let keep_base = self.file_base(offset);
+        let doomed: Vec<u64> = self.files.range(keep_base + 1..).map(|(b, _)| *b).collect();
+        for base in doomed {
+            self.files.remove(&base);
+            fs::remove_file(self.dir.join(file_name(base)))?;
+        }
+        if let Some(file) = self.files.get(&keep_base) {
+            file.set_len((offset - keep_base) * ENTRY_LEN)?;
+            self.dirty.insert(keep_base);
+        }
+        self.next = offset;
+        self.min_offset = self.min_offset.min(offset);
+        Ok(())
+    }
+
+    /// Drops every entry pointing at or past `log_end` (records a crash
+    /// lost). Entries are in log order, so they form a suffix.
+    pub fn truncate_log_from(&mut self, log_end: u64) -> io::Result<()> {
+        let (mut lo, mut hi) = (self.min_offset, self.next);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry(mid)? {
+                Some(e) if !e.is_hole() && e.log_offset < log_end => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        self.truncate(lo)
+    }
+
+    /// Deletes whole files whose entries all point below `log_min` (the
+    /// first retained log offset) and advances the minimum offset to the
+    /// first entry at or past it. Returns how many files were deleted.
+    pub fn retain_from_log(&mut self, log_min: u64) -> io::Result<usize> {
+        let (mut lo, mut hi) = (self.min_offset, self.next);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry(mid)? {
+                Some(e) if e.is_hole() || e.log_offset < log_min => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        let new_min = lo;
+        let mut deleted = 0;
+        let bases: Vec<u64> = self.files.keys().copied().collect();
+        for base in bases {
+            // Keep the file holding `new_min`, and always the last file so
+            // the queue keeps its end offset.
+            if base + self.per_file <= new_min && base + self.per_file < self.next {
+                self.files.remove(&base);
+                fs::remove_file(self.dir.join(file_name(base)))?;
+                deleted += 1;
+            }
+        }
+        self.min_offset = new_min;
+        Ok(deleted)
+    }
+
+    /// The files written since the last call, for the checkpoint to sync
+    /// off the actor's thread.
+    pub fn take_dirty(&mut self) -> Vec<Arc<File>> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .iter()
+            .filter_map(|base| self.files.get(base).cloned())
+            .collect()
+    }
+
+    /// Removes the queue's files and directory.
+    pub fn destroy(self) -> io::Result<()> {
+        drop(self.files);
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// First offset whose record was stored at or after `ts`, using `ts_of`
+    /// to read a record's store time (binary search; store times never
+    /// decrease along the log).
+    pub fn offset_at_time(
+        &self,
+        ts: i64,
+        mut ts_of: impl FnMut(&CqEntry) -> Option<i64>,
+    ) -> io::Result<u64> {
+        let (mut lo, mut hi) = (self.min_offset, self.next);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let before = match self.entry(mid)? {
+                Some(e) => ts_of(&e).is_some_and(|t| t < ts),
+                None => false,
+            };
+            if before {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+}
+
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let Some(rest) = buf.get_mut(done..) else {
+            break;
+        };
+        match file.read_at(rest, offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(log_offset: u64) -> CqEntry {
+        CqEntry {
+            log_offset,
+            size: 100,
+            tag_hash: log_offset * 3,
+        }
+    }
+
+    #[test]
+    fn append_across_files_reopen_and_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let mut cq = ConsumeQueue::open(path.clone(), 4).expect("open");
+        let entries: Vec<_> = (0..10).map(|i| entry(i * 100)).collect();
+        cq.append(0, &entries[..3]).expect("append");
+        cq.append(3, &entries[3..]).expect("append");
+        assert!(cq.append(5, &entries[..1]).is_err(), "gaps are refused");
+        drop(cq);
+        let cq = ConsumeQueue::open(path, 4).expect("reopen");
+        assert_eq!((cq.min_offset(), cq.next_offset()), (0, 10));
+        assert_eq!(cq.read(2, 5).expect("read"), entries[2..7].to_vec());
+        assert_eq!(cq.read(8, 5).expect("read"), entries[8..].to_vec());
+        assert!(cq.read(10, 5).expect("read").is_empty());
+    }
+
+    #[test]
+    fn torn_entry_is_cut_and_truncation_follows_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let mut cq = ConsumeQueue::open(path.clone(), 100).expect("open");
+        let entries: Vec<_> = (0..10).map(|i| entry(i * 100)).collect();
+        cq.append(0, &entries).expect("append");
+        drop(cq);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path.join(file_name(0)))
+            .expect("f");
+        file.set_len(10 * ENTRY_LEN - 7).expect("tear");
+        let mut cq = ConsumeQueue::open(path, 100).expect("reopen");
+        assert_eq!(cq.next_offset(), 9);
+        cq.truncate_log_from(450).expect("truncate");
+        assert_eq!(cq.next_offset(), 5);
+        cq.append(5, &[entry(450)]).expect("append continues");
+    }
+
+    #[test]
+    fn retention_drops_whole_files_and_moves_the_minimum() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cq = ConsumeQueue::open(dir.path().join("q"), 4).expect("open");
+        let entries: Vec<_> = (0..10).map(|i| entry(i * 100)).collect();
+        cq.append(0, &entries).expect("append");
+        assert_eq!(cq.retain_from_log(550).expect("retain"), 1);
+        assert_eq!(cq.min_offset(), 6);
+        assert_eq!(cq.next_offset(), 10);
+        assert_eq!(cq.files.len(), 2);
+    }
+
+    #[test]
+    fn rebuilding_from_a_later_offset_leaves_a_hole_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let mut cq = ConsumeQueue::open(path.clone(), 4).expect("open");
+        cq.append(6, &[entry(10), entry(20)]).expect("start later");
+        drop(cq);
+        let cq = ConsumeQueue::open(path, 4).expect("reopen");
+        assert_eq!((cq.min_offset(), cq.next_offset()), (6, 8));
+    }
+}

@@ -1,0 +1,104 @@
+//! The storage engine: one commit log for every topic, thin consume queues
+//! pointing into it, the checkpoint, recovery and retention.
+//!
+//! On-disk layout under the data dir (docs/FORMAT.md has the byte layouts):
+//! ```text
+//! lock                         flock'd while a broker runs
+//! checkpoint                   JSON: cq_durable_offset, log_end, clean
+//! commitlog/<20-digit base>    fixed-size segments
+//! consumequeue/<topic>/<queue>/<20-digit first entry>
+//! config/topics.json           the topic table
+//! ```
+
+pub mod checkpoint;
+pub mod commitlog;
+pub mod consume_queue;
+pub mod record;
+pub mod recovery;
+pub mod retention;
+pub mod segment;
+pub mod topics;
+
+use std::path::{Path, PathBuf};
+
+/// Paths of everything under a data dir.
+#[derive(Debug, Clone)]
+pub struct StorePaths {
+    /// The data dir.
+    pub root: PathBuf,
+}
+
+impl StorePaths {
+    /// Paths under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Commit-log segments.
+    pub fn commitlog(&self) -> PathBuf {
+        self.root.join("commitlog")
+    }
+
+    /// Root of all consume queues.
+    pub fn consumequeue(&self) -> PathBuf {
+        self.root.join("consumequeue")
+    }
+
+    /// One queue's directory.
+    pub fn queue_dir(&self, topic: &str, queue: u32) -> PathBuf {
+        self.consumequeue().join(topic).join(queue.to_string())
+    }
+
+    /// The checkpoint file.
+    pub fn checkpoint(&self) -> PathBuf {
+        self.root.join("checkpoint")
+    }
+
+    /// The topic table.
+    pub fn topics(&self) -> PathBuf {
+        self.root.join("config").join("topics.json")
+    }
+
+    /// Creates the directories a store needs.
+    pub fn create_dirs(&self) -> std::io::Result<()> {
+        for dir in [
+            self.root.clone(),
+            self.commitlog(),
+            self.root.join("config"),
+        ] {
+            std::fs::create_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every `(topic, queue)` with a consume-queue directory under `root`.
+pub fn list_queue_dirs(root: &Path) -> std::io::Result<Vec<(String, u32)>> {
+    let mut out = Vec::new();
+    let topics = match std::fs::read_dir(root) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for topic in topics {
+        let topic = topic?;
+        let Some(name) = topic.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !topic.file_type()?.is_dir() {
+            continue;
+        }
+        for queue in std::fs::read_dir(topic.path())? {
+            let queue = queue?;
+            if let Some(id) = queue
+                .file_name()
+                .to_str()
+                .and_then(|q| q.parse::<u32>().ok())
+            {
+                out.push((name.clone(), id));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,484 @@
+//! The commit-log record: its byte layout (docs/FORMAT.md is the reference
+//! and must stay in step), encoding, patching and checked decoding.
+//!
+//! A record is encoded once, off the writer, by the connection that received
+//! the message. The queue actor patches in the queue offset, and the writer
+//! patches in the commit-log offset and store time and then computes the CRC,
+//! so the io thread only moves bytes and checksums.
+
+use brook_proto::Message;
+use std::collections::BTreeMap;
+
+/// Marks a message record.
+pub const RECORD_MAGIC: u32 = 0x4252_4B31; // "BRK1"
+/// Marks the padding that fills a segment's tail when the next record does
+/// not fit; readers skip to the next segment.
+pub const PAD_MAGIC: u32 = 0x4252_4B50; // "BRKP"
+/// Record format version written by this build.
+pub const FORMAT_VERSION: u8 = 1;
+/// Bytes before the variable-length sections.
+pub const HEADER_LEN: usize = 76;
+/// The smallest padding record (length + magic). A segment tail shorter than
+/// this is left as zeros and skipped by position.
+pub const PAD_MIN: usize = 8;
+
+const POS_LEN: usize = 0;
+const POS_MAGIC: usize = 4;
+const POS_CRC: usize = 8;
+const POS_VERSION: usize = 12;
+const POS_TOPIC_LEN: usize = 14;
+const POS_FLAGS: usize = 16;
+const POS_QUEUE_ID: usize = 20;
+const POS_QUEUE_OFFSET: usize = 24;
+const POS_LOG_OFFSET: usize = 32;
+const POS_BORN_TS: usize = 40;
+const POS_STORE_TS: usize = 48;
+const POS_TAG_HASH: usize = 56;
+const POS_BODY_LEN: usize = 64;
+const POS_TAGS_LEN: usize = 68;
+const POS_KEYS_LEN: usize = 70;
+const POS_PROPS_LEN: usize = 72;
+/// The CRC covers everything after the CRC field.
+const CRC_FROM: usize = 12;
+
+/// Largest single string (topic, tag, key, property name or value), so that
+/// every length fits its u16 field.
+pub const MAX_STRING_LEN: usize = u16::MAX as usize;
+
+/// The 64-bit FNV-1a hash of a tag: what consume-queue entries carry so the
+/// broker can filter without reading the log. 0 means "no tag".
+pub fn tag_hash(tags: Option<&str>) -> u64 {
+    match tags {
+        None | Some("") => 0,
+        Some(tag) => {
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in tag.bytes() {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            hash.max(1)
+        }
+    }
+}
+
+/// Why a message cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A string field is longer than its length field allows.
+    #[error("{field} is {len} bytes; at most {MAX_STRING_LEN} allowed")]
+    FieldTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// A section is larger than its length field allows.
+    #[error("{field} section too large")]
+    SectionTooLarge {
+        /// Which section.
+        field: &'static str,
+    },
+}
+
+fn check_len(field: &'static str, len: usize) -> Result<(), EncodeError> {
+    if len > MAX_STRING_LEN {
+        Err(EncodeError::FieldTooLong { field, len })
+    } else {
+        Ok(())
+    }
+}
+
+/// The size a message will take in the log.
+pub fn encoded_len(msg: &Message) -> usize {
+    let keys: usize = msg.keys.iter().map(|k| 2 + k.len()).sum();
+    let props: usize = msg
+        .properties
+        .iter()
+        .map(|(k, v)| 4 + k.len() + v.len())
+        .sum();
+    HEADER_LEN
+        + msg.topic.len()
+        + msg.tags.as_deref().map_or(0, str::len)
+        + keys
+        + props
+        + msg.body.len()
+}
+
+/// Appends one encoded record to `out` with queue offset, log offset, store
+/// time and CRC left zero (they are patched in later). Returns its length.
+pub fn encode_into(
+    out: &mut Vec<u8>,
+    msg: &Message,
+    queue_id: u32,
+    flags: u32,
+) -> Result<usize, EncodeError> {
+    check_len("topic", msg.topic.len())?;
+    let tags = msg.tags.as_deref().unwrap_or("");
+    check_len("tags", tags.len())?;
+    let keys_len: usize = msg.keys.iter().map(|k| 2 + k.len()).sum();
+    for key in &msg.keys {
+        check_len("key", key.len())?;
+    }
+    if keys_len > MAX_STRING_LEN {
+        return Err(EncodeError::SectionTooLarge { field: "keys" });
+    }
+    for (name, value) in &msg.properties {
+        check_len("property name", name.len())?;
+        check_len("property value", value.len())?;
+    }
+    let props_len: usize = msg
+        .properties
+        .iter()
+        .map(|(k, v)| 4 + k.len() + v.len())
+        .sum();
+    let total = encoded_len(msg);
+    let (Ok(total32), Ok(body_len), Ok(props32)) = (
+        u32::try_from(total),
+        u32::try_from(msg.body.len()),
+        u32::try_from(props_len),
+    ) else {
+        return Err(EncodeError::SectionTooLarge { field: "record" });
+    };
+    out.reserve(total);
+    out.extend_from_slice(&total32.to_le_bytes());
+    out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes()); // crc
+    out.push(FORMAT_VERSION);
+    out.push(0); // reserved
+    out.extend_from_slice(&(msg.topic.len() as u16).to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&queue_id.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes()); // queue offset
+    out.extend_from_slice(&0u64.to_le_bytes()); // log offset
+    out.extend_from_slice(&msg.born_ts.to_le_bytes());
+    out.extend_from_slice(&0i64.to_le_bytes()); // store ts
+    out.extend_from_slice(&tag_hash(msg.tags.as_deref()).to_le_bytes());
+    out.extend_from_slice(&body_len.to_le_bytes());
+    out.extend_from_slice(&(tags.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(keys_len as u16).to_le_bytes());
+    out.extend_from_slice(&props32.to_le_bytes());
+    out.extend_from_slice(msg.topic.as_bytes());
+    out.extend_from_slice(tags.as_bytes());
+    for key in &msg.keys {
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+    }
+    for (name, value) in &msg.properties {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.extend_from_slice(&msg.body);
+    Ok(total)
+}
+
+fn put_u64(buf: &mut [u8], pos: usize, value: u64) {
+    if let Some(slot) = buf.get_mut(pos..pos + 8) {
+        slot.copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Sets the queue offset of the record starting at `buf[0]`.
+pub fn patch_queue_offset(buf: &mut [u8], queue_offset: u64) {
+    put_u64(buf, POS_QUEUE_OFFSET, queue_offset);
+}
+
+/// Sets log offset and store time, then seals the record with its CRC.
+/// `buf` is exactly one record.
+pub fn seal(buf: &mut [u8], log_offset: u64, store_ts: i64) {
+    put_u64(buf, POS_LOG_OFFSET, log_offset);
+    put_u64(buf, POS_STORE_TS, store_ts as u64);
+    if let Some(covered) = buf.get(CRC_FROM..) {
+        let crc = crc32c::crc32c(covered);
+        if let Some(slot) = buf.get_mut(POS_CRC..POS_CRC + 4) {
+            slot.copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+}
+
+/// The 8 bytes that open a padding record of `len` bytes (the rest is zeros).
+pub fn pad_header(len: u32) -> [u8; PAD_MIN] {
+    let mut out = [0u8; PAD_MIN];
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..].copy_from_slice(&PAD_MAGIC.to_le_bytes());
+    out
+}
+
+fn u16_at(buf: &[u8], pos: usize) -> u16 {
+    buf.get(pos..pos + 2)
+        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+}
+
+fn u32_at(buf: &[u8], pos: usize) -> u32 {
+    buf.get(pos..pos + 4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn u64_at(buf: &[u8], pos: usize) -> u64 {
+    buf.get(pos..pos + 8).map_or(0, |b| {
+        let mut arr = [0u8; 8];
+        arr.copy_from_slice(b);
+        u64::from_le_bytes(arr)
+    })
+}
+
+/// What lies at a position of a segment, as recovery sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scan {
+    /// A valid record of this many bytes.
+    Record(usize),
+    /// Padding: the segment's data ends here.
+    Pad,
+    /// Zeros (never written): the log ends here.
+    End,
+    /// A torn or damaged record: the log ends here and the rest is garbage.
+    Corrupt(String),
+}
+
+/// Classifies the bytes at the start of `buf` (which runs to the end of the
+/// segment or of what was read) at log offset `log_offset`.
+pub fn scan(buf: &[u8], log_offset: u64) -> Scan {
+    if buf.len() < PAD_MIN {
+        return if buf.iter().all(|b| *b == 0) {
+            Scan::End
+        } else {
+            Scan::Corrupt("non-zero bytes in a segment tail too short for a record".into())
+        };
+    }
+    let len = u32_at(buf, POS_LEN) as usize;
+    let magic = u32_at(buf, POS_MAGIC);
+    match magic {
+        0 if len == 0 => Scan::End,
+        PAD_MAGIC if len >= PAD_MIN && len <= buf.len() => Scan::Pad,
+        RECORD_MAGIC => match check(buf, log_offset) {
+            Ok(len) => Scan::Record(len),
+            Err(reason) => Scan::Corrupt(reason),
+        },
+        _ => Scan::Corrupt(format!("bad magic {magic:#x} with length {len}")),
+    }
+}
+
+/// Verifies the record at the start of `buf`: length, version, CRC, stored
+/// log offset and section lengths. Returns its length.
+pub fn check(buf: &[u8], log_offset: u64) -> Result<usize, String> {
+    let len = u32_at(buf, POS_LEN) as usize;
+    if len < HEADER_LEN {
+        return Err(format!("length {len} is shorter than a header"));
+    }
+    let Some(record) = buf.get(..len) else {
+        return Err(format!(
+            "record of {len} bytes is cut short at {}",
+            buf.len()
+        ));
+    };
+    if u32_at(record, POS_MAGIC) != RECORD_MAGIC {
+        return Err("bad magic".into());
+    }
+    let stored_crc = u32_at(record, POS_CRC);
+    let crc = record.get(CRC_FROM..).map_or(0, crc32c::crc32c);
+    if crc != stored_crc {
+        return Err(format!(
+            "crc mismatch: stored {stored_crc:#x}, computed {crc:#x}"
+        ));
+    }
+    let version = record.get(POS_VERSION).copied().unwrap_or(0);
+    if version != FORMAT_VERSION {
+        return Err(format!("unknown format version {version}"));
+    }
+    let stored_offset = u64_at(record, POS_LOG_OFFSET);
+    if stored_offset != log_offset {
+        return Err(format!(
+            "record says log offset {stored_offset}, found at {log_offset}"
+        ));
+    }
+    let sections = usize::from(u16_at(record, POS_TOPIC_LEN))
+        + u32_at(record, POS_BODY_LEN) as usize
+        + usize::from(u16_at(record, POS_TAGS_LEN))
+        + usize::from(u16_at(record, POS_KEYS_LEN))
+        + u32_at(record, POS_PROPS_LEN) as usize;
+    if HEADER_LEN + sections != len {
+        return Err(format!(
+            "sections add up to {} but length is {len}",
+            HEADER_LEN + sections
+        ));
+    }
+    Ok(len)
+}
+
+/// The fixed fields of a record, enough to rebuild a consume-queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead {
+    /// Total length.
+    pub len: u32,
+    /// Flags.
+    pub flags: u32,
+    /// Queue id.
+    pub queue_id: u32,
+    /// Offset in its queue.
+    pub queue_offset: u64,
+    /// Offset in the commit log.
+    pub log_offset: u64,
+    /// Producer's timestamp.
+    pub born_ts: i64,
+    /// Broker's timestamp.
+    pub store_ts: i64,
+    /// Tag hash.
+    pub tag_hash: u64,
+}
+
+/// Reads the fixed fields of an already checked record.
+pub fn head(buf: &[u8]) -> RecordHead {
+    RecordHead {
+        len: u32_at(buf, POS_LEN),
+        flags: u32_at(buf, POS_FLAGS),
+        queue_id: u32_at(buf, POS_QUEUE_ID),
+        queue_offset: u64_at(buf, POS_QUEUE_OFFSET),
+        log_offset: u64_at(buf, POS_LOG_OFFSET),
+        born_ts: u64_at(buf, POS_BORN_TS) as i64,
+        store_ts: u64_at(buf, POS_STORE_TS) as i64,
+        tag_hash: u64_at(buf, POS_TAG_HASH),
+    }
+}
+
+/// The topic of an already checked record.
+pub fn topic(buf: &[u8]) -> &str {
+    let len = usize::from(u16_at(buf, POS_TOPIC_LEN));
+    buf.get(HEADER_LEN..HEADER_LEN + len)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+}
+
+/// A record decoded in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord {
+    /// The fixed fields.
+    pub head: RecordHead,
+    /// The message as produced.
+    pub message: Message,
+}
+
+/// Decodes a checked record into its fields; `Err` names the broken field.
+pub fn decode(buf: &[u8]) -> Result<DecodedRecord, String> {
+    let head = head(buf);
+    let mut pos = HEADER_LEN;
+    let mut take = |len: usize| -> Result<&[u8], String> {
+        let part = buf
+            .get(pos..pos + len)
+            .ok_or_else(|| format!("section at {pos} of {len} bytes runs past the record"))?;
+        pos += len;
+        Ok(part)
+    };
+    let utf8 = |bytes: &[u8], what: &str| {
+        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
+    };
+    let topic = utf8(take(usize::from(u16_at(buf, POS_TOPIC_LEN)))?, "topic")?;
+    let tags = utf8(take(usize::from(u16_at(buf, POS_TAGS_LEN)))?, "tags")?;
+    let keys_section = take(usize::from(u16_at(buf, POS_KEYS_LEN)))?.to_vec();
+    let props_section = take(u32_at(buf, POS_PROPS_LEN) as usize)?.to_vec();
+    let body = take(u32_at(buf, POS_BODY_LEN) as usize)?.to_vec();
+    let strings = |section: &[u8]| -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < section.len() {
+            let len = usize::from(u16_at(section, at));
+            let bytes = section
+                .get(at + 2..at + 2 + len)
+                .ok_or_else(|| "string runs past its section".to_string())?;
+            out.push(utf8(bytes, "string")?);
+            at += 2 + len;
+        }
+        Ok(out)
+    };
+    let keys = strings(&keys_section)?;
+    let props = strings(&props_section)?;
+    if props.len() % 2 != 0 {
+        return Err("property without a value".into());
+    }
+    let properties: BTreeMap<String, String> = props
+        .chunks_exact(2)
+        .map(|pair| (pair[0].clone(), pair[1].clone()))
+        .collect();
+    Ok(DecodedRecord {
+        head,
+        message: Message {
+            topic,
+            tags: (!tags.is_empty()).then_some(tags),
+            keys,
+            properties,
+            body,
+            born_ts: head.born_ts,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Message {
+        Message::new("orders", b"payload".to_vec())
+            .with_tags("TagA")
+            .with_key("order-1")
+            .with_key("k2")
+            .with_property("a", "1")
+    }
+
+    fn sealed(msg: &Message, log_offset: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let len = encode_into(&mut buf, msg, 3, 0).expect("encode");
+        assert_eq!(len, buf.len());
+        assert_eq!(len, encoded_len(msg));
+        patch_queue_offset(&mut buf, 42);
+        seal(&mut buf, log_offset, 1234);
+        buf
+    }
+
+    #[test]
+    fn encode_seal_decode_round_trip() {
+        let msg = sample();
+        let buf = sealed(&msg, 4096);
+        assert_eq!(check(&buf, 4096), Ok(buf.len()));
+        let rec = decode(&buf).expect("decode");
+        assert_eq!(rec.message, msg);
+        assert_eq!(rec.head.queue_offset, 42);
+        assert_eq!(rec.head.queue_id, 3);
+        assert_eq!(rec.head.log_offset, 4096);
+        assert_eq!(rec.head.store_ts, 1234);
+        assert_eq!(rec.head.tag_hash, tag_hash(Some("TagA")));
+        assert_eq!(topic(&buf), "orders");
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let buf = sealed(&sample(), 0);
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x40;
+            assert!(
+                !matches!(scan(&bad, 0), Scan::Record(_)),
+                "flip at {i} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn scan_tells_end_pad_torn_and_misplaced() {
+        assert_eq!(scan(&[0u8; 100], 0), Scan::End);
+        assert_eq!(scan(&[0u8; 3], 0), Scan::End);
+        let mut pad = pad_header(64).to_vec();
+        pad.resize(64, 0);
+        assert_eq!(scan(&pad, 0), Scan::Pad);
+        let buf = sealed(&sample(), 100);
+        assert!(matches!(scan(&buf[..buf.len() - 1], 100), Scan::Corrupt(_)));
+        assert!(matches!(scan(&buf, 200), Scan::Corrupt(_)));
+        assert_eq!(scan(&buf, 100), Scan::Record(buf.len()));
+    }
+
+    #[test]
+    fn oversized_fields_are_refused() {
+        let mut msg = sample();
+        msg.keys = vec!["k".repeat(MAX_STRING_LEN + 1)];
+        assert!(encode_into(&mut Vec::new(), &msg, 0, 0).is_err());
+    }
+}

@@ -1,0 +1,340 @@
+//! Start-up recovery. After a clean stop the checkpoint gives the log end and
+//! nothing is scanned. After an unclean stop the log is scanned from the
+//! checkpoint's durable offset: every valid record's consume-queue entry is
+//! (re)written, the scan stops at the first record with a bad CRC, a short
+//! length or garbage, and that torn tail is cut off (zeroed, later segments
+//! removed). Consume queues that are missing are rebuilt from the oldest
+//! segment. The result is a store every invariant holds for again.
+
+use crate::error::{Error, IoContext, Result};
+use crate::store::checkpoint::Checkpoint;
+use crate::store::consume_queue::{ConsumeQueue, CqEntry};
+use crate::store::record::{self, Scan};
+use crate::store::segment::{self, SegmentSet};
+use crate::store::{list_queue_dirs, StorePaths};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// Bytes read per step while scanning.
+const SCAN_CHUNK: usize = 8 << 20;
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Where the writer continues.
+    pub write_pos: u64,
+    /// Store time of the last record (store times never go backwards).
+    pub last_store_ts: i64,
+    /// Whether the previous stop was clean (no scan happened).
+    pub clean: bool,
+    /// Where the scan started (unclean only).
+    pub scan_from: u64,
+    /// Records replayed into consume queues.
+    pub replayed: u64,
+    /// Where a torn tail was cut, and why.
+    pub truncated: Option<(u64, String)>,
+    /// Segment files removed because they lay past the end.
+    pub removed_segments: usize,
+}
+
+/// Opens every segment into `set` and brings the consume queues in line with
+/// the log.
+pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> Result<Recovered> {
+    let log_dir = paths.commitlog();
+    let bases = segment::list_segments(&log_dir).ctx(|| format!("list {}", log_dir.display()))?;
+    for base in &bases {
+        if base % set.segment_bytes() != 0 {
+            return Err(Error::Config(format!(
+                "segment {base} is not aligned to store.segment_bytes = {}; \
+                 the segment size cannot change for an existing store",
+                set.segment_bytes()
+            )));
+        }
+        let file = segment::open_segment(&log_dir, *base).ctx(|| format!("open segment {base}"))?;
+        let len = file
+            .metadata()
+            .ctx(|| format!("stat segment {base}"))?
+            .len();
+        if len != set.segment_bytes() {
+            return Err(Error::Config(format!(
+                "segment {base} is {len} bytes but store.segment_bytes = {}; \
+                 the segment size cannot change for an existing store",
+                set.segment_bytes()
+            )));
+        }
+        set.insert(*base, Arc::new(file));
+    }
+    let checkpoint = Checkpoint::load(&paths.checkpoint())
+        .ctx(|| "read checkpoint".into())?
+        .unwrap_or_default();
+    let (Some(&first), Some(&last)) = (bases.first(), bases.last()) else {
+        return Ok(Recovered {
+            clean: checkpoint.clean,
+            ..Recovered::default()
+        });
+    };
+    let cq_root = paths.consumequeue();
+    let cq_present = cq_root.exists();
+    if checkpoint.clean && cq_present && set.file(set.base_of(checkpoint.log_end)).is_some() {
+        return Ok(Recovered {
+            write_pos: checkpoint.log_end,
+            last_store_ts: checkpoint.last_store_ts,
+            clean: true,
+            ..Recovered::default()
+        });
+    }
+    let scan_from = if cq_present {
+        checkpoint
+            .cq_durable_offset
+            .clamp(first, last + set.segment_bytes())
+    } else {
+        first
+    };
+    let mut queues = QueueSet::new(paths, cq_per_file);
+    for (topic, queue) in list_queue_dirs(&cq_root).ctx(|| "list consume queues".into())? {
+        queues
+            .get(&topic, queue)?
+            .truncate_log_from(scan_from)
+            .ctx(|| format!("truncate {topic}/{queue}"))?;
+    }
+    let mut out = Recovered {
+        scan_from,
+        ..Recovered::default()
+    };
+    let mut pos = scan_from;
+    'segments: while let Some(file) = set.file(set.base_of(pos)) {
+        let base = set.base_of(pos);
+        let end = scan_segment(
+            &file,
+            base,
+            set.segment_bytes(),
+            pos - base,
+            &mut |rec, at| {
+                let head = record::head(rec);
+                out.last_store_ts = out.last_store_ts.max(head.store_ts);
+                out.replayed += 1;
+                queues.dispatch(
+                    record::topic(rec),
+                    head.queue_id,
+                    head.queue_offset,
+                    CqEntry {
+                        log_offset: at,
+                        size: head.len,
+                        tag_hash: head.tag_hash,
+                    },
+                )
+            },
+        )?;
+        match end {
+            SegmentEnd::Full => {
+                set.set_last_store_ts(base, out.last_store_ts);
+                pos = base + set.segment_bytes();
+                if set.file(pos).is_none() {
+                    break 'segments;
+                }
+            }
+            SegmentEnd::End(at) => {
+                pos = base + at;
+                // Zeros here, but an OS crash can leave later pages of an
+                // unsynced write behind them: clear those too, or a future
+                // scan could resurrect a stale record once new data reaches
+                // it.
+                zero_tail(&file, at, set.segment_bytes()).ctx(|| format!("clear tail at {pos}"))?;
+                break 'segments;
+            }
+            SegmentEnd::Corrupt(at, reason) => {
+                pos = base + at;
+                zero_tail(&file, at, set.segment_bytes())
+                    .ctx(|| format!("cut torn tail at {pos}"))?;
+                out.truncated = Some((pos, reason));
+                break 'segments;
+            }
+        }
+    }
+    queues.flush()?;
+    // Nothing past the end is reachable; stale bytes there would only
+    // confuse a later scan.
+    let keep_through = set.base_of(pos);
+    for base in set.bases().into_iter().filter(|b| *b > keep_through) {
+        set.remove(base);
+        std::fs::remove_file(log_dir.join(segment::segment_name(base)))
+            .ctx(|| format!("remove segment {base}"))?;
+        out.removed_segments += 1;
+    }
+    if out.removed_segments > 0 {
+        segment::sync_dir(&log_dir).ctx(|| "sync commitlog dir".into())?;
+    }
+    if out.last_store_ts == 0 {
+        out.last_store_ts = checkpoint.last_store_ts;
+    }
+    out.write_pos = pos;
+    Ok(out)
+}
+
+/// How a segment scan ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// Padding or the exact end: continue with the next segment.
+    Full,
+    /// Zeros at this position: the log ends here.
+    End(u64),
+    /// A damaged record at this position.
+    Corrupt(u64, String),
+}
+
+/// Walks the records of one segment from `from` (an offset within it),
+/// calling `on_record(bytes, log_offset)` for each valid one.
+pub fn scan_segment(
+    file: &File,
+    base: u64,
+    seg_bytes: u64,
+    from: u64,
+    on_record: &mut dyn FnMut(&[u8], u64) -> Result<()>,
+) -> Result<SegmentEnd> {
+    let mut at = from;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_start = 0u64;
+    let read_at = |buf: &mut Vec<u8>, at: u64, len: u64| {
+        buf.resize(len as usize, 0);
+        file.read_exact_at(buf, at)
+            .ctx(|| format!("read segment {base} at {at}"))
+    };
+    while at < seg_bytes {
+        let left = seg_bytes - at;
+        let buf_end = buf_start + buf.len() as u64;
+        if at < buf_start || at + left.min(record::HEADER_LEN as u64) > buf_end {
+            read_at(&mut buf, at, left.min(SCAN_CHUNK as u64))?;
+            buf_start = at;
+        }
+        let start = (at - buf_start) as usize;
+        let len = buf.get(start..start + 4).map_or(0, |b| {
+            u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        });
+        if at + len > buf_start + buf.len() as u64 && len <= left {
+            // The record runs past what is buffered: read it whole.
+            read_at(&mut buf, at, len.max(left.min(SCAN_CHUNK as u64)))?;
+            buf_start = at;
+        }
+        let start = (at - buf_start) as usize;
+        let window = buf.get(start..).unwrap_or(&[]);
+        match record::scan(window, base + at) {
+            Scan::Record(len) => {
+                on_record(window.get(..len).unwrap_or(&[]), base + at)?;
+                at += len as u64;
+            }
+            Scan::Pad => return Ok(SegmentEnd::Full),
+            Scan::End => return Ok(SegmentEnd::End(at)),
+            Scan::Corrupt(reason) => return Ok(SegmentEnd::Corrupt(at, reason)),
+        }
+    }
+    Ok(SegmentEnd::Full)
+}
+
+/// Zeroes a torn tail from `at`, chunk by chunk, until a chunk that is
+/// already all zeros (nothing was ever written past it).
+fn zero_tail(file: &File, at: u64, seg_bytes: u64) -> std::io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let mut pos = at;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let zeros = vec![0u8; CHUNK as usize];
+    while pos < seg_bytes {
+        let len = CHUNK.min(seg_bytes - pos) as usize;
+        let part = buf.get_mut(..len).unwrap_or(&mut []);
+        file.read_exact_at(part, pos)?;
+        if pos > at && part.iter().all(|b| *b == 0) {
+            break;
+        }
+        file.write_all_at(zeros.get(..len).unwrap_or(&[]), pos)?;
+        pos += len as u64;
+    }
+    file.sync_data()
+}
+
+/// Consume queues opened during recovery, with entries buffered per queue.
+struct QueueSet<'a> {
+    paths: &'a StorePaths,
+    per_file: u64,
+    queues: HashMap<(String, u32), (ConsumeQueue, u64, Vec<CqEntry>)>,
+}
+
+impl<'a> QueueSet<'a> {
+    fn new(paths: &'a StorePaths, per_file: u64) -> Self {
+        Self {
+            paths,
+            per_file,
+            queues: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, topic: &str, queue: u32) -> Result<&mut ConsumeQueue> {
+        let key = (topic.to_string(), queue);
+        if !self.queues.contains_key(&key) {
+            let dir = self.paths.queue_dir(topic, queue);
+            let cq = ConsumeQueue::open(dir.clone(), self.per_file)
+                .ctx(|| format!("open {}", dir.display()))?;
+            self.queues.insert(key.clone(), (cq, 0, Vec::new()));
+        }
+        self.queues
+            .get_mut(&key)
+            .map(|(cq, _, _)| cq)
+            .ok_or_else(|| Error::Config("queue vanished".into()))
+    }
+
+    /// Buffers the entry for `queue_offset` unless the queue already has it.
+    fn dispatch(
+        &mut self,
+        topic: &str,
+        queue: u32,
+        queue_offset: u64,
+        entry: CqEntry,
+    ) -> Result<()> {
+        self.get(topic, queue)?;
+        let Some((cq, start, pending)) = self.queues.get_mut(&(topic.to_string(), queue)) else {
+            return Ok(());
+        };
+        let expected = if pending.is_empty() {
+            cq.next_offset()
+        } else {
+            *start + pending.len() as u64
+        };
+        let empty = cq.next_offset() == cq.min_offset() && pending.is_empty();
+        if queue_offset < expected && !empty {
+            return Ok(()); // already indexed
+        }
+        if queue_offset != expected && !empty {
+            return Err(Error::Corrupt {
+                offset: entry.log_offset,
+                reason: format!(
+                    "record for {topic}/{queue} has queue offset {queue_offset} but the queue ends at {expected}"
+                ),
+            });
+        }
+        if pending.is_empty() {
+            *start = queue_offset;
+        }
+        pending.push(entry);
+        if pending.len() >= 4096 {
+            let entries = std::mem::take(pending);
+            cq.append(*start, &entries)
+                .ctx(|| format!("rebuild {topic}/{queue}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered and makes every rebuilt queue durable.
+    fn flush(&mut self) -> Result<()> {
+        for ((topic, queue), (cq, start, pending)) in &mut self.queues {
+            if !pending.is_empty() {
+                let entries = std::mem::take(pending);
+                cq.append(*start, &entries)
+                    .ctx(|| format!("rebuild {topic}/{queue}"))?;
+            }
+            for file in cq.take_dirty() {
+                file.sync_data().ctx(|| format!("sync {topic}/{queue}"))?;
+            }
+        }
+        Ok(())
+    }
+}

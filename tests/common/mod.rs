@@ -1,0 +1,174 @@
+//! Shared helpers for integration tests: a real `brookd` child process on a
+//! temporary data dir, bound to 127.0.0.1:0, with its JSON logs captured.
+
+#![allow(dead_code)]
+
+use brook_client::Connection;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Both writer backends; every storage test runs against each.
+pub const BACKENDS: [&str; 2] = ["uring", "std"];
+
+/// A running `brookd`.
+pub struct Brookd {
+    child: Option<Child>,
+    /// Address it listens on.
+    pub addr: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// The environment a test broker runs with: small segments so tests roll
+/// them, plus whatever the test adds.
+pub fn base_env(data_dir: &Path, backend: &str) -> Vec<(String, String)> {
+    vec![
+        ("BROOK_LISTEN".into(), "127.0.0.1:0".into()),
+        ("BROOK_DATA_DIR".into(), data_dir.display().to_string()),
+        ("BROOK_STORE__IO_BACKEND".into(), backend.into()),
+        ("BROOK_STORE__SEGMENT_BYTES".into(), "65536".into()),
+        ("BROOK_STORE__CQ_ENTRIES_PER_FILE".into(), "1000".into()),
+    ]
+}
+
+impl Brookd {
+    /// Starts `brookd` with `env` and waits until it logs its address.
+    pub fn start(env: &[(String, String)]) -> Brookd {
+        let data_dir = env
+            .iter()
+            .find(|(k, _)| k == "BROOK_DATA_DIR")
+            .map(|(_, v)| PathBuf::from(v))
+            .expect("BROOK_DATA_DIR");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_brookd"));
+        command
+            .arg("--log-format")
+            .arg("json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn brookd");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if v["msg"] == "listening" {
+                            let _ =
+                                addr_tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                        }
+                    }
+                    logs.lock().expect("logs").push(line);
+                }
+            });
+        }
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "brookd did not start; logs:\n{}",
+                    logs.lock().expect("logs").join("\n")
+                );
+            }
+        };
+        Brookd {
+            child: Some(child),
+            addr,
+            data_dir,
+            logs,
+        }
+    }
+
+    /// Log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// The first log line with this `msg`, parsed.
+    pub fn log_entry(&self, msg: &str) -> Option<serde_json::Value> {
+        self.logs()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["msg"] == msg)
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(&child, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("brookd ignored SIGTERM; logs:\n{}", self.logs().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Connects a client.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.addr).await.expect("connect")
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: sends a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+impl Drop for Brookd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Pulls every message of `topic`/`queue` from `from` until `count` are
+/// seen or `timeout` passes.
+pub async fn drain_queue(
+    conn: &Connection,
+    topic: &str,
+    queue: u32,
+    from: u64,
+    count: usize,
+    timeout: Duration,
+) -> Vec<brook_client::StoredMessage> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut offset = from;
+    while out.len() < count && Instant::now() < deadline {
+        let result = conn
+            .pull(topic, queue, offset, 256, 0, None, 200)
+            .await
+            .expect("pull");
+        offset = result.next_offset;
+        out.extend(result.messages);
+    }
+    out
+}
