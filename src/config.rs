@@ -274,8 +274,10 @@ mod tests {
         let mut config = Config::default();
         config.store.disk_max_used_ratio = 1.5;
         assert!(matches!(config.sanitize(), Err(Error::Config(_))));
-        let mut config = Config::default();
-        config.listen = "nowhere".into();
+        let mut config = Config {
+            listen: "nowhere".into(),
+            ..Config::default()
+        };
         assert!(matches!(config.sanitize(), Err(Error::Config(_))));
         let mut config = Config::default();
         config.store.flush_interval_ms = 0;

@@ -92,6 +92,9 @@ mod anyhow_free {
         let system = actix::System::new();
         let logger = logger.clone();
         system.block_on(async move {
+            // Handlers go in before the broker says it is listening, so a
+            // SIGTERM right after readiness still shuts down in order.
+            let signals = Signals::install();
             let running = match broker::start(opened, &config, logger.clone(), Arc::new(SystemClock), Arc::new(StatvfsUsage)).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -109,7 +112,7 @@ mod anyhow_free {
             slog::info!(logger, "listening"; "addr" => %server.local_addr, "data_dir" => %config.data_dir.display(),
                 "flush" => ?config.store.flush);
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-            let signal = wait_for_signal().await;
+            let signal = signals.wait().await;
             slog::info!(logger, "shutting down"; "signal" => signal);
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             server.stop(Duration::from_secs(5)).await;
@@ -126,18 +129,27 @@ mod anyhow_free {
         })
     }
 
-    async fn wait_for_signal() -> &'static str {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            std::future::pending::<()>().await;
-            return "none";
-        };
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+    struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+    impl Signals {
+        fn install() -> Self {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self(
+                signal(SignalKind::terminate())
+                    .ok()
+                    .zip(signal(SignalKind::interrupt()).ok()),
+            )
+        }
+
+        async fn wait(self) -> &'static str {
+            let Some((mut term, mut int)) = self.0 else {
+                std::future::pending::<()>().await;
+                return "none";
+            };
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
         }
     }
 

@@ -31,10 +31,13 @@ impl FaultIo {
         }
     }
 
-    /// Runs the job, or fails it as an fdatasync error (EIO) would.
-    pub async fn run(&mut self, job: WriteJob) -> io::Result<()> {
+    /// Runs the job, or fails it the way a failed fdatasync does: the bytes
+    /// were written (they sit in the file) but the call reports EIO.
+    pub async fn run(&mut self, mut job: WriteJob) -> io::Result<()> {
         let seen = self.plan.jobs_seen.fetch_add(1, Ordering::SeqCst);
         if seen >= self.plan.fail_after_jobs.load(Ordering::SeqCst) {
+            job.sync.clear();
+            self.inner.run(job).await?;
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
         self.inner.run(job).await

@@ -92,7 +92,7 @@ impl IoStats {
 /// The backend chosen at start.
 pub enum IoBackend {
     /// io_uring, completions awaited on an eventfd through the runtime.
-    Uring(uring::UringIo),
+    Uring(Box<uring::UringIo>),
     /// `pwritev` + `fdatasync` on a blocking thread.
     Std(std_io::StdIo),
     /// A backend that fails on command (tests and the failpoints feature).
@@ -105,7 +105,7 @@ impl IoBackend {
     /// that will drive it (io_uring registers its eventfd there).
     pub fn open(kind: ResolvedBackend, stats: Arc<IoStats>) -> io::Result<IoBackend> {
         Ok(match kind {
-            ResolvedBackend::Uring => IoBackend::Uring(uring::UringIo::new(stats)?),
+            ResolvedBackend::Uring => IoBackend::Uring(Box::new(uring::UringIo::new(stats)?)),
             ResolvedBackend::Std => IoBackend::Std(std_io::StdIo::new(stats)),
         })
     }

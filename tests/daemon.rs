@@ -1,0 +1,122 @@
+//! The daemon's interface: embedded defaults, `--print-config` with file and
+//! environment layers, clear errors for bad configuration, and the
+//! systemd-style readiness notification.
+
+mod common;
+
+use std::process::Command;
+
+fn brookd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_brookd"))
+}
+
+#[test]
+fn print_config_shows_defaults_file_and_env_layers() {
+    let out = brookd()
+        .arg("--print-config")
+        .env_clear()
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let config: toml::Value = toml::from_str(&text).expect("valid TOML");
+    assert_eq!(config["listen"].as_str(), Some("127.0.0.1:10911"));
+    assert_eq!(config["data_dir"].as_str(), Some("./brook-data"));
+    assert_eq!(config["store"]["segment_bytes"].as_integer(), Some(1 << 30));
+    assert_eq!(config["store"]["retention_hours"].as_integer(), Some(72));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("brook.toml");
+    std::fs::write(
+        &file,
+        "listen = \"0.0.0.0:9999\"\n[store]\nflush = \"sync\"\nsegment_bytes = 131072\n",
+    )
+    .expect("write");
+    let out = brookd()
+        .arg("--config")
+        .arg(&file)
+        .arg("--print-config")
+        .env_clear()
+        .env("BROOK_STORE__FLUSH", "async")
+        .env("BROOK_STORE__IO_BACKEND", "std")
+        .env("BROOK_DATA_DIR", "/var/lib/brook")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: toml::Value =
+        toml::from_str(&String::from_utf8(out.stdout).expect("utf8")).expect("toml");
+    assert_eq!(
+        config["listen"].as_str(),
+        Some("0.0.0.0:9999"),
+        "file over default"
+    );
+    assert_eq!(
+        config["store"]["flush"].as_str(),
+        Some("async"),
+        "env over file"
+    );
+    assert_eq!(config["store"]["io_backend"].as_str(), Some("std"));
+    assert_eq!(config["store"]["segment_bytes"].as_integer(), Some(131072));
+    assert_eq!(config["data_dir"].as_str(), Some("/var/lib/brook"));
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_clear_message() {
+    for (key, value, needle) in [
+        ("BROOK_STORE__SEGMENT_BYTES", "100", "segment_bytes"),
+        ("BROOK_STORE__FLUSH", "sometimes", "flush"),
+        ("BROOK_LISTEN", "not-an-address", "listen"),
+        (
+            "BROOK_STORE__DISK_MAX_USED_RATIO",
+            "7",
+            "disk_max_used_ratio",
+        ),
+    ] {
+        let out = brookd()
+            .arg("--print-config")
+            .env_clear()
+            .env(key, value)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{key}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{key}={value}: {err}");
+    }
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = common::Brookd::start(&common::base_env(dir.path(), "std"));
+    let out = brookd()
+        .args(["--log-format", "json"])
+        .env("BROOK_LISTEN", "127.0.0.1:0")
+        .env("BROOK_DATA_DIR", dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked by another broker"));
+    drop(first);
+}
+
+#[test]
+fn readiness_is_notified_to_systemd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let mut env = common::base_env(&dir.path().join("data"), "std");
+    env.push(("NOTIFY_SOCKET".into(), socket_path.display().to_string()));
+    let mut broker = common::Brookd::start(&env);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let status = broker.terminate();
+    assert!(status.success(), "{status:?}: {}", broker.logs().join("\n"));
+}
