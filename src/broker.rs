@@ -60,9 +60,12 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
     let recovered = recovery::recover(&paths, &segments, config.store.cq_entries_per_file)?;
     let active = segments.base_of(recovered.write_pos);
     if segments.file(active).is_none() {
-        let file = segment::create_sparse(&paths.commitlog(), active, config.store.segment_bytes)
+        // A fresh store: its first segment is zero-filled like every later
+        // one, so even the first fdatasyncs carry no metadata.
+        segment::create_zeroed(&paths.commitlog(), active, config.store.segment_bytes)
+            .and_then(|()| segment::open_segment(&paths.commitlog(), active))
+            .map(|file| segments.insert(active, Arc::new(file)))
             .ctx(|| format!("create segment {active}"))?;
-        segments.insert(active, Arc::new(file));
     }
     Checkpoint {
         cq_durable_offset: recovered.write_pos,
@@ -113,11 +116,6 @@ impl Running {
     }
 }
 
-/// Builds a backend inside the arbiter that will drive it.
-pub fn open_backend(kind: ResolvedBackend, stats: Arc<IoStats>) -> std::io::Result<IoBackend> {
-    IoBackend::open(kind, stats)
-}
-
 /// Starts the actors over an opened store. Must run inside an actix system.
 pub async fn start(
     store: OpenedStore,
@@ -151,7 +149,7 @@ pub async fn start(
             config.store.preallocate,
         );
         writer_arbiter.spawn_fn(move || {
-            let built = open_backend(kind, io_stats)
+            let built = IoBackend::open(kind, io_stats)
                 .map_err(|e| Error::io("open io backend", e))
                 .and_then(|backend| {
                     CommitLog::open(segments, write_pos, last_ts, backend, preallocate, clock)

@@ -69,108 +69,112 @@ async fn sent_messages_come_back_in_order_with_their_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_filters_and_errors() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Brookd::start(&base_env(dir.path(), "std"));
-    let conn = broker.connect().await;
-    conn.create_topic("t", 1).await.expect("create");
-    let batch: Vec<Message> = (0..50)
-        .map(|i| {
-            Message::new("t", vec![i as u8; 10]).with_tags(if i % 5 == 0 {
-                "five"
-            } else {
-                "other"
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Brookd::start(&base_env(dir.path(), backend));
+        let conn = broker.connect().await;
+        conn.create_topic("t", 1).await.expect("create");
+        let batch: Vec<Message> = (0..50)
+            .map(|i| {
+                Message::new("t", vec![i as u8; 10]).with_tags(if i % 5 == 0 {
+                    "five"
+                } else {
+                    "other"
+                })
             })
-        })
-        .collect();
-    let acks = conn.send("t", 0, batch).await.expect("batch");
-    let offsets: Vec<u64> = acks.iter().map(|a| a.queue_offset).collect();
-    assert_eq!(offsets, (0..50).collect::<Vec<_>>());
-    let filtered = conn
-        .pull("t", 0, 0, 100, 0, Some("five"), 0)
-        .await
-        .expect("pull");
-    assert_eq!(filtered.messages.len(), 10);
-    assert!(filtered
-        .messages
-        .iter()
-        .all(|m| m.message.tags.as_deref() == Some("five")));
-    assert_eq!(
-        filtered.next_offset, 50,
-        "filtered messages still advance the offset"
-    );
+            .collect();
+        let acks = conn.send("t", 0, batch).await.expect("batch");
+        let offsets: Vec<u64> = acks.iter().map(|a| a.queue_offset).collect();
+        assert_eq!(offsets, (0..50).collect::<Vec<_>>());
+        let filtered = conn
+            .pull("t", 0, 0, 100, 0, Some("five"), 0)
+            .await
+            .expect("pull");
+        assert_eq!(filtered.messages.len(), 10);
+        assert!(filtered
+            .messages
+            .iter()
+            .all(|m| m.message.tags.as_deref() == Some("five")));
+        assert_eq!(
+            filtered.next_offset, 50,
+            "filtered messages still advance the offset"
+        );
 
-    fn code<T>(r: Result<T, brook_client::ClientError>) -> Option<ErrorCode> {
-        r.err().and_then(|e| e.code())
+        fn code<T>(r: Result<T, brook_client::ClientError>) -> Option<ErrorCode> {
+            r.err().and_then(|e| e.code())
+        }
+        assert_eq!(
+            code(
+                conn.send("nope", 0, vec![Message::new("nope", b"x".to_vec())])
+                    .await
+            ),
+            Some(ErrorCode::TopicNotFound)
+        );
+        assert_eq!(
+            code(
+                conn.send("t", 3, vec![Message::new("t", b"x".to_vec())])
+                    .await
+            ),
+            Some(ErrorCode::QueueOutOfRange)
+        );
+        assert_eq!(
+            code(conn.send("bad name", 0, vec![]).await),
+            Some(ErrorCode::InvalidName)
+        );
+        assert_eq!(
+            code(conn.send("t", 0, vec![]).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        let huge = Message::new("t", vec![0u8; 70_000]);
+        assert_eq!(
+            code(conn.send("t", 0, vec![huge]).await),
+            Some(ErrorCode::MessageTooLarge)
+        );
+        assert_eq!(
+            code(conn.pull("t", 0, 51, 1, 0, None, 0).await),
+            Some(ErrorCode::OffsetBeyondEnd)
+        );
+        assert_eq!(
+            code(conn.create_topic("t", 0).await),
+            Some(ErrorCode::InvalidArgument)
+        );
+        // None of the refused requests stored anything.
+        let info = conn.describe_topic("t").await.expect("describe");
+        assert_eq!(info.queue_stats[0].max_offset, 50);
     }
-    assert_eq!(
-        code(
-            conn.send("nope", 0, vec![Message::new("nope", b"x".to_vec())])
-                .await
-        ),
-        Some(ErrorCode::TopicNotFound)
-    );
-    assert_eq!(
-        code(
-            conn.send("t", 3, vec![Message::new("t", b"x".to_vec())])
-                .await
-        ),
-        Some(ErrorCode::QueueOutOfRange)
-    );
-    assert_eq!(
-        code(conn.send("bad name", 0, vec![]).await),
-        Some(ErrorCode::InvalidName)
-    );
-    assert_eq!(
-        code(conn.send("t", 0, vec![]).await),
-        Some(ErrorCode::InvalidArgument)
-    );
-    let huge = Message::new("t", vec![0u8; 70_000]);
-    assert_eq!(
-        code(conn.send("t", 0, vec![huge]).await),
-        Some(ErrorCode::MessageTooLarge)
-    );
-    assert_eq!(
-        code(conn.pull("t", 0, 51, 1, 0, None, 0).await),
-        Some(ErrorCode::OffsetBeyondEnd)
-    );
-    assert_eq!(
-        code(conn.create_topic("t", 0).await),
-        Some(ErrorCode::InvalidArgument)
-    );
-    // None of the refused requests stored anything.
-    let info = conn.describe_topic("t").await.expect("describe");
-    assert_eq!(info.queue_stats[0].max_offset, 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_pull_wakes_on_arrival() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Brookd::start(&base_env(dir.path(), "uring"));
-    let conn = broker.connect().await;
-    conn.create_topic("lp", 1).await.expect("create");
-    let puller = broker.connect().await;
-    let parked = tokio::spawn(async move {
-        let result = puller
-            .pull("lp", 0, 0, 10, 0, None, 10_000)
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Brookd::start(&base_env(dir.path(), backend));
+        let conn = broker.connect().await;
+        conn.create_topic("lp", 1).await.expect("create");
+        let puller = broker.connect().await;
+        let parked = tokio::spawn(async move {
+            let result = puller
+                .pull("lp", 0, 0, 10, 0, None, 10_000)
+                .await
+                .expect("pull");
+            (result, Instant::now())
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !parked.is_finished(),
+            "the pull is parked, not answered empty"
+        );
+        conn.send("lp", 0, vec![Message::new("lp", b"wake".to_vec())])
             .await
-            .expect("pull");
-        (result, Instant::now())
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !parked.is_finished(),
-        "the pull is parked, not answered empty"
-    );
-    conn.send("lp", 0, vec![Message::new("lp", b"wake".to_vec())])
-        .await
-        .expect("send");
-    let acked = Instant::now();
-    let (result, woke) = tokio::time::timeout(Duration::from_secs(5), parked)
-        .await
-        .expect("woken well before the long-poll deadline")
-        .expect("join");
-    assert_eq!(result.messages.len(), 1);
-    assert_eq!(result.messages[0].message.body, b"wake");
-    // Generous bound: the point is "on arrival", not "at the 10 s deadline".
-    assert!(woke.duration_since(acked) < Duration::from_secs(2));
+            .expect("send");
+        let acked = Instant::now();
+        let (result, woke) = tokio::time::timeout(Duration::from_secs(5), parked)
+            .await
+            .expect("woken well before the long-poll deadline")
+            .expect("join");
+        assert_eq!(result.messages.len(), 1);
+        assert_eq!(result.messages[0].message.body, b"wake");
+        // Generous bound: the point is "on arrival", not "at the 10 s deadline".
+        assert!(woke.duration_since(acked) < Duration::from_secs(2));
+    }
 }

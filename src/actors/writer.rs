@@ -51,11 +51,6 @@ pub struct SyncedAt {
     pub last_store_ts: i64,
 }
 
-/// The position up to which every append has been answered.
-#[derive(Message)]
-#[rtype(result = "u64")]
-pub struct Position;
-
 /// Group-commit counters, shared with benches and tests.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -269,13 +264,5 @@ impl Handler<Sync> for WriterActor {
         self.pending.push_back(Pending::Sync(tx));
         self.dispatch(ctx);
         Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
-    }
-}
-
-impl Handler<Position> for WriterActor {
-    type Result = u64;
-
-    fn handle(&mut self, _: Position, _: &mut Context<Self>) -> u64 {
-        self.position
     }
 }

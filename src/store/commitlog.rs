@@ -138,11 +138,6 @@ impl CommitLog {
         self.backend.name()
     }
 
-    /// Largest record a segment can hold.
-    pub fn max_record_len(segment_bytes: u64) -> usize {
-        segment_bytes as usize
-    }
-
     /// Whether any write is not yet covered by an fdatasync.
     pub fn is_dirty(&self) -> bool {
         !self.dirty.is_empty()
