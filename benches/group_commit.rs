@@ -108,7 +108,8 @@ fn bench_case(c: &mut Criterion, case: Case) {
     };
     config.store.flush = case.flush;
     config.store.io_backend = case.backend;
-    config.store.segment_bytes = 256 << 20;
+    config.store.segment_bytes = 64 << 20;
+    config.store.preallocate = std::env::var("BENCH_PREALLOC").map_or(true, |v| v != "0");
     config.sanitize().expect("config");
     let system = actix_rt::System::new();
     let running = system

@@ -8,7 +8,7 @@ use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig
 use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
 use crate::actors::Registry;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, FlushMode};
 use crate::error::{Error, IoContext, Result};
 use crate::io::{self, IoBackend, IoStats, ResolvedBackend};
 use crate::server::{listener, BrokerCore};
@@ -16,7 +16,7 @@ use crate::store::checkpoint::{Checkpoint, DirLock};
 use crate::store::commitlog::{CommitLog, LogReader};
 use crate::store::recovery::{self, Recovered};
 use crate::store::retention::{DiskUsage, RetentionPolicy};
-use crate::store::segment::{self, SegmentSet};
+use crate::store::segment::{self, Prealloc, SegmentSet};
 use crate::store::topics::TopicTable;
 use crate::store::StorePaths;
 use actix::{Actor, Addr, Arbiter};
@@ -60,12 +60,16 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
     let recovered = recovery::recover(&paths, &segments, config.store.cq_entries_per_file)?;
     let active = segments.base_of(recovered.write_pos);
     if segments.file(active).is_none() {
-        // A fresh store: its first segment is zero-filled like every later
-        // one, so even the first fdatasyncs carry no metadata.
-        segment::create_zeroed(&paths.commitlog(), active, config.store.segment_bytes)
-            .and_then(|()| segment::open_segment(&paths.commitlog(), active))
-            .map(|file| segments.insert(active, Arc::new(file)))
-            .ctx(|| format!("create segment {active}"))?;
+        // A fresh store: its first segment is prepared like every later one.
+        let dir = paths.commitlog();
+        let size = config.store.segment_bytes;
+        match config.store.flush {
+            FlushMode::Sync => segment::create_zeroed(&dir, active, size),
+            FlushMode::Async => segment::create_fallocated(&dir, active, size),
+        }
+        .and_then(|()| segment::open_segment(&paths.commitlog(), active))
+        .map(|file| segments.insert(active, Arc::new(file)))
+        .ctx(|| format!("create segment {active}"))?;
     }
     Checkpoint {
         cq_durable_offset: recovered.write_pos,
@@ -142,11 +146,17 @@ pub async fn start(
             logger.clone(),
             clock.clone(),
         );
-        let (write_pos, last_ts, kind, preallocate) = (
+        let preallocate = config
+            .store
+            .preallocate
+            .then_some(match config.store.flush {
+                FlushMode::Sync => Prealloc::Zeroed,
+                FlushMode::Async => Prealloc::Fallocated,
+            });
+        let (write_pos, last_ts, kind) = (
             store.recovered.write_pos,
             store.recovered.last_store_ts,
             store.backend,
-            config.store.preallocate,
         );
         writer_arbiter.spawn_fn(move || {
             let built = IoBackend::open(kind, io_stats)

@@ -77,8 +77,9 @@ pub struct StoreConfig {
     pub retention_check_interval_ms: u64,
     /// Largest message body accepted. Default: 4 MiB.
     pub max_message_bytes: usize,
-    /// Fill the next segment with real zeros ahead of the writer (faster
-    /// fdatasync on already-written blocks). Default: true.
+    /// Prepare the next segment ahead of the writer: filled with real zeros
+    /// under sync flush (faster fdatasyncs on already-written blocks),
+    /// fallocated under async flush (no extra writes). Default: true.
     pub preallocate: bool,
 }
 
@@ -175,6 +176,12 @@ impl Config {
         if store.segment_bytes < MIN_SEGMENT_BYTES {
             return Err(Error::Config(format!(
                 "store.segment_bytes must be at least {MIN_SEGMENT_BYTES}, got {}",
+                store.segment_bytes
+            )));
+        }
+        if store.segment_bytes % MIN_SEGMENT_BYTES != 0 {
+            return Err(Error::Config(format!(
+                "store.segment_bytes must be a multiple of {MIN_SEGMENT_BYTES}, got {}",
                 store.segment_bytes
             )));
         }

@@ -45,7 +45,7 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     plan.fail_after_jobs.store(3, Ordering::SeqCst);
     let backend = IoBackend::Fault(FaultIo::new(Arc::new(IoStats::default()), plan.clone()));
     let log =
-        CommitLog::open(set.clone(), 0, 0, backend, false, Arc::new(SystemClock)).expect("open");
+        CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(SystemClock)).expect("open");
     let config = WriterConfig {
         flush: FlushMode::Sync,
         flush_interval: Duration::from_secs(3600),

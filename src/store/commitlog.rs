@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::io::{FileWrite, IoBackend, Slice, WriteJob};
 use crate::store::record::{self, DecodedRecord, PAD_MIN};
-use crate::store::segment::{self, Preallocator, SegmentSet};
+use crate::store::segment::{self, Prealloc, Preallocator, SegmentSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -89,7 +89,7 @@ impl CommitLog {
         write_pos: u64,
         last_store_ts: i64,
         backend: IoBackend,
-        preallocate: bool,
+        preallocate: Option<Prealloc>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let active_base = set.base_of(write_pos);
@@ -104,13 +104,12 @@ impl CommitLog {
                 file
             }
         };
-        let prealloc = if preallocate {
-            Some(
-                Preallocator::start(set.dir().to_path_buf(), set.segment_bytes())
+        let prealloc = match preallocate {
+            Some(how) => Some(
+                Preallocator::start(set.dir().to_path_buf(), set.segment_bytes(), how)
                     .map_err(|e| Error::io("start preallocator", e))?,
-            )
-        } else {
-            None
+            ),
+            None => None,
         };
         let mut log = Self {
             set,
