@@ -10,17 +10,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 
 fn send_frame(messages: usize) -> Frame {
-    let msg = Message::new("bench", vec![b'x'; 128])
-        .with_tags("TagA")
-        .with_key("order-1");
-    Frame::Request {
-        id: 1,
-        body: Request::Send {
-            topic: "bench".into(),
-            queue: 0,
-            messages: vec![msg; messages],
-        },
-    }
+    let msg = Message::new("bench", vec![b'x'; 128]).with_tags("TagA").with_key("order-1");
+    Frame::Request { id: 1, body: Request::Send { topic: "bench".into(), queue: 0, messages: vec![msg; messages] } }
 }
 
 fn wire(c: &mut Criterion) {
@@ -40,9 +31,7 @@ fn wire(c: &mut Criterion) {
 }
 
 fn records(c: &mut Criterion) {
-    let msg = Message::new("bench", vec![b'x'; 128])
-        .with_tags("TagA")
-        .with_key("order-1");
+    let msg = Message::new("bench", vec![b'x'; 128]).with_tags("TagA").with_key("order-1");
     let mut group = c.benchmark_group("record");
     group.throughput(Throughput::Elements(1));
     group.bench_function("encode+seal 128B", |b| {

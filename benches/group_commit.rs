@@ -61,19 +61,11 @@ fn template(case: &Case) -> AppendBatch {
 }
 
 fn clone_batch(batch: &AppendBatch) -> AppendBatch {
-    AppendBatch {
-        buf: batch.buf.clone(),
-        starts: batch.starts.clone(),
-    }
+    AppendBatch { buf: batch.buf.clone(), starts: batch.starts.clone() }
 }
 
 /// Pushes `requests` requests through `in_flight` lanes; returns elapsed.
-async fn drive(
-    running: &Running,
-    batch: &AppendBatch,
-    requests: u64,
-    in_flight: usize,
-) -> Duration {
+async fn drive(running: &Running, batch: &AppendBatch, requests: u64, in_flight: usize) -> Duration {
     let writer = running.registry.writer().clone();
     let start = Instant::now();
     let mut lanes = Vec::with_capacity(in_flight);
@@ -102,10 +94,7 @@ async fn drive(
 
 fn bench_case(c: &mut Criterion, case: Case) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.store.flush = case.flush;
     config.store.io_backend = case.backend;
     config.store.segment_bytes = 64 << 20;
@@ -169,28 +158,10 @@ fn appends(c: &mut Criterion) {
     for backend in [IoBackendKind::Uring, IoBackendKind::Std] {
         for body in [128, 1024] {
             for (per_request, in_flight) in [(1, 1), (1, 64), (64, 8)] {
-                bench_case(
-                    c,
-                    Case {
-                        backend,
-                        flush: FlushMode::Async,
-                        body,
-                        per_request,
-                        in_flight,
-                    },
-                );
+                bench_case(c, Case { backend, flush: FlushMode::Async, body, per_request, in_flight });
             }
             for in_flight in [1, 64, 256] {
-                bench_case(
-                    c,
-                    Case {
-                        backend,
-                        flush: FlushMode::Sync,
-                        body,
-                        per_request: 1,
-                        in_flight,
-                    },
-                );
+                bench_case(c, Case { backend, flush: FlushMode::Sync, body, per_request: 1, in_flight });
             }
         }
     }

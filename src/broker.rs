@@ -4,6 +4,7 @@
 //! stop accepting → close connections → queues drain → the writer drains and
 //! fdatasyncs → clean checkpoint.
 
+use crate::actors::consumer_group::Groups;
 use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig};
 use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
 use crate::actors::Registry;
@@ -47,16 +48,11 @@ pub struct OpenedStore {
 /// here on is noticed at the next start).
 pub fn open_store(config: &Config) -> Result<OpenedStore> {
     let paths = StorePaths::new(&config.data_dir);
-    paths
-        .create_dirs()
-        .ctx(|| format!("create data dir {}", paths.root.display()))?;
+    paths.create_dirs().ctx(|| format!("create data dir {}", paths.root.display()))?;
     let lock = DirLock::acquire(&paths.root).ctx(|| format!("lock {}", paths.root.display()))?;
     let (backend, backend_note) =
         io::resolve(config.store.io_backend).ctx(|| "io_uring requested but unavailable".into())?;
-    let segments = Arc::new(SegmentSet::new(
-        paths.commitlog(),
-        config.store.segment_bytes,
-    ));
+    let segments = Arc::new(SegmentSet::new(paths.commitlog(), config.store.segment_bytes));
     let recovered = recovery::recover(&paths, &segments, config.store.cq_entries_per_file)?;
     let active = segments.base_of(recovered.write_pos);
     if segments.file(active).is_none() {
@@ -80,21 +76,15 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
     .store(&paths.checkpoint())
     .ctx(|| "write checkpoint".into())?;
     let topics = Arc::new(TopicTable::load(paths.topics())?);
-    Ok(OpenedStore {
-        paths,
-        segments,
-        topics,
-        recovered,
-        backend,
-        backend_note,
-        lock,
-    })
+    Ok(OpenedStore { paths, segments, topics, recovered, backend, backend_note, lock })
 }
 
 /// The running actors of a broker.
 pub struct Running {
     /// Actor addresses.
     pub registry: Arc<Registry>,
+    /// Consumer groups.
+    pub groups: Arc<Groups>,
     /// Periodic jobs (and the final checkpoint).
     pub housekeeper: Addr<Housekeeper>,
     /// Commit-log reads.
@@ -139,39 +129,22 @@ pub async fn start(
     };
     let (init_tx, init_rx) = tokio::sync::oneshot::channel();
     {
-        let (segments, io_stats, writer_stats, logger, clock) = (
-            store.segments.clone(),
-            io_stats.clone(),
-            writer_stats.clone(),
-            logger.clone(),
-            clock.clone(),
-        );
-        let preallocate = config
-            .store
-            .preallocate
-            .then_some(match config.store.flush {
-                FlushMode::Sync => Prealloc::Zeroed,
-                FlushMode::Async => Prealloc::Fallocated,
-            });
-        let (write_pos, last_ts, kind) = (
-            store.recovered.write_pos,
-            store.recovered.last_store_ts,
-            store.backend,
-        );
+        let (segments, io_stats, writer_stats, logger, clock) =
+            (store.segments.clone(), io_stats.clone(), writer_stats.clone(), logger.clone(), clock.clone());
+        let preallocate = config.store.preallocate.then_some(match config.store.flush {
+            FlushMode::Sync => Prealloc::Zeroed,
+            FlushMode::Async => Prealloc::Fallocated,
+        });
+        let (write_pos, last_ts, kind) = (store.recovered.write_pos, store.recovered.last_store_ts, store.backend);
         writer_arbiter.spawn_fn(move || {
             let built = IoBackend::open(kind, io_stats)
                 .map_err(|e| Error::io("open io backend", e))
-                .and_then(|backend| {
-                    CommitLog::open(segments, write_pos, last_ts, backend, preallocate, clock)
-                });
-            let addr =
-                built.map(|log| WriterActor::new(log, writer_config, writer_stats, logger).start());
+                .and_then(|backend| CommitLog::open(segments, write_pos, last_ts, backend, preallocate, clock));
+            let addr = built.map(|log| WriterActor::new(log, writer_config, writer_stats, logger).start());
             let _ = init_tx.send(addr);
         });
     }
-    let writer = init_rx
-        .await
-        .map_err(|_| Error::Config("writer arbiter stopped".into()))??;
+    let writer = init_rx.await.map_err(|_| Error::Config("writer arbiter stopped".into()))??;
     let queue_arbiter = Arbiter::new();
     let registry = Arc::new(Registry::new(
         writer,
@@ -179,6 +152,14 @@ pub async fn start(
         store.paths.clone(),
         config.store.cq_entries_per_file,
         store.segments.clone(),
+        logger.clone(),
+    ));
+    let groups = Arc::new(Groups::new(
+        registry.clone(),
+        store.topics.clone(),
+        store.paths.groups(),
+        config.groups.clone(),
+        Some(queue_arbiter.handle()),
         logger.clone(),
     ));
     let housekeeper = Housekeeper::new(
@@ -201,6 +182,7 @@ pub async fn start(
     .start();
     Ok(Running {
         registry,
+        groups,
         housekeeper,
         reader: LogReader::new(store.segments.clone()),
         topics: store.topics,
@@ -223,9 +205,7 @@ pub struct Server {
 
 /// Binds the listen address and starts accepting.
 pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger) -> Result<Server> {
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .ctx(|| format!("bind {}", config.listen))?;
+    let listener = TcpListener::bind(&config.listen).await.ctx(|| format!("bind {}", config.listen))?;
     let local_addr = listener.local_addr().ctx(|| "local address".into())?;
     let advertised = if local_addr.ip().is_unspecified() {
         SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local_addr.port())
@@ -240,6 +220,7 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
     let core = Arc::new(BrokerCore {
         registry: running.registry.clone(),
         topics: running.topics.clone(),
+        groups: running.groups.clone(),
         reader: running.reader.clone(),
         config: config.clone(),
         advertised,
@@ -248,19 +229,8 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel(1);
-    actix::spawn(listener::run(
-        listener,
-        core,
-        workers.iter().map(Arbiter::handle).collect(),
-        shutdown_rx,
-        done_tx,
-    ));
-    Ok(Server {
-        local_addr,
-        shutdown,
-        done_rx,
-        workers,
-    })
+    actix::spawn(listener::run(listener, core, workers.iter().map(Arbiter::handle).collect(), shutdown_rx, done_tx));
+    Ok(Server { local_addr, shutdown, done_rx, workers })
 }
 
 impl Server {
@@ -278,11 +248,8 @@ impl Server {
 /// The ordered shutdown after the server has stopped: queues drain, the
 /// writer drains and fdatasyncs, and the clean checkpoint is written.
 pub async fn shutdown(running: &Running) -> Result<Checkpoint> {
-    let checkpoint = running
-        .housekeeper
-        .send(FinalCheckpoint)
-        .await
-        .map_err(|e| Error::Busy(e.to_string()))??;
+    running.groups.flush_all().await?;
+    let checkpoint = running.housekeeper.send(FinalCheckpoint).await.map_err(|e| Error::Busy(e.to_string()))??;
     running.stop_arbiters();
     Ok(checkpoint)
 }

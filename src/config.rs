@@ -16,10 +16,40 @@ pub struct Config {
     pub listen: String,
     /// Root of all stored data. Default: `./brook-data`.
     pub data_dir: PathBuf,
+    /// Create a topic with `default_queues` queues on its first send.
+    /// Default: false.
+    pub auto_create_topics: bool,
+    /// Queue count of auto-created topics. Default: 4.
+    pub default_queues: u32,
     /// Storage engine settings.
     pub store: StoreConfig,
     /// Network settings.
     pub server: ServerConfig,
+    /// Consumer-group settings.
+    pub groups: GroupsConfig,
+}
+
+/// Consumer-group settings (`[groups]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupsConfig {
+    /// A member that has not sent a heartbeat for this long is dropped and
+    /// its queues reassigned, unless its heartbeat asks for another session
+    /// timeout. Default: 120,000 ms (RocketMQ's channel expiry).
+    pub session_timeout_ms: u64,
+    /// Lifetime of an orderly-consumption queue lock unless renewed.
+    /// Default: 60,000 ms (RocketMQ's lockMaxLiveTime).
+    pub lock_ttl_ms: u64,
+    /// How often committed offsets are written to disk (and always at
+    /// shutdown). A crash re-delivers at most what was committed in this
+    /// window. Default: 5,000 ms.
+    pub offset_flush_interval_ms: u64,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self { session_timeout_ms: 120_000, lock_ttl_ms: 60_000, offset_flush_interval_ms: 5_000 }
+    }
 }
 
 /// When a write is acknowledged.
@@ -100,8 +130,11 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:10911".into(),
             data_dir: PathBuf::from("./brook-data"),
+            auto_create_topics: false,
+            default_queues: 4,
             store: StoreConfig::default(),
             server: ServerConfig::default(),
+            groups: GroupsConfig::default(),
         }
     }
 }
@@ -128,11 +161,7 @@ impl Default for StoreConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self {
-            max_frame_bytes: brook_proto::DEFAULT_MAX_FRAME_BYTES,
-            max_connections: 10_000,
-            workers: 0,
-        }
+        Self { max_frame_bytes: brook_proto::DEFAULT_MAX_FRAME_BYTES, max_connections: 10_000, workers: 0 }
     }
 }
 
@@ -145,22 +174,12 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Config> {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
-            builder = builder.add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
         }
         builder = builder.add_source(
-            config::Environment::with_prefix("BROOK")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
+            config::Environment::with_prefix("BROOK").prefix_separator("_").separator("__").try_parsing(true),
         );
-        builder
-            .build()
-            .and_then(|c| c.try_deserialize::<Config>())
-            .map_err(|e| Error::Config(e.to_string()))
+        builder.build().and_then(|c| c.try_deserialize::<Config>()).map_err(|e| Error::Config(e.to_string()))
     }
 
     /// The effective configuration as TOML (`brookd --print-config`).
@@ -198,29 +217,36 @@ impl Config {
             )));
         }
         if store.max_batch_messages == 0 || store.max_batch_bytes == 0 {
-            return Err(Error::Config(
-                "store.max_batch_messages and store.max_batch_bytes must be positive".into(),
-            ));
+            return Err(Error::Config("store.max_batch_messages and store.max_batch_bytes must be positive".into()));
         }
         if store.cq_entries_per_file == 0 {
-            return Err(Error::Config(
-                "store.cq_entries_per_file must be positive".into(),
-            ));
+            return Err(Error::Config("store.cq_entries_per_file must be positive".into()));
         }
         for (name, value) in [
             ("store.flush_interval_ms", &mut store.flush_interval_ms),
-            (
-                "store.checkpoint_interval_ms",
-                &mut store.checkpoint_interval_ms,
-            ),
-            (
-                "store.retention_check_interval_ms",
-                &mut store.retention_check_interval_ms,
-            ),
+            ("store.checkpoint_interval_ms", &mut store.checkpoint_interval_ms),
+            ("store.retention_check_interval_ms", &mut store.retention_check_interval_ms),
         ] {
             if *value == 0 {
                 warnings.push(format!("{name} = 0 clamped to 1"));
                 *value = 1;
+            }
+        }
+        if self.default_queues == 0 || self.default_queues > crate::store::topics::MAX_QUEUES_PER_TOPIC {
+            return Err(Error::Config(format!(
+                "default_queues must be 1..={}, got {}",
+                crate::store::topics::MAX_QUEUES_PER_TOPIC,
+                self.default_queues
+            )));
+        }
+        for (name, value) in [
+            ("groups.session_timeout_ms", &mut self.groups.session_timeout_ms),
+            ("groups.lock_ttl_ms", &mut self.groups.lock_ttl_ms),
+            ("groups.offset_flush_interval_ms", &mut self.groups.offset_flush_interval_ms),
+        ] {
+            if *value < 10 {
+                warnings.push(format!("{name} = {value} clamped to 10"));
+                *value = 10;
             }
         }
         let server = &mut self.server;
@@ -233,9 +259,7 @@ impl Config {
             server.max_frame_bytes = brook_proto::MAX_FRAME_BYTES_CEILING;
         }
         if server.max_connections == 0 {
-            return Err(Error::Config(
-                "server.max_connections must be positive".into(),
-            ));
+            return Err(Error::Config("server.max_connections must be positive".into()));
         }
         self.listen
             .parse::<std::net::SocketAddr>()
@@ -260,11 +284,8 @@ mod tests {
     fn file_then_partial_sections_keep_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("brook.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:0\"\n[store]\nflush = \"sync\"\nsegment_bytes = 8192\n",
-        )
-        .expect("write");
+        std::fs::write(&path, "listen = \"127.0.0.1:0\"\n[store]\nflush = \"sync\"\nsegment_bytes = 8192\n")
+            .expect("write");
         let config = Config::load(Some(&path)).expect("load");
         assert_eq!(config.listen, "127.0.0.1:0");
         assert_eq!(config.store.flush, FlushMode::Sync);
@@ -281,10 +302,7 @@ mod tests {
         let mut config = Config::default();
         config.store.disk_max_used_ratio = 1.5;
         assert!(matches!(config.sanitize(), Err(Error::Config(_))));
-        let mut config = Config {
-            listen: "nowhere".into(),
-            ..Config::default()
-        };
+        let mut config = Config { listen: "nowhere".into(), ..Config::default() };
         assert!(matches!(config.sanitize(), Err(Error::Config(_))));
         let mut config = Config::default();
         config.store.flush_interval_ms = 0;

@@ -78,6 +78,9 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// Another member owns or holds the queue (orderly consumption).
+    #[error("not the queue's owner: {0}")]
+    NotOwner(String),
     /// The broker is stopping.
     #[error("broker is shutting down")]
     ShuttingDown,
@@ -89,10 +92,7 @@ pub enum Error {
 impl Error {
     /// Wraps an `io::Error` with what was being done.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 }
 
@@ -111,9 +111,7 @@ impl<T> IoContext<T> for io::Result<T> {
 impl From<Error> for WireError {
     fn from(err: Error) -> Self {
         let code = match &err {
-            Error::Io { .. } | Error::Poisoned(_) | Error::Corrupt { .. } => {
-                ErrorCode::StorageFailure
-            }
+            Error::Io { .. } | Error::Poisoned(_) | Error::Corrupt { .. } => ErrorCode::StorageFailure,
             Error::BelowRetained { .. } => ErrorCode::OffsetBelowRetained,
             Error::BeyondEnd { .. } => ErrorCode::OffsetBeyondEnd,
             Error::Config(_) => ErrorCode::Internal,
@@ -122,6 +120,7 @@ impl From<Error> for WireError {
             Error::TopicNotFound(_) => ErrorCode::TopicNotFound,
             Error::QueueOutOfRange { .. } => ErrorCode::QueueOutOfRange,
             Error::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            Error::NotOwner(_) => ErrorCode::NotQueueOwner,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::Busy(_) => ErrorCode::BrokerBusy,
         };

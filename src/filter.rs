@@ -37,10 +37,7 @@ impl TagFilter {
             }
             tags.insert(tag.to_string());
         }
-        Ok(TagFilter::Tags {
-            hashes: tags.iter().map(|t| tag_hash(Some(t))).collect(),
-            tags,
-        })
+        Ok(TagFilter::Tags { hashes: tags.iter().map(|t| tag_hash(Some(t))).collect(), tags })
     }
 
     /// Whether an entry with this tag hash may match.

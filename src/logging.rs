@@ -20,20 +20,13 @@ pub struct LogGuard(#[allow(dead_code)] slog_async::AsyncGuard);
 pub fn init(format: LogFormat, level: Level) -> (slog::Logger, LogGuard) {
     let (drain, guard) = match format {
         LogFormat::Json => {
-            let json = slog_json::Json::new(std::io::stderr())
-                .add_default_keys()
-                .build()
-                .fuse();
-            slog_async::Async::new(json.filter_level(level).fuse())
-                .chan_size(16_384)
-                .build_with_guard()
+            let json = slog_json::Json::new(std::io::stderr()).add_default_keys().build().fuse();
+            slog_async::Async::new(json.filter_level(level).fuse()).chan_size(16_384).build_with_guard()
         }
         LogFormat::Term => {
             let decorator = slog_term::TermDecorator::new().stderr().build();
             let term = slog_term::FullFormat::new(decorator).build().fuse();
-            slog_async::Async::new(term.filter_level(level).fuse())
-                .chan_size(16_384)
-                .build_with_guard()
+            slog_async::Async::new(term.filter_level(level).fuse()).chan_size(16_384).build_with_guard()
         }
     };
     (slog::Logger::root(drain.fuse(), o!()), LogGuard(guard))

@@ -95,13 +95,16 @@ mod anyhow_free {
             // Handlers go in before the broker says it is listening, so a
             // SIGTERM right after readiness still shuts down in order.
             let signals = Signals::install();
-            let running = match broker::start(opened, &config, logger.clone(), Arc::new(SystemClock), Arc::new(StatvfsUsage)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    slog::crit!(logger, "cannot start"; "error" => %e);
-                    return 1;
-                }
-            };
+            let running =
+                match broker::start(opened, &config, logger.clone(), Arc::new(SystemClock), Arc::new(StatvfsUsage))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        slog::crit!(logger, "cannot start"; "error" => %e);
+                        return 1;
+                    }
+                };
             let server = match broker::serve(&running, config.clone(), logger.clone()).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -134,11 +137,7 @@ mod anyhow_free {
     impl Signals {
         fn install() -> Self {
             use tokio::signal::unix::{signal, SignalKind};
-            Self(
-                signal(SignalKind::terminate())
-                    .ok()
-                    .zip(signal(SignalKind::interrupt()).ok()),
-            )
+            Self(signal(SignalKind::terminate()).ok().zip(signal(SignalKind::interrupt()).ok()))
         }
 
         async fn wait(self) -> &'static str {
@@ -158,9 +157,7 @@ mod anyhow_free {
         // SAFETY: getrlimit/setrlimit on a zeroed, owned struct.
         unsafe {
             let mut limit: libc::rlimit = std::mem::zeroed();
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
-                && limit.rlim_cur < limit.rlim_max
-            {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
                 limit.rlim_cur = limit.rlim_max;
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                     slog::warn!(logger, "cannot raise the open-file limit");

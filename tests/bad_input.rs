@@ -15,9 +15,7 @@ use std::time::Duration;
 
 fn raw(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     stream
 }
 
@@ -26,13 +24,7 @@ fn frame_bytes(frame: &Frame) -> Vec<u8> {
 }
 
 fn hello(version: u16) -> Vec<u8> {
-    frame_bytes(&Frame::Request {
-        id: 1,
-        body: Request::Hello {
-            version,
-            client_id: "raw".into(),
-        },
-    })
+    frame_bytes(&Frame::Request { id: 1, body: Request::Hello { version, client_id: "raw".into() } })
 }
 
 /// Reads one frame, or `None` if the broker closed the connection.
@@ -63,67 +55,37 @@ async fn bad_frames_get_clear_errors_and_change_nothing() {
     let conn = broker.connect().await;
     conn.create_topic("safe", 2).await.expect("create");
     for i in 0..100u32 {
-        conn.send(
-            "safe",
-            i % 2,
-            vec![Message::new("safe", format!("keep-{i}"))],
-        )
-        .await
-        .expect("send");
+        conn.send("safe", i % 2, vec![Message::new("safe", format!("keep-{i}"))]).await.expect("send");
     }
     let addr = broker.addr.clone();
     tokio::task::spawn_blocking(move || {
         // Unknown protocol version.
         let mut s = raw(&addr);
         s.write_all(&hello(PROTOCOL_VERSION + 7)).expect("write");
-        assert_eq!(
-            error_code(read_frame(&mut s)),
-            Some(ErrorCode::UnsupportedVersion)
-        );
+        assert_eq!(error_code(read_frame(&mut s)), Some(ErrorCode::UnsupportedVersion));
         assert!(closed(&mut s));
         // A request before any hello.
         let mut s = raw(&addr);
-        s.write_all(&frame_bytes(&Frame::Request {
-            id: 9,
-            body: Request::ListTopics,
-        }))
-        .expect("write");
-        assert_eq!(
-            error_code(read_frame(&mut s)),
-            Some(ErrorCode::HelloRequired)
-        );
+        s.write_all(&frame_bytes(&Frame::Request { id: 9, body: Request::ListTopics })).expect("write");
+        assert_eq!(error_code(read_frame(&mut s)), Some(ErrorCode::HelloRequired));
         assert!(closed(&mut s));
         // An oversized frame: refused from its prefix, before the body.
         let mut s = raw(&addr);
         s.write_all(&hello(PROTOCOL_VERSION)).expect("write");
-        assert!(matches!(
-            read_frame(&mut s),
-            Some(Frame::Response {
-                body: Ok(Response::Hello { .. }),
-                ..
-            })
-        ));
+        assert!(matches!(read_frame(&mut s), Some(Frame::Response { body: Ok(Response::Hello { .. }), .. })));
         s.write_all(&(64u32 << 20).to_be_bytes()).expect("write");
-        assert_eq!(
-            error_code(read_frame(&mut s)),
-            Some(ErrorCode::FrameTooLarge)
-        );
+        assert_eq!(error_code(read_frame(&mut s)), Some(ErrorCode::FrameTooLarge));
         assert!(closed(&mut s));
         // A well-delimited frame whose body is garbage.
         let mut s = raw(&addr);
         s.write_all(&hello(PROTOCOL_VERSION)).expect("write");
         read_frame(&mut s);
-        s.write_all(&[0, 0, 0, 5, 0xFF, 0xFE, 0xFD, 0xFC, 0xFB])
-            .expect("write");
-        assert_eq!(
-            error_code(read_frame(&mut s)),
-            Some(ErrorCode::MalformedFrame)
-        );
+        s.write_all(&[0, 0, 0, 5, 0xFF, 0xFE, 0xFD, 0xFC, 0xFB]).expect("write");
+        assert_eq!(error_code(read_frame(&mut s)), Some(ErrorCode::MalformedFrame));
         assert!(closed(&mut s));
         // Garbage instead of a hello.
         let mut s = raw(&addr);
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("write");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
         assert!(error_code(read_frame(&mut s)).is_some());
         // A frame cut off mid-body, then the connection drops.
         let mut s = raw(&addr);
@@ -167,31 +129,18 @@ async fn bad_frames_get_clear_errors_and_change_nothing() {
     let conn = broker.connect().await;
     conn.ping().await.expect("ping");
     let info = conn.describe_topic("safe").await.expect("describe");
-    assert_eq!(
-        info.queue_stats.iter().map(|q| q.max_offset).sum::<u64>(),
-        100
-    );
+    assert_eq!(info.queue_stats.iter().map(|q| q.max_offset).sum::<u64>(), 100);
     let mut bodies = Vec::new();
     for queue in 0..2 {
         bodies.extend(
-            drain_queue(&conn, "safe", queue, 0, 50, Duration::from_secs(10))
-                .await
-                .into_iter()
-                .map(|m| m.message.body),
+            drain_queue(&conn, "safe", queue, 0, 50, Duration::from_secs(10)).await.into_iter().map(|m| m.message.body),
         );
     }
     bodies.sort();
     let mut expected: Vec<Vec<u8>> = (0..100).map(|i| format!("keep-{i}").into_bytes()).collect();
     expected.sort();
     assert_eq!(bodies, expected);
-    assert_eq!(
-        conn.list_topics().await.expect("list").len(),
-        1,
-        "no topic appeared from junk"
-    );
-    let ack = conn
-        .send("safe", 0, vec![Message::new("safe", b"after".to_vec())])
-        .await
-        .expect("send");
+    assert_eq!(conn.list_topics().await.expect("list").len(), 1, "no topic appeared from junk");
+    let ack = conn.send("safe", 0, vec![Message::new("safe", b"after".to_vec())]).await.expect("send");
     assert_eq!(ack[0].queue_offset, 50);
 }

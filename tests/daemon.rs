@@ -12,11 +12,7 @@ fn brookd() -> Command {
 
 #[test]
 fn print_config_shows_defaults_file_and_env_layers() {
-    let out = brookd()
-        .arg("--print-config")
-        .env_clear()
-        .output()
-        .expect("run");
+    let out = brookd().arg("--print-config").env_clear().output().expect("run");
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).expect("utf8");
     let config: toml::Value = toml::from_str(&text).expect("valid TOML");
@@ -27,11 +23,8 @@ fn print_config_shows_defaults_file_and_env_layers() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("brook.toml");
-    std::fs::write(
-        &file,
-        "listen = \"0.0.0.0:9999\"\n[store]\nflush = \"sync\"\nsegment_bytes = 131072\n",
-    )
-    .expect("write");
+    std::fs::write(&file, "listen = \"0.0.0.0:9999\"\n[store]\nflush = \"sync\"\nsegment_bytes = 131072\n")
+        .expect("write");
     let out = brookd()
         .arg("--config")
         .arg(&file)
@@ -42,23 +35,10 @@ fn print_config_shows_defaults_file_and_env_layers() {
         .env("BROOK_DATA_DIR", "/var/lib/brook")
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config: toml::Value =
-        toml::from_str(&String::from_utf8(out.stdout).expect("utf8")).expect("toml");
-    assert_eq!(
-        config["listen"].as_str(),
-        Some("0.0.0.0:9999"),
-        "file over default"
-    );
-    assert_eq!(
-        config["store"]["flush"].as_str(),
-        Some("async"),
-        "env over file"
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config: toml::Value = toml::from_str(&String::from_utf8(out.stdout).expect("utf8")).expect("toml");
+    assert_eq!(config["listen"].as_str(), Some("0.0.0.0:9999"), "file over default");
+    assert_eq!(config["store"]["flush"].as_str(), Some("async"), "env over file");
     assert_eq!(config["store"]["io_backend"].as_str(), Some("std"));
     assert_eq!(config["store"]["segment_bytes"].as_integer(), Some(131072));
     assert_eq!(config["data_dir"].as_str(), Some("/var/lib/brook"));
@@ -70,18 +50,9 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         ("BROOK_STORE__SEGMENT_BYTES", "100", "segment_bytes"),
         ("BROOK_STORE__FLUSH", "sometimes", "flush"),
         ("BROOK_LISTEN", "not-an-address", "listen"),
-        (
-            "BROOK_STORE__DISK_MAX_USED_RATIO",
-            "7",
-            "disk_max_used_ratio",
-        ),
+        ("BROOK_STORE__DISK_MAX_USED_RATIO", "7", "disk_max_used_ratio"),
     ] {
-        let out = brookd()
-            .arg("--print-config")
-            .env_clear()
-            .env(key, value)
-            .output()
-            .expect("run");
+        let out = brookd().arg("--print-config").env_clear().env(key, value).output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{key}={value}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{key}={value}: {err}");
@@ -108,9 +79,7 @@ fn readiness_is_notified_to_systemd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket_path = dir.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
-    socket
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .expect("timeout");
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(60))).expect("timeout");
     let mut env = common::base_env(&dir.path().join("data"), "std");
     env.push(("NOTIFY_SOCKET".into(), socket_path.display().to_string()));
     let mut broker = common::Brookd::start(&env);

@@ -25,13 +25,7 @@ use std::time::Duration;
 fn batch(body: &str) -> (AppendBatch, Vec<u64>) {
     let mut b = AppendBatch::default();
     b.starts.push(0);
-    record::encode_into(
-        &mut b.buf,
-        &Message::new("f", body.as_bytes().to_vec()),
-        0,
-        0,
-    )
-    .expect("encode");
+    record::encode_into(&mut b.buf, &Message::new("f", body.as_bytes().to_vec()), 0, 0).expect("encode");
     (b, vec![0])
 }
 
@@ -44,73 +38,33 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     let plan = Arc::new(FaultPlan::default());
     plan.fail_after_jobs.store(3, Ordering::SeqCst);
     let backend = IoBackend::Fault(FaultIo::new(Arc::new(IoStats::default()), plan.clone()));
-    let log =
-        CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(SystemClock)).expect("open");
+    let log = CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(SystemClock)).expect("open");
     let config = WriterConfig {
         flush: FlushMode::Sync,
         flush_interval: Duration::from_secs(3600),
         max_batch_messages: 1,
         max_batch_bytes: 1 << 20,
     };
-    let writer = WriterActor::new(
-        log,
-        config,
-        Arc::new(WriterStats::default()),
-        brook::logging::discard(),
-    )
-    .start();
-    let registry = Registry::new(
-        writer.clone(),
-        Vec::new(),
-        paths,
-        100,
-        set,
-        brook::logging::discard(),
-    );
+    let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard()).start();
+    let registry = Registry::new(writer.clone(), Vec::new(), paths, 100, set, brook::logging::discard());
     let queue = registry.queue("f", 0);
     for i in 0..3 {
         let (b, tags) = batch(&format!("ok{i}"));
-        let stored = queue
-            .send(Produce {
-                batch: b,
-                tag_hashes: tags,
-            })
-            .await
-            .expect("mailbox")
-            .expect("stored");
+        let stored = queue.send(Produce { batch: b, tag_hashes: tags }).await.expect("mailbox").expect("stored");
         assert_eq!(stored[0].queue_offset, i);
     }
     let (b, tags) = batch("doomed");
-    let failed = queue
-        .send(Produce {
-            batch: b,
-            tag_hashes: tags,
-        })
-        .await
-        .expect("mailbox");
+    let failed = queue.send(Produce { batch: b, tag_hashes: tags }).await.expect("mailbox");
     assert!(matches!(failed, Err(Error::Poisoned(_))), "{failed:?}");
     // Poisoned for good: later appends and syncs fail without I/O.
     let seen = plan.jobs_seen.load(Ordering::SeqCst);
     let (b, tags) = batch("later");
     assert!(matches!(
-        queue
-            .send(Produce {
-                batch: b,
-                tag_hashes: tags
-            })
-            .await
-            .expect("mailbox"),
+        queue.send(Produce { batch: b, tag_hashes: tags }).await.expect("mailbox"),
         Err(Error::Poisoned(_))
     ));
-    assert!(matches!(
-        writer.send(WriterSync).await.expect("mailbox"),
-        Err(Error::Poisoned(_))
-    ));
-    assert_eq!(
-        plan.jobs_seen.load(Ordering::SeqCst),
-        seen,
-        "a poisoned writer never retries I/O"
-    );
+    assert!(matches!(writer.send(WriterSync).await.expect("mailbox"), Err(Error::Poisoned(_))));
+    assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), seen, "a poisoned writer never retries I/O");
     // The failed message's bytes are in the file, yet no reader sees it.
     let pull = Pull {
         offset: 0,
@@ -122,14 +76,7 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     let found = queue.send(pull).await.expect("mailbox").expect("pull");
     assert_eq!(found.entries.len(), 3);
     assert_eq!(found.max_offset, 3);
-    let segment = std::fs::read(
-        dir.path()
-            .join("commitlog")
-            .join(brook::store::segment::segment_name(0)),
-    )
-    .expect("read");
-    assert!(
-        segment.windows(6).any(|w| w == b"doomed"),
-        "the failed write did reach the file"
-    );
+    let segment =
+        std::fs::read(dir.path().join("commitlog").join(brook::store::segment::segment_name(0))).expect("read");
+    assert!(segment.windows(6).any(|w| w == b"doomed"), "the failed write did reach the file");
 }

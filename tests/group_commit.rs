@@ -20,21 +20,12 @@ use std::time::Duration;
 fn one_record(i: usize) -> AppendBatch {
     let mut batch = AppendBatch::default();
     batch.starts.push(0);
-    record::encode_into(
-        &mut batch.buf,
-        &Message::new("g", format!("{i:0>120}").into_bytes()),
-        0,
-        0,
-    )
-    .expect("encode");
+    record::encode_into(&mut batch.buf, &Message::new("g", format!("{i:0>120}").into_bytes()), 0, 0).expect("encode");
     batch
 }
 
 fn config(dir: &std::path::Path, backend: IoBackendKind, flush: FlushMode) -> Config {
-    let mut config = Config {
-        data_dir: dir.to_path_buf(),
-        ..Config::default()
-    };
+    let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
     config.store.io_backend = backend;
     config.store.flush = flush;
     config.store.segment_bytes = 1 << 20;
@@ -75,19 +66,13 @@ fn one_fdatasync_covers_many_records_in_flight() {
             for rx in waits {
                 offsets.push(rx.await.expect("answered").expect("stored")[0].log_offset);
             }
-            assert!(
-                offsets.windows(2).all(|w| w[0] < w[1]),
-                "answers follow append order"
-            );
+            assert!(offsets.windows(2).all(|w| w[0] < w[1]), "answers follow append order");
             let syncs = running.io_stats.fdatasyncs.load(Ordering::SeqCst);
             let records = running.writer_stats.records.load(Ordering::SeqCst);
             assert_eq!(records, 256);
             // 256 appends in flight at once: the first group holds one, and
             // everything that arrived meanwhile goes in the next few.
-            assert!(
-                syncs * 16 <= records,
-                "{backend:?}: {syncs} fdatasyncs for {records} records"
-            );
+            assert!(syncs * 16 <= records, "{backend:?}: {syncs} fdatasyncs for {records} records");
             broker::shutdown(&running).await.expect("shutdown");
         });
     }
@@ -124,11 +109,7 @@ fn async_flush_answers_before_fdatasync_and_syncs_on_demand() {
                 0,
                 "{backend:?}: async acks need no fdatasync"
             );
-            let at = writer
-                .send(WriterSync)
-                .await
-                .expect("mailbox")
-                .expect("sync");
+            let at = writer.send(WriterSync).await.expect("mailbox").expect("sync");
             assert!(at.write_pos > 0);
             assert!(running.io_stats.fdatasyncs.load(Ordering::SeqCst) >= 1);
             broker::shutdown(&running).await.expect("shutdown");
@@ -160,10 +141,7 @@ fn concurrent_producers_get_dense_offsets_in_log_order() {
                     let mut got = Vec::new();
                     for i in 0..10 {
                         let stored = queue
-                            .send(Produce {
-                                batch: one_record(task * 100 + i),
-                                tag_hashes: vec![0],
-                            })
+                            .send(Produce { batch: one_record(task * 100 + i), tag_hashes: vec![0] })
                             .await
                             .expect("mailbox")
                             .expect("stored");
@@ -181,15 +159,8 @@ fn concurrent_producers_get_dense_offsets_in_log_order() {
             for (q, list) in per_queue.iter_mut().enumerate() {
                 list.sort();
                 let offsets: Vec<u64> = list.iter().map(|(o, _)| *o).collect();
-                assert_eq!(
-                    offsets,
-                    (0..320).collect::<Vec<_>>(),
-                    "{backend:?}: queue {q} dense, no duplicates"
-                );
-                assert!(
-                    list.windows(2).all(|w| w[0].1 < w[1].1),
-                    "{backend:?}: queue order is log order"
-                );
+                assert_eq!(offsets, (0..320).collect::<Vec<_>>(), "{backend:?}: queue {q} dense, no duplicates");
+                assert!(list.windows(2).all(|w| w[0].1 < w[1].1), "{backend:?}: queue order is log order");
                 let pulled = running
                     .registry
                     .queue("g", q as u32)

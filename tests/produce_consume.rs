@@ -17,23 +17,13 @@ async fn sent_messages_come_back_in_order_with_their_fields() {
         conn.create_topic("orders", 2).await.expect("create");
         let mut sent = Vec::new();
         for i in 0..300u32 {
-            let msg = Message::new(
-                "orders",
-                format!("body-{i}-{}", "x".repeat(i as usize % 700)),
-            )
-            .with_tags(if i % 2 == 0 { "even" } else { "odd" })
-            .with_key(format!("order-{i}"))
-            .with_property("n", i.to_string());
-            let acks = conn
-                .send("orders", 1, vec![msg.clone()])
-                .await
-                .expect("send");
+            let msg = Message::new("orders", format!("body-{i}-{}", "x".repeat(i as usize % 700)))
+                .with_tags(if i % 2 == 0 { "even" } else { "odd" })
+                .with_key(format!("order-{i}"))
+                .with_property("n", i.to_string());
+            let acks = conn.send("orders", 1, vec![msg.clone()]).await.expect("send");
             assert_eq!(acks.len(), 1);
-            assert_eq!(
-                acks[0].queue_offset,
-                u64::from(i),
-                "{backend}: offsets are dense"
-            );
+            assert_eq!(acks[0].queue_offset, u64::from(i), "{backend}: offsets are dense");
             sent.push((msg, acks[0].clone()));
         }
         let got = drain_queue(&conn, "orders", 1, 0, sent.len(), Duration::from_secs(20)).await;
@@ -46,20 +36,12 @@ async fn sent_messages_come_back_in_order_with_their_fields() {
             assert_eq!(stored.message.properties, msg.properties);
             assert_eq!(stored.msg_id, ack.msg_id);
             assert_eq!(stored.queue_offset, ack.queue_offset);
-            assert!(
-                last_log < Some(stored.log_offset),
-                "commit-log order within a queue"
-            );
+            assert!(last_log < Some(stored.log_offset), "commit-log order within a queue");
             last_log = Some(stored.log_offset);
         }
         // 300 records of up to ~800 bytes roll several 64 KiB segments.
-        let segments = std::fs::read_dir(dir.path().join("commitlog"))
-            .expect("dir")
-            .count();
-        assert!(
-            segments >= 3,
-            "{backend}: expected segment rolls, found {segments} files"
-        );
+        let segments = std::fs::read_dir(dir.path().join("commitlog")).expect("dir").count();
+        assert!(segments >= 3, "{backend}: expected segment rolls, found {segments} files");
         // The other queue is empty and the describe says so.
         let info = conn.describe_topic("orders").await.expect("describe");
         assert_eq!(info.queue_stats[0].max_offset, 0);
@@ -75,69 +57,33 @@ async fn batches_filters_and_errors() {
         let conn = broker.connect().await;
         conn.create_topic("t", 1).await.expect("create");
         let batch: Vec<Message> = (0..50)
-            .map(|i| {
-                Message::new("t", vec![i as u8; 10]).with_tags(if i % 5 == 0 {
-                    "five"
-                } else {
-                    "other"
-                })
-            })
+            .map(|i| Message::new("t", vec![i as u8; 10]).with_tags(if i % 5 == 0 { "five" } else { "other" }))
             .collect();
         let acks = conn.send("t", 0, batch).await.expect("batch");
         let offsets: Vec<u64> = acks.iter().map(|a| a.queue_offset).collect();
         assert_eq!(offsets, (0..50).collect::<Vec<_>>());
-        let filtered = conn
-            .pull("t", 0, 0, 100, 0, Some("five"), 0)
-            .await
-            .expect("pull");
+        let filtered = conn.pull("t", 0, 0, 100, 0, Some("five"), 0).await.expect("pull");
         assert_eq!(filtered.messages.len(), 10);
-        assert!(filtered
-            .messages
-            .iter()
-            .all(|m| m.message.tags.as_deref() == Some("five")));
-        assert_eq!(
-            filtered.next_offset, 50,
-            "filtered messages still advance the offset"
-        );
+        assert!(filtered.messages.iter().all(|m| m.message.tags.as_deref() == Some("five")));
+        assert_eq!(filtered.next_offset, 50, "filtered messages still advance the offset");
 
         fn code<T>(r: Result<T, brook_client::ClientError>) -> Option<ErrorCode> {
             r.err().and_then(|e| e.code())
         }
         assert_eq!(
-            code(
-                conn.send("nope", 0, vec![Message::new("nope", b"x".to_vec())])
-                    .await
-            ),
+            code(conn.send("nope", 0, vec![Message::new("nope", b"x".to_vec())]).await),
             Some(ErrorCode::TopicNotFound)
         );
         assert_eq!(
-            code(
-                conn.send("t", 3, vec![Message::new("t", b"x".to_vec())])
-                    .await
-            ),
+            code(conn.send("t", 3, vec![Message::new("t", b"x".to_vec())]).await),
             Some(ErrorCode::QueueOutOfRange)
         );
-        assert_eq!(
-            code(conn.send("bad name", 0, vec![]).await),
-            Some(ErrorCode::InvalidName)
-        );
-        assert_eq!(
-            code(conn.send("t", 0, vec![]).await),
-            Some(ErrorCode::InvalidArgument)
-        );
+        assert_eq!(code(conn.send("bad name", 0, vec![]).await), Some(ErrorCode::InvalidName));
+        assert_eq!(code(conn.send("t", 0, vec![]).await), Some(ErrorCode::InvalidArgument));
         let huge = Message::new("t", vec![0u8; 70_000]);
-        assert_eq!(
-            code(conn.send("t", 0, vec![huge]).await),
-            Some(ErrorCode::MessageTooLarge)
-        );
-        assert_eq!(
-            code(conn.pull("t", 0, 51, 1, 0, None, 0).await),
-            Some(ErrorCode::OffsetBeyondEnd)
-        );
-        assert_eq!(
-            code(conn.create_topic("t", 0).await),
-            Some(ErrorCode::InvalidArgument)
-        );
+        assert_eq!(code(conn.send("t", 0, vec![huge]).await), Some(ErrorCode::MessageTooLarge));
+        assert_eq!(code(conn.pull("t", 0, 51, 1, 0, None, 0).await), Some(ErrorCode::OffsetBeyondEnd));
+        assert_eq!(code(conn.create_topic("t", 0).await), Some(ErrorCode::InvalidArgument));
         // None of the refused requests stored anything.
         let info = conn.describe_topic("t").await.expect("describe");
         assert_eq!(info.queue_stats[0].max_offset, 50);
@@ -153,20 +99,12 @@ async fn a_parked_pull_wakes_on_arrival() {
         conn.create_topic("lp", 1).await.expect("create");
         let puller = broker.connect().await;
         let parked = tokio::spawn(async move {
-            let result = puller
-                .pull("lp", 0, 0, 10, 0, None, 10_000)
-                .await
-                .expect("pull");
+            let result = puller.pull("lp", 0, 0, 10, 0, None, 10_000).await.expect("pull");
             (result, Instant::now())
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            !parked.is_finished(),
-            "the pull is parked, not answered empty"
-        );
-        conn.send("lp", 0, vec![Message::new("lp", b"wake".to_vec())])
-            .await
-            .expect("send");
+        assert!(!parked.is_finished(), "the pull is parked, not answered empty");
+        conn.send("lp", 0, vec![Message::new("lp", b"wake".to_vec())]).await.expect("send");
         let acked = Instant::now();
         let (result, woke) = tokio::time::timeout(Duration::from_secs(5), parked)
             .await

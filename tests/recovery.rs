@@ -26,9 +26,7 @@ fn sync_env(dir: &Path, backend: &str) -> Vec<(String, String)> {
 }
 
 /// What must survive a restart (ids name the port, which changes).
-fn summary(
-    all: &HashMap<u32, Vec<brook_client::StoredMessage>>,
-) -> Vec<(u32, u64, u64, Option<String>, String)> {
+fn summary(all: &HashMap<u32, Vec<brook_client::StoredMessage>>) -> Vec<(u32, u64, u64, Option<String>, String)> {
     let mut out: Vec<_> = all
         .iter()
         .flat_map(|(q, msgs)| {
@@ -54,22 +52,9 @@ async fn read_all(broker: &Brookd, topic: &str) -> HashMap<u32, Vec<brook_client
     let info = conn.describe_topic(topic).await.expect("describe");
     let mut out = HashMap::new();
     for stats in info.queue_stats {
-        let msgs = drain_queue(
-            &conn,
-            topic,
-            stats.queue,
-            0,
-            stats.max_offset as usize,
-            Duration::from_secs(30),
-        )
-        .await;
+        let msgs = drain_queue(&conn, topic, stats.queue, 0, stats.max_offset as usize, Duration::from_secs(30)).await;
         let offsets: Vec<u64> = msgs.iter().map(|m| m.queue_offset).collect();
-        assert_eq!(
-            offsets,
-            (0..stats.max_offset).collect::<Vec<_>>(),
-            "queue {} offsets are dense",
-            stats.queue
-        );
+        assert_eq!(offsets, (0..stats.max_offset).collect::<Vec<_>>(), "queue {} offsets are dense", stats.queue);
         out.insert(stats.queue, msgs);
     }
     out
@@ -81,12 +66,7 @@ async fn sigkill_during_sync_sends_loses_no_acknowledged_message() {
         let dir = tempfile::tempdir().expect("tempdir");
         let env = sync_env(dir.path(), backend);
         let mut broker = Brookd::start(&env);
-        broker
-            .connect()
-            .await
-            .create_topic("crash", QUEUES)
-            .await
-            .expect("create");
+        broker.connect().await.create_topic("crash", QUEUES).await.expect("create");
         let acked: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
         let mut senders = Vec::new();
         for task in 0..16u32 {
@@ -96,16 +76,8 @@ async fn sigkill_during_sync_sends_loses_no_acknowledged_message() {
                 let queue = task % QUEUES;
                 for seq in 0.. {
                     let body = format!("t{task}-s{seq}");
-                    match conn
-                        .send("crash", queue, vec![Message::new("crash", body.clone())])
-                        .await
-                    {
-                        Ok(acks) => {
-                            acked
-                                .lock()
-                                .expect("lock")
-                                .push((queue, acks[0].queue_offset, body))
-                        }
+                    match conn.send("crash", queue, vec![Message::new("crash", body.clone())]).await {
+                        Ok(acks) => acked.lock().expect("lock").push((queue, acks[0].queue_offset, body)),
                         Err(_) => return,
                     }
                 }
@@ -130,22 +102,11 @@ async fn sigkill_during_sync_sends_loses_no_acknowledged_message() {
             }
         }
         for (queue, offset, body) in &acked {
-            let got = stored[queue]
-                .get(*offset as usize)
-                .map(|m| m.message.body.clone());
-            assert_eq!(
-                got.as_deref(),
-                Some(body.as_bytes()),
-                "{backend}: acknowledged {body} lost"
-            );
+            let got = stored[queue].get(*offset as usize).map(|m| m.message.body.clone());
+            assert_eq!(got.as_deref(), Some(body.as_bytes()), "{backend}: acknowledged {body} lost");
         }
-        let rec = broker
-            .log_entry("store recovered")
-            .expect("recovery logged");
-        assert_eq!(
-            rec["clean"], false,
-            "{backend}: a SIGKILL is an unclean stop"
-        );
+        let rec = broker.log_entry("store recovered").expect("recovery logged");
+        assert_eq!(rec["clean"], false, "{backend}: a SIGKILL is an unclean stop");
     }
 }
 
@@ -153,21 +114,12 @@ async fn sigkill_during_sync_sends_loses_no_acknowledged_message() {
 /// checkpoint so recovery scans them all), SIGKILL.
 async fn store_and_kill(dir: &Path, backend: &str, n: usize) -> Vec<(String, String)> {
     let mut env = sync_env(dir, backend);
-    env.push((
-        "BROOK_STORE__CHECKPOINT_INTERVAL_MS".into(),
-        "3600000".into(),
-    ));
+    env.push(("BROOK_STORE__CHECKPOINT_INTERVAL_MS".into(), "3600000".into()));
     let mut broker = Brookd::start(&env);
     let conn = broker.connect().await;
     conn.create_topic("tail", 1).await.expect("create");
     for i in 0..n {
-        conn.send(
-            "tail",
-            0,
-            vec![Message::new("tail", format!("m{i}-{}", "y".repeat(200)))],
-        )
-        .await
-        .expect("send");
+        conn.send("tail", 0, vec![Message::new("tail", format!("m{i}-{}", "y".repeat(200)))]).await.expect("send");
     }
     broker.kill9();
     env
@@ -198,10 +150,7 @@ fn last_record(dir: &Path) -> (std::path::PathBuf, u64, u64) {
 async fn a_damaged_tail_recovers_to_the_last_good_record() {
     type Damage = fn(&std::fs::File, u64, u64);
     let damages: [(&str, Damage); 3] = [
-        ("cut mid-record", |f, at, len| {
-            f.write_all_at(&vec![0u8; (len / 2) as usize], at + len / 2)
-                .expect("cut")
-        }),
+        ("cut mid-record", |f, at, len| f.write_all_at(&vec![0u8; (len / 2) as usize], at + len / 2).expect("cut")),
         ("flipped byte", |f, at, len| {
             let mut b = [0u8; 1];
             f.read_exact_at(&mut b, at + len - 3).expect("read");
@@ -216,11 +165,7 @@ async fn a_damaged_tail_recovers_to_the_last_good_record() {
             let dir = tempfile::tempdir().expect("tempdir");
             let env = store_and_kill(dir.path(), backend, 120).await;
             let (path, at, len) = last_record(dir.path());
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .expect("open");
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open");
             damage(&file, at, len);
             drop(file);
             let broker = Brookd::start(&env);
@@ -228,10 +173,7 @@ async fn a_damaged_tail_recovers_to_the_last_good_record() {
             let expected = if what == "garbage after" { 120 } else { 119 };
             assert_eq!(stored[&0].len(), expected, "{backend}/{what}");
             for (i, m) in stored[&0].iter().enumerate() {
-                assert!(
-                    m.message.body.starts_with(format!("m{i}-").as_bytes()),
-                    "{backend}/{what}: record {i}"
-                );
+                assert!(m.message.body.starts_with(format!("m{i}-").as_bytes()), "{backend}/{what}: record {i}");
             }
             if what != "garbage after" {
                 let rec = broker.log_entry("cut a torn tail off the commit log");
@@ -239,10 +181,7 @@ async fn a_damaged_tail_recovers_to_the_last_good_record() {
             }
             // The recovered log keeps serving: the next record takes the next offset.
             let conn = broker.connect().await;
-            let ack = conn
-                .send("tail", 0, vec![Message::new("tail", b"after".to_vec())])
-                .await
-                .expect("send");
+            let ack = conn.send("tail", 0, vec![Message::new("tail", b"after".to_vec())]).await.expect("send");
             assert_eq!(ack[0].queue_offset, expected as u64, "{backend}/{what}");
         }
     }
@@ -260,8 +199,8 @@ async fn deleted_consume_queues_are_rebuilt_from_the_log() {
             conn.create_topic("b", 1).await.expect("create");
             for i in 0..90u32 {
                 let (topic, queue) = if i % 4 == 3 { ("b", 0) } else { ("a", i % 3) };
-                let msg = Message::new(topic, format!("{topic}{i}-{}", "z".repeat(500)))
-                    .with_tags(format!("tag{}", i % 2));
+                let msg =
+                    Message::new(topic, format!("{topic}{i}-{}", "z".repeat(500))).with_tags(format!("tag{}", i % 2));
                 conn.send(topic, queue, vec![msg]).await.expect("send");
             }
             let before_a = summary(&read_all(&broker, "a").await);
@@ -271,34 +210,16 @@ async fn deleted_consume_queues_are_rebuilt_from_the_log() {
             } else {
                 broker.kill9();
             }
-            std::fs::remove_dir_all(dir.path().join("consumequeue"))
-                .expect("delete consume queues");
+            std::fs::remove_dir_all(dir.path().join("consumequeue")).expect("delete consume queues");
             let broker = Brookd::start(&env);
-            assert_eq!(
-                summary(&read_all(&broker, "a").await),
-                before_a,
-                "{backend} clean={clean_stop}"
-            );
-            assert_eq!(
-                summary(&read_all(&broker, "b").await),
-                before_b,
-                "{backend} clean={clean_stop}"
-            );
+            assert_eq!(summary(&read_all(&broker, "a").await), before_a, "{backend} clean={clean_stop}");
+            assert_eq!(summary(&read_all(&broker, "b").await), before_b, "{backend} clean={clean_stop}");
             let rec = broker.log_entry("store recovered").expect("logged");
-            assert_eq!(
-                rec["replayed"], 90,
-                "{backend} clean={clean_stop}: rebuilt from the start of the log"
-            );
+            assert_eq!(rec["replayed"], 90, "{backend} clean={clean_stop}: rebuilt from the start of the log");
             let conn = broker.connect().await;
-            let filtered = conn
-                .pull("a", 0, 0, 100, 0, Some("tag0"), 0)
-                .await
-                .expect("pull");
+            let filtered = conn.pull("a", 0, 0, 100, 0, Some("tag0"), 0).await.expect("pull");
             assert!(!filtered.messages.is_empty(), "tag hashes were rebuilt too");
-            assert!(filtered
-                .messages
-                .iter()
-                .all(|m| m.message.tags.as_deref() == Some("tag0")));
+            assert!(filtered.messages.iter().all(|m| m.message.tags.as_deref() == Some("tag0")));
         }
     }
 }
@@ -311,28 +232,18 @@ async fn sigterm_checkpoints_so_the_next_start_does_not_scan() {
         let mut env = base_env(dir.path(), backend);
         env.push(("BROOK_STORE__FLUSH".into(), "async".into()));
         env.push(("BROOK_STORE__FLUSH_INTERVAL_MS".into(), "3600000".into()));
-        env.push((
-            "BROOK_STORE__CHECKPOINT_INTERVAL_MS".into(),
-            "3600000".into(),
-        ));
+        env.push(("BROOK_STORE__CHECKPOINT_INTERVAL_MS".into(), "3600000".into()));
         let mut broker = Brookd::start(&env);
         let conn = broker.connect().await;
         conn.create_topic("c", 2).await.expect("create");
         for i in 0..200u32 {
-            conn.send("c", i % 2, vec![Message::new("c", format!("c{i}"))])
-                .await
-                .expect("send");
+            conn.send("c", i % 2, vec![Message::new("c", format!("c{i}"))]).await.expect("send");
         }
         drop(conn);
         let status = broker.terminate();
-        assert!(
-            status.success(),
-            "{backend}: SIGTERM exits 0, got {status:?}"
-        );
-        let checkpoint: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.path().join("checkpoint")).expect("checkpoint"),
-        )
-        .expect("json");
+        assert!(status.success(), "{backend}: SIGTERM exits 0, got {status:?}");
+        let checkpoint: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("checkpoint")).expect("checkpoint")).expect("json");
         assert_eq!(checkpoint["clean"], true, "{backend}");
         assert!(checkpoint["log_end"].as_u64().expect("log_end") > 0);
         let broker = Brookd::start(&env);

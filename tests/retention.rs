@@ -46,13 +46,9 @@ fn produce(n: usize, from: usize) -> Produce {
     for i in from..from + n {
         batch.starts.push(batch.buf.len());
         let body = format!("r{i}-{}", "p".repeat(300));
-        record::encode_into(&mut batch.buf, &Message::new("r", body.into_bytes()), 0, 0)
-            .expect("encode");
+        record::encode_into(&mut batch.buf, &Message::new("r", body.into_bytes()), 0, 0).expect("encode");
     }
-    Produce {
-        batch,
-        tag_hashes: vec![0; n],
-    }
+    Produce { batch, tag_hashes: vec![0; n] }
 }
 
 fn cq_files(dir: &Path) -> usize {
@@ -64,10 +60,7 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
     for backend in [IoBackendKind::Uring, IoBackendKind::Std] {
         actix_rt::System::new().block_on(async move {
             let dir = tempfile::tempdir().expect("tempdir");
-            let mut config = Config {
-                data_dir: dir.path().to_path_buf(),
-                ..Config::default()
-            };
+            let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
             config.store.flush = FlushMode::Sync;
             config.store.io_backend = backend;
             config.store.segment_bytes = 4096;
@@ -78,56 +71,27 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
             let disk = Arc::new(FakeDisk::default());
             disk.set(0.10);
             let opened = broker::open_store(&config).expect("open");
-            let running = broker::start(
-                opened,
-                &config,
-                brook::logging::discard(),
-                clock.clone(),
-                disk.clone(),
-            )
-            .await
-            .expect("start");
+            let running = broker::start(opened, &config, brook::logging::discard(), clock.clone(), disk.clone())
+                .await
+                .expect("start");
             running.topics.create("r", 1).expect("topic");
             let queue = running.registry.queue("r", 0);
             // 40 old records (~10 segments), then 40 a hundred hours later.
             for i in 0..40 {
-                queue
-                    .send(produce(1, i))
-                    .await
-                    .expect("mailbox")
-                    .expect("stored");
+                queue.send(produce(1, i)).await.expect("mailbox").expect("stored");
             }
             clock.advance(100 * HOUR);
             for i in 40..80 {
-                queue
-                    .send(produce(1, i))
-                    .await
-                    .expect("mailbox")
-                    .expect("stored");
+                queue.send(produce(1, i)).await.expect("mailbox").expect("stored");
             }
-            let segments_before = std::fs::read_dir(dir.path().join("commitlog"))
-                .expect("dir")
-                .count();
+            let segments_before = std::fs::read_dir(dir.path().join("commitlog")).expect("dir").count();
             let cq_before = cq_files(dir.path());
-            let deleted = running
-                .housekeeper
-                .send(RetainNow)
-                .await
-                .expect("mailbox")
-                .expect("retain");
-            assert!(
-                !deleted.segments.is_empty(),
-                "{backend:?}: old segments expired"
-            );
+            let deleted = running.housekeeper.send(RetainNow).await.expect("mailbox").expect("retain");
+            assert!(!deleted.segments.is_empty(), "{backend:?}: old segments expired");
             assert!(deleted.segments.iter().all(|(_, r)| *r == Reason::Expired));
             // Oldest first, contiguous from the start.
             let bases: Vec<u64> = deleted.segments.iter().map(|(b, _)| *b).collect();
-            assert_eq!(
-                bases,
-                (0..bases.len() as u64)
-                    .map(|i| i * 4096)
-                    .collect::<Vec<_>>()
-            );
+            assert_eq!(bases, (0..bases.len() as u64).map(|i| i * 4096).collect::<Vec<_>>());
             // Consume queue: the minimum moved past every deleted record, and
             // every remaining record is readable.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -146,39 +110,23 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
                 long_poll: Duration::ZERO,
             };
             let below = queue.send(pull(0)).await.expect("mailbox");
-            assert!(
-                matches!(below, Err(Error::BelowRetained { min: m, .. }) if m == min),
-                "{below:?}"
-            );
+            assert!(matches!(below, Err(Error::BelowRetained { min: m, .. }) if m == min), "{below:?}");
             let rest = queue.send(pull(min)).await.expect("mailbox").expect("pull");
             assert_eq!(rest.entries.len() as u64, 80 - min);
             for (_, entry) in &rest.entries {
-                running
-                    .reader
-                    .read(entry.log_offset, entry.size)
-                    .expect("retained records read back");
+                running.reader.read(entry.log_offset, entry.size).expect("retained records read back");
             }
             // Nothing newer than the retention time was touched.
-            let kept = std::fs::read_dir(dir.path().join("commitlog"))
-                .expect("dir")
-                .count();
+            let kept = std::fs::read_dir(dir.path().join("commitlog")).expect("dir").count();
             assert_eq!(kept, segments_before - deleted.segments.len());
             // Disk pressure: everything but the active segment goes.
             disk.set(0.90);
-            let pressed = running
-                .housekeeper
-                .send(RetainNow)
-                .await
-                .expect("mailbox")
-                .expect("retain");
+            let pressed = running.housekeeper.send(RetainNow).await.expect("mailbox").expect("retain");
             assert!(pressed.segments.iter().all(|(_, r)| *r == Reason::DiskFull));
             let left = running.reader.segments().bases();
             assert_eq!(left.len(), 1, "only the active segment is left");
-            let accepted = queue
-                .send(produce(1, 80))
-                .await
-                .expect("mailbox")
-                .expect("the active segment still takes writes");
+            let accepted =
+                queue.send(produce(1, 80)).await.expect("mailbox").expect("the active segment still takes writes");
             assert_eq!(accepted[0].queue_offset, 80);
             broker::shutdown(&running).await.expect("shutdown");
         });
@@ -193,40 +141,23 @@ async fn a_real_broker_under_disk_pressure_answers_below_retained_range() {
         // Any real disk is "too full" at this ratio: the broker keeps only
         // its active segment.
         env.push(("BROOK_STORE__DISK_MAX_USED_RATIO".into(), "0.000001".into()));
-        env.push((
-            "BROOK_STORE__RETENTION_CHECK_INTERVAL_MS".into(),
-            "100".into(),
-        ));
+        env.push(("BROOK_STORE__RETENTION_CHECK_INTERVAL_MS".into(), "100".into()));
         let broker = Brookd::start(&env);
         let conn = broker.connect().await;
         conn.create_topic("r", 1).await.expect("create");
         for i in 0..400 {
-            conn.send(
-                "r",
-                0,
-                vec![Message::new("r", format!("{i}-{}", "q".repeat(500)))],
-            )
-            .await
-            .expect("send");
+            conn.send("r", 0, vec![Message::new("r", format!("{i}-{}", "q".repeat(500)))]).await.expect("send");
         }
         let mut min = 0;
         for _ in 0..100 {
-            min = conn
-                .describe_topic("r")
-                .await
-                .expect("describe")
-                .queue_stats[0]
-                .min_offset;
+            min = conn.describe_topic("r").await.expect("describe").queue_stats[0].min_offset;
             if min > 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(min > 0, "{backend}: retention ran");
-        let err = conn
-            .pull("r", 0, 0, 10, 0, None, 0)
-            .await
-            .expect_err("below range");
+        let err = conn.pull("r", 0, 0, 10, 0, None, 0).await.expect_err("below range");
         let wire = match err {
             brook_client::ClientError::Broker(w) => w,
             other => panic!("{other:?}"),
@@ -234,14 +165,9 @@ async fn a_real_broker_under_disk_pressure_answers_below_retained_range() {
         assert_eq!(wire.code, ErrorCode::OffsetBelowRetained);
         assert!(wire.detail.is_some_and(|m| m >= min), "{wire:?}");
         assert!(broker
-            .log_entry(
-                "disk above disk_max_used_ratio: deleted the oldest segment regardless of age"
-            )
+            .log_entry("disk above disk_max_used_ratio: deleted the oldest segment regardless of age")
             .is_some());
-        let tail = conn
-            .pull("r", 0, 399, 10, 0, None, 0)
-            .await
-            .expect("the newest record is kept");
+        let tail = conn.pull("r", 0, 399, 10, 0, None, 0).await.expect("the newest record is kept");
         assert_eq!(tail.messages.len(), 1);
     }
 }

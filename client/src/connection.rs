@@ -65,44 +65,23 @@ impl Connection {
         writer
             .send(Frame::Request {
                 id: 0,
-                body: Request::Hello {
-                    version: PROTOCOL_VERSION,
-                    client_id: client_id.to_string(),
-                },
+                body: Request::Hello { version: PROTOCOL_VERSION, client_id: client_id.to_string() },
             })
             .await
             .map_err(|e| ClientError::Connection(e.to_string()))?;
         let broker = match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
-            Ok(Some(Ok(Frame::Response {
-                body: Ok(Response::Hello { broker, .. }),
-                ..
-            }))) => broker,
-            Ok(Some(Ok(Frame::Response { body: Err(e), .. }))) => {
-                return Err(ClientError::Broker(e))
-            }
-            Ok(Some(Ok(other))) => {
-                return Err(ClientError::Protocol(format!(
-                    "unexpected hello answer {other:?}"
-                )))
-            }
+            Ok(Some(Ok(Frame::Response { body: Ok(Response::Hello { broker, .. }), .. }))) => broker,
+            Ok(Some(Ok(Frame::Response { body: Err(e), .. }))) => return Err(ClientError::Broker(e)),
+            Ok(Some(Ok(other))) => return Err(ClientError::Protocol(format!("unexpected hello answer {other:?}"))),
             Ok(Some(Err(e))) => return Err(ClientError::Connection(e.to_string())),
             Ok(None) => return Err(ClientError::Connection("closed during hello".into())),
             Err(_) => return Err(ClientError::Timeout(Duration::from_secs(10))),
         };
-        let shared = Arc::new(Shared {
-            pending: Mutex::new(HashMap::new()),
-            closed: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared { pending: Mutex::new(HashMap::new()), closed: AtomicBool::new(false) });
         let (tx, rx) = mpsc::channel::<Frame>(4096);
         tokio::spawn(write_loop(writer, rx, shared.clone()));
         tokio::spawn(read_loop(reader, shared.clone()));
-        Ok(Connection {
-            tx,
-            shared,
-            next_id: Arc::new(AtomicU64::new(1)),
-            broker,
-            timeout: DEFAULT_TIMEOUT,
-        })
+        Ok(Connection { tx, shared, next_id: Arc::new(AtomicU64::new(1)), broker, timeout: DEFAULT_TIMEOUT })
     }
 
     /// The broker's advertised address.
@@ -117,21 +96,13 @@ impl Connection {
 
     /// Sends a request and waits for its answer (up to the default timeout
     /// plus `extra`).
-    pub async fn request_with(
-        &self,
-        body: Request,
-        extra: Duration,
-    ) -> Result<Response, ClientError> {
+    pub async fn request_with(&self, body: Request, extra: Duration) -> Result<Response, ClientError> {
         if self.is_closed() {
             return Err(ClientError::Connection("connection closed".into()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (waiter, rx) = oneshot::channel();
-        self.shared
-            .pending
-            .lock()
-            .map_err(|_| ClientError::Connection("poisoned".into()))?
-            .insert(id, waiter);
+        self.shared.pending.lock().map_err(|_| ClientError::Connection("poisoned".into()))?.insert(id, waiter);
         if self.tx.send(Frame::Request { id, body }).await.is_err() {
             self.forget(id);
             return Err(ClientError::Connection("connection closed".into()));
@@ -139,9 +110,7 @@ impl Connection {
         let limit = self.timeout + extra;
         match tokio::time::timeout(limit, rx).await {
             Ok(Ok(answer)) => answer.map_err(ClientError::Broker),
-            Ok(Err(_)) => Err(ClientError::Connection(
-                "connection lost before the answer".into(),
-            )),
+            Ok(Err(_)) => Err(ClientError::Connection("connection lost before the answer".into())),
             Err(_) => {
                 self.forget(id);
                 Err(ClientError::Timeout(limit))
@@ -156,10 +125,7 @@ impl Connection {
 
     /// Sends a request that gets no answer.
     pub async fn oneway(&self, body: Request) -> Result<(), ClientError> {
-        self.tx
-            .send(Frame::Oneway { body })
-            .await
-            .map_err(|_| ClientError::Connection("connection closed".into()))
+        self.tx.send(Frame::Oneway { body }).await.map_err(|_| ClientError::Connection("connection closed".into()))
     }
 
     fn forget(&self, id: u64) {
@@ -170,13 +136,7 @@ impl Connection {
 
     /// Creates a topic (or grows its queue count).
     pub async fn create_topic(&self, name: &str, queues: u32) -> Result<TopicInfo, ClientError> {
-        match self
-            .request(Request::CreateTopic {
-                name: name.into(),
-                queues,
-            })
-            .await?
-        {
+        match self.request(Request::CreateTopic { name: name.into(), queues }).await? {
             Response::Topic(info) => Ok(info),
             other => Err(unexpected(other)),
         }
@@ -184,10 +144,7 @@ impl Connection {
 
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        match self
-            .request(Request::DeleteTopic { name: name.into() })
-            .await?
-        {
+        match self.request(Request::DeleteTopic { name: name.into() }).await? {
             Response::Done => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -203,30 +160,15 @@ impl Connection {
 
     /// Describes a topic with per-queue offset ranges.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
-        match self
-            .request(Request::DescribeTopic { name: name.into() })
-            .await?
-        {
+        match self.request(Request::DescribeTopic { name: name.into() }).await? {
             Response::Topic(info) => Ok(info),
             other => Err(unexpected(other)),
         }
     }
 
     /// Stores messages into one queue, in order; one ack per message.
-    pub async fn send(
-        &self,
-        topic: &str,
-        queue: u32,
-        messages: Vec<Message>,
-    ) -> Result<Vec<SendAck>, ClientError> {
-        match self
-            .request(Request::Send {
-                topic: topic.into(),
-                queue,
-                messages,
-            })
-            .await?
-        {
+    pub async fn send(&self, topic: &str, queue: u32, messages: Vec<Message>) -> Result<Vec<SendAck>, ClientError> {
+        match self.request(Request::Send { topic: topic.into(), queue, messages }).await? {
             Response::Sent(acks) => Ok(acks),
             other => Err(unexpected(other)),
         }
@@ -254,10 +196,7 @@ impl Connection {
             tags: tags.map(str::to_string),
             long_poll_ms,
         };
-        match self
-            .request_with(body, Duration::from_millis(long_poll_ms))
-            .await?
-        {
+        match self.request_with(body, Duration::from_millis(long_poll_ms)).await? {
             Response::Pulled(result) => Ok(result),
             other => Err(unexpected(other)),
         }
@@ -296,10 +235,7 @@ async fn write_loop(
     shared.fail_all();
 }
 
-async fn read_loop(
-    mut stream: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
-    shared: Arc<Shared>,
-) {
+async fn read_loop(mut stream: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>, shared: Arc<Shared>) {
     while let Some(Ok(frame)) = stream.next().await {
         if let Frame::Response { id, body } = frame {
             let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(&id));

@@ -49,9 +49,7 @@ impl FrameCodec {
     /// A codec that refuses frames over `max_frame` bytes (clamped to
     /// [`crate::MAX_FRAME_BYTES_CEILING`]).
     pub fn new(max_frame: usize) -> Self {
-        Self {
-            max_frame: max_frame.min(crate::MAX_FRAME_BYTES_CEILING),
-        }
+        Self { max_frame: max_frame.min(crate::MAX_FRAME_BYTES_CEILING) }
     }
 
     /// The maximum frame this codec accepts.
@@ -79,10 +77,7 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, CodecError> {
     let (frame, used) = bincode::serde::decode_from_slice::<Frame, _>(body, bincode_config())
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != body.len() {
-        return Err(CodecError::Malformed(format!(
-            "{} trailing bytes after the frame",
-            body.len() - used
-        )));
+        return Err(CodecError::Malformed(format!("{} trailing bytes after the frame", body.len() - used)));
     }
     Ok(frame)
 }
@@ -97,10 +92,7 @@ impl Decoder for FrameCodec {
         };
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
         if len > self.max_frame {
-            return Err(CodecError::TooLarge {
-                len,
-                max: self.max_frame,
-            });
+            return Err(CodecError::TooLarge { len, max: self.max_frame });
         }
         if src.len() < 4 + len {
             // Reserve only what the (already bounded) frame needs.
@@ -126,10 +118,7 @@ impl Encoder<Frame> for FrameCodec {
         let len = dst.len() - start - 4;
         if len > self.max_frame {
             dst.truncate(start);
-            return Err(CodecError::TooLarge {
-                len,
-                max: self.max_frame,
-            });
+            return Err(CodecError::TooLarge { len, max: self.max_frame });
         }
         dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(())
@@ -186,10 +175,7 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_u32(body.len() as u32);
         buf.extend_from_slice(&body);
-        assert!(matches!(
-            codec.decode(&mut buf),
-            Err(CodecError::Malformed(_))
-        ));
+        assert!(matches!(codec.decode(&mut buf), Err(CodecError::Malformed(_))));
         let mut state = 0x1234_5678_u64;
         for len in 0..300usize {
             let mut body = Vec::with_capacity(len);

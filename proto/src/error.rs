@@ -80,10 +80,7 @@ impl ErrorCode {
             Internal,
             NotSupported,
         ];
-        ALL.iter()
-            .copied()
-            .find(|c| *c as u32 == code)
-            .unwrap_or(Unknown)
+        ALL.iter().copied().find(|c| *c as u32 == code).unwrap_or(Unknown)
     }
 
     /// Whether a client may retry the same request later and expect success.
@@ -119,11 +116,7 @@ pub struct WireError {
 impl WireError {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            detail: None,
-        }
+        Self { code, message: message.into(), detail: None }
     }
 
     /// Attaches the code-specific number.
@@ -136,11 +129,7 @@ impl WireError {
 
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} ({}): {}",
-            self.code, self.code as u32, self.message
-        )
+        write!(f, "{:?} ({}): {}", self.code, self.code as u32, self.message)
     }
 }
 

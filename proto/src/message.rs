@@ -24,11 +24,7 @@ pub struct Message {
 impl Message {
     /// A message with a topic and a body; everything else empty.
     pub fn new(topic: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
-        Self {
-            topic: topic.into(),
-            body: body.into(),
-            ..Self::default()
-        }
+        Self { topic: topic.into(), body: body.into(), ..Self::default() }
     }
 
     /// Sets the tag.

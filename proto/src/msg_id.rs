@@ -28,12 +28,7 @@ impl fmt::Display for MessageId {
             IpAddr::V4(ip) => ip.octets().iter().try_for_each(|b| write!(f, "{b:02X}"))?,
             IpAddr::V6(ip) => ip.octets().iter().try_for_each(|b| write!(f, "{b:02X}"))?,
         }
-        write!(
-            f,
-            "{:08X}{:016X}",
-            u32::from(self.broker.port()),
-            self.log_offset
-        )
+        write!(f, "{:08X}{:016X}", u32::from(self.broker.port()), self.log_offset)
     }
 }
 
@@ -51,23 +46,16 @@ impl FromStr for MessageId {
             _ => return Err(err()),
         };
         let hex = |range: std::ops::Range<usize>| {
-            s.get(range)
-                .and_then(|part| u128::from_str_radix(part, 16).ok())
-                .ok_or_else(err)
+            s.get(range).and_then(|part| u128::from_str_radix(part, 16).ok()).ok_or_else(err)
         };
         let ip = if ip_hex == 8 {
-            IpAddr::V4(Ipv4Addr::from(
-                u32::try_from(hex(0..8)?).map_err(|_| err())?,
-            ))
+            IpAddr::V4(Ipv4Addr::from(u32::try_from(hex(0..8)?).map_err(|_| err())?))
         } else {
             IpAddr::V6(Ipv6Addr::from(hex(0..32)?))
         };
         let port = u16::try_from(hex(ip_hex..ip_hex + 8)?).map_err(|_| err())?;
         let log_offset = u64::try_from(hex(ip_hex + 8..ip_hex + 24)?).map_err(|_| err())?;
-        Ok(MessageId {
-            broker: SocketAddr::new(ip, port),
-            log_offset,
-        })
+        Ok(MessageId { broker: SocketAddr::new(ip, port), log_offset })
     }
 }
 
@@ -77,10 +65,7 @@ mod tests {
 
     #[test]
     fn v4_ids_are_32_hex_digits_and_round_trip() {
-        let id = MessageId {
-            broker: "10.1.2.3:10911".parse().expect("addr"),
-            log_offset: 0x1234_5678_9abc,
-        };
+        let id = MessageId { broker: "10.1.2.3:10911".parse().expect("addr"), log_offset: 0x1234_5678_9abc };
         let text = id.to_string();
         assert_eq!(text, "0A01020300002A9F0000123456789ABC");
         assert_eq!(text.parse::<MessageId>(), Ok(id));
@@ -88,22 +73,14 @@ mod tests {
 
     #[test]
     fn v6_ids_round_trip() {
-        let id = MessageId {
-            broker: "[::1]:9".parse().expect("addr"),
-            log_offset: u64::MAX,
-        };
+        let id = MessageId { broker: "[::1]:9".parse().expect("addr"), log_offset: u64::MAX };
         assert_eq!(id.to_string().len(), 56);
         assert_eq!(id.to_string().parse::<MessageId>(), Ok(id));
     }
 
     #[test]
     fn garbage_is_refused() {
-        for bad in [
-            "",
-            "xyz",
-            "0A0102030000 A9F0000123456789ABC",
-            "é0102030000 A9F0000123456789ABC",
-        ] {
+        for bad in ["", "xyz", "0A0102030000 A9F0000123456789ABC", "é0102030000 A9F0000123456789ABC"] {
             assert!(bad.parse::<MessageId>().is_err(), "{bad}");
         }
     }

@@ -7,18 +7,10 @@ pub const MAX_NAME_LEN: usize = 127;
 /// Checks a topic or group name against `[A-Za-z0-9_%-]{1,127}`.
 pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "{kind} name must be 1..={MAX_NAME_LEN} bytes, got {}",
-            name.len()
-        ));
+        return Err(format!("{kind} name must be 1..={MAX_NAME_LEN} bytes, got {}", name.len()));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '%' | '-')))
-    {
-        return Err(format!(
-            "{kind} name {name:?} has {bad:?}; allowed are [A-Za-z0-9_%-]"
-        ));
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '%' | '-'))) {
+        return Err(format!("{kind} name {name:?} has {bad:?}; allowed are [A-Za-z0-9_%-]"));
     }
     Ok(())
 }

@@ -62,6 +62,188 @@ pub enum Request {
     },
     /// Liveness check.
     Ping,
+    /// A consumer joins or stays in a group; answered with its queues.
+    Heartbeat(Heartbeat),
+    /// A consumer leaves its group (its queues are reassigned at once).
+    LeaveGroup {
+        /// Group name.
+        group: String,
+        /// The member leaving.
+        member: String,
+    },
+    /// Records how far a member has consumed.
+    CommitOffsets {
+        /// Group name.
+        group: String,
+        /// The committing member (offsets are per member in broadcasting).
+        member: String,
+        /// New committed offsets: the next offset to consume per queue.
+        offsets: Vec<QueueOffset>,
+    },
+    /// Where a member should start consuming a queue: the committed offset,
+    /// or the group's start policy when nothing was committed yet.
+    FetchOffset {
+        /// Group name.
+        group: String,
+        /// The asking member.
+        member: String,
+        /// Topic.
+        topic: String,
+        /// Queue.
+        queue: u32,
+    },
+    /// Takes or renews the orderly-consumption lock on a queue.
+    LockQueue {
+        /// Group name.
+        group: String,
+        /// The member asking.
+        member: String,
+        /// Topic.
+        topic: String,
+        /// Queue.
+        queue: u32,
+    },
+    /// Releases an orderly-consumption lock.
+    UnlockQueue {
+        /// Group name.
+        group: String,
+        /// The member releasing.
+        member: String,
+        /// Topic.
+        topic: String,
+        /// Queue.
+        queue: u32,
+    },
+    /// Lists every consumer group.
+    ListGroups,
+    /// Describes a group: members, assignment, offsets and lag.
+    DescribeGroup {
+        /// Group name.
+        group: String,
+    },
+    /// Broker to client: the group's assignment changed; heartbeat now to
+    /// learn the new one. Sent one-way.
+    AssignmentChanged {
+        /// Group name.
+        group: String,
+    },
+}
+
+/// How a group shares messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum ConsumeMode {
+    /// Each message goes to one member; queues are divided among members.
+    #[default]
+    Clustering,
+    /// Every member gets every message; offsets are kept per member.
+    Broadcasting,
+}
+
+/// Where a group with no committed offset starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum StartFrom {
+    /// From the end: only messages stored from now on.
+    #[default]
+    Latest,
+    /// From the oldest retained message.
+    Earliest,
+    /// From the first message stored at or after this time (ms since epoch).
+    Timestamp(i64),
+}
+
+/// A topic a member consumes, with its tag filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Topic name.
+    pub topic: String,
+    /// Tag expression (`*`, `TagA || TagB`); `None` means all.
+    pub tags: Option<String>,
+}
+
+/// A member's periodic hello to its group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Group name.
+    pub group: String,
+    /// Member id, unique in the group (stable across restarts for
+    /// broadcasting, whose offsets are kept per member).
+    pub member: String,
+    /// Topics consumed.
+    pub subscriptions: Vec<Subscription>,
+    /// Clustering or broadcasting.
+    pub mode: ConsumeMode,
+    /// Start policy for queues without a committed offset.
+    pub start: StartFrom,
+    /// Orderly consumption (queues are locked while consumed).
+    pub orderly: bool,
+    /// How long the broker keeps the member without a heartbeat (0: the
+    /// broker's default).
+    pub session_timeout_ms: u64,
+}
+
+/// A queue of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QueueRef {
+    /// Topic name.
+    pub topic: String,
+    /// Queue id.
+    pub queue: u32,
+}
+
+/// A committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueOffset {
+    /// Topic name.
+    pub topic: String,
+    /// Queue id.
+    pub queue: u32,
+    /// Next offset to consume.
+    pub offset: u64,
+}
+
+/// A member as `DescribeGroup` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Member id.
+    pub member: String,
+    /// The client id of its connection.
+    pub client: String,
+    /// Milliseconds since its last heartbeat.
+    pub idle_ms: u64,
+    /// Queues assigned to it.
+    pub queues: Vec<QueueRef>,
+}
+
+/// One queue's consumption state in a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueLag {
+    /// Topic name.
+    pub topic: String,
+    /// Queue id.
+    pub queue: u32,
+    /// The member whose offset this is (broadcasting) or `None`.
+    pub member: Option<String>,
+    /// Committed offset (next to consume).
+    pub committed: u64,
+    /// One past the queue's last offset.
+    pub max_offset: u64,
+    /// `max_offset - committed`.
+    pub lag: u64,
+}
+
+/// A consumer group as `DescribeGroup` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// Group name.
+    pub group: String,
+    /// Clustering or broadcasting.
+    pub mode: ConsumeMode,
+    /// Assignment generation (bumps on every rebalance).
+    pub generation: u64,
+    /// Live members.
+    pub members: Vec<MemberInfo>,
+    /// Offsets and lag per queue (and per member in broadcasting).
+    pub offsets: Vec<QueueLag>,
 }
 
 /// Everything a broker can answer.
@@ -86,6 +268,24 @@ pub enum Response {
     Done,
     /// Answer to `Ping`.
     Pong,
+    /// A member's queues after a heartbeat.
+    Assignment {
+        /// Bumps whenever the group's assignment changes.
+        generation: u64,
+        /// The queues this member consumes now.
+        queues: Vec<QueueRef>,
+    },
+    /// An offset.
+    Offset(u64),
+    /// A lock was taken or renewed; it lasts this long unless renewed.
+    Locked {
+        /// Lock lifetime.
+        ttl_ms: u64,
+    },
+    /// Every group.
+    Groups(Vec<String>),
+    /// One group.
+    Group(GroupInfo),
 }
 
 /// A topic and, when described, its queues.

@@ -97,10 +97,7 @@ impl Housekeeper {
         }
     }
 
-    fn checkpoint_job(
-        &self,
-        final_stop: bool,
-    ) -> impl std::future::Future<Output = Result<Checkpoint>> + 'static {
+    fn checkpoint_job(&self, final_stop: bool) -> impl std::future::Future<Output = Result<Checkpoint>> + 'static {
         let registry = self.registry.clone();
         let paths = self.paths.clone();
         let lock = self.lock.clone();
@@ -114,12 +111,7 @@ impl Housekeeper {
                 async move {
                     // A queue that stopped has nothing left to append, so
                     // its mailbox error is ignored.
-                    futures::future::join_all(barriers)
-                        .await
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .collect::<Vec<_>>()
+                    futures::future::join_all(barriers).await.into_iter().flatten().flatten().collect::<Vec<_>>()
                 }
             };
             let mut dirty = Vec::new();
@@ -131,27 +123,17 @@ impl Housekeeper {
             // The log must be durable up to the position the checkpoint
             // names: recovery starts scanning there, so an async-flush tail
             // below it that an OS crash lost would leave a hole.
-            let at = registry
-                .writer()
-                .send(WriterSync)
-                .await
-                .map_err(|e| Error::Busy(e.to_string()))??;
+            let at = registry.writer().send(WriterSync).await.map_err(|e| Error::Busy(e.to_string()))??;
             let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
             dirty.extend(barrier(&registry).await);
-            let checkpoint = Checkpoint {
-                cq_durable_offset: write_pos,
-                log_end: write_pos,
-                last_store_ts,
-                clean: final_stop,
-            };
+            let checkpoint =
+                Checkpoint { cq_durable_offset: write_pos, log_end: write_pos, last_store_ts, clean: final_stop };
             let root = paths.root.clone();
             let path = paths.checkpoint();
-            tokio::task::spawn_blocking(move || {
-                sync_queue_files(&root, &dirty).and_then(|()| checkpoint.store(&path))
-            })
-            .await
-            .map_err(|e| Error::Busy(e.to_string()))?
-            .map_err(|e| Error::io("write checkpoint", e))?;
+            tokio::task::spawn_blocking(move || sync_queue_files(&root, &dirty).and_then(|()| checkpoint.store(&path)))
+                .await
+                .map_err(|e| Error::Busy(e.to_string()))?
+                .map_err(|e| Error::io("write checkpoint", e))?;
             if final_stop {
                 *stopped = true;
             }
@@ -159,9 +141,7 @@ impl Housekeeper {
         }
     }
 
-    fn retention_job(
-        &self,
-    ) -> impl std::future::Future<Output = Result<retention::Deleted>> + 'static {
+    fn retention_job(&self) -> impl std::future::Future<Output = Result<retention::Deleted>> + 'static {
         let segments = self.segments.clone();
         let policy = self.config.policy;
         let clock = self.clock.clone();
@@ -178,9 +158,7 @@ impl Housekeeper {
             if !deleted.segments.is_empty() {
                 for (topic, config) in topics.list() {
                     for queue in 0..config.queues {
-                        registry.queue(&topic, queue).do_send(Retain {
-                            log_min: deleted.log_min,
-                        });
+                        registry.queue(&topic, queue).do_send(Retain { log_min: deleted.log_min });
                     }
                 }
             }
@@ -224,17 +202,13 @@ impl Actor for Housekeeper {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.config.checkpoint_interval, |act, ctx| {
             let logger = act.logger.clone();
-            ctx.spawn(
-                act.checkpoint_job(false)
-                    .into_actor(act)
-                    .map(move |result, _, _| {
-                        if let Err(e) = result {
-                            if !matches!(e, Error::ShuttingDown) {
-                                slog::error!(logger, "checkpoint failed"; "error" => %e);
-                            }
-                        }
-                    }),
-            );
+            ctx.spawn(act.checkpoint_job(false).into_actor(act).map(move |result, _, _| {
+                if let Err(e) = result {
+                    if !matches!(e, Error::ShuttingDown) {
+                        slog::error!(logger, "checkpoint failed"; "error" => %e);
+                    }
+                }
+            }));
         });
         ctx.run_interval(self.config.retention_interval, |act, ctx| {
             if act.retention_running {
@@ -242,17 +216,13 @@ impl Actor for Housekeeper {
             }
             act.retention_running = true;
             let logger = act.logger.clone();
-            ctx.spawn(
-                act.retention_job()
-                    .into_actor(act)
-                    .map(move |result, act, _| {
-                        act.retention_running = false;
-                        match result {
-                            Ok(deleted) => Self::log_retention(&logger, &deleted),
-                            Err(e) => slog::error!(logger, "retention failed"; "error" => %e),
-                        }
-                    }),
-            );
+            ctx.spawn(act.retention_job().into_actor(act).map(move |result, act, _| {
+                act.retention_running = false;
+                match result {
+                    Ok(deleted) => Self::log_retention(&logger, &deleted),
+                    Err(e) => slog::error!(logger, "retention failed"; "error" => %e),
+                }
+            }));
         });
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! - [`writer`]: the WriterActor, sole owner of the commit log (group commit).
 //! - [`queue`]: one QueueActor per topic-queue (offsets, consume queue, pulls).
+//! - [`consumer_group`]: one ConsumerGroupActor per group (members,
+//!   assignment, locks, committed offsets).
 //! - [`housekeeper`]: periodic checkpoints and retention.
 //!
 //! Actor addresses live in a `DashMap` read by every connection; queue actors
 //! start on first use, on the queue arbiters.
 
+pub mod consumer_group;
 pub mod housekeeper;
 pub mod queue;
 pub mod writer;
@@ -61,11 +64,7 @@ impl Registry {
     /// The actor of `topic`/`queue`, started if needed. The caller has
     /// checked that the queue exists.
     pub fn queue(&self, topic: &str, queue: u32) -> Addr<QueueActor> {
-        if let Some(addr) = self
-            .queues
-            .get(topic)
-            .and_then(|q| q.get(&queue).map(|a| a.clone()))
-        {
+        if let Some(addr) = self.queues.get(topic).and_then(|q| q.get(&queue).map(|a| a.clone())) {
             if addr.connected() {
                 return addr;
             }
@@ -90,6 +89,7 @@ impl Registry {
             self.cq_per_file,
             self.segments.min_offset(),
             self.writer.clone(),
+            crate::store::commitlog::LogReader::new(self.segments.clone()),
             self.logger.clone(),
         );
         let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);
@@ -101,23 +101,12 @@ impl Registry {
 
     /// Every queue actor currently running.
     pub fn live_queues(&self) -> Vec<Addr<QueueActor>> {
-        self.queues
-            .iter()
-            .flat_map(|t| {
-                t.value()
-                    .iter()
-                    .map(|q| q.value().clone())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        self.queues.iter().flat_map(|t| t.value().iter().map(|q| q.value().clone()).collect::<Vec<_>>()).collect()
     }
 
     /// Forgets a topic's actors (after they were told to destroy
     /// themselves).
     pub fn remove_topic(&self, topic: &str) -> Vec<Addr<QueueActor>> {
-        self.queues
-            .remove(topic)
-            .map(|(_, q)| q.into_iter().map(|(_, a)| a).collect())
-            .unwrap_or_default()
+        self.queues.remove(topic).map(|(_, q)| q.into_iter().map(|(_, a)| a).collect()).unwrap_or_default()
     }
 }

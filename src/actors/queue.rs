@@ -15,7 +15,7 @@
 use crate::actors::writer::{Append, WriterActor};
 use crate::error::{Error, Result};
 use crate::filter::TagFilter;
-use crate::store::commitlog::{AppendBatch, RecordPos};
+use crate::store::commitlog::{AppendBatch, LogReader, RecordPos};
 use crate::store::consume_queue::{ConsumeQueue, CqEntry};
 use crate::store::record;
 use actix::prelude::*;
@@ -104,6 +104,15 @@ pub struct Retain {
     pub log_min: u64,
 }
 
+/// The first offset whose message was stored at or after `ts` (ms since the
+/// epoch); the queue's end if none was.
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct OffsetAtTime {
+    /// The time.
+    pub ts: i64,
+}
+
 /// Delete the queue's files and stop (topic deletion).
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
@@ -131,6 +140,7 @@ pub struct QueueActor {
     failed: Option<String>,
     next_offset: u64,
     writer: Addr<WriterActor>,
+    reader: LogReader,
     inflight: VecDeque<Inflight>,
     parked: Vec<Parked>,
     next_park_id: u64,
@@ -146,6 +156,7 @@ impl QueueActor {
         per_file: u64,
         log_min: u64,
         writer: Addr<WriterActor>,
+        reader: LogReader,
         logger: slog::Logger,
     ) -> Self {
         Self {
@@ -157,6 +168,7 @@ impl QueueActor {
             failed: None,
             next_offset: 0,
             writer,
+            reader,
             inflight: VecDeque::new(),
             parked: Vec::new(),
             next_park_id: 0,
@@ -183,27 +195,16 @@ impl QueueActor {
         let cq = self.cq()?;
         let (min, max) = (cq.min_offset(), cq.next_offset());
         if pull.offset < min {
-            return Err(Error::BelowRetained {
-                requested: pull.offset,
-                min,
-            });
+            return Err(Error::BelowRetained { requested: pull.offset, min });
         }
         if pull.offset > max {
-            return Err(Error::BeyondEnd {
-                requested: pull.offset,
-                max,
-            });
+            return Err(Error::BeyondEnd { requested: pull.offset, max });
         }
         if pull.offset == max {
             return Ok(None);
         }
         let max_messages = pull.max_messages.clamp(1, MAX_PULL_MESSAGES) as usize;
-        let mut out = PullEntries {
-            next_offset: pull.offset,
-            min_offset: min,
-            max_offset: max,
-            ..Default::default()
-        };
+        let mut out = PullEntries { next_offset: pull.offset, min_offset: min, max_offset: max, ..Default::default() };
         let mut bytes = 0u64;
         let mut scanned = 0;
         'scan: while out.next_offset < max && scanned < MAX_SCAN {
@@ -215,8 +216,7 @@ impl QueueActor {
             }
             for entry in chunk {
                 if out.entries.len() >= max_messages
-                    || (!out.entries.is_empty()
-                        && bytes + u64::from(entry.size) > u64::from(pull.max_bytes))
+                    || (!out.entries.is_empty() && bytes + u64::from(entry.size) > u64::from(pull.max_bytes))
                 {
                     break 'scan;
                 }
@@ -257,10 +257,7 @@ impl QueueActor {
     fn expire(&mut self, id: u64) {
         if let Some(index) = self.parked.iter().position(|p| p.id == id) {
             let waiting = self.parked.swap_remove(index);
-            let (min, max) = self
-                .cq()
-                .map(|cq| (cq.min_offset(), cq.next_offset()))
-                .unwrap_or((0, 0));
+            let (min, max) = self.cq().map(|cq| (cq.min_offset(), cq.next_offset())).unwrap_or((0, 0));
             let _ = waiting.reply.send(Ok(PullEntries {
                 entries: Vec::new(),
                 next_offset: waiting.pull.offset,
@@ -283,10 +280,7 @@ impl Actor for QueueActor {
                 self.next_offset = cq.next_offset();
                 self.cq = Some(cq);
             }
-            Err(e) => self.fail(format!(
-                "cannot open consume queue {}: {e}",
-                self.dir.display()
-            )),
+            Err(e) => self.fail(format!("cannot open consume queue {}: {e}", self.dir.display())),
         }
     }
 }
@@ -298,10 +292,7 @@ impl Handler<Produce> for QueueActor {
         if let Err(e) = self.cq() {
             return Box::pin(async move { Err(e) });
         }
-        let Produce {
-            mut batch,
-            tag_hashes,
-        } = msg;
+        let Produce { mut batch, tag_hashes } = msg;
         let first_offset = self.next_offset;
         for i in 0..batch.len() {
             let (start, end) = batch.bounds(i);
@@ -311,16 +302,9 @@ impl Handler<Produce> for QueueActor {
         }
         self.next_offset += batch.len() as u64;
         let (reply, rx) = oneshot::channel();
-        self.inflight.push_back(Inflight {
-            first_offset,
-            tag_hashes,
-            reply,
-        });
+        self.inflight.push_back(Inflight { first_offset, tag_hashes, reply });
         let me = ctx.address();
-        self.writer.do_send(Append {
-            batch,
-            done: Box::new(move |result| me.do_send(Written(result))),
-        });
+        self.writer.do_send(Append { batch, done: Box::new(move |result| me.do_send(Written(result))) });
         Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
     }
 }
@@ -344,17 +328,11 @@ impl Handler<Written> for QueueActor {
         let entries: Vec<CqEntry> = positions
             .iter()
             .zip(&inflight.tag_hashes)
-            .map(|(pos, tag_hash)| CqEntry {
-                log_offset: pos.log_offset,
-                size: pos.size,
-                tag_hash: *tag_hash,
-            })
+            .map(|(pos, tag_hash)| CqEntry { log_offset: pos.log_offset, size: pos.size, tag_hash: *tag_hash })
             .collect();
         // A small page-cache write; durability comes from the checkpoint.
         let appended = match self.cq.as_mut() {
-            Some(cq) => cq
-                .append(inflight.first_offset, &entries)
-                .map_err(|e| e.to_string()),
+            Some(cq) => cq.append(inflight.first_offset, &entries).map_err(|e| e.to_string()),
             None => Err("queue not open".to_string()),
         };
         match appended {
@@ -362,10 +340,7 @@ impl Handler<Written> for QueueActor {
                 let stored = positions
                     .into_iter()
                     .enumerate()
-                    .map(|(i, pos)| Stored {
-                        queue_offset: inflight.first_offset + i as u64,
-                        pos,
-                    })
+                    .map(|(i, pos)| Stored { queue_offset: inflight.first_offset + i as u64, pos })
                     .collect();
                 let _ = inflight.reply.send(Ok(stored));
                 self.wake_parked();
@@ -392,16 +367,8 @@ impl Handler<Pull> for QueueActor {
                 return self.park(pull, ctx);
             }
             Ok(None) if pull.long_poll.is_zero() => {
-                let (min, max) = self
-                    .cq()
-                    .map(|cq| (cq.min_offset(), cq.next_offset()))
-                    .unwrap_or((0, 0));
-                Ok(PullEntries {
-                    entries: Vec::new(),
-                    next_offset: pull.offset,
-                    min_offset: min,
-                    max_offset: max,
-                })
+                let (min, max) = self.cq().map(|cq| (cq.min_offset(), cq.next_offset())).unwrap_or((0, 0));
+                Ok(PullEntries { entries: Vec::new(), next_offset: pull.offset, min_offset: min, max_offset: max })
             }
             Ok(None) => return self.park(pull, ctx),
             Err(e) => Err(e),
@@ -433,12 +400,7 @@ impl Handler<Barrier> for QueueActor {
     type Result = MessageResult<Barrier>;
 
     fn handle(&mut self, _: Barrier, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            self.cq
-                .as_mut()
-                .map(ConsumeQueue::take_dirty)
-                .unwrap_or_default(),
-        )
+        MessageResult(self.cq.as_mut().map(ConsumeQueue::take_dirty).unwrap_or_default())
     }
 }
 
@@ -455,20 +417,30 @@ impl Handler<Retain> for QueueActor {
     }
 }
 
+impl Handler<OffsetAtTime> for QueueActor {
+    type Result = Result<u64>;
+
+    fn handle(&mut self, msg: OffsetAtTime, _: &mut Context<Self>) -> Self::Result {
+        let reader = self.reader.clone();
+        // A binary search: a few dozen small page-cache reads at most.
+        self.cq()?
+            .offset_at_time(msg.ts, |entry| {
+                reader.read_raw(entry.log_offset, entry.size).ok().map(|rec| record::head(&rec).store_ts)
+            })
+            .map_err(|e| Error::io(format!("search {}", self.name), e))
+    }
+}
+
 impl Handler<Destroy> for QueueActor {
     type Result = Result<()>;
 
     fn handle(&mut self, _: Destroy, ctx: &mut Context<Self>) -> Self::Result {
         for waiting in self.parked.drain(..) {
-            let _ = waiting
-                .reply
-                .send(Err(Error::TopicNotFound(self.name.clone())));
+            let _ = waiting.reply.send(Err(Error::TopicNotFound(self.name.clone())));
         }
         ctx.stop();
         match self.cq.take() {
-            Some(cq) => cq
-                .destroy()
-                .map_err(|e| Error::io(format!("delete {}", self.dir.display()), e)),
+            Some(cq) => cq.destroy().map_err(|e| Error::io(format!("delete {}", self.dir.display()), e)),
             None => Ok(()),
         }
     }

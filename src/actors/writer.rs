@@ -95,12 +95,7 @@ pub struct WriterActor {
 
 impl WriterActor {
     /// A writer over `log`.
-    pub fn new(
-        log: CommitLog,
-        config: WriterConfig,
-        stats: Arc<WriterStats>,
-        logger: slog::Logger,
-    ) -> Self {
+    pub fn new(log: CommitLog, config: WriterConfig, stats: Arc<WriterStats>, logger: slog::Logger) -> Self {
         Self {
             position: log.write_pos(),
             log: Some(log),
@@ -168,8 +163,7 @@ impl WriterActor {
         let Some(mut log) = self.log.take() else {
             return;
         };
-        let (batches, dones): (Vec<_>, Vec<_>) =
-            appends.into_iter().map(|a| (a.batch, a.done)).unzip();
+        let (batches, dones): (Vec<_>, Vec<_>) = appends.into_iter().map(|a| (a.batch, a.done)).unzip();
         let records: usize = batches.iter().map(AppendBatch::len).sum();
         let work = async move {
             let result = log.write_group(batches, sync).await;

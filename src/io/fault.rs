@@ -25,10 +25,7 @@ pub struct FaultIo {
 impl FaultIo {
     /// Wraps a std backend with a plan.
     pub fn new(stats: Arc<IoStats>, plan: Arc<FaultPlan>) -> Self {
-        Self {
-            inner: StdIo::new(stats),
-            plan,
-        }
+        Self { inner: StdIo::new(stats), plan }
     }
 
     /// Runs the job, or fails it the way a failed fdatasync does: the bytes

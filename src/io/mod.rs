@@ -53,18 +53,11 @@ pub struct WriteJob {
 impl WriteJob {
     /// Total bytes the job writes.
     pub fn bytes(&self) -> u64 {
-        self.writes
-            .iter()
-            .flat_map(|w| &w.slices)
-            .map(|s| (s.end - s.start) as u64)
-            .sum()
+        self.writes.iter().flat_map(|w| &w.slices).map(|s| (s.end - s.start) as u64).sum()
     }
 
     fn slice(&self, slice: Slice) -> &[u8] {
-        self.bufs
-            .get(slice.buf)
-            .and_then(|b| b.get(slice.start..slice.end))
-            .unwrap_or(&[])
+        self.bufs.get(slice.buf).and_then(|b| b.get(slice.start..slice.end)).unwrap_or(&[])
     }
 }
 
@@ -84,8 +77,7 @@ impl IoStats {
     fn record(&self, job: &WriteJob) {
         self.jobs.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(job.bytes(), Ordering::Relaxed);
-        self.fdatasyncs
-            .fetch_add(job.sync.len() as u64, Ordering::Relaxed);
+        self.fdatasyncs.fetch_add(job.sync.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -148,23 +140,16 @@ pub fn resolve(kind: IoBackendKind) -> io::Result<(ResolvedBackend, Option<Strin
         IoBackendKind::Uring => uring::probe().map(|()| (ResolvedBackend::Uring, None)),
         IoBackendKind::Auto => match uring::probe() {
             Ok(()) => Ok((ResolvedBackend::Uring, None)),
-            Err(e) => Ok((
-                ResolvedBackend::Std,
-                Some(format!(
-                    "io_uring unavailable ({e}); using pwritev + fdatasync"
-                )),
-            )),
+            Err(e) => {
+                Ok((ResolvedBackend::Std, Some(format!("io_uring unavailable ({e}); using pwritev + fdatasync"))))
+            }
         },
     }
 }
 
 /// Writes `iov` at `offset` fully, retrying partial writes. Shared by the std
 /// backend and by tests.
-pub(crate) fn pwritev_all(
-    file: &File,
-    mut offset: u64,
-    mut iov: &mut [io::IoSlice<'_>],
-) -> io::Result<()> {
+pub(crate) fn pwritev_all(file: &File, mut offset: u64, mut iov: &mut [io::IoSlice<'_>]) -> io::Result<()> {
     // NOTE: IOV_MAX on Linux is 1024; larger vectors fail with EINVAL.
     const IOV_MAX: usize = 1024;
     while !iov.is_empty() {
@@ -173,14 +158,8 @@ pub(crate) fn pwritev_all(
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset overflows off_t"))?;
         // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, the
         // pointer and count describe `count` live slices, and the fd is open.
-        let written = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                iov.as_ptr().cast::<libc::iovec>(),
-                count as libc::c_int,
-                off,
-            )
-        };
+        let written =
+            unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr().cast::<libc::iovec>(), count as libc::c_int, off) };
         if written < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -189,10 +168,7 @@ pub(crate) fn pwritev_all(
             return Err(err);
         }
         if written == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "pwritev wrote nothing",
-            ));
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
         }
         offset += written as u64;
         io::IoSlice::advance_slices(&mut iov, written as usize);

@@ -33,11 +33,7 @@ impl StdIo {
 /// The blocking body: every write in order, then one fdatasync per file.
 pub(crate) fn run_blocking(job: &WriteJob) -> io::Result<()> {
     for write in &job.writes {
-        let mut iov: Vec<io::IoSlice<'_>> = write
-            .slices
-            .iter()
-            .map(|s| io::IoSlice::new(job.slice(*s)))
-            .collect();
+        let mut iov: Vec<io::IoSlice<'_>> = write.slices.iter().map(|s| io::IoSlice::new(job.slice(*s))).collect();
         pwritev_all(&write.file, write.offset, &mut iov)?;
     }
     for file in &job.sync {

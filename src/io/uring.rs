@@ -21,8 +21,7 @@ pub fn probe() -> io::Result<()> {
     let mut ring = IoUring::new(2)?;
     let nop = opcode::Nop::new().build().user_data(7);
     // SAFETY: a NOP references no memory.
-    unsafe { ring.submission().push(&nop) }
-        .map_err(|_| io::Error::other("submission queue full"))?;
+    unsafe { ring.submission().push(&nop) }.map_err(|_| io::Error::other("submission queue full"))?;
     ring.submit_and_wait(1)?;
     let completion = ring.completion().next();
     match completion {
@@ -34,25 +33,17 @@ pub fn probe() -> io::Result<()> {
 
 /// One operation of a job, kept until it has fully completed.
 enum Op {
-    Write {
-        fd: RawFd,
-        offset: u64,
-        iov: Vec<libc::iovec>,
-    },
-    Sync {
-        fd: RawFd,
-    },
+    Write { fd: RawFd, offset: u64, iov: Vec<libc::iovec> },
+    Sync { fd: RawFd },
 }
 
 impl Op {
     fn entry(&self, index: usize, first_sync: bool) -> squeue::Entry {
         match self {
-            Op::Write { fd, offset, iov } => {
-                opcode::Writev::new(types::Fd(*fd), iov.as_ptr(), iov.len() as u32)
-                    .offset(*offset)
-                    .build()
-                    .user_data(index as u64)
-            }
+            Op::Write { fd, offset, iov } => opcode::Writev::new(types::Fd(*fd), iov.as_ptr(), iov.len() as u32)
+                .offset(*offset)
+                .build()
+                .user_data(index as u64),
             Op::Sync { fd } => {
                 let entry = opcode::Fsync::new(types::Fd(*fd))
                     .flags(types::FsyncFlags::DATASYNC)
@@ -140,20 +131,13 @@ impl UringIo {
                 .iter()
                 .map(|s| {
                     let bytes = job.slice(*s);
-                    libc::iovec {
-                        iov_base: bytes.as_ptr() as *mut libc::c_void,
-                        iov_len: bytes.len(),
-                    }
+                    libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() }
                 })
                 .filter(|iov| iov.iov_len > 0)
                 .collect();
             for chunk in iovs.chunks(IOV_MAX) {
                 let len: usize = chunk.iter().map(|iov| iov.iov_len).sum();
-                ops.push(Op::Write {
-                    fd: write.file.as_raw_fd(),
-                    offset,
-                    iov: chunk.to_vec(),
-                });
+                ops.push(Op::Write { fd: write.file.as_raw_fd(), offset, iov: chunk.to_vec() });
                 offset += len as u64;
             }
         }
@@ -196,9 +180,7 @@ impl UringIo {
     async fn run_ops(&mut self, range: std::ops::Range<usize>) -> io::Result<()> {
         let mut pending: Vec<usize> = range.collect();
         while !pending.is_empty() {
-            let wave: Vec<usize> = pending
-                .drain(..pending.len().min(RING_ENTRIES as usize))
-                .collect();
+            let wave: Vec<usize> = pending.drain(..pending.len().min(RING_ENTRIES as usize)).collect();
             let mut first_sync = true;
             for &index in &wave {
                 let Some(op) = self.ops.get(index) else {
@@ -219,11 +201,8 @@ impl UringIo {
             let mut error = None;
             let mut remaining = wave.len();
             while remaining > 0 {
-                let completed: Vec<(u64, i32)> = self
-                    .ring
-                    .completion()
-                    .map(|cqe| (cqe.user_data(), cqe.result()))
-                    .collect();
+                let completed: Vec<(u64, i32)> =
+                    self.ring.completion().map(|cqe| (cqe.user_data(), cqe.result())).collect();
                 for (user_data, result) in completed {
                     remaining -= 1;
                     self.in_flight -= 1;
@@ -262,13 +241,7 @@ impl UringIo {
         let mut guard = self.eventfd.readable().await?;
         let mut counter = [0u8; 8];
         // SAFETY: reads 8 bytes into a local buffer from a nonblocking fd.
-        let _ = unsafe {
-            libc::read(
-                guard.get_inner().as_raw_fd(),
-                counter.as_mut_ptr().cast(),
-                counter.len(),
-            )
-        };
+        let _ = unsafe { libc::read(guard.get_inner().as_raw_fd(), counter.as_mut_ptr().cast(), counter.len()) };
         guard.clear_ready();
         Ok(())
     }

@@ -8,13 +8,13 @@
 //! connection is closed: after them the byte stream cannot be trusted. None
 //! of this touches stored data.
 
+use crate::actors::consumer_group::ClientHandle;
 use crate::server::dispatch;
 use crate::server::BrokerCore;
-use brook_proto::{
-    CodecError, ErrorCode, Frame, FrameCodec, Request, Response, WireError, PROTOCOL_VERSION,
-};
+use brook_proto::{CodecError, ErrorCode, Frame, FrameCodec, Request, Response, WireError, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -30,44 +30,35 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Facts about the connection that handlers may need.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
-    /// The client's self-chosen id from its hello.
-    pub client_id: String,
+    /// How the broker reaches this client (its id and outgoing frames).
+    pub client: ClientHandle,
+    /// Set once the connection carried a group heartbeat, so its end is
+    /// reported to the groups.
+    pub in_group: AtomicBool,
 }
 
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
 fn error_frame(id: u64, code: ErrorCode, message: String) -> Frame {
-    Frame::Response {
-        id,
-        body: Err(WireError::new(code, message)),
-    }
+    Frame::Response { id, body: Err(WireError::new(code, message)) }
 }
 
 /// Serves one connection until EOF, a broken frame, or shutdown.
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    core: Arc<BrokerCore>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, mut shutdown: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let max_frame = core.config.server.max_frame_bytes;
     let (read_half, write_half) = stream.into_split();
     let mut frames = FramedRead::new(read_half, FrameCodec::new(max_frame));
     let (tx, rx) = mpsc::channel::<Frame>(1024);
-    let writer = tokio::task::spawn_local(write_loop(
-        FramedWrite::new(write_half, FrameCodec::new(max_frame)),
-        rx,
-    ));
+    let writer = tokio::task::spawn_local(write_loop(FramedWrite::new(write_half, FrameCodec::new(max_frame)), rx));
     let logger = core.logger.new(slog::o!("peer" => peer.to_string()));
 
     let info = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
-        Ok(Some(Ok(Frame::Request {
-            id,
-            body: Request::Hello { version, client_id },
-        }))) => {
+        Ok(Some(Ok(Frame::Request { id, body: Request::Hello { version, client_id } }))) => {
             if version != PROTOCOL_VERSION {
                 let _ = tx
                     .send(error_frame(
@@ -78,17 +69,14 @@ pub async fn serve(
                     .await;
                 None
             } else {
-                let hello = Response::Hello {
-                    version: PROTOCOL_VERSION,
-                    broker: core.advertised.to_string(),
+                let hello = Response::Hello { version: PROTOCOL_VERSION, broker: core.advertised.to_string() };
+                let _ = tx.send(Frame::Response { id, body: Ok(hello) }).await;
+                let client = ClientHandle {
+                    conn_id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+                    client_id,
+                    notify: tx.clone(),
                 };
-                let _ = tx
-                    .send(Frame::Response {
-                        id,
-                        body: Ok(hello),
-                    })
-                    .await;
-                Some(ConnInfo { peer, client_id })
+                Some(ConnInfo { peer, client, in_group: AtomicBool::new(false) })
             }
         }
         Ok(Some(Ok(frame))) => {
@@ -96,13 +84,7 @@ pub async fn serve(
                 Frame::Request { id, .. } => id,
                 _ => 0,
             };
-            let _ = tx
-                .send(error_frame(
-                    id,
-                    ErrorCode::HelloRequired,
-                    "the first frame must be a hello".into(),
-                ))
-                .await;
+            let _ = tx.send(error_frame(id, ErrorCode::HelloRequired, "the first frame must be a hello".into())).await;
             None
         }
         Ok(Some(Err(e))) => {
@@ -116,7 +98,7 @@ pub async fn serve(
         let _ = writer.await;
         return;
     };
-    slog::debug!(logger, "connection open"; "client_id" => &info.client_id);
+    slog::debug!(logger, "connection open"; "client_id" => &info.client.client_id);
     let info = Arc::new(info);
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();
@@ -162,15 +144,21 @@ pub async fn serve(
         }
     }
     // Let requests already accepted finish briefly, then close.
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tasks.abort_all();
     }
+    if info.in_group.load(Ordering::Relaxed) {
+        core.groups.connection_closed(info.client.conn_id);
+    }
+    // The writer ends once every sender is gone, including the one group
+    // actors hold for notices; closing it here does not wait for them.
     drop(tx);
-    let _ = writer.await;
+    drop(info);
+    let mut writer = writer;
+    if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
+        writer.abort();
+    }
     slog::debug!(logger, "connection closed");
 }
 
@@ -183,10 +171,7 @@ fn codec_error_frame(e: &CodecError) -> Frame {
 
 /// Writes answers as they come, flushing only when no more are waiting, so
 /// many answers share one syscall under load.
-async fn write_loop(
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
-    mut rx: mpsc::Receiver<Frame>,
-) {
+async fn write_loop(mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>, mut rx: mpsc::Receiver<Frame>) {
     while let Some(frame) = rx.recv().await {
         if sink.feed(frame).await.is_err() {
             return;

@@ -6,11 +6,11 @@ use crate::actors::queue::{Destroy, Produce, Pull, Range};
 use crate::error::Error;
 use crate::filter::TagFilter;
 use crate::server::connection::ConnInfo;
-use crate::server::BrokerCore;
+use crate::server::{groups, BrokerCore};
 use crate::store::commitlog::AppendBatch;
 use crate::store::record;
 use brook_proto::names::validate_name;
-use brook_proto::request::{PullResult, QueueStats, SendAck, TopicInfo};
+use brook_proto::request::{PullResult, QueueRef, QueueStats, SendAck, TopicInfo};
 use brook_proto::{ErrorCode, Message, MessageId, Request, Response, StoredMessage, WireError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,12 +27,9 @@ fn mailbox(e: actix::MailboxError) -> WireError {
 }
 
 /// Answers one request.
-pub async fn handle(core: &BrokerCore, _conn: &ConnInfo, request: Request) -> Reply {
+pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Reply {
     match request {
-        Request::Hello { .. } => Err(WireError::new(
-            ErrorCode::InvalidArgument,
-            "hello was already received",
-        )),
+        Request::Hello { .. } => Err(WireError::new(ErrorCode::InvalidArgument, "hello was already received")),
         Request::Ping => Ok(Response::Pong),
         Request::CreateTopic { name, queues } => create_topic(core, &name, queues),
         Request::DeleteTopic { name } => delete_topic(core, &name).await,
@@ -40,39 +37,30 @@ pub async fn handle(core: &BrokerCore, _conn: &ConnInfo, request: Request) -> Re
             core.topics
                 .list()
                 .into_iter()
-                .map(|(name, c)| TopicInfo {
-                    name,
-                    queues: c.queues,
-                    queue_stats: Vec::new(),
-                })
+                .map(|(name, c)| TopicInfo { name, queues: c.queues, queue_stats: Vec::new() })
                 .collect(),
         )),
         Request::DescribeTopic { name } => describe_topic(core, &name).await,
-        Request::Send {
-            topic,
-            queue,
-            messages,
-        } => send(core, &topic, queue, messages).await,
-        Request::Pull {
-            topic,
-            queue,
-            offset,
-            max_messages,
-            max_bytes,
-            tags,
-            long_poll_ms,
-        } => {
-            pull(
-                core,
-                &topic,
-                queue,
-                offset,
-                max_messages,
-                max_bytes,
-                tags.as_deref(),
-                long_poll_ms,
-            )
-            .await
+        Request::Send { topic, queue, messages } => send(core, &topic, queue, messages).await,
+        Request::Pull { topic, queue, offset, max_messages, max_bytes, tags, long_poll_ms } => {
+            pull(core, &topic, queue, offset, max_messages, max_bytes, tags.as_deref(), long_poll_ms).await
+        }
+        Request::Heartbeat(heartbeat) => groups::heartbeat(core, conn, heartbeat).await,
+        Request::LeaveGroup { group, member } => groups::leave(core, &group, member).await,
+        Request::CommitOffsets { group, member, offsets } => groups::commit(core, &group, member, offsets).await,
+        Request::FetchOffset { group, member, topic, queue } => {
+            groups::fetch(core, &group, member, QueueRef { topic, queue }).await
+        }
+        Request::LockQueue { group, member, topic, queue } => {
+            groups::lock(core, &group, member, QueueRef { topic, queue }).await
+        }
+        Request::UnlockQueue { group, member, topic, queue } => {
+            groups::unlock(core, &group, member, QueueRef { topic, queue }).await
+        }
+        Request::ListGroups => Ok(Response::Groups(core.groups.known())),
+        Request::DescribeGroup { group } => groups::describe(core, &group).await,
+        Request::AssignmentChanged { .. } => {
+            Err(WireError::new(ErrorCode::InvalidArgument, "AssignmentChanged is sent by the broker, not to it"))
         }
     }
 }
@@ -80,11 +68,7 @@ pub async fn handle(core: &BrokerCore, _conn: &ConnInfo, request: Request) -> Re
 fn create_topic(core: &BrokerCore, name: &str, queues: u32) -> Reply {
     core.topics.create(name, queues)?;
     slog::info!(core.logger, "topic created or updated"; "topic" => name, "queues" => queues);
-    Ok(Response::Topic(TopicInfo {
-        name: name.to_string(),
-        queues,
-        queue_stats: Vec::new(),
-    }))
+    Ok(Response::Topic(TopicInfo { name: name.to_string(), queues, queue_stats: Vec::new() }))
 }
 
 async fn delete_topic(core: &BrokerCore, name: &str) -> Reply {
@@ -104,20 +88,12 @@ async fn delete_topic(core: &BrokerCore, name: &str) -> Reply {
 /// The topic's queue count, or the error a request naming it gets.
 fn topic_queues(core: &BrokerCore, topic: &str) -> Result<u32, WireError> {
     validate_name("topic", topic).map_err(Error::InvalidName)?;
-    core.topics
-        .get(topic)
-        .map(|c| c.queues)
-        .ok_or_else(|| Error::TopicNotFound(topic.to_string()).into())
+    core.topics.get(topic).map(|c| c.queues).ok_or_else(|| Error::TopicNotFound(topic.to_string()).into())
 }
 
 fn check_queue(topic: &str, queue: u32, queues: u32) -> Result<(), WireError> {
     if queue >= queues {
-        return Err(Error::QueueOutOfRange {
-            topic: topic.to_string(),
-            queue,
-            queues,
-        }
-        .into());
+        return Err(Error::QueueOutOfRange { topic: topic.to_string(), queue, queues }.into());
     }
     Ok(())
 }
@@ -126,27 +102,21 @@ async fn describe_topic(core: &BrokerCore, name: &str) -> Reply {
     let queues = topic_queues(core, name)?;
     let mut stats = Vec::with_capacity(queues as usize);
     for queue in 0..queues {
-        let (min_offset, max_offset) = core
-            .registry
-            .queue(name, queue)
-            .send(Range)
-            .await
-            .map_err(mailbox)??;
-        stats.push(QueueStats {
-            queue,
-            min_offset,
-            max_offset,
-        });
+        let (min_offset, max_offset) = core.registry.queue(name, queue).send(Range).await.map_err(mailbox)??;
+        stats.push(QueueStats { queue, min_offset, max_offset });
     }
-    Ok(Response::Topic(TopicInfo {
-        name: name.to_string(),
-        queues,
-        queue_stats: stats,
-    }))
+    Ok(Response::Topic(TopicInfo { name: name.to_string(), queues, queue_stats: stats }))
 }
 
 async fn send(core: &BrokerCore, topic: &str, queue: u32, messages: Vec<Message>) -> Reply {
-    let queues = topic_queues(core, topic)?;
+    let queues = match topic_queues(core, topic) {
+        Err(e) if e.code == ErrorCode::TopicNotFound && core.config.auto_create_topics => {
+            core.topics.create(topic, core.config.default_queues)?;
+            slog::info!(core.logger, "topic auto-created"; "topic" => topic, "queues" => core.config.default_queues);
+            core.config.default_queues
+        }
+        other => other?,
+    };
     check_queue(topic, queue, queues)?;
     if messages.is_empty() || messages.len() > MAX_BATCH_MESSAGES {
         return Err(Error::InvalidArgument(format!(
@@ -170,39 +140,21 @@ async fn send(core: &BrokerCore, topic: &str, queue: u32, messages: Vec<Message>
             .into());
         }
         if msg.body.len() > max_body {
-            return Err(Error::MessageTooLarge {
-                size: msg.body.len(),
-                max: max_body,
-            }
-            .into());
+            return Err(Error::MessageTooLarge { size: msg.body.len(), max: max_body }.into());
         }
         let size = record::encoded_len(&msg);
         if size > max_record {
-            return Err(Error::MessageTooLarge {
-                size,
-                max: max_record,
-            }
-            .into());
+            return Err(Error::MessageTooLarge { size, max: max_record }.into());
         }
         batch.starts.push(batch.buf.len());
-        record::encode_into(&mut batch.buf, &msg, queue, 0)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        record::encode_into(&mut batch.buf, &msg, queue, 0).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         tag_hashes.push(record::tag_hash(msg.tags.as_deref()));
     }
-    let stored = core
-        .registry
-        .queue(topic, queue)
-        .send(Produce { batch, tag_hashes })
-        .await
-        .map_err(mailbox)??;
+    let stored = core.registry.queue(topic, queue).send(Produce { batch, tag_hashes }).await.map_err(mailbox)??;
     let acks = stored
         .into_iter()
         .map(|s| SendAck {
-            msg_id: MessageId {
-                broker: core.advertised,
-                log_offset: s.pos.log_offset,
-            }
-            .to_string(),
+            msg_id: MessageId { broker: core.advertised, log_offset: s.pos.log_offset }.to_string(),
             queue,
             queue_offset: s.queue_offset,
         })
@@ -225,10 +177,9 @@ async fn pull(
     check_queue(topic, queue, queues)?;
     let filter = Arc::new(TagFilter::parse(tags).map_err(Error::InvalidArgument)?);
     if long_poll_ms > MAX_LONG_POLL_MS {
-        return Err(Error::InvalidArgument(format!(
-            "long_poll_ms is at most {MAX_LONG_POLL_MS}, got {long_poll_ms}"
-        ))
-        .into());
+        return Err(
+            Error::InvalidArgument(format!("long_poll_ms is at most {MAX_LONG_POLL_MS}, got {long_poll_ms}")).into()
+        );
     }
     // Keep every answer well inside one frame.
     let byte_cap = (core.config.server.max_frame_bytes / 2) as u32;
@@ -260,11 +211,7 @@ async fn pull(
                     continue;
                 }
                 out.push(StoredMessage {
-                    msg_id: MessageId {
-                        broker,
-                        log_offset: entry.log_offset,
-                    }
-                    .to_string(),
+                    msg_id: MessageId { broker, log_offset: entry.log_offset }.to_string(),
                     queue: rec.head.queue_id,
                     queue_offset,
                     log_offset: entry.log_offset,

@@ -5,8 +5,10 @@
 
 pub mod connection;
 pub mod dispatch;
+pub mod groups;
 pub mod listener;
 
+use crate::actors::consumer_group::Groups;
 use crate::actors::Registry;
 use crate::config::Config;
 use crate::store::commitlog::LogReader;
@@ -21,6 +23,8 @@ pub struct BrokerCore {
     pub registry: Arc<Registry>,
     /// Topic table.
     pub topics: Arc<TopicTable>,
+    /// Consumer groups.
+    pub groups: Arc<Groups>,
     /// Commit-log reads.
     pub reader: LogReader,
     /// Effective configuration.

@@ -33,9 +33,9 @@ impl Checkpoint {
     /// durable, unclean".
     pub fn load(path: &Path) -> io::Result<Option<Checkpoint>> {
         match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint: {e}"))
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("checkpoint: {e}"))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -67,20 +67,12 @@ impl DirLock {
     /// Takes the lock, failing at once if another process holds it.
     pub fn acquire(dir: &Path) -> io::Result<DirLock> {
         let path = dir.join("lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         // SAFETY: flock on a descriptor we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let err = io::Error::last_os_error();
-            return Err(io::Error::new(
-                err.kind(),
-                format!("{} is locked by another broker ({err})", path.display()),
-            ));
+            return Err(io::Error::new(err.kind(), format!("{} is locked by another broker ({err})", path.display())));
         }
         file.set_len(0)?;
         writeln!(file, "{}", std::process::id())?;
@@ -114,12 +106,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("checkpoint");
         assert_eq!(Checkpoint::load(&path).expect("load"), None);
-        let cp = Checkpoint {
-            cq_durable_offset: 10,
-            log_end: 20,
-            last_store_ts: 5,
-            clean: true,
-        };
+        let cp = Checkpoint { cq_durable_offset: 10, log_end: 20, last_store_ts: 5, clean: true };
         cp.store(&path).expect("store");
         assert_eq!(Checkpoint::load(&path).expect("load"), Some(cp));
     }

@@ -153,16 +153,14 @@ impl CommitLog {
 
     async fn roll(&mut self) -> io::Result<()> {
         let next = self.active_base + self.set.segment_bytes();
-        self.set
-            .set_last_store_ts(self.active_base, self.last_store_ts);
+        self.set.set_last_store_ts(self.active_base, self.last_store_ts);
         let file = match self.set.file(next) {
             Some(file) => file,
             None => {
                 let mut file = None;
                 if let Some((base, rx)) = self.next_ready.take() {
                     if base == next {
-                        rx.await
-                            .map_err(|_| io::Error::other("preallocator dropped the request"))??;
+                        rx.await.map_err(|_| io::Error::other("preallocator dropped the request"))??;
                         file = Some(segment::open_segment(self.set.dir(), next)?);
                     }
                 }
@@ -192,19 +190,12 @@ impl CommitLog {
     /// time, seals it, pads and rolls at segment ends, and runs one job on
     /// the backend (with one fdatasync per touched file when `sync`).
     /// Returns the positions per batch, in order.
-    pub async fn write_group(
-        &mut self,
-        batches: Vec<AppendBatch>,
-        sync: bool,
-    ) -> io::Result<Vec<Vec<RecordPos>>> {
+    pub async fn write_group(&mut self, batches: Vec<AppendBatch>, sync: bool) -> io::Result<Vec<Vec<RecordPos>>> {
         let seg_bytes = self.set.segment_bytes();
         let mut job = WriteJob::default();
         let mut positions = Vec::with_capacity(batches.len());
-        let mut current = FileWrite {
-            file: self.active.clone(),
-            offset: self.write_pos - self.active_base,
-            slices: Vec::new(),
-        };
+        let mut current =
+            FileWrite { file: self.active.clone(), offset: self.write_pos - self.active_base, slices: Vec::new() };
         let mut touched_base = self.active_base;
         let now = self.clock.now_ms();
         let batch_count = batches.len();
@@ -223,28 +214,16 @@ impl CommitLog {
                 }
                 if self.write_pos - self.active_base + len > seg_bytes {
                     if start > slice_start {
-                        current.slices.push(Slice {
-                            buf: index,
-                            start: slice_start,
-                            end: start,
-                        });
+                        current.slices.push(Slice { buf: index, start: slice_start, end: start });
                     }
                     let rem = seg_bytes - (self.write_pos - self.active_base);
                     if rem >= PAD_MIN as u64 {
                         job.bufs.push(record::pad_header(rem as u32).to_vec());
-                        current.slices.push(Slice {
-                            buf: job.bufs.len() - 1,
-                            start: 0,
-                            end: PAD_MIN,
-                        });
+                        current.slices.push(Slice { buf: job.bufs.len() - 1, start: 0, end: PAD_MIN });
                     }
                     let done = std::mem::replace(
                         &mut current,
-                        FileWrite {
-                            file: self.active.clone(),
-                            offset: 0,
-                            slices: Vec::new(),
-                        },
+                        FileWrite { file: self.active.clone(), offset: 0, slices: Vec::new() },
                     );
                     self.mark_dirty(touched_base, &done.file);
                     job.writes.push(done);
@@ -265,11 +244,7 @@ impl CommitLog {
                 self.write_pos += len;
             }
             if batch.buf.len() > slice_start {
-                current.slices.push(Slice {
-                    buf: index,
-                    start: slice_start,
-                    end: batch.buf.len(),
-                });
+                current.slices.push(Slice { buf: index, start: slice_start, end: batch.buf.len() });
             }
             if let Some(slot) = job.bufs.get_mut(index) {
                 *slot = std::mem::take(&mut batch.buf);
@@ -317,33 +292,21 @@ impl LogReader {
         let Some(file) = self.set.file(base) else {
             let min = self.set.min_offset();
             return Err(if log_offset < min {
-                Error::BelowRetained {
-                    requested: log_offset,
-                    min,
-                }
+                Error::BelowRetained { requested: log_offset, min }
             } else {
-                Error::Corrupt {
-                    offset: log_offset,
-                    reason: "no segment holds this offset".into(),
-                }
+                Error::Corrupt { offset: log_offset, reason: "no segment holds this offset".into() }
             });
         };
         let mut buf = vec![0u8; size as usize];
         file.read_exact_at(&mut buf, log_offset - base)
             .map_err(|e| Error::io(format!("read log at {log_offset}"), e))?;
-        record::check(&buf, log_offset).map_err(|reason| Error::Corrupt {
-            offset: log_offset,
-            reason,
-        })?;
+        record::check(&buf, log_offset).map_err(|reason| Error::Corrupt { offset: log_offset, reason })?;
         Ok(buf)
     }
 
     /// Reads, checks and decodes the record at `log_offset`.
     pub fn read(&self, log_offset: u64, size: u32) -> Result<DecodedRecord> {
         let buf = self.read_raw(log_offset, size)?;
-        record::decode(&buf).map_err(|reason| Error::Corrupt {
-            offset: log_offset,
-            reason,
-        })
+        record::decode(&buf).map_err(|reason| Error::Corrupt { offset: log_offset, reason })
     }
 }

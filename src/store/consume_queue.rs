@@ -44,11 +44,7 @@ impl CqEntry {
         u32s.copy_from_slice(bytes.get(8..12).unwrap_or(&[0; 4]));
         let size = u32::from_le_bytes(u32s);
         u64s.copy_from_slice(bytes.get(12..20).unwrap_or(&[0; 8]));
-        CqEntry {
-            log_offset,
-            size,
-            tag_hash: u64::from_le_bytes(u64s),
-        }
+        CqEntry { log_offset, size, tag_hash: u64::from_le_bytes(u64s) }
     }
 
     /// Entries with size 0 were never written (holes before a queue's first
@@ -82,28 +78,14 @@ impl ConsumeQueue {
         let mut files = BTreeMap::new();
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
-            let Some(first) = entry
-                .file_name()
-                .to_str()
-                .filter(|n| n.len() == 20)
-                .and_then(|n| n.parse::<u64>().ok())
+            let Some(first) = entry.file_name().to_str().filter(|n| n.len() == 20).and_then(|n| n.parse::<u64>().ok())
             else {
                 continue;
             };
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(entry.path())?;
+            let file = OpenOptions::new().read(true).write(true).open(entry.path())?;
             files.insert(first, Arc::new(file));
         }
-        let mut queue = Self {
-            dir,
-            per_file,
-            files,
-            dirty: BTreeSet::new(),
-            min_offset: 0,
-            next: 0,
-        };
+        let mut queue = Self { dir, per_file, files, dirty: BTreeSet::new(), min_offset: 0, next: 0 };
         if let Some((&first, file)) = queue.files.iter().next_back() {
             let len = file.metadata()?.len();
             let whole = (len / ENTRY_LEN).min(per_file);
@@ -162,10 +144,7 @@ impl ConsumeQueue {
                 .open(self.dir.join(file_name(base)))?;
             self.files.insert(base, Arc::new(file));
         }
-        self.files
-            .get(&base)
-            .map(|f| &**f)
-            .ok_or_else(|| io::Error::other("consume-queue file vanished"))
+        self.files.get(&base).map(|f| &**f).ok_or_else(|| io::Error::other("consume-queue file vanished"))
     }
 
     /// Appends entries for offsets `offset..`. `offset` must be the next
@@ -193,8 +172,7 @@ impl ConsumeQueue {
             for entry in now {
                 entry.encode(&mut bytes);
             }
-            self.file_for_write(base)?
-                .write_all_at(&bytes, (at - base) * ENTRY_LEN)?;
+            self.file_for_write(base)?.write_all_at(&bytes, (at - base) * ENTRY_LEN)?;
             at += now.len() as u64;
             rest = later;
         }
@@ -220,11 +198,7 @@ impl ConsumeQueue {
             let upto = end.min(base + self.per_file);
             let mut bytes = vec![0u8; ((upto - at) * ENTRY_LEN) as usize];
             let read = read_full_at(file, &mut bytes, (at - base) * ENTRY_LEN)?;
-            for chunk in bytes
-                .get(..read)
-                .unwrap_or(&[])
-                .chunks_exact(ENTRY_LEN as usize)
-            {
+            for chunk in bytes.get(..read).unwrap_or(&[]).chunks_exact(ENTRY_LEN as usize) {
                 out.push(CqEntry::decode(chunk));
             }
             if read < bytes.len() {
@@ -301,10 +275,7 @@ impl ConsumeQueue {
     /// off the actor's thread.
     pub fn take_dirty(&mut self) -> Vec<Arc<File>> {
         let dirty = std::mem::take(&mut self.dirty);
-        dirty
-            .iter()
-            .filter_map(|base| self.files.get(base).cloned())
-            .collect()
+        dirty.iter().filter_map(|base| self.files.get(base).cloned()).collect()
     }
 
     /// Removes the queue's files and directory.
@@ -319,11 +290,7 @@ impl ConsumeQueue {
     /// First offset whose record was stored at or after `ts`, using `ts_of`
     /// to read a record's store time (binary search; store times never
     /// decrease along the log).
-    pub fn offset_at_time(
-        &self,
-        ts: i64,
-        mut ts_of: impl FnMut(&CqEntry) -> Option<i64>,
-    ) -> io::Result<u64> {
+    pub fn offset_at_time(&self, ts: i64, mut ts_of: impl FnMut(&CqEntry) -> Option<i64>) -> io::Result<u64> {
         let (mut lo, mut hi) = (self.min_offset, self.next);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -362,11 +329,7 @@ mod tests {
     use super::*;
 
     fn entry(log_offset: u64) -> CqEntry {
-        CqEntry {
-            log_offset,
-            size: 100,
-            tag_hash: log_offset * 3,
-        }
+        CqEntry { log_offset, size: 100, tag_hash: log_offset * 3 }
     }
 
     #[test]
@@ -394,10 +357,7 @@ mod tests {
         let entries: Vec<_> = (0..10).map(|i| entry(i * 100)).collect();
         cq.append(0, &entries).expect("append");
         drop(cq);
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path.join(file_name(0)))
-            .expect("f");
+        let file = OpenOptions::new().write(true).open(path.join(file_name(0))).expect("f");
         file.set_len(10 * ENTRY_LEN - 7).expect("tear");
         let mut cq = ConsumeQueue::open(path, 100).expect("reopen");
         assert_eq!(cq.next_offset(), 9);

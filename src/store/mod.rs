@@ -8,11 +8,13 @@
 //! commitlog/<20-digit base>    fixed-size segments
 //! consumequeue/<topic>/<queue>/<20-digit first entry>
 //! config/topics.json           the topic table
+//! config/groups/<group>.json    a consumer group's mode, start policy, offsets
 //! ```
 
 pub mod checkpoint;
 pub mod commitlog;
 pub mod consume_queue;
+pub mod group_state;
 pub mod record;
 pub mod recovery;
 pub mod retention;
@@ -54,6 +56,11 @@ impl StorePaths {
         self.root.join("checkpoint")
     }
 
+    /// Consumer-group state files.
+    pub fn groups(&self) -> PathBuf {
+        self.root.join("config").join("groups")
+    }
+
     /// The topic table.
     pub fn topics(&self) -> PathBuf {
         self.root.join("config").join("topics.json")
@@ -61,11 +68,7 @@ impl StorePaths {
 
     /// Creates the directories a store needs.
     pub fn create_dirs(&self) -> std::io::Result<()> {
-        for dir in [
-            self.root.clone(),
-            self.commitlog(),
-            self.root.join("config"),
-        ] {
+        for dir in [self.root.clone(), self.commitlog(), self.root.join("config")] {
             std::fs::create_dir_all(&dir)?;
         }
         Ok(())
@@ -90,11 +93,7 @@ pub fn list_queue_dirs(root: &Path) -> std::io::Result<Vec<(String, u32)>> {
         }
         for queue in std::fs::read_dir(topic.path())? {
             let queue = queue?;
-            if let Some(id) = queue
-                .file_name()
-                .to_str()
-                .and_then(|q| q.parse::<u32>().ok())
-            {
+            if let Some(id) = queue.file_name().to_str().and_then(|q| q.parse::<u32>().ok()) {
                 out.push((name.clone(), id));
             }
         }

@@ -91,27 +91,13 @@ fn check_len(field: &'static str, len: usize) -> Result<(), EncodeError> {
 /// The size a message will take in the log.
 pub fn encoded_len(msg: &Message) -> usize {
     let keys: usize = msg.keys.iter().map(|k| 2 + k.len()).sum();
-    let props: usize = msg
-        .properties
-        .iter()
-        .map(|(k, v)| 4 + k.len() + v.len())
-        .sum();
-    HEADER_LEN
-        + msg.topic.len()
-        + msg.tags.as_deref().map_or(0, str::len)
-        + keys
-        + props
-        + msg.body.len()
+    let props: usize = msg.properties.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
+    HEADER_LEN + msg.topic.len() + msg.tags.as_deref().map_or(0, str::len) + keys + props + msg.body.len()
 }
 
 /// Appends one encoded record to `out` with queue offset, log offset, store
 /// time and CRC left zero (they are patched in later). Returns its length.
-pub fn encode_into(
-    out: &mut Vec<u8>,
-    msg: &Message,
-    queue_id: u32,
-    flags: u32,
-) -> Result<usize, EncodeError> {
+pub fn encode_into(out: &mut Vec<u8>, msg: &Message, queue_id: u32, flags: u32) -> Result<usize, EncodeError> {
     check_len("topic", msg.topic.len())?;
     let tags = msg.tags.as_deref().unwrap_or("");
     check_len("tags", tags.len())?;
@@ -126,17 +112,11 @@ pub fn encode_into(
         check_len("property name", name.len())?;
         check_len("property value", value.len())?;
     }
-    let props_len: usize = msg
-        .properties
-        .iter()
-        .map(|(k, v)| 4 + k.len() + v.len())
-        .sum();
+    let props_len: usize = msg.properties.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
     let total = encoded_len(msg);
-    let (Ok(total32), Ok(body_len), Ok(props32)) = (
-        u32::try_from(total),
-        u32::try_from(msg.body.len()),
-        u32::try_from(props_len),
-    ) else {
+    let (Ok(total32), Ok(body_len), Ok(props32)) =
+        (u32::try_from(total), u32::try_from(msg.body.len()), u32::try_from(props_len))
+    else {
         return Err(EncodeError::SectionTooLarge { field: "record" });
     };
     out.reserve(total);
@@ -206,13 +186,11 @@ pub fn pad_header(len: u32) -> [u8; PAD_MIN] {
 }
 
 fn u16_at(buf: &[u8], pos: usize) -> u16 {
-    buf.get(pos..pos + 2)
-        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+    buf.get(pos..pos + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
 }
 
 fn u32_at(buf: &[u8], pos: usize) -> u32 {
-    buf.get(pos..pos + 4)
-        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    buf.get(pos..pos + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn u64_at(buf: &[u8], pos: usize) -> u64 {
@@ -267,10 +245,7 @@ pub fn check(buf: &[u8], log_offset: u64) -> Result<usize, String> {
         return Err(format!("length {len} is shorter than a header"));
     }
     let Some(record) = buf.get(..len) else {
-        return Err(format!(
-            "record of {len} bytes is cut short at {}",
-            buf.len()
-        ));
+        return Err(format!("record of {len} bytes is cut short at {}", buf.len()));
     };
     if u32_at(record, POS_MAGIC) != RECORD_MAGIC {
         return Err("bad magic".into());
@@ -278,9 +253,7 @@ pub fn check(buf: &[u8], log_offset: u64) -> Result<usize, String> {
     let stored_crc = u32_at(record, POS_CRC);
     let crc = record.get(CRC_FROM..).map_or(0, crc32c::crc32c);
     if crc != stored_crc {
-        return Err(format!(
-            "crc mismatch: stored {stored_crc:#x}, computed {crc:#x}"
-        ));
+        return Err(format!("crc mismatch: stored {stored_crc:#x}, computed {crc:#x}"));
     }
     let version = record.get(POS_VERSION).copied().unwrap_or(0);
     if version != FORMAT_VERSION {
@@ -288,9 +261,7 @@ pub fn check(buf: &[u8], log_offset: u64) -> Result<usize, String> {
     }
     let stored_offset = u64_at(record, POS_LOG_OFFSET);
     if stored_offset != log_offset {
-        return Err(format!(
-            "record says log offset {stored_offset}, found at {log_offset}"
-        ));
+        return Err(format!("record says log offset {stored_offset}, found at {log_offset}"));
     }
     let sections = usize::from(u16_at(record, POS_TOPIC_LEN))
         + u32_at(record, POS_BODY_LEN) as usize
@@ -298,10 +269,7 @@ pub fn check(buf: &[u8], log_offset: u64) -> Result<usize, String> {
         + usize::from(u16_at(record, POS_KEYS_LEN))
         + u32_at(record, POS_PROPS_LEN) as usize;
     if HEADER_LEN + sections != len {
-        return Err(format!(
-            "sections add up to {} but length is {len}",
-            HEADER_LEN + sections
-        ));
+        return Err(format!("sections add up to {} but length is {len}", HEADER_LEN + sections));
     }
     Ok(len)
 }
@@ -344,9 +312,7 @@ pub fn head(buf: &[u8]) -> RecordHead {
 /// The topic of an already checked record.
 pub fn topic(buf: &[u8]) -> &str {
     let len = usize::from(u16_at(buf, POS_TOPIC_LEN));
-    buf.get(HEADER_LEN..HEADER_LEN + len)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .unwrap_or("")
+    buf.get(HEADER_LEN..HEADER_LEN + len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
 }
 
 /// A record decoded in full.
@@ -363,15 +329,12 @@ pub fn decode(buf: &[u8]) -> Result<DecodedRecord, String> {
     let head = head(buf);
     let mut pos = HEADER_LEN;
     let mut take = |len: usize| -> Result<&[u8], String> {
-        let part = buf
-            .get(pos..pos + len)
-            .ok_or_else(|| format!("section at {pos} of {len} bytes runs past the record"))?;
+        let part =
+            buf.get(pos..pos + len).ok_or_else(|| format!("section at {pos} of {len} bytes runs past the record"))?;
         pos += len;
         Ok(part)
     };
-    let utf8 = |bytes: &[u8], what: &str| {
-        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
-    };
+    let utf8 = |bytes: &[u8], what: &str| String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"));
     let topic = utf8(take(usize::from(u16_at(buf, POS_TOPIC_LEN)))?, "topic")?;
     let tags = utf8(take(usize::from(u16_at(buf, POS_TAGS_LEN)))?, "tags")?;
     let keys_section = take(usize::from(u16_at(buf, POS_KEYS_LEN)))?.to_vec();
@@ -382,9 +345,7 @@ pub fn decode(buf: &[u8]) -> Result<DecodedRecord, String> {
         let mut at = 0;
         while at < section.len() {
             let len = usize::from(u16_at(section, at));
-            let bytes = section
-                .get(at + 2..at + 2 + len)
-                .ok_or_else(|| "string runs past its section".to_string())?;
+            let bytes = section.get(at + 2..at + 2 + len).ok_or_else(|| "string runs past its section".to_string())?;
             out.push(utf8(bytes, "string")?);
             at += 2 + len;
         }
@@ -395,10 +356,8 @@ pub fn decode(buf: &[u8]) -> Result<DecodedRecord, String> {
     if props.len() % 2 != 0 {
         return Err("property without a value".into());
     }
-    let properties: BTreeMap<String, String> = props
-        .chunks_exact(2)
-        .map(|pair| (pair[0].clone(), pair[1].clone()))
-        .collect();
+    let properties: BTreeMap<String, String> =
+        props.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
     Ok(DecodedRecord {
         head,
         message: Message {
@@ -455,10 +414,7 @@ mod tests {
         for i in 0..buf.len() {
             let mut bad = buf.clone();
             bad[i] ^= 0x40;
-            assert!(
-                !matches!(scan(&bad, 0), Scan::Record(_)),
-                "flip at {i} went unnoticed"
-            );
+            assert!(!matches!(scan(&bad, 0), Scan::Record(_)), "flip at {i} went unnoticed");
         }
     }
 

@@ -53,10 +53,7 @@ pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> R
             )));
         }
         let file = segment::open_segment(&log_dir, *base).ctx(|| format!("open segment {base}"))?;
-        let len = file
-            .metadata()
-            .ctx(|| format!("stat segment {base}"))?
-            .len();
+        let len = file.metadata().ctx(|| format!("stat segment {base}"))?.len();
         if len != set.segment_bytes() {
             return Err(Error::Config(format!(
                 "segment {base} is {len} bytes but store.segment_bytes = {}; \
@@ -66,14 +63,9 @@ pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> R
         }
         set.insert(*base, Arc::new(file));
     }
-    let checkpoint = Checkpoint::load(&paths.checkpoint())
-        .ctx(|| "read checkpoint".into())?
-        .unwrap_or_default();
+    let checkpoint = Checkpoint::load(&paths.checkpoint()).ctx(|| "read checkpoint".into())?.unwrap_or_default();
     let (Some(&first), Some(&last)) = (bases.first(), bases.last()) else {
-        return Ok(Recovered {
-            clean: checkpoint.clean,
-            ..Recovered::default()
-        });
+        return Ok(Recovered { clean: checkpoint.clean, ..Recovered::default() });
     };
     let cq_root = paths.consumequeue();
     let cq_present = cq_root.exists();
@@ -85,48 +77,27 @@ pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> R
             ..Recovered::default()
         });
     }
-    let scan_from = if cq_present {
-        checkpoint
-            .cq_durable_offset
-            .clamp(first, last + set.segment_bytes())
-    } else {
-        first
-    };
+    let scan_from =
+        if cq_present { checkpoint.cq_durable_offset.clamp(first, last + set.segment_bytes()) } else { first };
     let mut queues = QueueSet::new(paths, cq_per_file);
     for (topic, queue) in list_queue_dirs(&cq_root).ctx(|| "list consume queues".into())? {
-        queues
-            .get(&topic, queue)?
-            .truncate_log_from(scan_from)
-            .ctx(|| format!("truncate {topic}/{queue}"))?;
+        queues.get(&topic, queue)?.truncate_log_from(scan_from).ctx(|| format!("truncate {topic}/{queue}"))?;
     }
-    let mut out = Recovered {
-        scan_from,
-        ..Recovered::default()
-    };
+    let mut out = Recovered { scan_from, ..Recovered::default() };
     let mut pos = scan_from;
     'segments: while let Some(file) = set.file(set.base_of(pos)) {
         let base = set.base_of(pos);
-        let end = scan_segment(
-            &file,
-            base,
-            set.segment_bytes(),
-            pos - base,
-            &mut |rec, at| {
-                let head = record::head(rec);
-                out.last_store_ts = out.last_store_ts.max(head.store_ts);
-                out.replayed += 1;
-                queues.dispatch(
-                    record::topic(rec),
-                    head.queue_id,
-                    head.queue_offset,
-                    CqEntry {
-                        log_offset: at,
-                        size: head.len,
-                        tag_hash: head.tag_hash,
-                    },
-                )
-            },
-        )?;
+        let end = scan_segment(&file, base, set.segment_bytes(), pos - base, &mut |rec, at| {
+            let head = record::head(rec);
+            out.last_store_ts = out.last_store_ts.max(head.store_ts);
+            out.replayed += 1;
+            queues.dispatch(
+                record::topic(rec),
+                head.queue_id,
+                head.queue_offset,
+                CqEntry { log_offset: at, size: head.len, tag_hash: head.tag_hash },
+            )
+        })?;
         match end {
             SegmentEnd::Full => {
                 set.set_last_store_ts(base, out.last_store_ts);
@@ -146,8 +117,7 @@ pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> R
             }
             SegmentEnd::Corrupt(at, reason) => {
                 pos = base + at;
-                zero_tail(&file, at, set.segment_bytes())
-                    .ctx(|| format!("cut torn tail at {pos}"))?;
+                zero_tail(&file, at, set.segment_bytes()).ctx(|| format!("cut torn tail at {pos}"))?;
                 out.truncated = Some((pos, reason));
                 break 'segments;
             }
@@ -159,8 +129,7 @@ pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> R
     let keep_through = set.base_of(pos);
     for base in set.bases().into_iter().filter(|b| *b > keep_through) {
         set.remove(base);
-        std::fs::remove_file(log_dir.join(segment::segment_name(base)))
-            .ctx(|| format!("remove segment {base}"))?;
+        std::fs::remove_file(log_dir.join(segment::segment_name(base))).ctx(|| format!("remove segment {base}"))?;
         out.removed_segments += 1;
     }
     if out.removed_segments > 0 {
@@ -198,8 +167,7 @@ pub fn scan_segment(
     let mut buf_start = 0u64;
     let read_at = |buf: &mut Vec<u8>, at: u64, len: u64| {
         buf.resize(len as usize, 0);
-        file.read_exact_at(buf, at)
-            .ctx(|| format!("read segment {base} at {at}"))
+        file.read_exact_at(buf, at).ctx(|| format!("read segment {base} at {at}"))
     };
     while at < seg_bytes {
         let left = seg_bytes - at;
@@ -209,9 +177,7 @@ pub fn scan_segment(
             buf_start = at;
         }
         let start = (at - buf_start) as usize;
-        let len = buf.get(start..start + 4).map_or(0, |b| {
-            u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        });
+        let len = buf.get(start..start + 4).map_or(0, |b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])));
         if at + len > buf_start + buf.len() as u64 && len <= left {
             // The record runs past what is buffered: read it whole.
             read_at(&mut buf, at, len.max(left.min(SCAN_CHUNK as u64)))?;
@@ -261,44 +227,26 @@ struct QueueSet<'a> {
 
 impl<'a> QueueSet<'a> {
     fn new(paths: &'a StorePaths, per_file: u64) -> Self {
-        Self {
-            paths,
-            per_file,
-            queues: HashMap::new(),
-        }
+        Self { paths, per_file, queues: HashMap::new() }
     }
 
     fn get(&mut self, topic: &str, queue: u32) -> Result<&mut ConsumeQueue> {
         let key = (topic.to_string(), queue);
         if !self.queues.contains_key(&key) {
             let dir = self.paths.queue_dir(topic, queue);
-            let cq = ConsumeQueue::open(dir.clone(), self.per_file)
-                .ctx(|| format!("open {}", dir.display()))?;
+            let cq = ConsumeQueue::open(dir.clone(), self.per_file).ctx(|| format!("open {}", dir.display()))?;
             self.queues.insert(key.clone(), (cq, 0, Vec::new()));
         }
-        self.queues
-            .get_mut(&key)
-            .map(|(cq, _, _)| cq)
-            .ok_or_else(|| Error::Config("queue vanished".into()))
+        self.queues.get_mut(&key).map(|(cq, _, _)| cq).ok_or_else(|| Error::Config("queue vanished".into()))
     }
 
     /// Buffers the entry for `queue_offset` unless the queue already has it.
-    fn dispatch(
-        &mut self,
-        topic: &str,
-        queue: u32,
-        queue_offset: u64,
-        entry: CqEntry,
-    ) -> Result<()> {
+    fn dispatch(&mut self, topic: &str, queue: u32, queue_offset: u64, entry: CqEntry) -> Result<()> {
         self.get(topic, queue)?;
         let Some((cq, start, pending)) = self.queues.get_mut(&(topic.to_string(), queue)) else {
             return Ok(());
         };
-        let expected = if pending.is_empty() {
-            cq.next_offset()
-        } else {
-            *start + pending.len() as u64
-        };
+        let expected = if pending.is_empty() { cq.next_offset() } else { *start + pending.len() as u64 };
         let empty = cq.next_offset() == cq.min_offset() && pending.is_empty();
         if queue_offset < expected && !empty {
             return Ok(()); // already indexed
@@ -317,8 +265,7 @@ impl<'a> QueueSet<'a> {
         pending.push(entry);
         if pending.len() >= 4096 {
             let entries = std::mem::take(pending);
-            cq.append(*start, &entries)
-                .ctx(|| format!("rebuild {topic}/{queue}"))?;
+            cq.append(*start, &entries).ctx(|| format!("rebuild {topic}/{queue}"))?;
         }
         Ok(())
     }
@@ -328,8 +275,7 @@ impl<'a> QueueSet<'a> {
         for ((topic, queue), (cq, start, pending)) in &mut self.queues {
             if !pending.is_empty() {
                 let entries = std::mem::take(pending);
-                cq.append(*start, &entries)
-                    .ctx(|| format!("rebuild {topic}/{queue}"))?;
+                cq.append(*start, &entries).ctx(|| format!("rebuild {topic}/{queue}"))?;
             }
             for file in cq.take_dirty() {
                 file.sync_data().ctx(|| format!("sync {topic}/{queue}"))?;

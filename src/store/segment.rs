@@ -48,21 +48,14 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 
 /// Opens a segment for reading and writing.
 pub fn open_segment(dir: &Path, base: u64) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(dir.join(segment_name(base)))
+    OpenOptions::new().read(true).write(true).open(dir.join(segment_name(base)))
 }
 
 /// Creates a segment at full size without writing it (sparse). Used only when
 /// no preallocated file is ready, such as the very first segment.
 pub fn create_sparse(dir: &Path, base: u64, size: u64) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(dir.join(segment_name(base)))?;
+    let file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(segment_name(base)))?;
     file.set_len(size)?;
     file.sync_all()?;
     sync_dir(dir)?;
@@ -87,23 +80,13 @@ pub fn create_zeroed(dir: &Path, base: u64, size: u64) -> io::Result<()> {
     let tmp = dir.join(format!("{}.tmp", segment_name(base)));
     let direct = size % 4096 == 0;
     let opened = if direct {
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&tmp)
-            .ok()
+        OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(&tmp).ok()
     } else {
         None
     };
     let mut file = match opened {
         Some(file) => file,
-        None => OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?,
+        None => OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?,
     };
     let zeros = AlignedZeros::new(ZERO_CHUNK);
     let mut left = size;
@@ -142,13 +125,8 @@ pub fn create_fallocated(dir: &Path, base: u64, size: u64) -> io::Result<()> {
         return Ok(());
     }
     let tmp = dir.join(format!("{}.tmp", segment_name(base)));
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    let len = libc::off_t::try_from(size)
-        .map_err(|_| io::Error::other("segment size overflows off_t"))?;
+    let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("segment size overflows off_t"))?;
     // SAFETY: fallocate on a descriptor we own.
     if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } != 0 {
         // Filesystems without fallocate still get a full-size file.
@@ -169,13 +147,10 @@ struct AlignedZeros {
 
 impl AlignedZeros {
     fn new(len: usize) -> Self {
-        let layout = std::alloc::Layout::from_size_align(len, 4096)
-            .unwrap_or_else(|_| std::alloc::Layout::new::<u8>());
+        let layout = std::alloc::Layout::from_size_align(len, 4096).unwrap_or_else(|_| std::alloc::Layout::new::<u8>());
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(ptr) = std::ptr::NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(layout)
-        };
+        let Some(ptr) = std::ptr::NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
         Self { ptr, layout }
     }
 
@@ -215,11 +190,7 @@ pub struct SegmentSet {
 impl SegmentSet {
     /// An empty set for segments of `segment_bytes` in `dir`.
     pub fn new(dir: PathBuf, segment_bytes: u64) -> Self {
-        Self {
-            dir,
-            segment_bytes,
-            segments: RwLock::new(BTreeMap::new()),
-        }
+        Self { dir, segment_bytes, segments: RwLock::new(BTreeMap::new()) }
     }
 
     /// The commit-log directory.
@@ -239,13 +210,7 @@ impl SegmentSet {
 
     /// Adds (or replaces) a segment.
     pub fn insert(&self, base: u64, file: Arc<File>) {
-        self.segments.write().insert(
-            base,
-            SegmentEntry {
-                file,
-                last_store_ts: None,
-            },
-        );
+        self.segments.write().insert(base, SegmentEntry { file, last_store_ts: None });
     }
 
     /// Records the newest store time of a sealed segment.
@@ -272,11 +237,7 @@ impl SegmentSet {
 
     /// A snapshot of every segment.
     pub fn snapshot(&self) -> Vec<(u64, SegmentEntry)> {
-        self.segments
-            .read()
-            .iter()
-            .map(|(b, e)| (*b, e.clone()))
-            .collect()
+        self.segments.read().iter().map(|(b, e)| (*b, e.clone())).collect()
     }
 
     /// Smallest offset still stored (the first segment's base).
@@ -312,17 +273,15 @@ impl Preallocator {
     /// Starts the preallocation thread for segments of `size` in `dir`.
     pub fn start(dir: PathBuf, size: u64, how: Prealloc) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("brook-prealloc".into())
-            .spawn(move || {
-                for (base, reply) in rx {
-                    let made = match how {
-                        Prealloc::Zeroed => create_zeroed(&dir, base, size),
-                        Prealloc::Fallocated => create_fallocated(&dir, base, size),
-                    };
-                    let _ = reply.send(made);
-                }
-            })?;
+        std::thread::Builder::new().name("brook-prealloc".into()).spawn(move || {
+            for (base, reply) in rx {
+                let made = match how {
+                    Prealloc::Zeroed => create_zeroed(&dir, base, size),
+                    Prealloc::Fallocated => create_fallocated(&dir, base, size),
+                };
+                let _ = reply.send(made);
+            }
+        })?;
         Ok(Self { tx })
     }
 

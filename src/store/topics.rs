@@ -49,16 +49,13 @@ impl TopicTable {
     /// Loads the table from `path` (missing file: no topics).
     pub fn load(path: PathBuf) -> Result<TopicTable> {
         let file: TopicFile = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?,
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => TopicFile::default(),
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
-        Ok(TopicTable {
-            path,
-            topics: file.topics.into_iter().collect(),
-            persist: Mutex::new(()),
-        })
+        Ok(TopicTable { path, topics: file.topics.into_iter().collect(), persist: Mutex::new(()) })
     }
 
     /// A topic's config.
@@ -68,11 +65,7 @@ impl TopicTable {
 
     /// Every topic, sorted by name.
     pub fn list(&self) -> Vec<(String, TopicConfig)> {
-        let mut all: Vec<_> = self
-            .topics
-            .iter()
-            .map(|e| (e.key().clone(), *e.value()))
-            .collect();
+        let mut all: Vec<_> = self.topics.iter().map(|e| (e.key().clone(), *e.value())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -113,22 +106,14 @@ impl TopicTable {
     }
 
     fn save(&self) -> Result<()> {
-        let file = TopicFile {
-            topics: self
-                .topics
-                .iter()
-                .map(|e| (e.key().clone(), *e.value()))
-                .collect(),
-        };
+        let file = TopicFile { topics: self.topics.iter().map(|e| (e.key().clone(), *e.value())).collect() };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| Error::Config(e.to_string()))?;
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
         }
         let tmp = self.path.with_extension("tmp");
         fs::write(&tmp, bytes).ctx(|| format!("write {}", tmp.display()))?;
-        fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .ctx(|| format!("sync {}", tmp.display()))?;
+        fs::File::open(&tmp).and_then(|f| f.sync_all()).ctx(|| format!("sync {}", tmp.display()))?;
         fs::rename(&tmp, &self.path).ctx(|| format!("rename to {}", self.path.display()))?;
         Ok(())
     }
@@ -143,27 +128,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config/topics.json");
         let table = TopicTable::load(path.clone()).expect("load");
-        assert_eq!(
-            table.create("orders", 4).expect("create"),
-            CreateOutcome::Created
-        );
-        assert_eq!(
-            table.create("orders", 4).expect("same"),
-            CreateOutcome::Unchanged
-        );
-        assert_eq!(
-            table.create("orders", 8).expect("grow"),
-            CreateOutcome::Grown
-        );
+        assert_eq!(table.create("orders", 4).expect("create"), CreateOutcome::Created);
+        assert_eq!(table.create("orders", 4).expect("same"), CreateOutcome::Unchanged);
+        assert_eq!(table.create("orders", 8).expect("grow"), CreateOutcome::Grown);
         assert!(table.create("orders", 2).is_err());
-        assert!(matches!(
-            table.create("bad name", 1),
-            Err(Error::InvalidName(_))
-        ));
-        assert!(matches!(
-            table.create("ok", 0),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(table.create("bad name", 1), Err(Error::InvalidName(_))));
+        assert!(matches!(table.create("ok", 0), Err(Error::InvalidArgument(_))));
         let reloaded = TopicTable::load(path).expect("reload");
         assert_eq!(reloaded.get("orders"), Some(TopicConfig { queues: 8 }));
         assert!(reloaded.delete("orders").expect("delete"));

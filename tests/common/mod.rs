@@ -38,18 +38,10 @@ pub fn base_env(data_dir: &Path, backend: &str) -> Vec<(String, String)> {
 impl Brookd {
     /// Starts `brookd` with `env` and waits until it logs its address.
     pub fn start(env: &[(String, String)]) -> Brookd {
-        let data_dir = env
-            .iter()
-            .find(|(k, _)| k == "BROOK_DATA_DIR")
-            .map(|(_, v)| PathBuf::from(v))
-            .expect("BROOK_DATA_DIR");
+        let data_dir =
+            env.iter().find(|(k, _)| k == "BROOK_DATA_DIR").map(|(_, v)| PathBuf::from(v)).expect("BROOK_DATA_DIR");
         let mut command = Command::new(env!("CARGO_BIN_EXE_brookd"));
-        command
-            .arg("--log-format")
-            .arg("json")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        command.arg("--log-format").arg("json").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         for (key, value) in env {
             command.env(key, value);
         }
@@ -63,8 +55,7 @@ impl Brookd {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                         if v["msg"] == "listening" {
-                            let _ =
-                                addr_tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                            let _ = addr_tx.send(v["addr"].as_str().unwrap_or_default().to_string());
                         }
                     }
                     logs.lock().expect("logs").push(line);
@@ -75,18 +66,10 @@ impl Brookd {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "brookd did not start; logs:\n{}",
-                    logs.lock().expect("logs").join("\n")
-                );
+                panic!("brookd did not start; logs:\n{}", logs.lock().expect("logs").join("\n"));
             }
         };
-        Brookd {
-            child: Some(child),
-            addr,
-            data_dir,
-            logs,
-        }
+        Brookd { child: Some(child), addr, data_dir, logs }
     }
 
     /// Log lines so far.
@@ -96,10 +79,7 @@ impl Brookd {
 
     /// The first log line with this `msg`, parsed.
     pub fn log_entry(&self, msg: &str) -> Option<serde_json::Value> {
-        self.logs()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["msg"] == msg)
+        self.logs().iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|v| v["msg"] == msg)
     }
 
     /// SIGKILL, then reap.
@@ -163,10 +143,7 @@ pub async fn drain_queue(
     let mut out = Vec::new();
     let mut offset = from;
     while out.len() < count && Instant::now() < deadline {
-        let result = conn
-            .pull(topic, queue, offset, 256, 0, None, 200)
-            .await
-            .expect("pull");
+        let result = conn.pull(topic, queue, offset, 256, 0, None, 200).await.expect("pull");
         offset = result.next_offset;
         out.extend(result.messages);
     }

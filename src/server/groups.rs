@@ -1,0 +1,62 @@
+//! Consumer-group requests: each goes to its group's actor.
+
+use crate::actors::consumer_group::{Beat, Commit, Describe, Fetch, Leave, Lock, Unlock};
+use crate::error::Error;
+use crate::server::connection::ConnInfo;
+use crate::server::BrokerCore;
+use brook_proto::request::{Heartbeat, QueueOffset, QueueRef};
+use brook_proto::{Response, WireError};
+use std::sync::atomic::Ordering;
+
+type Reply = Result<Response, WireError>;
+
+fn mailbox(e: actix::MailboxError) -> WireError {
+    Error::Busy(format!("group actor unavailable: {e}")).into()
+}
+
+/// A member's heartbeat: joins or stays, answered with its queues.
+pub async fn heartbeat(core: &BrokerCore, conn: &ConnInfo, heartbeat: Heartbeat) -> Reply {
+    let group = core.groups.get(&heartbeat.group)?;
+    conn.in_group.store(true, Ordering::Relaxed);
+    let (generation, queues) = group.send(Beat { heartbeat, client: conn.client.clone() }).await.map_err(mailbox)??;
+    Ok(Response::Assignment { generation, queues })
+}
+
+/// A member leaves.
+pub async fn leave(core: &BrokerCore, group: &str, member: String) -> Reply {
+    core.groups.get(group)?.send(Leave { member }).await.map_err(mailbox)?;
+    Ok(Response::Done)
+}
+
+/// A member commits offsets.
+pub async fn commit(core: &BrokerCore, group: &str, member: String, offsets: Vec<QueueOffset>) -> Reply {
+    core.groups.get(group)?.send(Commit { member, offsets }).await.map_err(mailbox)??;
+    Ok(Response::Done)
+}
+
+/// Where a member starts on a queue.
+pub async fn fetch(core: &BrokerCore, group: &str, member: String, queue: QueueRef) -> Reply {
+    let offset = core.groups.get(group)?.send(Fetch { member, queue }).await.map_err(mailbox)??;
+    Ok(Response::Offset(offset))
+}
+
+/// Takes or renews an orderly lock.
+pub async fn lock(core: &BrokerCore, group: &str, member: String, queue: QueueRef) -> Reply {
+    let ttl_ms = core.groups.get(group)?.send(Lock { member, queue }).await.map_err(mailbox)??;
+    Ok(Response::Locked { ttl_ms })
+}
+
+/// Releases an orderly lock.
+pub async fn unlock(core: &BrokerCore, group: &str, member: String, queue: QueueRef) -> Reply {
+    core.groups.get(group)?.send(Unlock { member, queue }).await.map_err(mailbox)?;
+    Ok(Response::Done)
+}
+
+/// Describes a group.
+pub async fn describe(core: &BrokerCore, group: &str) -> Reply {
+    if !core.groups.known().iter().any(|g| g == group) {
+        return Err(WireError::new(brook_proto::ErrorCode::GroupNotFound, format!("group {group:?} not found")));
+    }
+    let info = core.groups.get(group)?.send(Describe).await.map_err(mailbox)??;
+    Ok(Response::Group(info))
+}
