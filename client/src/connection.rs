@@ -4,7 +4,7 @@
 //! requests are in flight at once.
 
 use crate::error::ClientError;
-use brook_proto::request::{PullResult, SendAck, TopicInfo};
+use brook_proto::request::{GroupInfo, PullResult, SendAck, TopicInfo};
 use brook_proto::{Frame, FrameCodec, Message, Request, Response, WireError, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 type Waiter = oneshot::Sender<Result<Response, WireError>>;
@@ -20,6 +20,8 @@ type Waiter = oneshot::Sender<Result<Response, WireError>>;
 struct Shared {
     pending: Mutex<HashMap<u64, Waiter>>,
     closed: AtomicBool,
+    /// Requests the broker sends on its own (notices), for whoever listens.
+    notices: broadcast::Sender<Request>,
 }
 
 impl Shared {
@@ -77,7 +79,8 @@ impl Connection {
             Ok(None) => return Err(ClientError::Connection("closed during hello".into())),
             Err(_) => return Err(ClientError::Timeout(Duration::from_secs(10))),
         };
-        let shared = Arc::new(Shared { pending: Mutex::new(HashMap::new()), closed: AtomicBool::new(false) });
+        let (notices, _) = broadcast::channel(64);
+        let shared = Arc::new(Shared { pending: Mutex::new(HashMap::new()), closed: AtomicBool::new(false), notices });
         let (tx, rx) = mpsc::channel::<Frame>(4096);
         tokio::spawn(write_loop(writer, rx, shared.clone()));
         tokio::spawn(read_loop(reader, shared.clone()));
@@ -87,6 +90,17 @@ impl Connection {
     /// The broker's advertised address.
     pub fn broker(&self) -> &str {
         &self.broker
+    }
+
+    /// Requests the broker sends on its own over this connection (for
+    /// example `AssignmentChanged`).
+    pub fn notices(&self) -> broadcast::Receiver<Request> {
+        self.shared.notices.subscribe()
+    }
+
+    /// Identifies this connection among the ones a session has made.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
     }
 
     /// Whether the connection has failed or closed.
@@ -202,6 +216,22 @@ impl Connection {
         }
     }
 
+    /// Every consumer group the broker knows.
+    pub async fn list_groups(&self) -> Result<Vec<String>, ClientError> {
+        match self.request(Request::ListGroups).await? {
+            Response::Groups(groups) => Ok(groups),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A group's members, assignment, committed offsets and lag.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupInfo, ClientError> {
+        match self.request(Request::DescribeGroup { group: group.into() }).await? {
+            Response::Group(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Round trip.
     pub async fn ping(&self) -> Result<(), ClientError> {
         match self.request(Request::Ping).await? {
@@ -237,10 +267,15 @@ async fn write_loop(
 
 async fn read_loop(mut stream: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>, shared: Arc<Shared>) {
     while let Some(Ok(frame)) = stream.next().await {
-        if let Frame::Response { id, body } = frame {
-            let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(&id));
-            if let Some(waiter) = waiter {
-                let _ = waiter.send(body);
+        match frame {
+            Frame::Response { id, body } => {
+                let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(&id));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(body);
+                }
+            }
+            Frame::Oneway { body } | Frame::Request { body, .. } => {
+                let _ = shared.notices.send(body);
             }
         }
     }

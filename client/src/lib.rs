@@ -2,23 +2,37 @@
 //!
 //! # Layout
 //! - [`connection`]: one multiplexed connection — many requests in flight,
-//!   answers matched by id.
+//!   answers matched by id, notices from the broker.
+//! - [`session`]: a connection that reconnects with backoff.
+//! - [`producer`]: round-robin, ordered (sharding key), async, one-way and
+//!   batch sends, with retries where they cannot reorder.
+//! - [`consumer`]: the pull consumer (caller-owned offsets, long polling)
+//!   and the push consumer (group member; concurrent or orderly).
 //! - [`error`]: the client's error type.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), brook_client::ClientError> {
-//! use brook_client::{Connection, Message};
-//! let conn = Connection::connect("127.0.0.1:10911").await?;
-//! conn.create_topic("orders", 4).await?;
-//! let acks = conn.send("orders", 0, vec![Message::new("orders", b"hi".to_vec())]).await?;
-//! println!("stored as {}", acks[0].msg_id);
+//! use brook_client::{Message, Producer};
+//! let producer = Producer::connect("127.0.0.1:10911").await?;
+//! let ack = producer.send(Message::new("orders", b"hi".to_vec())).await?;
+//! println!("stored as {} in queue {} at offset {}", ack.msg_id, ack.queue, ack.queue_offset);
 //! # Ok(()) }
 //! ```
 
 pub mod connection;
+pub mod consumer;
 pub mod error;
+pub mod producer;
+pub mod session;
 
-pub use brook_proto::request::{PullResult, QueueStats, SendAck, TopicInfo};
+pub use brook_proto::request::{
+    ConsumeMode, GroupInfo, PullResult, QueueRef, QueueStats, SendAck, StartFrom, Subscription, TopicInfo,
+};
 pub use brook_proto::{ErrorCode, Message, MessageId, StoredMessage, WireError};
 pub use connection::Connection;
+pub use consumer::pull::{PullConsumer, PullRequest};
+pub use consumer::push::{PushConfig, PushConsumer};
+pub use consumer::ConsumeResult;
 pub use error::ClientError;
+pub use producer::{Producer, ProducerConfig};
+pub use session::{Backoff, Session};

@@ -1,0 +1,326 @@
+//! The push consumer: a member of a consumer group. A coordinator task sends
+//! heartbeats (every `heartbeat_interval`, and at once when the broker says
+//! the assignment changed), receives the member's queues, and runs one worker
+//! per queue. Workers pull with long polling — no fixed polling interval
+//! anywhere — hand messages to the listener and commit offsets to the
+//! broker:
+//!
+//! - concurrent mode: up to `max_in_flight` messages at once; the committed
+//!   offset is the smallest one not yet done;
+//! - orderly mode: one message of a queue at a time, in offset order, while
+//!   holding the queue's lock on the broker (taken before consuming, renewed,
+//!   released after the last commit), so during a rebalance two members
+//!   never consume one queue at once.
+//!
+//! A listener answering "later" gets the message again after `suspend`.
+
+use super::worker::{self, Ctx, Listener};
+use super::ConsumeResult;
+use crate::error::ClientError;
+use crate::session::{Backoff, Session};
+use brook_proto::request::{ConsumeMode, Heartbeat, QueueRef, StartFrom, Subscription};
+use brook_proto::{Request, Response, StoredMessage};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// How a push consumer behaves.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// Consumer group.
+    pub group: String,
+    /// Member id, unique in the group (keep it stable for broadcasting,
+    /// whose offsets are per member). Default: derived from the process id
+    /// and a counter.
+    pub member: String,
+    /// Topics and tag filters.
+    pub subscriptions: Vec<Subscription>,
+    /// Clustering (default) or broadcasting.
+    pub mode: ConsumeMode,
+    /// Where a group without committed offsets starts. Default: latest.
+    pub start: StartFrom,
+    /// Orderly consumption. Default: false.
+    pub orderly: bool,
+    /// Concurrent mode: most messages in the listener at once. Default 64.
+    pub max_in_flight: usize,
+    /// Messages per pull. Default: 32.
+    pub pull_batch: u32,
+    /// Longest long poll. Default: 15 s.
+    pub long_poll: Duration,
+    /// Heartbeat period. Default: 30 s (RocketMQ's).
+    pub heartbeat_interval: Duration,
+    /// How long the broker keeps this member without heartbeats; zero uses
+    /// the broker's `groups.session_timeout_ms`. Default: zero.
+    pub session_timeout: Duration,
+    /// How often offsets are committed (also on every revocation and at
+    /// shutdown). Default: 1 s.
+    pub commit_interval: Duration,
+    /// Wait before a message answered "later" is tried again. Default 1 s.
+    pub suspend: Duration,
+    /// Orderly mode: how often queue locks are renewed. Default: 20 s.
+    pub lock_renew: Duration,
+}
+
+static MEMBER_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl PushConfig {
+    /// A config for `group` with RocketMQ-like defaults and no
+    /// subscriptions yet.
+    pub fn new(group: &str) -> Self {
+        let seq = MEMBER_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self {
+            group: group.to_string(),
+            member: format!("{}-{}-{seq}", hostname(), std::process::id()),
+            subscriptions: Vec::new(),
+            mode: ConsumeMode::Clustering,
+            start: StartFrom::Latest,
+            orderly: false,
+            max_in_flight: 64,
+            pull_batch: 32,
+            long_poll: Duration::from_secs(15),
+            heartbeat_interval: Duration::from_secs(30),
+            session_timeout: Duration::ZERO,
+            commit_interval: Duration::from_secs(1),
+            suspend: Duration::from_secs(1),
+            lock_renew: Duration::from_secs(20),
+        }
+    }
+
+    /// Adds a subscription (`tags`: `*`, `TagA || TagB`, or `None`).
+    #[must_use]
+    pub fn subscribe(mut self, topic: &str, tags: Option<&str>) -> Self {
+        self.subscriptions.push(Subscription { topic: topic.to_string(), tags: tags.map(str::to_string) });
+        self
+    }
+
+    /// Sets the member id.
+    #[must_use]
+    pub fn member(mut self, member: &str) -> Self {
+        self.member = member.to_string();
+        self
+    }
+
+    /// Orderly consumption.
+    #[must_use]
+    pub fn orderly(mut self, orderly: bool) -> Self {
+        self.orderly = orderly;
+        self
+    }
+
+    /// Clustering or broadcasting.
+    #[must_use]
+    pub fn mode(mut self, mode: ConsumeMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Start policy.
+    #[must_use]
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Heartbeat period and the session timeout asked of the broker.
+    #[must_use]
+    pub fn heartbeat(mut self, interval: Duration, session_timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.session_timeout = session_timeout;
+        self
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into())
+}
+
+/// A running push consumer.
+pub struct PushConsumer {
+    shutdown: watch::Sender<bool>,
+    coordinator: JoinHandle<()>,
+    ctx: Arc<Ctx>,
+}
+
+impl PushConsumer {
+    /// Joins the group and calls `listener` for each message.
+    pub async fn start<F, Fut>(addr: &str, config: PushConfig, listener: F) -> Result<PushConsumer, ClientError>
+    where
+        F: Fn(StoredMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ConsumeResult> + Send + 'static,
+    {
+        let each: Arc<dyn Fn(StoredMessage) -> BoxFuture<'static, ConsumeResult> + Send + Sync> =
+            Arc::new(move |m| listener(m).boxed());
+        Self::start_with(addr, config, Listener::Each(each)).await
+    }
+
+    /// Joins the group and calls `listener` with each pulled batch (one
+    /// queue's messages in offset order); the answer covers the batch.
+    pub async fn start_batch<F, Fut>(addr: &str, config: PushConfig, listener: F) -> Result<PushConsumer, ClientError>
+    where
+        F: Fn(Vec<StoredMessage>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ConsumeResult> + Send + 'static,
+    {
+        let batch: Arc<dyn Fn(Vec<StoredMessage>) -> BoxFuture<'static, ConsumeResult> + Send + Sync> =
+            Arc::new(move |m| listener(m).boxed());
+        Self::start_with(addr, config, Listener::Batch(batch)).await
+    }
+
+    async fn start_with(addr: &str, config: PushConfig, listener: Listener) -> Result<PushConsumer, ClientError> {
+        if config.subscriptions.is_empty() {
+            return Err(ClientError::InvalidArgument("subscribe to at least one topic".into()));
+        }
+        let session = Session::connect(addr, &config.member).await?;
+        let ctx = Arc::new(Ctx {
+            permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            session,
+            config,
+            listener,
+            assignment: Mutex::new(Vec::new()),
+        });
+        let (shutdown, stop) = watch::channel(false);
+        let coordinator = tokio::spawn(coordinate(ctx.clone(), stop));
+        Ok(PushConsumer { shutdown, coordinator, ctx })
+    }
+
+    /// The queues this member consumes now.
+    pub fn assignment(&self) -> Vec<QueueRef> {
+        self.ctx.assignment.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// The member id.
+    pub fn member(&self) -> &str {
+        &self.ctx.config.member
+    }
+
+    /// Leaves gracefully: stops pulling, lets messages in the listener
+    /// finish, commits, releases locks and leaves the group.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.coordinator.await;
+    }
+
+    /// Stops dead, as a crash would: no commit, no unlock, no leave; the
+    /// connection simply closes.
+    pub async fn kill(self) {
+        self.coordinator.abort();
+        let _ = self.coordinator.await;
+        self.ctx.session.close().await;
+    }
+}
+
+/// A queue worker. Dropping it (the coordinator was aborted: a kill)
+/// aborts the task too, so nothing keeps consuming.
+struct Running {
+    stop: watch::Sender<bool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Signals the worker and hands back its task to await.
+    fn stop(mut self) -> Option<JoinHandle<()>> {
+        let _ = self.stop.send(true);
+        self.handle.take()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+}
+
+async fn coordinate(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let mut workers: HashMap<QueueRef, Running> = HashMap::new();
+    let mut notices: Option<(usize, broadcast::Receiver<Request>)> = None;
+    let mut failures = 0u32;
+    loop {
+        match heartbeat(&ctx, &mut notices).await {
+            Ok(queues) => {
+                failures = 0;
+                reconcile(&ctx, &mut workers, queues).await;
+            }
+            Err(_) => failures = failures.saturating_add(1),
+        }
+        let wait = if failures == 0 { ctx.config.heartbeat_interval } else { Backoff::default().delay(failures) };
+        let changed = async {
+            match notices.as_mut() {
+                Some((_, rx)) => loop {
+                    match rx.recv().await {
+                        Ok(Request::AssignmentChanged { group }) if group == ctx.config.group => return,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = changed => {}
+            _ = stop.changed() => break,
+        }
+    }
+    let stopping: Vec<JoinHandle<()>> = workers.drain().filter_map(|(_, running)| running.stop()).collect();
+    for handle in stopping {
+        let _ = handle.await;
+    }
+    if let Ok(conn) = ctx.session.get().await {
+        let leave = Request::LeaveGroup { group: ctx.config.group.clone(), member: ctx.config.member.clone() };
+        let _ = conn.request(leave).await;
+    }
+}
+
+async fn heartbeat(
+    ctx: &Ctx,
+    notices: &mut Option<(usize, broadcast::Receiver<Request>)>,
+) -> Result<Vec<QueueRef>, ClientError> {
+    let conn = ctx.session.get().await?;
+    if notices.as_ref().map(|(id, _)| *id) != Some(conn.id()) {
+        *notices = Some((conn.id(), conn.notices()));
+    }
+    let config = &ctx.config;
+    let beat = Heartbeat {
+        group: config.group.clone(),
+        member: config.member.clone(),
+        subscriptions: config.subscriptions.clone(),
+        mode: config.mode,
+        start: config.start,
+        orderly: config.orderly,
+        session_timeout_ms: config.session_timeout.as_millis() as u64,
+    };
+    match conn.request(Request::Heartbeat(beat)).await? {
+        Response::Assignment { queues, .. } => Ok(queues),
+        other => Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Stops workers of revoked queues and starts workers for new ones. A
+/// queue's old worker is always finished before a new one starts.
+async fn reconcile(ctx: &Arc<Ctx>, workers: &mut HashMap<QueueRef, Running>, queues: Vec<QueueRef>) {
+    if let Ok(mut assignment) = ctx.assignment.lock() {
+        assignment.clone_from(&queues);
+    }
+    let revoked: Vec<QueueRef> = workers.keys().filter(|q| !queues.contains(q)).cloned().collect();
+    let stopping: Vec<JoinHandle<()>> =
+        revoked.iter().filter_map(|q| workers.remove(q)).filter_map(Running::stop).collect();
+    // Revoked queues are committed (and unlocked) before anything new
+    // starts, which keeps re-delivery after a rebalance to the head.
+    for handle in stopping {
+        let _ = handle.await;
+    }
+    for queue in queues {
+        if workers.contains_key(&queue) {
+            continue;
+        }
+        let (stop, rx) = watch::channel(false);
+        let handle = tokio::spawn(worker::run(ctx.clone(), queue.clone(), rx));
+        workers.insert(queue, Running { stop, handle: Some(handle) });
+    }
+}

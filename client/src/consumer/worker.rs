@@ -1,0 +1,338 @@
+//! One worker per assigned queue: pull (long polling), hand messages to the
+//! listener, commit. `concurrent` runs many messages at once and commits the
+//! smallest offset not yet done; `orderly` holds the queue's broker lock and
+//! consumes one message at a time in offset order.
+
+use super::ConsumeResult;
+use crate::consumer::push::PushConfig;
+use crate::error::ClientError;
+use crate::session::{Backoff, Session};
+use brook_proto::request::{PullResult, QueueOffset, QueueRef};
+use brook_proto::{ErrorCode, Request, Response, StoredMessage};
+use futures::future::BoxFuture;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+type EachFn = Arc<dyn Fn(StoredMessage) -> BoxFuture<'static, ConsumeResult> + Send + Sync>;
+type BatchFn = Arc<dyn Fn(Vec<StoredMessage>) -> BoxFuture<'static, ConsumeResult> + Send + Sync>;
+
+/// The application's callback.
+#[derive(Clone)]
+pub(crate) enum Listener {
+    /// Called per message.
+    Each(EachFn),
+    /// Called per pulled batch.
+    Batch(BatchFn),
+}
+
+impl Listener {
+    async fn call(&self, messages: &[StoredMessage]) -> ConsumeResult {
+        match self {
+            Listener::Each(f) => {
+                for msg in messages {
+                    if f(msg.clone()).await == ConsumeResult::Later {
+                        return ConsumeResult::Later;
+                    }
+                }
+                ConsumeResult::Success
+            }
+            Listener::Batch(f) => f(messages.to_vec()).await,
+        }
+    }
+}
+
+/// What every worker of one consumer shares.
+pub(crate) struct Ctx {
+    pub(crate) session: Session,
+    pub(crate) config: PushConfig,
+    pub(crate) listener: Listener,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) assignment: Mutex<Vec<QueueRef>>,
+}
+
+/// How long a stopping worker lets messages in the listener finish.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Ctx {
+    async fn call(&self, request: Request) -> Result<Response, ClientError> {
+        self.session.get().await?.request(request).await
+    }
+
+    async fn fetch(&self, queue: &QueueRef) -> Result<u64, ClientError> {
+        let req = Request::FetchOffset {
+            group: self.config.group.clone(),
+            member: self.config.member.clone(),
+            topic: queue.topic.clone(),
+            queue: queue.queue,
+        };
+        match self.call(req).await? {
+            Response::Offset(o) => Ok(o),
+            other => Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn commit(&self, queue: &QueueRef, offset: u64) -> Result<(), ClientError> {
+        let req = Request::CommitOffsets {
+            group: self.config.group.clone(),
+            member: self.config.member.clone(),
+            offsets: vec![QueueOffset { topic: queue.topic.clone(), queue: queue.queue, offset }],
+        };
+        self.call(req).await.map(|_| ())
+    }
+
+    async fn lock(&self, queue: &QueueRef) -> Result<u64, ClientError> {
+        let req = Request::LockQueue {
+            group: self.config.group.clone(),
+            member: self.config.member.clone(),
+            topic: queue.topic.clone(),
+            queue: queue.queue,
+        };
+        match self.call(req).await? {
+            Response::Locked { ttl_ms } => Ok(ttl_ms),
+            other => Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn unlock(&self, queue: &QueueRef) {
+        let req = Request::UnlockQueue {
+            group: self.config.group.clone(),
+            member: self.config.member.clone(),
+            topic: queue.topic.clone(),
+            queue: queue.queue,
+        };
+        let _ = self.call(req).await;
+    }
+
+    async fn pull(&self, queue: &QueueRef, offset: u64, long_poll: Duration) -> Result<PullResult, ClientError> {
+        let tags = self.config.subscriptions.iter().find(|s| s.topic == queue.topic).and_then(|s| s.tags.clone());
+        self.session
+            .get()
+            .await?
+            .pull(
+                &queue.topic,
+                queue.queue,
+                offset,
+                self.config.pull_batch,
+                0,
+                tags.as_deref(),
+                long_poll.as_millis() as u64,
+            )
+            .await
+    }
+}
+
+/// Sleeps, or returns false at once if the worker is told to stop.
+async fn pause(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => !*stop.borrow(),
+        _ = stop.changed() => false,
+    }
+}
+
+/// The committed offset to start from, retrying until it is known.
+async fn start_offset(ctx: &Ctx, queue: &QueueRef, stop: &mut watch::Receiver<bool>) -> Option<u64> {
+    let mut attempt = 0;
+    loop {
+        match ctx.fetch(queue).await {
+            Ok(offset) => return Some(offset),
+            Err(_) => {
+                if !pause(stop, Backoff::default().delay(attempt)).await {
+                    return None;
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// What a failed pull means for the offset.
+fn after_pull_error(err: &ClientError, offset: u64) -> u64 {
+    match err {
+        ClientError::Broker(e) if e.code == ErrorCode::OffsetBelowRetained => e.detail.unwrap_or(offset),
+        _ => offset,
+    }
+}
+
+/// Runs the worker for `queue` until told to stop.
+pub(crate) async fn run(ctx: Arc<Ctx>, queue: QueueRef, stop: watch::Receiver<bool>) {
+    if ctx.config.orderly {
+        orderly(ctx, queue, stop).await;
+    } else {
+        concurrent(ctx, queue, stop).await;
+    }
+}
+
+async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>) {
+    let Some(mut offset) = start_offset(&ctx, &queue, &mut stop).await else { return };
+    let in_flight: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let mut tasks = JoinSet::new();
+    let mut committed = offset;
+    let mut ticker = tokio::time::interval(ctx.config.commit_interval);
+    let mut failures = 0;
+    let low_water = |in_flight: &Mutex<BTreeSet<u64>>, next: u64| {
+        in_flight.lock().ok().and_then(|s| s.first().copied()).unwrap_or(next).min(next)
+    };
+    'pulling: loop {
+        let pull = ctx.pull(&queue, offset, ctx.config.long_poll);
+        tokio::pin!(pull);
+        let result = loop {
+            tokio::select! {
+                result = &mut pull => break result,
+                _ = ticker.tick() => {
+                    let upto = low_water(&in_flight, offset);
+                    if upto > committed && ctx.commit(&queue, upto).await.is_ok() {
+                        committed = upto;
+                    }
+                }
+                _ = stop.changed() => break 'pulling,
+            }
+        };
+        while tasks.try_join_next().is_some() {}
+        match result {
+            Ok(found) => {
+                failures = 0;
+                let batches: Vec<Vec<StoredMessage>> = match ctx.listener {
+                    Listener::Each(_) => found.messages.into_iter().map(|m| vec![m]).collect(),
+                    Listener::Batch(_) => vec![found.messages].into_iter().filter(|b| !b.is_empty()).collect(),
+                };
+                for batch in batches {
+                    let permit = tokio::select! {
+                        permit = ctx.permits.clone().acquire_owned() => match permit {
+                            Ok(p) => p,
+                            Err(_) => break 'pulling,
+                        },
+                        _ = stop.changed() => break 'pulling,
+                    };
+                    let offsets: Vec<u64> = batch.iter().map(|m| m.queue_offset).collect();
+                    if let Ok(mut set) = in_flight.lock() {
+                        set.extend(offsets.iter().copied());
+                    }
+                    offset = offsets.last().map_or(offset, |o| o + 1);
+                    let (ctx, in_flight) = (ctx.clone(), in_flight.clone());
+                    tasks.spawn(async move {
+                        while ctx.listener.call(&batch).await == ConsumeResult::Later {
+                            tokio::time::sleep(ctx.config.suspend).await;
+                        }
+                        if let Ok(mut set) = in_flight.lock() {
+                            for o in offsets {
+                                set.remove(&o);
+                            }
+                        }
+                        drop(permit);
+                    });
+                }
+                offset = offset.max(found.next_offset);
+            }
+            Err(e) => {
+                offset = after_pull_error(&e, offset);
+                if !pause(&mut stop, Backoff::default().delay(failures)).await {
+                    break;
+                }
+                failures += 1;
+            }
+        }
+    }
+    // Revoked or shutting down: let the listener finish what it holds, then
+    // commit the smallest offset not done.
+    let finished = tokio::time::timeout(STOP_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    if finished.is_err() {
+        tasks.abort_all();
+    }
+    let upto = low_water(&in_flight, offset);
+    if upto > committed {
+        let _ = ctx.commit(&queue, upto).await;
+    }
+}
+
+async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>) {
+    'locking: loop {
+        let mut attempt = 0;
+        let ttl = loop {
+            match ctx.lock(&queue).await {
+                Ok(ttl) => break ttl,
+                // Held by the previous owner until it commits and unlocks
+                // (or its lock expires).
+                Err(_) => {
+                    if !pause(&mut stop, Duration::from_millis(50).saturating_mul(1 << attempt.min(4))).await {
+                        return;
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        let renew_every = ctx.config.lock_renew.min(Duration::from_millis(ttl / 3)).max(Duration::from_millis(10));
+        let mut renew_at = Instant::now() + renew_every;
+        let Some(mut offset) = start_offset(&ctx, &queue, &mut stop).await else {
+            ctx.unlock(&queue).await;
+            return;
+        };
+        let mut committed = offset;
+        let mut failures = 0;
+        let lost_lock = loop {
+            if *stop.borrow() {
+                break false;
+            }
+            if Instant::now() >= renew_at {
+                match ctx.lock(&queue).await {
+                    Ok(_) => renew_at = Instant::now() + renew_every,
+                    Err(e) if e.code() == Some(ErrorCode::NotQueueOwner) => break true,
+                    Err(_) => {}
+                }
+            }
+            let poll = ctx.config.long_poll.min(renew_at.saturating_duration_since(Instant::now()));
+            let result = tokio::select! {
+                result = ctx.pull(&queue, offset, poll) => result,
+                _ = stop.changed() => break false,
+            };
+            match result {
+                Ok(found) => {
+                    failures = 0;
+                    let chunks: Vec<Vec<StoredMessage>> = match ctx.listener {
+                        Listener::Each(_) => found.messages.into_iter().map(|m| vec![m]).collect(),
+                        Listener::Batch(_) => vec![found.messages].into_iter().filter(|b| !b.is_empty()).collect(),
+                    };
+                    for chunk in chunks {
+                        // In order: the next message waits until this one
+                        // succeeds.
+                        while ctx.listener.call(&chunk).await == ConsumeResult::Later {
+                            if !pause(&mut stop, ctx.config.suspend).await {
+                                break;
+                            }
+                        }
+                        if *stop.borrow() {
+                            break;
+                        }
+                        offset = chunk.last().map_or(offset, |m| m.queue_offset + 1);
+                    }
+                    if !*stop.borrow() {
+                        offset = offset.max(found.next_offset);
+                    }
+                    if offset > committed && ctx.commit(&queue, offset).await.is_ok() {
+                        committed = offset;
+                    }
+                }
+                Err(e) => {
+                    offset = after_pull_error(&e, offset);
+                    if !pause(&mut stop, Backoff::default().delay(failures)).await {
+                        break false;
+                    }
+                    failures += 1;
+                }
+            }
+        };
+        if offset > committed {
+            let _ = ctx.commit(&queue, offset).await;
+        }
+        if lost_lock {
+            continue 'locking;
+        }
+        ctx.unlock(&queue).await;
+        return;
+    }
+}
