@@ -112,9 +112,10 @@ async fn clustering_shares_queues_and_moves_a_dead_members_queues() {
         second.iter().all(|b| bodies.contains(b))
     })
     .await;
-    let seen = seen.lock().expect("lock");
-    assert!(seen.iter().filter(|s| s.3.starts_with("b-")).all(|s| s.0 != "c1"), "the dead member got nothing");
-    drop(seen);
+    {
+        let seen = seen.lock().expect("lock");
+        assert!(seen.iter().filter(|s| s.3.starts_with("b-")).all(|s| s.0 != "c1"), "the dead member got nothing");
+    }
     for c in consumers {
         c.shutdown().await;
     }
@@ -141,17 +142,18 @@ async fn broadcasting_gives_every_member_every_message() {
     let producer = Producer::connect(&broker.addr).await.expect("producer");
     let sent = produce(&producer, "news", "n", 300).await;
     wait_for("900 deliveries", Duration::from_secs(30), || seen.lock().expect("lock").len() >= 900).await;
-    let seen = seen.lock().expect("lock");
-    let mut per_member: HashMap<&String, HashSet<&String>> = HashMap::new();
-    for (member, _, _, body) in seen.iter() {
-        per_member.entry(member).or_default().insert(body);
+    {
+        let seen = seen.lock().expect("lock");
+        let mut per_member: HashMap<&String, HashSet<&String>> = HashMap::new();
+        for (member, _, _, body) in seen.iter() {
+            per_member.entry(member).or_default().insert(body);
+        }
+        assert_eq!(per_member.len(), 3);
+        for (member, bodies) in per_member {
+            assert_eq!(bodies.len(), 300, "{member} got everything");
+            assert!(sent.iter().all(|b| bodies.contains(b)));
+        }
     }
-    assert_eq!(per_member.len(), 3);
-    for (member, bodies) in per_member {
-        assert_eq!(bodies.len(), 300, "{member} got everything");
-        assert!(sent.iter().all(|b| bodies.contains(b)));
-    }
-    drop(seen);
     let info = broker.connect().await.describe_group("readers").await.expect("describe");
     assert_eq!(info.mode, ConsumeMode::Broadcasting);
     assert!(info.offsets.iter().all(|o| o.member.is_some()), "offsets are kept per member");
@@ -200,10 +202,11 @@ async fn committed_offsets_and_start_policies_decide_where_a_member_begins() {
     let resumed = start(&broker, config("g-all", "log", "m"), again.clone()).await;
     wait_for("the 5 new ones", Duration::from_secs(20), || again.lock().expect("lock").len() >= 5).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = again.lock().expect("lock");
-    assert_eq!(again.len(), 5, "resumed from the committed offset: {again:?}");
-    assert!(again.iter().all(|s| s.3.starts_with("later-")));
-    drop(again);
+    {
+        let again = again.lock().expect("lock");
+        assert_eq!(again.len(), 5, "resumed from the committed offset: {again:?}");
+        assert!(again.iter().all(|s| s.3.starts_with("later-")));
+    }
     resumed.shutdown().await;
 }
 

@@ -53,6 +53,11 @@ impl Connection {
         Self::connect_as(addr, &format!("brook-client-{}", std::process::id())).await
     }
 
+    /// Connects with a chosen client id (owned arguments, for spawning).
+    pub async fn connect_as_owned(addr: String, client_id: String) -> Result<Connection, ClientError> {
+        Self::connect_as(&addr, &client_id).await
+    }
+
     /// Connects with a chosen client id.
     pub async fn connect_as(addr: &str, client_id: &str) -> Result<Connection, ClientError> {
         let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))

@@ -5,8 +5,9 @@
 
 use crate::connection::Connection;
 use crate::error::ClientError;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 /// How reconnecting backs off.
 #[derive(Debug, Clone, Copy)]
@@ -30,17 +31,29 @@ impl Backoff {
     }
 }
 
+type Dial = Shared<BoxFuture<'static, Result<Connection, ClientError>>>;
+
+enum State {
+    Idle,
+    Live(Connection),
+    Dialing(Dial),
+}
+
 /// A reconnecting connection to one broker.
+///
+/// A dial runs as its own task and callers share its outcome: no caller
+/// holds a lock while waiting, so a caller whose future is parked (say, a
+/// long poll in one arm of a `select!`) can never block another caller.
 pub struct Session {
     addr: String,
     client_id: String,
-    current: Mutex<Option<Connection>>,
+    state: Mutex<State>,
 }
 
 impl Session {
     /// A session to `addr`; nothing is dialled until first use.
     pub fn new(addr: &str, client_id: &str) -> Self {
-        Self { addr: addr.to_string(), client_id: client_id.to_string(), current: Mutex::new(None) }
+        Self { addr: addr.to_string(), client_id: client_id.to_string(), state: Mutex::new(State::Idle) }
     }
 
     /// Dials at once, so a bad address fails early.
@@ -62,13 +75,33 @@ impl Session {
 
     /// A live connection: the current one, or a new one if it failed.
     pub async fn get(&self) -> Result<Connection, ClientError> {
-        let mut current = self.current.lock().await;
-        if let Some(conn) = current.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(conn.clone());
+        let dial = {
+            let mut state = self.state.lock().map_err(|_| ClientError::Connection("session poisoned".into()))?;
+            match &*state {
+                State::Live(conn) if !conn.is_closed() => return Ok(conn.clone()),
+                State::Dialing(dial) => dial.clone(),
+                _ => {
+                    let task = tokio::spawn(Connection::connect_as_owned(self.addr.clone(), self.client_id.clone()));
+                    let dial: Dial = async move {
+                        task.await.map_err(|e| ClientError::Connection(format!("dial task failed: {e}")))?
+                    }
+                    .boxed()
+                    .shared();
+                    *state = State::Dialing(dial.clone());
+                    dial
+                }
+            }
+        };
+        let outcome = dial.await;
+        if let Ok(mut state) = self.state.lock() {
+            if matches!(*state, State::Dialing(_)) {
+                *state = match &outcome {
+                    Ok(conn) => State::Live(conn.clone()),
+                    Err(_) => State::Idle,
+                };
+            }
         }
-        let conn = Connection::connect_as(&self.addr, &self.client_id).await?;
-        *current = Some(conn.clone());
-        Ok(conn)
+        outcome
     }
 
     /// Like [`Session::get`], retrying the dial `attempts` times with backoff.
@@ -85,7 +118,9 @@ impl Session {
     }
 
     /// Drops the current connection (tests simulate a crash with it).
-    pub async fn close(&self) {
-        self.current.lock().await.take();
+    pub fn close(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            *state = State::Idle;
+        }
     }
 }

@@ -209,7 +209,7 @@ impl PushConsumer {
     pub async fn kill(self) {
         self.coordinator.abort();
         let _ = self.coordinator.await;
-        self.ctx.session.close().await;
+        self.ctx.session.close();
     }
 }
 

@@ -214,10 +214,14 @@ async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bo
                         set.extend(offsets.iter().copied());
                     }
                     offset = offsets.last().map_or(offset, |o| o + 1);
-                    let (ctx, in_flight) = (ctx.clone(), in_flight.clone());
+                    let (ctx, in_flight, mut stop) = (ctx.clone(), in_flight.clone(), stop.clone());
                     tasks.spawn(async move {
                         while ctx.listener.call(&batch).await == ConsumeResult::Later {
-                            tokio::time::sleep(ctx.config.suspend).await;
+                            // Stopping: leave it uncommitted for the next
+                            // owner rather than hold the stop up.
+                            if !pause(&mut stop, ctx.config.suspend).await {
+                                return;
+                            }
                         }
                         if let Ok(mut set) = in_flight.lock() {
                             for o in offsets {

@@ -1,0 +1,397 @@
+//! `brookctl`: the admin and test CLI for brook — topics, sends, consumes,
+//! consumer groups. Every failure exits non-zero with a message on stderr.
+
+use base64::Engine;
+use brook_client::{
+    ClientError, Connection, ConsumeResult, Message, Producer, PushConfig, PushConsumer, StartFrom, StoredMessage,
+};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::stream::{FuturesOrdered, StreamExt};
+use serde_json::json;
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Parser)]
+#[command(name = "brookctl", version, about = "Administer and try out a brook broker")]
+struct Cli {
+    /// Broker address.
+    #[arg(long, global = true, default_value = "127.0.0.1:10911", env = "BROOK_ADDR")]
+    addr: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Topics: create, list, describe, delete.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Send a message (or one per line of standard input).
+    Send(SendArgs),
+    /// Consume as a member of a consumer group.
+    Consume(ConsumeArgs),
+    /// Consumer groups: list, describe.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic, or grow its queue count.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of queues.
+        #[arg(long, default_value_t = 4)]
+        queues: u32,
+    },
+    /// List topics.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a topic's queues and their offset ranges.
+    Describe {
+        /// Topic name.
+        name: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a topic.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// List consumer groups.
+    List,
+    /// Show members, assignment, committed offsets and lag.
+    Describe {
+        /// Group name.
+        group: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// Topic.
+    topic: String,
+    /// Message body (omit with --stdin).
+    body: Option<String>,
+    /// Business key (repeatable).
+    #[arg(long)]
+    key: Vec<String>,
+    /// Tag.
+    #[arg(long)]
+    tags: Option<String>,
+    /// Sharding key: every message with it goes to one queue, in order.
+    #[arg(long)]
+    ordered_by: Option<String>,
+    /// Read one message per line from standard input (sent pipelined).
+    #[arg(long)]
+    stdin: bool,
+    /// Print one JSON object per acknowledgement.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum From {
+    Earliest,
+    Latest,
+}
+
+#[derive(clap::Args)]
+struct ConsumeArgs {
+    /// Topic.
+    topic: String,
+    /// Consumer group.
+    #[arg(long)]
+    group: String,
+    /// Where a group without committed offsets starts.
+    #[arg(long, value_enum, default_value = "latest")]
+    from: From,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long without reaching --count (default: wait forever).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Tag expression: `*`, `TagA`, `TagA || TagB`.
+    #[arg(long)]
+    tags: Option<String>,
+    /// One JSON object per message.
+    #[arg(long)]
+    json: bool,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("brookctl: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    match cli.command {
+        Command::Topic { command } => topic(&cli.addr, command).await,
+        Command::Send(args) => send(&cli.addr, args).await,
+        Command::Consume(args) => consume(&cli.addr, args).await,
+        Command::Group { command } => group(&cli.addr, command).await,
+    }
+}
+
+async fn topic(addr: &str, command: TopicCommand) -> Result<(), ClientError> {
+    let conn = Connection::connect_as(addr, "brookctl").await?;
+    match command {
+        TopicCommand::Create { name, queues } => {
+            let info = conn.create_topic(&name, queues).await?;
+            println!("topic {} has {} queues", info.name, info.queues);
+        }
+        TopicCommand::List { json } => {
+            for t in conn.list_topics().await? {
+                if json {
+                    println!("{}", json!({ "topic": t.name, "queues": t.queues }));
+                } else {
+                    println!("{}\t{}", t.name, t.queues);
+                }
+            }
+        }
+        TopicCommand::Describe { name, json } => {
+            let info = conn.describe_topic(&name).await?;
+            if json {
+                let queues: Vec<_> = info
+                    .queue_stats
+                    .iter()
+                    .map(|q| json!({ "queue": q.queue, "min_offset": q.min_offset, "max_offset": q.max_offset }))
+                    .collect();
+                println!("{}", json!({ "topic": info.name, "queues": queues }));
+            } else {
+                println!("topic {} ({} queues)", info.name, info.queues);
+                println!("queue\tmin_offset\tmax_offset");
+                for q in info.queue_stats {
+                    println!("{}\t{}\t{}", q.queue, q.min_offset, q.max_offset);
+                }
+            }
+        }
+        TopicCommand::Delete { name } => {
+            conn.delete_topic(&name).await?;
+            println!("topic {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+fn message(args: &SendArgs, body: String) -> Message {
+    let mut msg = Message::new(args.topic.as_str(), body.into_bytes());
+    msg.tags.clone_from(&args.tags);
+    msg.keys.clone_from(&args.key);
+    msg
+}
+
+fn print_ack(json: bool, ack: &brook_client::SendAck) {
+    if json {
+        println!("{}", json!({ "id": ack.msg_id, "queue": ack.queue, "offset": ack.queue_offset }));
+    } else {
+        println!("sent id={} queue={} offset={}", ack.msg_id, ack.queue, ack.queue_offset);
+    }
+}
+
+async fn send_one(
+    producer: &Producer,
+    ordered_by: Option<&str>,
+    msg: Message,
+) -> Result<brook_client::SendAck, ClientError> {
+    match ordered_by {
+        Some(key) => producer.send_ordered(msg, key).await,
+        None => producer.send(msg).await,
+    }
+}
+
+async fn send(addr: &str, args: SendArgs) -> Result<(), ClientError> {
+    let producer = Producer::connect(addr).await?;
+    if !args.stdin {
+        let body = args.body.clone().ok_or_else(|| ClientError::InvalidArgument("give a BODY or --stdin".into()))?;
+        let ack = send_one(&producer, args.ordered_by.as_deref(), message(&args, body)).await?;
+        print_ack(args.json, &ack);
+        return Ok(());
+    }
+    // Pipelined: up to WINDOW sends in flight, acks printed in input order.
+    const WINDOW: usize = 256;
+    let (tx, mut rx) = mpsc::channel::<String>(WINDOW);
+    let reader = std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut in_flight = FuturesOrdered::new();
+    let mut input_done = false;
+    loop {
+        tokio::select! {
+            line = rx.recv(), if !input_done && in_flight.len() < WINDOW => match line {
+                Some(line) => {
+                    let (producer, msg, key) = (producer.clone(), message(&args, line), args.ordered_by.clone());
+                    in_flight.push_back(async move { send_one(&producer, key.as_deref(), msg).await });
+                }
+                None => input_done = true,
+            },
+            Some(result) = in_flight.next(), if !in_flight.is_empty() => print_ack(args.json, &result?),
+            else => break,
+        }
+    }
+    let _ = reader.join();
+    Ok(())
+}
+
+fn print_message(json: bool, m: &StoredMessage) {
+    let body = std::str::from_utf8(&m.message.body);
+    if json {
+        let mut obj = json!({
+            "id": m.msg_id,
+            "topic": m.message.topic,
+            "queue": m.queue,
+            "offset": m.queue_offset,
+            "key": m.message.keys.first(),
+            "keys": m.message.keys,
+            "tags": m.message.tags,
+            "properties": m.message.properties,
+            "born_ts": m.message.born_ts,
+            "store_ts": m.store_ts,
+            "recv_ts": now_ms(),
+            "reconsume": m.reconsume_times,
+        });
+        match body {
+            Ok(text) => obj["body"] = json!(text),
+            Err(_) => obj["body_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(&m.message.body)),
+        }
+        println!("{obj}");
+    } else {
+        let text = body.map_or_else(|_| format!("<{} bytes>", m.message.body.len()), str::to_string);
+        println!("[{} q{} @{}] {}", m.msg_id, m.queue, m.queue_offset, text);
+    }
+}
+
+async fn consume(addr: &str, args: ConsumeArgs) -> Result<(), ClientError> {
+    let mut config = PushConfig::new(&args.group)
+        .subscribe(&args.topic, args.tags.as_deref())
+        .member(&format!("brookctl-{}-{}", std::process::id(), now_ms()))
+        .start_from(match args.from {
+            From::Earliest => StartFrom::Earliest,
+            From::Latest => StartFrom::Latest,
+        });
+    // One message at a time, so --count stops exactly: nothing past the
+    // last printed message is committed.
+    config.max_in_flight = 1;
+    config.heartbeat_interval = Duration::from_secs(5);
+    let (tx, mut rx) = mpsc::channel::<(StoredMessage, oneshot::Sender<bool>)>(1);
+    let consumer = PushConsumer::start(addr, config, move |m| {
+        let tx = tx.clone();
+        async move {
+            let (done, printed) = oneshot::channel();
+            if tx.send((m, done)).await.is_err() {
+                return ConsumeResult::Later;
+            }
+            match printed.await {
+                Ok(true) => ConsumeResult::Success,
+                _ => ConsumeResult::Later,
+            }
+        }
+    })
+    .await?;
+    let deadline = args.timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut seen = 0u64;
+    while args.count.is_none_or(|c| seen < c) {
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at.into(), rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => rx.recv().await,
+        };
+        let Some((msg, done)) = next else { break };
+        print_message(args.json, &msg);
+        seen += 1;
+        let _ = done.send(true);
+    }
+    drop(rx);
+    consumer.shutdown().await;
+    Ok(())
+}
+
+async fn group(addr: &str, command: GroupCommand) -> Result<(), ClientError> {
+    let conn = Connection::connect_as(addr, "brookctl").await?;
+    match command {
+        GroupCommand::List => {
+            for g in conn.list_groups().await? {
+                println!("{g}");
+            }
+        }
+        GroupCommand::Describe { group, json } => {
+            let info = conn.describe_group(&group).await?;
+            if json {
+                let members: Vec<_> = info
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let queues: Vec<String> = m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue)).collect();
+                        json!({ "member": m.member, "client": m.client, "idle_ms": m.idle_ms, "queues": queues })
+                    })
+                    .collect();
+                let offsets: Vec<_> = info
+                    .offsets
+                    .iter()
+                    .map(|o| {
+                        json!({ "topic": o.topic, "queue": o.queue, "member": o.member,
+                        "committed": o.committed, "max_offset": o.max_offset, "lag": o.lag })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    json!({ "group": info.group, "mode": format!("{:?}", info.mode), "generation": info.generation,
+                        "members": members, "offsets": offsets })
+                );
+            } else {
+                println!("group {} ({:?}, generation {})", info.group, info.mode, info.generation);
+                println!("members:");
+                for m in &info.members {
+                    let queues: Vec<String> = m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue)).collect();
+                    println!("  {} (client {}, idle {} ms): {}", m.member, m.client, m.idle_ms, queues.join(" "));
+                }
+                println!("topic\tqueue\tmember\tcommitted\tmax_offset\tlag");
+                for o in &info.offsets {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        o.topic,
+                        o.queue,
+                        o.member.as_deref().unwrap_or("-"),
+                        o.committed,
+                        o.max_offset,
+                        o.lag
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

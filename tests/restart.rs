@@ -1,0 +1,113 @@
+//! Restart mid-stream: brookd is stopped with SIGTERM while producers and a
+//! consumer group are running, then started again on the same address and
+//! data dir. Producers and consumers reconnect by themselves, and every
+//! message whose send returned Ok is consumed.
+
+mod common;
+
+use brook_client::{
+    Backoff, ConsumeResult, Message, Producer, ProducerConfig, PushConfig, PushConsumer, StartFrom, StoredMessage,
+};
+use common::{base_env, Brookd};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_ride_through_a_broker_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = base_env(dir.path(), "uring");
+    env.push(("BROOK_GROUPS__OFFSET_FLUSH_INTERVAL_MS".into(), "200".into()));
+    let mut broker = Brookd::start(&env);
+    let addr = broker.addr.clone();
+    env.retain(|(k, _)| k != "BROOK_LISTEN");
+    env.push(("BROOK_LISTEN".into(), addr.clone()));
+    broker.connect().await.create_topic("stream", 4).await.expect("create");
+
+    let consumed: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut consumers = Vec::new();
+    for i in 0..2 {
+        let mut config = PushConfig::new("restart")
+            .subscribe("stream", None)
+            .member(&format!("m{i}"))
+            .start_from(StartFrom::Earliest)
+            .heartbeat(Duration::from_millis(200), Duration::from_secs(5));
+        config.long_poll = Duration::from_secs(1);
+        config.commit_interval = Duration::from_millis(100);
+        let consumed = consumed.clone();
+        consumers.push(
+            PushConsumer::start(&addr, config, move |m: StoredMessage| {
+                let consumed = consumed.clone();
+                async move {
+                    consumed.lock().expect("lock").insert(String::from_utf8_lossy(&m.message.body).into());
+                    ConsumeResult::Success
+                }
+            })
+            .await
+            .expect("consumer"),
+        );
+    }
+
+    let acked: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut producers = Vec::new();
+    for p in 0..4 {
+        let config = ProducerConfig {
+            retries: 60,
+            backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(500) },
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::with_config(&addr, config).await.expect("producer");
+        let acked = acked.clone();
+        producers.push(tokio::spawn(async move {
+            let mut failed = 0;
+            for i in 0..600 {
+                let body = format!("p{p}-{i}");
+                match producer.send(Message::new("stream", body.clone())).await {
+                    Ok(_) => {
+                        acked.lock().expect("lock").insert(body);
+                    }
+                    Err(_) => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            failed
+        }));
+    }
+    while acked.lock().expect("lock").len() < 600 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Blocking waits go to the blocking pool, not a runtime worker the
+    // clients' tasks need.
+    let status = tokio::task::spawn_blocking(move || broker.terminate()).await.expect("join");
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let env2 = env.clone();
+    let broker = tokio::task::spawn_blocking(move || Brookd::start(&env2)).await.expect("join");
+    assert_eq!(broker.addr, addr);
+    let mut failures = 0;
+    for p in producers {
+        failures += p.await.expect("producer");
+    }
+    assert_eq!(failures, 0, "every send eventually succeeded after reconnecting");
+    let expected = acked.lock().expect("lock").clone();
+    assert_eq!(expected.len(), 2400);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = expected.difference(&consumed.lock().expect("lock")).count();
+        if missing == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "{}",
+                broker.logs().iter().filter(|l| !l.contains("DEBG")).cloned().collect::<Vec<_>>().join("\n")
+            );
+        }
+        assert!(Instant::now() < deadline, "{missing} acknowledged messages never consumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for c in consumers {
+        c.shutdown().await;
+    }
+    drop(broker);
+}
