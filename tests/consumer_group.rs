@@ -237,3 +237,75 @@ async fn a_parked_consumer_gets_a_new_message_within_100ms() {
     let median = delays[delays.len() / 2];
     assert!(median < Duration::from_millis(100), "median wake-up {median:?} (all: {delays:?})");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_member_expires_after_its_session_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&env(dir.path()));
+    let conn = broker.connect().await;
+    conn.create_topic("quiet", 2).await.expect("create");
+    let beat = brook_proto::request::Heartbeat {
+        group: "sleepy".into(),
+        member: "m".into(),
+        subscriptions: vec![brook_client::Subscription { topic: "quiet".into(), tags: None }],
+        mode: ConsumeMode::Clustering,
+        start: StartFrom::Latest,
+        orderly: false,
+        session_timeout_ms: 300,
+    };
+    // One heartbeat, then silence on a connection that stays open.
+    conn.request(brook_proto::Request::Heartbeat(beat)).await.expect("heartbeat");
+    assert_eq!(conn.describe_group("sleepy").await.expect("describe").members.len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let members = conn.describe_group("sleepy").await.expect("describe").members.len();
+        if members == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "member never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!conn.is_closed(), "expired by silence, not by a closed connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_oneway_and_batch_sends_reach_a_batch_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = env(dir.path());
+    env.push(("BROOK_AUTO_CREATE_TOPICS".into(), "true".into()));
+    let broker = Brookd::start(&env);
+    let producer = Producer::connect(&broker.addr).await.expect("producer");
+    // The first send creates the topic with the default 4 queues.
+    producer.send(Message::new("auto", "first")).await.expect("auto-created");
+    assert_eq!(broker.connect().await.describe_topic("auto").await.expect("describe").queues, 4);
+    let pending: Vec<_> = (0..200).map(|i| producer.send_async(Message::new("auto", format!("async-{i}")))).collect();
+    for p in pending {
+        p.await.expect("join").expect("async send");
+    }
+    for i in 0..20 {
+        producer.send_oneway(Message::new("auto", format!("oneway-{i}"))).await.expect("oneway");
+    }
+    let batch: Vec<Message> = (0..30).map(|i| Message::new("auto", format!("batch-{i}"))).collect();
+    let acks = producer.send_batch(batch).await.expect("batch");
+    assert!(acks.windows(2).all(|w| w[0].queue == w[1].queue && w[1].queue_offset == w[0].queue_offset + 1));
+    let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = bodies.clone();
+    let consumer =
+        PushConsumer::start_batch(&broker.addr, config("batcher", "auto", "b"), move |batch: Vec<StoredMessage>| {
+            let sink = sink.clone();
+            async move {
+                assert!(batch.windows(2).all(|w| w[0].queue == w[1].queue && w[0].queue_offset < w[1].queue_offset));
+                sink.lock()
+                    .expect("lock")
+                    .extend(batch.into_iter().map(|m| String::from_utf8_lossy(&m.message.body).into_owned()));
+                ConsumeResult::Success
+            }
+        })
+        .await
+        .expect("consumer");
+    wait_for("all 251 messages", Duration::from_secs(30), || bodies.lock().expect("lock").len() >= 251).await;
+    consumer.shutdown().await;
+    let got: HashSet<String> = bodies.lock().expect("lock").iter().cloned().collect();
+    assert_eq!(got.len(), 251);
+    assert!((0..20).all(|i| got.contains(&format!("oneway-{i}"))), "one-way sends were stored");
+}

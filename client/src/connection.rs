@@ -122,14 +122,25 @@ impl Connection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (waiter, rx) = oneshot::channel();
         self.shared.pending.lock().map_err(|_| ClientError::Connection("poisoned".into()))?.insert(id, waiter);
-        if self.tx.send(Frame::Request { id, body }).await.is_err() {
-            self.forget(id);
-            return Err(ClientError::Connection("connection closed".into()));
-        }
         let limit = self.timeout + extra;
-        match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(answer)) => answer.map_err(ClientError::Broker),
-            Ok(Err(_)) => Err(ClientError::Connection("connection lost before the answer".into())),
+        // The timeout covers queueing the frame too: a stalled writer must
+        // not hang the caller.
+        let outcome = tokio::time::timeout(limit, async {
+            if self.tx.send(Frame::Request { id, body }).await.is_err() {
+                return Err(ClientError::Connection("connection closed".into()));
+            }
+            match rx.await {
+                Ok(answer) => answer.map_err(ClientError::Broker),
+                Err(_) => Err(ClientError::Connection("connection lost before the answer".into())),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => {
+                self.forget(id);
+                Err(e)
+            }
             Err(_) => {
                 self.forget(id);
                 Err(ClientError::Timeout(limit))

@@ -151,8 +151,13 @@ impl Producer {
         let mut attempt = 0;
         loop {
             let result = async {
-                let queues = self.queues(&topic).await?;
-                let queue = (self.inner.next.fetch_add(1, Ordering::Relaxed) % queues.max(1) as usize) as u32;
+                let queue = match self.queues(&topic).await {
+                    Ok(queues) => (self.inner.next.fetch_add(1, Ordering::Relaxed) % queues.max(1) as usize) as u32,
+                    // Unknown topic: queue 0 exists on a broker that creates
+                    // topics on first send; elsewhere the send fails clearly.
+                    Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => 0,
+                    Err(e) => return Err(e),
+                };
                 self.send_once(&topic, queue, messages.clone()).await
             }
             .await;
@@ -174,8 +179,11 @@ impl Producer {
 
     /// Sends without waiting for (or getting) an answer.
     pub async fn send_oneway(&self, msg: Message) -> Result<(), ClientError> {
-        let queues = self.queues(&msg.topic).await?;
-        let queue = (self.inner.next.fetch_add(1, Ordering::Relaxed) % queues.max(1) as usize) as u32;
+        let queue = match self.queues(&msg.topic).await {
+            Ok(queues) => (self.inner.next.fetch_add(1, Ordering::Relaxed) % queues.max(1) as usize) as u32,
+            Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => 0,
+            Err(e) => return Err(e),
+        };
         let topic = msg.topic.clone();
         let mut msg = msg;
         if msg.born_ts == 0 {
