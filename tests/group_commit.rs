@@ -35,21 +35,20 @@ fn config(dir: &std::path::Path, backend: IoBackendKind, flush: FlushMode) -> Co
     config
 }
 
+/// The store and its actors, no network.
+async fn start(config: &Config) -> broker::Running {
+    let opened = broker::open_store(config).expect("open");
+    let clock = Arc::new(SystemClock);
+    broker::start(opened, config, brook::logging::discard(), clock, Arc::new(StatvfsUsage)).await.expect("start")
+}
+
 #[test]
 fn one_fdatasync_covers_many_records_in_flight() {
     for backend in [IoBackendKind::Uring, IoBackendKind::Std] {
         actix_rt::System::new().block_on(async move {
             let dir = tempfile::tempdir().expect("tempdir");
             let config = config(dir.path(), backend, FlushMode::Sync);
-            let running = broker::start(
-                broker::open_store(&config).expect("open"),
-                &config,
-                brook::logging::discard(),
-                Arc::new(SystemClock),
-                Arc::new(StatvfsUsage),
-            )
-            .await
-            .expect("start");
+            let running = start(&config).await;
             let writer = running.registry.writer().clone();
             let mut waits = Vec::new();
             for i in 0..256 {
@@ -84,15 +83,7 @@ fn async_flush_answers_before_fdatasync_and_syncs_on_demand() {
         actix_rt::System::new().block_on(async move {
             let dir = tempfile::tempdir().expect("tempdir");
             let config = config(dir.path(), backend, FlushMode::Async);
-            let running = broker::start(
-                broker::open_store(&config).expect("open"),
-                &config,
-                brook::logging::discard(),
-                Arc::new(SystemClock),
-                Arc::new(StatvfsUsage),
-            )
-            .await
-            .expect("start");
+            let running = start(&config).await;
             let writer = running.registry.writer().clone();
             for i in 0..50 {
                 let (tx, rx) = tokio::sync::oneshot::channel();
@@ -124,15 +115,7 @@ fn concurrent_producers_get_dense_offsets_in_log_order() {
             let dir = tempfile::tempdir().expect("tempdir");
             let mut config = config(dir.path(), backend, FlushMode::Sync);
             config.store.segment_bytes = 8192; // roll often
-            let running = broker::start(
-                broker::open_store(&config).expect("open"),
-                &config,
-                brook::logging::discard(),
-                Arc::new(SystemClock),
-                Arc::new(StatvfsUsage),
-            )
-            .await
-            .expect("start");
+            let running = start(&config).await;
             running.topics.create("g", 2).expect("topic");
             let mut tasks = Vec::new();
             for task in 0..64usize {

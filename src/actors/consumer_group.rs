@@ -13,7 +13,7 @@
 //! affected member is told over its own connection.
 
 use crate::actors::queue::{OffsetAtTime, Range};
-use crate::actors::Registry;
+use crate::actors::{live_or_start, Registry};
 use crate::config::GroupsConfig;
 use crate::error::{Error, Result};
 use crate::store::group_state::{self, GroupState, OffsetKey};
@@ -556,20 +556,7 @@ impl Groups {
     /// The actor of `group`, started if needed.
     pub fn get(&self, group: &str) -> Result<Addr<ConsumerGroupActor>> {
         validate_name("group", group).map_err(Error::InvalidName)?;
-        if let Some(addr) = self.actors.get(group).map(|a| a.clone()).filter(Addr::connected) {
-            return Ok(addr);
-        }
-        let addr = self
-            .actors
-            .entry(group.to_string())
-            .and_modify(|addr| {
-                if !addr.connected() {
-                    *addr = self.start(group);
-                }
-            })
-            .or_insert_with(|| self.start(group))
-            .clone();
-        Ok(addr)
+        Ok(live_or_start(&self.actors, group, || self.start(group)))
     }
 
     fn start(&self, group: &str) -> Addr<ConsumerGroupActor> {

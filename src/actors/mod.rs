@@ -16,11 +16,36 @@ pub mod writer;
 
 use crate::store::StorePaths;
 use actix::{Actor, Addr, ArbiterHandle};
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use queue::QueueActor;
+use std::borrow::Borrow;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use writer::WriterActor;
+
+/// The running actor under `key`, or a new one from `start` if there is
+/// none or it has stopped.
+pub(crate) fn live_or_start<K, Q, A>(map: &DashMap<K, Addr<A>>, key: &Q, start: impl FnOnce() -> Addr<A>) -> Addr<A>
+where
+    K: Borrow<Q> + Eq + Hash,
+    Q: ToOwned<Owned = K> + Eq + Hash + ?Sized,
+    A: Actor,
+{
+    if let Some(addr) = map.get(key).map(|a| a.clone()).filter(Addr::connected) {
+        return addr;
+    }
+    match map.entry(key.to_owned()) {
+        Entry::Occupied(mut slot) => {
+            if !slot.get().connected() {
+                slot.insert(start());
+            }
+            slot.get().clone()
+        }
+        Entry::Vacant(slot) => slot.insert(start()).clone(),
+    }
+}
 
 /// Finds (and lazily starts) the actor owning each queue.
 pub struct Registry {
@@ -64,22 +89,11 @@ impl Registry {
     /// The actor of `topic`/`queue`, started if needed. The caller has
     /// checked that the queue exists.
     pub fn queue(&self, topic: &str, queue: u32) -> Addr<QueueActor> {
-        if let Some(addr) = self.queues.get(topic).and_then(|q| q.get(&queue).map(|a| a.clone())) {
-            if addr.connected() {
-                return addr;
-            }
+        if let Some(queues) = self.queues.get(topic) {
+            return live_or_start(&queues, &queue, || self.start_queue(topic, queue));
         }
         let queues = self.queues.entry(topic.to_string()).or_default();
-        let addr = queues
-            .entry(queue)
-            .and_modify(|addr| {
-                if !addr.connected() {
-                    *addr = self.start_queue(topic, queue);
-                }
-            })
-            .or_insert_with(|| self.start_queue(topic, queue))
-            .clone();
-        addr
+        live_or_start(&queues, &queue, || self.start_queue(topic, queue))
     }
 
     fn start_queue(&self, topic: &str, queue: u32) -> Addr<QueueActor> {

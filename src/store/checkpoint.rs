@@ -43,15 +43,7 @@ impl Checkpoint {
 
     /// Atomically replaces the checkpoint at `path`.
     pub fn store(&self, path: &Path) -> io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec(self).map_err(io::Error::other)?)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        super::write_atomically(path, &serde_json::to_vec(self).map_err(io::Error::other)?)
     }
 }
 

@@ -6,8 +6,8 @@
 use brook_proto::request::{ConsumeMode, StartFrom};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Key of a committed offset: member (broadcasting only), topic, queue.
@@ -96,18 +96,7 @@ impl GroupState {
                 })
                 .collect(),
         };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("tmp");
-        let mut out = File::create(&tmp)?;
-        out.write_all(&serde_json::to_vec_pretty(&file).map_err(io::Error::other)?)?;
-        out.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        super::write_atomically(path, &serde_json::to_vec_pretty(&file).map_err(io::Error::other)?)
     }
 }
 

@@ -75,6 +75,21 @@ impl StorePaths {
     }
 }
 
+/// Replaces the file at `path` with `bytes` so that a crash leaves either
+/// the old or the new content: written to `<path>.tmp`, synced, renamed
+/// over `path`, and the directory synced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Every `(topic, queue)` with a consume-queue directory under `root`.
 pub fn list_queue_dirs(root: &Path) -> std::io::Result<Vec<(String, u32)>> {
     let mut out = Vec::new();

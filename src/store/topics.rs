@@ -108,14 +108,7 @@ impl TopicTable {
     fn save(&self) -> Result<()> {
         let file = TopicFile { topics: self.topics.iter().map(|e| (e.key().clone(), *e.value())).collect() };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| Error::Config(e.to_string()))?;
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
-        }
-        let tmp = self.path.with_extension("tmp");
-        fs::write(&tmp, bytes).ctx(|| format!("write {}", tmp.display()))?;
-        fs::File::open(&tmp).and_then(|f| f.sync_all()).ctx(|| format!("sync {}", tmp.display()))?;
-        fs::rename(&tmp, &self.path).ctx(|| format!("rename to {}", self.path.display()))?;
-        Ok(())
+        super::write_atomically(&self.path, &bytes).ctx(|| format!("write {}", self.path.display()))
     }
 }
 
