@@ -1,0 +1,420 @@
+//! `brook-bench`: drives a real `brookd` over TCP and reports msgs/s, MB/s
+//! and latency percentiles, ending with one machine-readable line:
+//! `RESULT scenario=… msgs_per_s=… mb_per_s=… p50_us=… p99_us=… p999_us=… errors=…`
+//!
+//! Scenarios: `produce`, `consume`, `e2e`, `queues`, `backlog`. By default
+//! it starts its own broker on a temporary data dir; `--addr` targets a
+//! running one. See BENCHMARKS.md for the commands and numbers.
+
+mod broker;
+mod produce;
+mod stats;
+mod verify;
+
+use broker::Broker;
+use brook_client::{Connection, Message};
+use clap::{Parser, Subcommand};
+use produce::{Acked, Budget, Load, Mode};
+use stats::{new_histogram, Stats, Summary};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "brook-bench", version, about = "Load-test a brook broker")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Connections (each a producer task).
+    #[arg(long, global = true, default_value_t = 4)]
+    producers: usize,
+    /// Body bytes.
+    #[arg(long, global = true, default_value_t = 128)]
+    size: usize,
+    /// Messages in all (default when no --duration: 200000).
+    #[arg(long, global = true)]
+    messages: Option<u64>,
+    /// Run time, e.g. 10s, 500ms, 2m.
+    #[arg(long, global = true, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// sync | pipelined | batch.
+    #[arg(long, global = true, value_enum, default_value = "pipelined")]
+    mode: Mode,
+    /// Requests in flight per connection (pipelined, batch).
+    #[arg(long, global = true, default_value_t = 64)]
+    inflight: usize,
+    /// Messages per request (batch mode).
+    #[arg(long, global = true, default_value_t = 128)]
+    batch: usize,
+    /// Queues of the bench topic.
+    #[arg(long, global = true, default_value_t = 8)]
+    queues: u32,
+    /// Flush mode of the broker this bench starts.
+    #[arg(long, global = true, default_value = "async")]
+    flush: String,
+    /// Use a running broker instead of starting one.
+    #[arg(long, global = true)]
+    addr: Option<String>,
+    /// Record every ack, read everything back and check it.
+    #[arg(long, global = true)]
+    verify: bool,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Produce as fast as the mode allows.
+    Produce,
+    /// Fill a backlog, then drain it with --producers consumers.
+    Consume,
+    /// Produce at a fixed rate and measure send-to-receive latency.
+    E2e {
+        /// Messages per second, all producers together.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
+    },
+    /// Spread pipelined load over many queues (topics of up to 1,000).
+    Queues {
+        /// Queues in all.
+        #[arg(long, default_value_t = 50_000)]
+        count: u32,
+    },
+    /// Measure write latency on an empty broker, then again with M messages
+    /// stored while a slow consumer reads the cold start of the backlog.
+    Backlog {
+        /// Messages to store first.
+        #[arg(long, default_value_t = 20_000_000)]
+        stored: u64,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {text:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("bad duration unit in {text:?} (ms, s, m)")),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(ok) => std::process::exit(if ok { 0 } else { 1 }),
+        Err(e) => {
+            eprintln!("brook-bench: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<bool, String> {
+    let common = cli.common.clone();
+    let broker = match &common.addr {
+        Some(addr) => Broker::external(addr),
+        None => Broker::start(&common.flush, &[])?,
+    };
+    let admin = Connection::connect_as(&broker.addr, "brook-bench").await.map_err(|e| e.to_string())?;
+    match cli.scenario {
+        Scenario::Produce => produce_scenario(&broker, &admin, &common).await,
+        Scenario::Consume => consume_scenario(&broker, &admin, &common).await,
+        Scenario::E2e { rate } => e2e_scenario(&broker, &admin, &common, rate).await,
+        Scenario::Queues { count } => queues_scenario(&broker, &admin, &common, count).await,
+        Scenario::Backlog { stored } => backlog_scenario(&broker, &admin, &common, stored).await,
+    }
+}
+
+fn budget(common: &Common) -> Arc<Budget> {
+    let messages = match (common.messages, common.duration) {
+        (None, None) => Some(200_000),
+        (m, _) => m,
+    };
+    Arc::new(Budget::new(messages, common.duration.map(|d| Instant::now() + d)))
+}
+
+async fn topic(admin: &Connection, name: &str, queues: u32) -> Result<Vec<(String, u32)>, String> {
+    admin.create_topic(name, queues).await.map_err(|e| e.to_string())?;
+    Ok((0..queues).map(|q| (name.to_string(), q)).collect())
+}
+
+/// Runs `common.producers` producers over `targets`; returns acks and the
+/// summary.
+async fn produce_load(
+    broker: &Broker,
+    common: &Common,
+    targets: Vec<(String, u32)>,
+    budget: Arc<Budget>,
+    scenario: &str,
+) -> Result<(Vec<Acked>, Summary), String> {
+    let stats = Arc::new(Stats::new(common.messages.unwrap_or(0)));
+    let load = Load {
+        targets: Arc::new(targets),
+        size: common.size,
+        mode: common.mode,
+        inflight: common.inflight,
+        batch: common.batch,
+        keep_acks: common.verify,
+    };
+    let mut tasks = Vec::new();
+    for id in 0..common.producers.max(1) {
+        let conn = Connection::connect_as(&broker.addr, &format!("bench-{id}")).await.map_err(|e| e.to_string())?;
+        tasks.push(tokio::spawn(produce::run(id, conn, load.clone(), budget.clone(), stats.clone())));
+    }
+    let start = Instant::now();
+    let mut acks = Vec::new();
+    for task in tasks {
+        acks.extend(task.await.map_err(|e| e.to_string())?);
+    }
+    let elapsed = start.elapsed();
+    stats.bar.finish_and_clear();
+    let summary = Summary {
+        scenario: scenario.to_string(),
+        messages: stats.messages.load(std::sync::atomic::Ordering::Relaxed),
+        bytes: stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
+        errors: stats.errors.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed,
+        hist: stats.histogram(),
+        latency_of: match common.mode {
+            Mode::Batch => "per request",
+            _ => "send→ack",
+        },
+        notes: vec![
+            ("mode".into(), format!("{:?} producers={} inflight={} batch={}", common.mode, common.producers, common.inflight, common.batch)),
+            ("size".into(), format!("{} B", common.size)),
+            ("flush".into(), common.flush.clone()),
+        ],
+    };
+    Ok((acks, summary))
+}
+
+async fn finish(admin: &Connection, common: &Common, acks: &[Acked], mut summary: Summary) -> Result<bool, String> {
+    let mut ok = summary.errors == 0;
+    if common.verify {
+        let log = std::env::temp_dir().join(format!("brook-bench-acks-{}.tsv", std::process::id()));
+        let verdict = verify::verify(admin, acks, &log).await.map_err(|e| e.to_string())?;
+        let status = if verdict.problems.is_empty() {
+            format!("ok: {} acknowledged messages all present once, in order (log {})", verdict.checked, log.display())
+        } else {
+            ok = false;
+            for p in &verdict.problems {
+                eprintln!("verify: {p}");
+            }
+            format!("FAILED: {} problems (log {})", verdict.problems.len(), log.display())
+        };
+        summary.notes.push(("verify".into(), status));
+    }
+    summary.print();
+    Ok(ok)
+}
+
+async fn produce_scenario(broker: &Broker, admin: &Connection, common: &Common) -> Result<bool, String> {
+    let targets = topic(admin, "bench", common.queues).await?;
+    let (acks, mut summary) = produce_load(broker, common, targets, budget(common), "produce").await?;
+    if let Some(rss) = broker.rss_bytes() {
+        summary.notes.push(("broker rss".into(), format!("{} MiB", rss >> 20)));
+    }
+    finish(admin, common, &acks, summary).await
+}
+
+async fn consume_scenario(broker: &Broker, admin: &Connection, common: &Common) -> Result<bool, String> {
+    let targets = topic(admin, "bench-consume", common.queues).await?;
+    let fill = Common { mode: Mode::Batch, inflight: 4, ..common.clone() };
+    let total = common.messages.unwrap_or(1_000_000);
+    let (_, filled) = produce_load(broker, &fill, targets.clone(), Arc::new(Budget::new(Some(total), None)), "fill").await?;
+    eprintln!("filled {} messages in {:.1} s", filled.messages, filled.elapsed.as_secs_f64());
+    let stats = Arc::new(Stats::new(filled.messages));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let consumers = common.producers.max(1);
+    for c in 0..consumers {
+        let mine: Vec<(String, u32)> = targets.iter().skip(c).step_by(consumers).cloned().collect();
+        let conn = Connection::connect_as(&broker.addr, &format!("drain-{c}")).await.map_err(|e| e.to_string())?;
+        let stats = stats.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = new_histogram();
+            for (topic, queue) in mine {
+                let mut offset = 0;
+                loop {
+                    let t = Instant::now();
+                    let Ok(pulled) = conn.pull(&topic, queue, offset, 1024, 4 << 20, None, 0).await else {
+                        stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    };
+                    stats::record(&mut hist, t);
+                    let bytes: usize = pulled.messages.iter().map(|m| m.message.body.len()).sum();
+                    stats.done(pulled.messages.len() as u64, bytes as u64);
+                    if pulled.next_offset >= pulled.max_offset {
+                        break;
+                    }
+                    offset = pulled.next_offset;
+                }
+            }
+            stats.merge(&hist);
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())?;
+    }
+    stats.bar.finish_and_clear();
+    let summary = Summary {
+        scenario: "consume".into(),
+        messages: stats.messages.load(std::sync::atomic::Ordering::Relaxed),
+        bytes: stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
+        errors: stats.errors.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed: start.elapsed(),
+        hist: stats.histogram(),
+        latency_of: "per pull",
+        notes: vec![("consumers".into(), consumers.to_string())],
+    };
+    finish(admin, common, &[], summary).await
+}
+
+async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate: u64) -> Result<bool, String> {
+    let targets = topic(admin, "bench-e2e", common.queues).await?;
+    let duration = common.duration.unwrap_or(Duration::from_secs(10));
+    let stats = Arc::new(Stats::new(0));
+    let deadline = Instant::now() + duration;
+    // Consumers first: one long-polling task per queue, from the end.
+    let mut readers = Vec::new();
+    for (topic, queue) in targets.clone() {
+        let conn = Connection::connect_as(&broker.addr, &format!("e2e-read-{queue}")).await.map_err(|e| e.to_string())?;
+        let stats = stats.clone();
+        readers.push(tokio::spawn(async move {
+            let mut hist = new_histogram();
+            let mut offset = 0;
+            while Instant::now() < deadline + Duration::from_secs(2) {
+                let Ok(pulled) = conn.pull(&topic, queue, offset, 1024, 4 << 20, None, 500).await else { break };
+                let now = produce::now_ns();
+                for m in &pulled.messages {
+                    let mut sent = [0u8; 8];
+                    sent.copy_from_slice(&m.message.body[..8]);
+                    let _ = hist.record((now.saturating_sub(u64::from_le_bytes(sent)) / 1000).max(1));
+                }
+                let bytes: usize = pulled.messages.iter().map(|m| m.message.body.len()).sum();
+                stats.done(pulled.messages.len() as u64, bytes as u64);
+                offset = pulled.next_offset;
+            }
+            stats.merge(&hist);
+        }));
+    }
+    // Producers: open loop at the fixed rate, 1 ms ticks.
+    let producers = common.producers.max(1);
+    let per_tick = (rate as f64 / 1000.0 / producers as f64).max(0.0);
+    let mut writers = Vec::new();
+    for p in 0..producers {
+        let conn = Connection::connect_as(&broker.addr, &format!("e2e-write-{p}")).await.map_err(|e| e.to_string())?;
+        let (targets, size, stats) = (targets.clone(), common.size, stats.clone());
+        writers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut owed = 0.0;
+            let mut n = p;
+            let mut pending = futures::stream::FuturesUnordered::new();
+            while Instant::now() < deadline {
+                tick.tick().await;
+                owed += per_tick;
+                while owed >= 1.0 {
+                    owed -= 1.0;
+                    let (topic, queue) = targets[n % targets.len()].clone();
+                    n += 1;
+                    let conn = conn.clone();
+                    let msg: Message = produce::message(&topic, size, format!("e{p}-{n}"));
+                    pending.push(async move { conn.send(&topic, queue, vec![msg]).await });
+                }
+                while let Some(Some(result)) = futures::FutureExt::now_or_never(futures::StreamExt::next(&mut pending)) {
+                    if result.is_err() {
+                        stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            while let Some(result) = futures::StreamExt::next(&mut pending).await {
+                if result.is_err() {
+                    stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    for w in writers {
+        w.await.map_err(|e| e.to_string())?;
+    }
+    for r in readers {
+        r.await.map_err(|e| e.to_string())?;
+    }
+    stats.bar.finish_and_clear();
+    let summary = Summary {
+        scenario: "e2e".into(),
+        messages: stats.messages.load(std::sync::atomic::Ordering::Relaxed),
+        bytes: stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
+        errors: stats.errors.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed: start.elapsed().min(duration),
+        hist: stats.histogram(),
+        latency_of: "send→receive",
+        notes: vec![("target rate".into(), format!("{rate} msgs/s"))],
+    };
+    finish(admin, common, &[], summary).await
+}
+
+async fn queues_scenario(broker: &Broker, admin: &Connection, common: &Common, count: u32) -> Result<bool, String> {
+    let mut targets = Vec::with_capacity(count as usize);
+    let mut left = count;
+    let mut t = 0;
+    while left > 0 {
+        let n = left.min(1000);
+        targets.extend(topic(admin, &format!("bench-q{t}"), n).await?);
+        left -= n;
+        t += 1;
+    }
+    let (acks, mut summary) = produce_load(broker, common, targets, budget(common), "queues").await?;
+    summary.notes.push(("queues".into(), count.to_string()));
+    if let Some(rss) = broker.rss_bytes() {
+        summary.notes.push(("broker rss".into(), format!("{} MiB", rss >> 20)));
+    }
+    finish(admin, common, &acks, summary).await
+}
+
+async fn backlog_scenario(broker: &Broker, admin: &Connection, common: &Common, stored: u64) -> Result<bool, String> {
+    let window = common.duration.unwrap_or(Duration::from_secs(10));
+    let probe = Common { mode: Mode::Sync, ..common.clone() };
+    let targets = topic(admin, "bench-backlog", common.queues).await?;
+    let deadline = || Arc::new(Budget::new(None, Some(Instant::now() + window)));
+    let (_, empty) = produce_load(broker, &probe, targets.clone(), deadline(), "backlog-empty").await?;
+    let fill = Common { mode: Mode::Batch, batch: 256, inflight: 4, ..common.clone() };
+    let (_, filled) = produce_load(broker, &fill, targets.clone(), Arc::new(Budget::new(Some(stored), None)), "fill").await?;
+    eprintln!("stored {} messages in {:.1} s", filled.messages, filled.elapsed.as_secs_f64());
+    // A slow reader of the cold start of every queue.
+    let reader_conn = Connection::connect_as(&broker.addr, "backlog-reader").await.map_err(|e| e.to_string())?;
+    let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = reading.clone();
+    let cold = targets.clone();
+    let reader = tokio::spawn(async move {
+        let mut offsets = vec![0u64; cold.len()];
+        let mut read = 0u64;
+        while flag.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, (topic, queue)) in cold.iter().enumerate() {
+                if let Ok(p) = reader_conn.pull(topic, *queue, offsets[i], 256, 1 << 20, None, 0).await {
+                    offsets[i] = p.next_offset;
+                    read += p.messages.len() as u64;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        read
+    });
+    let (_, loaded) = produce_load(broker, &probe, targets, deadline(), "backlog").await?;
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let read = reader.await.map_err(|e| e.to_string())?;
+    let p99 = |s: &Summary| if s.hist.is_empty() { 0 } else { s.hist.value_at_quantile(0.99) };
+    let mut summary = loaded;
+    summary.notes.push(("empty p99".into(), format!("{} µs", p99(&empty))));
+    summary.notes.push(("backlog p99".into(), format!("{} µs ({:.2}x)", p99(&summary), p99(&summary) as f64 / p99(&empty).max(1) as f64)));
+    summary.notes.push(("cold reads".into(), format!("{read} messages read during the run")));
+    finish(admin, common, &[], summary).await
+}
