@@ -8,7 +8,7 @@
 mod common;
 
 use brook::actors::housekeeper::RetainNow;
-use brook::actors::queue::{Produce, Pull, Range};
+use brook::actors::queue::{Barrier, Produce, Pull, Range};
 use brook::broker;
 use brook::clock::ManualClock;
 use brook::config::{Config, FlushMode, IoBackendKind};
@@ -85,6 +85,8 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
                 queue.send(produce(1, i)).await.expect("mailbox").expect("stored");
             }
             let segments_before = std::fs::read_dir(dir.path().join("commitlog")).expect("dir").count();
+            // As a checkpoint would: the queue writes its in-memory tail.
+            queue.send(Barrier).await.expect("mailbox").expect("barrier");
             let cq_before = cq_files(dir.path());
             let deleted = running.housekeeper.send(RetainNow).await.expect("mailbox").expect("retain");
             assert!(!deleted.segments.is_empty(), "{backend:?}: old segments expired");

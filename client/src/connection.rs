@@ -268,6 +268,8 @@ async fn write_loop(
 ) {
     while let Some(frame) = rx.recv().await {
         let mut ok = sink.feed(frame).await.is_ok();
+        // Let other callers queue their requests so one write carries many.
+        tokio::task::yield_now().await;
         while ok {
             match rx.try_recv() {
                 Ok(frame) => ok = sink.feed(frame).await.is_ok(),

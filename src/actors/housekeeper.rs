@@ -109,23 +109,30 @@ impl Housekeeper {
             let barrier = |registry: &Registry| {
                 let barriers = registry.live_queues().into_iter().map(|q| q.send(Barrier));
                 async move {
-                    // A queue that stopped has nothing left to append, so
-                    // its mailbox error is ignored.
-                    futures::future::join_all(barriers).await.into_iter().flatten().flatten().collect::<Vec<_>>()
+                    let mut files = Vec::new();
+                    for answer in futures::future::join_all(barriers).await {
+                        match answer {
+                            Ok(Ok(dirty)) => files.extend(dirty),
+                            Ok(Err(e)) => return Err(e),
+                            // A queue that stopped has nothing left to write.
+                            Err(_) => {}
+                        }
+                    }
+                    Ok::<_, Error>(files)
                 }
             };
             let mut dirty = Vec::new();
             if final_stop {
                 // Every produce a queue accepted reaches the writer before
                 // the writer's final sync.
-                dirty = barrier(&registry).await;
+                dirty = barrier(&registry).await?;
             }
             // The log must be durable up to the position the checkpoint
             // names: recovery starts scanning there, so an async-flush tail
             // below it that an OS crash lost would leave a hole.
             let at = registry.writer().send(WriterSync).await.map_err(|e| Error::Busy(e.to_string()))??;
             let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
-            dirty.extend(barrier(&registry).await);
+            dirty.extend(barrier(&registry).await?);
             let checkpoint =
                 Checkpoint { cq_durable_offset: write_pos, log_end: write_pos, last_store_ts, clean: final_stop };
             let root = paths.root.clone();

@@ -92,7 +92,7 @@ pub struct Range;
 /// (checkpoint and shutdown barrier), with the consume-queue files written
 /// since the last barrier, for the checkpoint to sync.
 #[derive(Message)]
-#[rtype(result = "Vec<Arc<std::fs::File>>")]
+#[rtype(result = "Result<Vec<Arc<std::fs::File>>>")]
 pub struct Barrier;
 
 /// Retention deleted log below `log_min`: drop consume-queue files that only
@@ -397,10 +397,18 @@ impl Handler<Range> for QueueActor {
 }
 
 impl Handler<Barrier> for QueueActor {
-    type Result = MessageResult<Barrier>;
+    type Result = Result<Vec<Arc<std::fs::File>>>;
 
     fn handle(&mut self, _: Barrier, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.cq.as_mut().map(ConsumeQueue::take_dirty).unwrap_or_default())
+        match self.cq.as_mut().map(ConsumeQueue::take_dirty) {
+            Some(Ok(files)) => Ok(files),
+            Some(Err(e)) => {
+                let reason = format!("cannot write consume queue {}: {e}", self.name);
+                self.fail(reason.clone());
+                Err(Error::Poisoned(reason))
+            }
+            None => Ok(Vec::new()),
+        }
     }
 }
 

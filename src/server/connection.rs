@@ -176,6 +176,10 @@ async fn write_loop(mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, Frame
         if sink.feed(frame).await.is_err() {
             return;
         }
+        // Give the request tasks woken with this one a turn to queue their
+        // answers too: one writev then carries them all (on loopback each
+        // write also pays for the receiver's TCP processing).
+        tokio::task::yield_now().await;
         while let Ok(frame) = rx.try_recv() {
             if sink.feed(frame).await.is_err() {
                 return;

@@ -277,7 +277,7 @@ impl<'a> QueueSet<'a> {
                 let entries = std::mem::take(pending);
                 cq.append(*start, &entries).ctx(|| format!("rebuild {topic}/{queue}"))?;
             }
-            for file in cq.take_dirty() {
+            for file in cq.take_dirty().ctx(|| format!("write {topic}/{queue}"))? {
                 file.sync_data().ctx(|| format!("sync {topic}/{queue}"))?;
             }
         }

@@ -61,7 +61,6 @@ impl Broker {
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     }
-
 }
 
 impl Drop for Broker {

@@ -6,6 +6,11 @@
 //! it starts its own broker on a temporary data dir; `--addr` targets a
 //! running one. See BENCHMARKS.md for the commands and numbers.
 
+/// Many small, short-lived allocations (frames, envelopes, buffers) cross
+/// threads here; mimalloc's per-thread free lists beat glibc malloc at it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod broker;
 mod produce;
 mod stats;
@@ -63,6 +68,10 @@ struct Common {
     /// Record every ack, read everything back and check it.
     #[arg(long, global = true)]
     verify: bool,
+    /// Extra environment for the broker this bench starts (KEY=VALUE,
+    /// repeatable), e.g. BROOK_SERVER__WORKERS=1.
+    #[arg(long = "broker-env", global = true)]
+    broker_env: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -119,7 +128,14 @@ async fn run(cli: Cli) -> Result<bool, String> {
     let common = cli.common.clone();
     let broker = match &common.addr {
         Some(addr) => Broker::external(addr),
-        None => Broker::start(&common.flush, &[])?,
+        None => {
+            let env: Vec<(String, String)> = common
+                .broker_env
+                .iter()
+                .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect();
+            Broker::start(&common.flush, &env)?
+        }
     };
     let admin = Connection::connect_as(&broker.addr, "brook-bench").await.map_err(|e| e.to_string())?;
     match cli.scenario {
@@ -186,7 +202,13 @@ async fn produce_load(
             _ => "send→ack",
         },
         notes: vec![
-            ("mode".into(), format!("{:?} producers={} inflight={} batch={}", common.mode, common.producers, common.inflight, common.batch)),
+            (
+                "mode".into(),
+                format!(
+                    "{:?} producers={} inflight={} batch={}",
+                    common.mode, common.producers, common.inflight, common.batch
+                ),
+            ),
             ("size".into(), format!("{} B", common.size)),
             ("flush".into(), common.flush.clone()),
         ],
@@ -227,7 +249,8 @@ async fn consume_scenario(broker: &Broker, admin: &Connection, common: &Common) 
     let targets = topic(admin, "bench-consume", common.queues).await?;
     let fill = Common { mode: Mode::Batch, inflight: 4, ..common.clone() };
     let total = common.messages.unwrap_or(1_000_000);
-    let (_, filled) = produce_load(broker, &fill, targets.clone(), Arc::new(Budget::new(Some(total), None)), "fill").await?;
+    let (_, filled) =
+        produce_load(broker, &fill, targets.clone(), Arc::new(Budget::new(Some(total), None)), "fill").await?;
     eprintln!("filled {} messages in {:.1} s", filled.messages, filled.elapsed.as_secs_f64());
     let stats = Arc::new(Stats::new(filled.messages));
     let start = Instant::now();
@@ -284,7 +307,8 @@ async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate
     // Consumers first: one long-polling task per queue, from the end.
     let mut readers = Vec::new();
     for (topic, queue) in targets.clone() {
-        let conn = Connection::connect_as(&broker.addr, &format!("e2e-read-{queue}")).await.map_err(|e| e.to_string())?;
+        let conn =
+            Connection::connect_as(&broker.addr, &format!("e2e-read-{queue}")).await.map_err(|e| e.to_string())?;
         let stats = stats.clone();
         readers.push(tokio::spawn(async move {
             let mut hist = new_histogram();
@@ -328,7 +352,8 @@ async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate
                     let msg: Message = produce::message(&topic, size, format!("e{p}-{n}"));
                     pending.push(async move { conn.send(&topic, queue, vec![msg]).await });
                 }
-                while let Some(Some(result)) = futures::FutureExt::now_or_never(futures::StreamExt::next(&mut pending)) {
+                while let Some(Some(result)) = futures::FutureExt::now_or_never(futures::StreamExt::next(&mut pending))
+                {
                     if result.is_err() {
                         stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -387,7 +412,8 @@ async fn backlog_scenario(broker: &Broker, admin: &Connection, common: &Common, 
     let deadline = || Arc::new(Budget::new(None, Some(Instant::now() + window)));
     let (_, empty) = produce_load(broker, &probe, targets.clone(), deadline(), "backlog-empty").await?;
     let fill = Common { mode: Mode::Batch, batch: 256, inflight: 4, ..common.clone() };
-    let (_, filled) = produce_load(broker, &fill, targets.clone(), Arc::new(Budget::new(Some(stored), None)), "fill").await?;
+    let (_, filled) =
+        produce_load(broker, &fill, targets.clone(), Arc::new(Budget::new(Some(stored), None)), "fill").await?;
     eprintln!("stored {} messages in {:.1} s", filled.messages, filled.elapsed.as_secs_f64());
     // A slow reader of the cold start of every queue.
     let reader_conn = Connection::connect_as(&broker.addr, "backlog-reader").await.map_err(|e| e.to_string())?;
@@ -414,7 +440,10 @@ async fn backlog_scenario(broker: &Broker, admin: &Connection, common: &Common, 
     let p99 = |s: &Summary| if s.hist.is_empty() { 0 } else { s.hist.value_at_quantile(0.99) };
     let mut summary = loaded;
     summary.notes.push(("empty p99".into(), format!("{} µs", p99(&empty))));
-    summary.notes.push(("backlog p99".into(), format!("{} µs ({:.2}x)", p99(&summary), p99(&summary) as f64 / p99(&empty).max(1) as f64)));
+    summary.notes.push((
+        "backlog p99".into(),
+        format!("{} µs ({:.2}x)", p99(&summary), p99(&summary) as f64 / p99(&empty).max(1) as f64),
+    ));
     summary.notes.push(("cold reads".into(), format!("{read} messages read during the run")));
     finish(admin, common, &[], summary).await
 }

@@ -105,7 +105,14 @@ impl Summary {
         println!("messages          {}", self.messages);
         println!("elapsed           {:.2} s", secs);
         println!("throughput        {:.0} msgs/s, {:.1} MB/s", rate, mb);
-        println!("latency ({})  p50 {} µs  p99 {} µs  p999 {} µs  max {} µs", self.latency_of, q(0.5), q(0.99), q(0.999), if self.hist.is_empty() { 0 } else { self.hist.max() });
+        println!(
+            "latency ({})  p50 {} µs  p99 {} µs  p999 {} µs  max {} µs",
+            self.latency_of,
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            if self.hist.is_empty() { 0 } else { self.hist.max() }
+        );
         println!("errors            {}", self.errors);
         for (k, v) in &self.notes {
             println!("{k:<17} {v}");
