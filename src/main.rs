@@ -157,12 +157,21 @@ mod anyhow_free {
         }
     }
 
-    /// Each queue keeps a few files open; lift the soft limit to the hard one.
+    /// Each queue keeps its consume-queue file open, so tens of thousands of
+    /// queues need as many descriptors: lift the soft limit to the hard one,
+    /// and (when privileged) the hard one to the kernel's `nr_open`.
     fn raise_fd_limit(logger: &slog::Logger) {
+        let nr_open: u64 =
+            std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         // SAFETY: getrlimit/setrlimit on a zeroed, owned struct.
         unsafe {
             let mut limit: libc::rlimit = std::mem::zeroed();
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return;
+            }
+            let wanted = limit.rlim_max.max(nr_open as libc::rlim_t);
+            let raised = libc::rlimit { rlim_cur: wanted, rlim_max: wanted };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
                 limit.rlim_cur = limit.rlim_max;
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                     slog::warn!(logger, "cannot raise the open-file limit");

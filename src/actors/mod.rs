@@ -7,7 +7,8 @@
 //! - [`housekeeper`]: periodic checkpoints and retention.
 //!
 //! Actor addresses live in a `DashMap` read by every connection; queue actors
-//! start on first use, on the queue arbiters.
+//! start on first use, on the arbiters the broker gives the registry (the
+//! writer's own, so appends never cross threads between queue and writer).
 
 pub mod consumer_group;
 pub mod housekeeper;
