@@ -8,8 +8,9 @@
 //! that is stored. Durability comes from the checkpoint's syncfs, not from
 //! per-append fsyncs: the entries are derived data and rebuilt after a crash.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use crate::store::fd_cache;
+use std::collections::BTreeSet;
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -63,7 +64,9 @@ fn file_name(first: u64) -> String {
 pub struct ConsumeQueue {
     dir: PathBuf,
     per_file: u64,
-    files: BTreeMap<u64, Arc<File>>,
+    /// First entry of every file on disk; the files themselves come from
+    /// the process-wide descriptor cache.
+    files: BTreeSet<u64>,
     /// Files written since the last `take_dirty`.
     dirty: BTreeSet<u64>,
     /// Entries appended but not yet written to their file (the last
@@ -83,29 +86,47 @@ impl ConsumeQueue {
     /// last entry is cut off.
     pub fn open(dir: PathBuf, per_file: u64) -> io::Result<Self> {
         fs::create_dir_all(&dir)?;
-        let mut files = BTreeMap::new();
+        let mut files = BTreeSet::new();
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
-            let Some(first) = entry.file_name().to_str().filter(|n| n.len() == 20).and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let file = OpenOptions::new().read(true).write(true).open(entry.path())?;
-            files.insert(first, Arc::new(file));
+            if let Some(first) =
+                entry.file_name().to_str().filter(|n| n.len() == 20).and_then(|n| n.parse::<u64>().ok())
+            {
+                files.insert(first);
+            }
         }
         let mut queue = Self { dir, per_file, files, dirty: BTreeSet::new(), tail: Vec::new(), min_offset: 0, next: 0 };
-        if let Some((&first, file)) = queue.files.iter().next_back() {
-            let len = file.metadata()?.len();
+        if let Some(&first) = queue.files.iter().next_back() {
+            let path = queue.path(first);
+            let len = fs::metadata(&path)?.len();
             let whole = (len / ENTRY_LEN).min(per_file);
             if len != whole * ENTRY_LEN {
-                file.set_len(whole * ENTRY_LEN)?;
+                fd_cache::get(&path, false)?.set_len(whole * ENTRY_LEN)?;
             }
             queue.next = first + whole;
         }
-        if let Some(&first) = queue.files.keys().next() {
+        if let Some(&first) = queue.files.iter().next() {
             queue.min_offset = queue.first_present(first)?;
         }
         Ok(queue)
+    }
+
+    fn path(&self, base: u64) -> PathBuf {
+        self.dir.join(file_name(base))
+    }
+
+    fn file(&self, base: u64) -> io::Result<Option<Arc<File>>> {
+        if !self.files.contains(&base) {
+            return Ok(None);
+        }
+        fd_cache::get(&self.path(base), false).map(Some)
+    }
+
+    fn remove_file(&mut self, base: u64) -> io::Result<()> {
+        self.files.remove(&base);
+        let path = self.path(base);
+        fd_cache::forget(&path);
+        fs::remove_file(path)
     }
 
     /// The directory of this queue.
@@ -141,18 +162,11 @@ impl ConsumeQueue {
         offset - offset % self.per_file
     }
 
-    fn file_for_write(&mut self, base: u64) -> io::Result<&File> {
+    fn file_for_write(&mut self, base: u64) -> io::Result<Arc<File>> {
         self.dirty.insert(base);
-        if !self.files.contains_key(&base) {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(self.dir.join(file_name(base)))?;
-            self.files.insert(base, Arc::new(file));
-        }
-        self.files.get(&base).map(|f| &**f).ok_or_else(|| io::Error::other("consume-queue file vanished"))
+        let file = fd_cache::get(&self.path(base), true)?;
+        self.files.insert(base);
+        Ok(file)
     }
 
     /// Appends entries for offsets `offset..`. `offset` must be the next
@@ -227,12 +241,12 @@ impl ConsumeQueue {
         let mut at = from;
         while at < end {
             let base = self.file_base(at);
-            let Some(file) = self.files.get(&base) else {
+            let Some(file) = self.file(base)? else {
                 break;
             };
             let upto = end.min(base + self.per_file);
             let mut bytes = vec![0u8; ((upto - at) * ENTRY_LEN) as usize];
-            let read = read_full_at(file, &mut bytes, (at - base) * ENTRY_LEN)?;
+            let read = read_full_at(&file, &mut bytes, (at - base) * ENTRY_LEN)?;
             for chunk in bytes.get(..read).unwrap_or(&[]).chunks_exact(ENTRY_LEN as usize) {
                 out.push(CqEntry::decode(chunk));
             }
@@ -251,12 +265,11 @@ impl ConsumeQueue {
         }
         self.flush()?;
         let keep_base = self.file_base(offset);
-        let doomed: Vec<u64> = self.files.range(keep_base + 1..).map(|(b, _)| *b).collect();
+        let doomed: Vec<u64> = self.files.range(keep_base + 1..).copied().collect();
         for base in doomed {
-            self.files.remove(&base);
-            fs::remove_file(self.dir.join(file_name(base)))?;
+            self.remove_file(base)?;
         }
-        if let Some(file) = self.files.get(&keep_base) {
+        if let Some(file) = self.file(keep_base)? {
             file.set_len((offset - keep_base) * ENTRY_LEN)?;
             self.dirty.insert(keep_base);
         }
@@ -293,13 +306,12 @@ impl ConsumeQueue {
         }
         let new_min = lo;
         let mut deleted = 0;
-        let bases: Vec<u64> = self.files.keys().copied().collect();
+        let bases: Vec<u64> = self.files.iter().copied().collect();
         for base in bases {
             // Keep the file holding `new_min`, and always the last file so
             // the queue keeps its end offset.
             if base + self.per_file <= new_min && base + self.per_file < self.next {
-                self.files.remove(&base);
-                fs::remove_file(self.dir.join(file_name(base)))?;
+                self.remove_file(base)?;
                 deleted += 1;
             }
         }
@@ -312,12 +324,18 @@ impl ConsumeQueue {
     pub fn take_dirty(&mut self) -> io::Result<Vec<Arc<File>>> {
         self.flush()?;
         let dirty = std::mem::take(&mut self.dirty);
-        Ok(dirty.iter().filter_map(|base| self.files.get(base).cloned()).collect())
+        let mut files = Vec::with_capacity(dirty.len());
+        for base in dirty {
+            files.extend(self.file(base)?);
+        }
+        Ok(files)
     }
 
     /// Removes the queue's files and directory.
     pub fn destroy(self) -> io::Result<()> {
-        drop(self.files);
+        for base in &self.files {
+            fd_cache::forget(&self.path(*base));
+        }
         match fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -397,7 +415,7 @@ mod tests {
         cq.append(0, &entries).expect("append");
         cq.flush().expect("flush");
         drop(cq);
-        let file = OpenOptions::new().write(true).open(path.join(file_name(0))).expect("f");
+        let file = std::fs::OpenOptions::new().write(true).open(path.join(file_name(0))).expect("f");
         file.set_len(10 * ENTRY_LEN - 7).expect("tear");
         let mut cq = ConsumeQueue::open(path, 100).expect("reopen");
         assert_eq!(cq.next_offset(), 9);

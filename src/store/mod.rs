@@ -14,6 +14,7 @@
 pub mod checkpoint;
 pub mod commitlog;
 pub mod consume_queue;
+pub mod fd_cache;
 pub mod group_state;
 pub mod record;
 pub mod recovery;

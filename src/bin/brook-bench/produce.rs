@@ -135,8 +135,10 @@ pub async fn run(id: usize, conn: Connection, load: Load, budget: Arc<Budget>, s
                     }));
                 }
             }
-            Err(_) => {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
+            Err(e) => {
+                if stats.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                    eprintln!("first error: {e}");
+                }
             }
         }
     }
