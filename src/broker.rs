@@ -102,6 +102,12 @@ pub struct Running {
 }
 
 impl Running {
+    /// The thread the writer and the queue actors run on; work that feeds
+    /// the writer the way queue actors do runs best there.
+    pub fn writer_arbiter(&self) -> Option<actix::ArbiterHandle> {
+        self.arbiters.first().map(Arbiter::handle)
+    }
+
     /// Stops the extra arbiters (after the final checkpoint).
     pub fn stop_arbiters(&self) {
         for arbiter in &self.arbiters {
