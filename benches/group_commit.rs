@@ -4,7 +4,8 @@
 //! Criterion reports records/s (and bytes/s); after each case a line gives
 //! the records per fdatasync and fdatasyncs per second it took.
 //!
-//! `cargo bench --bench group_commit` (filter with e.g. `-- async/uring`).
+//! `cargo bench --bench group_commit` (filter with e.g. `-- async/uring`;
+//! `BENCH_PREALLOC=0` measures without segment preallocation).
 
 use brook::actors::writer::Append;
 use brook::broker::{self, Running};
