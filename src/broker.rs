@@ -4,7 +4,7 @@
 //! stop accepting → close connections → queues drain → the writer drains and
 //! fdatasyncs → clean checkpoint.
 
-use crate::actors::consumer_group::Groups;
+use crate::actors::groups::Groups;
 use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig};
 use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
 use crate::actors::Registry;

@@ -13,7 +13,7 @@
 //! affected member is told over its own connection.
 
 use crate::actors::queue::{OffsetAtTime, Range};
-use crate::actors::{live_or_start, Registry};
+use crate::actors::Registry;
 use crate::config::GroupsConfig;
 use crate::error::{Error, Result};
 use crate::store::group_state::{self, GroupState, OffsetKey};
@@ -24,7 +24,6 @@ use brook_proto::request::{
     ConsumeMode, GroupInfo, Heartbeat, MemberInfo, QueueLag, QueueOffset, QueueRef, StartFrom, Subscription,
 };
 use brook_proto::{Frame, Request};
-use dashmap::DashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,7 +160,8 @@ pub fn allocate_averagely<'a>(queues: &[QueueRef], members: &[&'a str]) -> Vec<(
 }
 
 impl ConsumerGroupActor {
-    fn new(
+    /// The actor of group `name`, its state loaded from `dir`.
+    pub fn new(
         name: String,
         dir: PathBuf,
         config: GroupsConfig,
@@ -525,79 +525,6 @@ impl Handler<FlushOffsets> for ConsumerGroupActor {
         // Shutdown: write synchronously so the caller knows it is on disk.
         self.state.store(&self.path).map_err(|e| Error::io(format!("write {}", self.path.display()), e))?;
         self.dirty = false;
-        Ok(())
-    }
-}
-
-/// Finds (and lazily starts) each group's actor.
-pub struct Groups {
-    actors: DashMap<String, Addr<ConsumerGroupActor>>,
-    registry: Arc<Registry>,
-    topics: Arc<TopicTable>,
-    dir: PathBuf,
-    config: GroupsConfig,
-    arbiter: Option<ArbiterHandle>,
-    logger: slog::Logger,
-}
-
-impl Groups {
-    /// Groups stored under `dir`, actors started on `arbiter`.
-    pub fn new(
-        registry: Arc<Registry>,
-        topics: Arc<TopicTable>,
-        dir: PathBuf,
-        config: GroupsConfig,
-        arbiter: Option<ArbiterHandle>,
-        logger: slog::Logger,
-    ) -> Self {
-        Self { actors: DashMap::new(), registry, topics, dir, config, arbiter, logger }
-    }
-
-    /// The actor of `group`, started if needed.
-    pub fn get(&self, group: &str) -> Result<Addr<ConsumerGroupActor>> {
-        validate_name("group", group).map_err(Error::InvalidName)?;
-        Ok(live_or_start(&self.actors, group, || self.start(group)))
-    }
-
-    fn start(&self, group: &str) -> Addr<ConsumerGroupActor> {
-        let actor = ConsumerGroupActor::new(
-            group.to_string(),
-            self.dir.clone(),
-            self.config.clone(),
-            self.registry.clone(),
-            self.topics.clone(),
-            self.logger.clone(),
-        );
-        match &self.arbiter {
-            Some(arbiter) => ConsumerGroupActor::start_in_arbiter(arbiter, move |_| actor),
-            None => actor.start(),
-        }
-    }
-
-    /// Groups with a running actor.
-    pub fn live(&self) -> Vec<(String, Addr<ConsumerGroupActor>)> {
-        self.actors.iter().map(|e| (e.key().clone(), e.value().clone())).collect()
-    }
-
-    /// Every group known: running or stored.
-    pub fn known(&self) -> Vec<String> {
-        let mut all: BTreeSet<String> = group_state::list(&self.dir).unwrap_or_default().into_iter().collect();
-        all.extend(self.actors.iter().map(|e| e.key().clone()));
-        all.into_iter().collect()
-    }
-
-    /// Tells every running group that a connection closed.
-    pub fn connection_closed(&self, conn_id: u64) {
-        for entry in self.actors.iter() {
-            entry.value().do_send(ConnectionClosed { conn_id });
-        }
-    }
-
-    /// Writes every running group's offsets (shutdown).
-    pub async fn flush_all(&self) -> Result<()> {
-        for (_, addr) in self.live() {
-            addr.send(FlushOffsets).await.map_err(|e| Error::Busy(e.to_string()))??;
-        }
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! - [`queue`]: one QueueActor per topic-queue (offsets, consume queue, pulls).
 //! - [`consumer_group`]: one ConsumerGroupActor per group (members,
 //!   assignment, locks, committed offsets).
+//! - [`groups`]: the registry of consumer-group actors.
 //! - [`housekeeper`]: periodic checkpoints and retention.
 //!
 //! Actor addresses live in a `DashMap` read by every connection; queue actors
@@ -11,6 +12,7 @@
 //! writer's own, so appends never cross threads between queue and writer).
 
 pub mod consumer_group;
+pub mod groups;
 pub mod housekeeper;
 pub mod queue;
 pub mod writer;

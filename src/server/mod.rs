@@ -8,7 +8,7 @@ pub mod dispatch;
 pub mod groups;
 pub mod listener;
 
-use crate::actors::consumer_group::Groups;
+use crate::actors::groups::Groups;
 use crate::actors::Registry;
 use crate::config::Config;
 use crate::store::commitlog::LogReader;

@@ -1,0 +1,89 @@
+//! The group registry: finds (and lazily starts) each consumer group's
+//! actor, and fans connection-closed notices and the shutdown flush out to
+//! every running group.
+
+use crate::actors::consumer_group::{ConnectionClosed, ConsumerGroupActor, FlushOffsets};
+use crate::actors::{live_or_start, Registry};
+use crate::config::GroupsConfig;
+use crate::error::{Error, Result};
+use crate::store::group_state;
+use crate::store::topics::TopicTable;
+use actix::prelude::*;
+use brook_proto::names::validate_name;
+use dashmap::DashMap;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Finds (and lazily starts) each group's actor.
+pub struct Groups {
+    actors: DashMap<String, Addr<ConsumerGroupActor>>,
+    registry: Arc<Registry>,
+    topics: Arc<TopicTable>,
+    dir: PathBuf,
+    config: GroupsConfig,
+    arbiter: Option<ArbiterHandle>,
+    logger: slog::Logger,
+}
+
+impl Groups {
+    /// Groups stored under `dir`, actors started on `arbiter`.
+    pub fn new(
+        registry: Arc<Registry>,
+        topics: Arc<TopicTable>,
+        dir: PathBuf,
+        config: GroupsConfig,
+        arbiter: Option<ArbiterHandle>,
+        logger: slog::Logger,
+    ) -> Self {
+        Self { actors: DashMap::new(), registry, topics, dir, config, arbiter, logger }
+    }
+
+    /// The actor of `group`, started if needed.
+    pub fn get(&self, group: &str) -> Result<Addr<ConsumerGroupActor>> {
+        validate_name("group", group).map_err(Error::InvalidName)?;
+        Ok(live_or_start(&self.actors, group, || self.start(group)))
+    }
+
+    fn start(&self, group: &str) -> Addr<ConsumerGroupActor> {
+        let actor = ConsumerGroupActor::new(
+            group.to_string(),
+            self.dir.clone(),
+            self.config.clone(),
+            self.registry.clone(),
+            self.topics.clone(),
+            self.logger.clone(),
+        );
+        match &self.arbiter {
+            Some(arbiter) => ConsumerGroupActor::start_in_arbiter(arbiter, move |_| actor),
+            None => actor.start(),
+        }
+    }
+
+    /// Groups with a running actor.
+    pub fn live(&self) -> Vec<(String, Addr<ConsumerGroupActor>)> {
+        self.actors.iter().map(|e| (e.key().clone(), e.value().clone())).collect()
+    }
+
+    /// Every group known: running or stored.
+    pub fn known(&self) -> Vec<String> {
+        let mut all: BTreeSet<String> = group_state::list(&self.dir).unwrap_or_default().into_iter().collect();
+        all.extend(self.actors.iter().map(|e| e.key().clone()));
+        all.into_iter().collect()
+    }
+
+    /// Tells every running group that a connection closed.
+    pub fn connection_closed(&self, conn_id: u64) {
+        for entry in self.actors.iter() {
+            entry.value().do_send(ConnectionClosed { conn_id });
+        }
+    }
+
+    /// Writes every running group's offsets (shutdown).
+    pub async fn flush_all(&self) -> Result<()> {
+        for (_, addr) in self.live() {
+            addr.send(FlushOffsets).await.map_err(|e| Error::Busy(e.to_string()))??;
+        }
+        Ok(())
+    }
+}
