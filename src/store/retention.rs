@@ -17,8 +17,7 @@ pub trait DiskUsage: Send + Sync + std::fmt::Debug {
     fn used_ratio(&self, dir: &Path) -> io::Result<f64>;
 }
 
-/// Reads usage with `statvfs`, counting blocks reserved for root as used (as
-/// `df` does).
+/// Reads usage with `statvfs`, the way `df` reports it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StatvfsUsage;
 
@@ -32,10 +31,15 @@ impl DiskUsage for StatvfsUsage {
         if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        if stat.f_blocks == 0 {
+        // As `df` computes Use%: used / (used + available to users). Blocks
+        // outside both (reserved for root, or withheld by a thin-provisioned
+        // host) do not count as in use.
+        let used = stat.f_blocks.saturating_sub(stat.f_bfree) as f64;
+        let usable = used + stat.f_bavail as f64;
+        if usable <= 0.0 {
             return Ok(0.0);
         }
-        Ok(1.0 - stat.f_bavail as f64 / stat.f_blocks as f64)
+        Ok(used / usable)
     }
 }
 
@@ -122,4 +126,23 @@ pub fn run_once(
     }
     deleted.log_min = set.min_offset();
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_matches_df() {
+        let ratio = StatvfsUsage.used_ratio(Path::new("/")).expect("statvfs");
+        let out = std::process::Command::new("df").args(["--output=pcent", "/"]).output();
+        if let Ok(out) = out {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(pct) = text.lines().nth(1).and_then(|l| l.trim().trim_end_matches('%').parse::<f64>().ok()) {
+                // df rounds up to a whole percent.
+                assert!((ratio * 100.0 - pct).abs() <= 1.5, "statvfs {ratio} vs df {pct}%");
+            }
+        }
+        assert!((0.0..=1.0).contains(&ratio));
+    }
 }

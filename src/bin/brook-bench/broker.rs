@@ -11,46 +11,53 @@ pub struct Broker {
     /// Where it listens.
     pub addr: String,
     child: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
+    env: Vec<(String, String)>,
 }
 
 impl Broker {
     /// A broker someone else runs.
     pub fn external(addr: &str) -> Broker {
-        Broker { addr: addr.to_string(), child: None, _dir: None }
+        Broker { addr: addr.to_string(), child: None, dir: None, env: Vec::new() }
     }
 
     /// Starts the `brookd` next to this binary with `flush` and extra env.
     pub fn start(flush: &str, extra: &[(String, String)]) -> Result<Broker, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let brookd: PathBuf = exe.with_file_name("brookd");
         let dir = tempfile::Builder::new().prefix("brook-bench-").tempdir().map_err(|e| e.to_string())?;
-        let mut command = Command::new(&brookd);
-        command
-            .args(["--log-format", "json"])
-            .env("BROOK_LISTEN", "127.0.0.1:0")
-            .env("BROOK_DATA_DIR", dir.path())
-            .env("BROOK_STORE__FLUSH", flush)
-            .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| format!("start {}: {e}", brookd.display()))?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["msg"] == "listening" {
-                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
-                    } else if v["level"] == "WARN" || v["level"] == "ERRO" || v["level"] == "CRIT" {
-                        eprintln!("brookd: {line}");
-                    }
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| "brookd did not start".to_string())?;
-        Ok(Broker { addr, child: Some(child), _dir: Some(dir) })
+        let mut env = vec![
+            ("BROOK_LISTEN".to_string(), "127.0.0.1:0".to_string()),
+            ("BROOK_DATA_DIR".to_string(), dir.path().display().to_string()),
+            ("BROOK_STORE__FLUSH".to_string(), flush.to_string()),
+        ];
+        env.extend(extra.iter().cloned());
+        let (child, addr) = spawn(&env)?;
+        Ok(Broker { addr, child: Some(child), dir: Some(dir), env })
+    }
+
+    /// Kills the broker with SIGKILL and starts it again on the same data
+    /// dir; returns how long until it was listening again.
+    pub fn kill_and_restart(&mut self) -> Result<Duration, String> {
+        let mut child = self.child.take().ok_or("this bench did not start the broker")?;
+        // SAFETY: signals our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGKILL);
+        }
+        let _ = child.wait();
+        let started = std::time::Instant::now();
+        let (child, addr) = spawn(&self.env)?;
+        self.child = Some(child);
+        self.addr = addr;
+        Ok(started.elapsed())
+    }
+
+    /// Bytes of commit log on disk (this bench's broker only).
+    pub fn log_bytes(&self) -> Option<u64> {
+        let dir = self.dir.as_ref()?.path().join("commitlog");
+        let mut total = 0;
+        for entry in std::fs::read_dir(dir).ok()? {
+            total += entry.ok()?.metadata().ok()?.len();
+        }
+        Some(total)
     }
 
     /// The broker's resident memory, if this bench started it.
@@ -61,6 +68,35 @@ impl Broker {
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     }
+}
+
+/// Spawns `brookd` with `env`; returns it and its address once listening.
+fn spawn(env: &[(String, String)]) -> Result<(Child, String), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let brookd: PathBuf = exe.with_file_name("brookd");
+    let mut child = Command::new(&brookd)
+        .args(["--log-format", "json"])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", brookd.display()))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["msg"] == "listening" {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                } else if v["level"] == "WARN" || v["level"] == "ERRO" || v["level"] == "CRIT" {
+                    eprintln!("brookd: {line}");
+                }
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| "brookd did not start".to_string())?;
+    Ok((child, addr))
 }
 
 impl Drop for Broker {

@@ -2,7 +2,7 @@
 //! and latency percentiles, ending with one machine-readable line:
 //! `RESULT scenario=… msgs_per_s=… mb_per_s=… p50_us=… p99_us=… p999_us=… errors=…`
 //!
-//! Scenarios: `produce`, `consume`, `e2e`, `queues`, `backlog`. By default
+//! Scenarios: `produce`, `consume`, `e2e`, `queues`, `backlog`, `restart`. By default
 //! it starts its own broker on a temporary data dir; `--addr` targets a
 //! running one. See BENCHMARKS.md for the commands and numbers.
 
@@ -99,6 +99,13 @@ enum Scenario {
         #[arg(long, default_value_t = 20_000_000)]
         stored: u64,
     },
+    /// Fill the log to a size, SIGKILL the broker, and time until it serves
+    /// again on the same data dir.
+    Restart {
+        /// Commit-log size to reach first, in GiB.
+        #[arg(long, default_value_t = 5)]
+        log_gib: u64,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -144,6 +151,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Scenario::E2e { rate } => e2e_scenario(&broker, &admin, &common, rate).await,
         Scenario::Queues { count } => queues_scenario(&broker, &admin, &common, count).await,
         Scenario::Backlog { stored } => backlog_scenario(&broker, &admin, &common, stored).await,
+        Scenario::Restart { log_gib } => restart_scenario(broker, &admin, &common, log_gib).await,
     }
 }
 
@@ -403,6 +411,63 @@ async fn queues_scenario(broker: &Broker, admin: &Connection, common: &Common, c
         summary.notes.push(("broker rss".into(), format!("{} MiB", rss >> 20)));
     }
     finish(admin, common, &acks, summary).await
+}
+
+async fn restart_scenario(
+    mut broker: Broker,
+    admin: &Connection,
+    common: &Common,
+    log_gib: u64,
+) -> Result<bool, String> {
+    let targets = topic(admin, "bench-restart", common.queues).await?;
+    let fill = Common { mode: Mode::Batch, batch: 256, inflight: 4, size: common.size.max(1024), ..common.clone() };
+    let goal = log_gib << 30;
+    let (mut stored, mut body_bytes) = (0, 0);
+    broker.log_bytes().ok_or("--addr brokers cannot be restarted")?;
+    while body_bytes < goal {
+        let (_, filled) =
+            produce_load(&broker, &fill, targets.clone(), Arc::new(Budget::new(Some(200_000), None)), "fill").await?;
+        stored += filled.messages;
+        body_bytes += filled.bytes;
+    }
+    let log = broker.log_bytes().unwrap_or(0);
+    eprintln!(
+        "stored {stored} messages ({:.2} GiB of bodies, {:.2} GiB of segment files); SIGKILL",
+        body_bytes as f64 / f64::from(1u32 << 30),
+        log as f64 / f64::from(1u32 << 30)
+    );
+    let listening = broker.kill_and_restart()?;
+    let started = Instant::now();
+    let conn = Connection::connect_as(&broker.addr, "restart-probe").await.map_err(|e| e.to_string())?;
+    conn.describe_topic("bench-restart").await.map_err(|e| e.to_string())?;
+    let serving = listening + started.elapsed();
+    let mut hist = new_histogram();
+    let _ = hist.record(serving.as_micros() as u64);
+    let summary = Summary {
+        scenario: "restart".into(),
+        messages: 0,
+        bytes: 0,
+        errors: 0,
+        elapsed: serving,
+        hist,
+        latency_of: "kill→serving",
+        notes: vec![
+            (
+                "log".into(),
+                format!(
+                    "{:.2} GiB of bodies in {:.2} GiB of segments",
+                    body_bytes as f64 / f64::from(1u32 << 30),
+                    log as f64 / f64::from(1u32 << 30)
+                ),
+            ),
+            (
+                "serving again".into(),
+                format!("{:.3} s after SIGKILL (listening at {:.3} s)", serving.as_secs_f64(), listening.as_secs_f64()),
+            ),
+        ],
+    };
+    summary.print();
+    Ok(true)
 }
 
 async fn backlog_scenario(broker: &Broker, admin: &Connection, common: &Common, stored: u64) -> Result<bool, String> {
