@@ -62,12 +62,7 @@ pub struct Producer {
 /// The queue a sharding key maps to: FNV-1a of the key modulo the queue
 /// count, the same in every client.
 pub fn queue_for_key(key: &str, queues: u32) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash % u64::from(queues.max(1))) as u32
+    (brook_proto::hash::fnv1a64(key) % u64::from(queues.max(1))) as u32
 }
 
 fn now_ms() -> i64 {

@@ -12,10 +12,12 @@
 //! - [`msg_id`]: message ids that decode to a broker address and a commit-log
 //!   offset.
 //! - [`names`]: validation rules for topic and group names.
+//! - [`hash`]: the string hash (tag hashes, sharding keys).
 
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod hash;
 pub mod message;
 pub mod msg_id;
 pub mod names;

@@ -2,6 +2,7 @@
 //! consumer groups. Every failure exits non-zero with a message on stderr.
 
 use base64::Engine;
+use brook::clock::now_ms;
 use brook_client::{
     ClientError, Connection, ConsumeResult, Message, Producer, PushConfig, PushConsumer, StartFrom, StoredMessage,
 };
@@ -136,10 +137,6 @@ struct ConsumeArgs {
     /// One JSON object per message.
     #[arg(long)]
     json: bool,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[tokio::main]

@@ -198,7 +198,6 @@ impl CommitLog {
             FileWrite { file: self.active.clone(), offset: self.write_pos - self.active_base, slices: Vec::new() };
         let mut touched_base = self.active_base;
         let now = self.clock.now_ms();
-        let batch_count = batches.len();
         job.bufs = batches.iter().map(|_| Vec::new()).collect();
         for (index, mut batch) in batches.into_iter().enumerate() {
             let mut batch_pos = Vec::with_capacity(batch.len());
@@ -251,7 +250,6 @@ impl CommitLog {
             }
             positions.push(batch_pos);
         }
-        debug_assert_eq!(positions.len(), batch_count);
         if !current.slices.is_empty() {
             self.mark_dirty(touched_base, &current.file);
             job.writes.push(current);

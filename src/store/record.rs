@@ -50,14 +50,7 @@ pub const MAX_STRING_LEN: usize = u16::MAX as usize;
 pub fn tag_hash(tags: Option<&str>) -> u64 {
     match tags {
         None | Some("") => 0,
-        Some(tag) => {
-            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-            for byte in tag.bytes() {
-                hash ^= u64::from(byte);
-                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            hash.max(1)
-        }
+        Some(tag) => brook_proto::hash::fnv1a64(tag).max(1),
     }
 }
 

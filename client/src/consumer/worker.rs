@@ -29,6 +29,15 @@ pub(crate) enum Listener {
 }
 
 impl Listener {
+    /// How a pull's messages are handed over: one by one, or all at once.
+    fn chunks(&self, messages: Vec<StoredMessage>) -> Vec<Vec<StoredMessage>> {
+        match self {
+            Listener::Each(_) => messages.into_iter().map(|m| vec![m]).collect(),
+            Listener::Batch(_) if messages.is_empty() => Vec::new(),
+            Listener::Batch(_) => vec![messages],
+        }
+    }
+
     async fn call(&self, messages: &[StoredMessage]) -> ConsumeResult {
         match self {
             Listener::Each(f) => {
@@ -197,10 +206,7 @@ async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bo
         match result {
             Ok(found) => {
                 failures = 0;
-                let batches: Vec<Vec<StoredMessage>> = match ctx.listener {
-                    Listener::Each(_) => found.messages.into_iter().map(|m| vec![m]).collect(),
-                    Listener::Batch(_) => vec![found.messages].into_iter().filter(|b| !b.is_empty()).collect(),
-                };
+                let batches = ctx.listener.chunks(found.messages);
                 for batch in batches {
                     let permit = tokio::select! {
                         permit = ctx.permits.clone().acquire_owned() => match permit {
@@ -297,10 +303,7 @@ async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>
             match result {
                 Ok(found) => {
                     failures = 0;
-                    let chunks: Vec<Vec<StoredMessage>> = match ctx.listener {
-                        Listener::Each(_) => found.messages.into_iter().map(|m| vec![m]).collect(),
-                        Listener::Batch(_) => vec![found.messages].into_iter().filter(|b| !b.is_empty()).collect(),
-                    };
+                    let chunks = ctx.listener.chunks(found.messages);
                     for chunk in chunks {
                         // In order: the next message waits until this one
                         // succeeds.
