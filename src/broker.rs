@@ -6,21 +6,28 @@
 
 use crate::actors::groups::Groups;
 use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig};
+use crate::actors::reput::Reput;
+use crate::actors::scheduler::SchedulerActor;
+use crate::actors::timer_wheel::TimerWheelActor;
 use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
 use crate::actors::Registry;
 use crate::clock::Clock;
 use crate::config::{Config, FlushMode};
+use crate::delay::DelayPolicy;
 use crate::error::{Error, IoContext, Result};
 use crate::io::{self, IoBackend, IoStats, ResolvedBackend};
 use crate::server::{listener, BrokerCore};
 use crate::store::checkpoint::{Checkpoint, DirLock};
 use crate::store::commitlog::{CommitLog, LogReader};
+use crate::store::progress::ProgressFile;
 use crate::store::recovery::{self, Recovered};
 use crate::store::retention::{DiskUsage, RetentionPolicy};
 use crate::store::segment::{self, Prealloc, SegmentSet};
+use crate::store::timer::{Buckets, DelayFiles};
 use crate::store::topics::TopicTable;
 use crate::store::StorePaths;
 use actix::{Actor, Addr, Arbiter};
+use brook_proto::system::{SCHEDULE_TOPIC, TIMER_TOPIC};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +104,12 @@ pub struct Running {
     pub writer_stats: Arc<WriterStats>,
     /// Backend counters.
     pub io_stats: Arc<IoStats>,
+    /// Delay levels and limit.
+    pub delays: Arc<DelayPolicy>,
+    /// Broker-made writes (deliveries, retries, dead letters).
+    pub reput: Reput,
+    /// The delay schedulers and the timer wheel.
+    pub delayed: Delayed,
     arbiters: Vec<Arbiter>,
     _lock: DirLock,
 }
@@ -173,6 +186,10 @@ pub async fn start(
         Some(queue_arbiter.handle()),
         logger.clone(),
     ));
+    let delays = Arc::new(DelayPolicy::from_config(config)?);
+    let reput =
+        Reput::new(registry.clone(), store.topics.clone(), LogReader::new(store.segments.clone()), logger.clone());
+    let delayed = start_delays(&store, &registry, &reput, &delays, &queue_arbiter, &logger)?;
     let housekeeper = Housekeeper::new(
         registry.clone(),
         store.topics.clone(),
@@ -188,6 +205,7 @@ pub async fn start(
         },
         clock,
         disk,
+        Some(delayed.files.clone()),
         logger,
     )
     .start();
@@ -200,9 +218,62 @@ pub async fn start(
         paths: store.paths,
         writer_stats,
         io_stats,
+        delays,
+        reput,
+        delayed,
         arbiters: vec![writer_arbiter, queue_arbiter],
         _lock: store.lock,
     })
+}
+
+/// The actors of delayed delivery.
+pub struct Delayed {
+    /// One per level (index 0 is level 1).
+    pub schedulers: Vec<Addr<SchedulerActor>>,
+    /// Exact-time delivery.
+    pub wheel: Addr<TimerWheelActor>,
+    /// Their files, synced at each checkpoint.
+    pub files: Arc<DelayFiles>,
+}
+
+/// Creates the delay topics (one schedule queue per level, one timer
+/// queue) and starts a scheduler per level and the timer wheel, each
+/// resuming from its progress file.
+fn start_delays(
+    store: &OpenedStore,
+    registry: &Arc<Registry>,
+    reput: &Reput,
+    delays: &DelayPolicy,
+    arbiter: &Arbiter,
+    logger: &slog::Logger,
+) -> Result<Delayed> {
+    let levels = delays.levels_ms().len() as u32;
+    if store.topics.get(SCHEDULE_TOPIC).is_none_or(|t| t.queues < levels) {
+        store.topics.create(SCHEDULE_TOPIC, levels)?;
+    }
+    if store.topics.get(TIMER_TOPIC).is_none() {
+        store.topics.create(TIMER_TOPIC, 1)?;
+    }
+    let dir = store.paths.schedule();
+    let mut progress = Vec::new();
+    let mut schedulers = Vec::new();
+    for level in 1..=levels {
+        let path = dir.join(format!("level-{level}"));
+        let (file, values) = ProgressFile::open(&path).ctx(|| format!("open {}", path.display()))?;
+        let file = Arc::new(file);
+        progress.push(file.clone());
+        let actor = SchedulerActor::new(level, registry.clone(), reput.clone(), file, values[0], logger.clone());
+        schedulers.push(SchedulerActor::start_in_arbiter(&arbiter.handle(), move |_| actor));
+    }
+    let timer_dir = store.paths.timer();
+    let buckets = Arc::new(Buckets::open(timer_dir.clone()).ctx(|| format!("open {}", timer_dir.display()))?);
+    let path = timer_dir.join("progress");
+    let (file, values) = ProgressFile::open(&path).ctx(|| format!("open {}", path.display()))?;
+    let file = Arc::new(file);
+    progress.push(file.clone());
+    let actor = TimerWheelActor::new(registry.clone(), reput.clone(), buckets.clone(), (file, values), logger.clone());
+    let wheel = TimerWheelActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+    Ok(Delayed { schedulers, wheel, files: Arc::new(DelayFiles { progress, buckets }) })
 }
 
 /// A broker serving on a socket.
@@ -236,6 +307,8 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         config: config.clone(),
         advertised,
         paths: running.paths.clone(),
+        delays: running.delays.clone(),
+        reput: running.reput.clone(),
         logger: logger.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);

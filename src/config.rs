@@ -27,6 +27,34 @@ pub struct Config {
     pub server: ServerConfig,
     /// Consumer-group settings.
     pub groups: GroupsConfig,
+    /// Delay levels, space-separated durations (units ms, s, m, h, d);
+    /// level 1 is the first. Default: RocketMQ's
+    /// `1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h`.
+    pub delay_levels: String,
+    /// Longest delay an exact-time message may ask for; later ones are
+    /// refused. Default: `3d`.
+    pub max_delay: String,
+    /// Retries of a failed message before it goes to the group's
+    /// dead-letter topic, unless the group says otherwise. Default: 16.
+    pub max_reconsume_times: u32,
+}
+
+/// Parses a duration such as `500ms`, `1s`, `5m`, `2h`, `3d` or a bare
+/// number of milliseconds.
+pub fn parse_duration_ms(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration (like 500ms, 1s, 5m, 2h, 3d)"))?;
+    let scale = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h, d)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// Consumer-group settings (`[groups]`).
@@ -135,6 +163,9 @@ impl Default for Config {
             store: StoreConfig::default(),
             server: ServerConfig::default(),
             groups: GroupsConfig::default(),
+            delay_levels: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".into(),
+            max_delay: "3d".into(),
+            max_reconsume_times: 16,
         }
     }
 }
@@ -165,6 +196,9 @@ impl Default for ServerConfig {
     }
 }
 
+/// Most delay levels (each has its own queue and scheduler).
+pub const MAX_DELAY_LEVELS: usize = 64;
+
 /// Smallest segment the store accepts.
 pub const MIN_SEGMENT_BYTES: u64 = 4096;
 
@@ -185,6 +219,32 @@ impl Config {
     /// The effective configuration as TOML (`brookd --print-config`).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The delay of each level in ms (index 0 is level 1).
+    pub fn delay_levels_ms(&self) -> Result<Vec<u64>> {
+        let levels = self
+            .delay_levels
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|s| !s.is_empty())
+            .map(parse_duration_ms)
+            .collect::<std::result::Result<Vec<u64>, String>>()
+            .map_err(|e| Error::Config(format!("delay_levels: {e}")))?;
+        if levels.is_empty() || levels.len() > MAX_DELAY_LEVELS {
+            return Err(Error::Config(format!(
+                "delay_levels needs 1..={MAX_DELAY_LEVELS} levels, got {}",
+                levels.len()
+            )));
+        }
+        if levels.contains(&0) {
+            return Err(Error::Config("delay_levels: a level of 0 delays nothing".into()));
+        }
+        Ok(levels)
+    }
+
+    /// `max_delay` in ms.
+    pub fn max_delay_ms(&self) -> Result<u64> {
+        parse_duration_ms(&self.max_delay).map_err(|e| Error::Config(format!("max_delay: {e}")))
     }
 
     /// Refuses impossible settings; clamps soft ones and returns a warning
@@ -249,6 +309,10 @@ impl Config {
                 *value = 10;
             }
         }
+        self.delay_levels_ms()?;
+        if self.max_delay_ms()? == 0 {
+            return Err(Error::Config("max_delay must be positive".into()));
+        }
         let server = &mut self.server;
         if server.max_frame_bytes > brook_proto::MAX_FRAME_BYTES_CEILING {
             warnings.push(format!(
@@ -309,5 +373,22 @@ mod tests {
         let warnings = config.sanitize().expect("clamped");
         assert_eq!(warnings.len(), 1);
         assert_eq!(config.store.flush_interval_ms, 1);
+    }
+
+    #[test]
+    fn delay_levels_and_durations_parse_with_units() {
+        let config = Config::default();
+        let levels = config.delay_levels_ms().expect("defaults parse");
+        assert_eq!(levels.len(), 18);
+        assert_eq!((levels[0], levels[4], levels[17]), (1_000, 60_000, 7_200_000));
+        assert_eq!(config.max_delay_ms().expect("max"), 3 * 86_400_000);
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("250"), Ok(250));
+        assert!(parse_duration_ms("5w").is_err());
+        assert!(parse_duration_ms("s").is_err());
+        let mut bad = Config { delay_levels: "1s 0s".into(), ..Config::default() };
+        assert!(matches!(bad.sanitize(), Err(Error::Config(_))));
+        let mut bad = Config { delay_levels: "".into(), ..Config::default() };
+        assert!(matches!(bad.sanitize(), Err(Error::Config(_))));
     }
 }

@@ -81,6 +81,9 @@ pub enum Error {
     /// Another member owns or holds the queue (orderly consumption).
     #[error("not the queue's owner: {0}")]
     NotOwner(String),
+    /// No such message (id, offset) or group.
+    #[error("not found: {0}")]
+    MessageNotFound(String),
     /// The broker is stopping.
     #[error("broker is shutting down")]
     ShuttingDown,
@@ -121,6 +124,7 @@ impl From<Error> for WireError {
             Error::QueueOutOfRange { .. } => ErrorCode::QueueOutOfRange,
             Error::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             Error::NotOwner(_) => ErrorCode::NotQueueOwner,
+            Error::MessageNotFound(_) => ErrorCode::MessageNotFound,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::Busy(_) => ErrorCode::BrokerBusy,
         };

@@ -9,6 +9,7 @@
 //!   the Housekeeper (checkpoints, retention) and the registry finding them.
 //! - [`server`]: listener, connections and request dispatch.
 //! - [`broker`]: assembling all of it and the ordered shutdown.
+//! - [`delay`]: delay levels and exact delivery times as producers ask.
 //! - [`filter`]: tag expressions.
 //! - [`clock`]: time behind a trait, for tests.
 //! - [`error`]: the broker's error type and its wire codes.
@@ -19,6 +20,7 @@ pub mod actors;
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod delay;
 pub mod error;
 pub mod filter;
 pub mod io;

@@ -5,7 +5,9 @@
 
 use crate::error::ClientError;
 use brook_proto::request::{GroupInfo, PullResult, SendAck, TopicInfo};
-use brook_proto::{Frame, FrameCodec, Message, Request, Response, WireError, PROTOCOL_VERSION};
+use brook_proto::{
+    ErrorCode, Frame, FrameCodec, Message, Request, Response, StoredMessage, WireError, PROTOCOL_VERSION,
+};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -244,6 +246,37 @@ impl Connection {
     pub async fn describe_group(&self, group: &str) -> Result<GroupInfo, ClientError> {
         match self.request(Request::DescribeGroup { group: group.into() }).await? {
             Response::Group(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every message in `group`'s dead-letter topic, oldest first.
+    pub async fn dlq_list(&self, group: &str) -> Result<Vec<StoredMessage>, ClientError> {
+        let topic = brook_proto::system::dlq_topic(group);
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = match self.pull(&topic, 0, offset, 256, 0, None, 0).await {
+                Ok(page) => page,
+                Err(e) if e.code() == Some(ErrorCode::TopicNotFound) => return Ok(out),
+                Err(e) if e.code() == Some(ErrorCode::OffsetBelowRetained) => {
+                    offset = e.detail().unwrap_or(offset + 1);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            out.extend(page.messages);
+            if page.next_offset >= page.max_offset || page.next_offset == offset {
+                return Ok(out);
+            }
+            offset = page.next_offset;
+        }
+    }
+
+    /// Sends the dead letter `msg_id` of `group` back to its original topic.
+    pub async fn dlq_resend(&self, group: &str, msg_id: &str) -> Result<SendAck, ClientError> {
+        match self.request(Request::ResendDlq { group: group.into(), msg_id: msg_id.into() }).await? {
+            Response::Sent(mut acks) if acks.len() == 1 => Ok(acks.remove(0)),
             other => Err(unexpected(other)),
         }
     }

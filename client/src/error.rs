@@ -31,6 +31,15 @@ impl ClientError {
         }
     }
 
+    /// The number the broker attached to its error (the smallest retained
+    /// offset for `OffsetBelowRetained`, say).
+    pub fn detail(&self) -> Option<u64> {
+        match self {
+            ClientError::Broker(e) => e.detail,
+            _ => None,
+        }
+    }
+
     /// Whether retrying the same call may succeed (a lost connection, a busy
     /// or stopping broker).
     pub fn is_retriable(&self) -> bool {

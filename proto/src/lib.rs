@@ -13,6 +13,8 @@
 //!   offset.
 //! - [`names`]: validation rules for topic and group names.
 //! - [`hash`]: the string hash (tag hashes, sharding keys).
+//! - [`system`]: reserved topics and properties (delays, retries, dead
+//!   letters).
 
 pub mod codec;
 pub mod error;
@@ -22,6 +24,7 @@ pub mod message;
 pub mod msg_id;
 pub mod names;
 pub mod request;
+pub mod system;
 
 pub use codec::{CodecError, FrameCodec};
 pub use error::{ErrorCode, WireError};

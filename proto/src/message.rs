@@ -41,6 +41,25 @@ impl Message {
         self
     }
 
+    /// Delivers the message after delay level `level` (1-based; the
+    /// broker's `delay_levels` say how long each is).
+    #[must_use]
+    pub fn with_delay_level(self, level: u32) -> Self {
+        self.with_property(crate::system::PROP_DELAY_LEVEL, level.to_string())
+    }
+
+    /// Delivers the message `ms` milliseconds after the broker stores it.
+    #[must_use]
+    pub fn with_delay_ms(self, ms: u64) -> Self {
+        self.with_property(crate::system::PROP_DELAY_MS, ms.to_string())
+    }
+
+    /// Delivers the message at `at_ms` (ms since the epoch).
+    #[must_use]
+    pub fn with_deliver_at(self, at_ms: i64) -> Self {
+        self.with_property(crate::system::PROP_DELIVER_AT, at_ms.to_string())
+    }
+
     /// Sets a property.
     #[must_use]
     pub fn with_property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -69,4 +88,17 @@ pub struct StoredMessage {
     pub reconsume_times: u32,
     /// The message as produced.
     pub message: Message,
+}
+
+impl StoredMessage {
+    /// The property `name`, if set.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.message.properties.get(name).map(String::as_str)
+    }
+
+    /// The topic the message was first sent to: its own, or for a retried
+    /// or dead-lettered copy the one it came from.
+    pub fn origin_topic(&self) -> &str {
+        self.property(crate::system::PROP_RETRY_TOPIC).unwrap_or(&self.message.topic)
+    }
 }

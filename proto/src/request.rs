@@ -121,6 +121,28 @@ pub enum Request {
         /// Group name.
         group: String,
     },
+    /// A consumer hands a message back: it failed (or timed out) and should
+    /// be retried later through the group's retry topic, or — past the
+    /// group's `max_reconsume_times`, or when `to_dlq` — be parked in the
+    /// group's dead-letter topic.
+    SendBack {
+        /// Group name.
+        group: String,
+        /// Where the copy being consumed lives in the log
+        /// ([`StoredMessage::log_offset`]).
+        log_offset: u64,
+        /// Skip further retries: straight to the dead-letter topic (orderly
+        /// consumers, which retry in place, use this once they give up).
+        to_dlq: bool,
+    },
+    /// Sends a dead-lettered message back to the topic it was first sent to,
+    /// with a fresh retry count.
+    ResendDlq {
+        /// Group name.
+        group: String,
+        /// The message id as the dead-letter topic lists it.
+        msg_id: String,
+    },
     /// Broker to client: the group's assignment changed; heartbeat now to
     /// learn the new one. Sent one-way.
     AssignmentChanged {
@@ -179,6 +201,20 @@ pub struct Heartbeat {
     /// How long the broker keeps the member without a heartbeat (0: the
     /// broker's default).
     pub session_timeout_ms: u64,
+    /// How the group retries failed messages (the latest heartbeat's
+    /// policy is the group's).
+    pub retry: RetryPolicy,
+}
+
+/// A group's retry policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Retries before a message goes to the dead-letter topic; `None`: the
+    /// broker's `max_reconsume_times` (16).
+    pub max_reconsume_times: Option<u32>,
+    /// Delay before retry n (0-based), in ms; the last repeats. Empty: the
+    /// broker's delay levels, retry n at level 3 + n (as RocketMQ).
+    pub backoff_ms: Vec<u64>,
 }
 
 /// A queue of a topic.
@@ -244,6 +280,8 @@ pub struct GroupInfo {
     pub members: Vec<MemberInfo>,
     /// Offsets and lag per queue (and per member in broadcasting).
     pub offsets: Vec<QueueLag>,
+    /// Messages stored in the group's dead-letter topic.
+    pub dlq_messages: u64,
 }
 
 /// Everything a broker can answer.
@@ -317,8 +355,11 @@ pub struct SendAck {
     pub msg_id: String,
     /// Queue it went to.
     pub queue: u32,
-    /// Its offset in that queue.
+    /// Its offset in that queue (for a delayed message: in the broker's
+    /// delay queue, until it is delivered).
     pub queue_offset: u64,
+    /// For a delayed message, when it will be delivered (ms since the epoch).
+    pub deliver_at: Option<i64>,
 }
 
 /// The result of a pull.

@@ -21,7 +21,8 @@ use crate::store::topics::TopicTable;
 use actix::prelude::*;
 use brook_proto::names::validate_name;
 use brook_proto::request::{
-    ConsumeMode, GroupInfo, Heartbeat, MemberInfo, QueueLag, QueueOffset, QueueRef, StartFrom, Subscription,
+    ConsumeMode, GroupInfo, Heartbeat, MemberInfo, QueueLag, QueueOffset, QueueRef, RetryPolicy, StartFrom,
+    Subscription,
 };
 use brook_proto::{Frame, Request};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -119,6 +120,11 @@ pub struct Unlock {
 #[rtype(result = "Result<GroupInfo>")]
 pub struct Describe;
 
+/// The group's retry policy (from its latest heartbeat).
+#[derive(Message)]
+#[rtype(result = "RetryPolicy")]
+pub struct GetRetryPolicy;
+
 /// Write committed offsets now (shutdown).
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
@@ -136,6 +142,7 @@ pub struct ConsumerGroupActor {
     assignment: HashMap<String, Vec<QueueRef>>,
     generation: u64,
     locks: HashMap<QueueRef, (String, Instant)>,
+    retry: RetryPolicy,
     dirty: bool,
     flushing: bool,
     logger: slog::Logger,
@@ -188,6 +195,7 @@ impl ConsumerGroupActor {
             assignment: HashMap::new(),
             generation: 0,
             locks: HashMap::new(),
+            retry: RetryPolicy::default(),
             dirty: false,
             flushing: false,
             logger,
@@ -333,6 +341,7 @@ impl Handler<Beat> for ConsumerGroupActor {
             0 => self.config.session_timeout_ms,
             ms => ms.max(10),
         };
+        self.retry = hb.retry;
         let joined = !self.members.contains_key(&hb.member);
         self.members.insert(
             hb.member.clone(),
@@ -513,8 +522,26 @@ impl Handler<Describe> for ConsumerGroupActor {
                     lag: max_offset.saturating_sub(committed),
                 });
             }
-            Ok(GroupInfo { group, mode, generation, members, offsets: lag })
+            let dlq = brook_proto::system::dlq_topic(&group);
+            let dlq_messages = match topics.get(&dlq) {
+                Some(_) => registry
+                    .queue(&dlq, 0)
+                    .send(Range)
+                    .await
+                    .map_err(|e| Error::Busy(e.to_string()))?
+                    .map(|(min, max)| max - min)?,
+                None => 0,
+            };
+            Ok(GroupInfo { group, mode, generation, members, offsets: lag, dlq_messages })
         })
+    }
+}
+
+impl Handler<GetRetryPolicy> for ConsumerGroupActor {
+    type Result = MessageResult<GetRetryPolicy>;
+
+    fn handle(&mut self, _: GetRetryPolicy, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.retry.clone())
     }
 }
 

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::store::checkpoint::{sync_filesystem, Checkpoint};
 use crate::store::retention::{self, DiskUsage, Reason, RetentionPolicy};
 use crate::store::segment::SegmentSet;
+use crate::store::timer::DelayFiles;
 use crate::store::topics::TopicTable;
 use crate::store::StorePaths;
 use actix::prelude::*;
@@ -49,6 +50,7 @@ pub struct Housekeeper {
     clock: Arc<dyn Clock>,
     disk: Arc<dyn DiskUsage>,
     lock: Arc<tokio::sync::Mutex<bool>>,
+    delay_files: Option<Arc<DelayFiles>>,
     retention_running: bool,
     logger: slog::Logger,
 }
@@ -81,9 +83,11 @@ impl Housekeeper {
         config: HousekeeperConfig,
         clock: Arc<dyn Clock>,
         disk: Arc<dyn DiskUsage>,
+        delay_files: Option<Arc<DelayFiles>>,
         logger: slog::Logger,
     ) -> Self {
         Self {
+            delay_files,
             registry,
             topics,
             paths,
@@ -101,6 +105,7 @@ impl Housekeeper {
         let registry = self.registry.clone();
         let paths = self.paths.clone();
         let lock = self.lock.clone();
+        let delay_files = self.delay_files.clone();
         async move {
             let mut stopped = lock.lock().await;
             if *stopped {
@@ -137,10 +142,18 @@ impl Housekeeper {
                 Checkpoint { cq_durable_offset: write_pos, log_end: write_pos, last_store_ts, clean: final_stop };
             let root = paths.root.clone();
             let path = paths.checkpoint();
-            tokio::task::spawn_blocking(move || sync_queue_files(&root, &dirty).and_then(|()| checkpoint.store(&path)))
-                .await
-                .map_err(|e| Error::Busy(e.to_string()))?
-                .map_err(|e| Error::io("write checkpoint", e))?;
+            tokio::task::spawn_blocking(move || {
+                sync_queue_files(&root, &dirty)?;
+                // After the log: a synced progress must not name deliveries
+                // whose copies a power loss could still take back.
+                if let Some(files) = &delay_files {
+                    files.sync()?;
+                }
+                checkpoint.store(&path)
+            })
+            .await
+            .map_err(|e| Error::Busy(e.to_string()))?
+            .map_err(|e| Error::io("write checkpoint", e))?;
             if final_stop {
                 *stopped = true;
             }

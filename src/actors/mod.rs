@@ -6,6 +6,10 @@
 //!   assignment, locks, committed offsets).
 //! - [`groups`]: the registry of consumer-group actors.
 //! - [`housekeeper`]: periodic checkpoints and retention.
+//! - [`scheduler`]: one SchedulerActor per delay level.
+//! - [`timer_wheel`]: the TimerWheelActor, exact-time delivery.
+//! - [`reput`]: writes the broker makes itself (deliveries, retries, dead
+//!   letters).
 //!
 //! Actor addresses live in a `DashMap` read by every connection; queue actors
 //! start on first use, on the arbiters the broker gives the registry (the
@@ -15,6 +19,9 @@ pub mod consumer_group;
 pub mod groups;
 pub mod housekeeper;
 pub mod queue;
+pub mod reput;
+pub mod scheduler;
+pub mod timer_wheel;
 pub mod writer;
 
 use crate::store::StorePaths;

@@ -1,5 +1,5 @@
-//! `brookctl`: the admin and test CLI for brook — topics, sends, consumes,
-//! consumer groups. Every failure exits non-zero with a message on stderr.
+//! `brookctl`: the admin and test CLI for brook — topics, sends (delayed
+//! too), consumes (with failures on purpose), consumer groups, dead letters. Every failure exits non-zero with a message on stderr.
 
 use base64::Engine;
 use brook::clock::now_ms;
@@ -38,6 +38,31 @@ enum Command {
     Group {
         #[command(subcommand)]
         command: GroupCommand,
+    },
+    /// A group's dead-letter queue: list, resend.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List the messages in a group's dead-letter queue.
+    List {
+        /// Group name.
+        group: String,
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a dead letter back to the topic it was first sent to.
+    Resend {
+        /// Group name.
+        group: String,
+        /// Message id, as `dlq list` shows it.
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -107,6 +132,15 @@ struct SendArgs {
     /// Print one JSON object per acknowledgement.
     #[arg(long)]
     json: bool,
+    /// Deliver after delay level L (1-based; the broker's `delay_levels`).
+    #[arg(long, conflicts_with_all = ["delay_ms", "deliver_at"])]
+    delay_level: Option<u32>,
+    /// Deliver MS milliseconds after the broker stores it.
+    #[arg(long, conflicts_with = "deliver_at")]
+    delay_ms: Option<u64>,
+    /// Deliver at this time, ms since the epoch.
+    #[arg(long)]
+    deliver_at: Option<i64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -137,6 +171,27 @@ struct ConsumeArgs {
     /// One JSON object per message.
     #[arg(long)]
     json: bool,
+    /// Answer "later" this many times for each message before succeeding
+    /// (to watch a retry chain); every delivery is printed.
+    #[arg(long, default_value_t = 0)]
+    fail_times: u32,
+    /// Retries before the broker dead-letters a message (default: the
+    /// broker's `max_reconsume_times`).
+    #[arg(long)]
+    max_reconsume_times: Option<u32>,
+    /// Back-off before each retry, e.g. "100ms 1s 5s" (the last repeats;
+    /// default: the broker's delay levels from level 3).
+    #[arg(long)]
+    retry_backoff: Option<String>,
+    /// Hold each message this long before answering.
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u64,
+    /// Consume each queue in order, holding its lock.
+    #[arg(long)]
+    orderly: bool,
+    /// Orderly: wait before retrying a failed message in place.
+    #[arg(long, default_value_t = 1000)]
+    suspend_ms: u64,
 }
 
 #[tokio::main]
@@ -154,6 +209,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Send(args) => send(&cli.addr, args).await,
         Command::Consume(args) => consume(&cli.addr, args).await,
         Command::Group { command } => group(&cli.addr, command).await,
+        Command::Dlq { command } => dlq(&cli.addr, command).await,
     }
 }
 
@@ -202,14 +258,28 @@ fn message(args: &SendArgs, body: String) -> Message {
     let mut msg = Message::new(args.topic.as_str(), body.into_bytes());
     msg.tags.clone_from(&args.tags);
     msg.keys.clone_from(&args.key);
+    if let Some(level) = args.delay_level {
+        msg = msg.with_delay_level(level);
+    }
+    if let Some(ms) = args.delay_ms {
+        msg = msg.with_delay_ms(ms);
+    }
+    if let Some(at) = args.deliver_at {
+        msg = msg.with_deliver_at(at);
+    }
     msg
 }
 
 fn print_ack(json: bool, ack: &brook_client::SendAck) {
     if json {
-        println!("{}", json!({ "id": ack.msg_id, "queue": ack.queue, "offset": ack.queue_offset }));
+        let mut obj = json!({ "id": ack.msg_id, "queue": ack.queue, "offset": ack.queue_offset });
+        if let Some(at) = ack.deliver_at {
+            obj["deliver_at"] = json!(at);
+        }
+        println!("{obj}");
     } else {
-        println!("sent id={} queue={} offset={}", ack.msg_id, ack.queue, ack.queue_offset);
+        let due = ack.deliver_at.map(|at| format!(" deliver_at={at}")).unwrap_or_default();
+        println!("sent id={} queue={} offset={}{due}", ack.msg_id, ack.queue, ack.queue_offset);
     }
 }
 
@@ -261,7 +331,7 @@ async fn send(addr: &str, args: SendArgs) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn print_message(json: bool, m: &StoredMessage) {
+fn print_message(json: bool, m: &StoredMessage, result: &str) {
     let body = std::str::from_utf8(&m.message.body);
     if json {
         let mut obj = json!({
@@ -277,6 +347,7 @@ fn print_message(json: bool, m: &StoredMessage) {
             "store_ts": m.store_ts,
             "recv_ts": now_ms(),
             "reconsume": m.reconsume_times,
+            "result": result,
         });
         match body {
             Ok(text) => obj["body"] = json!(text),
@@ -285,7 +356,9 @@ fn print_message(json: bool, m: &StoredMessage) {
         println!("{obj}");
     } else {
         let text = body.map_or_else(|_| format!("<{} bytes>", m.message.body.len()), str::to_string);
-        println!("[{} q{} @{}] {}", m.msg_id, m.queue, m.queue_offset, text);
+        let retry = if m.reconsume_times > 0 { format!(" retry {}", m.reconsume_times) } else { String::new() };
+        let later = if result == "later" { " (later)" } else { "" };
+        println!("[{} q{} @{}{retry}] {}{later}", m.msg_id, m.queue, m.queue_offset, text);
     }
 }
 
@@ -301,6 +374,17 @@ async fn consume(addr: &str, args: ConsumeArgs) -> Result<(), ClientError> {
     // last printed message is committed.
     config.max_in_flight = 1;
     config.heartbeat_interval = Duration::from_secs(5);
+    config.orderly = args.orderly;
+    config.suspend = Duration::from_millis(args.suspend_ms);
+    config.max_reconsume_times = args.max_reconsume_times;
+    if let Some(list) = &args.retry_backoff {
+        config.retry_backoff = list
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|s| !s.is_empty())
+            .map(|s| brook::config::parse_duration_ms(s).map(Duration::from_millis))
+            .collect::<Result<_, _>>()
+            .map_err(ClientError::InvalidArgument)?;
+    }
     let (tx, mut rx) = mpsc::channel::<(StoredMessage, oneshot::Sender<bool>)>(1);
     let consumer = PushConsumer::start(addr, config, move |m| {
         let tx = tx.clone();
@@ -318,6 +402,7 @@ async fn consume(addr: &str, args: ConsumeArgs) -> Result<(), ClientError> {
     .await?;
     let deadline = args.timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut seen = 0u64;
+    let mut failures: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     while args.count.is_none_or(|c| seen < c) {
         let next = match deadline {
             Some(at) => match tokio::time::timeout_at(at.into(), rx.recv()).await {
@@ -327,7 +412,17 @@ async fn consume(addr: &str, args: ConsumeArgs) -> Result<(), ClientError> {
             None => rx.recv().await,
         };
         let Some((msg, done)) = next else { break };
-        print_message(args.json, &msg);
+        if args.hold_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(args.hold_ms)).await;
+        }
+        let failed = failures.entry(msg.msg_id.clone()).or_insert(0);
+        if *failed < args.fail_times {
+            *failed += 1;
+            print_message(args.json, &msg, "later");
+            let _ = done.send(false);
+            continue;
+        }
+        print_message(args.json, &msg, "success");
         seen += 1;
         let _ = done.send(true);
     }
@@ -366,10 +461,13 @@ async fn group(addr: &str, command: GroupCommand) -> Result<(), ClientError> {
                 println!(
                     "{}",
                     json!({ "group": info.group, "mode": format!("{:?}", info.mode), "generation": info.generation,
-                        "members": members, "offsets": offsets })
+                        "members": members, "offsets": offsets, "dlq_messages": info.dlq_messages })
                 );
             } else {
-                println!("group {} ({:?}, generation {})", info.group, info.mode, info.generation);
+                println!(
+                    "group {} ({:?}, generation {}, {} dead letters)",
+                    info.group, info.mode, info.generation, info.dlq_messages
+                );
                 println!("members:");
                 for m in &info.members {
                     let queues: Vec<String> = m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue)).collect();
@@ -388,6 +486,35 @@ async fn group(addr: &str, command: GroupCommand) -> Result<(), ClientError> {
                     );
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+async fn dlq(addr: &str, command: DlqCommand) -> Result<(), ClientError> {
+    let conn = Connection::connect_as(addr, "brookctl").await?;
+    match command {
+        DlqCommand::List { group, json } => {
+            for m in conn.dlq_list(&group).await? {
+                if json {
+                    print_message(true, &m, "dead");
+                } else {
+                    let body = std::str::from_utf8(&m.message.body)
+                        .map_or_else(|_| format!("<{} bytes>", m.message.body.len()), str::to_string);
+                    println!(
+                        "{}\ttopic={}\tretries={}\tstored={}\t{}",
+                        m.msg_id,
+                        m.origin_topic(),
+                        m.reconsume_times,
+                        m.store_ts,
+                        body
+                    );
+                }
+            }
+        }
+        DlqCommand::Resend { group, id } => {
+            let ack = conn.dlq_resend(&group, &id).await?;
+            println!("resent id={} queue={} offset={}", ack.msg_id, ack.queue, ack.queue_offset);
         }
     }
     Ok(())

@@ -2,15 +2,15 @@
 //! wire code. Validation happens here, before anything reaches an actor, so
 //! invalid input changes nothing.
 
-use crate::actors::queue::{Destroy, Produce, Pull, Range};
+use crate::actors::queue::{Destroy, Pull, Range};
 use crate::error::Error;
 use crate::filter::TagFilter;
 use crate::server::connection::ConnInfo;
-use crate::server::{groups, BrokerCore};
-use crate::store::commitlog::AppendBatch;
-use crate::store::record;
+use crate::server::{groups, retry, BrokerCore};
+use crate::store::record::{self, DecodedRecord};
 use brook_proto::names::validate_name;
 use brook_proto::request::{PullResult, QueueRef, QueueStats, SendAck, TopicInfo};
+use brook_proto::system::{is_reserved_topic, PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES};
 use brook_proto::{ErrorCode, Message, MessageId, Request, Response, StoredMessage, WireError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +59,8 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Rep
         }
         Request::ListGroups => Ok(Response::Groups(core.groups.known())),
         Request::DescribeGroup { group } => groups::describe(core, &group).await,
+        Request::SendBack { group, log_offset, to_dlq } => retry::send_back(core, &group, log_offset, to_dlq).await,
+        Request::ResendDlq { group, msg_id } => retry::resend_dlq(core, &group, &msg_id).await,
         Request::AssignmentChanged { .. } => {
             Err(WireError::new(ErrorCode::InvalidArgument, "AssignmentChanged is sent by the broker, not to it"))
         }
@@ -109,6 +111,9 @@ async fn describe_topic(core: &BrokerCore, name: &str) -> Reply {
 }
 
 async fn send(core: &BrokerCore, topic: &str, queue: u32, messages: Vec<Message>) -> Reply {
+    if is_reserved_topic(topic) {
+        return Err(Error::InvalidArgument(format!("topic {topic:?} is reserved for the broker's own use")).into());
+    }
     let queues = match topic_queues(core, topic) {
         Err(e) if e.code == ErrorCode::TopicNotFound && core.config.auto_create_topics => {
             core.topics.create(topic, core.config.default_queues)?;
@@ -127,8 +132,12 @@ async fn send(core: &BrokerCore, topic: &str, queue: u32, messages: Vec<Message>
     }
     let max_body = core.config.store.max_message_bytes;
     let max_record = core.config.store.segment_bytes as usize;
-    let mut batch = AppendBatch::default();
-    let mut tag_hashes = Vec::with_capacity(messages.len());
+    let now = crate::clock::now_ms();
+    let mut items = Vec::with_capacity(messages.len());
+    let mut dues = Vec::with_capacity(messages.len());
+    // Where the batch is stored: its topic and queue, or — delayed — the
+    // queue where it waits. One batch, one queue, so it shares one delay.
+    let mut dest: Option<Option<(&'static str, u32)>> = None;
     for mut msg in messages {
         if msg.topic.is_empty() {
             msg.topic = topic.to_string();
@@ -142,21 +151,40 @@ async fn send(core: &BrokerCore, topic: &str, queue: u32, messages: Vec<Message>
         if msg.body.len() > max_body {
             return Err(Error::MessageTooLarge { size: msg.body.len(), max: max_body }.into());
         }
+        let (waits_in, code, due) = match core.delays.take_request(&mut msg, now)? {
+            None => (None, record::tag_hash(msg.tags.as_deref()), None),
+            Some(delay) => {
+                let parked = core.delays.park(&mut msg, topic, queue, delay, now);
+                (Some((parked.topic, parked.queue)), parked.due as u64, Some(parked.due))
+            }
+        };
+        match dest {
+            None => dest = Some(waits_in),
+            Some(d) if d != waits_in => {
+                return Err(Error::InvalidArgument(
+                    "a batch's messages share one delay level (or all have exact times, or none)".into(),
+                )
+                .into())
+            }
+            Some(_) => {}
+        }
         let size = record::encoded_len(&msg);
         if size > max_record {
             return Err(Error::MessageTooLarge { size, max: max_record }.into());
         }
-        batch.starts.push(batch.buf.len());
-        record::encode_into(&mut batch.buf, &msg, queue, 0).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        tag_hashes.push(record::tag_hash(msg.tags.as_deref()));
+        items.push((msg, code));
+        dues.push(due);
     }
-    let stored = core.registry.queue(topic, queue).send(Produce { batch, tag_hashes }).await.map_err(mailbox)??;
+    let (store_topic, store_queue) = dest.flatten().unwrap_or((topic, queue));
+    let stored = core.reput.store(store_topic, store_queue, items).await?;
     let acks = stored
         .into_iter()
-        .map(|s| SendAck {
+        .zip(dues)
+        .map(|(s, deliver_at)| SendAck {
             msg_id: MessageId { broker: core.advertised, log_offset: s.pos.log_offset }.to_string(),
             queue,
             queue_offset: s.queue_offset,
+            deliver_at,
         })
         .collect();
     Ok(Response::Sent(acks))
@@ -210,16 +238,7 @@ async fn pull(
                 if !filter.matches(rec.message.tags.as_deref()) {
                     continue;
                 }
-                out.push(StoredMessage {
-                    msg_id: MessageId { broker, log_offset: entry.log_offset }.to_string(),
-                    queue: rec.head.queue_id,
-                    queue_offset,
-                    log_offset: entry.log_offset,
-                    store_ts: rec.head.store_ts,
-                    flags: rec.head.flags,
-                    reconsume_times: 0,
-                    message: rec.message,
-                });
+                out.push(stored_message(broker, entry.log_offset, queue_offset, rec));
             }
             Ok(out)
         })
@@ -232,4 +251,26 @@ async fn pull(
         min_offset: found.min_offset,
         max_offset: found.max_offset,
     }))
+}
+
+/// A record as a consumer sees it. Copies the broker made (delayed,
+/// retried, dead-lettered) carry the id of the message the producer sent.
+pub fn stored_message(
+    broker: std::net::SocketAddr,
+    log_offset: u64,
+    queue_offset: u64,
+    rec: DecodedRecord,
+) -> StoredMessage {
+    let props = &rec.message.properties;
+    let origin = props.get(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(log_offset);
+    StoredMessage {
+        msg_id: MessageId { broker, log_offset: origin }.to_string(),
+        queue: rec.head.queue_id,
+        queue_offset,
+        log_offset,
+        store_ts: rec.head.store_ts,
+        flags: rec.head.flags,
+        reconsume_times: props.get(PROP_RECONSUME_TIMES).and_then(|n| n.parse().ok()).unwrap_or(0),
+        message: rec.message,
+    }
 }

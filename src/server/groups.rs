@@ -4,7 +4,9 @@ use crate::actors::consumer_group::{Beat, Commit, Describe, Fetch, Leave, Lock, 
 use crate::error::Error;
 use crate::server::connection::ConnInfo;
 use crate::server::BrokerCore;
-use brook_proto::request::{Heartbeat, QueueOffset, QueueRef};
+use brook_proto::names::validate_name;
+use brook_proto::request::{ConsumeMode, Heartbeat, QueueOffset, QueueRef, Subscription};
+use brook_proto::system::retry_topic;
 use brook_proto::{Response, WireError};
 use std::sync::atomic::Ordering;
 
@@ -14,9 +16,20 @@ fn mailbox(e: actix::MailboxError) -> WireError {
     Error::Busy(format!("group actor unavailable: {e}")).into()
 }
 
-/// A member's heartbeat: joins or stays, answered with its queues.
-pub async fn heartbeat(core: &BrokerCore, conn: &ConnInfo, heartbeat: Heartbeat) -> Reply {
+/// A member's heartbeat: joins or stays, answered with its queues. A
+/// clustering member also consumes its group's retry topic (created here,
+/// as RocketMQ does), so retries reach whichever member is alive.
+pub async fn heartbeat(core: &BrokerCore, conn: &ConnInfo, mut heartbeat: Heartbeat) -> Reply {
     let group = core.groups.get(&heartbeat.group)?;
+    if heartbeat.mode == ConsumeMode::Clustering {
+        let retry = retry_topic(&heartbeat.group);
+        validate_name("retry topic", &retry)
+            .map_err(|e| Error::InvalidName(format!("group name too long for its retry topic: {e}")))?;
+        core.reput.ensure_topic(&retry)?;
+        if !heartbeat.subscriptions.iter().any(|s| s.topic == retry) {
+            heartbeat.subscriptions.push(Subscription { topic: retry, tags: None });
+        }
+    }
     conn.in_group.store(true, Ordering::Relaxed);
     let (generation, queues) = group.send(Beat { heartbeat, client: conn.client.clone() }).await.map_err(mailbox)??;
     Ok(Response::Assignment { generation, queues })

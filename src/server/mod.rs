@@ -7,6 +7,7 @@ pub mod connection;
 pub mod dispatch;
 pub mod groups;
 pub mod listener;
+pub mod retry;
 
 use crate::actors::groups::Groups;
 use crate::actors::Registry;
@@ -33,6 +34,10 @@ pub struct BrokerCore {
     pub advertised: SocketAddr,
     /// Where the data lives.
     pub paths: StorePaths,
+    /// Delay levels and limit.
+    pub delays: Arc<crate::delay::DelayPolicy>,
+    /// Broker-made writes (retries, dead letters, resends).
+    pub reput: crate::actors::reput::Reput,
     /// Logger.
     pub logger: slog::Logger,
 }

@@ -302,6 +302,25 @@ impl LogReader {
         Ok(buf)
     }
 
+    /// Reads, checks and decodes the record at `log_offset` without knowing
+    /// its size (message ids carry only the offset).
+    pub fn read_at(&self, log_offset: u64) -> Result<DecodedRecord> {
+        let base = self.set.base_of(log_offset);
+        let file =
+            self.set.file(base).ok_or(Error::BelowRetained { requested: log_offset, min: self.set.min_offset() })?;
+        let mut len = [0u8; 4];
+        file.read_exact_at(&mut len, log_offset - base)
+            .map_err(|e| Error::io(format!("read log at {log_offset}"), e))?;
+        let size = u32::from_le_bytes(len);
+        if (size as usize) < record::HEADER_LEN || u64::from(size) > self.set.segment_bytes() {
+            return Err(Error::Corrupt {
+                offset: log_offset,
+                reason: format!("no record starts here (length {size})"),
+            });
+        }
+        self.read(log_offset, size)
+    }
+
     /// Reads, checks and decodes the record at `log_offset`.
     pub fn read(&self, log_offset: u64, size: u32) -> Result<DecodedRecord> {
         let buf = self.read_raw(log_offset, size)?;

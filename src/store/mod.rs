@@ -9,6 +9,9 @@
 //! consumequeue/<topic>/<queue>/<20-digit first entry>
 //! config/topics.json           the topic table
 //! config/groups/<group>.json    a consumer group's mode, start policy, offsets
+//! schedule/level-<L>           a delay level's delivered-up-to offset
+//! timer/progress               the timer wheel's ingested offset and watermark
+//! timer/<minute>               pending exact-time messages due in that minute
 //! ```
 
 pub mod checkpoint;
@@ -16,10 +19,12 @@ pub mod commitlog;
 pub mod consume_queue;
 pub mod fd_cache;
 pub mod group_state;
+pub mod progress;
 pub mod record;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+pub mod timer;
 pub mod topics;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +70,16 @@ impl StorePaths {
     /// The topic table.
     pub fn topics(&self) -> PathBuf {
         self.root.join("config").join("topics.json")
+    }
+
+    /// Delay-level progress files.
+    pub fn schedule(&self) -> PathBuf {
+        self.root.join("schedule")
+    }
+
+    /// The timer wheel's buckets and progress.
+    pub fn timer(&self) -> PathBuf {
+        self.root.join("timer")
     }
 
     /// Creates the directories a store needs.

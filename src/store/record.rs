@@ -91,6 +91,20 @@ pub fn encoded_len(msg: &Message) -> usize {
 /// Appends one encoded record to `out` with queue offset, log offset, store
 /// time and CRC left zero (they are patched in later). Returns its length.
 pub fn encode_into(out: &mut Vec<u8>, msg: &Message, queue_id: u32, flags: u32) -> Result<usize, EncodeError> {
+    encode_with_code(out, msg, queue_id, flags, tag_hash(msg.tags.as_deref()))
+}
+
+/// [`encode_into`] with the tag-code field given: records in the delay
+/// topics carry their delivery time there (as RocketMQ's schedule topic
+/// does), so consume-queue entries — and their rebuild by recovery — tell
+/// when each is due without reading the log.
+pub fn encode_with_code(
+    out: &mut Vec<u8>,
+    msg: &Message,
+    queue_id: u32,
+    flags: u32,
+    tag_code: u64,
+) -> Result<usize, EncodeError> {
     check_len("topic", msg.topic.len())?;
     let tags = msg.tags.as_deref().unwrap_or("");
     check_len("tags", tags.len())?;
@@ -125,7 +139,7 @@ pub fn encode_into(out: &mut Vec<u8>, msg: &Message, queue_id: u32, flags: u32) 
     out.extend_from_slice(&0u64.to_le_bytes()); // log offset
     out.extend_from_slice(&msg.born_ts.to_le_bytes());
     out.extend_from_slice(&0i64.to_le_bytes()); // store ts
-    out.extend_from_slice(&tag_hash(msg.tags.as_deref()).to_le_bytes());
+    out.extend_from_slice(&tag_code.to_le_bytes());
     out.extend_from_slice(&body_len.to_le_bytes());
     out.extend_from_slice(&(tags.len() as u16).to_le_bytes());
     out.extend_from_slice(&(keys_len as u16).to_le_bytes());

@@ -12,13 +12,18 @@
 //!   released after the last commit), so during a rebalance two members
 //!   never consume one queue at once.
 //!
-//! A listener answering "later" gets the message again after `suspend`.
+//! A message the listener answers "later" for (or does not finish within
+//! `consume_timeout`) is handed back to the broker, which delivers it again
+//! through the group's retry topic after a back-off, and parks it in the
+//! group's dead-letter topic after `max_reconsume_times`. Orderly consumers
+//! retry in place after `suspend` instead, then dead-letter it and move on.
+//! Broadcasting consumers retry locally after `suspend`.
 
 use super::worker::{self, Ctx, Listener};
 use super::ConsumeResult;
 use crate::error::ClientError;
 use crate::session::{Backoff, Session};
-use brook_proto::request::{ConsumeMode, Heartbeat, QueueRef, StartFrom, Subscription};
+use brook_proto::request::{ConsumeMode, Heartbeat, QueueRef, RetryPolicy, StartFrom, Subscription};
 use brook_proto::{Request, Response, StoredMessage};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -64,6 +69,16 @@ pub struct PushConfig {
     pub suspend: Duration,
     /// Orderly mode: how often queue locks are renewed. Default: 20 s.
     pub lock_renew: Duration,
+    /// Retries before a failing message goes to the group's dead-letter
+    /// topic; `None` leaves it to the broker (16). Orderly consumers retry
+    /// in place, every `suspend`, as many times.
+    pub max_reconsume_times: Option<u32>,
+    /// Delay before each retry (the last repeats); empty uses the broker's
+    /// delay levels (retry n at level 3 + n: 10 s, 30 s, 1 min, …).
+    pub retry_backoff: Vec<Duration>,
+    /// A listener still busy after this long counts as failed: the message
+    /// is handed back for a retry. Default: 15 min.
+    pub consume_timeout: Duration,
 }
 
 static MEMBER_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -88,6 +103,9 @@ impl PushConfig {
             commit_interval: Duration::from_secs(1),
             suspend: Duration::from_secs(1),
             lock_renew: Duration::from_secs(20),
+            max_reconsume_times: None,
+            retry_backoff: Vec::new(),
+            consume_timeout: Duration::from_secs(15 * 60),
         }
     }
 
@@ -123,6 +141,15 @@ impl PushConfig {
     #[must_use]
     pub fn start_from(mut self, start: StartFrom) -> Self {
         self.start = start;
+        self
+    }
+
+    /// Retry policy: at most `max` retries, waiting `backoff[n]` before
+    /// retry n (the last repeats; empty: the broker's delay levels).
+    #[must_use]
+    pub fn retry(mut self, max: u32, backoff: Vec<Duration>) -> Self {
+        self.max_reconsume_times = Some(max);
+        self.retry_backoff = backoff;
         self
     }
 
@@ -294,6 +321,10 @@ async fn heartbeat(
         start: config.start,
         orderly: config.orderly,
         session_timeout_ms: config.session_timeout.as_millis() as u64,
+        retry: RetryPolicy {
+            max_reconsume_times: config.max_reconsume_times,
+            backoff_ms: config.retry_backoff.iter().map(|d| d.as_millis() as u64).collect(),
+        },
     };
     match conn.request(Request::Heartbeat(beat)).await? {
         Response::Assignment { queues, .. } => Ok(queues),

@@ -1,15 +1,19 @@
 //! One worker per assigned queue: pull (long polling), hand messages to the
 //! listener, commit. `concurrent` runs many messages at once and commits the
 //! smallest offset not yet done; `orderly` holds the queue's broker lock and
-//! consumes one message at a time in offset order.
+//! consumes one message at a time in offset order. A message the listener
+//! fails is handed back to the broker for a retry (concurrent) or retried in
+//! place and dead-lettered past the limit (orderly).
 
 use super::ConsumeResult;
 use crate::consumer::push::PushConfig;
 use crate::error::ClientError;
 use crate::session::{Backoff, Session};
-use brook_proto::request::{PullResult, QueueOffset, QueueRef};
+use brook_proto::request::{ConsumeMode, PullResult, QueueOffset, QueueRef};
+use brook_proto::system::{PROP_RETRY_TOPIC, RETRY_PREFIX};
 use brook_proto::{ErrorCode, Request, Response, StoredMessage};
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,6 +65,10 @@ pub(crate) struct Ctx {
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) assignment: Mutex<Vec<QueueRef>>,
 }
+
+/// Retries before dead-lettering when neither the consumer nor the broker
+/// says otherwise (the broker's default `max_reconsume_times`).
+const DEFAULT_MAX_RECONSUME_TIMES: u32 = 16;
 
 /// How long a stopping worker lets messages in the listener finish.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -115,9 +123,37 @@ impl Ctx {
         let _ = self.call(req).await;
     }
 
+    /// Runs the listener, counting a panic or a run past `consume_timeout`
+    /// as "later".
+    async fn consume(&self, messages: &[StoredMessage]) -> ConsumeResult {
+        let call = std::panic::AssertUnwindSafe(self.listener.call(messages)).catch_unwind();
+        match tokio::time::timeout(self.config.consume_timeout, call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) | Err(_) => ConsumeResult::Later,
+        }
+    }
+
+    /// Hands failed messages back to the broker: retried later through the
+    /// group's retry topic, or dead-lettered. False if the broker did not
+    /// take them all (or the group broadcasts, where retries stay local):
+    /// the caller retries in place.
+    async fn hand_back(&self, messages: &[StoredMessage], to_dlq: bool) -> bool {
+        if self.config.mode == ConsumeMode::Broadcasting {
+            return false;
+        }
+        for msg in messages {
+            let req = Request::SendBack { group: self.config.group.clone(), log_offset: msg.log_offset, to_dlq };
+            if self.call(req).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     async fn pull(&self, queue: &QueueRef, offset: u64, long_poll: Duration) -> Result<PullResult, ClientError> {
         let tags = self.config.subscriptions.iter().find(|s| s.topic == queue.topic).and_then(|s| s.tags.clone());
-        self.session
+        let mut found = self
+            .session
             .get()
             .await?
             .pull(
@@ -129,7 +165,15 @@ impl Ctx {
                 tags.as_deref(),
                 long_poll.as_millis() as u64,
             )
-            .await
+            .await?;
+        // A retry comes from the group's retry topic; the listener sees the
+        // topic it was first sent to.
+        for msg in &mut found.messages {
+            if let Some(origin) = msg.property(PROP_RETRY_TOPIC).filter(|_| queue.topic.starts_with(RETRY_PREFIX)) {
+                msg.message.topic = origin.to_string();
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -222,7 +266,8 @@ async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bo
                     offset = offsets.last().map_or(offset, |o| o + 1);
                     let (ctx, in_flight, mut stop) = (ctx.clone(), in_flight.clone(), stop.clone());
                     tasks.spawn(async move {
-                        while ctx.listener.call(&batch).await == ConsumeResult::Later {
+                        while ctx.consume(&batch).await == ConsumeResult::Later && !ctx.hand_back(&batch, false).await {
+                            // The broker could not take it back: retry here.
                             // Stopping: leave it uncommitted for the next
                             // owner rather than hold the stop up.
                             if !pause(&mut stop, ctx.config.suspend).await {
@@ -304,12 +349,22 @@ async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>
                 Ok(found) => {
                     failures = 0;
                     let chunks = ctx.listener.chunks(found.messages);
-                    for chunk in chunks {
+                    let max_retries = ctx.config.max_reconsume_times.unwrap_or(DEFAULT_MAX_RECONSUME_TIMES);
+                    for mut chunk in chunks {
                         // In order: the next message waits until this one
-                        // succeeds.
-                        while ctx.listener.call(&chunk).await == ConsumeResult::Later {
+                        // succeeds, or has failed past the retry limit and
+                        // is dead-lettered so the queue can move on.
+                        let mut failures = 0;
+                        while ctx.consume(&chunk).await == ConsumeResult::Later {
+                            failures += 1;
+                            if failures > max_retries && ctx.hand_back(&chunk, true).await {
+                                break;
+                            }
                             if !pause(&mut stop, ctx.config.suspend).await {
                                 break;
+                            }
+                            for msg in &mut chunk {
+                                msg.reconsume_times = failures;
                             }
                         }
                         if *stop.borrow() {

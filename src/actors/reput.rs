@@ -1,0 +1,129 @@
+//! Messages the broker writes itself — delayed messages coming due, retries,
+//! dead letters, resends — go through the same queue actors as a producer's,
+//! so they get offsets, acknowledgement and visibility by the same rules.
+
+use crate::actors::queue::{Produce, Stored};
+use crate::actors::Registry;
+use crate::delay::DelayPolicy;
+use crate::error::{Error, Result};
+use crate::store::commitlog::{AppendBatch, LogReader};
+use crate::store::consume_queue::CqEntry;
+use crate::store::record::{self, DecodedRecord};
+use crate::store::topics::TopicTable;
+use brook_proto::system::PROP_ORIGIN_LOG_OFFSET;
+use brook_proto::Message;
+use std::sync::Arc;
+
+/// Encodes messages bound for one queue, each with its tag code.
+pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32) -> Result<(AppendBatch, Vec<u64>)> {
+    let mut batch = AppendBatch::default();
+    let mut codes = Vec::with_capacity(items.len());
+    for (msg, code) in items {
+        batch.starts.push(batch.buf.len());
+        record::encode_with_code(&mut batch.buf, &msg, queue, 0, code)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        codes.push(code);
+    }
+    Ok((batch, codes))
+}
+
+/// A topic and queue.
+type Destination = (String, u32);
+
+/// Writes broker-made messages.
+#[derive(Clone)]
+pub struct Reput {
+    registry: Arc<Registry>,
+    topics: Arc<TopicTable>,
+    reader: LogReader,
+    logger: slog::Logger,
+}
+
+impl Reput {
+    /// A writer over the broker's queues.
+    pub fn new(registry: Arc<Registry>, topics: Arc<TopicTable>, reader: LogReader, logger: slog::Logger) -> Self {
+        Self { registry, topics, reader, logger }
+    }
+
+    /// The topic table.
+    pub fn topics(&self) -> &Arc<TopicTable> {
+        &self.topics
+    }
+
+    /// Stores messages in `topic`/`queue` (which the caller made sure
+    /// exists), each with its tag code, in order.
+    pub async fn store(&self, topic: &str, queue: u32, items: Vec<(Message, u64)>) -> Result<Vec<Stored>> {
+        let (batch, tag_hashes) = encode_batch(items, queue)?;
+        self.registry
+            .queue(topic, queue)
+            .send(Produce { batch, tag_hashes })
+            .await
+            .map_err(|e| Error::Busy(format!("queue actor unavailable: {e}")))?
+    }
+
+    /// Creates `topic` with one queue unless it exists (retry and
+    /// dead-letter topics).
+    pub fn ensure_topic(&self, topic: &str) -> Result<()> {
+        if self.topics.get(topic).is_none() {
+            self.topics.create(topic, 1)?;
+            slog::info!(self.logger, "system topic created"; "topic" => topic);
+        }
+        Ok(())
+    }
+
+    /// Reads records on the blocking pool.
+    pub async fn read(&self, at: Vec<(u64, Option<u32>)>) -> Result<Vec<Result<DecodedRecord>>> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            at.into_iter()
+                .map(|(offset, size)| match size {
+                    Some(size) => reader.read(offset, size),
+                    None => reader.read_at(offset),
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Busy(e.to_string()))
+    }
+
+    /// Delivers parked messages that came due to their real topics, keeping
+    /// their order per destination queue. A record that cannot be read (cut
+    /// by retention, say) or whose topic is gone is logged and skipped; an
+    /// error storing is returned so the caller retries the whole batch.
+    pub async fn deliver(&self, entries: &[CqEntry]) -> Result<()> {
+        let records = self.read(entries.iter().map(|e| (e.log_offset, Some(e.size))).collect()).await?;
+        let mut by_queue: Vec<(Destination, Vec<(Message, u64)>)> = Vec::new();
+        for (entry, rec) in entries.iter().zip(records) {
+            let mut msg = match rec {
+                Ok(rec) => rec.message,
+                Err(e) => {
+                    slog::error!(self.logger, "delayed message unreadable, skipped";
+                        "log_offset" => entry.log_offset, "error" => %e);
+                    continue;
+                }
+            };
+            let Some((topic, queue)) = DelayPolicy::unpark(&mut msg) else {
+                slog::error!(self.logger, "delayed message without a destination, skipped"; "log_offset" => entry.log_offset);
+                continue;
+            };
+            let Some(queues) = self.topics.get(&topic).map(|t| t.queues) else {
+                slog::warn!(self.logger, "delayed message's topic is gone, dropped";
+                    "topic" => &topic, "log_offset" => entry.log_offset);
+                continue;
+            };
+            msg.properties.entry(PROP_ORIGIN_LOG_OFFSET.into()).or_insert_with(|| entry.log_offset.to_string());
+            let code = record::tag_hash(msg.tags.as_deref());
+            let key = (topic, queue.min(queues.saturating_sub(1)));
+            match by_queue.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, items)) => items.push((msg, code)),
+                None => by_queue.push((key, vec![(msg, code)])),
+            }
+        }
+        let stores =
+            by_queue.into_iter().map(|((topic, queue), items)| async move { self.store(&topic, queue, items).await });
+        for result in futures::future::join_all(stores).await {
+            result?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! The SchedulerActor: one per delay level. A level's messages wait in their
+//! own queue of the schedule topic and, all having the same delay, come due
+//! in arrival order — so the actor needs no index: it reads from its
+//! durable progress offset, delivers every message at the head that is due,
+//! and sleeps until the next one is. Memory is constant however many
+//! messages wait.
+//!
+//! Progress is recorded after every delivered batch (a `pwrite`, fsynced at
+//! checkpoints), so a restart delivers nothing twice except the batch that
+//! was being delivered when the broker was killed.
+
+use crate::actors::queue::{Pull, PullEntries};
+use crate::actors::reput::Reput;
+use crate::actors::Registry;
+use crate::error::{Error, Result};
+use crate::filter::TagFilter;
+use crate::store::consume_queue::CqEntry;
+use crate::store::progress::ProgressFile;
+use actix::prelude::*;
+use brook_proto::system::SCHEDULE_TOPIC;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most messages delivered in one batch.
+pub const DELIVER_BATCH: u32 = 512;
+/// Longest a caught-up scheduler parks its pull.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Pause after a failure before trying again.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Pulls entries of a system queue (no filter).
+pub(crate) async fn pull_entries(
+    registry: &Registry,
+    topic: &str,
+    queue: u32,
+    offset: u64,
+    max_messages: u32,
+    long_poll: Duration,
+) -> Result<PullEntries> {
+    registry
+        .queue(topic, queue)
+        .send(Pull { offset, max_messages, max_bytes: u32::MAX, filter: Arc::new(TagFilter::All), long_poll })
+        .await
+        .map_err(|e| Error::Busy(format!("queue actor unavailable: {e}")))?
+}
+
+/// Delivers one delay level.
+pub struct SchedulerActor {
+    level: u32,
+    registry: Arc<Registry>,
+    reput: Reput,
+    progress: Arc<ProgressFile>,
+    offset: Arc<AtomicU64>,
+    logger: slog::Logger,
+}
+
+impl SchedulerActor {
+    /// The scheduler of `level` (1-based), resuming at the offset its
+    /// progress file holds.
+    pub fn new(
+        level: u32,
+        registry: Arc<Registry>,
+        reput: Reput,
+        progress: Arc<ProgressFile>,
+        offset: u64,
+        logger: slog::Logger,
+    ) -> Self {
+        Self { level, registry, reput, progress, offset: Arc::new(AtomicU64::new(offset)), logger }
+    }
+}
+
+/// A scheduler's position: the next offset of its queue to deliver.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct Position;
+
+impl Handler<Position> for SchedulerActor {
+    type Result = u64;
+
+    fn handle(&mut self, _: Position, _: &mut Context<Self>) -> u64 {
+        self.offset.load(Ordering::Acquire)
+    }
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let run = Level {
+            queue: self.level - 1,
+            registry: self.registry.clone(),
+            reput: self.reput.clone(),
+            progress: self.progress.clone(),
+            offset: self.offset.clone(),
+            logger: self.logger.new(slog::o!("delay_level" => self.level)),
+        };
+        ctx.spawn(actix::fut::wrap_future(run.run()));
+    }
+}
+
+struct Level {
+    queue: u32,
+    registry: Arc<Registry>,
+    reput: Reput,
+    progress: Arc<ProgressFile>,
+    offset: Arc<AtomicU64>,
+    logger: slog::Logger,
+}
+
+impl Level {
+    async fn run(self) {
+        loop {
+            let offset = self.offset.load(Ordering::Acquire);
+            let pulled =
+                pull_entries(&self.registry, SCHEDULE_TOPIC, self.queue, offset, DELIVER_BATCH, IDLE_POLL).await;
+            let found = match pulled {
+                Ok(found) => found,
+                Err(Error::BelowRetained { min, .. }) => {
+                    slog::error!(self.logger, "delayed messages deleted by retention before they were due";
+                        "from" => offset, "to" => min);
+                    self.advance(min);
+                    continue;
+                }
+                Err(e) => {
+                    slog::warn!(self.logger, "scheduler pull failed"; "error" => %e);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            };
+            let now = crate::clock::now_ms();
+            let due: Vec<CqEntry> =
+                found.entries.iter().take_while(|(_, e)| e.tag_hash as i64 <= now).map(|(_, e)| *e).collect();
+            let Some(&(head_offset, head)) = found.entries.get(due.len()) else {
+                if !due.is_empty() {
+                    self.deliver(&due, found.entries.last().map_or(offset, |(o, _)| o + 1)).await;
+                }
+                continue;
+            };
+            if due.is_empty() {
+                // The head is not due yet, and nothing behind it can be
+                // earlier: sleep until it is.
+                let wait = (head.tag_hash as i64 - now).clamp(1, 60_000) as u64;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                continue;
+            }
+            self.deliver(&due, head_offset).await;
+        }
+    }
+
+    async fn deliver(&self, due: &[CqEntry], next: u64) {
+        match self.reput.deliver(due).await {
+            Ok(()) => self.advance(next),
+            Err(e) => {
+                slog::warn!(self.logger, "delivery failed; will retry"; "error" => %e);
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+
+    fn advance(&self, next: u64) {
+        self.offset.store(next, Ordering::Release);
+        if let Err(e) = self.progress.store(&[next]) {
+            slog::error!(self.logger, "cannot record scheduler progress"; "error" => %e);
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The TimerWheelActor: exact-time delivery for any number of pending
+//! messages. Two levels: on disk, one bucket per minute (src/store/timer.rs)
+//! filled as messages arrive in the timer topic; in memory, a heap of the
+//! minutes about to fire, ordered by due time to the millisecond. A bucket
+//! is loaded a couple of seconds before its minute starts and deleted once
+//! its minute has fired, so memory holds about two minutes of timers.
+//!
+//! Durable state (the progress file): how far the timer topic has been
+//! bucketed (`ingested`) and the watermark — the `(due, log offset)` of the
+//! last delivered timer; timers fire in that order, so everything at or
+//! below it was delivered. A timer that arrives already past the watermark's
+//! time fires at once (it is bucketed at the watermark's time). After a
+//! restart the buckets are reloaded, the watermark filters what was
+//! delivered, and the topic is re-bucketed from `ingested` (duplicates are
+//! dropped), so only the batch in flight at a crash can fire twice.
+
+use crate::actors::reput::Reput;
+use crate::actors::scheduler::pull_entries;
+use crate::actors::Registry;
+use crate::error::Error;
+use crate::store::consume_queue::CqEntry;
+use crate::store::progress::ProgressFile;
+use crate::store::timer::{bucket_of, Buckets, TimerEntry, BUCKET_MS};
+use actix::prelude::*;
+use brook_proto::system::TIMER_TOPIC;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most timers ingested or fired in one step.
+const STEP: usize = 1024;
+/// How early a minute's bucket is loaded.
+const LOOKAHEAD_MS: i64 = 2_000;
+/// Longest the actor parks waiting for new timers.
+const IDLE_POLL_MS: i64 = 1_000;
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// What the wheel holds right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WheelStats {
+    /// Timers in memory (the minutes about to fire).
+    pub loaded: usize,
+    /// Timer-topic offset bucketed so far.
+    pub ingested: u64,
+    /// Due time of the last delivered timer.
+    pub watermark_ms: i64,
+}
+
+/// Asks for [`WheelStats`].
+#[derive(Message)]
+#[rtype(result = "WheelStats")]
+pub struct Stats;
+
+/// The wheel.
+pub struct TimerWheelActor {
+    wheel: Option<Wheel>,
+    stats: Arc<std::sync::Mutex<WheelStats>>,
+}
+
+impl TimerWheelActor {
+    /// A wheel over `buckets`, resuming from `progress` (its stored values).
+    pub fn new(
+        registry: Arc<Registry>,
+        reput: Reput,
+        buckets: Arc<Buckets>,
+        progress: (Arc<ProgressFile>, [u64; crate::store::progress::MAX_VALUES]),
+        logger: slog::Logger,
+    ) -> Self {
+        let (file, values) = progress;
+        let stats = Arc::new(std::sync::Mutex::new(WheelStats::default()));
+        let wheel = Wheel {
+            registry,
+            reput,
+            buckets,
+            progress: file,
+            ingested: values[0],
+            watermark: (values[1] as i64, values[2]),
+            loaded_until: i64::MIN,
+            cleaned_below: i64::MIN,
+            heap: BinaryHeap::new(),
+            in_heap: HashSet::new(),
+            stats: stats.clone(),
+            logger: logger.new(slog::o!("actor" => "timer_wheel")),
+        };
+        Self { wheel: Some(wheel), stats }
+    }
+}
+
+impl Actor for TimerWheelActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(wheel) = self.wheel.take() {
+            ctx.spawn(actix::fut::wrap_future(wheel.run()));
+        }
+    }
+}
+
+impl Handler<Stats> for TimerWheelActor {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats.lock().map(|s| *s).unwrap_or_default())
+    }
+}
+
+struct Wheel {
+    registry: Arc<Registry>,
+    reput: Reput,
+    buckets: Arc<Buckets>,
+    progress: Arc<ProgressFile>,
+    ingested: u64,
+    watermark: (i64, u64),
+    /// Every bucket below this is in the heap.
+    loaded_until: i64,
+    /// Every bucket below this has fired and is deleted.
+    cleaned_below: i64,
+    heap: BinaryHeap<Reverse<TimerEntry>>,
+    in_heap: HashSet<u64>,
+    stats: Arc<std::sync::Mutex<WheelStats>>,
+    logger: slog::Logger,
+}
+
+impl Wheel {
+    fn delivered(&self, e: &TimerEntry) -> bool {
+        (e.due, e.log_offset) <= self.watermark
+    }
+
+    fn push(&mut self, e: TimerEntry) {
+        if !self.delivered(&e) && self.in_heap.insert(e.log_offset) {
+            self.heap.push(Reverse(e));
+        }
+    }
+
+    fn load(&mut self, bucket: i64) {
+        match self.buckets.load(bucket) {
+            Ok(entries) => entries.into_iter().for_each(|e| self.push(e)),
+            Err(e) => slog::error!(self.logger, "cannot load timer bucket"; "bucket" => bucket, "error" => %e),
+        }
+    }
+
+    /// Loads every bucket due within the lookahead (all overdue ones at
+    /// the first call).
+    fn load_ahead(&mut self, now: i64) {
+        let target = bucket_of(now + LOOKAHEAD_MS) + 1;
+        if self.loaded_until == i64::MIN {
+            let on_disk = self.buckets.list().unwrap_or_default();
+            // Late timers are bucketed at the watermark's time, so cleaning
+            // starts from there (or from now on a fresh wheel).
+            let from_watermark = if self.watermark.0 > 0 { bucket_of(self.watermark.0) } else { target - 1 };
+            self.cleaned_below = on_disk.first().copied().unwrap_or(from_watermark).min(from_watermark);
+            for bucket in on_disk.into_iter().filter(|b| *b < target) {
+                self.load(bucket);
+            }
+            self.loaded_until = target;
+            return;
+        }
+        while self.loaded_until < target {
+            self.load(self.loaded_until);
+            self.loaded_until += 1;
+        }
+    }
+
+    fn save(&self) {
+        let values = [self.ingested, self.watermark.0 as u64, self.watermark.1];
+        if let Err(e) = self.progress.store(&values) {
+            slog::error!(self.logger, "cannot record timer progress"; "error" => %e);
+        }
+        if let Ok(mut stats) = self.stats.lock() {
+            *stats = WheelStats { loaded: self.heap.len(), ingested: self.ingested, watermark_ms: self.watermark.0 };
+        }
+    }
+
+    async fn fire(&mut self, now: i64) -> bool {
+        let mut due = Vec::new();
+        while due.len() < STEP {
+            match self.heap.peek() {
+                Some(Reverse(e)) if e.due <= now => {}
+                _ => break,
+            }
+            if let Some(Reverse(e)) = self.heap.pop() {
+                due.push(e);
+            }
+        }
+        let Some(last) = due.last().copied() else { return false };
+        let entries: Vec<CqEntry> =
+            due.iter().map(|e| CqEntry { log_offset: e.log_offset, size: e.size, tag_hash: e.due as u64 }).collect();
+        if let Err(e) = self.reput.deliver(&entries).await {
+            slog::warn!(self.logger, "timer delivery failed; will retry"; "error" => %e);
+            due.into_iter().for_each(|e| self.heap.push(Reverse(e)));
+            tokio::time::sleep(RETRY_PAUSE).await;
+            return true;
+        }
+        for e in &due {
+            self.in_heap.remove(&e.log_offset);
+        }
+        self.watermark = (last.due, last.log_offset);
+        self.save();
+        let fired_below = bucket_of(last.due);
+        while self.cleaned_below < fired_below {
+            if let Err(e) = self.buckets.remove(self.cleaned_below) {
+                slog::warn!(self.logger, "cannot delete fired bucket"; "error" => %e);
+            }
+            self.cleaned_below += 1;
+        }
+        true
+    }
+
+    async fn ingest(&mut self, wait_ms: i64) {
+        let wait = Duration::from_millis(wait_ms.clamp(0, IDLE_POLL_MS) as u64);
+        let found = match pull_entries(&self.registry, TIMER_TOPIC, 0, self.ingested, STEP as u32, wait).await {
+            Ok(found) => found,
+            Err(Error::BelowRetained { min, .. }) => {
+                slog::error!(self.logger, "timers deleted by retention before they were bucketed";
+                    "from" => self.ingested, "to" => min);
+                self.ingested = min;
+                return;
+            }
+            Err(e) => {
+                slog::warn!(self.logger, "timer pull failed"; "error" => %e);
+                tokio::time::sleep(RETRY_PAUSE).await;
+                return;
+            }
+        };
+        if found.entries.is_empty() {
+            return;
+        }
+        // Already past the watermark's time: due at once, bucketed where
+        // the wheel is, so the watermark never hides an undelivered timer.
+        let floor = self.watermark.0;
+        let entries: Vec<TimerEntry> = found
+            .entries
+            .iter()
+            .map(|(_, e)| TimerEntry { due: (e.tag_hash as i64).max(floor), log_offset: e.log_offset, size: e.size })
+            .collect();
+        let buckets = self.buckets.clone();
+        let appended = {
+            let entries = entries.clone();
+            tokio::task::spawn_blocking(move || buckets.append(&entries)).await
+        };
+        match appended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                slog::error!(self.logger, "cannot write timer bucket"; "error" => %e);
+                tokio::time::sleep(RETRY_PAUSE).await;
+                return;
+            }
+            Err(e) => {
+                slog::error!(self.logger, "timer bucket writer stopped"; "error" => %e);
+                return;
+            }
+        }
+        for e in entries {
+            if bucket_of(e.due) < self.loaded_until {
+                self.push(e);
+            }
+        }
+        self.ingested = found.next_offset;
+        self.save();
+    }
+
+    async fn run(mut self) {
+        slog::info!(self.logger, "timer wheel starting";
+            "ingested" => self.ingested, "watermark_ms" => self.watermark.0);
+        loop {
+            let now = crate::clock::now_ms();
+            self.load_ahead(now);
+            if self.fire(now).await {
+                continue;
+            }
+            let next_due = self.heap.peek().map_or(i64::MAX, |Reverse(e)| e.due);
+            let next_load = self.loaded_until.saturating_mul(BUCKET_MS) - LOOKAHEAD_MS;
+            self.ingest(next_due.min(next_load).saturating_sub(now)).await;
+        }
+    }
+}
