@@ -189,7 +189,7 @@ pub async fn start(
     let delays = Arc::new(DelayPolicy::from_config(config)?);
     let reput =
         Reput::new(registry.clone(), store.topics.clone(), LogReader::new(store.segments.clone()), logger.clone());
-    let delayed = start_delays(&store, &registry, &reput, &delays, &queue_arbiter, &logger)?;
+    let delayed = start_delays(config, &store, &registry, &reput, &delays, &queue_arbiter, &logger)?;
     let housekeeper = Housekeeper::new(
         registry.clone(),
         store.topics.clone(),
@@ -240,6 +240,7 @@ pub struct Delayed {
 /// queue) and starts a scheduler per level and the timer wheel, each
 /// resuming from its progress file.
 fn start_delays(
+    config: &Config,
     store: &OpenedStore,
     registry: &Arc<Registry>,
     reput: &Reput,
@@ -266,7 +267,10 @@ fn start_delays(
         schedulers.push(SchedulerActor::start_in_arbiter(&arbiter.handle(), move |_| actor));
     }
     let timer_dir = store.paths.timer();
-    let buckets = Arc::new(Buckets::open(timer_dir.clone()).ctx(|| format!("open {}", timer_dir.display()))?);
+    let buckets = Arc::new(
+        Buckets::open(timer_dir.clone(), config.store.timer_bucket_ms)
+            .ctx(|| format!("open {}", timer_dir.display()))?,
+    );
     let path = timer_dir.join("progress");
     let (file, values) = ProgressFile::open(&path).ctx(|| format!("open {}", path.display()))?;
     let file = Arc::new(file);

@@ -135,6 +135,9 @@ pub struct StoreConfig {
     pub retention_check_interval_ms: u64,
     /// Largest message body accepted. Default: 4 MiB.
     pub max_message_bytes: usize,
+    /// Width of one on-disk bucket of the timer wheel (exact-time delayed
+    /// messages). Default: 60,000 ms.
+    pub timer_bucket_ms: u64,
     /// Prepare the next segment ahead of the writer: filled with real zeros
     /// under sync flush (faster fdatasyncs on already-written blocks),
     /// fallocated under async flush (no extra writes). Default: true.
@@ -185,6 +188,7 @@ impl Default for StoreConfig {
             disk_max_used_ratio: 0.75,
             retention_check_interval_ms: 10_000,
             max_message_bytes: 4 << 20,
+            timer_bucket_ms: crate::store::timer::DEFAULT_BUCKET_MS,
             preallocate: true,
         }
     }
@@ -286,6 +290,7 @@ impl Config {
             ("store.flush_interval_ms", &mut store.flush_interval_ms),
             ("store.checkpoint_interval_ms", &mut store.checkpoint_interval_ms),
             ("store.retention_check_interval_ms", &mut store.retention_check_interval_ms),
+            ("store.timer_bucket_ms", &mut store.timer_bucket_ms),
         ] {
             if *value == 0 {
                 warnings.push(format!("{name} = 0 clamped to 1"));

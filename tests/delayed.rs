@@ -16,7 +16,19 @@ fn env(dir: &Path) -> Vec<(String, String)> {
     let mut env = base_env(dir, "std");
     env.push(("BROOK_DELAY_LEVELS".into(), "1s 3s 5s".into()));
     env.push(("BROOK_MAX_DELAY".into(), "1h".into()));
+    // Half-second buckets: the timers below span several, so loading ahead,
+    // firing across buckets and deleting fired ones all happen.
+    env.push(("BROOK_STORE__TIMER_BUCKET_MS".into(), "500".into()));
     env
+}
+
+/// Fired buckets are deleted: only the progress file is left.
+fn assert_buckets_cleaned(dir: &Path) {
+    let left: Vec<String> = std::fs::read_dir(dir.join("timer"))
+        .expect("timer dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert_eq!(left, vec!["progress".to_string()], "fired buckets deleted");
 }
 
 /// Sends the mix every restart test uses, timed so that nothing is due
@@ -118,6 +130,7 @@ async fn restart_mid_way(kill: bool) {
     let conn = broker.connect().await;
     let got = collect(&conn, due.len()).await;
     check_once_and_on_time(&got, &due);
+    assert_buckets_cleaned(dir.path());
 }
 
 /// How many messages the real topic holds right now.
@@ -150,6 +163,7 @@ async fn delays_are_delivered_on_time_and_bad_ones_refused() {
     assert_eq!(collect_now(&conn).await, 0, "nothing delivered at once");
     let got = collect(&conn, due.len()).await;
     check_once_and_on_time(&got, &due);
+    assert_buckets_cleaned(dir.path());
     // Timers fire close to their time (generous: the machine is shared).
     for m in &got {
         let body = String::from_utf8(m.message.body.clone()).expect("utf8");

@@ -1,9 +1,10 @@
 //! The TimerWheelActor: exact-time delivery for any number of pending
-//! messages. Two levels: on disk, one bucket per minute (src/store/timer.rs)
-//! filled as messages arrive in the timer topic; in memory, a heap of the
-//! minutes about to fire, ordered by due time to the millisecond. A bucket
-//! is loaded a couple of seconds before its minute starts and deleted once
-//! its minute has fired, so memory holds about two minutes of timers.
+//! messages. Two levels: on disk, one bucket per minute (src/store/timer.rs;
+//! `store.timer_bucket_ms`) filled as messages arrive in the timer topic; in
+//! memory, a heap of the buckets about to fire, ordered by due time to the
+//! millisecond. A bucket is loaded a moment before its span starts and
+//! deleted once everything in it has fired, so memory holds about two
+//! buckets of timers.
 //!
 //! Durable state (the progress file): how far the timer topic has been
 //! bucketed (`ingested`) and the watermark — the `(due, log offset)` of the
@@ -20,17 +21,17 @@ use crate::actors::Registry;
 use crate::error::Error;
 use crate::store::consume_queue::CqEntry;
 use crate::store::progress::ProgressFile;
-use crate::store::timer::{bucket_of, Buckets, TimerEntry, BUCKET_MS};
+use crate::store::timer::{Buckets, TimerEntry};
 use actix::prelude::*;
 use brook_proto::system::TIMER_TOPIC;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Most timers ingested or fired in one step.
 const STEP: usize = 1024;
-/// How early a minute's bucket is loaded.
+/// How early a bucket is loaded (at most half its width).
 const LOOKAHEAD_MS: i64 = 2_000;
 /// Longest the actor parks waiting for new timers.
 const IDLE_POLL_MS: i64 = 1_000;
@@ -77,7 +78,8 @@ impl TimerWheelActor {
             ingested: values[0],
             watermark: (values[1] as i64, values[2]),
             loaded_until: i64::MIN,
-            cleaned_below: i64::MIN,
+            pending: BTreeSet::new(),
+            loaded: BTreeMap::new(),
             heap: BinaryHeap::new(),
             in_heap: HashSet::new(),
             stats: stats.clone(),
@@ -112,10 +114,13 @@ struct Wheel {
     progress: Arc<ProgressFile>,
     ingested: u64,
     watermark: (i64, u64),
-    /// Every bucket below this is in the heap.
+    /// Every bucket starting below this time is in the heap.
     loaded_until: i64,
-    /// Every bucket below this has fired and is deleted.
-    cleaned_below: i64,
+    /// Buckets on disk not loaded yet.
+    pending: BTreeSet<i64>,
+    /// Loaded buckets, each with the largest `(due, log offset)` it holds:
+    /// it is deleted once the watermark passes that.
+    loaded: BTreeMap<i64, (i64, u64)>,
     heap: BinaryHeap<Reverse<TimerEntry>>,
     in_heap: HashSet<u64>,
     stats: Arc<std::sync::Mutex<WheelStats>>,
@@ -135,31 +140,41 @@ impl Wheel {
 
     fn load(&mut self, bucket: i64) {
         match self.buckets.load(bucket) {
-            Ok(entries) => entries.into_iter().for_each(|e| self.push(e)),
+            Ok(entries) => {
+                for e in entries {
+                    self.note_loaded(&e);
+                    self.push(e);
+                }
+            }
             Err(e) => slog::error!(self.logger, "cannot load timer bucket"; "bucket" => bucket, "error" => %e),
         }
     }
 
-    /// Loads every bucket due within the lookahead (all overdue ones at
-    /// the first call).
+    fn note_loaded(&mut self, e: &TimerEntry) {
+        let top = self.loaded.entry(self.buckets.start_of(e.due)).or_insert((i64::MIN, 0));
+        *top = (*top).max((e.due, e.log_offset));
+    }
+
+    fn lookahead(&self) -> i64 {
+        LOOKAHEAD_MS.min(self.buckets.width() / 2)
+    }
+
+    /// Loads every bucket that starts within the lookahead (all overdue ones
+    /// at the first call).
     fn load_ahead(&mut self, now: i64) {
-        let target = bucket_of(now + LOOKAHEAD_MS) + 1;
         if self.loaded_until == i64::MIN {
-            let on_disk = self.buckets.list().unwrap_or_default();
-            // Late timers are bucketed at the watermark's time, so cleaning
-            // starts from there (or from now on a fresh wheel).
-            let from_watermark = if self.watermark.0 > 0 { bucket_of(self.watermark.0) } else { target - 1 };
-            self.cleaned_below = on_disk.first().copied().unwrap_or(from_watermark).min(from_watermark);
-            for bucket in on_disk.into_iter().filter(|b| *b < target) {
-                self.load(bucket);
+            match self.buckets.list() {
+                Ok(on_disk) => self.pending.extend(on_disk),
+                Err(e) => slog::error!(self.logger, "cannot list timer buckets"; "error" => %e),
             }
-            self.loaded_until = target;
-            return;
         }
-        while self.loaded_until < target {
-            self.load(self.loaded_until);
-            self.loaded_until += 1;
+        let target = self.buckets.start_of(now + self.lookahead()) + self.buckets.width();
+        let ready: Vec<i64> = self.pending.range(..target).copied().collect();
+        for bucket in ready {
+            self.pending.remove(&bucket);
+            self.load(bucket);
         }
+        self.loaded_until = self.loaded_until.max(target);
     }
 
     fn save(&self) {
@@ -197,12 +212,13 @@ impl Wheel {
         }
         self.watermark = (last.due, last.log_offset);
         self.save();
-        let fired_below = bucket_of(last.due);
-        while self.cleaned_below < fired_below {
-            if let Err(e) = self.buckets.remove(self.cleaned_below) {
-                slog::warn!(self.logger, "cannot delete fired bucket"; "error" => %e);
+        let fired: Vec<i64> =
+            self.loaded.iter().filter(|(_, top)| **top <= self.watermark).map(|(bucket, _)| *bucket).collect();
+        for bucket in fired {
+            self.loaded.remove(&bucket);
+            if let Err(e) = self.buckets.remove(bucket) {
+                slog::warn!(self.logger, "cannot delete fired bucket"; "bucket" => bucket, "error" => %e);
             }
-            self.cleaned_below += 1;
         }
         true
     }
@@ -240,7 +256,7 @@ impl Wheel {
             tokio::task::spawn_blocking(move || buckets.append(&entries)).await
         };
         match appended {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 slog::error!(self.logger, "cannot write timer bucket"; "error" => %e);
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -252,8 +268,11 @@ impl Wheel {
             }
         }
         for e in entries {
-            if bucket_of(e.due) < self.loaded_until {
+            if e.due < self.loaded_until {
+                self.note_loaded(&e);
                 self.push(e);
+            } else {
+                self.pending.insert(self.buckets.start_of(e.due));
             }
         }
         self.ingested = found.next_offset;
@@ -270,7 +289,7 @@ impl Wheel {
                 continue;
             }
             let next_due = self.heap.peek().map_or(i64::MAX, |Reverse(e)| e.due);
-            let next_load = self.loaded_until.saturating_mul(BUCKET_MS) - LOOKAHEAD_MS;
+            let next_load = self.loaded_until - self.lookahead();
             self.ingest(next_due.min(next_load).saturating_sub(now)).await;
         }
     }

@@ -1,10 +1,12 @@
 //! The timer wheel's disk level: pending exact-time messages bucketed by the
-//! minute they are due, one append-only file per minute
-//! (`timer/<minute since the epoch>`, 20-byte entries: due ms, log offset,
-//! size). Memory holds only the minutes about to fire; millions of pending
-//! timers cost disk, not RAM, and a bucket is deleted once its minute has
-//! fired. The buckets are derived from the timer topic's consume queue, so a
-//! lost append is re-made from it (duplicates are dropped on load).
+//! span of time they are due in (a minute by default), one append-only file
+//! per bucket (`timer/<bucket start, ms since the epoch>`, 20-byte entries:
+//! due ms, log offset, size). Memory holds only the buckets about to fire;
+//! millions of pending timers cost disk, not RAM, and a bucket is deleted
+//! once it has fired. The buckets are derived from the timer topic's
+//! consume queue, so a lost append is re-made from it (duplicates are
+//! dropped on load). Files are named by start time, not index, so a changed
+//! bucket width still finds every old bucket.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::OpenOptions;
@@ -12,8 +14,8 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// Width of one bucket.
-pub const BUCKET_MS: i64 = 60_000;
+/// Default width of one bucket.
+pub const DEFAULT_BUCKET_MS: u64 = 60_000;
 const ENTRY: usize = 20;
 
 /// A pending timer.
@@ -27,34 +29,42 @@ pub struct TimerEntry {
     pub size: u32,
 }
 
-/// The bucket a due time falls in.
-pub fn bucket_of(due: i64) -> i64 {
-    due.div_euclid(BUCKET_MS)
-}
-
 /// The bucket files.
 #[derive(Debug)]
 pub struct Buckets {
     dir: PathBuf,
+    width: i64,
     dirty: Mutex<HashSet<i64>>,
 }
 
 impl Buckets {
-    /// The buckets under `dir` (created if missing).
-    pub fn open(dir: PathBuf) -> io::Result<Self> {
+    /// The buckets under `dir` (created if missing), `width_ms` wide.
+    pub fn open(dir: PathBuf, width_ms: u64) -> io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir, dirty: Mutex::new(HashSet::new()) })
+        let width = i64::try_from(width_ms.max(1)).unwrap_or(i64::MAX);
+        Ok(Self { dir, width, dirty: Mutex::new(HashSet::new()) })
+    }
+
+    /// Bucket width in ms.
+    pub fn width(&self) -> i64 {
+        self.width
+    }
+
+    /// Start of the bucket a due time falls in.
+    pub fn start_of(&self, due: i64) -> i64 {
+        due - due.rem_euclid(self.width)
     }
 
     fn path(&self, bucket: i64) -> PathBuf {
         self.dir.join(bucket.to_string())
     }
 
-    /// Appends entries to their buckets (page cache; see [`Buckets::sync`]).
-    pub fn append(&self, entries: &[TimerEntry]) -> io::Result<()> {
+    /// Appends entries to their buckets (page cache; see [`Buckets::sync`])
+    /// and returns the buckets touched.
+    pub fn append(&self, entries: &[TimerEntry]) -> io::Result<Vec<i64>> {
         let mut by_bucket: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         for e in entries {
-            let buf = by_bucket.entry(bucket_of(e.due)).or_default();
+            let buf = by_bucket.entry(self.start_of(e.due)).or_default();
             buf.extend_from_slice(&e.due.to_le_bytes());
             buf.extend_from_slice(&e.log_offset.to_le_bytes());
             buf.extend_from_slice(&e.size.to_le_bytes());
@@ -65,7 +75,7 @@ impl Buckets {
         if let Ok(mut dirty) = self.dirty.lock() {
             dirty.extend(by_bucket.keys());
         }
-        Ok(())
+        Ok(by_bucket.into_keys().collect())
     }
 
     /// Every entry of a bucket, duplicates (same log offset) dropped; a torn
@@ -112,6 +122,7 @@ impl Buckets {
     /// Fsyncs the buckets appended to since the last sync.
     pub fn sync(&self) -> io::Result<()> {
         let dirty: Vec<i64> = self.dirty.lock().map(|mut d| d.drain().collect()).unwrap_or_default();
+        // A bucket removed meanwhile is simply not there.
         for bucket in dirty {
             match std::fs::File::open(self.path(bucket)) {
                 Ok(f) => f.sync_data()?,
@@ -130,19 +141,24 @@ mod tests {
     #[test]
     fn entries_land_in_their_minute_and_duplicates_load_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let buckets = Buckets::open(dir.path().join("timer")).expect("open");
-        let a = TimerEntry { due: 60_000 * 5 + 10, log_offset: 100, size: 90 };
-        let b = TimerEntry { due: 60_000 * 5 + 59_999, log_offset: 200, size: 91 };
-        let c = TimerEntry { due: 60_000 * 6, log_offset: 300, size: 92 };
-        buckets.append(&[a, b, c]).expect("append");
+        let buckets = Buckets::open(dir.path().join("timer"), 60_000).expect("open");
+        let (m5, m6) = (60_000 * 5, 60_000 * 6);
+        let a = TimerEntry { due: m5 + 10, log_offset: 100, size: 90 };
+        let b = TimerEntry { due: m5 + 59_999, log_offset: 200, size: 91 };
+        let c = TimerEntry { due: m6, log_offset: 300, size: 92 };
+        assert_eq!(buckets.append(&[a, b, c]).expect("append"), vec![m5, m6]);
         buckets.append(&[b]).expect("append again (a replay after a crash)");
-        assert_eq!(buckets.list().expect("list"), vec![5, 6]);
-        assert_eq!(buckets.load(5).expect("load"), vec![a, b]);
-        assert_eq!(buckets.load(6).expect("load"), vec![c]);
+        assert_eq!(buckets.list().expect("list"), vec![m5, m6]);
+        assert_eq!(buckets.load(m5).expect("load"), vec![a, b]);
+        assert_eq!(buckets.load(m6).expect("load"), vec![c]);
         buckets.sync().expect("sync");
-        buckets.remove(5).expect("remove");
-        assert_eq!(buckets.list().expect("list"), vec![6]);
-        assert!(buckets.load(5).expect("load missing").is_empty());
+        buckets.remove(m5).expect("remove");
+        assert_eq!(buckets.list().expect("list"), vec![m6]);
+        assert!(buckets.load(m5).expect("load missing").is_empty());
+        // Another width still lists the old buckets by their start.
+        let wider = Buckets::open(dir.path().join("timer"), 3_600_000).expect("reopen");
+        assert_eq!(wider.list().expect("list"), vec![m6]);
+        assert_eq!(wider.start_of(m6 + 5), 0);
     }
 }
 
