@@ -194,3 +194,61 @@ async fn delays_are_delivered_on_time_and_bad_ones_refused() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(collect_now(&conn).await, due.len());
 }
+
+#[test]
+fn brookctl_sends_delayed_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&env(dir.path()));
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_brookctl"))
+            .arg("--addr")
+            .arg(&broker.addr)
+            .args(args)
+            .output()
+            .expect("run brookctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert!(ctl(&["topic", "create", "cli-later", "--queues", "1"]).0);
+    let at = (brook::clock::now_ms() + 700).to_string();
+    let mut promised = Vec::new();
+    for args in [vec!["--delay-level", "1"], vec!["--delay-ms", "300"], vec!["--deliver-at", at.as_str()]] {
+        let mut full = vec!["send", "cli-later", "--json"];
+        full.extend(args.iter().copied());
+        full.push("later");
+        let (ok, out, err) = ctl(&full);
+        assert!(ok, "{err}");
+        let ack: serde_json::Value = serde_json::from_str(out.trim()).expect("json ack");
+        promised.push(ack["deliver_at"].as_i64().expect("deliver_at in the ack"));
+    }
+    let (ok, _, err) = ctl(&["send", "cli-later", "--delay-level", "9", "x"]);
+    assert!(!ok && err.contains("delay level 9"), "{err}");
+    let (ok, out, err) = ctl(&[
+        "consume",
+        "cli-later",
+        "--group",
+        "cli",
+        "--from",
+        "earliest",
+        "--count",
+        "3",
+        "--timeout-ms",
+        "15000",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let stored: Vec<i64> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["store_ts"].as_i64().expect("store_ts"))
+        .collect();
+    assert_eq!(stored.len(), 3, "{out}");
+    let (mut stored, mut promised) = (stored, promised);
+    stored.sort_unstable();
+    promised.sort_unstable();
+    for (s, p) in stored.iter().zip(&promised) {
+        assert!(s >= p, "delivered at {s}, promised {p}");
+    }
+}

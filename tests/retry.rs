@@ -105,7 +105,8 @@ async fn a_failing_message_returns_after_each_backoff_with_its_count() {
 }
 
 fn ctl(broker: &Brookd, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_brookctl")).arg("--addr").arg(&broker.addr).args(args).output().expect("run");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_brookctl")).arg("--addr").arg(&broker.addr).args(args).output().expect("run");
     assert!(out.status.success(), "brookctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf8")
 }
@@ -151,7 +152,10 @@ async fn past_the_maximum_a_message_is_dead_lettered_once_and_can_be_resent() {
     {
         let seen = seen.lock().expect("lock");
         let (_, last) = seen.last().expect("delivery");
-        assert_eq!((body(last).as_str(), last.reconsume_times, last.msg_id.as_str()), ("poison", 0, ack.msg_id.as_str()));
+        assert_eq!(
+            (body(last).as_str(), last.reconsume_times, last.msg_id.as_str()),
+            ("poison", 0, ack.msg_id.as_str())
+        );
         assert_eq!(last.message.topic, "mail");
     }
     let missing = Command::new(env!("CARGO_BIN_EXE_brookctl"))
@@ -183,11 +187,10 @@ async fn orderly_consumers_retry_in_place_then_dead_letter_and_keep_order() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = seen.lock().expect("lock").clone();
     let order: Vec<(String, u32)> = seen.iter().map(|(_, m)| (body(m), m.reconsume_times)).collect();
-    let expected: Vec<(String, u32)> =
-        [("m0", 0), ("m1", 0), ("m1", 1), ("m1", 2), ("m2", 0), ("m3", 0), ("m4", 0)]
-            .iter()
-            .map(|(b, n)| (b.to_string(), *n))
-            .collect();
+    let expected: Vec<(String, u32)> = [("m0", 0), ("m1", 0), ("m1", 1), ("m1", 2), ("m2", 0), ("m3", 0), ("m4", 0)]
+        .iter()
+        .map(|(b, n)| (b.to_string(), *n))
+        .collect();
     assert_eq!(order, expected, "retried in place, then dead-lettered, order kept");
     for pair in seen.windows(2).filter(|p| body(&p[0].1) == "m1" && body(&p[1].1) == "m1") {
         assert!(pair[1].0 - pair[0].0 >= Duration::from_millis(100), "suspended between retries");
@@ -248,8 +251,21 @@ fn brookctl_shows_a_retry_chain() {
     let out = ctl(
         &broker,
         &[
-            "consume", "cli-retry", "--group", "shell", "--from", "earliest", "--fail-times", "2", "--retry-backoff",
-            "100ms", "--count", "1", "--timeout-ms", "20000", "--json",
+            "consume",
+            "cli-retry",
+            "--group",
+            "shell",
+            "--from",
+            "earliest",
+            "--fail-times",
+            "2",
+            "--retry-backoff",
+            "100ms",
+            "--count",
+            "1",
+            "--timeout-ms",
+            "20000",
+            "--json",
         ],
     );
     let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
@@ -257,11 +273,7 @@ fn brookctl_shows_a_retry_chain() {
         .iter()
         .map(|l| (l["result"].as_str().unwrap_or_default().to_string(), l["reconsume"].as_u64().unwrap_or(99)))
         .collect();
-    assert_eq!(
-        chain,
-        vec![("later".to_string(), 0), ("later".to_string(), 1), ("success".to_string(), 2)],
-        "{out}"
-    );
+    assert_eq!(chain, vec![("later".to_string(), 0), ("later".to_string(), 1), ("success".to_string(), 2)], "{out}");
     assert!(lines.iter().all(|l| l["topic"] == "cli-retry" && l["body"] == "again"));
 }
 

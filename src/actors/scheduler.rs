@@ -18,7 +18,6 @@ use crate::store::consume_queue::CqEntry;
 use crate::store::progress::ProgressFile;
 use actix::prelude::*;
 use brook_proto::system::SCHEDULE_TOPIC;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +50,7 @@ pub struct SchedulerActor {
     registry: Arc<Registry>,
     reput: Reput,
     progress: Arc<ProgressFile>,
-    offset: Arc<AtomicU64>,
+    offset: u64,
     logger: slog::Logger,
 }
 
@@ -66,20 +65,7 @@ impl SchedulerActor {
         offset: u64,
         logger: slog::Logger,
     ) -> Self {
-        Self { level, registry, reput, progress, offset: Arc::new(AtomicU64::new(offset)), logger }
-    }
-}
-
-/// A scheduler's position: the next offset of its queue to deliver.
-#[derive(Message)]
-#[rtype(result = "u64")]
-pub struct Position;
-
-impl Handler<Position> for SchedulerActor {
-    type Result = u64;
-
-    fn handle(&mut self, _: Position, _: &mut Context<Self>) -> u64 {
-        self.offset.load(Ordering::Acquire)
+        Self { level, registry, reput, progress, offset, logger }
     }
 }
 
@@ -92,7 +78,7 @@ impl Actor for SchedulerActor {
             registry: self.registry.clone(),
             reput: self.reput.clone(),
             progress: self.progress.clone(),
-            offset: self.offset.clone(),
+            offset: self.offset,
             logger: self.logger.new(slog::o!("delay_level" => self.level)),
         };
         ctx.spawn(actix::fut::wrap_future(run.run()));
@@ -104,14 +90,14 @@ struct Level {
     registry: Arc<Registry>,
     reput: Reput,
     progress: Arc<ProgressFile>,
-    offset: Arc<AtomicU64>,
+    offset: u64,
     logger: slog::Logger,
 }
 
 impl Level {
-    async fn run(self) {
+    async fn run(mut self) {
         loop {
-            let offset = self.offset.load(Ordering::Acquire);
+            let offset = self.offset;
             let pulled =
                 pull_entries(&self.registry, SCHEDULE_TOPIC, self.queue, offset, DELIVER_BATCH, IDLE_POLL).await;
             let found = match pulled {
@@ -148,7 +134,7 @@ impl Level {
         }
     }
 
-    async fn deliver(&self, due: &[CqEntry], next: u64) {
+    async fn deliver(&mut self, due: &[CqEntry], next: u64) {
         match self.reput.deliver(due).await {
             Ok(()) => self.advance(next),
             Err(e) => {
@@ -158,8 +144,8 @@ impl Level {
         }
     }
 
-    fn advance(&self, next: u64) {
-        self.offset.store(next, Ordering::Release);
+    fn advance(&mut self, next: u64) {
+        self.offset = next;
         if let Err(e) = self.progress.store(&[next]) {
             slog::error!(self.logger, "cannot record scheduler progress"; "error" => %e);
         }

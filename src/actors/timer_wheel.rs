@@ -37,26 +37,9 @@ const LOOKAHEAD_MS: i64 = 2_000;
 const IDLE_POLL_MS: i64 = 1_000;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// What the wheel holds right now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WheelStats {
-    /// Timers in memory (the minutes about to fire).
-    pub loaded: usize,
-    /// Timer-topic offset bucketed so far.
-    pub ingested: u64,
-    /// Due time of the last delivered timer.
-    pub watermark_ms: i64,
-}
-
-/// Asks for [`WheelStats`].
-#[derive(Message)]
-#[rtype(result = "WheelStats")]
-pub struct Stats;
-
 /// The wheel.
 pub struct TimerWheelActor {
     wheel: Option<Wheel>,
-    stats: Arc<std::sync::Mutex<WheelStats>>,
 }
 
 impl TimerWheelActor {
@@ -69,7 +52,6 @@ impl TimerWheelActor {
         logger: slog::Logger,
     ) -> Self {
         let (file, values) = progress;
-        let stats = Arc::new(std::sync::Mutex::new(WheelStats::default()));
         let wheel = Wheel {
             registry,
             reput,
@@ -82,10 +64,9 @@ impl TimerWheelActor {
             loaded: BTreeMap::new(),
             heap: BinaryHeap::new(),
             in_heap: HashSet::new(),
-            stats: stats.clone(),
             logger: logger.new(slog::o!("actor" => "timer_wheel")),
         };
-        Self { wheel: Some(wheel), stats }
+        Self { wheel: Some(wheel) }
     }
 }
 
@@ -96,14 +77,6 @@ impl Actor for TimerWheelActor {
         if let Some(wheel) = self.wheel.take() {
             ctx.spawn(actix::fut::wrap_future(wheel.run()));
         }
-    }
-}
-
-impl Handler<Stats> for TimerWheelActor {
-    type Result = MessageResult<Stats>;
-
-    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.stats.lock().map(|s| *s).unwrap_or_default())
     }
 }
 
@@ -123,7 +96,6 @@ struct Wheel {
     loaded: BTreeMap<i64, (i64, u64)>,
     heap: BinaryHeap<Reverse<TimerEntry>>,
     in_heap: HashSet<u64>,
-    stats: Arc<std::sync::Mutex<WheelStats>>,
     logger: slog::Logger,
 }
 
@@ -181,9 +153,6 @@ impl Wheel {
         let values = [self.ingested, self.watermark.0 as u64, self.watermark.1];
         if let Err(e) = self.progress.store(&values) {
             slog::error!(self.logger, "cannot record timer progress"; "error" => %e);
-        }
-        if let Ok(mut stats) = self.stats.lock() {
-            *stats = WheelStats { loaded: self.heap.len(), ingested: self.ingested, watermark_ms: self.watermark.0 };
         }
     }
 

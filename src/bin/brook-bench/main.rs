@@ -2,7 +2,8 @@
 //! and latency percentiles, ending with one machine-readable line:
 //! `RESULT scenario=… msgs_per_s=… mb_per_s=… p50_us=… p99_us=… p999_us=… errors=…`
 //!
-//! Scenarios: `produce`, `consume`, `e2e`, `queues`, `backlog`, `restart`. By default
+//! Scenarios: `produce`, `consume`, `e2e`, `queues`, `backlog`, `restart`,
+//! `timers`. By default
 //! it starts its own broker on a temporary data dir; `--addr` targets a
 //! running one. See BENCHMARKS.md for the commands and numbers.
 
@@ -14,6 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod broker;
 mod produce;
 mod stats;
+mod timers;
 mod verify;
 
 use broker::Broker;
@@ -99,6 +101,23 @@ enum Scenario {
         #[arg(long, default_value_t = 20_000_000)]
         stored: u64,
     },
+    /// Fill the broker with exact-time messages due at random times over
+    /// `--spread`, keep `--rate` plain sends going, and measure how late
+    /// the timers due in the first `--duration` (default: all) fire.
+    Timers {
+        /// Timers in all.
+        #[arg(long, default_value_t = 1_000_000)]
+        pending: u64,
+        /// Span the due times are spread over.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        spread: Duration,
+        /// From the start to the first due time (the fill must fit in it).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        lead: Duration,
+        /// Plain sends per second meanwhile.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+    },
     /// Fill the log to a size, SIGKILL the broker, and time until it serves
     /// again on the same data dir.
     Restart {
@@ -152,6 +171,20 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Scenario::Queues { count } => queues_scenario(&broker, &admin, &common, count).await,
         Scenario::Backlog { stored } => backlog_scenario(&broker, &admin, &common, stored).await,
         Scenario::Restart { log_gib } => restart_scenario(broker, &admin, &common, log_gib).await,
+        Scenario::Timers { pending, spread, lead, rate } => {
+            let load = timers::TimerLoad {
+                pending,
+                spread,
+                lead,
+                window: common.duration.unwrap_or(spread).min(spread),
+                rate,
+                producers: common.producers,
+                size: common.size,
+                queues: common.queues,
+            };
+            let summary = timers::run(&broker, &admin, load).await?;
+            finish(&admin, &common, &[], summary).await
+        }
     }
 }
 
