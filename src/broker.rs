@@ -263,7 +263,7 @@ fn start_delays(
         let (file, values) = ProgressFile::open(&path).ctx(|| format!("open {}", path.display()))?;
         let file = Arc::new(file);
         progress.push(file.clone());
-        let actor = SchedulerActor::new(level, registry.clone(), reput.clone(), file, values[0], logger.clone());
+        let actor = SchedulerActor::new(level, registry.clone(), reput.clone(), file, values[0], logger);
         schedulers.push(SchedulerActor::start_in_arbiter(&arbiter.handle(), move |_| actor));
     }
     let timer_dir = store.paths.timer();

@@ -46,12 +46,7 @@ pub(crate) async fn pull_entries(
 
 /// Delivers one delay level.
 pub struct SchedulerActor {
-    level: u32,
-    registry: Arc<Registry>,
-    reput: Reput,
-    progress: Arc<ProgressFile>,
-    offset: u64,
-    logger: slog::Logger,
+    level: Option<Level>,
 }
 
 impl SchedulerActor {
@@ -63,9 +58,10 @@ impl SchedulerActor {
         reput: Reput,
         progress: Arc<ProgressFile>,
         offset: u64,
-        logger: slog::Logger,
+        logger: &slog::Logger,
     ) -> Self {
-        Self { level, registry, reput, progress, offset, logger }
+        let logger = logger.new(slog::o!("delay_level" => level));
+        Self { level: Some(Level { queue: level.saturating_sub(1), registry, reput, progress, offset, logger }) }
     }
 }
 
@@ -73,15 +69,9 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let run = Level {
-            queue: self.level - 1,
-            registry: self.registry.clone(),
-            reput: self.reput.clone(),
-            progress: self.progress.clone(),
-            offset: self.offset,
-            logger: self.logger.new(slog::o!("delay_level" => self.level)),
-        };
-        ctx.spawn(actix::fut::wrap_future(run.run()));
+        if let Some(level) = self.level.take() {
+            ctx.spawn(actix::fut::wrap_future(level.run()));
+        }
     }
 }
 
