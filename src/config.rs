@@ -37,6 +37,14 @@ pub struct Config {
     /// Retries of a failed message before it goes to the group's
     /// dead-letter topic, unless the group says otherwise. Default: 16.
     pub max_reconsume_times: u32,
+    /// How long a transactional half message waits for its producer's
+    /// outcome before the broker asks the producer group. Default: `6s`.
+    pub transaction_timeout: String,
+    /// Time between two checks of one half message. Default: `30s`.
+    pub transaction_check_interval: String,
+    /// Checks of one half message before it is given up (never delivered).
+    /// Default: 15.
+    pub transaction_check_max: u32,
 }
 
 /// Parses a duration such as `500ms`, `1s`, `5m`, `2h`, `3d` or a bare
@@ -169,6 +177,9 @@ impl Default for Config {
             delay_levels: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".into(),
             max_delay: "3d".into(),
             max_reconsume_times: 16,
+            transaction_timeout: "6s".into(),
+            transaction_check_interval: "30s".into(),
+            transaction_check_max: 15,
         }
     }
 }
@@ -246,6 +257,17 @@ impl Config {
         Ok(levels)
     }
 
+    /// `transaction_timeout` and `transaction_check_interval` in ms.
+    pub fn transaction_times_ms(&self) -> Result<(u64, u64)> {
+        let parse = |name: &str, text: &str| {
+            parse_duration_ms(text).map_err(|e| Error::Config(format!("{name}: {e}"))).map(|ms| ms.max(1))
+        };
+        Ok((
+            parse("transaction_timeout", &self.transaction_timeout)?,
+            parse("transaction_check_interval", &self.transaction_check_interval)?,
+        ))
+    }
+
     /// `max_delay` in ms.
     pub fn max_delay_ms(&self) -> Result<u64> {
         parse_duration_ms(&self.max_delay).map_err(|e| Error::Config(format!("max_delay: {e}")))
@@ -315,6 +337,7 @@ impl Config {
             }
         }
         self.delay_levels_ms()?;
+        self.transaction_times_ms()?;
         if self.max_delay_ms()? == 0 {
             return Err(Error::Config("max_delay must be positive".into()));
         }

@@ -281,6 +281,14 @@ impl Connection {
         }
     }
 
+    /// Pending transactional half messages and transaction counts.
+    pub async fn list_transactions(&self) -> Result<brook_proto::request::TxnReport, ClientError> {
+        match self.request(Request::ListTransactions).await? {
+            Response::Transactions(report) => Ok(report),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Round trip.
     pub async fn ping(&self) -> Result<(), ClientError> {
         match self.request(Request::Ping).await? {

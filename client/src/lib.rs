@@ -8,6 +8,8 @@
 //!   batch sends, with retries where they cannot reorder.
 //! - [`consumer`]: the pull consumer (caller-owned offsets, long polling)
 //!   and the push consumer (group member; concurrent or orderly).
+//! - [`transaction`]: the transactional producer (half message, local
+//!   transaction, commit or rollback, answers to the broker's checks).
 //! - [`error`]: the client's error type.
 //!
 //! ```no_run
@@ -24,9 +26,11 @@ pub mod consumer;
 pub mod error;
 pub mod producer;
 pub mod session;
+pub mod transaction;
 
 pub use brook_proto::request::{
-    ConsumeMode, GroupInfo, PullResult, QueueRef, QueueStats, SendAck, StartFrom, Subscription, TopicInfo,
+    ConsumeMode, GroupInfo, PullResult, QueueRef, QueueStats, SendAck, StartFrom, Subscription, TopicInfo, TxnOutcome,
+    TxnReport,
 };
 pub use brook_proto::{ErrorCode, Message, MessageId, StoredMessage, WireError};
 pub use connection::Connection;
@@ -36,3 +40,4 @@ pub use consumer::ConsumeResult;
 pub use error::ClientError;
 pub use producer::{Producer, ProducerConfig};
 pub use session::{Backoff, Session};
+pub use transaction::TransactionProducer;

@@ -143,12 +143,83 @@ pub enum Request {
         /// The message id as the dead-letter topic lists it.
         msg_id: String,
     },
+    /// A connection declares itself a member of a producer group, so the
+    /// broker can ask it about the group's transactions.
+    RegisterProducer {
+        /// Producer group.
+        group: String,
+    },
+    /// The outcome of a transactional half message.
+    EndTransaction {
+        /// Producer group.
+        group: String,
+        /// The half message's id (from its send acknowledgement).
+        msg_id: String,
+        /// Commit, roll back, or still unknown.
+        outcome: TxnOutcome,
+        /// Sent in answer to a [`Request::CheckTransaction`].
+        from_check: bool,
+    },
+    /// Pending half messages and transaction counts.
+    ListTransactions,
+    /// Broker to client: the outcome of this half message is overdue; answer
+    /// with `EndTransaction { from_check: true }`. Sent one-way on a
+    /// connection registered for the producer group.
+    CheckTransaction {
+        /// Producer group.
+        group: String,
+        /// The half message's id.
+        msg_id: String,
+        /// The message as the producer sent it.
+        message: Box<StoredMessage>,
+    },
     /// Broker to client: the group's assignment changed; heartbeat now to
     /// learn the new one. Sent one-way.
     AssignmentChanged {
         /// Group name.
         group: String,
     },
+}
+
+/// A transaction's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TxnOutcome {
+    /// Deliver the message.
+    Commit,
+    /// Never deliver it.
+    Rollback,
+    /// Not known yet; the broker will ask again.
+    Unknown,
+}
+
+/// A half message waiting for its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTxn {
+    /// The half message's id.
+    pub msg_id: String,
+    /// Where it goes on commit.
+    pub topic: String,
+    /// Its producer group.
+    pub producer_group: String,
+    /// Time since it was stored, ms.
+    pub age_ms: u64,
+    /// Checks asked so far.
+    pub checks: u32,
+}
+
+/// Transactions as `ListTransactions` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnReport {
+    /// Half messages waiting for an outcome, oldest first.
+    pub pending: Vec<PendingTxn>,
+    /// Committed (delivered) so far.
+    pub committed: u64,
+    /// Rolled back so far.
+    pub rolled_back: u64,
+    /// Checks asked so far.
+    pub checked: u64,
+    /// Given up after `transaction_check_max` checks.
+    pub expired: u64,
 }
 
 /// How a group shares messages.
@@ -324,6 +395,8 @@ pub enum Response {
     Groups(Vec<String>),
     /// One group.
     Group(GroupInfo),
+    /// Transactions.
+    Transactions(TxnReport),
 }
 
 /// A topic and, when described, its queues.

@@ -7,6 +7,13 @@
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 /// Messages waiting for an exact delivery time (the timer wheel's source).
 pub const TIMER_TOPIC: &str = "BROOK_SYS_TIMER";
+/// Transactional half messages, waiting for their producer's outcome.
+pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
+/// Outcomes of half messages (op records).
+pub const TRANS_OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
+/// Half messages whose outcome was never learned, checked the maximum
+/// number of times. Never delivered.
+pub const TRANS_CHECK_MAX_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
 /// Prefix of a group's retry topic.
 pub const RETRY_PREFIX: &str = "%RETRY%";
 /// Prefix of a group's dead-letter topic.
@@ -28,6 +35,17 @@ pub const PROP_RETRY_TOPIC: &str = "RETRY_TOPIC";
 pub const PROP_ORIGIN_QUEUE: &str = "ORIGIN_QID";
 /// Property: how many times the message was handed back for a retry.
 pub const PROP_RECONSUME_TIMES: &str = "RECONSUME_TIME";
+/// Property: the message is a transactional half message (`true`).
+pub const PROP_TRANSACTION: &str = "TRAN_MSG";
+/// Property: the producer group of a transactional message.
+pub const PROP_PRODUCER_GROUP: &str = "PGROUP";
+/// Property: the client id of the producer that sent a half message.
+pub const PROP_PRODUCER_CLIENT: &str = "TRAN_PRODUCER_CLIENT";
+/// Property: how long (ms) the broker waits for a half message's outcome
+/// before asking the producer group (overrides `transaction_timeout`).
+pub const PROP_TRANSACTION_TIMEOUT_MS: &str = "CHECK_IMMUNITY_TIME_MS";
+/// Property: how many times a half message was checked.
+pub const PROP_TRANSACTION_CHECKS: &str = "TRANSACTION_CHECK_TIMES";
 /// Property: log offset of the first copy of a message; its id is derived
 /// from it, so delayed, retried and dead-lettered copies keep the id the
 /// producer was given.
@@ -51,6 +69,7 @@ pub fn is_reserved_topic(topic: &str) -> bool {
         || topic.starts_with("RMQ_SYS_")
         || topic.starts_with(RETRY_PREFIX)
         || topic.starts_with(DLQ_PREFIX)
+        || topic == TRANS_CHECK_MAX_TOPIC
 }
 
 #[cfg(test)]
@@ -59,7 +78,9 @@ mod tests {
 
     #[test]
     fn system_topics_are_reserved_and_user_topics_are_not() {
-        for t in [SCHEDULE_TOPIC, TIMER_TOPIC, "%RETRY%g", "%DLQ%g", "RMQ_SYS_TRACE_TOPIC"] {
+        for t in
+            [SCHEDULE_TOPIC, TIMER_TOPIC, "%RETRY%g", "%DLQ%g", TRANS_HALF_TOPIC, TRANS_OP_TOPIC, TRANS_CHECK_MAX_TOPIC]
+        {
             assert!(is_reserved_topic(t), "{t}");
         }
         for t in ["orders", "SCHEDULE", "RETRY%x", "BROOK_orders"] {

@@ -20,9 +20,9 @@ use crate::actors::Registry;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::store::checkpoint::{sync_filesystem, Checkpoint};
+use crate::store::progress::SystemFiles;
 use crate::store::retention::{self, DiskUsage, Reason, RetentionPolicy};
 use crate::store::segment::SegmentSet;
-use crate::store::timer::DelayFiles;
 use crate::store::topics::TopicTable;
 use crate::store::StorePaths;
 use actix::prelude::*;
@@ -50,7 +50,7 @@ pub struct Housekeeper {
     clock: Arc<dyn Clock>,
     disk: Arc<dyn DiskUsage>,
     lock: Arc<tokio::sync::Mutex<bool>>,
-    delay_files: Option<Arc<DelayFiles>>,
+    system_files: Option<Arc<SystemFiles>>,
     retention_running: bool,
     logger: slog::Logger,
 }
@@ -83,11 +83,11 @@ impl Housekeeper {
         config: HousekeeperConfig,
         clock: Arc<dyn Clock>,
         disk: Arc<dyn DiskUsage>,
-        delay_files: Option<Arc<DelayFiles>>,
+        system_files: Option<Arc<SystemFiles>>,
         logger: slog::Logger,
     ) -> Self {
         Self {
-            delay_files,
+            system_files,
             registry,
             topics,
             paths,
@@ -105,7 +105,7 @@ impl Housekeeper {
         let registry = self.registry.clone();
         let paths = self.paths.clone();
         let lock = self.lock.clone();
-        let delay_files = self.delay_files.clone();
+        let system_files = self.system_files.clone();
         async move {
             let mut stopped = lock.lock().await;
             if *stopped {
@@ -146,7 +146,7 @@ impl Housekeeper {
                 sync_queue_files(&root, &dirty)?;
                 // After the log: a synced progress must not name deliveries
                 // whose copies a power loss could still take back.
-                if let Some(files) = &delay_files {
+                if let Some(files) = &system_files {
                     files.sync()?;
                 }
                 checkpoint.store(&path)

@@ -8,6 +8,7 @@
 //! - [`housekeeper`]: periodic checkpoints and retention.
 //! - [`scheduler`]: one SchedulerActor per delay level.
 //! - [`timer_wheel`]: the TimerWheelActor, exact-time delivery.
+//! - [`txn_checker`]: the TxnCheckerActor, transactional half messages.
 //! - [`reput`]: writes the broker makes itself (deliveries, retries, dead
 //!   letters).
 //!
@@ -22,6 +23,7 @@ pub mod queue;
 pub mod reput;
 pub mod scheduler;
 pub mod timer_wheel;
+pub mod txn_checker;
 pub mod writer;
 
 use crate::store::StorePaths;

@@ -1,10 +1,12 @@
-//! `brookctl`: the admin and test CLI for brook — topics, sends (delayed
-//! too), consumes (with failures on purpose), consumer groups, dead letters. Every failure exits non-zero with a message on stderr.
+//! `brookctl`: the admin and test CLI for brook — topics, sends (delayed and
+//! transactional too), consumes (with failures on purpose), consumer groups,
+//! dead letters, transactions. Every failure exits non-zero with a message on stderr.
 
 use base64::Engine;
 use brook::clock::now_ms;
 use brook_client::{
     ClientError, Connection, ConsumeResult, Message, Producer, PushConfig, PushConsumer, StartFrom, StoredMessage,
+    TransactionProducer, TxnOutcome,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -39,11 +41,39 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
+    /// Transactions: list pending half messages and counts.
+    Txn {
+        #[command(subcommand)]
+        command: TxnCommand,
+    },
     /// A group's dead-letter queue: list, resend.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TxnCommand {
+    /// Pending half messages (age, checks, producer group) and counts.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How `send --txn` ends the transaction.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TxnMode {
+    /// Commit right away.
+    Commit,
+    /// Roll back right away.
+    Rollback,
+    /// Leave it unknown; answer the broker's check with commit.
+    CheckCommit,
+    /// Leave it unknown; answer the broker's check with rollback.
+    CheckRollback,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +171,15 @@ struct SendArgs {
     /// Deliver at this time, ms since the epoch.
     #[arg(long)]
     deliver_at: Option<i64>,
+    /// Send as a transactional message and end it this way.
+    #[arg(long, value_enum, conflicts_with_all = ["stdin", "ordered_by", "delay_level", "delay_ms", "deliver_at"])]
+    txn: Option<TxnMode>,
+    /// Producer group of a transactional send.
+    #[arg(long, default_value = "brookctl")]
+    producer_group: String,
+    /// With --txn check-*: how long to stay connected waiting for the check.
+    #[arg(long, default_value_t = 60_000)]
+    wait_check_ms: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -210,6 +249,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Consume(args) => consume(&cli.addr, args).await,
         Command::Group { command } => group(&cli.addr, command).await,
         Command::Dlq { command } => dlq(&cli.addr, command).await,
+        Command::Txn { command } => txn(&cli.addr, command).await,
     }
 }
 
@@ -295,6 +335,9 @@ async fn send_one(
 }
 
 async fn send(addr: &str, args: SendArgs) -> Result<(), ClientError> {
+    if let Some(mode) = args.txn {
+        return send_txn(addr, &args, mode).await;
+    }
     let producer = Producer::connect(addr).await?;
     if !args.stdin {
         let body = args.body.clone().ok_or_else(|| ClientError::InvalidArgument("give a BODY or --stdin".into()))?;
@@ -515,6 +558,93 @@ async fn dlq(addr: &str, command: DlqCommand) -> Result<(), ClientError> {
         DlqCommand::Resend { group, id } => {
             let ack = conn.dlq_resend(&group, &id).await?;
             println!("resent id={} queue={} offset={}", ack.msg_id, ack.queue, ack.queue_offset);
+        }
+    }
+    Ok(())
+}
+
+/// `send --txn`: a half message, then commit or rollback now, or stay
+/// connected and answer the broker's check as told.
+async fn send_txn(addr: &str, args: &SendArgs, mode: TxnMode) -> Result<(), ClientError> {
+    let body = args.body.clone().ok_or_else(|| ClientError::InvalidArgument("give a BODY".into()))?;
+    let (checked_tx, mut checked_rx) = mpsc::unbounded_channel::<TxnOutcome>();
+    let executor = move |_: &Message, _: &brook_client::SendAck| match mode {
+        TxnMode::Commit => TxnOutcome::Commit,
+        TxnMode::Rollback => TxnOutcome::Rollback,
+        TxnMode::CheckCommit | TxnMode::CheckRollback => TxnOutcome::Unknown,
+    };
+    let checker = move |_: &StoredMessage| {
+        let outcome = if mode == TxnMode::CheckRollback { TxnOutcome::Rollback } else { TxnOutcome::Commit };
+        let _ = checked_tx.send(outcome);
+        outcome
+    };
+    let producer = TransactionProducer::new(addr, &args.producer_group, executor, checker).await?;
+    let (ack, outcome) = producer.send(message(args, body)).await?;
+    let word = |o: TxnOutcome| format!("{o:?}").to_lowercase();
+    if args.json {
+        println!(
+            "{}",
+            json!({ "id": ack.msg_id, "queue": ack.queue, "offset": ack.queue_offset, "outcome": word(outcome) })
+        );
+    } else {
+        println!("half sent id={} queue={} → {}", ack.msg_id, ack.queue, word(outcome));
+    }
+    if outcome != TxnOutcome::Unknown {
+        return Ok(());
+    }
+    let wait = Duration::from_millis(args.wait_check_ms);
+    let answered = tokio::time::timeout(wait, checked_rx.recv())
+        .await
+        .map_err(|_| ClientError::Connection(format!("no check from the broker within {} ms", args.wait_check_ms)))?
+        .ok_or_else(|| ClientError::Connection("check listener stopped".into()))?;
+    // The answer goes out on its own task: wait until the broker has it.
+    let conn = Connection::connect_as(addr, "brookctl").await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conn.list_transactions().await?.pending.iter().any(|p| p.msg_id == ack.msg_id) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if args.json {
+        println!("{}", json!({ "id": ack.msg_id, "checked": word(answered) }));
+    } else {
+        println!("checked id={} → {}", ack.msg_id, word(answered));
+    }
+    producer.close();
+    Ok(())
+}
+
+async fn txn(addr: &str, command: TxnCommand) -> Result<(), ClientError> {
+    let conn = Connection::connect_as(addr, "brookctl").await?;
+    match command {
+        TxnCommand::List { json } => {
+            let report = conn.list_transactions().await?;
+            if json {
+                let pending: Vec<_> = report
+                    .pending
+                    .iter()
+                    .map(|p| {
+                        json!({ "id": p.msg_id, "topic": p.topic, "producer_group": p.producer_group,
+                        "age_ms": p.age_ms, "checks": p.checks })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    json!({ "pending": pending, "committed": report.committed, "rolled_back": report.rolled_back,
+                        "checked": report.checked, "expired": report.expired })
+                );
+            } else {
+                println!(
+                    "committed {}  rolled back {}  checked {}  expired {}  pending {}",
+                    report.committed,
+                    report.rolled_back,
+                    report.checked,
+                    report.expired,
+                    report.pending.len()
+                );
+                println!("id\ttopic\tproducer_group\tage_ms\tchecks");
+                for p in &report.pending {
+                    println!("{}\t{}\t{}\t{}\t{}", p.msg_id, p.topic, p.producer_group, p.age_ms, p.checks);
+                }
+            }
         }
     }
     Ok(())

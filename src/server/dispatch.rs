@@ -6,7 +6,7 @@ use crate::actors::queue::{Destroy, Pull, Range};
 use crate::error::Error;
 use crate::filter::TagFilter;
 use crate::server::connection::ConnInfo;
-use crate::server::{groups, retry, BrokerCore};
+use crate::server::{groups, retry, txn, BrokerCore};
 use crate::store::record::{self, DecodedRecord};
 use brook_proto::names::validate_name;
 use brook_proto::request::{PullResult, QueueRef, QueueStats, SendAck, TopicInfo};
@@ -41,7 +41,7 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Rep
                 .collect(),
         )),
         Request::DescribeTopic { name } => describe_topic(core, &name).await,
-        Request::Send { topic, queue, messages } => send(core, &topic, queue, messages).await,
+        Request::Send { topic, queue, messages } => send(core, conn, &topic, queue, messages).await,
         Request::Pull { topic, queue, offset, max_messages, max_bytes, tags, long_poll_ms } => {
             pull(core, &topic, queue, offset, max_messages, max_bytes, tags.as_deref(), long_poll_ms).await
         }
@@ -61,6 +61,12 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Rep
         Request::DescribeGroup { group } => groups::describe(core, &group).await,
         Request::SendBack { group, log_offset, to_dlq } => retry::send_back(core, &group, log_offset, to_dlq).await,
         Request::ResendDlq { group, msg_id } => retry::resend_dlq(core, &group, &msg_id).await,
+        Request::RegisterProducer { group } => txn::register(core, conn, &group),
+        Request::EndTransaction { group, msg_id, outcome, .. } => txn::end(core, &group, &msg_id, outcome).await,
+        Request::ListTransactions => txn::list(core).await,
+        Request::CheckTransaction { .. } => {
+            Err(WireError::new(ErrorCode::InvalidArgument, "CheckTransaction is sent by the broker, not to it"))
+        }
         Request::AssignmentChanged { .. } => {
             Err(WireError::new(ErrorCode::InvalidArgument, "AssignmentChanged is sent by the broker, not to it"))
         }
@@ -110,7 +116,7 @@ async fn describe_topic(core: &BrokerCore, name: &str) -> Reply {
     Ok(Response::Topic(TopicInfo { name: name.to_string(), queues, queue_stats: stats }))
 }
 
-async fn send(core: &BrokerCore, topic: &str, queue: u32, messages: Vec<Message>) -> Reply {
+async fn send(core: &BrokerCore, conn: &ConnInfo, topic: &str, queue: u32, messages: Vec<Message>) -> Reply {
     if is_reserved_topic(topic) {
         return Err(Error::InvalidArgument(format!("topic {topic:?} is reserved for the broker's own use")).into());
     }
@@ -138,6 +144,7 @@ async fn send(core: &BrokerCore, topic: &str, queue: u32, messages: Vec<Message>
     // Where the batch is stored: its topic and queue, or — delayed — the
     // queue where it waits. One batch, one queue, so it shares one delay.
     let mut dest: Option<Option<(&'static str, u32)>> = None;
+    let batch_len = messages.len();
     for mut msg in messages {
         if msg.topic.is_empty() {
             msg.topic = topic.to_string();
@@ -151,7 +158,17 @@ async fn send(core: &BrokerCore, topic: &str, queue: u32, messages: Vec<Message>
         if msg.body.len() > max_body {
             return Err(Error::MessageTooLarge { size: msg.body.len(), max: max_body }.into());
         }
-        let (waits_in, code, due) = match core.delays.take_request(&mut msg, now)? {
+        let delay = core.delays.take_request(&mut msg, now)?;
+        let (waits_in, code, due) = match delay {
+            _ if txn::is_half(&msg) => {
+                if delay.is_some() || batch_len > 1 {
+                    return Err(Error::InvalidArgument(
+                        "a transactional message is sent alone and cannot be delayed".into(),
+                    )
+                    .into());
+                }
+                (Some(txn::park_half(&mut msg, topic, queue, conn)?), record::tag_hash(msg.tags.as_deref()), None)
+            }
             None => (None, record::tag_hash(msg.tags.as_deref()), None),
             Some(delay) => {
                 let parked = core.delays.park(&mut msg, topic, queue, delay, now);

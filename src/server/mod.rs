@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod groups;
 pub mod listener;
 pub mod retry;
+pub mod txn;
 
 use crate::actors::groups::Groups;
 use crate::actors::Registry;
@@ -38,6 +39,10 @@ pub struct BrokerCore {
     pub delays: Arc<crate::delay::DelayPolicy>,
     /// Broker-made writes (retries, dead letters, resends).
     pub reput: crate::actors::reput::Reput,
+    /// Connections of each producer group.
+    pub producers: Arc<crate::actors::txn_checker::Producers>,
+    /// The transaction checker.
+    pub txn: actix::Addr<crate::actors::txn_checker::TxnCheckerActor>,
     /// Logger.
     pub logger: slog::Logger,
 }

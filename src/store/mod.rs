@@ -11,7 +11,8 @@
 //! config/groups/<group>.json    a consumer group's mode, start policy, offsets
 //! schedule/level-<L>           a delay level's delivered-up-to offset
 //! timer/progress               the timer wheel's ingested offset and watermark
-//! timer/<minute>               pending exact-time messages due in that minute
+//! timer/<bucket start ms>      pending exact-time messages due in that span
+//! txn/progress                 oldest unresolved half message, transaction counts
 //! ```
 
 pub mod checkpoint;
@@ -80,6 +81,11 @@ impl StorePaths {
     /// The timer wheel's buckets and progress.
     pub fn timer(&self) -> PathBuf {
         self.root.join("timer")
+    }
+
+    /// The transaction checker's progress.
+    pub fn txn(&self) -> PathBuf {
+        self.root.join("txn")
     }
 
     /// Creates the directories a store needs.

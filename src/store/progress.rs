@@ -84,6 +84,27 @@ impl ProgressFile {
     }
 }
 
+/// Every progress file of the broker's own readers (delay schedulers, timer
+/// wheel, transaction checker) and the timer wheel's buckets. The checkpoint
+/// syncs them after the log, so a synced progress never points past writes
+/// a power loss could take back.
+#[derive(Debug)]
+pub struct SystemFiles {
+    /// Progress files.
+    pub progress: Vec<std::sync::Arc<ProgressFile>>,
+    /// The timer wheel's buckets.
+    pub buckets: std::sync::Arc<crate::store::timer::Buckets>,
+}
+
+impl SystemFiles {
+    /// Buckets first (the wheel's progress names what they hold), then
+    /// every progress file.
+    pub fn sync(&self) -> io::Result<()> {
+        self.buckets.sync()?;
+        self.progress.iter().try_for_each(|p| p.sync())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,24 +161,3 @@ mod tests {
         assert_eq!(wider.start_of(m6 + 5), 0);
     }
 }
-
-/// Everything delayed delivery keeps besides the log: the level
-/// schedulers' and the wheel's progress files and the wheel's buckets. The
-/// checkpoint syncs them after the log, so a synced progress never points
-/// past messages a power loss could take back.
-#[derive(Debug)]
-pub struct DelayFiles {
-    /// Progress of each level (index 0 is level 1), then the wheel's.
-    pub progress: Vec<std::sync::Arc<crate::store::progress::ProgressFile>>,
-    /// The wheel's buckets.
-    pub buckets: std::sync::Arc<Buckets>,
-}
-
-impl DelayFiles {
-    /// Buckets first (the wheel's progress names what they hold), then
-    /// every progress file.
-    pub fn sync(&self) -> io::Result<()> {
-        self.buckets.sync()?;
-        self.progress.iter().try_for_each(|p| p.sync())
-    }
-}

@@ -7,8 +7,6 @@
 use crate::actors::groups::Groups;
 use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig};
 use crate::actors::reput::Reput;
-use crate::actors::scheduler::SchedulerActor;
-use crate::actors::timer_wheel::TimerWheelActor;
 use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
 use crate::actors::Registry;
 use crate::clock::Clock;
@@ -19,15 +17,15 @@ use crate::io::{self, IoBackend, IoStats, ResolvedBackend};
 use crate::server::{listener, BrokerCore};
 use crate::store::checkpoint::{Checkpoint, DirLock};
 use crate::store::commitlog::{CommitLog, LogReader};
-use crate::store::progress::ProgressFile;
 use crate::store::recovery::{self, Recovered};
 use crate::store::retention::{DiskUsage, RetentionPolicy};
 use crate::store::segment::{self, Prealloc, SegmentSet};
-use crate::store::timer::{Buckets, DelayFiles};
 use crate::store::topics::TopicTable;
 use crate::store::StorePaths;
 use actix::{Actor, Addr, Arbiter};
-use brook_proto::system::{SCHEDULE_TOPIC, TIMER_TOPIC};
+use system::SystemActors;
+
+mod system;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,8 +106,9 @@ pub struct Running {
     pub delays: Arc<DelayPolicy>,
     /// Broker-made writes (deliveries, retries, dead letters).
     pub reput: Reput,
-    /// The delay schedulers and the timer wheel.
-    pub delayed: Delayed,
+    /// The broker's own readers: delay schedulers, timer wheel,
+    /// transaction checker.
+    pub system: SystemActors,
     arbiters: Vec<Arbiter>,
     _lock: DirLock,
 }
@@ -189,7 +188,7 @@ pub async fn start(
     let delays = Arc::new(DelayPolicy::from_config(config)?);
     let reput =
         Reput::new(registry.clone(), store.topics.clone(), LogReader::new(store.segments.clone()), logger.clone());
-    let delayed = start_delays(config, &store, &registry, &reput, &delays, &queue_arbiter, &logger)?;
+    let system = system::start(config, &store, &registry, &reput, &delays, &queue_arbiter, &logger)?;
     let housekeeper = Housekeeper::new(
         registry.clone(),
         store.topics.clone(),
@@ -205,7 +204,7 @@ pub async fn start(
         },
         clock,
         disk,
-        Some(delayed.files.clone()),
+        Some(system.files.clone()),
         logger,
     )
     .start();
@@ -220,64 +219,10 @@ pub async fn start(
         io_stats,
         delays,
         reput,
-        delayed,
+        system,
         arbiters: vec![writer_arbiter, queue_arbiter],
         _lock: store.lock,
     })
-}
-
-/// The actors of delayed delivery.
-pub struct Delayed {
-    /// One per level (index 0 is level 1).
-    pub schedulers: Vec<Addr<SchedulerActor>>,
-    /// Exact-time delivery.
-    pub wheel: Addr<TimerWheelActor>,
-    /// Their files, synced at each checkpoint.
-    pub files: Arc<DelayFiles>,
-}
-
-/// Creates the delay topics (one schedule queue per level, one timer
-/// queue) and starts a scheduler per level and the timer wheel, each
-/// resuming from its progress file.
-fn start_delays(
-    config: &Config,
-    store: &OpenedStore,
-    registry: &Arc<Registry>,
-    reput: &Reput,
-    delays: &DelayPolicy,
-    arbiter: &Arbiter,
-    logger: &slog::Logger,
-) -> Result<Delayed> {
-    let levels = delays.levels_ms().len() as u32;
-    if store.topics.get(SCHEDULE_TOPIC).is_none_or(|t| t.queues < levels) {
-        store.topics.create(SCHEDULE_TOPIC, levels)?;
-    }
-    if store.topics.get(TIMER_TOPIC).is_none() {
-        store.topics.create(TIMER_TOPIC, 1)?;
-    }
-    let dir = store.paths.schedule();
-    let mut progress = Vec::new();
-    let mut schedulers = Vec::new();
-    for level in 1..=levels {
-        let path = dir.join(format!("level-{level}"));
-        let (file, values) = ProgressFile::open(&path).ctx(|| format!("open {}", path.display()))?;
-        let file = Arc::new(file);
-        progress.push(file.clone());
-        let actor = SchedulerActor::new(level, registry.clone(), reput.clone(), file, values[0], logger);
-        schedulers.push(SchedulerActor::start_in_arbiter(&arbiter.handle(), move |_| actor));
-    }
-    let timer_dir = store.paths.timer();
-    let buckets = Arc::new(
-        Buckets::open(timer_dir.clone(), config.store.timer_bucket_ms)
-            .ctx(|| format!("open {}", timer_dir.display()))?,
-    );
-    let path = timer_dir.join("progress");
-    let (file, values) = ProgressFile::open(&path).ctx(|| format!("open {}", path.display()))?;
-    let file = Arc::new(file);
-    progress.push(file.clone());
-    let actor = TimerWheelActor::new(registry.clone(), reput.clone(), buckets.clone(), (file, values), logger.clone());
-    let wheel = TimerWheelActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
-    Ok(Delayed { schedulers, wheel, files: Arc::new(DelayFiles { progress, buckets }) })
 }
 
 /// A broker serving on a socket.
@@ -298,6 +243,7 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
     } else {
         local_addr
     };
+    let _ = running.system.advertised.set(advertised);
     let workers_n = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -313,6 +259,8 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         paths: running.paths.clone(),
         delays: running.delays.clone(),
         reput: running.reput.clone(),
+        producers: running.system.producers.clone(),
+        txn: running.system.txn.clone(),
         logger: logger.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -1,0 +1,170 @@
+//! The transactional producer. `send` stores a *half* message (invisible to
+//! consumers), runs the application's local transaction through the
+//! executor, and tells the broker to commit or roll back. If the outcome is
+//! unknown — or the answer is lost, or this process dies — the broker asks a
+//! live producer of the same group later, and the checker answers from the
+//! application's records.
+//!
+//! The connection stays registered in its producer group; a background task
+//! answers the broker's checks on it and re-registers after a reconnect.
+
+use crate::error::ClientError;
+use crate::session::{Backoff, Session};
+use brook_proto::request::{SendAck, TxnOutcome};
+use brook_proto::system::{PROP_PRODUCER_GROUP, PROP_TRANSACTION, PROP_TRANSACTION_TIMEOUT_MS};
+use brook_proto::{Message, Request, Response, StoredMessage};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+/// Runs the local transaction for a half message just stored.
+pub type Executor = Arc<dyn Fn(&Message, &SendAck) -> TxnOutcome + Send + Sync>;
+/// Answers the broker's check of a half message whose outcome is overdue.
+pub type Checker = Arc<dyn Fn(&StoredMessage) -> TxnOutcome + Send + Sync>;
+
+/// A producer of transactional messages.
+pub struct TransactionProducer {
+    session: Arc<Session>,
+    group: String,
+    executor: Executor,
+    next_queue: AtomicU32,
+    listener: JoinHandle<()>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl TransactionProducer {
+    /// Connects to `addr` as a member of producer group `group`.
+    pub async fn new(
+        addr: &str,
+        group: &str,
+        executor: impl Fn(&Message, &SendAck) -> TxnOutcome + Send + Sync + 'static,
+        checker: impl Fn(&StoredMessage) -> TxnOutcome + Send + Sync + 'static,
+    ) -> Result<TransactionProducer, ClientError> {
+        brook_proto::names::validate_name("producer group", group).map_err(ClientError::InvalidArgument)?;
+        let client_id = format!("{group}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let session = Arc::new(Session::connect(addr, &client_id).await?);
+        register(&session, group).await?;
+        let listener = tokio::spawn(answer_checks(session.clone(), group.to_string(), Arc::new(checker)));
+        Ok(TransactionProducer {
+            session,
+            group: group.to_string(),
+            executor: Arc::new(executor),
+            next_queue: AtomicU32::new(0),
+            listener,
+        })
+    }
+
+    /// Sends `msg` as a half message, runs the executor, and ends the
+    /// transaction with its outcome (an unknown outcome is left to the
+    /// broker's check). Returns the half's acknowledgement — the committed
+    /// message keeps its id — and the executor's outcome.
+    pub async fn send(&self, msg: Message) -> Result<(SendAck, TxnOutcome), ClientError> {
+        self.send_with_timeout(msg, None).await
+    }
+
+    /// [`TransactionProducer::send`], with the broker asked to wait `timeout`
+    /// for the outcome before checking (instead of its
+    /// `transaction_timeout`).
+    pub async fn send_with_timeout(
+        &self,
+        mut msg: Message,
+        timeout: Option<Duration>,
+    ) -> Result<(SendAck, TxnOutcome), ClientError> {
+        msg.properties.insert(PROP_TRANSACTION.into(), "true".into());
+        msg.properties.insert(PROP_PRODUCER_GROUP.into(), self.group.clone());
+        if let Some(t) = timeout {
+            msg.properties.insert(PROP_TRANSACTION_TIMEOUT_MS.into(), t.as_millis().to_string());
+        }
+        if msg.born_ts == 0 {
+            msg.born_ts =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        }
+        let conn = self.session.get().await?;
+        let queues = conn.describe_topic(&msg.topic).await?.queues.max(1);
+        let queue = self.next_queue.fetch_add(1, Ordering::Relaxed) % queues;
+        // Sent once: a retry after a lost ack could store a second half.
+        let ack = conn
+            .send(&msg.topic.clone(), queue, vec![msg.clone()])
+            .await?
+            .pop()
+            .ok_or_else(|| ClientError::Protocol("no ack for the half message".into()))?;
+        let outcome = (self.executor)(&msg, &ack);
+        if outcome != TxnOutcome::Unknown {
+            // If this is lost, the broker's check settles it.
+            let end = Request::EndTransaction {
+                group: self.group.clone(),
+                msg_id: ack.msg_id.clone(),
+                outcome,
+                from_check: false,
+            };
+            self.session.get().await?.request(end).await?;
+        }
+        Ok((ack, outcome))
+    }
+
+    /// Stops answering checks and disconnects.
+    pub fn close(self) {
+        self.listener.abort();
+        self.session.close();
+    }
+}
+
+impl Drop for TransactionProducer {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+async fn register(session: &Session, group: &str) -> Result<(), ClientError> {
+    match session.get().await?.request(Request::RegisterProducer { group: group.to_string() }).await? {
+        Response::Done => Ok(()),
+        other => Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Answers checks on the session's connection, re-registering after every
+/// reconnect.
+async fn answer_checks(session: Arc<Session>, group: String, checker: Checker) {
+    let mut attempt = 0;
+    loop {
+        let conn = match session.get().await {
+            Ok(conn) => conn,
+            Err(_) => {
+                tokio::time::sleep(Backoff::default().delay(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+        };
+        let mut notices = conn.notices();
+        if register(&session, &group).await.is_err() {
+            tokio::time::sleep(Backoff::default().delay(attempt)).await;
+            attempt += 1;
+            continue;
+        }
+        attempt = 0;
+        let mut alive = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let notice = tokio::select! {
+                notice = notices.recv() => notice,
+                _ = alive.tick() => {
+                    if conn.is_closed() { break } else { continue }
+                }
+            };
+            match notice {
+                Ok(Request::CheckTransaction { group: g, msg_id, message }) if g == group => {
+                    let (checker, conn, group) = (checker.clone(), conn.clone(), group.clone());
+                    tokio::spawn(async move {
+                        let outcome = checker(&message);
+                        let end = Request::EndTransaction { group, msg_id, outcome, from_check: true };
+                        let _ = conn.request(end).await;
+                    });
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+}

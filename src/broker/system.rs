@@ -1,0 +1,105 @@
+//! The broker's own readers of its system topics, started after the
+//! registry: one scheduler per delay level, the timer wheel and the
+//! transaction checker, each resuming from its progress file.
+
+use crate::actors::reput::Reput;
+use crate::actors::scheduler::SchedulerActor;
+use crate::actors::timer_wheel::TimerWheelActor;
+use crate::actors::txn_checker::{Producers, TxnCheckerActor, TxnConfig};
+use crate::actors::Registry;
+use crate::broker::OpenedStore;
+use crate::config::Config;
+use crate::delay::DelayPolicy;
+use crate::error::{IoContext, Result};
+use crate::store::progress::{ProgressFile, SystemFiles, MAX_VALUES};
+use crate::store::timer::Buckets;
+use actix::{Actor, Addr, Arbiter};
+use brook_proto::system::{SCHEDULE_TOPIC, TIMER_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+/// The running system actors.
+pub struct SystemActors {
+    /// One per delay level (index 0 is level 1).
+    pub schedulers: Vec<Addr<SchedulerActor>>,
+    /// Exact-time delivery.
+    pub wheel: Addr<TimerWheelActor>,
+    /// Transactions.
+    pub txn: Addr<TxnCheckerActor>,
+    /// Connections of each producer group (for transaction checks).
+    pub producers: Arc<Producers>,
+    /// The address message ids name, known once the listener is bound.
+    pub advertised: Arc<OnceLock<SocketAddr>>,
+    /// Their files, synced at each checkpoint.
+    pub files: Arc<SystemFiles>,
+}
+
+fn open_progress(path: &Path, all: &mut Vec<Arc<ProgressFile>>) -> Result<(Arc<ProgressFile>, [u64; MAX_VALUES])> {
+    let (file, values) = ProgressFile::open(path).ctx(|| format!("open {}", path.display()))?;
+    let file = Arc::new(file);
+    all.push(file.clone());
+    Ok((file, values))
+}
+
+/// Creates the system topics (one schedule queue per delay level, one timer
+/// queue, the transaction half and op queues) and starts their actors on
+/// `arbiter`.
+pub fn start(
+    config: &Config,
+    store: &OpenedStore,
+    registry: &Arc<Registry>,
+    reput: &Reput,
+    delays: &DelayPolicy,
+    arbiter: &Arbiter,
+    logger: &slog::Logger,
+) -> Result<SystemActors> {
+    let levels = delays.levels_ms().len() as u32;
+    if store.topics.get(SCHEDULE_TOPIC).is_none_or(|t| t.queues < levels) {
+        store.topics.create(SCHEDULE_TOPIC, levels)?;
+    }
+    for topic in [TIMER_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC] {
+        if store.topics.get(topic).is_none() {
+            store.topics.create(topic, 1)?;
+        }
+    }
+    let mut progress = Vec::new();
+    let mut schedulers = Vec::new();
+    for level in 1..=levels {
+        let (file, values) = open_progress(&store.paths.schedule().join(format!("level-{level}")), &mut progress)?;
+        let actor = SchedulerActor::new(level, registry.clone(), reput.clone(), file, values[0], logger);
+        schedulers.push(SchedulerActor::start_in_arbiter(&arbiter.handle(), move |_| actor));
+    }
+    let timer_dir = store.paths.timer();
+    let buckets = Arc::new(
+        Buckets::open(timer_dir.clone(), config.store.timer_bucket_ms)
+            .ctx(|| format!("open {}", timer_dir.display()))?,
+    );
+    let wheel_progress = open_progress(&timer_dir.join("progress"), &mut progress)?;
+    let actor = TimerWheelActor::new(registry.clone(), reput.clone(), buckets.clone(), wheel_progress, logger.clone());
+    let wheel = TimerWheelActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+
+    let (timeout_ms, check_interval_ms) = config.transaction_times_ms()?;
+    let txn_config = TxnConfig { timeout_ms, check_interval_ms, check_max: config.transaction_check_max };
+    let producers = Arc::new(Producers::default());
+    let advertised = Arc::new(OnceLock::new());
+    let txn_progress = open_progress(&store.paths.txn().join("progress"), &mut progress)?;
+    let actor = TxnCheckerActor::new(
+        registry.clone(),
+        reput.clone(),
+        producers.clone(),
+        txn_progress,
+        advertised.clone(),
+        txn_config,
+        logger,
+    );
+    let txn = TxnCheckerActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+    Ok(SystemActors {
+        schedulers,
+        wheel,
+        txn,
+        producers,
+        advertised,
+        files: Arc::new(SystemFiles { progress, buckets }),
+    })
+}
