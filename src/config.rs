@@ -146,6 +146,11 @@ pub struct StoreConfig {
     /// Width of one on-disk bucket of the timer wheel (exact-time delayed
     /// messages). Default: 60,000 ms.
     pub timer_bucket_ms: u64,
+    /// Hash slots per key-index file. Default: 1,000,000.
+    pub index_slots: u32,
+    /// Keys per key-index file (32 bytes each; a full file is sealed and a
+    /// new one started). Default: 2,000,000.
+    pub index_entries: u32,
     /// Prepare the next segment ahead of the writer: filled with real zeros
     /// under sync flush (faster fdatasyncs on already-written blocks),
     /// fallocated under async flush (no extra writes). Default: true.
@@ -200,6 +205,8 @@ impl Default for StoreConfig {
             retention_check_interval_ms: 10_000,
             max_message_bytes: 4 << 20,
             timer_bucket_ms: crate::store::timer::DEFAULT_BUCKET_MS,
+            index_slots: 1_000_000,
+            index_entries: 2_000_000,
             preallocate: true,
         }
     }
@@ -304,6 +311,9 @@ impl Config {
         }
         if store.max_batch_messages == 0 || store.max_batch_bytes == 0 {
             return Err(Error::Config("store.max_batch_messages and store.max_batch_bytes must be positive".into()));
+        }
+        if store.index_slots == 0 || store.index_entries == 0 {
+            return Err(Error::Config("store.index_slots and store.index_entries must be positive".into()));
         }
         if store.cq_entries_per_file == 0 {
             return Err(Error::Config("store.cq_entries_per_file must be positive".into()));

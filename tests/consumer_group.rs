@@ -249,7 +249,7 @@ async fn a_silent_member_expires_after_its_session_timeout() {
     let beat = brook_proto::request::Heartbeat {
         group: "sleepy".into(),
         member: "m".into(),
-        subscriptions: vec![brook_client::Subscription { topic: "quiet".into(), tags: None }],
+        subscriptions: vec![brook_client::Subscription { topic: "quiet".into(), tags: None, sql: None }],
         mode: ConsumeMode::Clustering,
         start: StartFrom::Latest,
         orderly: false,

@@ -50,17 +50,17 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     let queue = registry.queue("f", 0);
     for i in 0..3 {
         let (b, tags) = batch(&format!("ok{i}"));
-        let stored = queue.send(Produce { batch: b, tag_hashes: tags }).await.expect("mailbox").expect("stored");
+        let stored = queue.send(Produce::new(b, tags)).await.expect("mailbox").expect("stored");
         assert_eq!(stored[0].queue_offset, i);
     }
     let (b, tags) = batch("doomed");
-    let failed = queue.send(Produce { batch: b, tag_hashes: tags }).await.expect("mailbox");
+    let failed = queue.send(Produce::new(b, tags)).await.expect("mailbox");
     assert!(matches!(failed, Err(Error::Poisoned(_))), "{failed:?}");
     // Poisoned for good: later appends and syncs fail without I/O.
     let seen = plan.jobs_seen.load(Ordering::SeqCst);
     let (b, tags) = batch("later");
     assert!(matches!(
-        queue.send(Produce { batch: b, tag_hashes: tags }).await.expect("mailbox"),
+        queue.send(Produce::new(b, tags)).await.expect("mailbox"),
         Err(Error::Poisoned(_))
     ));
     assert!(matches!(writer.send(WriterSync).await.expect("mailbox"), Err(Error::Poisoned(_))));

@@ -124,7 +124,7 @@ fn concurrent_producers_get_dense_offsets_in_log_order() {
                     let mut got = Vec::new();
                     for i in 0..10 {
                         let stored = queue
-                            .send(Produce { batch: one_record(task * 100 + i), tag_hashes: vec![0] })
+                            .send(Produce::new(one_record(task * 100 + i), vec![0]))
                             .await
                             .expect("mailbox")
                             .expect("stored");

@@ -48,7 +48,7 @@ fn produce(n: usize, from: usize) -> Produce {
         let body = format!("r{i}-{}", "p".repeat(300));
         record::encode_into(&mut batch.buf, &Message::new("r", body.into_bytes()), 0, 0).expect("encode");
     }
-    Produce { batch, tag_hashes: vec![0; n] }
+    Produce::new(batch, vec![0; n])
 }
 
 fn cq_files(dir: &Path) -> usize {

@@ -4,7 +4,7 @@
 //! requests are in flight at once.
 
 use crate::error::ClientError;
-use brook_proto::request::{GroupInfo, PullResult, SendAck, TopicInfo};
+use brook_proto::request::{GroupInfo, PullResult, QueueOffset, ResetTo, SendAck, TopicInfo};
 use brook_proto::{
     ErrorCode, Frame, FrameCodec, Message, Request, Response, StoredMessage, WireError, PROTOCOL_VERSION,
 };
@@ -219,7 +219,7 @@ impl Connection {
         tags: Option<&str>,
         long_poll_ms: u64,
     ) -> Result<PullResult, ClientError> {
-        let body = Request::Pull {
+        self.pull_request(Request::Pull {
             topic: topic.into(),
             queue,
             offset,
@@ -227,9 +227,82 @@ impl Connection {
             max_bytes,
             tags: tags.map(str::to_string),
             long_poll_ms,
+            sql: None,
+        })
+        .await
+    }
+
+    /// [`Connection::pull`] with both filters: `(tags, sql)`.
+    pub async fn pull_filtered(
+        &self,
+        topic: &str,
+        queue: u32,
+        offset: u64,
+        max_messages: u32,
+        (tags, sql): (Option<&str>, Option<&str>),
+        long_poll_ms: u64,
+    ) -> Result<PullResult, ClientError> {
+        self.pull_request(Request::Pull {
+            topic: topic.into(),
+            queue,
+            offset,
+            max_messages,
+            max_bytes: 0,
+            tags: tags.map(str::to_string),
+            long_poll_ms,
+            sql: sql.map(str::to_string),
+        })
+        .await
+    }
+
+    async fn pull_request(&self, body: Request) -> Result<PullResult, ClientError> {
+        let long_poll_ms = match &body {
+            Request::Pull { long_poll_ms, .. } => *long_poll_ms,
+            _ => 0,
         };
         match self.request_with(body, Duration::from_millis(long_poll_ms)).await? {
             Response::Pulled(result) => Ok(result),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A message by id.
+    pub async fn get_message(&self, msg_id: &str) -> Result<StoredMessage, ClientError> {
+        match self.request(Request::GetMessage { msg_id: msg_id.into() }).await? {
+            Response::Message(m) => Ok(*m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Messages of `topic` with `key` stored in `[begin_ms, end_ms]`, newest
+    /// first, at most `max`.
+    pub async fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        begin_ms: i64,
+        end_ms: i64,
+        max: u32,
+    ) -> Result<Vec<StoredMessage>, ClientError> {
+        let body = Request::QueryByKey { topic: topic.into(), key: key.into(), begin_ms, end_ms, max };
+        match self.request(body).await? {
+            Response::Messages(m) => Ok(m),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Per queue of `topic`, the first offset stored at or after `time_ms`.
+    pub async fn offsets_at_time(&self, topic: &str, time_ms: i64) -> Result<Vec<QueueOffset>, ClientError> {
+        match self.request(Request::OffsetsAtTime { topic: topic.into(), time_ms }).await? {
+            Response::QueueOffsets(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Moves `group`'s committed offsets on `topic`; returns the new ones.
+    pub async fn reset_offsets(&self, group: &str, topic: &str, to: ResetTo) -> Result<Vec<QueueOffset>, ClientError> {
+        match self.request(Request::ResetOffsets { group: group.into(), topic: topic.into(), to }).await? {
+            Response::QueueOffsets(o) => Ok(o),
             other => Err(unexpected(other)),
         }
     }

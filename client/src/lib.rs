@@ -29,7 +29,7 @@ pub mod session;
 pub mod transaction;
 
 pub use brook_proto::request::{
-    ConsumeMode, GroupInfo, PullResult, QueueRef, QueueStats, SendAck, StartFrom, Subscription, TopicInfo, TxnOutcome,
+    ConsumeMode, GroupInfo, PullResult, QueueOffset, QueueRef, QueueStats, ResetTo, SendAck, StartFrom, Subscription, TopicInfo, TxnOutcome,
     TxnReport,
 };
 pub use brook_proto::{ErrorCode, Message, MessageId, StoredMessage, WireError};

@@ -59,6 +59,9 @@ pub enum Request {
         /// When nothing is there, how long the broker may park the request
         /// waiting for a message (0 answers at once).
         long_poll_ms: u64,
+        /// Property filter (RocketMQ's SQL92 subset), evaluated on the
+        /// broker; `None` means all.
+        sql: Option<String>,
     },
     /// Liveness check.
     Ping,
@@ -79,6 +82,45 @@ pub enum Request {
         member: String,
         /// New committed offsets: the next offset to consume per queue.
         offsets: Vec<QueueOffset>,
+        /// The assignment generation the member consumed under; commits
+        /// from before the group's last offset reset are ignored. 0: not
+        /// tracked (always applied).
+        generation: u64,
+    },
+    /// Moves a group's committed offsets on a topic (backtrack or skip);
+    /// live members are told and resume from the new offsets.
+    ResetOffsets {
+        /// Group name.
+        group: String,
+        /// Topic (a retry topic too).
+        topic: String,
+        /// Where to.
+        to: ResetTo,
+    },
+    /// A message by id.
+    GetMessage {
+        /// Message id.
+        msg_id: String,
+    },
+    /// Messages of a topic with a key, newest first.
+    QueryByKey {
+        /// Topic.
+        topic: String,
+        /// Key.
+        key: String,
+        /// Stored at or after this time (ms since the epoch).
+        begin_ms: i64,
+        /// Stored at or before this time.
+        end_ms: i64,
+        /// Most messages returned.
+        max: u32,
+    },
+    /// Per queue, the first offset stored at or after a time.
+    OffsetsAtTime {
+        /// Topic.
+        topic: String,
+        /// Time, ms since the epoch.
+        time_ms: i64,
     },
     /// Where a member should start consuming a queue: the committed offset,
     /// or the group's start policy when nothing was committed yet.
@@ -173,6 +215,14 @@ pub enum Request {
         /// The message as the producer sent it.
         message: Box<StoredMessage>,
     },
+    /// Broker to client: the group's committed offsets on `topic` were
+    /// reset; restart its queues from the new offsets. Sent one-way.
+    OffsetsReset {
+        /// Group name.
+        group: String,
+        /// Topic.
+        topic: String,
+    },
     /// Broker to client: the group's assignment changed; heartbeat now to
     /// learn the new one. Sent one-way.
     AssignmentChanged {
@@ -244,13 +294,28 @@ pub enum StartFrom {
     Timestamp(i64),
 }
 
-/// A topic a member consumes, with its tag filter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A topic a member consumes, with its filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// Topic name.
     pub topic: String,
     /// Tag expression (`*`, `TagA || TagB`); `None` means all.
     pub tags: Option<String>,
+    /// Property filter (SQL92 subset); `None` means all.
+    pub sql: Option<String>,
+}
+
+/// Where `ResetOffsets` moves a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResetTo {
+    /// The oldest retained message of each queue.
+    Earliest,
+    /// The end of each queue (skip everything stored).
+    Latest,
+    /// The first message stored at or after this time (ms since the epoch).
+    Time(i64),
+    /// Explicit `(queue, offset)` pairs.
+    Offsets(Vec<(u32, u64)>),
 }
 
 /// A member's periodic hello to its group.
@@ -397,6 +462,12 @@ pub enum Response {
     Group(GroupInfo),
     /// Transactions.
     Transactions(TxnReport),
+    /// One message.
+    Message(Box<StoredMessage>),
+    /// Messages.
+    Messages(Vec<StoredMessage>),
+    /// An offset per queue.
+    QueueOffsets(Vec<QueueOffset>),
 }
 
 /// A topic and, when described, its queues.

@@ -83,6 +83,8 @@ pub struct Commit {
     pub member: String,
     /// The offsets.
     pub offsets: Vec<QueueOffset>,
+    /// The generation the member consumed under (0: not tracked).
+    pub generation: u64,
 }
 
 /// Where a member should start on a queue.
@@ -120,6 +122,17 @@ pub struct Unlock {
 #[rtype(result = "Result<GroupInfo>")]
 pub struct Describe;
 
+/// Sets committed offsets regardless of where they are (backtrack or skip),
+/// and tells every member to restart those queues.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reset {
+    /// Topic.
+    pub topic: String,
+    /// New offsets.
+    pub offsets: Vec<QueueOffset>,
+}
+
 /// The group's retry policy (from its latest heartbeat).
 #[derive(Message)]
 #[rtype(result = "RetryPolicy")]
@@ -143,6 +156,9 @@ pub struct ConsumerGroupActor {
     generation: u64,
     locks: HashMap<QueueRef, (String, Instant)>,
     retry: RetryPolicy,
+    /// Commits made under an earlier generation than this are from before
+    /// the last reset, and ignored.
+    reset_generation: u64,
     dirty: bool,
     flushing: bool,
     logger: slog::Logger,
@@ -196,6 +212,7 @@ impl ConsumerGroupActor {
             generation: 0,
             locks: HashMap::new(),
             retry: RetryPolicy::default(),
+            reset_generation: 0,
             dirty: false,
             flushing: false,
             logger,
@@ -325,6 +342,9 @@ impl Handler<Beat> for ConsumerGroupActor {
         for sub in &hb.subscriptions {
             validate_name("topic", &sub.topic).map_err(Error::InvalidName)?;
             crate::filter::TagFilter::parse(sub.tags.as_deref()).map_err(invalid)?;
+            if let Some(sql) = &sub.sql {
+                crate::filter::sql::parse(sql).map_err(|e| invalid(format!("subscription to {}: {e}", sub.topic)))?;
+            }
         }
         if !self.members.is_empty() && hb.mode != self.state.mode {
             return Err(invalid(format!(
@@ -384,6 +404,9 @@ impl Handler<Commit> for ConsumerGroupActor {
     type Result = Result<()>;
 
     fn handle(&mut self, msg: Commit, _: &mut Context<Self>) -> Self::Result {
+        if msg.generation != 0 && msg.generation < self.reset_generation {
+            return Ok(());
+        }
         for offset in msg.offsets {
             let queue = QueueRef { topic: offset.topic, queue: offset.queue };
             let key = self.offset_key(&msg.member, &queue);
@@ -534,6 +557,43 @@ impl Handler<Describe> for ConsumerGroupActor {
             };
             Ok(GroupInfo { group, mode, generation, members, offsets: lag, dlq_messages })
         })
+    }
+}
+
+impl Handler<Reset> for ConsumerGroupActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reset, _: &mut Context<Self>) {
+        let members: Vec<String> = self.members.keys().cloned().collect();
+        for offset in &msg.offsets {
+            let queue = QueueRef { topic: offset.topic.clone(), queue: offset.queue };
+            match self.state.mode {
+                ConsumeMode::Clustering => {
+                    self.state.offsets.insert(self.offset_key("", &queue), offset.offset);
+                }
+                ConsumeMode::Broadcasting => {
+                    // Every member that has an offset there, and every live one.
+                    let mut keys: Vec<OffsetKey> = self
+                        .state
+                        .offsets
+                        .keys()
+                        .filter(|(_, t, q)| *t == queue.topic && *q == queue.queue)
+                        .cloned()
+                        .collect();
+                    keys.extend(members.iter().map(|m| self.offset_key(m, &queue)));
+                    for key in keys {
+                        self.state.offsets.insert(key, offset.offset);
+                    }
+                }
+            }
+        }
+        self.dirty = true;
+        self.generation += 1;
+        self.reset_generation = self.generation;
+        let notice = Frame::Oneway { body: Request::OffsetsReset { group: self.name.clone(), topic: msg.topic } };
+        for member in self.members.values() {
+            let _ = member.client.notify.try_send(notice.clone());
+        }
     }
 }
 

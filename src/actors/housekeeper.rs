@@ -14,6 +14,7 @@
 //! clean checkpoint goes through the same lock so no periodic one can land
 //! after it.
 
+use crate::actors::indexer::{FlushIndex, RetainIndex};
 use crate::actors::queue::{Barrier, Retain};
 use crate::actors::writer::Sync as WriterSync;
 use crate::actors::Registry;
@@ -138,6 +139,11 @@ impl Housekeeper {
             let at = registry.writer().send(WriterSync).await.map_err(|e| Error::Busy(e.to_string()))??;
             let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
             dirty.extend(barrier(&registry).await?);
+            // Every key below write_pos reached the indexer before the
+            // barriers were answered.
+            if let Some(indexer) = registry.indexer() {
+                indexer.send(FlushIndex { covered_to: write_pos }).await.map_err(|e| Error::Busy(e.to_string()))??;
+            }
             let checkpoint =
                 Checkpoint { cq_durable_offset: write_pos, log_end: write_pos, last_store_ts, clean: final_stop };
             let root = paths.root.clone();
@@ -180,6 +186,9 @@ impl Housekeeper {
                     for queue in 0..config.queues {
                         registry.queue(&topic, queue).do_send(Retain { log_min: deleted.log_min });
                     }
+                }
+                if let Some(indexer) = registry.indexer() {
+                    indexer.do_send(RetainIndex { log_min: deleted.log_min });
                 }
             }
             Ok(deleted)

@@ -6,6 +6,7 @@
 //!   assignment, locks, committed offsets).
 //! - [`groups`]: the registry of consumer-group actors.
 //! - [`housekeeper`]: periodic checkpoints and retention.
+//! - [`indexer`]: the IndexActor, owner of the key index.
 //! - [`scheduler`]: one SchedulerActor per delay level.
 //! - [`timer_wheel`]: the TimerWheelActor, exact-time delivery.
 //! - [`txn_checker`]: the TxnCheckerActor, transactional half messages.
@@ -19,6 +20,7 @@
 pub mod consumer_group;
 pub mod groups;
 pub mod housekeeper;
+pub mod indexer;
 pub mod queue;
 pub mod reput;
 pub mod scheduler;
@@ -68,6 +70,7 @@ pub struct Registry {
     paths: StorePaths,
     cq_per_file: u64,
     segments: Arc<crate::store::segment::SegmentSet>,
+    indexer: std::sync::OnceLock<Addr<indexer::IndexActor>>,
     logger: slog::Logger,
 }
 
@@ -89,8 +92,19 @@ impl Registry {
             paths,
             cq_per_file,
             segments,
+            indexer: std::sync::OnceLock::new(),
             logger,
         }
+    }
+
+    /// Connects queue actors started from now on to the key index.
+    pub fn set_indexer(&self, indexer: Addr<indexer::IndexActor>) {
+        let _ = self.indexer.set(indexer);
+    }
+
+    /// The key index's actor.
+    pub fn indexer(&self) -> Option<&Addr<indexer::IndexActor>> {
+        self.indexer.get()
     }
 
     /// The writer.
@@ -116,6 +130,7 @@ impl Registry {
             self.segments.min_offset(),
             self.writer.clone(),
             crate::store::commitlog::LogReader::new(self.segments.clone()),
+            self.indexer.get().cloned(),
             self.logger.clone(),
         );
         let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);

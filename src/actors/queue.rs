@@ -12,7 +12,9 @@
 //! Pulls that find nothing new are parked (long polling) and answered the
 //! moment a `Written` makes something visible, or when their time is up.
 
+use crate::actors::indexer::{IndexActor, IndexKeys};
 use crate::actors::writer::{Append, WriterActor};
+use crate::store::index::KeyEntry;
 use crate::error::{Error, Result};
 use crate::filter::TagFilter;
 use crate::store::commitlog::{AppendBatch, LogReader, RecordPos};
@@ -38,6 +40,15 @@ pub struct Produce {
     pub batch: AppendBatch,
     /// Tag hash of each record.
     pub tag_hashes: Vec<u64>,
+    /// Key hashes of each record, for the key index (empty: no keys).
+    pub key_hashes: Vec<Vec<u64>>,
+}
+
+impl Produce {
+    /// Records without keys.
+    pub fn new(batch: AppendBatch, tag_hashes: Vec<u64>) -> Self {
+        Self { batch, tag_hashes, key_hashes: Vec::new() }
+    }
 }
 
 /// Where one produced record ended up.
@@ -121,6 +132,7 @@ pub struct Destroy;
 struct Inflight {
     first_offset: u64,
     tag_hashes: Vec<u64>,
+    key_hashes: Vec<Vec<u64>>,
     reply: oneshot::Sender<Result<Vec<Stored>>>,
 }
 
@@ -141,6 +153,7 @@ pub struct QueueActor {
     next_offset: u64,
     writer: Addr<WriterActor>,
     reader: LogReader,
+    indexer: Option<Addr<IndexActor>>,
     inflight: VecDeque<Inflight>,
     parked: Vec<Parked>,
     next_park_id: u64,
@@ -157,6 +170,7 @@ impl QueueActor {
         log_min: u64,
         writer: Addr<WriterActor>,
         reader: LogReader,
+        indexer: Option<Addr<IndexActor>>,
         logger: slog::Logger,
     ) -> Self {
         Self {
@@ -169,6 +183,7 @@ impl QueueActor {
             next_offset: 0,
             writer,
             reader,
+            indexer,
             inflight: VecDeque::new(),
             parked: Vec::new(),
             next_park_id: 0,
@@ -292,7 +307,7 @@ impl Handler<Produce> for QueueActor {
         if let Err(e) = self.cq() {
             return Box::pin(async move { Err(e) });
         }
-        let Produce { mut batch, tag_hashes } = msg;
+        let Produce { mut batch, tag_hashes, key_hashes } = msg;
         let first_offset = self.next_offset;
         for i in 0..batch.len() {
             let (start, end) = batch.bounds(i);
@@ -302,7 +317,7 @@ impl Handler<Produce> for QueueActor {
         }
         self.next_offset += batch.len() as u64;
         let (reply, rx) = oneshot::channel();
-        self.inflight.push_back(Inflight { first_offset, tag_hashes, reply });
+        self.inflight.push_back(Inflight { first_offset, tag_hashes, key_hashes, reply });
         let me = ctx.address();
         self.writer.do_send(Append { batch, done: Box::new(move |result| me.do_send(Written(result))) });
         Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
@@ -337,6 +352,24 @@ impl Handler<Written> for QueueActor {
         };
         match appended {
             Ok(()) => {
+                // Sent before any later barrier is handled: a checkpoint's
+                // index flush covers every key below its position.
+                if let Some(indexer) = &self.indexer {
+                    let keys: Vec<KeyEntry> = positions
+                        .iter()
+                        .zip(&inflight.key_hashes)
+                        .flat_map(|(pos, hashes)| {
+                            hashes.iter().map(|hash| KeyEntry {
+                                hash: *hash,
+                                log_offset: pos.log_offset,
+                                store_ts: pos.store_ts,
+                            })
+                        })
+                        .collect();
+                    if !keys.is_empty() {
+                        indexer.do_send(IndexKeys(keys));
+                    }
+                }
                 let stored = positions
                     .into_iter()
                     .enumerate()

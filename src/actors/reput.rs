@@ -8,23 +8,27 @@ use crate::delay::DelayPolicy;
 use crate::error::{Error, Result};
 use crate::store::commitlog::{AppendBatch, LogReader};
 use crate::store::consume_queue::CqEntry;
+use crate::store::index::key_hash;
 use crate::store::record::{self, DecodedRecord};
 use crate::store::topics::TopicTable;
 use brook_proto::system::PROP_ORIGIN_LOG_OFFSET;
 use brook_proto::Message;
 use std::sync::Arc;
 
-/// Encodes messages bound for one queue, each with its tag code.
-pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32) -> Result<(AppendBatch, Vec<u64>)> {
+/// Encodes messages bound for one queue, each with its tag code, into a
+/// request for the queue's actor (with the key hashes for the key index).
+pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32) -> Result<Produce> {
     let mut batch = AppendBatch::default();
-    let mut codes = Vec::with_capacity(items.len());
+    let mut tag_hashes = Vec::with_capacity(items.len());
+    let mut key_hashes = Vec::with_capacity(items.len());
     for (msg, code) in items {
         batch.starts.push(batch.buf.len());
         record::encode_with_code(&mut batch.buf, &msg, queue, 0, code)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        codes.push(code);
+        tag_hashes.push(code);
+        key_hashes.push(msg.keys.iter().map(|k| key_hash(&msg.topic, k)).collect());
     }
-    Ok((batch, codes))
+    Ok(Produce { batch, tag_hashes, key_hashes })
 }
 
 /// A topic and queue.
@@ -53,10 +57,10 @@ impl Reput {
     /// Stores messages in `topic`/`queue` (which the caller made sure
     /// exists), each with its tag code, in order.
     pub async fn store(&self, topic: &str, queue: u32, items: Vec<(Message, u64)>) -> Result<Vec<Stored>> {
-        let (batch, tag_hashes) = encode_batch(items, queue)?;
+        let produce = encode_batch(items, queue)?;
         self.registry
             .queue(topic, queue)
-            .send(Produce { batch, tag_hashes })
+            .send(produce)
             .await
             .map_err(|e| Error::Busy(format!("queue actor unavailable: {e}")))?
     }

@@ -6,7 +6,9 @@
 
 use crate::actors::groups::Groups;
 use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig};
+use crate::actors::indexer::IndexActor;
 use crate::actors::reput::Reput;
+use crate::store::index::{IndexShape, KeyIndex};
 use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
 use crate::actors::Registry;
 use crate::clock::Clock;
@@ -177,6 +179,19 @@ pub async fn start(
         store.segments.clone(),
         logger.clone(),
     ));
+    let index_arbiter = Arbiter::new();
+    let index = KeyIndex::open(
+        store.paths.index(),
+        IndexShape { slots: config.store.index_slots, capacity: config.store.index_entries },
+    )
+    .ctx(|| format!("open {}", store.paths.index().display()))?;
+    let indexer = {
+        let (segments, log_end, logger) = (store.segments.clone(), store.recovered.write_pos, logger.clone());
+        IndexActor::start_in_arbiter(&index_arbiter.handle(), move |_| {
+            IndexActor::new(index, segments, log_end, &logger)
+        })
+    };
+    registry.set_indexer(indexer);
     let groups = Arc::new(Groups::new(
         registry.clone(),
         store.topics.clone(),
@@ -220,7 +235,7 @@ pub async fn start(
         delays,
         reput,
         system,
-        arbiters: vec![writer_arbiter, queue_arbiter],
+        arbiters: vec![writer_arbiter, queue_arbiter, index_arbiter],
         _lock: store.lock,
     })
 }
@@ -261,6 +276,7 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         reput: running.reput.clone(),
         producers: running.system.producers.clone(),
         txn: running.system.txn.clone(),
+        sql_cache: dashmap::DashMap::new(),
         logger: logger.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);

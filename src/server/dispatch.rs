@@ -4,9 +4,10 @@
 
 use crate::actors::queue::{Destroy, Pull, Range};
 use crate::error::Error;
+use crate::filter::sql::Fields;
 use crate::filter::TagFilter;
 use crate::server::connection::ConnInfo;
-use crate::server::{groups, retry, txn, BrokerCore};
+use crate::server::{groups, query, retry, txn, BrokerCore};
 use crate::store::record::{self, DecodedRecord};
 use brook_proto::names::validate_name;
 use brook_proto::request::{PullResult, QueueRef, QueueStats, SendAck, TopicInfo};
@@ -42,12 +43,21 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Rep
         )),
         Request::DescribeTopic { name } => describe_topic(core, &name).await,
         Request::Send { topic, queue, messages } => send(core, conn, &topic, queue, messages).await,
-        Request::Pull { topic, queue, offset, max_messages, max_bytes, tags, long_poll_ms } => {
-            pull(core, &topic, queue, offset, max_messages, max_bytes, tags.as_deref(), long_poll_ms).await
+        Request::Pull { topic, queue, offset, max_messages, max_bytes, tags, long_poll_ms, sql } => {
+            let filters = (tags.as_deref(), sql.as_deref());
+            pull(core, &topic, queue, offset, max_messages, max_bytes, filters, long_poll_ms).await
         }
         Request::Heartbeat(heartbeat) => groups::heartbeat(core, conn, heartbeat).await,
         Request::LeaveGroup { group, member } => groups::leave(core, &group, member).await,
-        Request::CommitOffsets { group, member, offsets } => groups::commit(core, &group, member, offsets).await,
+        Request::CommitOffsets { group, member, offsets, generation } => {
+            groups::commit(core, &group, member, offsets, generation).await
+        }
+        Request::ResetOffsets { group, topic, to } => groups::reset(core, &group, &topic, to).await,
+        Request::GetMessage { msg_id } => query::get_message(core, &msg_id).await,
+        Request::QueryByKey { topic, key, begin_ms, end_ms, max } => {
+            query::by_key(core, &topic, &key, (begin_ms, end_ms), max).await
+        }
+        Request::OffsetsAtTime { topic, time_ms } => query::offsets_at_time(core, &topic, time_ms).await,
         Request::FetchOffset { group, member, topic, queue } => {
             groups::fetch(core, &group, member, QueueRef { topic, queue }).await
         }
@@ -67,8 +77,8 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Rep
         Request::CheckTransaction { .. } => {
             Err(WireError::new(ErrorCode::InvalidArgument, "CheckTransaction is sent by the broker, not to it"))
         }
-        Request::AssignmentChanged { .. } => {
-            Err(WireError::new(ErrorCode::InvalidArgument, "AssignmentChanged is sent by the broker, not to it"))
+        Request::AssignmentChanged { .. } | Request::OffsetsReset { .. } => {
+            Err(WireError::new(ErrorCode::InvalidArgument, "notices are sent by the broker, not to it"))
         }
     }
 }
@@ -215,12 +225,13 @@ async fn pull(
     offset: u64,
     max_messages: u32,
     max_bytes: u32,
-    tags: Option<&str>,
+    (tags, sql): (Option<&str>, Option<&str>),
     long_poll_ms: u64,
 ) -> Reply {
     let queues = topic_queues(core, topic)?;
     check_queue(topic, queue, queues)?;
     let filter = Arc::new(TagFilter::parse(tags).map_err(Error::InvalidArgument)?);
+    let sql = sql.map(|text| query::sql_filter(core, text)).transpose()?;
     if long_poll_ms > MAX_LONG_POLL_MS {
         return Err(
             Error::InvalidArgument(format!("long_poll_ms is at most {MAX_LONG_POLL_MS}, got {long_poll_ms}")).into()
@@ -253,6 +264,10 @@ async fn pull(
                 let rec = reader.read(entry.log_offset, entry.size)?;
                 // The hash pass can collide; the tag string decides.
                 if !filter.matches(rec.message.tags.as_deref()) {
+                    continue;
+                }
+                let fields = Fields { properties: &rec.message.properties, tags: rec.message.tags.as_deref() };
+                if sql.as_ref().is_some_and(|expr| !expr.matches(&fields)) {
                     continue;
                 }
                 out.push(stored_message(broker, entry.log_offset, queue_offset, rec));

@@ -1,11 +1,12 @@
 //! Consumer-group requests: each goes to its group's actor.
 
-use crate::actors::consumer_group::{Beat, Commit, Describe, Fetch, Leave, Lock, Unlock};
+use crate::actors::consumer_group::{Beat, Commit, Describe, Fetch, Leave, Lock, Reset, Unlock};
+use crate::actors::queue::{OffsetAtTime, Range};
 use crate::error::Error;
 use crate::server::connection::ConnInfo;
 use crate::server::BrokerCore;
 use brook_proto::names::validate_name;
-use brook_proto::request::{ConsumeMode, Heartbeat, QueueOffset, QueueRef, Subscription};
+use brook_proto::request::{ConsumeMode, Heartbeat, QueueOffset, QueueRef, ResetTo, Subscription};
 use brook_proto::system::retry_topic;
 use brook_proto::{Response, WireError};
 use std::sync::atomic::Ordering;
@@ -27,7 +28,7 @@ pub async fn heartbeat(core: &BrokerCore, conn: &ConnInfo, mut heartbeat: Heartb
             .map_err(|e| Error::InvalidName(format!("group name too long for its retry topic: {e}")))?;
         core.reput.ensure_topic(&retry)?;
         if !heartbeat.subscriptions.iter().any(|s| s.topic == retry) {
-            heartbeat.subscriptions.push(Subscription { topic: retry, tags: None });
+            heartbeat.subscriptions.push(Subscription { topic: retry, tags: None, sql: None });
         }
     }
     conn.in_group.store(true, Ordering::Relaxed);
@@ -42,9 +43,48 @@ pub async fn leave(core: &BrokerCore, group: &str, member: String) -> Reply {
 }
 
 /// A member commits offsets.
-pub async fn commit(core: &BrokerCore, group: &str, member: String, offsets: Vec<QueueOffset>) -> Reply {
-    core.groups.get(group)?.send(Commit { member, offsets }).await.map_err(mailbox)??;
+pub async fn commit(
+    core: &BrokerCore,
+    group: &str,
+    member: String,
+    offsets: Vec<QueueOffset>,
+    generation: u64,
+) -> Reply {
+    core.groups.get(group)?.send(Commit { member, offsets, generation }).await.map_err(mailbox)??;
     Ok(Response::Done)
+}
+
+/// Moves a group's offsets on a topic (backtrack) and tells its members.
+pub async fn reset(core: &BrokerCore, group: &str, topic: &str, to: ResetTo) -> Reply {
+    validate_name("topic", topic).map_err(Error::InvalidName)?;
+    let queues = core.topics.get(topic).map(|t| t.queues).ok_or_else(|| Error::TopicNotFound(topic.to_string()))?;
+    let mut targets = Vec::with_capacity(queues as usize);
+    let mailbox_q = |e: actix::MailboxError| Error::Busy(format!("queue actor unavailable: {e}"));
+    match to {
+        ResetTo::Offsets(pairs) => {
+            for (queue, offset) in pairs {
+                if queue >= queues {
+                    return Err(Error::QueueOutOfRange { topic: topic.to_string(), queue, queues }.into());
+                }
+                let (min, max) = core.registry.queue(topic, queue).send(Range).await.map_err(mailbox_q)??;
+                targets.push(QueueOffset { topic: topic.to_string(), queue, offset: offset.clamp(min, max) });
+            }
+        }
+        to => {
+            for queue in 0..queues {
+                let addr = core.registry.queue(topic, queue);
+                let offset = match to {
+                    ResetTo::Time(ts) => addr.send(OffsetAtTime { ts }).await.map_err(mailbox_q)??,
+                    ResetTo::Latest => addr.send(Range).await.map_err(mailbox_q)??.1,
+                    _ => addr.send(Range).await.map_err(mailbox_q)??.0,
+                };
+                targets.push(QueueOffset { topic: topic.to_string(), queue, offset });
+            }
+        }
+    }
+    core.groups.get(group)?.send(Reset { topic: topic.to_string(), offsets: targets.clone() }).await.map_err(mailbox)?;
+    slog::info!(core.logger, "group offsets reset"; "group" => group, "topic" => topic);
+    Ok(Response::QueueOffsets(targets))
 }
 
 /// Where a member starts on a queue.

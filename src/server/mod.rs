@@ -7,6 +7,7 @@ pub mod connection;
 pub mod dispatch;
 pub mod groups;
 pub mod listener;
+pub mod query;
 pub mod retry;
 pub mod txn;
 
@@ -43,6 +44,8 @@ pub struct BrokerCore {
     pub producers: Arc<crate::actors::txn_checker::Producers>,
     /// The transaction checker.
     pub txn: actix::Addr<crate::actors::txn_checker::TxnCheckerActor>,
+    /// Property filters parsed so far, by text.
+    pub sql_cache: dashmap::DashMap<String, Arc<crate::filter::sql::Expr>>,
     /// Logger.
     pub logger: slog::Logger,
 }

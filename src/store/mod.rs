@@ -13,6 +13,7 @@
 //! timer/progress               the timer wheel's ingested offset and watermark
 //! timer/<bucket start ms>      pending exact-time messages due in that span
 //! txn/progress                 oldest unresolved half message, transaction counts
+//! index/<20-digit sequence>    key index files (slot table + chained entries)
 //! ```
 
 pub mod checkpoint;
@@ -20,6 +21,7 @@ pub mod commitlog;
 pub mod consume_queue;
 pub mod fd_cache;
 pub mod group_state;
+pub mod index;
 pub mod progress;
 pub mod record;
 pub mod recovery;
@@ -86,6 +88,11 @@ impl StorePaths {
     /// The transaction checker's progress.
     pub fn txn(&self) -> PathBuf {
         self.root.join("txn")
+    }
+
+    /// The key index.
+    pub fn index(&self) -> PathBuf {
+        self.root.join("index")
     }
 
     /// Creates the directories a store needs.

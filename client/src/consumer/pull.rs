@@ -86,7 +86,7 @@ impl PullConsumer {
 
     /// Commits offsets for a group.
     pub async fn commit(&self, group: &str, member: &str, offsets: Vec<QueueOffset>) -> Result<(), ClientError> {
-        let req = Request::CommitOffsets { group: group.into(), member: member.into(), offsets };
+        let req = Request::CommitOffsets { group: group.into(), member: member.into(), offsets, generation: 0 };
         match self.conn().await?.request(req).await? {
             Response::Done => Ok(()),
             other => Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),

@@ -112,7 +112,20 @@ impl PushConfig {
     /// Adds a subscription (`tags`: `*`, `TagA || TagB`, or `None`).
     #[must_use]
     pub fn subscribe(mut self, topic: &str, tags: Option<&str>) -> Self {
-        self.subscriptions.push(Subscription { topic: topic.to_string(), tags: tags.map(str::to_string) });
+        self.subscriptions.push(Subscription {
+            topic: topic.to_string(),
+            tags: tags.map(str::to_string),
+            sql: None,
+        });
+        self
+    }
+
+    /// Adds a subscription filtered by message properties (RocketMQ's SQL92
+    /// subset, e.g. `region = 'eu' AND amount > 100`), evaluated on the
+    /// broker.
+    #[must_use]
+    pub fn subscribe_sql(mut self, topic: &str, sql: &str) -> Self {
+        self.subscriptions.push(Subscription { topic: topic.to_string(), tags: None, sql: Some(sql.to_string()) });
         self
     }
 
@@ -208,6 +221,7 @@ impl PushConsumer {
             config,
             listener,
             assignment: Mutex::new(Vec::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         });
         let (shutdown, stop) = watch::channel(false);
         let coordinator = tokio::spawn(coordinate(ctx.clone(), stop));
@@ -267,7 +281,18 @@ async fn coordinate(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let mut workers: HashMap<QueueRef, Running> = HashMap::new();
     let mut notices: Option<(usize, broadcast::Receiver<Request>)> = None;
     let mut failures = 0u32;
+    let mut reset: Option<String> = None;
     loop {
+        if let Some(topic) = reset.take() {
+            // Offsets moved under the workers of this topic: stop them (their
+            // last commits are stale and ignored) and start again below.
+            let queues: Vec<QueueRef> = workers.keys().filter(|q| q.topic == topic).cloned().collect();
+            let stopping: Vec<JoinHandle<()>> =
+                queues.iter().filter_map(|q| workers.remove(q)).filter_map(Running::stop).collect();
+            for handle in stopping {
+                let _ = handle.await;
+            }
+        }
         match heartbeat(&ctx, &mut notices).await {
             Ok(queues) => {
                 failures = 0;
@@ -280,9 +305,10 @@ async fn coordinate(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             match notices.as_mut() {
                 Some((_, rx)) => loop {
                     match rx.recv().await {
-                        Ok(Request::AssignmentChanged { group }) if group == ctx.config.group => return,
+                        Ok(Request::AssignmentChanged { group }) if group == ctx.config.group => return None,
+                        Ok(Request::OffsetsReset { group, topic }) if group == ctx.config.group => return Some(topic),
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return,
+                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
                 },
                 None => std::future::pending().await,
@@ -290,7 +316,7 @@ async fn coordinate(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = changed => {}
+            topic = changed => reset = topic,
             _ = stop.changed() => break,
         }
     }
@@ -327,7 +353,10 @@ async fn heartbeat(
         },
     };
     match conn.request(Request::Heartbeat(beat)).await? {
-        Response::Assignment { queues, .. } => Ok(queues),
+        Response::Assignment { queues, generation } => {
+            ctx.generation.store(generation, std::sync::atomic::Ordering::Release);
+            Ok(queues)
+        }
         other => Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),
     }
 }

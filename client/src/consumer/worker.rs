@@ -64,6 +64,8 @@ pub(crate) struct Ctx {
     pub(crate) listener: Listener,
     pub(crate) permits: Arc<Semaphore>,
     pub(crate) assignment: Mutex<Vec<QueueRef>>,
+    /// The group's assignment generation, from the latest heartbeat.
+    pub(crate) generation: std::sync::atomic::AtomicU64,
 }
 
 /// Retries before dead-lettering when neither the consumer nor the broker
@@ -91,11 +93,14 @@ impl Ctx {
         }
     }
 
-    async fn commit(&self, queue: &QueueRef, offset: u64) -> Result<(), ClientError> {
+    /// Commits under the generation the worker started in, so a commit
+    /// from before an offset reset cannot undo it.
+    async fn commit(&self, queue: &QueueRef, offset: u64, generation: u64) -> Result<(), ClientError> {
         let req = Request::CommitOffsets {
             group: self.config.group.clone(),
             member: self.config.member.clone(),
             offsets: vec![QueueOffset { topic: queue.topic.clone(), queue: queue.queue, offset }],
+            generation,
         };
         self.call(req).await.map(|_| ())
     }
@@ -151,18 +156,18 @@ impl Ctx {
     }
 
     async fn pull(&self, queue: &QueueRef, offset: u64, long_poll: Duration) -> Result<PullResult, ClientError> {
-        let tags = self.config.subscriptions.iter().find(|s| s.topic == queue.topic).and_then(|s| s.tags.clone());
+        let sub = self.config.subscriptions.iter().find(|s| s.topic == queue.topic);
+        let (tags, sql) = (sub.and_then(|s| s.tags.clone()), sub.and_then(|s| s.sql.clone()));
         let mut found = self
             .session
             .get()
             .await?
-            .pull(
+            .pull_filtered(
                 &queue.topic,
                 queue.queue,
                 offset,
                 self.config.pull_batch,
-                0,
-                tags.as_deref(),
+                (tags.as_deref(), sql.as_deref()),
                 long_poll.as_millis() as u64,
             )
             .await?;
@@ -222,6 +227,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, queue: QueueRef, stop: watch::Receiver<bo
 }
 
 async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>) {
+    let generation = ctx.generation.load(std::sync::atomic::Ordering::Acquire);
     let Some(mut offset) = start_offset(&ctx, &queue, &mut stop).await else { return };
     let in_flight: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let mut tasks = JoinSet::new();
@@ -239,7 +245,7 @@ async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bo
                 result = &mut pull => break result,
                 _ = ticker.tick() => {
                     let upto = low_water(&in_flight, offset);
-                    if upto > committed && ctx.commit(&queue, upto).await.is_ok() {
+                    if upto > committed && ctx.commit(&queue, upto, generation).await.is_ok() {
                         committed = upto;
                     }
                 }
@@ -301,7 +307,7 @@ async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bo
     }
     let upto = low_water(&in_flight, offset);
     if upto > committed {
-        let _ = ctx.commit(&queue, upto).await;
+        let _ = ctx.commit(&queue, upto, generation).await;
     }
 }
 
@@ -323,6 +329,7 @@ async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>
         };
         let renew_every = ctx.config.lock_renew.min(Duration::from_millis(ttl / 3)).max(Duration::from_millis(10));
         let mut renew_at = Instant::now() + renew_every;
+        let generation = ctx.generation.load(std::sync::atomic::Ordering::Acquire);
         let Some(mut offset) = start_offset(&ctx, &queue, &mut stop).await else {
             ctx.unlock(&queue).await;
             return;
@@ -375,7 +382,7 @@ async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>
                     if !*stop.borrow() {
                         offset = offset.max(found.next_offset);
                     }
-                    if offset > committed && ctx.commit(&queue, offset).await.is_ok() {
+                    if offset > committed && ctx.commit(&queue, offset, generation).await.is_ok() {
                         committed = offset;
                     }
                 }
@@ -389,7 +396,7 @@ async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>
             }
         };
         if offset > committed {
-            let _ = ctx.commit(&queue, offset).await;
+            let _ = ctx.commit(&queue, offset, generation).await;
         }
         if lost_lock {
             continue 'locking;

@@ -1,6 +1,9 @@
 //! Tag filters: `*` (everything), `TagA`, `TagA || TagB`. The broker matches
 //! consume-queue entries by tag hash first, then re-checks the tag string of
 //! each record it read, so a hash collision never delivers a wrong tag.
+//! Property filters (RocketMQ's SQL92 subset) live in [`sql`].
+
+pub mod sql;
 
 use crate::store::record::tag_hash;
 use std::collections::HashSet;
