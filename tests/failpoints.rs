@@ -59,10 +59,7 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     // Poisoned for good: later appends and syncs fail without I/O.
     let seen = plan.jobs_seen.load(Ordering::SeqCst);
     let (b, tags) = batch("later");
-    assert!(matches!(
-        queue.send(Produce::new(b, tags)).await.expect("mailbox"),
-        Err(Error::Poisoned(_))
-    ));
+    assert!(matches!(queue.send(Produce::new(b, tags)).await.expect("mailbox"), Err(Error::Poisoned(_))));
     assert!(matches!(writer.send(WriterSync).await.expect("mailbox"), Err(Error::Poisoned(_))));
     assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), seen, "a poisoned writer never retries I/O");
     // The failed message's bytes are in the file, yet no reader sees it.

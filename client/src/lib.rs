@@ -29,8 +29,8 @@ pub mod session;
 pub mod transaction;
 
 pub use brook_proto::request::{
-    ConsumeMode, GroupInfo, PullResult, QueueOffset, QueueRef, QueueStats, ResetTo, SendAck, StartFrom, Subscription, TopicInfo, TxnOutcome,
-    TxnReport,
+    ConsumeMode, GroupInfo, PullResult, QueueOffset, QueueRef, QueueStats, ResetTo, SendAck, StartFrom, Subscription,
+    TopicInfo, TxnOutcome, TxnReport,
 };
 pub use brook_proto::{ErrorCode, Message, MessageId, StoredMessage, WireError};
 pub use connection::Connection;

@@ -78,7 +78,7 @@ impl IndexActor {
         let mut base = self.segments.base_of(from);
         while base < self.log_end {
             if let Some(file) = self.segments.file(base) {
-                let start = if base <= from { from - base } else { 0 };
+                let start = from.saturating_sub(base);
                 let index = &mut self.index;
                 let mut on_record = |rec: &[u8], at: u64| -> Result<()> {
                     if at >= self.log_end {
@@ -149,7 +149,9 @@ impl Handler<Lookup> for IndexActor {
         if let Some(reason) = &self.failed {
             return Err(Error::Poisoned(format!("key index unavailable: {reason}")));
         }
-        self.index.lookup(key_hash(&q.topic, &q.key), q.begin_ts, q.end_ts, q.max).map_err(|e| Error::io("key lookup", e))
+        self.index
+            .lookup(key_hash(&q.topic, &q.key), q.begin_ts, q.end_ts, q.max)
+            .map_err(|e| Error::io("key lookup", e))
     }
 }
 

@@ -128,9 +128,11 @@ impl Registry {
             self.paths.queue_dir(topic, queue),
             self.cq_per_file,
             self.segments.min_offset(),
-            self.writer.clone(),
-            crate::store::commitlog::LogReader::new(self.segments.clone()),
-            self.indexer.get().cloned(),
+            queue::QueueLinks {
+                writer: self.writer.clone(),
+                reader: crate::store::commitlog::LogReader::new(self.segments.clone()),
+                indexer: self.indexer.get().cloned(),
+            },
             self.logger.clone(),
         );
         let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);

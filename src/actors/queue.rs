@@ -14,11 +14,11 @@
 
 use crate::actors::indexer::{IndexActor, IndexKeys};
 use crate::actors::writer::{Append, WriterActor};
-use crate::store::index::KeyEntry;
 use crate::error::{Error, Result};
 use crate::filter::TagFilter;
 use crate::store::commitlog::{AppendBatch, LogReader, RecordPos};
 use crate::store::consume_queue::{ConsumeQueue, CqEntry};
+use crate::store::index::KeyEntry;
 use crate::store::record;
 use actix::prelude::*;
 use std::collections::VecDeque;
@@ -160,19 +160,21 @@ pub struct QueueActor {
     logger: slog::Logger,
 }
 
+/// What a queue actor works with besides its own files.
+pub struct QueueLinks {
+    /// The writer its appends go to.
+    pub writer: Addr<WriterActor>,
+    /// Log reads.
+    pub reader: LogReader,
+    /// Where the keys of stored messages go.
+    pub indexer: Option<Addr<IndexActor>>,
+}
+
 impl QueueActor {
     /// An actor for the queue stored in `dir`; it opens the queue when it
     /// starts, on its own thread.
-    pub fn new(
-        name: String,
-        dir: PathBuf,
-        per_file: u64,
-        log_min: u64,
-        writer: Addr<WriterActor>,
-        reader: LogReader,
-        indexer: Option<Addr<IndexActor>>,
-        logger: slog::Logger,
-    ) -> Self {
+    pub fn new(name: String, dir: PathBuf, per_file: u64, log_min: u64, links: QueueLinks, logger: slog::Logger) -> Self {
+        let QueueLinks { writer, reader, indexer } = links;
         Self {
             name,
             dir,

@@ -5,8 +5,8 @@
 use base64::Engine;
 use brook::clock::now_ms;
 use brook_client::{
-    ClientError, Connection, ConsumeResult, Message, Producer, PushConfig, PushConsumer, StartFrom, StoredMessage,
-    TransactionProducer, TxnOutcome,
+    ClientError, Connection, ConsumeResult, Message, Producer, PushConfig, PushConsumer, ResetTo, StartFrom,
+    StoredMessage, TransactionProducer, TxnOutcome,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::stream::{FuturesOrdered, StreamExt};
@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
+    /// Find messages: by id, by key, by time.
+    Msg {
+        #[command(subcommand)]
+        command: MsgCommand,
+    },
     /// Transactions: list pending half messages and counts.
     Txn {
         #[command(subcommand)]
@@ -51,6 +56,58 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum MsgCommand {
+    /// A message by id.
+    Get {
+        /// Message id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages of a topic with a key, newest first.
+    ByKey {
+        /// Topic.
+        topic: String,
+        /// Key.
+        key: String,
+        /// Stored at or after (ms since the epoch or RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<i64>,
+        /// Stored at or before (ms since the epoch or RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        to: Option<i64>,
+        /// Most messages.
+        #[arg(long, default_value_t = 64)]
+        max: u32,
+        /// One JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per queue, the first offset stored at or after a time.
+    At {
+        /// Topic.
+        topic: String,
+        /// Time (ms since the epoch or RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        time: i64,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Milliseconds since the epoch, or an RFC 3339 time.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{text:?} is neither ms since the epoch nor RFC 3339: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -139,6 +196,26 @@ enum GroupCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move a group's committed offsets on a topic (replay or skip); live
+    /// members resume from the new offsets.
+    Reset {
+        /// Group name.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// The first message stored at or after this time (ms or RFC 3339).
+        #[arg(long, value_parser = parse_time, group = "target")]
+        to_time: Option<i64>,
+        /// The oldest retained message.
+        #[arg(long, group = "target")]
+        to_earliest: bool,
+        /// The end of each queue.
+        #[arg(long, group = "target")]
+        to_latest: bool,
+        /// QUEUE:OFFSET (repeatable).
+        #[arg(long, group = "target")]
+        to_offset: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -207,6 +284,9 @@ struct ConsumeArgs {
     /// Tag expression: `*`, `TagA`, `TagA || TagB`.
     #[arg(long)]
     tags: Option<String>,
+    /// Property filter (SQL92 subset), e.g. "region = 'eu' AND amount > 100".
+    #[arg(long)]
+    sql: Option<String>,
     /// One JSON object per message.
     #[arg(long)]
     json: bool,
@@ -250,6 +330,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Group { command } => group(&cli.addr, command).await,
         Command::Dlq { command } => dlq(&cli.addr, command).await,
         Command::Txn { command } => txn(&cli.addr, command).await,
+        Command::Msg { command } => msg(&cli.addr, command).await,
     }
 }
 
@@ -382,6 +463,7 @@ fn print_message(json: bool, m: &StoredMessage, result: &str) {
             "topic": m.message.topic,
             "queue": m.queue,
             "offset": m.queue_offset,
+            "log_offset": m.log_offset,
             "key": m.message.keys.first(),
             "keys": m.message.keys,
             "tags": m.message.tags,
@@ -407,7 +489,6 @@ fn print_message(json: bool, m: &StoredMessage, result: &str) {
 
 async fn consume(addr: &str, args: ConsumeArgs) -> Result<(), ClientError> {
     let mut config = PushConfig::new(&args.group)
-        .subscribe(&args.topic, args.tags.as_deref())
         .member(&format!("brookctl-{}-{}", std::process::id(), now_ms()))
         .start_from(match args.from {
             From::Earliest => StartFrom::Earliest,
@@ -415,6 +496,11 @@ async fn consume(addr: &str, args: ConsumeArgs) -> Result<(), ClientError> {
         });
     // One message at a time, so --count stops exactly: nothing past the
     // last printed message is committed.
+    config.subscriptions.push(brook_client::Subscription {
+        topic: args.topic.clone(),
+        tags: args.tags.clone(),
+        sql: args.sql.clone(),
+    });
     config.max_in_flight = 1;
     config.heartbeat_interval = Duration::from_secs(5);
     config.orderly = args.orderly;
@@ -480,6 +566,31 @@ async fn group(addr: &str, command: GroupCommand) -> Result<(), ClientError> {
         GroupCommand::List => {
             for g in conn.list_groups().await? {
                 println!("{g}");
+            }
+        }
+        GroupCommand::Reset { group, topic, to_time, to_earliest, to_latest, to_offset } => {
+            let to = match (to_time, to_earliest, to_latest) {
+                (Some(t), _, _) => ResetTo::Time(t),
+                (_, true, _) => ResetTo::Earliest,
+                (_, _, true) => ResetTo::Latest,
+                _ if !to_offset.is_empty() => ResetTo::Offsets(
+                    to_offset
+                        .iter()
+                        .map(|qo| {
+                            qo.split_once(':').and_then(|(q, o)| Some((q.parse().ok()?, o.parse().ok()?))).ok_or_else(
+                                || ClientError::InvalidArgument(format!("--to-offset {qo:?}: use QUEUE:OFFSET")),
+                            )
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+                _ => {
+                    return Err(ClientError::InvalidArgument(
+                        "give --to-time, --to-earliest, --to-latest or --to-offset".into(),
+                    ))
+                }
+            };
+            for o in conn.reset_offsets(&group, &topic, to).await? {
+                println!("{}\t{}\t{}", o.topic, o.queue, o.offset);
             }
         }
         GroupCommand::Describe { group, json } => {
@@ -648,4 +759,48 @@ async fn txn(addr: &str, command: TxnCommand) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+async fn msg(addr: &str, command: MsgCommand) -> Result<(), ClientError> {
+    let conn = Connection::connect_as(addr, "brookctl").await?;
+    match command {
+        MsgCommand::Get { id, json } => print_found(json, &conn.get_message(&id).await?),
+        MsgCommand::ByKey { topic, key, from, to, max, json } => {
+            let found = conn.query_by_key(&topic, &key, from.unwrap_or(0), to.unwrap_or(i64::MAX), max).await?;
+            for m in &found {
+                print_found(json, m);
+            }
+        }
+        MsgCommand::At { topic, time, json } => {
+            for o in conn.offsets_at_time(&topic, time).await? {
+                if json {
+                    println!("{}", json!({ "topic": o.topic, "queue": o.queue, "offset": o.offset }));
+                } else {
+                    println!("{}\t{}\t{}", o.topic, o.queue, o.offset);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A found message: JSON with every field, or a readable block.
+fn print_found(json: bool, m: &StoredMessage) {
+    if json {
+        print_message(true, m, "found");
+        return;
+    }
+    let body = std::str::from_utf8(&m.message.body)
+        .map_or_else(|_| format!("<{} bytes>", m.message.body.len()), str::to_string);
+    println!("id          {}", m.msg_id);
+    println!("topic       {} queue {} offset {}", m.message.topic, m.queue, m.queue_offset);
+    println!("log offset  {}", m.log_offset);
+    println!("born / stored  {} / {}", m.message.born_ts, m.store_ts);
+    println!("tags        {}", m.message.tags.as_deref().unwrap_or("-"));
+    println!("keys        {}", m.message.keys.join(" "));
+    for (k, v) in &m.message.properties {
+        println!("property    {k} = {v}");
+    }
+    println!("body        {body}");
+    println!();
 }

@@ -151,7 +151,9 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, SqlError> {
                 }
                 out.push((Tok::Text(value), start));
             }
-            c if c.is_ascii_digit() || ((c == '-' || c == '.') && chars.get(i + 1).is_some_and(char::is_ascii_digit)) => {
+            c if c.is_ascii_digit()
+                || ((c == '-' || c == '.') && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
                 i += 1;
                 while chars.get(i).is_some_and(|ch| ch.is_ascii_digit() || *ch == '.' || *ch == 'e' || *ch == 'E') {
                     i += 1;
@@ -413,9 +415,9 @@ impl Expr {
             Expr::Not(a) => !a.matches(fields),
             Expr::Const(b) => *b,
             Expr::Compare(name, op, lit) => fields.get(name).is_some_and(|v| compare(v, *op, lit)),
-            Expr::Between(name, low, high, negated) => fields.get(name).is_some_and(|v| {
-                (compare(v, Cmp::Ge, low) && compare(v, Cmp::Le, high)) != *negated
-            }),
+            Expr::Between(name, low, high, negated) => {
+                fields.get(name).is_some_and(|v| (compare(v, Cmp::Ge, low) && compare(v, Cmp::Le, high)) != *negated)
+            }
             Expr::In(name, list, negated) => {
                 fields.get(name).is_some_and(|v| list.iter().any(|lit| compare(v, Cmp::Eq, lit)) != *negated)
             }
@@ -429,8 +431,7 @@ mod tests {
     use super::*;
 
     fn eval(sql: &str, props: &[(&str, &str)]) -> bool {
-        let properties: BTreeMap<String, String> =
-            props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let properties: BTreeMap<String, String> = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         parse(sql).expect(sql).matches(&Fields { properties: &properties, tags: Some("TagA") })
     }
 

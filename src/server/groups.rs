@@ -82,7 +82,11 @@ pub async fn reset(core: &BrokerCore, group: &str, topic: &str, to: ResetTo) -> 
             }
         }
     }
-    core.groups.get(group)?.send(Reset { topic: topic.to_string(), offsets: targets.clone() }).await.map_err(mailbox)?;
+    core.groups
+        .get(group)?
+        .send(Reset { topic: topic.to_string(), offsets: targets.clone() })
+        .await
+        .map_err(mailbox)?;
     slog::info!(core.logger, "group offsets reset"; "group" => group, "topic" => topic);
     Ok(Response::QueueOffsets(targets))
 }

@@ -165,7 +165,8 @@ fn entries_at(slots: u32) -> u64 {
 
 impl Active {
     fn create(dir: &Path, seq: u64, shape: IndexShape) -> io::Result<Active> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join(file_name(seq)))?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join(file_name(seq)))?;
         // Sparse: pages are allocated as they are written.
         file.set_len(entries_at(shape.slots) + ENTRY * u64::from(shape.capacity))?;
         let header = Header { min_log: u64::MAX, ..Header::default() };
@@ -260,9 +261,8 @@ impl KeyIndex {
     /// Opens (or creates) the index under `dir`.
     pub fn open(dir: PathBuf, shape: IndexShape) -> io::Result<KeyIndex> {
         std::fs::create_dir_all(&dir)?;
-        let mut seqs: Vec<u64> = std::fs::read_dir(&dir)?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
+        let mut seqs: Vec<u64> =
+            std::fs::read_dir(&dir)?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
         seqs.sort_unstable();
         let shape = IndexShape { slots: shape.slots.max(1), capacity: shape.capacity.max(1) };
         let active = match seqs.pop() {

@@ -112,11 +112,7 @@ impl PushConfig {
     /// Adds a subscription (`tags`: `*`, `TagA || TagB`, or `None`).
     #[must_use]
     pub fn subscribe(mut self, topic: &str, tags: Option<&str>) -> Self {
-        self.subscriptions.push(Subscription {
-            topic: topic.to_string(),
-            tags: tags.map(str::to_string),
-            sql: None,
-        });
+        self.subscriptions.push(Subscription { topic: topic.to_string(), tags: tags.map(str::to_string), sql: None });
         self
     }
 
@@ -223,6 +219,14 @@ impl PushConsumer {
             assignment: Mutex::new(Vec::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
         });
+        // A subscription the broker refuses (a malformed filter, say) fails
+        // here, with the broker's reason, instead of in every heartbeat.
+        let mut notices = None;
+        if let Err(e) = heartbeat(&ctx, &mut notices).await {
+            if !e.is_retriable() {
+                return Err(e);
+            }
+        }
         let (shutdown, stop) = watch::channel(false);
         let coordinator = tokio::spawn(coordinate(ctx.clone(), stop));
         Ok(PushConsumer { shutdown, coordinator, ctx })
