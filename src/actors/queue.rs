@@ -173,7 +173,14 @@ pub struct QueueLinks {
 impl QueueActor {
     /// An actor for the queue stored in `dir`; it opens the queue when it
     /// starts, on its own thread.
-    pub fn new(name: String, dir: PathBuf, per_file: u64, log_min: u64, links: QueueLinks, logger: slog::Logger) -> Self {
+    pub fn new(
+        name: String,
+        dir: PathBuf,
+        per_file: u64,
+        log_min: u64,
+        links: QueueLinks,
+        logger: slog::Logger,
+    ) -> Self {
         let QueueLinks { writer, reader, indexer } = links;
         Self {
             name,
