@@ -45,6 +45,9 @@ pub struct Config {
     /// Checks of one half message before it is given up (never delivered).
     /// Default: 15.
     pub transaction_check_max: u32,
+    /// Trace every message (as if each producer had tracing on).
+    /// Default: false.
+    pub trace: bool,
 }
 
 /// Parses a duration such as `500ms`, `1s`, `5m`, `2h`, `3d` or a bare
@@ -185,6 +188,7 @@ impl Default for Config {
             transaction_timeout: "6s".into(),
             transaction_check_interval: "30s".into(),
             transaction_check_max: 15,
+            trace: false,
         }
     }
 }

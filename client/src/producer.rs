@@ -33,6 +33,9 @@ pub struct ProducerConfig {
     pub route_ttl: Duration,
     /// Client id sent in the hello.
     pub client_id: String,
+    /// Trace every message sent: the broker records its timeline (sent,
+    /// stored, delivered, consumed) in `RMQ_SYS_TRACE_TOPIC`. Default: false.
+    pub trace: bool,
 }
 
 impl Default for ProducerConfig {
@@ -42,6 +45,7 @@ impl Default for ProducerConfig {
             backoff: Backoff::default(),
             route_ttl: Duration::from_secs(30),
             client_id: format!("producer-{}", std::process::id()),
+            trace: false,
         }
     }
 }
@@ -115,8 +119,13 @@ impl Producer {
         mut messages: Vec<Message>,
     ) -> Result<Vec<SendAck>, ClientError> {
         let now = now_ms();
-        for msg in messages.iter_mut().filter(|m| m.born_ts == 0) {
-            msg.born_ts = now;
+        for msg in messages.iter_mut() {
+            if msg.born_ts == 0 {
+                msg.born_ts = now;
+            }
+            if self.inner.config.trace {
+                msg.properties.insert(brook_proto::system::PROP_TRACE.into(), "true".into());
+            }
         }
         let result = async { self.conn().await?.send(topic, queue, messages).await }.await;
         if let Err(e) = &result {

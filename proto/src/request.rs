@@ -204,6 +204,13 @@ pub enum Request {
     },
     /// Pending half messages and transaction counts.
     ListTransactions,
+    /// A consumer reports what became of traced messages it received.
+    ReportTrace {
+        /// Consumer group.
+        group: String,
+        /// One entry per consumed message.
+        traces: Vec<ConsumeTrace>,
+    },
     /// Broker to client: the outcome of this half message is overdue; answer
     /// with `EndTransaction { from_check: true }`. Sent one-way on a
     /// connection registered for the producer group.
@@ -229,6 +236,23 @@ pub enum Request {
         /// Group name.
         group: String,
     },
+}
+
+/// What a consumer did with a traced message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumeTrace {
+    /// Message id.
+    pub msg_id: String,
+    /// The topic it was consumed from (the original one for a retry).
+    pub topic: String,
+    /// When the consumer received it, ms since the epoch.
+    pub delivered_at: i64,
+    /// `success` or `later`.
+    pub result: String,
+    /// How long the listener took, ms.
+    pub cost_ms: u64,
+    /// Its retry count.
+    pub reconsume_times: u32,
 }
 
 /// A transaction's outcome.

@@ -14,6 +14,9 @@ pub const TRANS_OP_TOPIC: &str = "RMQ_SYS_TRANS_OP_HALF_TOPIC";
 /// Half messages whose outcome was never learned, checked the maximum
 /// number of times. Never delivered.
 pub const TRANS_CHECK_MAX_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
+/// Message traces: one record per event of a traced message, keyed by its
+/// id.
+pub const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
 /// Prefix of a group's retry topic.
 pub const RETRY_PREFIX: &str = "%RETRY%";
 /// Prefix of a group's dead-letter topic.
@@ -46,6 +49,8 @@ pub const PROP_PRODUCER_CLIENT: &str = "TRAN_PRODUCER_CLIENT";
 pub const PROP_TRANSACTION_TIMEOUT_MS: &str = "CHECK_IMMUNITY_TIME_MS";
 /// Property: how many times a half message was checked.
 pub const PROP_TRANSACTION_CHECKS: &str = "TRANSACTION_CHECK_TIMES";
+/// Property: the message is traced (`true`).
+pub const PROP_TRACE: &str = "TRACE_ON";
 /// Property: log offset of the first copy of a message; its id is derived
 /// from it, so delayed, retried and dead-lettered copies keep the id the
 /// producer was given.

@@ -87,6 +87,14 @@ enum MsgCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The trace timeline of a message (sent with tracing on).
+    Trace {
+        /// Message id.
+        id: String,
+        /// One JSON object per event.
+        #[arg(long)]
+        json: bool,
+    },
     /// Per queue, the first offset stored at or after a time.
     At {
         /// Topic.
@@ -257,6 +265,9 @@ struct SendArgs {
     /// With --txn check-*: how long to stay connected waiting for the check.
     #[arg(long, default_value_t = 60_000)]
     wait_check_ms: u64,
+    /// Trace the message (see `msg trace`).
+    #[arg(long)]
+    trace: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -311,6 +322,9 @@ struct ConsumeArgs {
     /// Orderly: wait before retrying a failed message in place.
     #[arg(long, default_value_t = 1000)]
     suspend_ms: u64,
+    /// Report every consumed message to the trace.
+    #[arg(long)]
+    trace: bool,
 }
 
 #[tokio::main]
@@ -379,6 +393,9 @@ fn message(args: &SendArgs, body: String) -> Message {
     let mut msg = Message::new(args.topic.as_str(), body.into_bytes());
     msg.tags.clone_from(&args.tags);
     msg.keys.clone_from(&args.key);
+    if args.trace {
+        msg.properties.insert(brook_proto::system::PROP_TRACE.into(), "true".into());
+    }
     if let Some(level) = args.delay_level {
         msg = msg.with_delay_level(level);
     }
@@ -504,6 +521,7 @@ async fn consume(addr: &str, args: ConsumeArgs) -> Result<(), ClientError> {
     config.max_in_flight = 1;
     config.heartbeat_interval = Duration::from_secs(5);
     config.orderly = args.orderly;
+    config.trace = args.trace;
     config.suspend = Duration::from_millis(args.suspend_ms);
     config.max_reconsume_times = args.max_reconsume_times;
     if let Some(list) = &args.retry_backoff {
@@ -769,6 +787,31 @@ async fn msg(addr: &str, command: MsgCommand) -> Result<(), ClientError> {
             let found = conn.query_by_key(&topic, &key, from.unwrap_or(0), to.unwrap_or(i64::MAX), max).await?;
             for m in &found {
                 print_found(json, m);
+            }
+        }
+        MsgCommand::Trace { id, json } => {
+            let records = conn.query_by_key(brook_proto::system::TRACE_TOPIC, &id, 0, i64::MAX, 1024).await?;
+            let rank = |e: &str| ["sent", "stored", "delivered", "consumed", "retry"].iter().position(|x| *x == e);
+            let mut events: Vec<serde_json::Value> =
+                records.iter().filter_map(|r| serde_json::from_slice(&r.message.body).ok()).collect();
+            events.sort_by_key(|e| (e["time"].as_i64().unwrap_or(0), rank(e["event"].as_str().unwrap_or(""))));
+            if events.is_empty() {
+                return Err(ClientError::InvalidArgument(format!("no trace for {id} (was it sent with tracing on?)")));
+            }
+            for e in &events {
+                if json {
+                    println!("{e}");
+                } else {
+                    let mut detail: Vec<String> = e
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(k, _)| !["event", "time", "msg_id"].contains(&k.as_str()))
+                        .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                        .collect();
+                    detail.sort();
+                    println!("{}\t{:<9}\t{}", e["time"], e["event"].as_str().unwrap_or("?"), detail.join(" "));
+                }
             }
         }
         MsgCommand::At { topic, time, json } => {

@@ -14,7 +14,7 @@ use crate::error::{IoContext, Result};
 use crate::store::progress::{ProgressFile, SystemFiles, MAX_VALUES};
 use crate::store::timer::Buckets;
 use actix::{Actor, Addr, Arbiter};
-use brook_proto::system::{SCHEDULE_TOPIC, TIMER_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC};
+use brook_proto::system::{SCHEDULE_TOPIC, TIMER_TOPIC, TRACE_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -58,7 +58,7 @@ pub fn start(
     if store.topics.get(SCHEDULE_TOPIC).is_none_or(|t| t.queues < levels) {
         store.topics.create(SCHEDULE_TOPIC, levels)?;
     }
-    for topic in [TIMER_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC] {
+    for topic in [TIMER_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC, TRACE_TOPIC] {
         if store.topics.get(topic).is_none() {
             store.topics.create(topic, 1)?;
         }

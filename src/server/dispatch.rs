@@ -7,11 +7,11 @@ use crate::error::Error;
 use crate::filter::sql::Fields;
 use crate::filter::TagFilter;
 use crate::server::connection::ConnInfo;
-use crate::server::{groups, query, retry, txn, BrokerCore};
+use crate::server::{groups, query, retry, trace, txn, BrokerCore};
 use crate::store::record::{self, DecodedRecord};
 use brook_proto::names::validate_name;
 use brook_proto::request::{PullResult, QueueRef, QueueStats, SendAck, TopicInfo};
-use brook_proto::system::{is_reserved_topic, PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES};
+use brook_proto::system::{is_reserved_topic, PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES, PROP_TRACE};
 use brook_proto::{ErrorCode, Message, MessageId, Request, Response, StoredMessage, WireError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +74,7 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Rep
         Request::RegisterProducer { group } => txn::register(core, conn, &group),
         Request::EndTransaction { group, msg_id, outcome, .. } => txn::end(core, &group, &msg_id, outcome).await,
         Request::ListTransactions => txn::list(core).await,
+        Request::ReportTrace { group, traces } => trace::report(core, conn, &group, traces),
         Request::CheckTransaction { .. } => {
             Err(WireError::new(ErrorCode::InvalidArgument, "CheckTransaction is sent by the broker, not to it"))
         }
@@ -149,6 +150,7 @@ async fn send(core: &BrokerCore, conn: &ConnInfo, topic: &str, queue: u32, messa
     let max_body = core.config.store.max_message_bytes;
     let max_record = core.config.store.segment_bytes as usize;
     let now = crate::clock::now_ms();
+    let mut traced = Vec::new();
     let mut items = Vec::with_capacity(messages.len());
     let mut dues = Vec::with_capacity(messages.len());
     // Where the batch is stored: its topic and queue, or — delayed — the
@@ -168,6 +170,10 @@ async fn send(core: &BrokerCore, conn: &ConnInfo, topic: &str, queue: u32, messa
         if msg.body.len() > max_body {
             return Err(Error::MessageTooLarge { size: msg.body.len(), max: max_body }.into());
         }
+        if core.config.trace {
+            msg.properties.insert(PROP_TRACE.into(), "true".into());
+        }
+        traced.push(trace::is_traced(&msg));
         let delay = core.delays.take_request(&mut msg, now)?;
         let (waits_in, code, due) = match delay {
             _ if txn::is_half(&msg) => {
@@ -204,7 +210,7 @@ async fn send(core: &BrokerCore, conn: &ConnInfo, topic: &str, queue: u32, messa
     }
     let (store_topic, store_queue) = dest.flatten().unwrap_or((topic, queue));
     let stored = core.reput.store(store_topic, store_queue, items).await?;
-    let acks = stored
+    let acks: Vec<SendAck> = stored
         .into_iter()
         .zip(dues)
         .map(|(s, deliver_at)| SendAck {
@@ -214,6 +220,23 @@ async fn send(core: &BrokerCore, conn: &ConnInfo, topic: &str, queue: u32, messa
             deliver_at,
         })
         .collect();
+    if traced.contains(&true) {
+        let cost_ms = crate::clock::now_ms() - now;
+        let sent = acks
+            .iter()
+            .zip(&traced)
+            .filter(|(_, t)| **t)
+            .map(|(ack, _)| trace::SentTrace {
+                msg_id: ack.msg_id.clone(),
+                topic,
+                queue: store_queue,
+                offset: ack.queue_offset,
+                received_at: now,
+                cost_ms,
+            })
+            .collect();
+        trace::sent(core, conn, sent);
+    }
     Ok(Response::Sent(acks))
 }
 

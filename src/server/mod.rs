@@ -9,6 +9,7 @@ pub mod groups;
 pub mod listener;
 pub mod query;
 pub mod retry;
+pub mod trace;
 pub mod txn;
 
 use crate::actors::groups::Groups;

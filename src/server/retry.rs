@@ -43,6 +43,7 @@ pub async fn send_back(core: &BrokerCore, group: &str, log_offset: u64, to_dlq: 
         .into());
     }
     let times: u32 = msg.properties.get(PROP_RECONSUME_TIMES).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let origin_log = msg.properties.get(PROP_ORIGIN_LOG_OFFSET).cloned();
     let props = &mut msg.properties;
     props.insert(PROP_RETRY_TOPIC.into(), origin_topic.clone());
     props.entry(PROP_ORIGIN_QUEUE.into()).or_insert_with(|| queue_id.to_string());
@@ -71,9 +72,22 @@ pub async fn send_back(core: &BrokerCore, group: &str, log_offset: u64, to_dlq: 
         }
     };
     msg.topic.clone_from(&retry);
+    let traced = crate::server::trace::is_traced(&msg);
     let parked = core.delays.park(&mut msg, &retry, 0, delay, now);
     core.reput.store(parked.topic, parked.queue, vec![(msg, parked.due as u64)]).await?;
+    if traced {
+        let origin = props_origin(log_offset, &origin_log);
+        let msg_id = MessageId { broker: core.advertised, log_offset: origin }.to_string();
+        let event = serde_json::json!({ "event": "retry", "msg_id": msg_id, "topic": origin_topic, "time": now,
+            "group": group, "reconsume": times + 1, "due": parked.due });
+        crate::server::trace::record(&core.reput, &core.logger, vec![(msg_id, event)]);
+    }
     Ok(Response::Done)
+}
+
+/// The id-bearing log offset: the first copy's, if this is a copy.
+fn props_origin(log_offset: u64, origin: &Option<String>) -> u64 {
+    origin.as_deref().and_then(|o| o.parse().ok()).unwrap_or(log_offset)
 }
 
 async fn read_one(core: &BrokerCore, log_offset: u64) -> Result<record::DecodedRecord, WireError> {

@@ -79,6 +79,9 @@ pub struct PushConfig {
     /// A listener still busy after this long counts as failed: the message
     /// is handed back for a retry. Default: 15 min.
     pub consume_timeout: Duration,
+    /// Report every consumed message to the broker's trace (messages sent
+    /// with tracing are reported either way). Default: false.
+    pub trace: bool,
 }
 
 static MEMBER_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -106,6 +109,7 @@ impl PushConfig {
             max_reconsume_times: None,
             retry_backoff: Vec::new(),
             consume_timeout: Duration::from_secs(15 * 60),
+            trace: false,
         }
     }
 

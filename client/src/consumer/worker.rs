@@ -9,8 +9,9 @@ use super::ConsumeResult;
 use crate::consumer::push::PushConfig;
 use crate::error::ClientError;
 use crate::session::{Backoff, Session};
+use brook_proto::request::ConsumeTrace;
 use brook_proto::request::{ConsumeMode, PullResult, QueueOffset, QueueRef};
-use brook_proto::system::{PROP_RETRY_TOPIC, RETRY_PREFIX};
+use brook_proto::system::{PROP_RETRY_TOPIC, PROP_TRACE, RETRY_PREFIX};
 use brook_proto::{ErrorCode, Request, Response, StoredMessage};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -131,10 +132,37 @@ impl Ctx {
     /// Runs the listener, counting a panic or a run past `consume_timeout`
     /// as "later".
     async fn consume(&self, messages: &[StoredMessage]) -> ConsumeResult {
+        let (started, clock) = (Instant::now(), now_ms());
         let call = std::panic::AssertUnwindSafe(self.listener.call(messages)).catch_unwind();
-        match tokio::time::timeout(self.config.consume_timeout, call).await {
+        let result = match tokio::time::timeout(self.config.consume_timeout, call).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) | Err(_) => ConsumeResult::Later,
+        };
+        self.trace(messages, clock, started.elapsed(), result).await;
+        result
+    }
+
+    /// Reports traced messages (or all, with `trace` on) to the broker, in
+    /// the background.
+    async fn trace(&self, messages: &[StoredMessage], delivered_at: i64, cost: Duration, result: ConsumeResult) {
+        let traces: Vec<ConsumeTrace> = messages
+            .iter()
+            .filter(|m| self.config.trace || m.property(PROP_TRACE) == Some("true"))
+            .map(|m| ConsumeTrace {
+                msg_id: m.msg_id.clone(),
+                topic: m.message.topic.clone(),
+                delivered_at,
+                result: if result == ConsumeResult::Success { "success" } else { "later" }.into(),
+                cost_ms: cost.as_millis() as u64,
+                reconsume_times: m.reconsume_times,
+            })
+            .collect();
+        if traces.is_empty() {
+            return;
+        }
+        if let Ok(conn) = self.session.get().await {
+            let report = Request::ReportTrace { group: self.config.group.clone(), traces };
+            tokio::spawn(async move { conn.request(report).await });
         }
     }
 
@@ -180,6 +208,10 @@ impl Ctx {
         }
         Ok(found)
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Sleeps, or returns false at once if the worker is told to stop.

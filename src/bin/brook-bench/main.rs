@@ -13,6 +13,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod broker;
+mod index;
 mod produce;
 mod stats;
 mod timers;
@@ -118,6 +119,16 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
     },
+    /// The key index alone (no broker): insert cost and lookup latency as
+    /// it grows to --messages keys (default 10,000,000).
+    Index {
+        /// Hash slots per index file.
+        #[arg(long, default_value_t = 1_000_000)]
+        slots: u32,
+        /// Keys per index file.
+        #[arg(long, default_value_t = 2_000_000)]
+        entries: u32,
+    },
     /// Fill the log to a size, SIGKILL the broker, and time until it serves
     /// again on the same data dir.
     Restart {
@@ -152,6 +163,12 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<bool, String> {
     let common = cli.common.clone();
+    if let Scenario::Index { slots, entries } = cli.scenario {
+        let total = common.messages.unwrap_or(10_000_000);
+        let summary = index::run(total, brook::store::index::IndexShape { slots, capacity: entries })?;
+        summary.print();
+        return Ok(true);
+    }
     let broker = match &common.addr {
         Some(addr) => Broker::external(addr),
         None => {
@@ -171,6 +188,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Scenario::Queues { count } => queues_scenario(&broker, &admin, &common, count).await,
         Scenario::Backlog { stored } => backlog_scenario(&broker, &admin, &common, stored).await,
         Scenario::Restart { log_gib } => restart_scenario(broker, &admin, &common, log_gib).await,
+        Scenario::Index { .. } => Ok(true),
         Scenario::Timers { pending, spread, lead, rate } => {
             let load = timers::TimerLoad {
                 pending,
