@@ -2,9 +2,11 @@
 //! period, and logging a line when it does something:
 //!
 //! - `checkpoint` (every `checkpoint_interval_ms`): take the writer's
-//!   position, pass a barrier through every live queue actor (so each has
-//!   appended the entries of everything below that position), `syncfs` the
-//!   data dir, then record the position as the consume queues' durable point.
+//!   position, pass a barrier through every queue actor that took appends
+//!   since its last one (so each has appended the entries of everything
+//!   below that position; tails younger than 10 s stay in memory), sync what
+//!   was written, then record as the consume queues' durable point the
+//!   position, or the oldest entry still only in memory if lower.
 //! - `retention` (every `retention_check_interval_ms`): delete expired
 //!   segments, or the oldest while the disk is too full, then tell every
 //!   queue to drop files that only point into deleted segments.
@@ -55,6 +57,10 @@ pub struct Housekeeper {
     retention_running: bool,
     logger: slog::Logger,
 }
+
+/// How long a queue's newest consume-queue entries may stay only in memory
+/// across checkpoints (bounds the log a crash recovery replays).
+const MAX_TAIL_AGE: Duration = Duration::from_secs(10);
 
 /// Take a checkpoint now (tests; the periodic job does the same).
 #[derive(Message)]
@@ -112,40 +118,58 @@ impl Housekeeper {
             if *stopped {
                 return Err(Error::ShuttingDown);
             }
+            // A shutdown visits every queue and writes every tail; a
+            // periodic checkpoint visits the queues that took appends and
+            // leaves young tails in memory.
             let barrier = |registry: &Registry| {
-                let barriers = registry.live_queues().into_iter().map(|q| q.send(Barrier));
+                let (queues, msg) = if final_stop {
+                    (registry.live_queues(), Barrier { force: true, max_tail_age: Duration::ZERO })
+                } else {
+                    (registry.take_active_queues(), Barrier { force: false, max_tail_age: MAX_TAIL_AGE })
+                };
+                let barriers = queues.into_iter().map(move |q| q.send(msg));
                 async move {
                     let mut files = Vec::new();
+                    let mut unwritten: Option<u64> = None;
                     for answer in futures::future::join_all(barriers).await {
                         match answer {
-                            Ok(Ok(dirty)) => files.extend(dirty),
+                            Ok(Ok(b)) => {
+                                files.extend(b.files);
+                                unwritten = match (unwritten, b.unwritten_from) {
+                                    (Some(a), Some(b)) => Some(a.min(b)),
+                                    (a, b) => a.or(b),
+                                };
+                            }
                             Ok(Err(e)) => return Err(e),
                             // A queue that stopped has nothing left to write.
                             Err(_) => {}
                         }
                     }
-                    Ok::<_, Error>(files)
+                    Ok::<_, Error>((files, unwritten))
                 }
             };
             let mut dirty = Vec::new();
             if final_stop {
                 // Every produce a queue accepted reaches the writer before
                 // the writer's final sync.
-                dirty = barrier(&registry).await?;
+                dirty = barrier(&registry).await?.0;
             }
             // The log must be durable up to the position the checkpoint
             // names: recovery starts scanning there, so an async-flush tail
             // below it that an OS crash lost would leave a hole.
             let at = registry.writer().send(WriterSync).await.map_err(|e| Error::Busy(e.to_string()))??;
             let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
-            dirty.extend(barrier(&registry).await?);
+            let (files, unwritten) = barrier(&registry).await?;
+            dirty.extend(files);
             // Every key below write_pos reached the indexer before the
             // barriers were answered.
             if let Some(indexer) = registry.indexer() {
                 indexer.send(FlushIndex { covered_to: write_pos }).await.map_err(|e| Error::Busy(e.to_string()))??;
             }
-            let checkpoint =
-                Checkpoint { cq_durable_offset: write_pos, log_end: write_pos, last_store_ts, clean: final_stop };
+            // Entries still only in memory are below write_pos: recovery
+            // must replay the log from the oldest of them.
+            let cq_durable_offset = unwritten.map_or(write_pos, |low| low.min(write_pos));
+            let checkpoint = Checkpoint { cq_durable_offset, log_end: write_pos, last_store_ts, clean: final_stop };
             let root = paths.root.clone();
             let path = paths.checkpoint();
             tokio::task::spawn_blocking(move || {

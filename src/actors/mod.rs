@@ -71,6 +71,7 @@ pub struct Registry {
     cq_per_file: u64,
     segments: Arc<crate::store::segment::SegmentSet>,
     indexer: std::sync::OnceLock<Addr<indexer::IndexActor>>,
+    active: Arc<queue::ActiveQueues>,
     logger: slog::Logger,
 }
 
@@ -93,6 +94,7 @@ impl Registry {
             cq_per_file,
             segments,
             indexer: std::sync::OnceLock::new(),
+            active: Arc::default(),
             logger,
         }
     }
@@ -132,6 +134,7 @@ impl Registry {
                 writer: self.writer.clone(),
                 reader: crate::store::commitlog::LogReader::new(self.segments.clone()),
                 indexer: self.indexer.get().cloned(),
+                active: self.active.clone(),
             },
             self.logger.clone(),
         );
@@ -140,6 +143,12 @@ impl Registry {
             Some(arbiter) => QueueActor::start_in_arbiter(arbiter, move |_| actor),
             None => actor.start(),
         }
+    }
+
+    /// Queue actors that took appends (or still hold unwritten entries)
+    /// since their last barrier; the list is emptied.
+    pub fn take_active_queues(&self) -> Vec<Addr<QueueActor>> {
+        self.active.take()
     }
 
     /// Every queue actor currently running.

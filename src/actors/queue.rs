@@ -100,11 +100,47 @@ pub struct PullEntries {
 pub struct Range;
 
 /// Answered once every message sent to this actor before it is handled
-/// (checkpoint and shutdown barrier), with the consume-queue files written
-/// since the last barrier, for the checkpoint to sync.
-#[derive(Message)]
-#[rtype(result = "Result<Vec<Arc<std::fs::File>>>")]
-pub struct Barrier;
+/// (checkpoint and shutdown barrier). The tail of entries kept in memory is
+/// written if `force`, or if its oldest entry has waited `max_tail_age`;
+/// otherwise it stays, and the answer says how far back it reaches so the
+/// checkpoint can name a durable point below it (recovery replays the log
+/// from there). With thousands of queues, most checkpoints then cost a
+/// mailbox message per active queue instead of a write each.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "Result<Barriered>")]
+pub struct Barrier {
+    /// Write the whole tail (shutdown).
+    pub force: bool,
+    /// Write the tail once its oldest entry is this old.
+    pub max_tail_age: Duration,
+}
+
+/// A barrier's answer.
+#[derive(Debug, Default)]
+pub struct Barriered {
+    /// Consume-queue files written since the last barrier, to sync.
+    pub files: Vec<Arc<std::fs::File>>,
+    /// Log offset of the oldest entry still only in memory.
+    pub unwritten_from: Option<u64>,
+}
+
+/// Queues that took appends since their last barrier: the periodic
+/// checkpoint visits only these.
+#[derive(Debug, Default)]
+pub struct ActiveQueues(std::sync::Mutex<Vec<Addr<QueueActor>>>);
+
+impl ActiveQueues {
+    fn add(&self, queue: Addr<QueueActor>) {
+        if let Ok(mut list) = self.0.lock() {
+            list.push(queue);
+        }
+    }
+
+    /// Takes the list.
+    pub fn take(&self) -> Vec<Addr<QueueActor>> {
+        self.0.lock().map(|mut list| std::mem::take(&mut *list)).unwrap_or_default()
+    }
+}
 
 /// Retention deleted log below `log_min`: drop consume-queue files that only
 /// point there.
@@ -154,6 +190,11 @@ pub struct QueueActor {
     writer: Addr<WriterActor>,
     reader: LogReader,
     indexer: Option<Addr<IndexActor>>,
+    active: Arc<ActiveQueues>,
+    /// In `active` since the last barrier.
+    listed: bool,
+    /// When the in-memory tail got its oldest entry.
+    tail_since: Option<std::time::Instant>,
     inflight: VecDeque<Inflight>,
     parked: Vec<Parked>,
     next_park_id: u64,
@@ -168,6 +209,8 @@ pub struct QueueLinks {
     pub reader: LogReader,
     /// Where the keys of stored messages go.
     pub indexer: Option<Addr<IndexActor>>,
+    /// Where the queue lists itself when it takes appends.
+    pub active: Arc<ActiveQueues>,
 }
 
 impl QueueActor {
@@ -181,7 +224,7 @@ impl QueueActor {
         links: QueueLinks,
         logger: slog::Logger,
     ) -> Self {
-        let QueueLinks { writer, reader, indexer } = links;
+        let QueueLinks { writer, reader, indexer, active } = links;
         Self {
             name,
             dir,
@@ -193,6 +236,9 @@ impl QueueActor {
             writer,
             reader,
             indexer,
+            active,
+            listed: false,
+            tail_since: None,
             inflight: VecDeque::new(),
             parked: Vec::new(),
             next_park_id: 0,
@@ -253,6 +299,22 @@ impl QueueActor {
             }
         }
         Ok(Some(out))
+    }
+
+    /// Joins the active list (once until the next barrier).
+    fn list(&mut self, ctx: &Context<Self>) {
+        if !self.listed {
+            self.listed = true;
+            self.active.add(ctx.address());
+        }
+    }
+
+    fn note_tail(&mut self) {
+        match self.cq.as_ref().and_then(ConsumeQueue::tail_low) {
+            None => self.tail_since = None,
+            Some(_) if self.tail_since.is_none() => self.tail_since = Some(std::time::Instant::now()),
+            Some(_) => {}
+        }
     }
 
     fn wake_parked(&mut self) {
@@ -317,6 +379,7 @@ impl Handler<Produce> for QueueActor {
             return Box::pin(async move { Err(e) });
         }
         let Produce { mut batch, tag_hashes, key_hashes } = msg;
+        self.list(ctx);
         let first_offset = self.next_offset;
         for i in 0..batch.len() {
             let (start, end) = batch.bounds(i);
@@ -359,6 +422,7 @@ impl Handler<Written> for QueueActor {
             Some(cq) => cq.append(inflight.first_offset, &entries).map_err(|e| e.to_string()),
             None => Err("queue not open".to_string()),
         };
+        self.note_tail();
         match appended {
             Ok(()) => {
                 // Sent before any later barrier is handled: a checkpoint's
@@ -439,18 +503,31 @@ impl Handler<Range> for QueueActor {
 }
 
 impl Handler<Barrier> for QueueActor {
-    type Result = Result<Vec<Arc<std::fs::File>>>;
+    type Result = Result<Barriered>;
 
-    fn handle(&mut self, _: Barrier, _: &mut Context<Self>) -> Self::Result {
-        match self.cq.as_mut().map(ConsumeQueue::take_dirty) {
-            Some(Ok(files)) => Ok(files),
-            Some(Err(e)) => {
+    fn handle(&mut self, msg: Barrier, ctx: &mut Context<Self>) -> Self::Result {
+        self.listed = false;
+        let aged = self.tail_since.is_some_and(|since| since.elapsed() >= msg.max_tail_age);
+        let written = match self.cq.as_mut() {
+            Some(cq) if msg.force || aged => cq.take_dirty(),
+            Some(cq) => cq.take_written(),
+            None => Ok(Vec::new()),
+        };
+        let files = match written {
+            Ok(files) => files,
+            Err(e) => {
                 let reason = format!("cannot write consume queue {}: {e}", self.name);
                 self.fail(reason.clone());
-                Err(Error::Poisoned(reason))
+                return Err(Error::Poisoned(reason));
             }
-            None => Ok(Vec::new()),
+        };
+        self.note_tail();
+        let unwritten_from = self.cq.as_ref().and_then(ConsumeQueue::tail_low);
+        if unwritten_from.is_some() {
+            // Still holding entries only in memory: visit again.
+            self.list(ctx);
         }
+        Ok(Barriered { files, unwritten_from })
     }
 }
 

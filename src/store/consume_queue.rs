@@ -192,6 +192,11 @@ impl ConsumeQueue {
         Ok(())
     }
 
+    /// Log offset of the oldest entry not yet written to a file.
+    pub fn tail_low(&self) -> Option<u64> {
+        self.tail.first().map(|e| e.log_offset)
+    }
+
     /// Writes the in-memory tail to its files.
     pub fn flush(&mut self) -> io::Result<()> {
         let tail = std::mem::take(&mut self.tail);
@@ -323,6 +328,12 @@ impl ConsumeQueue {
     /// call, for the checkpoint to sync off the actor's thread.
     pub fn take_dirty(&mut self) -> io::Result<Vec<Arc<File>>> {
         self.flush()?;
+        self.take_written()
+    }
+
+    /// The files written since the last call, the in-memory tail left
+    /// alone.
+    pub fn take_written(&mut self) -> io::Result<Vec<Arc<File>>> {
         let dirty = std::mem::take(&mut self.dirty);
         let mut files = Vec::with_capacity(dirty.len());
         for base in dirty {

@@ -33,11 +33,7 @@ const PAGE: usize = 4096;
 
 /// The hash a key is indexed under (topic and key together).
 pub fn key_hash(topic: &str, key: &str) -> u64 {
-    let mut joined = String::with_capacity(topic.len() + key.len() + 1);
-    joined.push_str(topic);
-    joined.push('\u{1}');
-    joined.push_str(key);
-    brook_proto::hash::fnv1a64(&joined)
+    brook_proto::hash::fnv1a64_parts(&[topic.as_bytes(), b"\x01", key.as_bytes()])
 }
 
 /// One indexed key occurrence.
