@@ -1,5 +1,5 @@
-//! The IndexActor: owns the key index. Queue actors send it the keys of
-//! every message once it is stored; the checkpoint flushes it; queries look
+//! The IndexActor: owns the key index. Queue actors hand it the keys of
+//! every message once it is stored (through a shared buffer); the checkpoint flushes it; queries look
 //! keys up. At start it re-indexes the log from the last point the index
 //! covered (after a crash, or when the index is missing), on its own thread.
 
@@ -11,10 +11,29 @@ use crate::store::segment::SegmentSet;
 use actix::prelude::*;
 use std::sync::Arc;
 
-/// Keys of stored messages.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct IndexKeys(pub Vec<KeyEntry>);
+/// Keys of stored messages, waiting for the indexer. Queue actors append
+/// here instead of sending a message per request (a cross-thread wake-up
+/// each); the indexer drains it every few milliseconds, and before every
+/// flush and lookup, so a checkpoint's flush covers every key appended
+/// before its barriers were answered.
+#[derive(Debug, Default)]
+pub struct KeyBuffer(std::sync::Mutex<Vec<KeyEntry>>);
+
+impl KeyBuffer {
+    /// Adds keys.
+    pub fn push(&self, keys: impl IntoIterator<Item = KeyEntry>) {
+        if let Ok(mut buf) = self.0.lock() {
+            buf.extend(keys);
+        }
+    }
+
+    fn take(&self) -> Vec<KeyEntry> {
+        self.0.lock().map(|mut buf| std::mem::take(&mut *buf)).unwrap_or_default()
+    }
+}
+
+/// How often the indexer drains the key buffer.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Make the index durable up to `covered_to` (checkpoint).
 #[derive(Message)]
@@ -51,6 +70,7 @@ pub struct RetainIndex {
 /// The indexer.
 pub struct IndexActor {
     index: KeyIndex,
+    keys: Arc<KeyBuffer>,
     segments: Arc<SegmentSet>,
     log_end: u64,
     failed: Option<String>,
@@ -67,8 +87,28 @@ pub fn record_keys(rec: &[u8], log_offset: u64, store_ts: i64) -> Vec<KeyEntry> 
 impl IndexActor {
     /// An indexer over `index`; at start it re-indexes `[covered_to,
     /// log_end)` of the log.
-    pub fn new(index: KeyIndex, segments: Arc<SegmentSet>, log_end: u64, logger: &slog::Logger) -> Self {
-        Self { index, segments, log_end, failed: None, logger: logger.new(slog::o!("actor" => "indexer")) }
+    pub fn new(
+        index: KeyIndex,
+        keys: Arc<KeyBuffer>,
+        segments: Arc<SegmentSet>,
+        log_end: u64,
+        logger: &slog::Logger,
+    ) -> Self {
+        Self { index, keys, segments, log_end, failed: None, logger: logger.new(slog::o!("actor" => "indexer")) }
+    }
+
+    fn drain(&mut self) {
+        let keys = self.keys.take();
+        if self.failed.is_some() {
+            return;
+        }
+        for entry in keys {
+            if let Err(e) = self.index.insert(entry) {
+                slog::error!(self.logger, "key index write failed"; "error" => %e);
+                self.failed = Some(e.to_string());
+                return;
+            }
+        }
     }
 
     fn catch_up(&mut self) -> Result<u64> {
@@ -102,7 +142,8 @@ impl IndexActor {
 impl Actor for IndexActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(DRAIN_EVERY, |act, _| act.drain());
         let from = self.index.covered_to();
         if from >= self.log_end {
             return;
@@ -117,24 +158,11 @@ impl Actor for IndexActor {
     }
 }
 
-impl Handler<IndexKeys> for IndexActor {
-    type Result = ();
-
-    fn handle(&mut self, IndexKeys(entries): IndexKeys, _: &mut Context<Self>) {
-        for entry in entries {
-            if let Err(e) = self.index.insert(entry) {
-                slog::error!(self.logger, "key index write failed"; "error" => %e);
-                self.failed = Some(e.to_string());
-                return;
-            }
-        }
-    }
-}
-
 impl Handler<FlushIndex> for IndexActor {
     type Result = Result<()>;
 
     fn handle(&mut self, msg: FlushIndex, _: &mut Context<Self>) -> Self::Result {
+        self.drain();
         if self.failed.is_some() {
             return Ok(());
         }
@@ -146,6 +174,7 @@ impl Handler<Lookup> for IndexActor {
     type Result = Result<Vec<u64>>;
 
     fn handle(&mut self, q: Lookup, _: &mut Context<Self>) -> Self::Result {
+        self.drain();
         if let Some(reason) = &self.failed {
             return Err(Error::Poisoned(format!("key index unavailable: {reason}")));
         }

@@ -70,7 +70,7 @@ pub struct Registry {
     paths: StorePaths,
     cq_per_file: u64,
     segments: Arc<crate::store::segment::SegmentSet>,
-    indexer: std::sync::OnceLock<Addr<indexer::IndexActor>>,
+    indexer: std::sync::OnceLock<(Addr<indexer::IndexActor>, Arc<indexer::KeyBuffer>)>,
     active: Arc<queue::ActiveQueues>,
     logger: slog::Logger,
 }
@@ -100,13 +100,13 @@ impl Registry {
     }
 
     /// Connects queue actors started from now on to the key index.
-    pub fn set_indexer(&self, indexer: Addr<indexer::IndexActor>) {
-        let _ = self.indexer.set(indexer);
+    pub fn set_indexer(&self, indexer: Addr<indexer::IndexActor>, keys: Arc<indexer::KeyBuffer>) {
+        let _ = self.indexer.set((indexer, keys));
     }
 
     /// The key index's actor.
     pub fn indexer(&self) -> Option<&Addr<indexer::IndexActor>> {
-        self.indexer.get()
+        self.indexer.get().map(|(addr, _)| addr)
     }
 
     /// The writer.
@@ -133,7 +133,7 @@ impl Registry {
             queue::QueueLinks {
                 writer: self.writer.clone(),
                 reader: crate::store::commitlog::LogReader::new(self.segments.clone()),
-                indexer: self.indexer.get().cloned(),
+                keys: self.indexer.get().map(|(_, keys)| keys.clone()),
                 active: self.active.clone(),
             },
             self.logger.clone(),

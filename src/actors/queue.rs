@@ -12,7 +12,7 @@
 //! Pulls that find nothing new are parked (long polling) and answered the
 //! moment a `Written` makes something visible, or when their time is up.
 
-use crate::actors::indexer::{IndexActor, IndexKeys};
+use crate::actors::indexer::KeyBuffer;
 use crate::actors::writer::{Append, WriterActor};
 use crate::error::{Error, Result};
 use crate::filter::TagFilter;
@@ -189,7 +189,7 @@ pub struct QueueActor {
     next_offset: u64,
     writer: Addr<WriterActor>,
     reader: LogReader,
-    indexer: Option<Addr<IndexActor>>,
+    keys: Option<Arc<KeyBuffer>>,
     active: Arc<ActiveQueues>,
     /// In `active` since the last barrier.
     listed: bool,
@@ -208,7 +208,7 @@ pub struct QueueLinks {
     /// Log reads.
     pub reader: LogReader,
     /// Where the keys of stored messages go.
-    pub indexer: Option<Addr<IndexActor>>,
+    pub keys: Option<Arc<KeyBuffer>>,
     /// Where the queue lists itself when it takes appends.
     pub active: Arc<ActiveQueues>,
 }
@@ -224,7 +224,7 @@ impl QueueActor {
         links: QueueLinks,
         logger: slog::Logger,
     ) -> Self {
-        let QueueLinks { writer, reader, indexer, active } = links;
+        let QueueLinks { writer, reader, keys, active } = links;
         Self {
             name,
             dir,
@@ -235,7 +235,7 @@ impl QueueActor {
             next_offset: 0,
             writer,
             reader,
-            indexer,
+            keys,
             active,
             listed: false,
             tail_since: None,
@@ -425,22 +425,18 @@ impl Handler<Written> for QueueActor {
         self.note_tail();
         match appended {
             Ok(()) => {
-                // Sent before any later barrier is handled: a checkpoint's
-                // index flush covers every key below its position.
-                if let Some(indexer) = &self.indexer {
-                    let keys: Vec<KeyEntry> = positions
-                        .iter()
-                        .zip(&inflight.key_hashes)
-                        .flat_map(|(pos, hashes)| {
+                // Buffered before any later barrier is handled: a
+                // checkpoint's index flush covers every key below its
+                // position.
+                if let Some(buffer) = &self.keys {
+                    if inflight.key_hashes.iter().any(|k| !k.is_empty()) {
+                        buffer.push(positions.iter().zip(&inflight.key_hashes).flat_map(|(pos, hashes)| {
                             hashes.iter().map(|hash| KeyEntry {
                                 hash: *hash,
                                 log_offset: pos.log_offset,
                                 store_ts: pos.store_ts,
                             })
-                        })
-                        .collect();
-                    if !keys.is_empty() {
-                        indexer.do_send(IndexKeys(keys));
+                        }));
                     }
                 }
                 let stored = positions

@@ -6,7 +6,7 @@
 
 use crate::actors::groups::Groups;
 use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig};
-use crate::actors::indexer::IndexActor;
+use crate::actors::indexer::{IndexActor, KeyBuffer};
 use crate::actors::reput::Reput;
 use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
 use crate::actors::Registry;
@@ -185,13 +185,15 @@ pub async fn start(
         IndexShape { slots: config.store.index_slots, capacity: config.store.index_entries },
     )
     .ctx(|| format!("open {}", store.paths.index().display()))?;
+    let keys = Arc::new(KeyBuffer::default());
     let indexer = {
-        let (segments, log_end, logger) = (store.segments.clone(), store.recovered.write_pos, logger.clone());
+        let (segments, log_end, logger, keys) =
+            (store.segments.clone(), store.recovered.write_pos, logger.clone(), keys.clone());
         IndexActor::start_in_arbiter(&index_arbiter.handle(), move |_| {
-            IndexActor::new(index, segments, log_end, &logger)
+            IndexActor::new(index, keys, segments, log_end, &logger)
         })
     };
-    registry.set_indexer(indexer);
+    registry.set_indexer(indexer, keys);
     let groups = Arc::new(Groups::new(
         registry.clone(),
         store.topics.clone(),
