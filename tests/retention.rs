@@ -86,11 +86,7 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
             }
             let segments_before = std::fs::read_dir(dir.path().join("commitlog")).expect("dir").count();
             // As a checkpoint would: the queue writes its in-memory tail.
-            queue
-                .send(Barrier { force: true, max_tail_age: std::time::Duration::ZERO })
-                .await
-                .expect("mailbox")
-                .expect("barrier");
+            queue.send(Barrier::force()).await.expect("mailbox").expect("barrier");
             let cq_before = cq_files(dir.path());
             let deleted = running.housekeeper.send(RetainNow).await.expect("mailbox").expect("retain");
             assert!(!deleted.segments.is_empty(), "{backend:?}: old segments expired");

@@ -62,6 +62,9 @@ pub struct Housekeeper {
 /// across checkpoints (bounds the log a crash recovery replays).
 const MAX_TAIL_AGE: Duration = Duration::from_secs(10);
 
+/// Most aged tails one checkpoint writes; the rest wait for the next.
+const AGED_TAILS_PER_CHECKPOINT: usize = 4096;
+
 /// Take a checkpoint now (tests; the periodic job does the same).
 #[derive(Message)]
 #[rtype(result = "Result<u64>")]
@@ -123,11 +126,12 @@ impl Housekeeper {
             // leaves young tails in memory.
             let barrier = |registry: &Registry| {
                 let (queues, msg) = if final_stop {
-                    (registry.live_queues(), Barrier { force: true, max_tail_age: Duration::ZERO })
+                    (registry.live_queues(), Barrier::force())
                 } else {
-                    (registry.take_active_queues(), Barrier { force: false, max_tail_age: MAX_TAIL_AGE })
+                    let budget = Arc::new(std::sync::atomic::AtomicUsize::new(AGED_TAILS_PER_CHECKPOINT));
+                    (registry.take_active_queues(), Barrier { force: false, max_tail_age: MAX_TAIL_AGE, budget })
                 };
-                let barriers = queues.into_iter().map(move |q| q.send(msg));
+                let barriers = queues.into_iter().map(move |q| q.send(msg.clone()));
                 async move {
                     let mut files = Vec::new();
                     let mut unwritten: Option<u64> = None;
@@ -239,12 +243,17 @@ impl Housekeeper {
 /// why it is not the default).
 const SYNCFS_THRESHOLD: usize = 512;
 
-fn sync_queue_files(root: &std::path::Path, dirty: &[Arc<std::fs::File>]) -> std::io::Result<()> {
+fn sync_queue_files(root: &std::path::Path, dirty: &[std::path::PathBuf]) -> std::io::Result<()> {
     if dirty.len() > SYNCFS_THRESHOLD {
         return sync_filesystem(root);
     }
-    for file in dirty {
-        file.sync_data()?;
+    for path in dirty {
+        match crate::store::fd_cache::get(path, false) {
+            Ok(file) => file.sync_data()?,
+            // Deleted meanwhile (retention, topic deletion): nothing to sync.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -106,20 +106,36 @@ pub struct Range;
 /// checkpoint can name a durable point below it (recovery replays the log
 /// from there). With thousands of queues, most checkpoints then cost a
 /// mailbox message per active queue instead of a write each.
-#[derive(Message, Clone, Copy)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Barriered>")]
 pub struct Barrier {
     /// Write the whole tail (shutdown).
     pub force: bool,
     /// Write the tail once its oldest entry is this old.
     pub max_tail_age: Duration,
+    /// Aged tails this checkpoint may still write (shared by all queues it
+    /// visits), so tails that aged together are written over several
+    /// checkpoints instead of stalling one.
+    pub budget: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Barrier {
+    /// A barrier that writes every tail (shutdown, tests).
+    pub fn force() -> Self {
+        Self { force: true, max_tail_age: Duration::ZERO, budget: Arc::default() }
+    }
+
+    fn take_budget(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+    }
 }
 
 /// A barrier's answer.
 #[derive(Debug, Default)]
 pub struct Barriered {
     /// Consume-queue files written since the last barrier, to sync.
-    pub files: Vec<Arc<std::fs::File>>,
+    pub files: Vec<PathBuf>,
     /// Log offset of the oldest entry still only in memory.
     pub unwritten_from: Option<u64>,
 }
@@ -505,8 +521,8 @@ impl Handler<Barrier> for QueueActor {
         self.listed = false;
         let aged = self.tail_since.is_some_and(|since| since.elapsed() >= msg.max_tail_age);
         let written = match self.cq.as_mut() {
-            Some(cq) if msg.force || aged => cq.take_dirty(),
-            Some(cq) => cq.take_written(),
+            Some(cq) if msg.force || (aged && msg.take_budget()) => cq.take_dirty(),
+            Some(cq) => Ok(cq.take_written()),
             None => Ok(Vec::new()),
         };
         let files = match written {

@@ -326,20 +326,16 @@ impl ConsumeQueue {
 
     /// Writes the tail, then hands over the files written since the last
     /// call, for the checkpoint to sync off the actor's thread.
-    pub fn take_dirty(&mut self) -> io::Result<Vec<Arc<File>>> {
+    pub fn take_dirty(&mut self) -> io::Result<Vec<PathBuf>> {
         self.flush()?;
-        self.take_written()
+        Ok(self.take_written())
     }
 
     /// The files written since the last call, the in-memory tail left
-    /// alone.
-    pub fn take_written(&mut self) -> io::Result<Vec<Arc<File>>> {
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut files = Vec::with_capacity(dirty.len());
-        for base in dirty {
-            files.extend(self.file(base)?);
-        }
-        Ok(files)
+    /// alone. Paths, not open files: a checkpoint over tens of thousands
+    /// of queues must not hold a descriptor for each.
+    pub fn take_written(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.dirty).into_iter().filter(|b| self.files.contains(b)).map(|b| self.path(b)).collect()
     }
 
     /// Removes the queue's files and directory.

@@ -277,8 +277,10 @@ impl<'a> QueueSet<'a> {
                 let entries = std::mem::take(pending);
                 cq.append(*start, &entries).ctx(|| format!("rebuild {topic}/{queue}"))?;
             }
-            for file in cq.take_dirty().ctx(|| format!("write {topic}/{queue}"))? {
-                file.sync_data().ctx(|| format!("sync {topic}/{queue}"))?;
+            for path in cq.take_dirty().ctx(|| format!("write {topic}/{queue}"))? {
+                crate::store::fd_cache::get(&path, false)
+                    .and_then(|file| file.sync_data())
+                    .ctx(|| format!("sync {topic}/{queue}"))?;
             }
         }
         Ok(())

@@ -94,6 +94,13 @@ enum Scenario {
         /// Queues in all.
         #[arg(long, default_value_t = 50_000)]
         count: u32,
+        /// Seconds of warm-up before measuring: one message to every queue,
+        /// then a pause long enough for each queue's files to be created
+        /// (a new queue's first write creates its directory and file; with
+        /// tens of thousands of queues that is a one-off cost, not the
+        /// steady state). 0 skips it.
+        #[arg(long, default_value_t = 11)]
+        warmup: u64,
     },
     /// Measure write latency on an empty broker, then again with M messages
     /// stored while a slow consumer reads the cold start of the backlog.
@@ -185,7 +192,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Scenario::Produce => produce_scenario(&broker, &admin, &common).await,
         Scenario::Consume => consume_scenario(&broker, &admin, &common).await,
         Scenario::E2e { rate } => e2e_scenario(&broker, &admin, &common, rate).await,
-        Scenario::Queues { count } => queues_scenario(&broker, &admin, &common, count).await,
+        Scenario::Queues { count, warmup } => queues_scenario(&broker, &admin, &common, count, warmup).await,
         Scenario::Backlog { stored } => backlog_scenario(&broker, &admin, &common, stored).await,
         Scenario::Restart { log_gib } => restart_scenario(broker, &admin, &common, log_gib).await,
         Scenario::Index { .. } => Ok(true),
@@ -446,7 +453,13 @@ async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate
     finish(admin, common, &[], summary).await
 }
 
-async fn queues_scenario(broker: &Broker, admin: &Connection, common: &Common, count: u32) -> Result<bool, String> {
+async fn queues_scenario(
+    broker: &Broker,
+    admin: &Connection,
+    common: &Common,
+    count: u32,
+    warmup: u64,
+) -> Result<bool, String> {
     let mut targets = Vec::with_capacity(count as usize);
     let mut left = count;
     let mut t = 0;
@@ -456,12 +469,43 @@ async fn queues_scenario(broker: &Broker, admin: &Connection, common: &Common, c
         left -= n;
         t += 1;
     }
+    let mut notes = Vec::new();
+    if warmup > 0 {
+        let started = Instant::now();
+        let warmed = warm_up(broker, &targets, common.size).await?;
+        tokio::time::sleep(Duration::from_secs(warmup)).await;
+        notes.push((
+            "warm-up".into(),
+            format!(
+                "{warmed} messages, one per queue, then {warmup} s ({:.1} s in all)",
+                started.elapsed().as_secs_f64()
+            ),
+        ));
+    }
     let (acks, mut summary) = produce_load(broker, common, targets, budget(common), "queues").await?;
     summary.notes.push(("queues".into(), count.to_string()));
+    summary.notes.extend(notes);
     if let Some(rss) = broker.rss_bytes() {
         summary.notes.push(("broker rss".into(), format!("{} MiB", rss >> 20)));
     }
     finish(admin, common, &acks, summary).await
+}
+
+/// One message to every target, 256 in flight.
+async fn warm_up(broker: &Broker, targets: &[(String, u32)], size: usize) -> Result<u64, String> {
+    let conn = Connection::connect_as(&broker.addr, "warmup").await.map_err(|e| e.to_string())?;
+    let mut sent = 0;
+    for chunk in targets.chunks(256) {
+        let sends = chunk.iter().map(|(topic, queue)| {
+            let msg = produce::message(topic, size, format!("warm-{topic}-{queue}"));
+            conn.send(topic, *queue, vec![msg])
+        });
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|e| e.to_string())?;
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 async fn restart_scenario(
