@@ -219,17 +219,7 @@ impl Connection {
         tags: Option<&str>,
         long_poll_ms: u64,
     ) -> Result<PullResult, ClientError> {
-        self.pull_request(Request::Pull {
-            topic: topic.into(),
-            queue,
-            offset,
-            max_messages,
-            max_bytes,
-            tags: tags.map(str::to_string),
-            long_poll_ms,
-            sql: None,
-        })
-        .await
+        self.pull_request(pull_body(topic, queue, offset, (max_messages, max_bytes), (tags, None), long_poll_ms)).await
     }
 
     /// [`Connection::pull`] with both filters: `(tags, sql)`.
@@ -239,20 +229,10 @@ impl Connection {
         queue: u32,
         offset: u64,
         max_messages: u32,
-        (tags, sql): (Option<&str>, Option<&str>),
+        filters: (Option<&str>, Option<&str>),
         long_poll_ms: u64,
     ) -> Result<PullResult, ClientError> {
-        self.pull_request(Request::Pull {
-            topic: topic.into(),
-            queue,
-            offset,
-            max_messages,
-            max_bytes: 0,
-            tags: tags.map(str::to_string),
-            long_poll_ms,
-            sql: sql.map(str::to_string),
-        })
-        .await
+        self.pull_request(pull_body(topic, queue, offset, (max_messages, 0), filters, long_poll_ms)).await
     }
 
     async fn pull_request(&self, body: Request) -> Result<PullResult, ClientError> {
@@ -368,6 +348,26 @@ impl Connection {
             Response::Pong => Ok(()),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+fn pull_body(
+    topic: &str,
+    queue: u32,
+    offset: u64,
+    (max_messages, max_bytes): (u32, u32),
+    (tags, sql): (Option<&str>, Option<&str>),
+    long_poll_ms: u64,
+) -> Request {
+    Request::Pull {
+        topic: topic.into(),
+        queue,
+        offset,
+        max_messages,
+        max_bytes,
+        tags: tags.map(str::to_string),
+        long_poll_ms,
+        sql: sql.map(str::to_string),
     }
 }
 

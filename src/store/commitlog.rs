@@ -312,7 +312,10 @@ impl LogReader {
         file.read_exact_at(&mut len, log_offset - base)
             .map_err(|e| Error::io(format!("read log at {log_offset}"), e))?;
         let size = u32::from_le_bytes(len);
-        if (size as usize) < record::HEADER_LEN || u64::from(size) > self.set.segment_bytes() {
+        // A record arrived in one frame: anything longer is not a record
+        // start (an id naming the middle of one), and is not allocated.
+        let limit = self.set.segment_bytes().min(brook_proto::MAX_FRAME_BYTES_CEILING as u64);
+        if (size as usize) < record::HEADER_LEN || u64::from(size) > limit {
             return Err(Error::Corrupt {
                 offset: log_offset,
                 reason: format!("no record starts here (length {size})"),
