@@ -35,7 +35,7 @@ pub use request::{Request, Response};
 
 /// The protocol version a hello carries. A broker refuses versions it does not
 /// know with [`ErrorCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Default largest frame (length prefix excluded) either side accepts.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
