@@ -44,6 +44,27 @@ pub(crate) async fn pull_entries(
         .map_err(|e| Error::Busy(format!("queue actor unavailable: {e}")))?
 }
 
+/// All entries of queue 0 of a system topic from `from` (retention skipped
+/// over) and the offset after them.
+pub(crate) async fn entries_from(registry: &Registry, topic: &str, from: u64) -> Result<(Vec<(u64, CqEntry)>, u64)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let page = match pull_entries(registry, topic, 0, offset, 1024, Duration::ZERO).await {
+            Err(Error::BelowRetained { min, .. }) => {
+                offset = min;
+                continue;
+            }
+            other => other?,
+        };
+        if page.entries.is_empty() {
+            return Ok((out, page.next_offset));
+        }
+        offset = page.next_offset;
+        out.extend(page.entries);
+    }
+}
+
 /// Delivers one delay level.
 pub struct SchedulerActor {
     level: Option<Level>,

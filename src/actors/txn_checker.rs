@@ -24,7 +24,7 @@
 use crate::actors::consumer_group::ClientHandle;
 use crate::actors::queue::Pull;
 use crate::actors::reput::Reput;
-use crate::actors::scheduler::pull_entries;
+use crate::actors::scheduler::{entries_from, pull_entries};
 use crate::actors::Registry;
 use crate::delay::DelayPolicy;
 use crate::error::{Error, Result};
@@ -283,26 +283,6 @@ fn op_body(half: u64, op: Op) -> Vec<u8> {
 fn parse_op(body: &[u8]) -> Option<(u64, Op)> {
     let half = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
     Some((half, Op::from_u8(*body.get(8)?)?))
-}
-
-/// All entries of a system queue from `from`, retention skipped over.
-async fn entries_from(registry: &Registry, topic: &str, from: u64) -> Result<(Vec<(u64, CqEntry)>, u64)> {
-    let mut out = Vec::new();
-    let mut offset = from;
-    loop {
-        let page = match pull_entries(registry, topic, 0, offset, 1024, Duration::ZERO).await {
-            Err(Error::BelowRetained { min, .. }) => {
-                offset = min;
-                continue;
-            }
-            other => other?,
-        };
-        if page.entries.is_empty() {
-            return Ok((out, page.next_offset));
-        }
-        offset = page.next_offset;
-        out.extend(page.entries);
-    }
 }
 
 /// The first offset of `topic`/`queue` whose entry is at or after

@@ -7,7 +7,7 @@
 //! letter can be sent back to the topic it came from.
 
 use crate::actors::consumer_group::GetRetryPolicy;
-use crate::actors::scheduler::pull_entries;
+use crate::actors::scheduler::entries_from;
 use crate::delay::Delay;
 use crate::error::Error;
 use crate::server::BrokerCore;
@@ -106,33 +106,16 @@ pub async fn resend_dlq(core: &BrokerCore, group: &str, msg_id: &str) -> Reply {
         return Err(Error::MessageNotFound(format!("group {group:?} has no dead letters")).into());
     }
     // Dead-letter queues are small and rarely read: a scan is enough.
-    let mut offset = 0;
+    let (entries, _) = entries_from(&core.registry, &dlq, 0).await?;
+    let at: Vec<(u64, Option<u32>)> = entries.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect();
     let mut found = None;
-    loop {
-        let page = match pull_entries(&core.registry, &dlq, 0, offset, 1024, std::time::Duration::ZERO).await {
-            Err(Error::BelowRetained { min, .. }) => {
-                offset = min;
-                continue;
-            }
-            other => other?,
-        };
-        if page.entries.is_empty() {
-            break;
+    for ((_, entry), rec) in entries.iter().zip(core.reput.read(at).await?) {
+        let Ok(rec) = rec else { continue };
+        let origin =
+            rec.message.properties.get(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(entry.log_offset);
+        if origin == id.log_offset || entry.log_offset == id.log_offset {
+            found = Some(rec);
         }
-        let at: Vec<(u64, Option<u32>)> = page.entries.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect();
-        for ((_, entry), rec) in page.entries.iter().zip(core.reput.read(at).await?) {
-            let Ok(rec) = rec else { continue };
-            let origin = rec
-                .message
-                .properties
-                .get(PROP_ORIGIN_LOG_OFFSET)
-                .and_then(|o| o.parse().ok())
-                .unwrap_or(entry.log_offset);
-            if origin == id.log_offset || entry.log_offset == id.log_offset {
-                found = Some(rec);
-            }
-        }
-        offset = page.next_offset;
     }
     let Some(rec) = found else {
         return Err(Error::MessageNotFound(format!("{msg_id} is not in {dlq}")).into());
