@@ -119,6 +119,7 @@ struct Half {
     group: String,
     client: String,
     topic: String,
+    queue: u32,
     stored_ts: i64,
     checks: u32,
     next_check: i64,
@@ -337,6 +338,7 @@ impl Checker {
             group: props.get(PROP_PRODUCER_GROUP).cloned().unwrap_or_default(),
             client: props.get(PROP_PRODUCER_CLIENT).cloned().unwrap_or_default(),
             topic: props.get(brook_proto::system::PROP_REAL_TOPIC).cloned().unwrap_or_default(),
+            queue: props.get(brook_proto::system::PROP_REAL_QUEUE).and_then(|q| q.parse().ok()).unwrap_or(0),
             stored_ts: rec.head.store_ts,
             checks: 0,
             next_check: rec.head.store_ts.saturating_add(timeout_ms as i64),
@@ -406,12 +408,8 @@ impl Checker {
     /// Whether the visible copy of `h` was written after its `commit` op
     /// record (at `op_offset`, stored at `op_ts`).
     async fn copy_exists(&self, h: &Half, op_offset: u64, op_ts: i64) -> Result<bool> {
-        let rec = self.reput.read(vec![(h.entry.log_offset, Some(h.entry.size))]).await?.pop();
-        let Some(Ok(rec)) = rec else { return Ok(false) };
-        let queue: u32 =
-            rec.message.properties.get(brook_proto::system::PROP_REAL_QUEUE).and_then(|q| q.parse().ok()).unwrap_or(0);
         let Some(queues) = self.reput.topics().get(&h.topic).map(|t| t.queues) else { return Ok(true) };
-        let queue = queue.min(queues.saturating_sub(1));
+        let queue = h.queue.min(queues.saturating_sub(1));
         let mut offset = first_at_or_after(&self.registry, &h.topic, queue, op_offset).await?;
         loop {
             let page = pull_entries(&self.registry, &h.topic, queue, offset, 256, Duration::ZERO).await?;
