@@ -255,19 +255,14 @@ async fn produce_load(
         acks.extend(task.await.map_err(|e| e.to_string())?);
     }
     let elapsed = start.elapsed();
-    stats.bar.finish_and_clear();
-    let summary = Summary {
-        scenario: scenario.to_string(),
-        messages: stats.messages.load(std::sync::atomic::Ordering::Relaxed),
-        bytes: stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
-        errors: stats.errors.load(std::sync::atomic::Ordering::Relaxed),
+    let summary = stats.summary(
+        scenario,
         elapsed,
-        hist: stats.histogram(),
-        latency_of: match common.mode {
+        match common.mode {
             Mode::Batch => "per request",
             _ => "send→ack",
         },
-        notes: vec![
+        vec![
             (
                 "mode".into(),
                 format!(
@@ -278,7 +273,7 @@ async fn produce_load(
             ("size".into(), format!("{} B", common.size)),
             ("flush".into(), common.flush.clone()),
         ],
-    };
+    );
     Ok((acks, summary))
 }
 
@@ -351,17 +346,8 @@ async fn consume_scenario(broker: &Broker, admin: &Connection, common: &Common) 
     for t in tasks {
         t.await.map_err(|e| e.to_string())?;
     }
-    stats.bar.finish_and_clear();
-    let summary = Summary {
-        scenario: "consume".into(),
-        messages: stats.messages.load(std::sync::atomic::Ordering::Relaxed),
-        bytes: stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
-        errors: stats.errors.load(std::sync::atomic::Ordering::Relaxed),
-        elapsed: start.elapsed(),
-        hist: stats.histogram(),
-        latency_of: "per pull",
-        notes: vec![("consumers".into(), consumers.to_string())],
-    };
+    let summary =
+        stats.summary("consume", start.elapsed(), "per pull", vec![("consumers".into(), consumers.to_string())]);
     finish(admin, common, &[], summary).await
 }
 
@@ -439,17 +425,12 @@ async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate
     for r in readers {
         r.await.map_err(|e| e.to_string())?;
     }
-    stats.bar.finish_and_clear();
-    let summary = Summary {
-        scenario: "e2e".into(),
-        messages: stats.messages.load(std::sync::atomic::Ordering::Relaxed),
-        bytes: stats.bytes.load(std::sync::atomic::Ordering::Relaxed),
-        errors: stats.errors.load(std::sync::atomic::Ordering::Relaxed),
-        elapsed: start.elapsed().min(duration),
-        hist: stats.histogram(),
-        latency_of: "send→receive",
-        notes: vec![("target rate".into(), format!("{rate} msgs/s"))],
-    };
+    let summary = stats.summary(
+        "e2e",
+        start.elapsed().min(duration),
+        "send→receive",
+        vec![("target rate".into(), format!("{rate} msgs/s"))],
+    );
     finish(admin, common, &[], summary).await
 }
 

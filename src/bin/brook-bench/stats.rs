@@ -60,6 +60,27 @@ impl Stats {
     pub fn histogram(&self) -> Histogram<u64> {
         self.hist.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram())
     }
+
+    /// Ends the run: clears the progress bar and sums it up.
+    pub fn summary(
+        &self,
+        scenario: &str,
+        elapsed: Duration,
+        latency_of: &'static str,
+        notes: Vec<(String, String)>,
+    ) -> Summary {
+        self.bar.finish_and_clear();
+        Summary {
+            scenario: scenario.to_string(),
+            messages: self.messages.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            elapsed,
+            hist: self.histogram(),
+            latency_of,
+            notes,
+        }
+    }
 }
 
 /// A latency histogram in microseconds, auto-resizing, 3 significant digits.
