@@ -69,7 +69,8 @@ pub fn queue_for_key(key: &str, queues: u32) -> u32 {
     (brook_proto::hash::fnv1a64(key) % u64::from(queues.max(1))) as u32
 }
 
-fn now_ms() -> i64 {
+/// Now, ms since the epoch (born times, trace times).
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 

@@ -79,8 +79,7 @@ impl TransactionProducer {
             msg.properties.insert(PROP_TRANSACTION_TIMEOUT_MS.into(), t.as_millis().to_string());
         }
         if msg.born_ts == 0 {
-            msg.born_ts =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            msg.born_ts = crate::producer::now_ms();
         }
         let conn = self.session.get().await?;
         let queues = conn.describe_topic(&msg.topic).await?.queues.max(1);

@@ -60,6 +60,12 @@ impl Message {
         self.with_property(crate::system::PROP_DELIVER_AT, at_ms.to_string())
     }
 
+    /// Whether the property `name` is set to `true` (the reserved flags:
+    /// transactional, traced).
+    pub fn flag(&self, name: &str) -> bool {
+        self.properties.get(name).is_some_and(|v| v == "true")
+    }
+
     /// Sets a property.
     #[must_use]
     pub fn with_property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {

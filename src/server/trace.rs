@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 /// Whether a message is traced.
 pub fn is_traced(msg: &Message) -> bool {
-    msg.properties.get(PROP_TRACE).is_some_and(|v| v == "true")
+    msg.flag(PROP_TRACE)
 }
 
 /// Writes trace events in the background.

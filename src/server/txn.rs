@@ -22,7 +22,7 @@ fn mailbox(e: actix::MailboxError) -> WireError {
 
 /// Whether a message is a transactional half.
 pub fn is_half(msg: &Message) -> bool {
-    msg.properties.get(PROP_TRANSACTION).is_some_and(|v| v == "true")
+    msg.flag(PROP_TRANSACTION)
 }
 
 /// Checks a half message and rewrites it to wait in the half topic for its

@@ -8,6 +8,7 @@
 use super::ConsumeResult;
 use crate::consumer::push::PushConfig;
 use crate::error::ClientError;
+use crate::producer::now_ms;
 use crate::session::{Backoff, Session};
 use brook_proto::request::ConsumeTrace;
 use brook_proto::request::{ConsumeMode, PullResult, QueueOffset, QueueRef};
@@ -147,7 +148,7 @@ impl Ctx {
     async fn trace(&self, messages: &[StoredMessage], delivered_at: i64, cost: Duration, result: ConsumeResult) {
         let traces: Vec<ConsumeTrace> = messages
             .iter()
-            .filter(|m| self.config.trace || m.property(PROP_TRACE) == Some("true"))
+            .filter(|m| self.config.trace || m.message.flag(PROP_TRACE))
             .map(|m| ConsumeTrace {
                 msg_id: m.msg_id.clone(),
                 topic: m.message.topic.clone(),
@@ -208,10 +209,6 @@ impl Ctx {
         }
         Ok(found)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Sleeps, or returns false at once if the worker is told to stop.
