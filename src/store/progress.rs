@@ -22,6 +22,9 @@ const SLOT: usize = 8 + 8 * MAX_VALUES + 4;
 pub struct ProgressFile {
     file: File,
     seq: AtomicU64,
+    /// Sequence of the last completed write, and of the last synced one.
+    written: AtomicU64,
+    synced: AtomicU64,
 }
 
 fn encode(seq: u64, values: &[u64]) -> [u8; SLOT] {
@@ -67,7 +70,7 @@ impl ProgressFile {
         }
         let best = [decode(&buf[..SLOT]), decode(&buf[SLOT..])].into_iter().flatten().max_by_key(|(seq, _)| *seq);
         let (seq, values) = best.unwrap_or((0, [0; MAX_VALUES]));
-        Ok((Self { file, seq: AtomicU64::new(seq) }, values))
+        Ok((Self { file, seq: AtomicU64::new(seq), written: AtomicU64::new(seq), synced: AtomicU64::new(seq) }, values))
     }
 
     /// Records `values` (at most [`MAX_VALUES`]); visible to the next
@@ -75,12 +78,21 @@ impl ProgressFile {
     pub fn store(&self, values: &[u64]) -> io::Result<()> {
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         let at = (seq % 2) * SLOT as u64;
-        self.file.write_all_at(&encode(seq, values), at)
+        self.file.write_all_at(&encode(seq, values), at)?;
+        self.written.fetch_max(seq, Ordering::AcqRel);
+        Ok(())
     }
 
-    /// Makes the last `store` durable.
+    /// Makes the last `store` durable (nothing to do if there was none
+    /// since the last sync: idle schedulers cost no fdatasync).
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        let seq = self.written.load(Ordering::Acquire);
+        if self.synced.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        self.synced.fetch_max(seq, Ordering::AcqRel);
+        Ok(())
     }
 }
 

@@ -122,6 +122,9 @@ impl Buckets {
     /// Fsyncs the buckets appended to since the last sync.
     pub fn sync(&self) -> io::Result<()> {
         let dirty: Vec<i64> = self.dirty.lock().map(|mut d| d.drain().collect()).unwrap_or_default();
+        if dirty.is_empty() {
+            return Ok(());
+        }
         // A bucket removed meanwhile is simply not there.
         for bucket in dirty {
             match std::fs::File::open(self.path(bucket)) {
