@@ -83,11 +83,16 @@ impl ProgressFile {
         Ok(())
     }
 
+    /// Whether a `store` completed since the last `sync`.
+    pub fn unsynced(&self) -> bool {
+        self.synced.load(Ordering::Acquire) < self.written.load(Ordering::Acquire)
+    }
+
     /// Makes the last `store` durable (nothing to do if there was none
     /// since the last sync: idle schedulers cost no fdatasync).
     pub fn sync(&self) -> io::Result<()> {
         let seq = self.written.load(Ordering::Acquire);
-        if self.synced.load(Ordering::Acquire) >= seq {
+        if !self.unsynced() {
             return Ok(());
         }
         self.file.sync_data()?;
@@ -127,7 +132,11 @@ mod tests {
         let path = dir.path().join("p");
         let (file, values) = ProgressFile::open(&path).expect("open");
         assert_eq!(values, [0; MAX_VALUES]);
+        assert!(!file.unsynced(), "nothing to sync on a fresh file");
         file.store(&[1, 2]).expect("store");
+        assert!(file.unsynced());
+        file.sync().expect("sync");
+        assert!(!file.unsynced(), "a sync covers every completed store");
         file.store(&[3, 4]).expect("store");
         drop(file);
         let (file, values) = ProgressFile::open(&path).expect("reopen");
