@@ -152,3 +152,97 @@ async fn bad_frames_get_clear_errors_and_change_nothing() {
     let ack = conn.send("safe", 0, vec![Message::new("safe", b"after".to_vec())]).await.expect("send");
     assert_eq!(ack[0].queue_offset, 50);
 }
+
+/// Sends read together are stored together (one batch per queue), but each
+/// is still answered on its own: a bad one fails alone, the rest keep their
+/// arrival order in every queue, big bodies among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_read_together_are_answered_one_by_one_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = base_env(dir.path(), "std");
+    env.push(("BROOK_STORE__SEGMENT_BYTES".into(), (8u64 << 20).to_string()));
+    let broker = Brookd::start(&env);
+    let conn = broker.connect().await;
+    conn.create_topic("merge", 2).await.expect("create");
+    conn.create_topic("other", 1).await.expect("create");
+
+    // What each request is, by id: Ok(queue) or the error it must get.
+    let mut expect: Vec<(u64, Result<(String, u32), ErrorCode>)> = Vec::new();
+    let mut wire = hello(PROTOCOL_VERSION);
+    let send = |topic: &str, queue: u32, body: Vec<u8>| Request::Send {
+        topic: topic.into(),
+        queue,
+        messages: vec![Message::new(topic, body)],
+    };
+    for id in 10..130u64 {
+        let (request, outcome) = match id % 9 {
+            0 => (send("merge", 5, b"bad queue".to_vec()), Err(ErrorCode::QueueOutOfRange)),
+            3 => (send("merge", 0, vec![b'x'; 5 << 20]), Err(ErrorCode::MessageTooLarge)),
+            5 => (send("%DLQ%g", 0, b"reserved".to_vec()), Err(ErrorCode::InvalidArgument)),
+            6 => (Request::ListTopics, Ok(("".to_string(), 0))),
+            7 => (send("other", 0, format!("{id}").into_bytes()), Ok(("other".to_string(), 0))),
+            _ => {
+                let queue = (id % 2) as u32;
+                // Big bodies now and then (frames split across reads).
+                let mut body = format!("{id}").into_bytes();
+                if id % 4 == 0 {
+                    body.resize(300 << 10, b'.');
+                }
+                (send("merge", queue, body), Ok(("merge".to_string(), queue)))
+            }
+        };
+        wire.extend(frame_bytes(&Frame::Request { id, body: request }));
+        expect.push((id, outcome));
+    }
+    // A one-way send at the end: stored, never answered.
+    wire.extend(frame_bytes(&Frame::Oneway { body: send("other", 0, b"oneway".to_vec()) }));
+    let addr = broker.addr.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut s = raw(&addr);
+        s.write_all(&wire).expect("one write carries every frame");
+        assert!(matches!(read_frame(&mut s), Some(Frame::Response { body: Ok(Response::Hello { .. }), .. })));
+        let mut answers = std::collections::BTreeMap::new();
+        while answers.len() < 120 {
+            match read_frame(&mut s) {
+                Some(Frame::Response { id, body }) => assert!(answers.insert(id, body).is_none(), "answered twice"),
+                other => panic!("expected an answer, got {other:?}"),
+            }
+        }
+        answers
+    })
+    .await
+    .expect("client");
+
+    let mut stored: std::collections::BTreeMap<(String, u32), Vec<(u64, u64)>> = Default::default();
+    for (id, outcome) in &expect {
+        let answer = answers.get(id).unwrap_or_else(|| panic!("request {id} not answered"));
+        match (outcome, answer) {
+            (Err(code), Err(e)) => assert_eq!(e.code, *code, "request {id}: {}", e.message),
+            (Ok((topic, _)), Ok(Response::Topics(_))) if topic.is_empty() => {}
+            (Ok((topic, queue)), Ok(Response::Sent(acks))) => {
+                assert_eq!(acks.len(), 1);
+                assert_eq!(acks[0].queue, *queue);
+                stored.entry((topic.clone(), *queue)).or_default().push((*id, acks[0].queue_offset));
+            }
+            (want, got) => panic!("request {id}: wanted {want:?}, got {got:?}"),
+        }
+    }
+    // Per queue: offsets dense from 0 in request order, and the stored
+    // bodies are the requests' own, in that order.
+    for ((topic, queue), acked) in &stored {
+        let offsets: Vec<u64> = acked.iter().map(|(_, offset)| *offset).collect();
+        assert_eq!(offsets, (0..acked.len() as u64).collect::<Vec<_>>(), "{topic}/{queue} offsets follow arrival");
+        let extra = usize::from(topic == "other");
+        let messages = drain_queue(&conn, topic, *queue, 0, acked.len() + extra, Duration::from_secs(10)).await;
+        let ids: Vec<String> = messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.message.body).trim_end_matches('.').to_string())
+            .collect();
+        let mut want: Vec<String> = acked.iter().map(|(id, _)| id.to_string()).collect();
+        if extra == 1 {
+            want.push("oneway".into());
+        }
+        assert_eq!(ids, want, "{topic}/{queue} holds the requests' bodies in order");
+    }
+    assert!(stored.len() == 3, "both merge queues and the other topic took sends");
+}

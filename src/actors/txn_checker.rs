@@ -551,7 +551,7 @@ impl Checker {
 
     fn msg_id(&self, log_offset: u64) -> String {
         let broker = self.advertised.get().copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        MessageId { broker, log_offset }.to_string()
+        MessageId { broker, log_offset }.to_hex()
     }
 
     async fn ask(&mut self, h: &Half, now: i64) -> Result<()> {

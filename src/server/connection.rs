@@ -1,6 +1,8 @@
 //! One client connection. Frames are read and decoded here; the first must
 //! be a hello with a known protocol version. Each later request runs as its
-//! own task, so a connection has many requests in flight and answers leave in
+//! own task — except sends: those read in one turn share a task and are
+//! stored one batch per queue (fewer hops per message under pipelining) —
+//! so a connection has many requests in flight and answers leave in
 //! completion order, each tagged with its request id. A single writer task
 //! batches answers into the socket and flushes when it runs out of work.
 //!
@@ -9,21 +11,23 @@
 //! of this touches stored data.
 
 use crate::actors::consumer_group::ClientHandle;
-use crate::server::dispatch;
+use crate::server::dispatch::{self, SendRequest};
 use crate::server::BrokerCore;
 use brook_proto::{CodecError, ErrorCode, Frame, FrameCodec, Request, Response, WireError, PROTOCOL_VERSION};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// Most requests one connection may have in flight; past it, reading pauses.
 const MAX_IN_FLIGHT: usize = 4096;
+/// Most frames taken from the read buffer in one turn.
+const MAX_GATHER: usize = 256;
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may finish after shutdown begins.
@@ -102,47 +106,69 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
     let info = Arc::new(info);
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = JoinSet::new();
-    loop {
+    let mut sends = SendGroup::default();
+    'read: loop {
         let next = tokio::select! {
             next = frames.next() => next,
             _ = shutdown.changed() => break,
         };
         // Reap finished request tasks so the set does not grow.
         while tasks.try_join_next().is_some() {}
-        match next {
-            Some(Ok(Frame::Request { id, body })) => {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
-                let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
-                tasks.spawn_local(async move {
-                    let body = dispatch::handle(&core, &info, body).await;
-                    let _ = tx.send(Frame::Response { id, body }).await;
-                    drop(permit);
-                });
-            }
-            Some(Ok(Frame::Oneway { body })) => {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
-                let (core, info) = (core.clone(), info.clone());
-                tasks.spawn_local(async move {
-                    let _ = dispatch::handle(&core, &info, body).await;
-                    drop(permit);
-                });
-            }
-            // Answers to broker-initiated requests; none are sent yet.
-            Some(Ok(Frame::Response { .. })) => {}
-            Some(Err(e)) => {
-                if !matches!(e, CodecError::Io(_)) {
-                    slog::info!(logger, "closing connection after a bad frame"; "error" => %e);
-                    let _ = tx.send(codec_error_frame(&e)).await;
+        // Take every frame already read along with this one: their sends
+        // are stored together.
+        let mut next = Some(next);
+        let mut taken = 0;
+        while let Some(frame) = next.take() {
+            taken += 1;
+            let request = match frame {
+                Some(Ok(Frame::Request { id, body })) => Some((Some(id), body)),
+                Some(Ok(Frame::Oneway { body })) => Some((None, body)),
+                // Answers to broker-initiated requests; none are awaited.
+                Some(Ok(Frame::Response { .. })) => None,
+                Some(Err(e)) => {
+                    if !matches!(e, CodecError::Io(_)) {
+                        slog::info!(logger, "closing connection after a bad frame"; "error" => %e);
+                        let _ = tx.send(codec_error_frame(&e)).await;
+                    }
+                    break 'read;
                 }
-                break;
+                None => break 'read,
+            };
+            if let Some((id, body)) = request {
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        // Full: the gathered sends hold permits, so they go first.
+                        sends.spawn(&mut tasks, &core, &info, &tx);
+                        match permits.clone().acquire_owned().await {
+                            Ok(permit) => permit,
+                            Err(_) => break 'read,
+                        }
+                    }
+                };
+                if let Request::Send { topic, queue, messages } = body {
+                    sends.push(SendRequest { id, topic, queue, messages }, permit);
+                } else {
+                    // Keep arrival order: sends read before this request are
+                    // handed on first.
+                    sends.spawn(&mut tasks, &core, &info, &tx);
+                    let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
+                    tasks.spawn_local(async move {
+                        let body = dispatch::handle(&core, &info, body).await;
+                        if let Some(id) = id {
+                            let _ = tx.send(Frame::Response { id, body }).await;
+                        }
+                        drop(permit);
+                    });
+                }
             }
-            None => break,
+            if taken < MAX_GATHER {
+                next = frames.next().now_or_never();
+            }
         }
+        sends.spawn(&mut tasks, &core, &info, &tx);
     }
+    sends.spawn(&mut tasks, &core, &info, &tx);
     // Let requests already accepted finish briefly, then close.
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -160,6 +186,45 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
         writer.abort();
     }
     slog::debug!(logger, "connection closed");
+}
+
+/// Send requests read together, waiting to be handed to one task.
+#[derive(Default)]
+struct SendGroup {
+    requests: Vec<SendRequest>,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl SendGroup {
+    fn push(&mut self, request: SendRequest, permit: OwnedSemaphorePermit) {
+        self.requests.push(request);
+        self.permits.push(permit);
+    }
+
+    /// Starts storing the gathered sends (if any) in one task that answers
+    /// each of them.
+    fn spawn(
+        &mut self,
+        tasks: &mut JoinSet<()>,
+        core: &Arc<BrokerCore>,
+        info: &Arc<ConnInfo>,
+        tx: &mpsc::Sender<Frame>,
+    ) {
+        if self.requests.is_empty() {
+            return;
+        }
+        let requests = std::mem::take(&mut self.requests);
+        let permits = std::mem::take(&mut self.permits);
+        let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
+        tasks.spawn_local(async move {
+            for (id, body) in dispatch::send_many(&core, &info, requests).await {
+                if let Some(id) = id {
+                    let _ = tx.send(Frame::Response { id, body }).await;
+                }
+            }
+            drop(permits);
+        });
+    }
 }
 
 fn codec_error_frame(e: &CodecError) -> Frame {

@@ -2,7 +2,7 @@
 //! wire code. Validation happens here, before anything reaches an actor, so
 //! invalid input changes nothing.
 
-use crate::actors::queue::{Destroy, Pull, Range};
+use crate::actors::queue::{Destroy, Pull, Range, Stored};
 use crate::error::Error;
 use crate::filter::sql::Fields;
 use crate::filter::TagFilter;
@@ -128,6 +128,143 @@ async fn describe_topic(core: &BrokerCore, name: &str) -> Reply {
 }
 
 async fn send(core: &BrokerCore, conn: &ConnInfo, topic: &str, queue: u32, messages: Vec<Message>) -> Reply {
+    let (items, prepared) = prepare_send(core, conn, topic, queue, messages)?;
+    let stored = core.reput.store(prepared.store_topic(), prepared.store_queue, items).await?;
+    Ok(finish_send(core, conn, prepared, stored))
+}
+
+/// One send request as a connection read it.
+pub struct SendRequest {
+    /// Request id to answer, or `None` for a one-way send.
+    pub id: Option<u64>,
+    /// Topic named by the request.
+    pub topic: String,
+    /// Queue named by the request.
+    pub queue: u32,
+    /// Its messages.
+    pub messages: Vec<Message>,
+}
+
+/// Most encoded bytes one merged store carries; more start another.
+const MERGE_BYTES: usize = 1 << 20;
+
+/// Answers many send requests that arrived together on one connection.
+/// Requests bound for the same queue are stored as one batch, in arrival
+/// order, so the queue actor and the writer see one append instead of one
+/// per request; each request still gets its own answer (or error: one
+/// request's bad input fails only that request).
+pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendRequest>) -> Vec<(Option<u64>, Reply)> {
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut ready = Vec::with_capacity(requests.len());
+    for SendRequest { id, topic, queue, messages } in requests {
+        match prepare_send(core, conn, &topic, queue, messages) {
+            Ok((items, prepared)) => ready.push((id, items, prepared)),
+            Err(e) => answers.push((id, Err(e))),
+        }
+    }
+    let groups = merge_in_order(
+        ready.into_iter().map(|(id, items, prepared)| {
+            let dest = (prepared.store_topic().to_string(), prepared.store_queue);
+            (dest, prepared.bytes, (id, items, prepared))
+        }),
+        MERGE_BYTES,
+    );
+    let mut stores = Vec::with_capacity(groups.len());
+    let mut members = Vec::with_capacity(groups.len());
+    for ((topic, queue), group) in groups {
+        let mut all = Vec::new();
+        let mut answer = Vec::with_capacity(group.len());
+        for (id, items, prepared) in group {
+            all.extend(items);
+            answer.push((id, prepared));
+        }
+        // Polled in list order by `join_all`, so the batches of one queue
+        // reach its actor in the order they were formed.
+        stores.push(async move { core.reput.store(&topic, queue, all).await });
+        members.push(answer);
+    }
+    for (result, group) in futures::future::join_all(stores).await.into_iter().zip(members) {
+        match result {
+            Ok(stored) => {
+                let mut stored = stored.into_iter();
+                for (id, prepared) in group {
+                    let own: Vec<Stored> = stored.by_ref().take(prepared.dues.len()).collect();
+                    answers.push((id, Ok(finish_send(core, conn, prepared, own))));
+                }
+            }
+            Err(e) => {
+                let e = WireError::from(e);
+                answers.extend(group.into_iter().map(|(id, _)| (id, Err(e.clone()))));
+            }
+        }
+    }
+    answers
+}
+
+/// Groups items by destination, keeping arrival order within each: an item
+/// joins only the newest group of its destination (joining an older one
+/// would put it ahead of items after that group), and a group stops taking
+/// items at `cap` bytes (a single bigger item still gets a group).
+fn merge_in_order<D: PartialEq, T>(items: impl Iterator<Item = (D, usize, T)>, cap: usize) -> Vec<(D, Vec<T>)> {
+    let mut groups: Vec<(D, usize, Vec<T>)> = Vec::new();
+    for (dest, bytes, item) in items {
+        match groups.iter().rposition(|(d, _, _)| *d == dest) {
+            Some(i) if groups[i].1 + bytes <= cap => {
+                groups[i].1 += bytes;
+                groups[i].2.push(item);
+            }
+            _ => groups.push((dest, bytes, vec![item])),
+        }
+    }
+    groups.into_iter().map(|(dest, _, items)| (dest, items)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_in_order;
+
+    #[test]
+    fn merged_groups_keep_arrival_order_per_destination() {
+        let items = [("a", 10, 1), ("b", 10, 2), ("a", 80, 3), ("a", 15, 4), ("b", 10, 5), ("a", 200, 6), ("a", 1, 7)];
+        let groups = merge_in_order(items.into_iter(), 100);
+        // "a": 1+3 fit (90 bytes); 4 would pass the cap, so a new group;
+        // 6 is bigger than the cap alone; 7 must follow it, never join
+        // the room left in an older group.
+        assert_eq!(groups, vec![("a", vec![1, 3]), ("b", vec![2, 5]), ("a", vec![4]), ("a", vec![6]), ("a", vec![7])]);
+    }
+}
+
+/// A send request that passed every check, its messages encoded-ready and
+/// moved out; what is left is needed to answer it once stored.
+struct PreparedSend {
+    topic: String,
+    queue: u32,
+    /// Where the records are stored: `None` is the request's own topic.
+    store_in: Option<&'static str>,
+    store_queue: u32,
+    /// Exact delivery time of each message (delayed ones).
+    dues: Vec<Option<i64>>,
+    traced: Vec<bool>,
+    received_at: i64,
+    /// Encoded size of all its records.
+    bytes: usize,
+}
+
+impl PreparedSend {
+    fn store_topic(&self) -> &str {
+        self.store_in.unwrap_or(&self.topic)
+    }
+}
+
+/// Checks a send request and turns it into the items to store: every
+/// refusal happens here, before anything is written.
+fn prepare_send(
+    core: &BrokerCore,
+    conn: &ConnInfo,
+    topic: &str,
+    queue: u32,
+    messages: Vec<Message>,
+) -> Result<(Vec<(Message, u64)>, PreparedSend), WireError> {
     if is_reserved_topic(topic) {
         return Err(Error::InvalidArgument(format!("topic {topic:?} is reserved for the broker's own use")).into());
     }
@@ -152,6 +289,7 @@ async fn send(core: &BrokerCore, conn: &ConnInfo, topic: &str, queue: u32, messa
     let now = crate::clock::now_ms();
     let mut traced = Vec::new();
     let mut items = Vec::with_capacity(messages.len());
+    let mut bytes = 0;
     let mut dues = Vec::with_capacity(messages.len());
     // Where the batch is stored: its topic and queue, or — delayed — the
     // queue where it waits. One batch, one queue, so it shares one delay.
@@ -205,39 +343,50 @@ async fn send(core: &BrokerCore, conn: &ConnInfo, topic: &str, queue: u32, messa
         if size > max_record {
             return Err(Error::MessageTooLarge { size, max: max_record }.into());
         }
+        bytes += size;
         items.push((msg, code));
         dues.push(due);
     }
-    let (store_topic, store_queue) = dest.flatten().unwrap_or((topic, queue));
-    let stored = core.reput.store(store_topic, store_queue, items).await?;
+    let (store_in, store_queue) = match dest.flatten() {
+        Some((waits_in, waits_queue)) => (Some(waits_in), waits_queue),
+        None => (None, queue),
+    };
+    let prepared =
+        PreparedSend { topic: topic.to_string(), queue, store_in, store_queue, dues, traced, received_at: now, bytes };
+    Ok((items, prepared))
+}
+
+/// The answer to a stored send (and its trace events).
+fn finish_send(core: &BrokerCore, conn: &ConnInfo, prepared: PreparedSend, stored: Vec<Stored>) -> Response {
+    let PreparedSend { topic, queue, store_queue, dues, traced, received_at, .. } = prepared;
     let acks: Vec<SendAck> = stored
         .into_iter()
         .zip(dues)
         .map(|(s, deliver_at)| SendAck {
-            msg_id: MessageId { broker: core.advertised, log_offset: s.pos.log_offset }.to_string(),
+            msg_id: MessageId { broker: core.advertised, log_offset: s.pos.log_offset }.to_hex(),
             queue,
             queue_offset: s.queue_offset,
             deliver_at,
         })
         .collect();
     if traced.contains(&true) {
-        let cost_ms = crate::clock::now_ms() - now;
+        let cost_ms = crate::clock::now_ms() - received_at;
         let sent = acks
             .iter()
             .zip(&traced)
             .filter(|(_, t)| **t)
             .map(|(ack, _)| trace::SentTrace {
                 msg_id: ack.msg_id.clone(),
-                topic,
+                topic: &topic,
                 queue: store_queue,
                 offset: ack.queue_offset,
-                received_at: now,
+                received_at,
                 cost_ms,
             })
             .collect();
         trace::sent(core, conn, sent);
     }
-    Ok(Response::Sent(acks))
+    Response::Sent(acks)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -319,7 +468,7 @@ pub fn stored_message(
     let props = &rec.message.properties;
     let origin = props.get(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(log_offset);
     StoredMessage {
-        msg_id: MessageId { broker, log_offset: origin }.to_string(),
+        msg_id: MessageId { broker, log_offset: origin }.to_hex(),
         queue: rec.head.queue_id,
         queue_offset,
         log_offset,

@@ -77,7 +77,7 @@ pub async fn send_back(core: &BrokerCore, group: &str, log_offset: u64, to_dlq: 
     core.reput.store(parked.topic, parked.queue, vec![(msg, parked.due as u64)]).await?;
     if traced {
         let origin = props_origin(log_offset, &origin_log);
-        let msg_id = MessageId { broker: core.advertised, log_offset: origin }.to_string();
+        let msg_id = MessageId { broker: core.advertised, log_offset: origin }.to_hex();
         let event = serde_json::json!({ "event": "retry", "msg_id": msg_id, "topic": origin_topic, "time": now,
             "group": group, "reconsume": times + 1, "due": parked.due });
         crate::server::trace::record(&core.reput, &core.logger, vec![(msg_id, event)]);
