@@ -219,21 +219,6 @@ fn merge_in_order<D: PartialEq, T>(items: impl Iterator<Item = (D, usize, T)>, c
     groups.into_iter().map(|(dest, _, items)| (dest, items)).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::merge_in_order;
-
-    #[test]
-    fn merged_groups_keep_arrival_order_per_destination() {
-        let items = [("a", 10, 1), ("b", 10, 2), ("a", 80, 3), ("a", 15, 4), ("b", 10, 5), ("a", 200, 6), ("a", 1, 7)];
-        let groups = merge_in_order(items.into_iter(), 100);
-        // "a": 1+3 fit (90 bytes); 4 would pass the cap, so a new group;
-        // 6 is bigger than the cap alone; 7 must follow it, never join
-        // the room left in an older group.
-        assert_eq!(groups, vec![("a", vec![1, 3]), ("b", vec![2, 5]), ("a", vec![4]), ("a", vec![6]), ("a", vec![7])]);
-    }
-}
-
 /// A send request that passed every check, its messages encoded-ready and
 /// moved out; what is left is needed to answer it once stored.
 struct PreparedSend {
@@ -476,5 +461,20 @@ pub fn stored_message(
         flags: rec.head.flags,
         reconsume_times: props.get(PROP_RECONSUME_TIMES).and_then(|n| n.parse().ok()).unwrap_or(0),
         message: rec.message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_in_order;
+
+    #[test]
+    fn merged_groups_keep_arrival_order_per_destination() {
+        let items = [("a", 10, 1), ("b", 10, 2), ("a", 80, 3), ("a", 15, 4), ("b", 10, 5), ("a", 200, 6), ("a", 1, 7)];
+        let groups = merge_in_order(items.into_iter(), 100);
+        // "a": 1+3 fit (90 bytes); 4 would pass the cap, so a new group;
+        // 6 is bigger than the cap alone; 7 must follow it, never join
+        // the room left in an older group.
+        assert_eq!(groups, vec![("a", vec![1, 3]), ("b", vec![2, 5]), ("a", vec![4]), ("a", vec![6]), ("a", vec![7])]);
     }
 }
