@@ -166,8 +166,10 @@ async fn sends_read_together_are_answered_one_by_one_in_order() {
     conn.create_topic("merge", 2).await.expect("create");
     conn.create_topic("other", 1).await.expect("create");
 
-    // What each request is, by id: Ok(queue) or the error it must get.
-    let mut expect: Vec<(u64, Result<(String, u32), ErrorCode>)> = Vec::new();
+    // What each request must get, by id: stored in (topic, queue) — an
+    // empty topic for the list request — or refused with a code.
+    type Outcome = Result<(String, u32), ErrorCode>;
+    let mut expect: Vec<(u64, Outcome)> = Vec::new();
     let mut wire = hello(PROTOCOL_VERSION);
     let send = |topic: &str, queue: u32, body: Vec<u8>| Request::Send {
         topic: topic.into(),
