@@ -19,6 +19,8 @@ use std::sync::Arc;
 /// request for the queue's actor (with the key hashes for the key index).
 pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32) -> Result<Produce> {
     let mut batch = AppendBatch::default();
+    // One allocation for the batch rather than a regrowth every few records.
+    batch.buf.reserve(items.iter().map(|(msg, _)| record::encoded_len(msg)).sum());
     let mut tag_hashes = Vec::with_capacity(items.len());
     let mut key_hashes = Vec::with_capacity(items.len());
     for (msg, code) in items {

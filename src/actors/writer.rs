@@ -6,8 +6,10 @@
 //! vectored write and, in sync-flush mode, one fdatasync per touched segment —
 //! then answers every append of the group. While a group is on disk the log is
 //! out of the actor (`log: None`) and the next group gathers: that is group
-//! commit. In async-flush mode appends are answered after the write and a
-//! timer fdatasyncs every `flush_interval_ms`.
+//! commit. In async-flush mode appends are answered after the write, and
+//! fdatasyncs — every `flush_interval_ms`, and for a checkpoint's `Sync` —
+//! run beside the writes on the blocking pool, one at a time, while the
+//! next groups keep going to disk.
 //!
 //! A failed write or fdatasync poisons the writer: the group and everything
 //! after it fail, and nothing is retried (a failed fsync may have dropped
@@ -75,9 +77,20 @@ pub struct WriterConfig {
     pub max_batch_bytes: usize,
 }
 
+type Marker = oneshot::Sender<Result<SyncedAt>>;
+
+/// A sync beside the writes (async flush): the files to fdatasync, and who
+/// waits for it with what to answer.
+#[derive(Default)]
+struct Detached {
+    files: Vec<Arc<std::fs::File>>,
+    markers: Vec<Marker>,
+    at: Option<SyncedAt>,
+}
+
 enum Pending {
     Append(Append),
-    Sync(oneshot::Sender<Result<SyncedAt>>),
+    Sync(Marker),
 }
 
 /// The actor owning the commit log.
@@ -90,6 +103,11 @@ pub struct WriterActor {
     position: u64,
     last_store_ts: i64,
     stats: Arc<WriterStats>,
+    io_stats: Arc<crate::io::IoStats>,
+    /// A detached sync is running.
+    syncing: bool,
+    /// What the next detached sync covers (gathered while one runs).
+    next_sync: Option<Detached>,
     logger: slog::Logger,
 }
 
@@ -98,6 +116,9 @@ impl WriterActor {
     pub fn new(log: CommitLog, config: WriterConfig, stats: Arc<WriterStats>, logger: slog::Logger) -> Self {
         Self {
             position: log.write_pos(),
+            io_stats: log.io_stats(),
+            syncing: false,
+            next_sync: None,
             log: Some(log),
             config,
             pending: VecDeque::new(),
@@ -115,7 +136,7 @@ impl WriterActor {
 
     /// Takes the next group off `pending`: appends up to the limits, plus a
     /// sync marker right behind them (which makes the group sync).
-    fn take_group(&mut self) -> (Vec<Append>, Vec<oneshot::Sender<Result<SyncedAt>>>) {
+    fn take_group(&mut self) -> (Vec<Append>, Vec<Marker>) {
         let mut appends = Vec::new();
         let mut markers = Vec::new();
         let mut bytes = 0;
@@ -145,6 +166,65 @@ impl WriterActor {
         (appends, markers)
     }
 
+    fn synced_at(&self) -> SyncedAt {
+        SyncedAt { write_pos: self.position, last_store_ts: self.last_store_ts }
+    }
+
+    /// Async flush: everything written so far gets an fdatasync beside the
+    /// writes, and `markers` are answered once it (and any before it) is
+    /// done. Needs the log at rest, so every write handed out is complete.
+    fn detach_sync(&mut self, markers: Vec<Marker>, ctx: &mut Context<Self>) {
+        let files = self.log.as_mut().map(CommitLog::take_unsynced).unwrap_or_default();
+        let at = self.synced_at();
+        let next = self.next_sync.get_or_insert_with(Detached::default);
+        for file in files {
+            if !next.files.iter().any(|f| Arc::ptr_eq(f, &file)) {
+                next.files.push(file);
+            }
+        }
+        next.markers.extend(markers);
+        next.at = Some(at);
+        self.start_detached(ctx);
+    }
+
+    /// Starts the gathered detached sync unless one is running: one at a
+    /// time, so a marker is answered only when every sync before it is done.
+    fn start_detached(&mut self, ctx: &mut Context<Self>) {
+        if self.syncing {
+            return;
+        }
+        let Some(Detached { files, markers, at }) = self.next_sync.take() else {
+            return;
+        };
+        self.syncing = true;
+        let work = crate::io::sync_detached(files, self.io_stats.clone());
+        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
+            act.syncing = false;
+            match (result, at) {
+                (Ok(()), Some(at)) => markers.into_iter().for_each(|m| {
+                    let _ = m.send(Ok(at));
+                }),
+                (Ok(()), None) => {}
+                (Err(e), _) => {
+                    let msg = act.poison("commit-log fdatasync failed", &e);
+                    markers.into_iter().for_each(|m| {
+                        let _ = m.send(Err(Error::Poisoned(msg.clone())));
+                    });
+                }
+            }
+            act.start_detached(ctx);
+            act.dispatch(ctx);
+        }));
+    }
+
+    /// Refuses every write from now on; returns the reason.
+    fn poison(&mut self, what: &str, e: &std::io::Error) -> String {
+        let msg = format!("{what}: {e}");
+        slog::crit!(self.logger, "writer poisoned; refusing all writes until restart"; "error" => %msg);
+        self.poisoned = Some(msg.clone());
+        msg
+    }
+
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         if self.log.is_none() {
             return; // a group is on disk; the next one keeps gathering
@@ -153,12 +233,24 @@ impl WriterActor {
             self.fail_pending(&err);
             return;
         }
+        let detached = self.config.flush == FlushMode::Async;
         let dirty = self.log.as_ref().is_some_and(CommitLog::is_dirty);
+        if detached && self.flush_due {
+            self.flush_due = false;
+            if dirty {
+                self.detach_sync(Vec::new(), ctx);
+            }
+        }
         if self.pending.is_empty() && !(self.flush_due && dirty) {
             return;
         }
         let (appends, markers) = self.take_group();
-        let sync = self.config.flush == FlushMode::Sync || !markers.is_empty() || self.flush_due;
+        if detached && appends.is_empty() {
+            // Only a marker: nothing to write first.
+            self.detach_sync(markers, ctx);
+            return self.dispatch(ctx);
+        }
+        let sync = !detached && (self.config.flush == FlushMode::Sync || !markers.is_empty() || self.flush_due);
         self.flush_due = false;
         let Some(mut log) = self.log.take() else {
             return;
@@ -183,15 +275,17 @@ impl WriterActor {
                     for (done, pos) in dones.into_iter().zip(positions) {
                         done(Ok(pos));
                     }
-                    let at = SyncedAt { write_pos: act.position, last_store_ts: act.last_store_ts };
-                    for marker in markers {
-                        let _ = marker.send(Ok(at));
+                    if detached && !markers.is_empty() {
+                        act.detach_sync(markers, ctx);
+                    } else {
+                        let at = act.synced_at();
+                        for marker in markers {
+                            let _ = marker.send(Ok(at));
+                        }
                     }
                 }
                 Err(e) => {
-                    let msg = format!("commit-log write failed: {e}");
-                    slog::crit!(act.logger, "writer poisoned; refusing all writes until restart"; "error" => %e);
-                    act.poisoned = Some(msg.clone());
+                    let msg = act.poison("commit-log write failed", &e);
                     for done in dones {
                         done(Err(Error::Poisoned(msg.clone())));
                     }

@@ -28,6 +28,11 @@ impl FaultIo {
         Self { inner: StdIo::new(stats), plan }
     }
 
+    /// Its counters.
+    pub fn stats(&self) -> Arc<IoStats> {
+        self.inner.stats()
+    }
+
     /// Runs the job, or fails it the way a failed fdatasync does: the bytes
     /// were written (they sit in the file) but the call reports EIO.
     pub async fn run(&mut self, mut job: WriteJob) -> io::Result<()> {

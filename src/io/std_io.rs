@@ -17,6 +17,11 @@ impl StdIo {
         Self { stats }
     }
 
+    /// Its counters.
+    pub fn stats(&self) -> Arc<IoStats> {
+        self.stats.clone()
+    }
+
     /// Runs the job on the blocking pool and awaits it.
     pub async fn run(&mut self, job: WriteJob) -> io::Result<()> {
         let stats = self.stats.clone();

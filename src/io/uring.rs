@@ -97,6 +97,11 @@ pub struct UringIo {
 }
 
 impl UringIo {
+    /// Its counters.
+    pub fn stats(&self) -> Arc<IoStats> {
+        self.stats.clone()
+    }
+
     /// Builds the ring and registers its eventfd with the current runtime.
     pub fn new(stats: Arc<IoStats>) -> io::Result<Self> {
         let ring = IoUring::new(RING_ENTRIES)?;

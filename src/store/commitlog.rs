@@ -137,6 +137,17 @@ impl CommitLog {
         self.backend.name()
     }
 
+    /// Takes the files written since their last fdatasync: the caller now
+    /// owns syncing them (async flush syncs beside the writes).
+    pub fn take_unsynced(&mut self) -> Vec<Arc<File>> {
+        self.dirty.drain(..).map(|(_, f)| f).collect()
+    }
+
+    /// The backend's counters.
+    pub fn io_stats(&self) -> Arc<crate::io::IoStats> {
+        self.backend.stats()
+    }
+
     /// Whether any write is not yet covered by an fdatasync.
     pub fn is_dirty(&self) -> bool {
         !self.dirty.is_empty()

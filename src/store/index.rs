@@ -18,7 +18,6 @@
 //! empty); then `capacity` × 32-byte entries: key_hash u64, log_offset u64,
 //! store_ts i64, prev u32 (entry number + 1, 0 = end), reserved u32.
 
-use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -90,7 +89,7 @@ struct Active {
     slots: Vec<u32>,
     entries: Vec<Stored>,
     written: usize,
-    dirty_pages: BTreeSet<usize>,
+    dirty_pages: DirtyPages,
 }
 
 /// The key index of a store.
@@ -100,6 +99,53 @@ pub struct KeyIndex {
     shape: IndexShape,
     sealed: Vec<Sealed>,
     active: Active,
+}
+
+/// Pages of a slot table of `slots` slots.
+fn slot_pages(slots: u32) -> usize {
+    (slots as usize * 4).div_ceil(PAGE)
+}
+
+/// Pages of the slot table changed since the last flush, a bit each: every
+/// insert marks one, and a tree set there cost more than the insert.
+#[derive(Debug)]
+struct DirtyPages {
+    bits: Vec<u64>,
+    any: bool,
+}
+
+impl DirtyPages {
+    fn new(pages: usize) -> Self {
+        Self { bits: vec![0; pages.div_ceil(64)], any: false }
+    }
+
+    fn mark(&mut self, page: usize) {
+        if let Some(word) = self.bits.get_mut(page / 64) {
+            *word |= 1 << (page % 64);
+            self.any = true;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.any
+    }
+
+    /// The marked pages in order; clears them.
+    fn take(&mut self) -> Vec<usize> {
+        let mut pages = Vec::new();
+        if !self.any {
+            return pages;
+        }
+        for (i, word) in self.bits.iter_mut().enumerate() {
+            let mut w = std::mem::take(word);
+            while w != 0 {
+                pages.push(i * 64 + w.trailing_zeros() as usize);
+                w &= w - 1;
+            }
+        }
+        self.any = false;
+        pages
+    }
 }
 
 fn file_name(seq: u64) -> String {
@@ -173,9 +219,11 @@ impl Active {
             shape,
             header,
             slots: vec![0; shape.slots as usize],
-            entries: Vec::new(),
+            // Room for the whole file up front: growing a vector of millions
+            // of entries copied and re-faulted it at every doubling.
+            entries: Vec::with_capacity(shape.capacity as usize),
             written: 0,
-            dirty_pages: BTreeSet::new(),
+            dirty_pages: DirtyPages::new(slot_pages(shape.slots)),
         })
     }
 
@@ -194,9 +242,9 @@ impl Active {
             shape,
             header: Header { count: 0, min_log: u64::MAX, covered_to: header.covered_to, ..Header::default() },
             slots: vec![0; slots as usize],
-            entries: Vec::with_capacity(count),
+            entries: Vec::with_capacity(capacity as usize),
             written: 0,
-            dirty_pages: BTreeSet::new(),
+            dirty_pages: DirtyPages::new(slot_pages(slots)),
         };
         for chunk in raw.chunks_exact(ENTRY as usize) {
             let stored = parse_entry(chunk);
@@ -205,7 +253,7 @@ impl Active {
             }
         }
         // Everything is rewritten at the next flush.
-        active.dirty_pages = (0..(slots as usize * 4).div_ceil(PAGE)).collect();
+        (0..slot_pages(slots)).for_each(|page| active.dirty_pages.mark(page));
         Ok(active)
     }
 
@@ -218,7 +266,7 @@ impl Active {
         let prev = self.slots[slot];
         self.entries.push(Stored { entry, prev });
         self.slots[slot] = self.entries.len() as u32;
-        self.dirty_pages.insert(slot * 4 / PAGE);
+        self.dirty_pages.mark(slot * 4 / PAGE);
         let h = &mut self.header;
         if h.count == 0 {
             h.begin_ts = entry.store_ts;
@@ -245,7 +293,7 @@ impl Active {
             self.file.write_all_at(&buf, entries_at(self.shape.slots) + ENTRY * self.written as u64)?;
             self.written = self.entries.len();
         }
-        for page in std::mem::take(&mut self.dirty_pages) {
+        for page in self.dirty_pages.take() {
             let first = page * PAGE / 4;
             let last = ((page + 1) * PAGE / 4).min(self.slots.len());
             let bytes: Vec<u8> = self.slots[first..last].iter().flat_map(|s| s.to_le_bytes()).collect();
@@ -374,6 +422,18 @@ impl KeyIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dirty_pages_come_back_once_in_order() {
+        let mut pages = DirtyPages::new(300);
+        assert!(pages.is_empty());
+        for page in [200, 3, 0, 64, 3, 299] {
+            pages.mark(page);
+        }
+        assert_eq!(pages.take(), vec![0, 3, 64, 200, 299]);
+        assert!(pages.is_empty());
+        assert_eq!(pages.take(), Vec::<usize>::new());
+    }
 
     fn entry(key: &str, log_offset: u64, ts: i64) -> KeyEntry {
         KeyEntry { hash: key_hash("t", key), log_offset, store_ts: ts }
