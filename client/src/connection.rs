@@ -5,19 +5,27 @@
 
 use crate::error::ClientError;
 use brook_proto::request::{GroupInfo, PullResult, QueueOffset, ResetTo, SendAck, TopicInfo};
-use brook_proto::{
-    ErrorCode, Frame, FrameCodec, Message, Request, Response, StoredMessage, WireError, PROTOCOL_VERSION,
-};
+use brook_proto::{ErrorCode, Frame, FrameCodec, Message, Request, Response, StoredMessage, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-type Waiter = oneshot::Sender<Result<Response, WireError>>;
+/// A caller waiting for its answer, until `deadline`.
+struct Waiter {
+    deadline: Instant,
+    limit: Duration,
+    tx: oneshot::Sender<Result<Response, ClientError>>,
+}
+
+/// How often a connection expires requests past their deadline. Deadlines
+/// are checked by one sweep instead of a timer per request: under
+/// pipelining a timer each was a tenth of the client's CPU.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 struct Shared {
     pending: Mutex<HashMap<u64, Waiter>>,
@@ -32,6 +40,29 @@ impl Shared {
         if let Ok(mut pending) = self.pending.lock() {
             pending.clear(); // dropping the senders wakes every waiter
         }
+    }
+
+    /// Answers every request past its deadline with a timeout.
+    fn expire(&self, now: Instant) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        let late: Vec<u64> = pending.iter().filter(|(_, w)| w.deadline <= now).map(|(id, _)| *id).collect();
+        for id in late {
+            if let Some(waiter) = pending.remove(&id) {
+                let _ = waiter.tx.send(Err(ClientError::Timeout(waiter.limit)));
+            }
+        }
+    }
+}
+
+/// Expires late requests until the connection closes.
+async fn sweep_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !shared.closed.load(Ordering::SeqCst) {
+        tick.tick().await;
+        shared.expire(Instant::now());
     }
 }
 
@@ -91,7 +122,15 @@ impl Connection {
         let (tx, rx) = mpsc::channel::<Frame>(4096);
         tokio::spawn(write_loop(writer, rx, shared.clone()));
         tokio::spawn(read_loop(reader, shared.clone()));
+        tokio::spawn(sweep_loop(shared.clone()));
         Ok(Connection { tx, shared, next_id: Arc::new(AtomicU64::new(1)), broker, timeout: DEFAULT_TIMEOUT })
+    }
+
+    /// This connection with another answer timeout for its requests (long
+    /// polls add their park time on top).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The broker's advertised address.
@@ -122,31 +161,30 @@ impl Connection {
             return Err(ClientError::Connection("connection closed".into()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (waiter, rx) = oneshot::channel();
-        self.shared.pending.lock().map_err(|_| ClientError::Connection("poisoned".into()))?.insert(id, waiter);
+        let (tx, rx) = oneshot::channel();
         let limit = self.timeout + extra;
-        // The timeout covers queueing the frame too: a stalled writer must
-        // not hang the caller.
-        let outcome = tokio::time::timeout(limit, async {
-            if self.tx.send(Frame::Request { id, body }).await.is_err() {
-                return Err(ClientError::Connection("connection closed".into()));
-            }
-            match rx.await {
-                Ok(answer) => answer.map_err(ClientError::Broker),
-                Err(_) => Err(ClientError::Connection("connection lost before the answer".into())),
-            }
-        })
-        .await;
-        match outcome {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => {
-                self.forget(id);
-                Err(e)
-            }
-            Err(_) => {
-                self.forget(id);
-                Err(ClientError::Timeout(limit))
-            }
+        let waiter = Waiter { deadline: Instant::now() + limit, limit, tx };
+        self.shared.pending.lock().map_err(|_| ClientError::Connection("poisoned".into()))?.insert(id, waiter);
+        let queued = match self.tx.try_send(Frame::Request { id, body }) {
+            Ok(()) => Ok(()),
+            // The writer is behind: wait for room, within the same limit (a
+            // stalled writer must not hang the caller).
+            Err(mpsc::error::TrySendError::Full(frame)) => match tokio::time::timeout(limit, self.tx.send(frame)).await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(ClientError::Connection("connection closed".into())),
+                Err(_) => Err(ClientError::Timeout(limit)),
+            },
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ClientError::Connection("connection closed".into())),
+        };
+        if let Err(e) = queued {
+            self.forget(id);
+            return Err(e);
+        }
+        // Answered by the reader, or with a timeout by the sweep.
+        match rx.await {
+            Ok(answer) => answer,
+            Err(_) => Err(ClientError::Connection("connection lost before the answer".into())),
         }
     }
 
@@ -403,7 +441,7 @@ async fn read_loop(mut stream: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameC
             Frame::Response { id, body } => {
                 let waiter = shared.pending.lock().ok().and_then(|mut p| p.remove(&id));
                 if let Some(waiter) = waiter {
-                    let _ = waiter.send(body);
+                    let _ = waiter.tx.send(body.map_err(ClientError::Broker));
                 }
             }
             Frame::Oneway { body } | Frame::Request { body, .. } => {
@@ -412,4 +450,49 @@ async fn read_loop(mut stream: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameC
         }
     }
     shared.fail_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A broker that says hello and then never answers.
+    async fn mute_broker() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut len = [0u8; 4];
+            socket.read_exact(&mut len).await.expect("hello length");
+            let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
+            socket.read_exact(&mut hello).await.expect("hello");
+            let answer = Frame::Response {
+                id: 0,
+                body: Ok(Response::Hello { version: PROTOCOL_VERSION, broker: "127.0.0.1:1".into() }),
+            };
+            let bytes = brook_proto::codec::encode_frame(&answer).expect("encode");
+            socket.write_all(&bytes).await.expect("write");
+            let mut sink = vec![0u8; 4096];
+            while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn unanswered_requests_time_out_and_are_forgotten() {
+        let addr = mute_broker().await;
+        let conn = Connection::connect(&addr).await.expect("connect").with_timeout(Duration::from_millis(300));
+        let started = Instant::now();
+        let (a, b) = tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(conn.ping(), conn.ping()) })
+            .await
+            .expect("the sweep answers late requests");
+        let waited = started.elapsed();
+        for result in [a, b] {
+            assert!(matches!(result, Err(ClientError::Timeout(limit)) if limit == Duration::from_millis(300)));
+        }
+        assert!(waited >= Duration::from_millis(300), "not before the limit: {waited:?}");
+        assert!(waited < Duration::from_secs(5), "soon after it: {waited:?}");
+        assert!(conn.shared.pending.lock().expect("lock").is_empty(), "expired requests leave nothing behind");
+    }
 }
