@@ -8,7 +8,7 @@
 mod common;
 
 use brook::actors::housekeeper::RetainNow;
-use brook::actors::queue::{Barrier, Produce, Pull, Range};
+use brook::actors::queue::{Barrier, BarrierRound, Produce, Pull, Range};
 use brook::broker;
 use brook::clock::ManualClock;
 use brook::config::{Config, FlushMode, IoBackendKind};
@@ -86,7 +86,9 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
             }
             let segments_before = std::fs::read_dir(dir.path().join("commitlog")).expect("dir").count();
             // As a checkpoint would: the queue writes its in-memory tail.
-            queue.send(Barrier::force()).await.expect("mailbox").expect("barrier");
+            let (round, answer) = BarrierRound::start();
+            queue.do_send(Barrier::force(round));
+            answer.await.expect("answered").expect("barrier");
             let cq_before = cq_files(dir.path());
             let deleted = running.housekeeper.send(RetainNow).await.expect("mailbox").expect("retain");
             assert!(!deleted.segments.is_empty(), "{backend:?}: old segments expired");

@@ -17,7 +17,7 @@
 //! after it.
 
 use crate::actors::indexer::{FlushIndex, RetainIndex};
-use crate::actors::queue::{Barrier, Retain};
+use crate::actors::queue::{Barrier, BarrierRound, Retain};
 use crate::actors::writer::Sync as WriterSync;
 use crate::actors::Registry;
 use crate::clock::Clock;
@@ -125,31 +125,23 @@ impl Housekeeper {
             // periodic checkpoint visits the queues that took appends and
             // leaves young tails in memory.
             let barrier = |registry: &Registry| {
-                let (queues, msg) = if final_stop {
-                    (registry.live_queues(), Barrier::force())
+                let (round, answer) = BarrierRound::start();
+                if final_stop {
+                    for queue in registry.live_queues() {
+                        queue.do_send(Barrier::force(round.clone()));
+                    }
                 } else {
                     let budget = Arc::new(std::sync::atomic::AtomicUsize::new(AGED_TAILS_PER_CHECKPOINT));
-                    (registry.take_active_queues(), Barrier { force: false, max_tail_age: MAX_TAIL_AGE, budget })
-                };
-                let barriers = queues.into_iter().map(move |q| q.send(msg.clone()));
-                async move {
-                    let mut files = Vec::new();
-                    let mut unwritten: Option<u64> = None;
-                    for answer in futures::future::join_all(barriers).await {
-                        match answer {
-                            Ok(Ok(b)) => {
-                                files.extend(b.files);
-                                unwritten = match (unwritten, b.unwritten_from) {
-                                    (Some(a), Some(b)) => Some(a.min(b)),
-                                    (a, b) => a.or(b),
-                                };
-                            }
-                            Ok(Err(e)) => return Err(e),
-                            // A queue that stopped has nothing left to write.
-                            Err(_) => {}
-                        }
+                    let msg = Barrier { force: false, max_tail_age: MAX_TAIL_AGE, budget, round: round.clone() };
+                    for queue in registry.take_active_queues() {
+                        queue.do_send(msg.clone());
                     }
-                    Ok::<_, Error>((files, unwritten))
+                }
+                // The answer comes once every queue's share is gone too.
+                drop(round);
+                async move {
+                    let merged = answer.await.map_err(|_| Error::ShuttingDown)??;
+                    Ok::<_, Error>((merged.files, merged.unwritten_from))
                 }
             };
             let mut dirty = Vec::new();
