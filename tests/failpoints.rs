@@ -77,3 +77,42 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
         std::fs::read(dir.path().join("commitlog").join(brook::store::segment::segment_name(0))).expect("read");
     assert!(segment.windows(6).any(|w| w == b"doomed"), "the failed write did reach the file");
 }
+
+/// Async flush: the fdatasync a checkpoint's `Sync` waits for runs beside the
+/// writes, on the writer's second backend. When it fails, the `Sync` is
+/// refused — a checkpoint never names a position the disk did not confirm —
+/// and the writer is poisoned like after a failed write.
+#[actix_rt::test]
+async fn a_failed_background_fdatasync_refuses_the_sync_and_poisons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = StorePaths::new(dir.path());
+    paths.create_dirs().expect("dirs");
+    let set = Arc::new(SegmentSet::new(paths.commitlog(), 65536));
+    let plan = Arc::new(FaultPlan::default());
+    // Three appends are jobs 0-2 on the log's backend; the Sync's fdatasync
+    // is job 3, on the sibling that shares the plan.
+    plan.fail_after_jobs.store(3, Ordering::SeqCst);
+    let stats = Arc::new(IoStats::default());
+    let backend = IoBackend::Fault(FaultIo::new(stats.clone(), plan.clone()));
+    let log = CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(SystemClock)).expect("open");
+    let config = WriterConfig {
+        flush: FlushMode::Async,
+        flush_interval: Duration::from_secs(3600),
+        max_batch_messages: 1,
+        max_batch_bytes: 1 << 20,
+    };
+    let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard()).start();
+    let registry = Registry::new(writer.clone(), Vec::new(), paths, 100, set, brook::logging::discard());
+    let queue = registry.queue("f", 0);
+    for i in 0..3 {
+        let (b, tags) = batch(&format!("ok{i}"));
+        queue.send(Produce::new(b, tags)).await.expect("mailbox").expect("async acks after the write");
+    }
+    assert_eq!(stats.fdatasyncs.load(Ordering::SeqCst), 0);
+    let synced = writer.send(WriterSync).await.expect("mailbox");
+    assert!(matches!(synced, Err(Error::Poisoned(_))), "{synced:?}");
+    assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), 4, "the sync ran as its own job");
+    let (b, tags) = batch("later");
+    assert!(matches!(queue.send(Produce::new(b, tags)).await.expect("mailbox"), Err(Error::Poisoned(_))));
+    assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), 4, "a poisoned writer never retries I/O");
+}

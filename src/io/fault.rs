@@ -28,6 +28,11 @@ impl FaultIo {
         Self { inner: StdIo::new(stats), plan }
     }
 
+    /// A second backend under the same plan (jobs on either count).
+    pub fn sibling(&self) -> Self {
+        Self { inner: StdIo::new(self.inner.stats()), plan: self.plan.clone() }
+    }
+
     /// Its counters.
     pub fn stats(&self) -> Arc<IoStats> {
         self.inner.stats()

@@ -112,6 +112,18 @@ impl IoBackend {
         }
     }
 
+    /// Another backend of the same kind, reporting into the same counters:
+    /// the writer fdatasyncs on one while it writes the next group on the
+    /// other.
+    pub fn sibling(&self) -> io::Result<IoBackend> {
+        Ok(match self {
+            IoBackend::Uring(io) => IoBackend::Uring(Box::new(uring::UringIo::new(io.stats())?)),
+            IoBackend::Std(io) => IoBackend::Std(std_io::StdIo::new(io.stats())),
+            #[cfg(any(test, feature = "failpoints"))]
+            IoBackend::Fault(io) => IoBackend::Fault(io.sibling()),
+        })
+    }
+
     /// The counters it reports into.
     pub fn stats(&self) -> Arc<IoStats> {
         match self {
@@ -131,25 +143,6 @@ impl IoBackend {
             IoBackend::Fault(_) => "fault",
         }
     }
-}
-
-/// fdatasyncs `files` on the blocking pool, beside whatever job the backend
-/// is running: with async flush nothing waits on these syncs but the
-/// checkpoint, so they must not hold up writes (done inline, each one
-/// stalled appends for as long as the disk took to flush a second's data).
-pub async fn sync_detached(files: Vec<Arc<File>>, stats: Arc<IoStats>) -> io::Result<()> {
-    if files.is_empty() {
-        return Ok(());
-    }
-    tokio::task::spawn_blocking(move || {
-        for file in &files {
-            file.sync_data()?;
-            stats.fdatasyncs.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| io::Error::other(format!("sync task failed: {e}")))?
 }
 
 /// A backend choice after probing.

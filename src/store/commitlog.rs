@@ -143,6 +143,12 @@ impl CommitLog {
         self.dirty.drain(..).map(|(_, f)| f).collect()
     }
 
+    /// A second backend like the log's, for fdatasyncs that run while the
+    /// log writes.
+    pub fn sync_backend(&self) -> io::Result<IoBackend> {
+        self.backend.sibling()
+    }
+
     /// The backend's counters.
     pub fn io_stats(&self) -> Arc<crate::io::IoStats> {
         self.backend.stats()
