@@ -3,8 +3,8 @@
 //! retried; and a message whose write failed is never visible to consumers
 //! even though its bytes reached the file (DESIGN invariant 3).
 
-use actix::Actor;
-use brook::actors::queue::{Produce, Pull};
+use actix::{Actor, Addr};
+use brook::actors::queue::{Produce, Pull, QueueActor};
 use brook::actors::writer::{Sync as WriterSync, WriterActor, WriterConfig, WriterStats};
 use brook::actors::Registry;
 use brook::clock::SystemClock;
@@ -29,18 +29,26 @@ fn batch(body: &str) -> (AppendBatch, Vec<u64>) {
     (b, vec![0])
 }
 
-#[actix_rt::test]
-async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let paths = StorePaths::new(dir.path());
+/// A writer over a fault backend that fails from job `fail_after` on, and
+/// queue "f"/0 feeding it.
+struct Faulty {
+    writer: Addr<WriterActor>,
+    queue: Addr<QueueActor>,
+    plan: Arc<FaultPlan>,
+    stats: Arc<IoStats>,
+}
+
+fn faulty_writer(dir: &std::path::Path, flush: FlushMode, fail_after: u64) -> Faulty {
+    let paths = StorePaths::new(dir);
     paths.create_dirs().expect("dirs");
     let set = Arc::new(SegmentSet::new(paths.commitlog(), 65536));
     let plan = Arc::new(FaultPlan::default());
-    plan.fail_after_jobs.store(3, Ordering::SeqCst);
-    let backend = IoBackend::Fault(FaultIo::new(Arc::new(IoStats::default()), plan.clone()));
+    plan.fail_after_jobs.store(fail_after, Ordering::SeqCst);
+    let stats = Arc::new(IoStats::default());
+    let backend = IoBackend::Fault(FaultIo::new(stats.clone(), plan.clone()));
     let log = CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(SystemClock)).expect("open");
     let config = WriterConfig {
-        flush: FlushMode::Sync,
+        flush,
         flush_interval: Duration::from_secs(3600),
         max_batch_messages: 1,
         max_batch_bytes: 1 << 20,
@@ -48,6 +56,13 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard()).start();
     let registry = Registry::new(writer.clone(), Vec::new(), paths, 100, set, brook::logging::discard());
     let queue = registry.queue("f", 0);
+    Faulty { writer, queue, plan, stats }
+}
+
+#[actix_rt::test]
+async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Faulty { writer, queue, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync, 3);
     for i in 0..3 {
         let (b, tags) = batch(&format!("ok{i}"));
         let stored = queue.send(Produce::new(b, tags)).await.expect("mailbox").expect("stored");
@@ -85,25 +100,9 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
 #[actix_rt::test]
 async fn a_failed_background_fdatasync_refuses_the_sync_and_poisons() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let paths = StorePaths::new(dir.path());
-    paths.create_dirs().expect("dirs");
-    let set = Arc::new(SegmentSet::new(paths.commitlog(), 65536));
-    let plan = Arc::new(FaultPlan::default());
     // Three appends are jobs 0-2 on the log's backend; the Sync's fdatasync
     // is job 3, on the sibling that shares the plan.
-    plan.fail_after_jobs.store(3, Ordering::SeqCst);
-    let stats = Arc::new(IoStats::default());
-    let backend = IoBackend::Fault(FaultIo::new(stats.clone(), plan.clone()));
-    let log = CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(SystemClock)).expect("open");
-    let config = WriterConfig {
-        flush: FlushMode::Async,
-        flush_interval: Duration::from_secs(3600),
-        max_batch_messages: 1,
-        max_batch_bytes: 1 << 20,
-    };
-    let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard()).start();
-    let registry = Registry::new(writer.clone(), Vec::new(), paths, 100, set, brook::logging::discard());
-    let queue = registry.queue("f", 0);
+    let Faulty { writer, queue, plan, stats } = faulty_writer(dir.path(), FlushMode::Async, 3);
     for i in 0..3 {
         let (b, tags) = batch(&format!("ok{i}"));
         queue.send(Produce::new(b, tags)).await.expect("mailbox").expect("async acks after the write");
