@@ -41,7 +41,11 @@ pub(crate) async fn pull_entries(
         .queue(topic, queue)
         .send(Pull { offset, max_messages, max_bytes: u32::MAX, filter: Arc::new(TagFilter::All), long_poll })
         .await
-        .map_err(|e| Error::Busy(format!("queue actor unavailable: {e}")))?
+        .map_err(|e| match e {
+            // The queue's thread stopped: the broker is shutting down.
+            actix::MailboxError::Closed => Error::ShuttingDown,
+            e => Error::Busy(format!("queue actor unavailable: {e}")),
+        })?
 }
 
 /// All entries of queue 0 of a system topic from `from` (retention skipped
@@ -118,6 +122,10 @@ impl Level {
                         "from" => offset, "to" => min);
                     self.advance(min);
                     continue;
+                }
+                Err(Error::ShuttingDown) => {
+                    slog::debug!(self.logger, "scheduler stops: the broker is shutting down");
+                    return;
                 }
                 Err(e) => {
                     slog::warn!(self.logger, "scheduler pull failed"; "error" => %e);

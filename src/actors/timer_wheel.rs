@@ -202,6 +202,12 @@ impl Wheel {
                 self.ingested = min;
                 return;
             }
+            Err(Error::ShuttingDown) => {
+                // The queues stopped with the broker; nothing to ingest, and
+                // nothing worth a warning.
+                tokio::time::sleep(RETRY_PAUSE).await;
+                return;
+            }
             Err(e) => {
                 slog::warn!(self.logger, "timer pull failed"; "error" => %e);
                 tokio::time::sleep(RETRY_PAUSE).await;
