@@ -42,7 +42,15 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Rep
                 .collect(),
         )),
         Request::DescribeTopic { name } => describe_topic(core, &name).await,
-        Request::Send { topic, queue, messages } => send(core, conn, &topic, queue, messages).await,
+        // Connections gather their sends into `send_many` themselves; this
+        // is the same path for one.
+        Request::Send { topic, queue, messages } => {
+            let request = SendRequest { id: None, topic, queue, messages };
+            match send_many(core, conn, vec![request]).await.pop() {
+                Some((_, reply)) => reply,
+                None => Err(Error::Busy("send produced no answer".into()).into()),
+            }
+        }
         Request::Pull { topic, queue, offset, max_messages, max_bytes, tags, long_poll_ms, sql } => {
             let filters = (tags.as_deref(), sql.as_deref());
             pull(core, &topic, queue, offset, max_messages, max_bytes, filters, long_poll_ms).await
@@ -125,12 +133,6 @@ async fn describe_topic(core: &BrokerCore, name: &str) -> Reply {
         stats.push(QueueStats { queue, min_offset, max_offset });
     }
     Ok(Response::Topic(TopicInfo { name: name.to_string(), queues, queue_stats: stats }))
-}
-
-async fn send(core: &BrokerCore, conn: &ConnInfo, topic: &str, queue: u32, messages: Vec<Message>) -> Reply {
-    let (items, prepared) = prepare_send(core, conn, topic, queue, messages)?;
-    let stored = core.reput.store(prepared.store_topic(), prepared.store_queue, items).await?;
-    Ok(finish_send(core, conn, prepared, stored))
 }
 
 /// One send request as a connection read it.
