@@ -6,7 +6,7 @@
 mod common;
 
 use brook_client::{ConsumeMode, ConsumeResult, Message, Producer, PushConfig, PushConsumer, StartFrom, StoredMessage};
-use common::{base_env, Brookd};
+use common::{base_env, wait_for, Brookd};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,14 +47,6 @@ async fn start(broker: &Brookd, config: PushConfig, seen: Seen) -> PushConsumer 
     })
     .await
     .expect("start consumer")
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn produce(producer: &Producer, topic: &str, prefix: &str, n: usize) -> HashSet<String> {

@@ -7,7 +7,7 @@
 mod common;
 
 use brook_client::{ConsumeResult, Message, Producer, PushConfig, PushConsumer, StartFrom, StoredMessage};
-use common::{base_env, Brookd};
+use common::{base_env, wait_for, Brookd};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -51,14 +51,6 @@ async fn consumer(
     })
     .await
     .expect("start consumer")
-}
-
-async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn body(m: &StoredMessage) -> String {

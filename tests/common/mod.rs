@@ -149,3 +149,13 @@ pub async fn drain_queue(
     }
     out
 }
+
+/// Polls `done` every 20 ms until it holds; fails the test naming `what`
+/// after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
