@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 /// Encodes messages bound for one queue, each with its tag code, into a
 /// request for the queue's actor (with the key hashes for the key index).
-pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32) -> Result<Produce> {
+/// `bytes` is their encoded size: one allocation for the batch rather than a
+/// regrowth every few records.
+pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32, bytes: usize) -> Result<Produce> {
     let mut batch = AppendBatch::default();
-    // One allocation for the batch rather than a regrowth every few records.
-    batch.buf.reserve(items.iter().map(|(msg, _)| record::encoded_len(msg)).sum());
+    batch.buf.reserve(bytes);
     let mut tag_hashes = Vec::with_capacity(items.len());
     let mut key_hashes = Vec::with_capacity(items.len());
     for (msg, code) in items {
@@ -59,7 +60,20 @@ impl Reput {
     /// Stores messages in `topic`/`queue` (which the caller made sure
     /// exists), each with its tag code, in order.
     pub async fn store(&self, topic: &str, queue: u32, items: Vec<(Message, u64)>) -> Result<Vec<Stored>> {
-        let produce = encode_batch(items, queue)?;
+        let bytes = items.iter().map(|(msg, _)| record::encoded_len(msg)).sum();
+        self.store_sized(topic, queue, items, bytes).await
+    }
+
+    /// [`Reput::store`] for a caller that already knows the items' encoded
+    /// size (sends measure every message while checking it).
+    pub async fn store_sized(
+        &self,
+        topic: &str,
+        queue: u32,
+        items: Vec<(Message, u64)>,
+        bytes: usize,
+    ) -> Result<Vec<Stored>> {
+        let produce = encode_batch(items, queue, bytes)?;
         self.registry
             .queue(topic, queue)
             .send(produce)

@@ -54,7 +54,7 @@ pub struct Append {
 pub struct Sync;
 
 /// Where the log stood after a sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncedAt {
     /// One past the last written byte.
     pub write_pos: u64,
@@ -94,7 +94,7 @@ type Marker = oneshot::Sender<Result<SyncedAt>>;
 struct Detached {
     files: Vec<Arc<std::fs::File>>,
     markers: Vec<Marker>,
-    at: Option<SyncedAt>,
+    at: SyncedAt,
 }
 
 fn fail_markers(markers: Vec<Marker>, msg: &str) {
@@ -200,7 +200,7 @@ impl WriterActor {
             }
         }
         next.markers.extend(markers);
-        next.at = Some(at);
+        next.at = at;
         self.start_detached(ctx);
     }
 
@@ -230,14 +230,13 @@ impl WriterActor {
         };
         ctx.spawn(work.into_actor(self).map(move |(syncer, result), act, ctx| {
             act.syncer = Some(syncer);
-            match (result, at) {
-                (Ok(()), Some(at)) => {
+            match result {
+                Ok(()) => {
                     for marker in markers {
                         let _ = marker.send(Ok(at));
                     }
                 }
-                (Ok(()), None) => {}
-                (Err(e), _) => {
+                Err(e) => {
                     let msg = act.poison("commit-log fdatasync failed", &e);
                     fail_markers(markers, &msg);
                 }

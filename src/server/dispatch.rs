@@ -175,14 +175,16 @@ pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendReq
     let mut members = Vec::with_capacity(groups.len());
     for ((topic, queue), group) in groups {
         let mut all = Vec::new();
+        let mut bytes = 0;
         let mut answer = Vec::with_capacity(group.len());
         for (id, items, prepared) in group {
             all.extend(items);
+            bytes += prepared.bytes;
             answer.push((id, prepared));
         }
         // Polled in list order by `join_all`, so the batches of one queue
         // reach its actor in the order they were formed.
-        stores.push(async move { core.reput.store(&topic, queue, all).await });
+        stores.push(async move { core.reput.store_sized(&topic, queue, all, bytes).await });
         members.push(answer);
     }
     for (result, group) in futures::future::join_all(stores).await.into_iter().zip(members) {

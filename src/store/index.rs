@@ -111,31 +111,26 @@ fn slot_pages(slots: u32) -> usize {
 #[derive(Debug)]
 struct DirtyPages {
     bits: Vec<u64>,
-    any: bool,
 }
 
 impl DirtyPages {
     fn new(pages: usize) -> Self {
-        Self { bits: vec![0; pages.div_ceil(64)], any: false }
+        Self { bits: vec![0; pages.div_ceil(64)] }
     }
 
     fn mark(&mut self, page: usize) {
         if let Some(word) = self.bits.get_mut(page / 64) {
             *word |= 1 << (page % 64);
-            self.any = true;
         }
     }
 
     fn is_empty(&self) -> bool {
-        !self.any
+        self.bits.iter().all(|w| *w == 0)
     }
 
     /// The marked pages in order; clears them.
     fn take(&mut self) -> Vec<usize> {
         let mut pages = Vec::new();
-        if !self.any {
-            return pages;
-        }
         for (i, word) in self.bits.iter_mut().enumerate() {
             let mut w = std::mem::take(word);
             while w != 0 {
@@ -143,7 +138,6 @@ impl DirtyPages {
                 w &= w - 1;
             }
         }
-        self.any = false;
         pages
     }
 }
