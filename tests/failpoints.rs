@@ -4,7 +4,7 @@
 //! even though its bytes reached the file (DESIGN invariant 3).
 
 use actix::{Actor, Addr};
-use brook::actors::queue::{Produce, Pull, QueueActor};
+use brook::actors::queue::{self, Pull, QueueActor};
 use brook::actors::writer::{Sync as WriterSync, WriterActor, WriterConfig, WriterStats};
 use brook::actors::Registry;
 use brook::clock::SystemClock;
@@ -65,16 +65,16 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     let Faulty { writer, queue, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync, 3);
     for i in 0..3 {
         let (b, tags) = batch(&format!("ok{i}"));
-        let stored = queue.send(Produce::new(b, tags)).await.expect("mailbox").expect("stored");
+        let stored = queue::store(&queue, b, tags).await.expect("stored");
         assert_eq!(stored[0].queue_offset, i);
     }
     let (b, tags) = batch("doomed");
-    let failed = queue.send(Produce::new(b, tags)).await.expect("mailbox");
+    let failed = queue::store(&queue, b, tags).await;
     assert!(matches!(failed, Err(Error::Poisoned(_))), "{failed:?}");
     // Poisoned for good: later appends and syncs fail without I/O.
     let seen = plan.jobs_seen.load(Ordering::SeqCst);
     let (b, tags) = batch("later");
-    assert!(matches!(queue.send(Produce::new(b, tags)).await.expect("mailbox"), Err(Error::Poisoned(_))));
+    assert!(matches!(queue::store(&queue, b, tags).await, Err(Error::Poisoned(_))));
     assert!(matches!(writer.send(WriterSync).await.expect("mailbox"), Err(Error::Poisoned(_))));
     assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), seen, "a poisoned writer never retries I/O");
     // The failed message's bytes are in the file, yet no reader sees it.
@@ -105,13 +105,13 @@ async fn a_failed_background_fdatasync_refuses_the_sync_and_poisons() {
     let Faulty { writer, queue, plan, stats } = faulty_writer(dir.path(), FlushMode::Async, 3);
     for i in 0..3 {
         let (b, tags) = batch(&format!("ok{i}"));
-        queue.send(Produce::new(b, tags)).await.expect("mailbox").expect("async acks after the write");
+        queue::store(&queue, b, tags).await.expect("async acks after the write");
     }
     assert_eq!(stats.fdatasyncs.load(Ordering::SeqCst), 0);
     let synced = writer.send(WriterSync).await.expect("mailbox");
     assert!(matches!(synced, Err(Error::Poisoned(_))), "{synced:?}");
     assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), 4, "the sync ran as its own job");
     let (b, tags) = batch("later");
-    assert!(matches!(queue.send(Produce::new(b, tags)).await.expect("mailbox"), Err(Error::Poisoned(_))));
+    assert!(matches!(queue::store(&queue, b, tags).await, Err(Error::Poisoned(_))));
     assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), 4, "a poisoned writer never retries I/O");
 }

@@ -3,7 +3,7 @@
 //! fdatasync and syncs on its timer; and within a queue, concurrent producers
 //! get dense offsets whose commit-log order matches queue order.
 
-use brook::actors::queue::{Produce, Pull};
+use brook::actors::queue::{self, Pull};
 use brook::actors::writer::{Append, Sync as WriterSync};
 use brook::broker;
 use brook::clock::SystemClock;
@@ -123,11 +123,7 @@ fn concurrent_producers_get_dense_offsets_in_log_order() {
                 tasks.push(actix_rt::spawn(async move {
                     let mut got = Vec::new();
                     for i in 0..10 {
-                        let stored = queue
-                            .send(Produce::new(one_record(task * 100 + i), vec![0]))
-                            .await
-                            .expect("mailbox")
-                            .expect("stored");
+                        let stored = queue::store(&queue, one_record(task * 100 + i), vec![0]).await.expect("stored");
                         got.push(stored[0]);
                     }
                     got

@@ -8,7 +8,7 @@
 mod common;
 
 use brook::actors::housekeeper::RetainNow;
-use brook::actors::queue::{Barrier, BarrierRound, Produce, Pull, Range};
+use brook::actors::queue::{self, Barrier, BarrierRound, Pull, QueueActor, Range, Stored};
 use brook::broker;
 use brook::clock::ManualClock;
 use brook::config::{Config, FlushMode, IoBackendKind};
@@ -41,14 +41,18 @@ impl DiskUsage for FakeDisk {
 
 const HOUR: i64 = 3_600_000;
 
-fn produce(n: usize, from: usize) -> Produce {
+fn produce(n: usize, from: usize) -> (AppendBatch, Vec<u64>) {
     let mut batch = AppendBatch::default();
     for i in from..from + n {
         batch.starts.push(batch.buf.len());
         let body = format!("r{i}-{}", "p".repeat(300));
         record::encode_into(&mut batch.buf, &Message::new("r", body.into_bytes()), 0, 0).expect("encode");
     }
-    Produce::new(batch, vec![0; n])
+    (batch, vec![0; n])
+}
+
+async fn store(queue: &actix::Addr<QueueActor>, (batch, tags): (AppendBatch, Vec<u64>)) -> Result<Vec<Stored>, Error> {
+    queue::store(queue, batch, tags).await
 }
 
 fn cq_files(dir: &Path) -> usize {
@@ -78,11 +82,11 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
             let queue = running.registry.queue("r", 0);
             // 40 old records (~10 segments), then 40 a hundred hours later.
             for i in 0..40 {
-                queue.send(produce(1, i)).await.expect("mailbox").expect("stored");
+                store(&queue, produce(1, i)).await.expect("stored");
             }
             clock.advance(100 * HOUR);
             for i in 40..80 {
-                queue.send(produce(1, i)).await.expect("mailbox").expect("stored");
+                store(&queue, produce(1, i)).await.expect("stored");
             }
             let segments_before = std::fs::read_dir(dir.path().join("commitlog")).expect("dir").count();
             // As a checkpoint would: the queue writes its in-memory tail.
@@ -129,8 +133,7 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
             assert!(pressed.segments.iter().all(|(_, r)| *r == Reason::DiskFull));
             let left = running.reader.segments().bases();
             assert_eq!(left.len(), 1, "only the active segment is left");
-            let accepted =
-                queue.send(produce(1, 80)).await.expect("mailbox").expect("the active segment still takes writes");
+            let accepted = store(&queue, produce(1, 80)).await.expect("the active segment still takes writes");
             assert_eq!(accepted[0].queue_offset, 80);
             broker::shutdown(&running).await.expect("shutdown");
         });

@@ -10,6 +10,7 @@
 //! - [`scheduler`]: one SchedulerActor per delay level.
 //! - [`timer_wheel`]: the TimerWheelActor, exact-time delivery.
 //! - [`txn_checker`]: the TxnCheckerActor, transactional half messages.
+//! - [`fanout`]: carries many queues' appends to the queue actors' thread.
 //! - [`reput`]: writes the broker makes itself (deliveries, retries, dead
 //!   letters).
 //!
@@ -18,6 +19,7 @@
 //! writer's own, so appends never cross threads between queue and writer).
 
 pub mod consumer_group;
+pub mod fanout;
 pub mod groups;
 pub mod housekeeper;
 pub mod indexer;
@@ -66,6 +68,9 @@ pub struct Registry {
     writer: Addr<WriterActor>,
     queues: DashMap<String, DashMap<u32, Addr<QueueActor>>>,
     arbiters: Vec<ArbiterHandle>,
+    /// On the one queue arbiter; `None` when queue actors are spread over
+    /// several (or started in place).
+    fanout: Option<Addr<fanout::Fanout>>,
     next_arbiter: AtomicUsize,
     paths: StorePaths,
     cq_per_file: u64,
@@ -85,10 +90,15 @@ impl Registry {
         segments: Arc<crate::store::segment::SegmentSet>,
         logger: slog::Logger,
     ) -> Self {
+        let fanout = match arbiters.as_slice() {
+            [one] => Some(fanout::Fanout::start_in_arbiter(one, |_| fanout::Fanout)),
+            _ => None,
+        };
         Self {
             writer,
             queues: DashMap::new(),
             arbiters,
+            fanout,
             next_arbiter: AtomicUsize::new(0),
             paths,
             cq_per_file,
@@ -112,6 +122,15 @@ impl Registry {
     /// The writer.
     pub fn writer(&self) -> &Addr<WriterActor> {
         &self.writer
+    }
+
+    /// Hands each append to its queue actor, in list order. Every store goes
+    /// through here, so one caller's appends to a queue keep their order.
+    pub fn produce_all(&self, appends: Vec<(Addr<QueueActor>, queue::Produce)>) {
+        match &self.fanout {
+            Some(fanout) => fanout.do_send(fanout::ProduceAll(appends)),
+            None => appends.into_iter().for_each(|(queue, produce)| queue.do_send(produce)),
+        }
     }
 
     /// The actor of `topic`/`queue`, started if needed. The caller has

@@ -32,9 +32,14 @@ const MAX_SCAN: usize = 4096;
 /// Most messages one pull returns.
 pub const MAX_PULL_MESSAGES: u32 = 1024;
 
-/// Store a batch of encoded records in this queue.
+/// Where a `Produce` is answered once its records are stored (or not).
+pub type StoreReply = oneshot::Sender<Result<Vec<Stored>>>;
+
+/// Store a batch of encoded records in this queue. The answer goes to
+/// `reply` rather than through the mailbox's own response: a response
+/// future would cost the queue's thread a spawned task per append.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<Stored>>")]
+#[rtype(result = "()")]
 pub struct Produce {
     /// The records (queue offsets are patched in here).
     pub batch: AppendBatch,
@@ -42,13 +47,16 @@ pub struct Produce {
     pub tag_hashes: Vec<u64>,
     /// Key hashes of each record, for the key index (empty: no keys).
     pub key_hashes: Vec<Vec<u64>>,
+    /// Where the answer goes.
+    pub reply: StoreReply,
 }
 
-impl Produce {
-    /// Records without keys.
-    pub fn new(batch: AppendBatch, tag_hashes: Vec<u64>) -> Self {
-        Self { batch, tag_hashes, key_hashes: Vec::new() }
-    }
+/// Stores `batch` (with each record's tag hash) through `queue` and waits
+/// for the answer: for callers outside a connection (tests, tools).
+pub async fn store(queue: &Addr<QueueActor>, batch: AppendBatch, tag_hashes: Vec<u64>) -> Result<Vec<Stored>> {
+    let (reply, answer) = oneshot::channel();
+    queue.do_send(Produce { batch, tag_hashes, key_hashes: Vec::new(), reply });
+    answer.await.unwrap_or(Err(Error::ShuttingDown))
 }
 
 /// Where one produced record ended up.
@@ -238,7 +246,7 @@ struct Inflight {
     first_offset: u64,
     tag_hashes: Vec<u64>,
     key_hashes: Vec<Vec<u64>>,
-    reply: oneshot::Sender<Result<Vec<Stored>>>,
+    reply: StoreReply,
 }
 
 struct Parked {
@@ -441,13 +449,14 @@ impl Actor for QueueActor {
 }
 
 impl Handler<Produce> for QueueActor {
-    type Result = ResponseFuture<Result<Vec<Stored>>>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Produce, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Produce, ctx: &mut Context<Self>) {
+        let Produce { mut batch, tag_hashes, key_hashes, reply } = msg;
         if let Err(e) = self.cq() {
-            return Box::pin(async move { Err(e) });
+            let _ = reply.send(Err(e));
+            return;
         }
-        let Produce { mut batch, tag_hashes, key_hashes } = msg;
         self.list(ctx);
         let first_offset = self.next_offset;
         for i in 0..batch.len() {
@@ -457,11 +466,9 @@ impl Handler<Produce> for QueueActor {
             }
         }
         self.next_offset += batch.len() as u64;
-        let (reply, rx) = oneshot::channel();
         self.inflight.push_back(Inflight { first_offset, tag_hashes, key_hashes, reply });
         let me = ctx.address();
         self.writer.do_send(Append { batch, done: Box::new(move |result| me.do_send(Written(result))) });
-        Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
     }
 }
 

@@ -2,7 +2,7 @@
 //! dead letters, resends — go through the same queue actors as a producer's,
 //! so they get offsets, acknowledgement and visibility by the same rules.
 
-use crate::actors::queue::{Produce, Stored};
+use crate::actors::queue::{Produce, StoreReply, Stored};
 use crate::actors::Registry;
 use crate::delay::DelayPolicy;
 use crate::error::{Error, Result};
@@ -14,12 +14,13 @@ use crate::store::topics::TopicTable;
 use brook_proto::system::PROP_ORIGIN_LOG_OFFSET;
 use brook_proto::Message;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 /// Encodes messages bound for one queue, each with its tag code, into a
-/// request for the queue's actor (with the key hashes for the key index).
-/// `bytes` is their encoded size: one allocation for the batch rather than a
-/// regrowth every few records.
-pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32, bytes: usize) -> Result<Produce> {
+/// request for the queue's actor (with the key hashes for the key index),
+/// answered to `reply`. `bytes` is their encoded size: one allocation for
+/// the batch rather than a regrowth every few records.
+pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32, bytes: usize, reply: StoreReply) -> Result<Produce> {
     let mut batch = AppendBatch::default();
     batch.buf.reserve(bytes);
     let mut tag_hashes = Vec::with_capacity(items.len());
@@ -31,7 +32,19 @@ pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32, bytes: usize) -> Res
         tag_hashes.push(code);
         key_hashes.push(msg.keys.iter().map(|k| key_hash(&msg.topic, k)).collect());
     }
-    Ok(Produce { batch, tag_hashes, key_hashes })
+    Ok(Produce { batch, tag_hashes, key_hashes, reply })
+}
+
+/// Messages bound for one queue, with their encoded size.
+pub struct Batch {
+    /// The topic (which the caller made sure exists).
+    pub topic: String,
+    /// The queue.
+    pub queue: u32,
+    /// The messages, each with its tag code.
+    pub items: Vec<(Message, u64)>,
+    /// Their encoded size.
+    pub bytes: usize,
 }
 
 /// A topic and queue.
@@ -65,7 +78,7 @@ impl Reput {
     }
 
     /// [`Reput::store`] for a caller that already knows the items' encoded
-    /// size (sends measure every message while checking it).
+    /// size.
     pub async fn store_sized(
         &self,
         topic: &str,
@@ -73,12 +86,39 @@ impl Reput {
         items: Vec<(Message, u64)>,
         bytes: usize,
     ) -> Result<Vec<Stored>> {
-        let produce = encode_batch(items, queue, bytes)?;
-        self.registry
-            .queue(topic, queue)
-            .send(produce)
-            .await
-            .map_err(|e| Error::Busy(format!("queue actor unavailable: {e}")))?
+        let batch = Batch { topic: topic.to_string(), queue, items, bytes };
+        self.store_many(vec![batch]).await.pop().unwrap_or(Err(Error::ShuttingDown))
+    }
+
+    /// Stores several batches, each in its queue, handed to the queue actors
+    /// together and in list order (sends measure every message while checking
+    /// it, hence the known sizes); one result per batch.
+    pub async fn store_many(&self, batches: Vec<Batch>) -> Vec<Result<Vec<Stored>>> {
+        let mut appends = Vec::with_capacity(batches.len());
+        let mut answers = Vec::with_capacity(batches.len());
+        for Batch { topic, queue, items, bytes } in batches {
+            let (reply, answer) = oneshot::channel();
+            match encode_batch(items, queue, bytes, reply) {
+                Ok(produce) => {
+                    appends.push((self.registry.queue(&topic, queue), produce));
+                    answers.push(Ok(answer));
+                }
+                Err(e) => answers.push(Err(e)),
+            }
+        }
+        if !appends.is_empty() {
+            self.registry.produce_all(appends);
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            // A queue actor that stops (shutdown, topic deleted) drops the
+            // reply unanswered.
+            results.push(match answer {
+                Ok(answer) => answer.await.unwrap_or(Err(Error::ShuttingDown)),
+                Err(e) => Err(e),
+            });
+        }
+        results
     }
 
     /// Creates `topic` with one queue unless it exists (retry and
@@ -139,9 +179,14 @@ impl Reput {
                 None => by_queue.push((key, vec![(msg, code)])),
             }
         }
-        let stores =
-            by_queue.into_iter().map(|((topic, queue), items)| async move { self.store(&topic, queue, items).await });
-        for result in futures::future::join_all(stores).await {
+        let batches = by_queue
+            .into_iter()
+            .map(|((topic, queue), items)| {
+                let bytes = items.iter().map(|(msg, _)| record::encoded_len(msg)).sum();
+                Batch { topic, queue, items, bytes }
+            })
+            .collect();
+        for result in self.store_many(batches).await {
             result?;
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! invalid input changes nothing.
 
 use crate::actors::queue::{Destroy, Pull, Range, Stored};
+use crate::actors::reput::Batch;
 use crate::error::Error;
 use crate::filter::sql::Fields;
 use crate::filter::TagFilter;
@@ -13,6 +14,8 @@ use brook_proto::names::validate_name;
 use brook_proto::request::{PullResult, QueueRef, QueueStats, SendAck, TopicInfo};
 use brook_proto::system::{is_reserved_topic, PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES, PROP_TRACE};
 use brook_proto::{ErrorCode, Message, MessageId, Request, Response, StoredMessage, WireError};
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -171,23 +174,21 @@ pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendReq
         }),
         MERGE_BYTES,
     );
-    let mut stores = Vec::with_capacity(groups.len());
+    let mut batches = Vec::with_capacity(groups.len());
     let mut members = Vec::with_capacity(groups.len());
     for ((topic, queue), group) in groups {
-        let mut all = Vec::new();
+        let mut items = Vec::new();
         let mut bytes = 0;
         let mut answer = Vec::with_capacity(group.len());
-        for (id, items, prepared) in group {
-            all.extend(items);
+        for (id, own, prepared) in group {
+            items.extend(own);
             bytes += prepared.bytes;
             answer.push((id, prepared));
         }
-        // Polled in list order by `join_all`, so the batches of one queue
-        // reach its actor in the order they were formed.
-        stores.push(async move { core.reput.store_sized(&topic, queue, all, bytes).await });
+        batches.push(Batch { topic, queue, items, bytes });
         members.push(answer);
     }
-    for (result, group) in futures::future::join_all(stores).await.into_iter().zip(members) {
+    for (result, group) in core.reput.store_many(batches).await.into_iter().zip(members) {
         match result {
             Ok(stored) => {
                 let mut stored = stored.into_iter();
@@ -209,15 +210,22 @@ pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendReq
 /// joins only the newest group of its destination (joining an older one
 /// would put it ahead of items after that group), and a group stops taking
 /// items at `cap` bytes (a single bigger item still gets a group).
-fn merge_in_order<D: PartialEq, T>(items: impl Iterator<Item = (D, usize, T)>, cap: usize) -> Vec<(D, Vec<T>)> {
+/// The newest group of each destination is found through a map: with
+/// thousands of queues each request has a group of its own, and a search
+/// back through the groups made a gather quadratic.
+fn merge_in_order<D: Eq + Hash + Clone, T>(items: impl Iterator<Item = (D, usize, T)>, cap: usize) -> Vec<(D, Vec<T>)> {
     let mut groups: Vec<(D, usize, Vec<T>)> = Vec::new();
+    let mut newest: HashMap<D, usize> = HashMap::new();
     for (dest, bytes, item) in items {
-        match groups.iter().rposition(|(d, _, _)| *d == dest) {
-            Some(i) if groups[i].1 + bytes <= cap => {
+        match newest.get(&dest) {
+            Some(&i) if groups[i].1 + bytes <= cap => {
                 groups[i].1 += bytes;
                 groups[i].2.push(item);
             }
-            _ => groups.push((dest, bytes, vec![item])),
+            _ => {
+                newest.insert(dest.clone(), groups.len());
+                groups.push((dest, bytes, vec![item]));
+            }
         }
     }
     groups.into_iter().map(|(dest, _, items)| (dest, items)).collect()
