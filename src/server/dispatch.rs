@@ -5,10 +5,12 @@
 use crate::actors::queue::{Destroy, Pull, Range, Stored};
 use crate::actors::reput::Batch;
 use crate::error::Error;
-use crate::filter::sql::Fields;
+use crate::filter::sql::{Expr, Fields};
 use crate::filter::TagFilter;
 use crate::server::connection::ConnInfo;
 use crate::server::{groups, query, retry, trace, txn, BrokerCore};
+use crate::store::commitlog::LogReader;
+use crate::store::consume_queue::CqEntry;
 use crate::store::record::{self, DecodedRecord};
 use brook_proto::names::validate_name;
 use brook_proto::request::{PullResult, QueueRef, QueueStats, SendAck, TopicInfo};
@@ -421,37 +423,69 @@ async fn pull(
         })
         .await
         .map_err(mailbox)??;
-    let reader = core.reader.clone();
-    let broker = core.advertised;
+    // Fresh records are read right here; from the first one not in the page
+    // cache on, the rest are read on the blocking pool (a cold read must not
+    // stall the connections sharing this thread).
+    let pulled = Pulled { reader: core.reader.clone(), broker: core.advertised, filter, sql };
     let entries = found.entries;
-    let messages = if entries.is_empty() {
-        Vec::new()
-    } else {
-        tokio::task::spawn_blocking(move || -> Result<Vec<StoredMessage>, Error> {
-            let mut out = Vec::with_capacity(entries.len());
-            for (queue_offset, entry) in entries {
-                let rec = reader.read(entry.log_offset, entry.size)?;
-                // The hash pass can collide; the tag string decides.
-                if !filter.matches(rec.message.tags.as_deref()) {
-                    continue;
-                }
-                let fields = Fields { properties: &rec.message.properties, tags: rec.message.tags.as_deref() };
-                if sql.as_ref().is_some_and(|expr| !expr.matches(&fields)) {
-                    continue;
-                }
-                out.push(stored_message(broker, entry.log_offset, queue_offset, rec));
-            }
-            Ok(out)
+    let mut messages = Vec::with_capacity(entries.len());
+    let next = pulled.read(&entries, 0, true, &mut messages)?;
+    if next < entries.len() {
+        messages = tokio::task::spawn_blocking(move || -> Result<Vec<StoredMessage>, Error> {
+            pulled.read(&entries, next, false, &mut messages)?;
+            Ok(messages)
         })
         .await
-        .map_err(|e| Error::Busy(e.to_string()))??
-    };
+        .map_err(|e| Error::Busy(e.to_string()))??;
+    }
     Ok(Response::Pulled(PullResult {
         messages,
         next_offset: found.next_offset,
         min_offset: found.min_offset,
         max_offset: found.max_offset,
     }))
+}
+
+/// How a pull turns consume-queue entries into messages.
+struct Pulled {
+    reader: LogReader,
+    broker: std::net::SocketAddr,
+    filter: Arc<TagFilter>,
+    sql: Option<Arc<Expr>>,
+}
+
+impl Pulled {
+    /// Reads `entries` from `from` into `out`, in order, keeping those the
+    /// filters accept. With `cached_only` it stops at the first record not in
+    /// the page cache; returns where it stopped.
+    fn read(
+        &self,
+        entries: &[(u64, CqEntry)],
+        from: usize,
+        cached_only: bool,
+        out: &mut Vec<StoredMessage>,
+    ) -> Result<usize, Error> {
+        for (i, (queue_offset, entry)) in entries.iter().enumerate().skip(from) {
+            let rec = if cached_only {
+                match self.reader.read_cached(entry.log_offset, entry.size)? {
+                    Some(rec) => rec,
+                    None => return Ok(i),
+                }
+            } else {
+                self.reader.read(entry.log_offset, entry.size)?
+            };
+            // The hash pass can collide; the tag string decides.
+            if !self.filter.matches(rec.message.tags.as_deref()) {
+                continue;
+            }
+            let fields = Fields { properties: &rec.message.properties, tags: rec.message.tags.as_deref() };
+            if self.sql.as_ref().is_some_and(|expr| !expr.matches(&fields)) {
+                continue;
+            }
+            out.push(stored_message(self.broker, entry.log_offset, *queue_offset, rec));
+        }
+        Ok(entries.len())
+    }
 }
 
 /// A record as a consumer sees it. Copies the broker made (delayed,

@@ -301,8 +301,8 @@ impl LogReader {
         &self.set
     }
 
-    /// Reads and checks the record of `size` bytes at `log_offset`.
-    pub fn read_raw(&self, log_offset: u64, size: u32) -> Result<Vec<u8>> {
+    /// The segment holding `log_offset`, and where in it.
+    fn locate(&self, log_offset: u64) -> Result<(Arc<File>, u64)> {
         let base = self.set.base_of(log_offset);
         let Some(file) = self.set.file(base) else {
             let min = self.set.min_offset();
@@ -312,11 +312,45 @@ impl LogReader {
                 Error::Corrupt { offset: log_offset, reason: "no segment holds this offset".into() }
             });
         };
+        Ok((file, log_offset - base))
+    }
+
+    /// Reads and checks the record of `size` bytes at `log_offset`.
+    pub fn read_raw(&self, log_offset: u64, size: u32) -> Result<Vec<u8>> {
+        let (file, at) = self.locate(log_offset)?;
         let mut buf = vec![0u8; size as usize];
-        file.read_exact_at(&mut buf, log_offset - base)
-            .map_err(|e| Error::io(format!("read log at {log_offset}"), e))?;
+        file.read_exact_at(&mut buf, at).map_err(|e| Error::io(format!("read log at {log_offset}"), e))?;
         record::check(&buf, log_offset).map_err(|reason| Error::Corrupt { offset: log_offset, reason })?;
         Ok(buf)
+    }
+
+    /// [`LogReader::read`] only if the whole record is in the page cache
+    /// (`preadv2` with `RWF_NOWAIT`); `None` when reading it would wait for
+    /// the disk. Fresh records can then be read on a connection's thread,
+    /// and only cold ones take the trip to a thread that may block.
+    pub fn read_cached(&self, log_offset: u64, size: u32) -> Result<Option<DecodedRecord>> {
+        let (file, at) = self.locate(log_offset)?;
+        let mut buf = vec![0u8; size as usize];
+        let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let at =
+            i64::try_from(at).map_err(|_| Error::Corrupt { offset: log_offset, reason: "offset too large".into() })?;
+        // SAFETY: `iov` describes `buf`, which lives and is borrowed by
+        // nothing else for the duration of the call.
+        let n = unsafe { libc::preadv2(std::os::fd::AsRawFd::as_raw_fd(&*file), &iov, 1, at, libc::RWF_NOWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                // Not cached, or a kernel or file system without the flag.
+                Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => Ok(None),
+                _ => Err(Error::io(format!("read log at {log_offset}"), e)),
+            };
+        }
+        // Partly cached: the rest is read where waiting is allowed.
+        if n as usize != buf.len() {
+            return Ok(None);
+        }
+        record::check(&buf, log_offset).map_err(|reason| Error::Corrupt { offset: log_offset, reason })?;
+        record::decode(&buf).map(Some).map_err(|reason| Error::Corrupt { offset: log_offset, reason })
     }
 
     /// Reads, checks and decodes the record at `log_offset` without knowing
