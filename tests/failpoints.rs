@@ -54,7 +54,7 @@ fn faulty_writer(dir: &std::path::Path, flush: FlushMode, fail_after: u64) -> Fa
         max_batch_bytes: 1 << 20,
     };
     let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard()).start();
-    let registry = Registry::new(writer.clone(), Vec::new(), paths, 100, set, brook::logging::discard());
+    let registry = Registry::new(writer.clone(), None, paths, 100, set, brook::logging::discard());
     let queue = registry.queue("f", 0);
     Faulty { writer, queue, plan, stats }
 }

@@ -1,22 +1,23 @@
-//! The Fanout: carries the appends of many queues to the queue actors'
-//! thread in one mailbox push, and hands each to its queue actor there.
+//! The Fanout: carries the appends of many queues to the queues' thread in
+//! one mailbox push, and applies each to its queue's state there.
 //!
 //! A connection that read sends for many queues at once (thousands of
 //! queues, one request each) used to push to every queue actor from its own
-//! thread, each push a cross-thread wake-up. Through the fanout, the batch
-//! crosses once and each queue is reached by a push on its own thread.
+//! thread, each push a cross-thread wake-up and a mailbox message. Through
+//! the fanout, the batch crosses once and no queue mailbox is involved.
 //! Everything a connection stores goes this way, so its sends to one queue
 //! keep their order.
 
-use crate::actors::queue::{Produce, QueueActor};
+use crate::actors::queue::{self, Produce};
+use crate::actors::QueueHandle;
 use actix::prelude::*;
 
-/// Appends for many queues, each handed on in list order.
+/// Appends for many queues, applied in list order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ProduceAll(pub Vec<(Addr<QueueActor>, Produce)>);
+pub struct ProduceAll(pub Vec<(QueueHandle, Produce)>);
 
-/// Lives on the queue actors' thread.
+/// Lives on the queues' thread.
 pub struct Fanout;
 
 impl Actor for Fanout {
@@ -28,9 +29,7 @@ impl Handler<ProduceAll> for Fanout {
 
     fn handle(&mut self, ProduceAll(appends): ProduceAll, _: &mut Context<Self>) {
         for (queue, produce) in appends {
-            // A stopped queue drops the produce, and with it the reply: the
-            // sender sees the queue gone.
-            queue.do_send(produce);
+            queue::produce_here(&queue.spec, &queue.addr, produce);
         }
     }
 }

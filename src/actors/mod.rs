@@ -15,8 +15,8 @@
 //!   letters).
 //!
 //! Actor addresses live in a `DashMap` read by every connection; queue actors
-//! start on first use, on the arbiters the broker gives the registry (the
-//! writer's own, so appends never cross threads between queue and writer).
+//! start on first use, on the writer's thread, where their state lives: the
+//! fanout applies appends to it and the writer answers into it directly.
 
 pub mod consumer_group;
 pub mod fanout;
@@ -36,25 +36,39 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use queue::QueueActor;
 use std::borrow::Borrow;
-use std::hash::Hash;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use writer::WriterActor;
 
+/// Something the registries hand out that can tell whether its actor still
+/// runs.
+pub(crate) trait Live: Clone {
+    /// Whether the actor is running.
+    fn live(&self) -> bool;
+}
+
+impl<A: Actor> Live for Addr<A> {
+    fn live(&self) -> bool {
+        self.connected()
+    }
+}
+
 /// The running actor under `key`, or a new one from `start` if there is
 /// none or it has stopped.
-pub(crate) fn live_or_start<K, Q, A>(map: &DashMap<K, Addr<A>>, key: &Q, start: impl FnOnce() -> Addr<A>) -> Addr<A>
+pub(crate) fn live_or_start<K, Q, L, S>(map: &DashMap<K, L, S>, key: &Q, start: impl FnOnce() -> L) -> L
 where
     K: Borrow<Q> + Eq + Hash,
     Q: ToOwned<Owned = K> + Eq + Hash + ?Sized,
-    A: Actor,
+    L: Live,
+    S: BuildHasher + Clone,
 {
-    if let Some(addr) = map.get(key).map(|a| a.clone()).filter(Addr::connected) {
-        return addr;
+    if let Some(found) = map.get(key).map(|a| a.clone()).filter(Live::live) {
+        return found;
     }
     match map.entry(key.to_owned()) {
         Entry::Occupied(mut slot) => {
-            if !slot.get().connected() {
+            if !slot.get().live() {
                 slot.insert(start());
             }
             slot.get().clone()
@@ -63,15 +77,37 @@ where
     }
 }
 
+/// The hasher of maps on the send path.
+pub(crate) type FastHash = foldhash::fast::RandomState;
+
+/// A queue's actor and what it is made from (appends use both).
+#[derive(Clone)]
+pub struct QueueHandle {
+    /// The actor.
+    pub addr: Addr<QueueActor>,
+    /// Its spec.
+    pub spec: Arc<queue::QueueSpec>,
+}
+
+impl Live for QueueHandle {
+    fn live(&self) -> bool {
+        self.addr.connected()
+    }
+}
+
 /// Finds (and lazily starts) the actor owning each queue.
 pub struct Registry {
     writer: Addr<WriterActor>,
-    queues: DashMap<String, DashMap<u32, Addr<QueueActor>>>,
-    arbiters: Vec<ArbiterHandle>,
-    /// On the one queue arbiter; `None` when queue actors are spread over
-    /// several (or started in place).
-    fanout: Option<Addr<fanout::Fanout>>,
-    next_arbiter: AtomicUsize,
+    /// Looked up for every send: a fast hash instead of SipHash (names are
+    /// validated and their tables hold what admins created).
+    queues: DashMap<String, DashMap<u32, QueueHandle, FastHash>, FastHash>,
+    /// Where queue actors run: the writer's thread (`None`: the caller's,
+    /// which must then be the writer's too). Appends reach a queue's state
+    /// directly there, and the writer answers them there.
+    arbiter: Option<ArbiterHandle>,
+    /// On the queue actors' thread.
+    fanout: Addr<fanout::Fanout>,
+    next_id: AtomicU64,
     paths: StorePaths,
     cq_per_file: u64,
     segments: Arc<crate::store::segment::SegmentSet>,
@@ -81,25 +117,26 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry starting queue actors on `arbiters` (round robin).
+    /// A registry starting queue actors on `arbiter`, the writer's (or on
+    /// the caller's thread, which then runs the writer).
     pub fn new(
         writer: Addr<WriterActor>,
-        arbiters: Vec<ArbiterHandle>,
+        arbiter: Option<ArbiterHandle>,
         paths: StorePaths,
         cq_per_file: u64,
         segments: Arc<crate::store::segment::SegmentSet>,
         logger: slog::Logger,
     ) -> Self {
-        let fanout = match arbiters.as_slice() {
-            [one] => Some(fanout::Fanout::start_in_arbiter(one, |_| fanout::Fanout)),
-            _ => None,
+        let fanout = match &arbiter {
+            Some(arbiter) => fanout::Fanout::start_in_arbiter(arbiter, |_| fanout::Fanout),
+            None => fanout::Fanout.start(),
         };
         Self {
             writer,
-            queues: DashMap::new(),
-            arbiters,
+            queues: DashMap::with_hasher(FastHash::default()),
+            arbiter,
             fanout,
-            next_arbiter: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
             paths,
             cq_per_file,
             segments,
@@ -124,18 +161,21 @@ impl Registry {
         &self.writer
     }
 
-    /// Hands each append to its queue actor, in list order. Every store goes
-    /// through here, so one caller's appends to a queue keep their order.
-    pub fn produce_all(&self, appends: Vec<(Addr<QueueActor>, queue::Produce)>) {
-        match &self.fanout {
-            Some(fanout) => fanout.do_send(fanout::ProduceAll(appends)),
-            None => appends.into_iter().for_each(|(queue, produce)| queue.do_send(produce)),
-        }
+    /// Hands each append to its queue, in list order, in one message to the
+    /// queues' thread. Every store from a connection goes through here, so
+    /// its appends to a queue keep their order.
+    pub fn produce_all(&self, appends: Vec<(QueueHandle, queue::Produce)>) {
+        self.fanout.do_send(fanout::ProduceAll(appends));
     }
 
     /// The actor of `topic`/`queue`, started if needed. The caller has
     /// checked that the queue exists.
     pub fn queue(&self, topic: &str, queue: u32) -> Addr<QueueActor> {
+        self.queue_handle(topic, queue).addr
+    }
+
+    /// [`Registry::queue`] with the queue's spec, for appends.
+    pub fn queue_handle(&self, topic: &str, queue: u32) -> QueueHandle {
         if let Some(queues) = self.queues.get(topic) {
             return live_or_start(&queues, &queue, || self.start_queue(topic, queue));
         }
@@ -143,12 +183,12 @@ impl Registry {
         live_or_start(&queues, &queue, || self.start_queue(topic, queue))
     }
 
-    fn start_queue(&self, topic: &str, queue: u32) -> Addr<QueueActor> {
-        let actor = QueueActor::new(
+    fn start_queue(&self, topic: &str, queue: u32) -> QueueHandle {
+        let spec = Arc::new(queue::QueueSpec::new(
+            self.next_id.fetch_add(1, Ordering::Relaxed),
             format!("{topic}/{queue}"),
             self.paths.queue_dir(topic, queue),
-            self.cq_per_file,
-            self.segments.min_offset(),
+            (self.cq_per_file, self.segments.min_offset()),
             queue::QueueLinks {
                 writer: self.writer.clone(),
                 reader: crate::store::commitlog::LogReader::new(self.segments.clone()),
@@ -156,12 +196,13 @@ impl Registry {
                 active: self.active.clone(),
             },
             self.logger.clone(),
-        );
-        let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);
-        match self.arbiters.get(index) {
-            Some(arbiter) => QueueActor::start_in_arbiter(arbiter, move |_| actor),
-            None => actor.start(),
-        }
+        ));
+        let built = spec.clone();
+        let addr = match &self.arbiter {
+            Some(arbiter) => QueueActor::start_in_arbiter(arbiter, move |_| QueueActor::new(built)),
+            None => QueueActor::new(built).start(),
+        };
+        QueueHandle { addr, spec }
     }
 
     /// Queue actors that took appends (or still hold unwritten entries)
@@ -172,12 +213,12 @@ impl Registry {
 
     /// Every queue actor currently running.
     pub fn live_queues(&self) -> Vec<Addr<QueueActor>> {
-        self.queues.iter().flat_map(|t| t.value().iter().map(|q| q.value().clone()).collect::<Vec<_>>()).collect()
+        self.queues.iter().flat_map(|t| t.value().iter().map(|q| q.value().addr.clone()).collect::<Vec<_>>()).collect()
     }
 
     /// Forgets a topic's actors (after they were told to destroy
     /// themselves).
     pub fn remove_topic(&self, topic: &str) -> Vec<Addr<QueueActor>> {
-        self.queues.remove(topic).map(|(_, q)| q.into_iter().map(|(_, a)| a).collect()).unwrap_or_default()
+        self.queues.remove(topic).map(|(_, q)| q.into_iter().map(|(_, h)| h.addr).collect()).unwrap_or_default()
     }
 }

@@ -1,16 +1,23 @@
 //! The QueueActor: one per topic-queue, the only mutator of that queue.
 //!
-//! Every change to a queue goes through this actor's mailbox, so there are no
-//! per-queue locks. It assigns queue offsets in arrival order and forwards the
-//! batch to the writer; because it sends to the one writer in that same order,
-//! offsets within a queue follow commit-log order. When the writer answers
-//! (as a `Written` message through this same mailbox, so a checkpoint's
-//! `Barrier` sent later is handled after it) it appends the consume-queue
-//! entries, and only then are the messages readable and acknowledged:
-//! readers never see a message before its producer could.
+//! A queue's state ([`QueueState`]) lives on the queue actors' thread, which
+//! is the writer's. Appends reach it without a mailbox: the fanout (one
+//! message per batch of sends, whatever the number of queues in it) assigns
+//! queue offsets in arrival order and forwards each batch to the writer;
+//! because every queue sends to the one writer in that same order, offsets
+//! within a queue follow commit-log order. When the writer has written a
+//! group it calls back on this same thread, and the consume-queue entries
+//! are appended right there: only then are the messages readable and
+//! acknowledged, so readers never see a message before its producer could,
+//! and a checkpoint's `Barrier` (sent after the writer answered its `Sync`)
+//! finds every entry below the synced position. With tens of thousands of
+//! queues, a mailbox message per append and per answer cost more than the
+//! appends did.
 //!
-//! Pulls that find nothing new are parked (long polling) and answered the
-//! moment a `Written` makes something visible, or when their time is up.
+//! Everything else (pulls, barriers, retention, deletion) goes through the
+//! actor's mailbox. Pulls that find nothing new are parked (long polling)
+//! and answered the moment an append makes something visible, or when their
+//! time is up.
 
 use crate::actors::indexer::KeyBuffer;
 use crate::actors::writer::{Append, WriterActor};
@@ -21,8 +28,11 @@ use crate::store::consume_queue::{ConsumeQueue, CqEntry};
 use crate::store::index::KeyEntry;
 use crate::store::record;
 use actix::prelude::*;
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -67,11 +77,6 @@ pub struct Stored {
     /// Its place in the log.
     pub pos: RecordPos,
 }
-
-/// The writer's answer, delivered through the mailbox.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Written(Result<Vec<RecordPos>>);
 
 /// Read entries from an offset.
 #[derive(Message, Clone)]
@@ -255,8 +260,79 @@ struct Parked {
     reply: oneshot::Sender<Result<PullEntries>>,
 }
 
-/// One topic-queue.
-pub struct QueueActor {
+/// What a queue actor works with besides its own files.
+pub struct QueueLinks {
+    /// The writer its appends go to.
+    pub writer: Addr<WriterActor>,
+    /// Log reads.
+    pub reader: LogReader,
+    /// Where the keys of stored messages go.
+    pub keys: Option<Arc<KeyBuffer>>,
+    /// Where the queue lists itself when it takes appends.
+    pub active: Arc<ActiveQueues>,
+}
+
+/// What a queue is made from; shared by its actor, the registry and the
+/// appends in flight.
+pub struct QueueSpec {
+    /// Identifies the queue's state on its thread.
+    id: u64,
+    name: String,
+    dir: PathBuf,
+    per_file: u64,
+    /// Smallest stored log offset when the queue was started.
+    log_min: u64,
+    links: QueueLinks,
+    /// Set by `Destroy`: appends still on their way are refused.
+    destroyed: AtomicBool,
+    logger: slog::Logger,
+}
+
+impl QueueSpec {
+    /// A queue stored in `dir`; `id` must be unique among live queues.
+    pub fn new(
+        id: u64,
+        name: String,
+        dir: PathBuf,
+        (per_file, log_min): (u64, u64),
+        links: QueueLinks,
+        logger: slog::Logger,
+    ) -> Self {
+        Self { id, name, dir, per_file, log_min, links, destroyed: AtomicBool::new(false), logger }
+    }
+}
+
+thread_local! {
+    /// The state of every queue on this thread, by `QueueSpec::id`.
+    static STATES: RefCell<HashMap<u64, Rc<RefCell<QueueState>>, crate::actors::FastHash>> =
+        RefCell::new(HashMap::default());
+}
+
+/// The state of `spec`'s queue on this thread, opened on first use (by its
+/// actor or by the first append to reach it, whichever comes first).
+fn state_for(spec: &Arc<QueueSpec>) -> Rc<RefCell<QueueState>> {
+    STATES.with(|states| {
+        states.borrow_mut().entry(spec.id).or_insert_with(|| Rc::new(RefCell::new(QueueState::open(spec)))).clone()
+    })
+}
+
+fn local_state(id: u64) -> Option<Rc<RefCell<QueueState>>> {
+    STATES.with(|states| states.borrow().get(&id).cloned())
+}
+
+/// Stores `produce` in the queue of `spec` (whose actor is `addr`). Runs on
+/// the queue actors' thread; a queue deleted meanwhile drops the produce,
+/// and with it the reply, so the sender sees the queue gone.
+pub(crate) fn produce_here(spec: &Arc<QueueSpec>, addr: &Addr<QueueActor>, produce: Produce) {
+    if spec.destroyed.load(Ordering::Acquire) || !addr.connected() {
+        return;
+    }
+    state_for(spec).borrow_mut().produce(produce, spec, addr);
+}
+
+/// One topic-queue's offsets, consume queue, appends in flight and parked
+/// pulls.
+pub struct QueueState {
     name: String,
     dir: PathBuf,
     per_file: u64,
@@ -278,49 +354,38 @@ pub struct QueueActor {
     logger: slog::Logger,
 }
 
-/// What a queue actor works with besides its own files.
-pub struct QueueLinks {
-    /// The writer its appends go to.
-    pub writer: Addr<WriterActor>,
-    /// Log reads.
-    pub reader: LogReader,
-    /// Where the keys of stored messages go.
-    pub keys: Option<Arc<KeyBuffer>>,
-    /// Where the queue lists itself when it takes appends.
-    pub active: Arc<ActiveQueues>,
-}
-
-impl QueueActor {
-    /// An actor for the queue stored in `dir`; it opens the queue when it
-    /// starts, on its own thread.
-    pub fn new(
-        name: String,
-        dir: PathBuf,
-        per_file: u64,
-        log_min: u64,
-        links: QueueLinks,
-        logger: slog::Logger,
-    ) -> Self {
-        let QueueLinks { writer, reader, keys, active } = links;
-        Self {
-            name,
-            dir,
-            per_file,
-            log_min,
+impl QueueState {
+    /// Opens the queue's files (on the queue actors' thread).
+    fn open(spec: &QueueSpec) -> Self {
+        let mut state = Self {
+            name: spec.name.clone(),
+            dir: spec.dir.clone(),
+            per_file: spec.per_file,
+            log_min: spec.log_min,
             cq: None,
             failed: None,
             next_offset: 0,
-            writer,
-            reader,
-            keys,
-            active,
+            writer: spec.links.writer.clone(),
+            reader: spec.links.reader.clone(),
+            keys: spec.links.keys.clone(),
+            active: spec.links.active.clone(),
             listed: false,
             tail_since: None,
             inflight: VecDeque::new(),
             parked: Vec::new(),
             next_park_id: 0,
-            logger,
+            logger: spec.logger.clone(),
+        };
+        match ConsumeQueue::open(state.dir.clone(), state.per_file)
+            .and_then(|mut cq| cq.retain_from_log(state.log_min).map(|_| cq))
+        {
+            Ok(cq) => {
+                state.next_offset = cq.next_offset();
+                state.cq = Some(cq);
+            }
+            Err(e) => state.fail(format!("cannot open consume queue {}: {e}", state.dir.display())),
         }
+        state
     }
 
     fn cq(&self) -> Result<&ConsumeQueue> {
@@ -336,128 +401,15 @@ impl QueueActor {
         self.failed = Some(reason);
     }
 
-    /// Reads up to the pull's limits from `offset`; `None` when nothing new
-    /// is there yet.
-    fn collect(&self, pull: &Pull) -> Result<Option<PullEntries>> {
-        let cq = self.cq()?;
-        let (min, max) = (cq.min_offset(), cq.next_offset());
-        if pull.offset < min {
-            return Err(Error::BelowRetained { requested: pull.offset, min });
-        }
-        if pull.offset > max {
-            return Err(Error::BeyondEnd { requested: pull.offset, max });
-        }
-        if pull.offset == max {
-            return Ok(None);
-        }
-        let max_messages = pull.max_messages.clamp(1, MAX_PULL_MESSAGES) as usize;
-        let mut out = PullEntries { next_offset: pull.offset, min_offset: min, max_offset: max, ..Default::default() };
-        let mut bytes = 0u64;
-        let mut scanned = 0;
-        'scan: while out.next_offset < max && scanned < MAX_SCAN {
-            let chunk = cq
-                .read(out.next_offset, (MAX_SCAN - scanned).min(256))
-                .map_err(|e| Error::io(format!("read consume queue {}", self.name), e))?;
-            if chunk.is_empty() {
-                break;
-            }
-            for entry in chunk {
-                if out.entries.len() >= max_messages
-                    || (!out.entries.is_empty() && bytes + u64::from(entry.size) > u64::from(pull.max_bytes))
-                {
-                    break 'scan;
-                }
-                if pull.filter.may_match(entry.tag_hash) {
-                    bytes += u64::from(entry.size);
-                    out.entries.push((out.next_offset, entry));
-                }
-                out.next_offset += 1;
-                scanned += 1;
-            }
-        }
-        Ok(Some(out))
-    }
-
-    /// Joins the active list (once until the next barrier).
-    fn list(&mut self, ctx: &Context<Self>) {
-        if !self.listed {
-            self.listed = true;
-            self.active.add(ctx.address());
-        }
-    }
-
-    fn note_tail(&mut self) {
-        match self.cq.as_ref().and_then(ConsumeQueue::tail_low) {
-            None => self.tail_since = None,
-            Some(_) if self.tail_since.is_none() => self.tail_since = Some(std::time::Instant::now()),
-            Some(_) => {}
-        }
-    }
-
-    fn wake_parked(&mut self) {
-        if self.parked.is_empty() {
-            return;
-        }
-        let parked = std::mem::take(&mut self.parked);
-        for mut waiting in parked {
-            match self.collect(&waiting.pull) {
-                Ok(Some(found)) if !found.entries.is_empty() => {
-                    let _ = waiting.reply.send(Ok(found));
-                }
-                // Everything new was filtered out: keep waiting from past it.
-                Ok(Some(found)) => {
-                    waiting.pull.offset = found.next_offset;
-                    self.parked.push(waiting);
-                }
-                Ok(None) => self.parked.push(waiting),
-                Err(e) => {
-                    let _ = waiting.reply.send(Err(e));
-                }
-            }
-        }
-    }
-
-    fn expire(&mut self, id: u64) {
-        if let Some(index) = self.parked.iter().position(|p| p.id == id) {
-            let waiting = self.parked.swap_remove(index);
-            let (min, max) = self.cq().map(|cq| (cq.min_offset(), cq.next_offset())).unwrap_or((0, 0));
-            let _ = waiting.reply.send(Ok(PullEntries {
-                entries: Vec::new(),
-                next_offset: waiting.pull.offset,
-                min_offset: min,
-                max_offset: max,
-            }));
-        }
-    }
-}
-
-impl Actor for QueueActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(1024);
-        match ConsumeQueue::open(self.dir.clone(), self.per_file)
-            .and_then(|mut cq| cq.retain_from_log(self.log_min).map(|_| cq))
-        {
-            Ok(cq) => {
-                self.next_offset = cq.next_offset();
-                self.cq = Some(cq);
-            }
-            Err(e) => self.fail(format!("cannot open consume queue {}: {e}", self.dir.display())),
-        }
-    }
-}
-
-impl Handler<Produce> for QueueActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Produce, ctx: &mut Context<Self>) {
+    /// Assigns the batch its offsets and hands it to the writer, whose
+    /// answer comes back through [`QueueState::written`] on this thread.
+    fn produce(&mut self, msg: Produce, spec: &Arc<QueueSpec>, me: &Addr<QueueActor>) {
         let Produce { mut batch, tag_hashes, key_hashes, reply } = msg;
         if let Err(e) = self.cq() {
             let _ = reply.send(Err(e));
             return;
         }
-        self.list(ctx);
+        self.list(me);
         let first_offset = self.next_offset;
         for i in 0..batch.len() {
             let (start, end) = batch.bounds(i);
@@ -467,15 +419,18 @@ impl Handler<Produce> for QueueActor {
         }
         self.next_offset += batch.len() as u64;
         self.inflight.push_back(Inflight { first_offset, tag_hashes, key_hashes, reply });
-        let me = ctx.address();
-        self.writer.do_send(Append { batch, done: Box::new(move |result| me.do_send(Written(result))) });
+        let spec = spec.clone();
+        let done = move |result| match local_state(spec.id) {
+            Some(state) => state.borrow_mut().written(result),
+            // The writer answers on the thread it shares with the queues;
+            // a queue deleted meanwhile has no state left to answer into.
+            None => slog::warn!(spec.logger, "append answered after its queue was gone"; "queue" => &spec.name),
+        };
+        self.writer.do_send(Append { batch, done: Box::new(done) });
     }
-}
 
-impl Handler<Written> for QueueActor {
-    type Result = ();
-
-    fn handle(&mut self, Written(result): Written, _: &mut Context<Self>) {
+    /// The writer's answer to the oldest append in flight.
+    fn written(&mut self, result: Result<Vec<RecordPos>>) {
         let Some(inflight) = self.inflight.pop_front() else {
             return;
         };
@@ -530,61 +485,130 @@ impl Handler<Written> for QueueActor {
             }
         }
     }
-}
 
-impl Handler<Pull> for QueueActor {
-    type Result = ResponseFuture<Result<PullEntries>>;
+    /// Reads up to the pull's limits from `offset`; `None` when nothing new
+    /// is there yet.
+    fn collect(&self, pull: &Pull) -> Result<Option<PullEntries>> {
+        let cq = self.cq()?;
+        let (min, max) = (cq.min_offset(), cq.next_offset());
+        if pull.offset < min {
+            return Err(Error::BelowRetained { requested: pull.offset, min });
+        }
+        if pull.offset > max {
+            return Err(Error::BeyondEnd { requested: pull.offset, max });
+        }
+        if pull.offset == max {
+            return Ok(None);
+        }
+        let max_messages = pull.max_messages.clamp(1, MAX_PULL_MESSAGES) as usize;
+        let mut out = PullEntries { next_offset: pull.offset, min_offset: min, max_offset: max, ..Default::default() };
+        let mut bytes = 0u64;
+        let mut scanned = 0;
+        'scan: while out.next_offset < max && scanned < MAX_SCAN {
+            let chunk = cq
+                .read(out.next_offset, (MAX_SCAN - scanned).min(256))
+                .map_err(|e| Error::io(format!("read consume queue {}", self.name), e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            for entry in chunk {
+                if out.entries.len() >= max_messages
+                    || (!out.entries.is_empty() && bytes + u64::from(entry.size) > u64::from(pull.max_bytes))
+                {
+                    break 'scan;
+                }
+                if pull.filter.may_match(entry.tag_hash) {
+                    bytes += u64::from(entry.size);
+                    out.entries.push((out.next_offset, entry));
+                }
+                out.next_offset += 1;
+                scanned += 1;
+            }
+        }
+        Ok(Some(out))
+    }
 
-    fn handle(&mut self, pull: Pull, ctx: &mut Context<Self>) -> Self::Result {
-        let found = match self.collect(&pull) {
-            Ok(Some(found)) if !found.entries.is_empty() || pull.long_poll.is_zero() => Ok(found),
+    /// What a pull gets now, or the pull to park.
+    fn pull(&mut self, pull: Pull) -> std::result::Result<Result<PullEntries>, Pull> {
+        match self.collect(&pull) {
+            Ok(Some(found)) if !found.entries.is_empty() || pull.long_poll.is_zero() => Ok(Ok(found)),
             Ok(Some(found)) => {
                 // All filtered out: park past them rather than spin.
                 let mut pull = pull;
                 pull.offset = found.next_offset;
-                return self.park(pull, ctx);
+                Err(pull)
             }
             Ok(None) if pull.long_poll.is_zero() => {
                 let (min, max) = self.cq().map(|cq| (cq.min_offset(), cq.next_offset())).unwrap_or((0, 0));
-                Ok(PullEntries { entries: Vec::new(), next_offset: pull.offset, min_offset: min, max_offset: max })
+                Ok(Ok(PullEntries { entries: Vec::new(), next_offset: pull.offset, min_offset: min, max_offset: max }))
             }
-            Ok(None) => return self.park(pull, ctx),
-            Err(e) => Err(e),
-        };
-        Box::pin(async move { found })
+            Ok(None) => Err(pull),
+            Err(e) => Ok(Err(e)),
+        }
     }
-}
 
-impl QueueActor {
-    fn park(&mut self, pull: Pull, ctx: &mut Context<Self>) -> ResponseFuture<Result<PullEntries>> {
+    /// Parks `pull`; returns its id (for expiry) and where its answer comes.
+    fn park(&mut self, pull: Pull) -> (u64, oneshot::Receiver<Result<PullEntries>>) {
         let (reply, rx) = oneshot::channel();
         let id = self.next_park_id;
         self.next_park_id += 1;
-        ctx.run_later(pull.long_poll, move |act, _| act.expire(id));
         self.parked.push(Parked { id, pull, reply });
-        Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
+        (id, rx)
     }
-}
 
-impl Handler<Range> for QueueActor {
-    type Result = Result<(u64, u64)>;
-
-    fn handle(&mut self, _: Range, _: &mut Context<Self>) -> Self::Result {
-        self.cq().map(|cq| (cq.min_offset(), cq.next_offset()))
+    /// Joins the active list (once until the next barrier).
+    fn list(&mut self, me: &Addr<QueueActor>) {
+        if !self.listed {
+            self.listed = true;
+            self.active.add(me.clone());
+        }
     }
-}
 
-impl Handler<Barrier> for QueueActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Barrier, ctx: &mut Context<Self>) {
-        let answer = self.barrier(&msg, ctx);
-        msg.round.answer(answer);
+    fn note_tail(&mut self) {
+        match self.cq.as_ref().and_then(ConsumeQueue::tail_low) {
+            None => self.tail_since = None,
+            Some(_) if self.tail_since.is_none() => self.tail_since = Some(std::time::Instant::now()),
+            Some(_) => {}
+        }
     }
-}
 
-impl QueueActor {
-    fn barrier(&mut self, msg: &Barrier, ctx: &mut Context<Self>) -> Result<Barriered> {
+    fn wake_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for mut waiting in parked {
+            match self.collect(&waiting.pull) {
+                Ok(Some(found)) if !found.entries.is_empty() => {
+                    let _ = waiting.reply.send(Ok(found));
+                }
+                // Everything new was filtered out: keep waiting from past it.
+                Ok(Some(found)) => {
+                    waiting.pull.offset = found.next_offset;
+                    self.parked.push(waiting);
+                }
+                Ok(None) => self.parked.push(waiting),
+                Err(e) => {
+                    let _ = waiting.reply.send(Err(e));
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self, id: u64) {
+        if let Some(index) = self.parked.iter().position(|p| p.id == id) {
+            let waiting = self.parked.swap_remove(index);
+            let (min, max) = self.cq().map(|cq| (cq.min_offset(), cq.next_offset())).unwrap_or((0, 0));
+            let _ = waiting.reply.send(Ok(PullEntries {
+                entries: Vec::new(),
+                next_offset: waiting.pull.offset,
+                min_offset: min,
+                max_offset: max,
+            }));
+        }
+    }
+
+    fn barrier(&mut self, msg: &Barrier, me: &Addr<QueueActor>) -> Result<Barriered> {
         self.listed = false;
         let aged = self.tail_since.is_some_and(|since| since.elapsed() >= msg.max_tail_age);
         let written = match self.cq.as_mut() {
@@ -604,9 +628,110 @@ impl QueueActor {
         let unwritten_from = self.cq.as_ref().and_then(ConsumeQueue::tail_low);
         if unwritten_from.is_some() {
             // Still holding entries only in memory: visit again.
-            self.list(ctx);
+            self.list(me);
         }
         Ok(Barriered { files, unwritten_from })
+    }
+
+    fn retain(&mut self, log_min: u64) {
+        self.log_min = log_min;
+        if let Some(cq) = self.cq.as_mut() {
+            if let Err(e) = cq.retain_from_log(log_min) {
+                slog::warn!(self.logger, "consume-queue retention failed"; "queue" => &self.name, "error" => %e);
+            }
+        }
+    }
+
+    fn offset_at_time(&self, ts: i64) -> Result<u64> {
+        let reader = self.reader.clone();
+        // A binary search: a few dozen small page-cache reads at most.
+        self.cq()?
+            .offset_at_time(ts, |entry| {
+                reader.read_raw(entry.log_offset, entry.size).ok().map(|rec| record::head(&rec).store_ts)
+            })
+            .map_err(|e| Error::io(format!("search {}", self.name), e))
+    }
+
+    fn destroy(&mut self) -> Result<()> {
+        for waiting in self.parked.drain(..) {
+            let _ = waiting.reply.send(Err(Error::TopicNotFound(self.name.clone())));
+        }
+        match self.cq.take() {
+            Some(cq) => cq.destroy().map_err(|e| Error::io(format!("delete {}", self.dir.display()), e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One topic-queue's mailbox: pulls, barriers, retention, deletion (and
+/// appends from callers outside a connection). Its state is shared with the
+/// appends that reach the queue directly on this thread.
+pub struct QueueActor {
+    spec: Arc<QueueSpec>,
+    state: Rc<RefCell<QueueState>>,
+}
+
+impl QueueActor {
+    /// The actor of `spec`'s queue. Build it on the thread it runs on (the
+    /// writer's): that is where the queue's state lives.
+    pub fn new(spec: Arc<QueueSpec>) -> Self {
+        let state = state_for(&spec);
+        Self { spec, state }
+    }
+}
+
+impl Actor for QueueActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let id = self.spec.id;
+        STATES.with(|states| states.borrow_mut().remove(&id));
+    }
+}
+
+impl Handler<Produce> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Produce, ctx: &mut Context<Self>) {
+        self.state.borrow_mut().produce(msg, &self.spec, &ctx.address());
+    }
+}
+
+impl Handler<Pull> for QueueActor {
+    type Result = ResponseFuture<Result<PullEntries>>;
+
+    fn handle(&mut self, pull: Pull, ctx: &mut Context<Self>) -> Self::Result {
+        let mut state = self.state.borrow_mut();
+        match state.pull(pull) {
+            Ok(found) => Box::pin(async move { found }),
+            Err(pull) => {
+                let wait = pull.long_poll;
+                let (id, rx) = state.park(pull);
+                ctx.run_later(wait, move |act, _| act.state.borrow_mut().expire(id));
+                Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
+            }
+        }
+    }
+}
+
+impl Handler<Range> for QueueActor {
+    type Result = Result<(u64, u64)>;
+
+    fn handle(&mut self, _: Range, _: &mut Context<Self>) -> Self::Result {
+        self.state.borrow().cq().map(|cq| (cq.min_offset(), cq.next_offset()))
+    }
+}
+
+impl Handler<Barrier> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Barrier, ctx: &mut Context<Self>) {
+        let answer = self.state.borrow_mut().barrier(&msg, &ctx.address());
+        msg.round.answer(answer);
     }
 }
 
@@ -614,12 +739,7 @@ impl Handler<Retain> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, msg: Retain, _: &mut Context<Self>) {
-        self.log_min = msg.log_min;
-        if let Some(cq) = self.cq.as_mut() {
-            if let Err(e) = cq.retain_from_log(msg.log_min) {
-                slog::warn!(self.logger, "consume-queue retention failed"; "queue" => &self.name, "error" => %e);
-            }
-        }
+        self.state.borrow_mut().retain(msg.log_min);
     }
 }
 
@@ -627,13 +747,7 @@ impl Handler<OffsetAtTime> for QueueActor {
     type Result = Result<u64>;
 
     fn handle(&mut self, msg: OffsetAtTime, _: &mut Context<Self>) -> Self::Result {
-        let reader = self.reader.clone();
-        // A binary search: a few dozen small page-cache reads at most.
-        self.cq()?
-            .offset_at_time(msg.ts, |entry| {
-                reader.read_raw(entry.log_offset, entry.size).ok().map(|rec| record::head(&rec).store_ts)
-            })
-            .map_err(|e| Error::io(format!("search {}", self.name), e))
+        self.state.borrow().offset_at_time(msg.ts)
     }
 }
 
@@ -641,14 +755,9 @@ impl Handler<Destroy> for QueueActor {
     type Result = Result<()>;
 
     fn handle(&mut self, _: Destroy, ctx: &mut Context<Self>) -> Self::Result {
-        for waiting in self.parked.drain(..) {
-            let _ = waiting.reply.send(Err(Error::TopicNotFound(self.name.clone())));
-        }
+        self.spec.destroyed.store(true, Ordering::Release);
         ctx.stop();
-        match self.cq.take() {
-            Some(cq) => cq.destroy().map_err(|e| Error::io(format!("delete {}", self.dir.display()), e)),
-            None => Ok(()),
-        }
+        self.state.borrow_mut().destroy()
     }
 }
 

@@ -100,7 +100,7 @@ impl Reput {
             let (reply, answer) = oneshot::channel();
             match encode_batch(items, queue, bytes, reply) {
                 Ok(produce) => {
-                    appends.push((self.registry.queue(&topic, queue), produce));
+                    appends.push((self.registry.queue_handle(&topic, queue), produce));
                     answers.push(Ok(answer));
                 }
                 Err(e) => answers.push(Err(e)),

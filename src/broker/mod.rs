@@ -173,7 +173,7 @@ pub async fn start(
     // is awaited. Group actors get their own.
     let registry = Arc::new(Registry::new(
         writer,
-        vec![writer_arbiter.handle()],
+        Some(writer_arbiter.handle()),
         store.paths.clone(),
         config.store.cq_entries_per_file,
         store.segments.clone(),

@@ -29,7 +29,8 @@ struct TopicFile {
 #[derive(Debug)]
 pub struct TopicTable {
     path: PathBuf,
-    topics: DashMap<String, TopicConfig>,
+    /// Read for every send: a fast hash instead of SipHash.
+    topics: DashMap<String, TopicConfig, foldhash::fast::RandomState>,
     // Serialises writers so the file always reflects one consistent map.
     persist: Mutex<()>,
 }
