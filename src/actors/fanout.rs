@@ -5,12 +5,17 @@
 //! queues, one request each) used to push to every queue actor from its own
 //! thread, each push a cross-thread wake-up and a mailbox message. Through
 //! the fanout, the batch crosses once and no queue mailbox is involved.
-//! Everything a connection stores goes this way, so its sends to one queue
-//! keep their order.
+//! The queues' records go to the writer as one append. Everything a
+//! connection stores goes this way, so its sends to one queue keep their
+//! order.
 
 use crate::actors::queue::{self, Produce};
 use crate::actors::QueueHandle;
 use actix::prelude::*;
+
+/// Most bytes one combined writer append carries, so a large batch of sends
+/// still leaves the writer groups to form.
+const COMBINE_BYTES: usize = 1 << 20;
 
 /// Appends for many queues, applied in list order.
 #[derive(Message)]
@@ -28,8 +33,13 @@ impl Handler<ProduceAll> for Fanout {
     type Result = ();
 
     fn handle(&mut self, ProduceAll(appends): ProduceAll, _: &mut Context<Self>) {
+        let mut combined = queue::Combined::default();
         for (queue, produce) in appends {
-            queue::produce_here(&queue.spec, &queue.addr, produce);
+            combined.add(&queue.spec, &queue.addr, produce);
+            if combined.bytes() >= COMBINE_BYTES {
+                combined.send();
+            }
         }
+        combined.send();
     }
 }

@@ -320,14 +320,83 @@ fn local_state(id: u64) -> Option<Rc<RefCell<QueueState>>> {
     STATES.with(|states| states.borrow().get(&id).cloned())
 }
 
-/// Stores `produce` in the queue of `spec` (whose actor is `addr`). Runs on
-/// the queue actors' thread; a queue deleted meanwhile drops the produce,
-/// and with it the reply, so the sender sees the queue gone.
-pub(crate) fn produce_here(spec: &Arc<QueueSpec>, addr: &Addr<QueueActor>, produce: Produce) {
-    if spec.destroyed.load(Ordering::Acquire) || !addr.connected() {
-        return;
+/// Appends for one or more queues written as one writer append: their
+/// records, in order, and how many belong to each queue. A batch of sends
+/// spread over many queues costs the writer one append, not one per queue.
+#[derive(Default)]
+pub struct Combined {
+    batch: AppendBatch,
+    parts: Vec<(Arc<QueueSpec>, usize)>,
+    writer: Option<Addr<WriterActor>>,
+}
+
+impl Combined {
+    /// Admits `produce` into `spec`'s queue (whose actor is `addr`): offsets
+    /// are assigned now, in call order. Runs on the queues' thread; a queue
+    /// deleted meanwhile drops the produce, and with it the reply, so the
+    /// sender sees the queue gone.
+    pub fn add(&mut self, spec: &Arc<QueueSpec>, addr: &Addr<QueueActor>, produce: Produce) {
+        if spec.destroyed.load(Ordering::Acquire) || !addr.connected() {
+            return;
+        }
+        let Some(batch) = state_for(spec).borrow_mut().admit(produce, addr) else {
+            return;
+        };
+        let records = batch.len();
+        if self.parts.is_empty() {
+            self.batch = batch;
+        } else {
+            let base = self.batch.buf.len();
+            self.batch.buf.extend_from_slice(&batch.buf);
+            self.batch.starts.extend(batch.starts.iter().map(|start| start + base));
+        }
+        self.parts.push((spec.clone(), records));
+        self.writer.get_or_insert_with(|| spec.links.writer.clone());
     }
-    state_for(spec).borrow_mut().produce(produce, spec, addr);
+
+    /// Encoded bytes so far.
+    pub fn bytes(&self) -> usize {
+        self.batch.buf.len()
+    }
+
+    /// Hands what was added to the writer, whose answer is shared out to
+    /// the queues on this thread.
+    pub fn send(&mut self) {
+        let (Some(writer), false) = (self.writer.take(), self.parts.is_empty()) else {
+            return;
+        };
+        let batch = std::mem::take(&mut self.batch);
+        let parts = std::mem::take(&mut self.parts);
+        writer.do_send(Append { batch, done: Box::new(move |result| answer_parts(parts, result)) });
+    }
+}
+
+/// Gives each queue its share of the writer's answer, in order.
+fn answer_parts(parts: Vec<(Arc<QueueSpec>, usize)>, result: Result<Vec<RecordPos>>) {
+    let deliver = |spec: &QueueSpec, result| match local_state(spec.id) {
+        Some(state) => state.borrow_mut().written(result),
+        // The writer answers on the thread it shares with the queues; a
+        // queue deleted meanwhile has no state left to answer into.
+        None => slog::warn!(spec.logger, "append answered after its queue was gone"; "queue" => &spec.name),
+    };
+    match result {
+        Ok(positions) => {
+            let mut positions = positions.into_iter();
+            for (spec, records) in parts {
+                deliver(&spec, Ok(positions.by_ref().take(records).collect()));
+            }
+        }
+        Err(e) => {
+            // Writer failures poison it; every share fails the same way.
+            let reason = match e {
+                Error::Poisoned(reason) => reason,
+                other => other.to_string(),
+            };
+            for (spec, _) in parts {
+                deliver(&spec, Err(Error::Poisoned(reason.clone())));
+            }
+        }
+    }
 }
 
 /// One topic-queue's offsets, consume queue, appends in flight and parked
@@ -340,7 +409,6 @@ pub struct QueueState {
     cq: Option<ConsumeQueue>,
     failed: Option<String>,
     next_offset: u64,
-    writer: Addr<WriterActor>,
     reader: LogReader,
     keys: Option<Arc<KeyBuffer>>,
     active: Arc<ActiveQueues>,
@@ -365,7 +433,6 @@ impl QueueState {
             cq: None,
             failed: None,
             next_offset: 0,
-            writer: spec.links.writer.clone(),
             reader: spec.links.reader.clone(),
             keys: spec.links.keys.clone(),
             active: spec.links.active.clone(),
@@ -401,13 +468,13 @@ impl QueueState {
         self.failed = Some(reason);
     }
 
-    /// Assigns the batch its offsets and hands it to the writer, whose
-    /// answer comes back through [`QueueState::written`] on this thread.
-    fn produce(&mut self, msg: Produce, spec: &Arc<QueueSpec>, me: &Addr<QueueActor>) {
+    /// Assigns the batch its offsets and keeps its reply for the writer's
+    /// answer ([`QueueState::written`]); the batch goes back to be written.
+    fn admit(&mut self, msg: Produce, me: &Addr<QueueActor>) -> Option<AppendBatch> {
         let Produce { mut batch, tag_hashes, key_hashes, reply } = msg;
         if let Err(e) = self.cq() {
             let _ = reply.send(Err(e));
-            return;
+            return None;
         }
         self.list(me);
         let first_offset = self.next_offset;
@@ -419,14 +486,7 @@ impl QueueState {
         }
         self.next_offset += batch.len() as u64;
         self.inflight.push_back(Inflight { first_offset, tag_hashes, key_hashes, reply });
-        let spec = spec.clone();
-        let done = move |result| match local_state(spec.id) {
-            Some(state) => state.borrow_mut().written(result),
-            // The writer answers on the thread it shares with the queues;
-            // a queue deleted meanwhile has no state left to answer into.
-            None => slog::warn!(spec.logger, "append answered after its queue was gone"; "queue" => &spec.name),
-        };
-        self.writer.do_send(Append { batch, done: Box::new(done) });
+        Some(batch)
     }
 
     /// The writer's answer to the oldest append in flight.
@@ -697,7 +757,9 @@ impl Handler<Produce> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, msg: Produce, ctx: &mut Context<Self>) {
-        self.state.borrow_mut().produce(msg, &self.spec, &ctx.address());
+        let mut one = Combined::default();
+        one.add(&self.spec, &ctx.address(), msg);
+        one.send();
     }
 }
 
