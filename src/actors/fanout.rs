@@ -9,9 +9,10 @@
 //! connection stores goes this way, so its sends to one queue keep their
 //! order.
 
-use crate::actors::queue::{self, Produce};
+use crate::actors::queue::{self, ActiveQueues, Barrier, Produce};
 use crate::actors::QueueHandle;
 use actix::prelude::*;
+use std::sync::Arc;
 
 /// Most bytes one combined writer append carries, so a large batch of sends
 /// still leaves the writer groups to form.
@@ -22,8 +23,23 @@ const COMBINE_BYTES: usize = 1 << 20;
 #[rtype(result = "()")]
 pub struct ProduceAll(pub Vec<(QueueHandle, Produce)>);
 
+/// Visit queues with a checkpoint's barrier: every queue (`all`) or the
+/// active ones. Sent after the writer answered the checkpoint's `Sync`, and
+/// behind every append sent before it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BarrierQueues {
+    /// The barrier (its round collects the answers).
+    pub barrier: Barrier,
+    /// Every queue, not just the active ones.
+    pub all: bool,
+}
+
 /// Lives on the queues' thread.
-pub struct Fanout;
+pub struct Fanout {
+    /// Queues that took appends since their last barrier.
+    pub active: Arc<ActiveQueues>,
+}
 
 impl Actor for Fanout {
     type Context = Context<Self>;
@@ -41,5 +57,13 @@ impl Handler<ProduceAll> for Fanout {
             }
         }
         combined.send();
+    }
+}
+
+impl Handler<BarrierQueues> for Fanout {
+    type Result = ();
+
+    fn handle(&mut self, BarrierQueues { barrier, all }: BarrierQueues, _: &mut Context<Self>) {
+        queue::barrier_here(&barrier, all, &self.active);
     }
 }

@@ -126,19 +126,14 @@ impl Housekeeper {
             // leaves young tails in memory.
             let barrier = |registry: &Registry| {
                 let (round, answer) = BarrierRound::start();
-                if final_stop {
-                    for queue in registry.live_queues() {
-                        queue.do_send(Barrier::force(round.clone()));
-                    }
+                let msg = if final_stop {
+                    Barrier::force(round)
                 } else {
                     let budget = Arc::new(std::sync::atomic::AtomicUsize::new(AGED_TAILS_PER_CHECKPOINT));
-                    let msg = Barrier { force: false, max_tail_age: MAX_TAIL_AGE, budget, round: round.clone() };
-                    for queue in registry.take_active_queues() {
-                        queue.do_send(msg.clone());
-                    }
-                }
-                // The answer comes once every queue's share is gone too.
-                drop(round);
+                    Barrier { force: false, max_tail_age: MAX_TAIL_AGE, budget, round }
+                };
+                // The answer comes once the visit is over and its share gone.
+                registry.barrier_queues(msg, final_stop);
                 async move {
                     let merged = answer.await.map_err(|_| Error::ShuttingDown)??;
                     Ok::<_, Error>((merged.files, merged.unwritten_from))

@@ -127,9 +127,13 @@ impl Registry {
         segments: Arc<crate::store::segment::SegmentSet>,
         logger: slog::Logger,
     ) -> Self {
-        let fanout = match &arbiter {
-            Some(arbiter) => fanout::Fanout::start_in_arbiter(arbiter, |_| fanout::Fanout),
-            None => fanout::Fanout.start(),
+        let active: Arc<queue::ActiveQueues> = Arc::default();
+        let fanout = {
+            let active = active.clone();
+            match &arbiter {
+                Some(arbiter) => fanout::Fanout::start_in_arbiter(arbiter, |_| fanout::Fanout { active }),
+                None => fanout::Fanout { active }.start(),
+            }
         };
         Self {
             writer,
@@ -141,7 +145,7 @@ impl Registry {
             cq_per_file,
             segments,
             indexer: std::sync::OnceLock::new(),
-            active: Arc::default(),
+            active,
             logger,
         }
     }
@@ -205,15 +209,11 @@ impl Registry {
         QueueHandle { addr, spec }
     }
 
-    /// Queue actors that took appends (or still hold unwritten entries)
-    /// since their last barrier; the list is emptied.
-    pub fn take_active_queues(&self) -> Vec<Addr<QueueActor>> {
-        self.active.take()
-    }
-
-    /// Every queue actor currently running.
-    pub fn live_queues(&self) -> Vec<Addr<QueueActor>> {
-        self.queues.iter().flat_map(|t| t.value().iter().map(|q| q.value().addr.clone()).collect::<Vec<_>>()).collect()
+    /// Visits queues with a checkpoint's `barrier`: every queue (`all`) or
+    /// those that took appends (or still hold unwritten entries) since their
+    /// last visit. The answers go into the barrier's round.
+    pub fn barrier_queues(&self, barrier: queue::Barrier, all: bool) {
+        self.fanout.do_send(fanout::BarrierQueues { barrier, all });
     }
 
     /// Forgets a topic's actors (after they were told to destroy

@@ -2,17 +2,17 @@
 //!
 //! A queue's state ([`QueueState`]) lives on the queue actors' thread, which
 //! is the writer's. Appends reach it without a mailbox: the fanout (one
-//! message per batch of sends, whatever the number of queues in it) assigns
-//! queue offsets in arrival order and forwards each batch to the writer;
-//! because every queue sends to the one writer in that same order, offsets
-//! within a queue follow commit-log order. When the writer has written a
-//! group it calls back on this same thread, and the consume-queue entries
-//! are appended right there: only then are the messages readable and
-//! acknowledged, so readers never see a message before its producer could,
-//! and a checkpoint's `Barrier` (sent after the writer answered its `Sync`)
-//! finds every entry below the synced position. With tens of thousands of
-//! queues, a mailbox message per append and per answer cost more than the
-//! appends did.
+//! message per batch of sends, whatever the number of queues in it) has each
+//! queue assign offsets in arrival order and hands the records of all of
+//! them to the writer as one append ([`Combined`]); because everything goes
+//! to the one writer in that order, offsets within a queue follow
+//! commit-log order. When the writer has written a group it calls back on
+//! this same thread, and the consume-queue entries are appended right there:
+//! only then are the messages readable and acknowledged, so readers never
+//! see a message before its producer could, and a checkpoint's `Barrier`
+//! (sent after the writer answered its `Sync`) finds every entry below the
+//! synced position. With tens of thousands of queues, a mailbox message per
+//! append and per answer cost more than the appends did.
 //!
 //! Everything else (pulls, barriers, retention, deletion) goes through the
 //! actor's mailbox. Pulls that find nothing new are parked (long polling)
@@ -112,14 +112,14 @@ pub struct PullEntries {
 #[rtype(result = "Result<(u64, u64)>")]
 pub struct Range;
 
-/// Handled after every message sent to this actor before it (checkpoint
-/// and shutdown barrier). The tail of entries kept in memory is written if
-/// `force`, or if its oldest entry has waited `max_tail_age`; otherwise it
-/// stays, and the answer says how far back it reaches so the checkpoint can
-/// name a durable point below it (recovery replays the log from there).
-/// With thousands of queues, most checkpoints then cost a mailbox message
-/// per active queue instead of a write each. The answer goes into the
-/// checkpoint's [`BarrierRound`].
+/// A checkpoint's (or shutdown's) visit to a queue, through the fanout
+/// ([`barrier_here`]) or a queue's own mailbox. The tail of entries kept in
+/// memory is written if `force`, or if its oldest entry has waited
+/// `max_tail_age`; otherwise it stays, and the answer says how far back it
+/// reaches so the checkpoint can name a durable point below it (recovery
+/// replays the log from there). With thousands of queues, most checkpoints
+/// then cost a visit per active queue instead of a write each. The answer
+/// goes into the checkpoint's [`BarrierRound`].
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Barrier {
@@ -156,11 +156,11 @@ pub struct Barriered {
     pub unwritten_from: Option<u64>,
 }
 
-/// One checkpoint's visit to many queues. Every queue's [`Barrier`] holds a
-/// share and answers into it; when the last share is gone — answered, or
-/// dropped with the mailbox of a queue that stopped — the merged answer (or
-/// the first error) is sent. A future per queue, joined, cost more than the
-/// visits themselves with 50,000 queues.
+/// One checkpoint's visit to many queues. Each [`Barrier`] holds a share,
+/// and every queue visited answers into it; when the last share is gone —
+/// the visit over, or dropped with the mailbox of a queue that stopped — the
+/// merged answer (or the first error) is sent. A future per queue, joined,
+/// cost more than the visits themselves with 50,000 queues.
 #[derive(Debug)]
 pub struct BarrierRound {
     merged: std::sync::Mutex<Result<Barriered>>,
@@ -206,21 +206,36 @@ impl Drop for BarrierRound {
     }
 }
 
-/// Queues that took appends since their last barrier: the periodic
-/// checkpoint visits only these.
+/// Queues (by state id) that took appends since their last barrier: the
+/// periodic checkpoint visits only these.
 #[derive(Debug, Default)]
-pub struct ActiveQueues(std::sync::Mutex<Vec<Addr<QueueActor>>>);
+pub struct ActiveQueues(std::sync::Mutex<Vec<u64>>);
 
 impl ActiveQueues {
-    fn add(&self, queue: Addr<QueueActor>) {
+    fn add(&self, queue: u64) {
         if let Ok(mut list) = self.0.lock() {
             list.push(queue);
         }
     }
 
-    /// Takes the list.
-    pub fn take(&self) -> Vec<Addr<QueueActor>> {
+    fn take(&self) -> Vec<u64> {
         self.0.lock().map(|mut list| std::mem::take(&mut *list)).unwrap_or_default()
+    }
+}
+
+/// Visits the queues on this thread with `barrier`: every one (`all`:
+/// shutdown) or those that took appends since their last visit. Each
+/// answers into the barrier's round, without a mailbox message per queue:
+/// with 50,000 active queues those were as many messages a second as sends.
+/// Entries of every write the writer has answered are already appended, so
+/// a barrier sent after a `Sync` covers everything below its position.
+pub fn barrier_here(barrier: &Barrier, all: bool, active: &ActiveQueues) {
+    let ids = if all { STATES.with(|states| states.borrow().keys().copied().collect()) } else { active.take() };
+    for id in ids {
+        if let Some(state) = local_state(id) {
+            let answer = state.borrow_mut().barrier(barrier);
+            barrier.round.answer(answer);
+        }
     }
 }
 
@@ -339,7 +354,7 @@ impl Combined {
         if spec.destroyed.load(Ordering::Acquire) || !addr.connected() {
             return;
         }
-        let Some(batch) = state_for(spec).borrow_mut().admit(produce, addr) else {
+        let Some(batch) = state_for(spec).borrow_mut().admit(produce) else {
             return;
         };
         let records = batch.len();
@@ -402,6 +417,7 @@ fn answer_parts(parts: Vec<(Arc<QueueSpec>, usize)>, result: Result<Vec<RecordPo
 /// One topic-queue's offsets, consume queue, appends in flight and parked
 /// pulls.
 pub struct QueueState {
+    id: u64,
     name: String,
     dir: PathBuf,
     per_file: u64,
@@ -426,6 +442,7 @@ impl QueueState {
     /// Opens the queue's files (on the queue actors' thread).
     fn open(spec: &QueueSpec) -> Self {
         let mut state = Self {
+            id: spec.id,
             name: spec.name.clone(),
             dir: spec.dir.clone(),
             per_file: spec.per_file,
@@ -470,13 +487,13 @@ impl QueueState {
 
     /// Assigns the batch its offsets and keeps its reply for the writer's
     /// answer ([`QueueState::written`]); the batch goes back to be written.
-    fn admit(&mut self, msg: Produce, me: &Addr<QueueActor>) -> Option<AppendBatch> {
+    fn admit(&mut self, msg: Produce) -> Option<AppendBatch> {
         let Produce { mut batch, tag_hashes, key_hashes, reply } = msg;
         if let Err(e) = self.cq() {
             let _ = reply.send(Err(e));
             return None;
         }
-        self.list(me);
+        self.list();
         let first_offset = self.next_offset;
         for i in 0..batch.len() {
             let (start, end) = batch.bounds(i);
@@ -617,10 +634,10 @@ impl QueueState {
     }
 
     /// Joins the active list (once until the next barrier).
-    fn list(&mut self, me: &Addr<QueueActor>) {
+    fn list(&mut self) {
         if !self.listed {
             self.listed = true;
-            self.active.add(me.clone());
+            self.active.add(self.id);
         }
     }
 
@@ -668,7 +685,7 @@ impl QueueState {
         }
     }
 
-    fn barrier(&mut self, msg: &Barrier, me: &Addr<QueueActor>) -> Result<Barriered> {
+    fn barrier(&mut self, msg: &Barrier) -> Result<Barriered> {
         self.listed = false;
         let aged = self.tail_since.is_some_and(|since| since.elapsed() >= msg.max_tail_age);
         let written = match self.cq.as_mut() {
@@ -688,7 +705,7 @@ impl QueueState {
         let unwritten_from = self.cq.as_ref().and_then(ConsumeQueue::tail_low);
         if unwritten_from.is_some() {
             // Still holding entries only in memory: visit again.
-            self.list(me);
+            self.list();
         }
         Ok(Barriered { files, unwritten_from })
     }
@@ -791,8 +808,8 @@ impl Handler<Range> for QueueActor {
 impl Handler<Barrier> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Barrier, ctx: &mut Context<Self>) {
-        let answer = self.state.borrow_mut().barrier(&msg, &ctx.address());
+    fn handle(&mut self, msg: Barrier, _: &mut Context<Self>) {
+        let answer = self.state.borrow_mut().barrier(&msg);
         msg.round.answer(answer);
     }
 }
