@@ -212,6 +212,7 @@ pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendReq
 /// joins only the newest group of its destination (joining an older one
 /// would put it ahead of items after that group), and a group stops taking
 /// items at `cap` bytes (a single bigger item still gets a group).
+///
 /// The newest group of each destination is found through a map: with
 /// thousands of queues each request has a group of its own, and a search
 /// back through the groups made a gather quadratic.
