@@ -120,7 +120,7 @@ pub struct Range;
 /// replays the log from there). With thousands of queues, most checkpoints
 /// then cost a visit per active queue instead of a write each. The answer
 /// goes into the checkpoint's [`BarrierRound`].
-#[derive(Message, Clone)]
+#[derive(Message)]
 #[rtype(result = "()")]
 pub struct Barrier {
     /// Write the whole tail (shutdown).

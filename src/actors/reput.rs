@@ -47,6 +47,15 @@ pub struct Batch {
     pub bytes: usize,
 }
 
+impl Batch {
+    /// A batch whose size is measured here (sends measure every message
+    /// while checking it and build theirs directly).
+    pub fn measured(topic: String, queue: u32, items: Vec<(Message, u64)>) -> Self {
+        let bytes = items.iter().map(|(msg, _)| record::encoded_len(msg)).sum();
+        Self { topic, queue, items, bytes }
+    }
+}
+
 /// A topic and queue.
 type Destination = (String, u32);
 
@@ -73,26 +82,12 @@ impl Reput {
     /// Stores messages in `topic`/`queue` (which the caller made sure
     /// exists), each with its tag code, in order.
     pub async fn store(&self, topic: &str, queue: u32, items: Vec<(Message, u64)>) -> Result<Vec<Stored>> {
-        let bytes = items.iter().map(|(msg, _)| record::encoded_len(msg)).sum();
-        self.store_sized(topic, queue, items, bytes).await
-    }
-
-    /// [`Reput::store`] for a caller that already knows the items' encoded
-    /// size.
-    pub async fn store_sized(
-        &self,
-        topic: &str,
-        queue: u32,
-        items: Vec<(Message, u64)>,
-        bytes: usize,
-    ) -> Result<Vec<Stored>> {
-        let batch = Batch { topic: topic.to_string(), queue, items, bytes };
+        let batch = Batch::measured(topic.to_string(), queue, items);
         self.store_many(vec![batch]).await.pop().unwrap_or(Err(Error::ShuttingDown))
     }
 
-    /// Stores several batches, each in its queue, handed to the queue actors
-    /// together and in list order (sends measure every message while checking
-    /// it, hence the known sizes); one result per batch.
+    /// Stores several batches, each in its queue, handed to the queues
+    /// together and in list order; one result per batch.
     pub async fn store_many(&self, batches: Vec<Batch>) -> Vec<Result<Vec<Stored>>> {
         let mut appends = Vec::with_capacity(batches.len());
         let mut answers = Vec::with_capacity(batches.len());
@@ -179,13 +174,8 @@ impl Reput {
                 None => by_queue.push((key, vec![(msg, code)])),
             }
         }
-        let batches = by_queue
-            .into_iter()
-            .map(|((topic, queue), items)| {
-                let bytes = items.iter().map(|(msg, _)| record::encoded_len(msg)).sum();
-                Batch { topic, queue, items, bytes }
-            })
-            .collect();
+        let batches =
+            by_queue.into_iter().map(|((topic, queue), items)| Batch::measured(topic, queue, items)).collect();
         for result in self.store_many(batches).await {
             result?;
         }

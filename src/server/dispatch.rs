@@ -218,7 +218,7 @@ pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendReq
 /// back through the groups made a gather quadratic.
 fn merge_in_order<D: Eq + Hash + Clone, T>(items: impl Iterator<Item = (D, usize, T)>, cap: usize) -> Vec<(D, Vec<T>)> {
     let mut groups: Vec<(D, usize, Vec<T>)> = Vec::new();
-    let mut newest: HashMap<D, usize> = HashMap::new();
+    let mut newest: HashMap<D, usize, crate::actors::FastHash> = HashMap::default();
     for (dest, bytes, item) in items {
         match newest.get(&dest) {
             Some(&i) if groups[i].1 + bytes <= cap => {

@@ -349,8 +349,7 @@ impl LogReader {
         if n as usize != buf.len() {
             return Ok(None);
         }
-        record::check(&buf, log_offset).map_err(|reason| Error::Corrupt { offset: log_offset, reason })?;
-        record::decode(&buf).map(Some).map_err(|reason| Error::Corrupt { offset: log_offset, reason })
+        decode_checked(&buf, log_offset).map(Some)
     }
 
     /// Reads, checks and decodes the record at `log_offset` without knowing
@@ -380,4 +379,10 @@ impl LogReader {
         let buf = self.read_raw(log_offset, size)?;
         record::decode(&buf).map_err(|reason| Error::Corrupt { offset: log_offset, reason })
     }
+}
+
+/// Checks and decodes the record read at `log_offset`.
+fn decode_checked(buf: &[u8], log_offset: u64) -> Result<DecodedRecord> {
+    record::check(buf, log_offset).map_err(|reason| Error::Corrupt { offset: log_offset, reason })?;
+    record::decode(buf).map_err(|reason| Error::Corrupt { offset: log_offset, reason })
 }
