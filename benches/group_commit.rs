@@ -82,7 +82,7 @@ async fn drive(running: &Running, batch: &AppendBatch, requests: u64, in_flight:
             for _ in 0..mine {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 writer.do_send(Append {
-                    batch: clone_batch(&batch),
+                    batches: vec![clone_batch(&batch)],
                     done: Box::new(move |r| {
                         let _ = tx.send(r);
                     }),

@@ -340,7 +340,8 @@ fn local_state(id: u64) -> Option<Rc<RefCell<QueueState>>> {
 /// spread over many queues costs the writer one append, not one per queue.
 #[derive(Default)]
 pub struct Combined {
-    batch: AppendBatch,
+    batches: Vec<AppendBatch>,
+    bytes: usize,
     parts: Vec<(Arc<QueueSpec>, usize)>,
     writer: Option<Addr<WriterActor>>,
 }
@@ -357,21 +358,15 @@ impl Combined {
         let Some(batch) = state_for(spec).borrow_mut().admit(produce) else {
             return;
         };
-        let records = batch.len();
-        if self.parts.is_empty() {
-            self.batch = batch;
-        } else {
-            let base = self.batch.buf.len();
-            self.batch.buf.extend_from_slice(&batch.buf);
-            self.batch.starts.extend(batch.starts.iter().map(|start| start + base));
-        }
-        self.parts.push((spec.clone(), records));
+        self.parts.push((spec.clone(), batch.len()));
+        self.bytes += batch.buf.len();
+        self.batches.push(batch);
         self.writer.get_or_insert_with(|| spec.links.writer.clone());
     }
 
     /// Encoded bytes so far.
     pub fn bytes(&self) -> usize {
-        self.batch.buf.len()
+        self.bytes
     }
 
     /// Hands what was added to the writer, whose answer is shared out to
@@ -380,9 +375,10 @@ impl Combined {
         let (Some(writer), false) = (self.writer.take(), self.parts.is_empty()) else {
             return;
         };
-        let batch = std::mem::take(&mut self.batch);
+        let batches = std::mem::take(&mut self.batches);
         let parts = std::mem::take(&mut self.parts);
-        writer.do_send(Append { batch, done: Box::new(move |result| answer_parts(parts, result)) });
+        self.bytes = 0;
+        writer.do_send(Append { batches, done: Box::new(move |result| answer_parts(parts, result)) });
     }
 }
 

@@ -34,17 +34,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// Called once with where the batch's records landed (or why not).
+/// Called once with where the batches' records landed, in order (or why
+/// not).
 pub type AppendDone = Box<dyn FnOnce(Result<Vec<RecordPos>>) + Send>;
 
-/// Append a batch of encoded records.
+/// Append batches of encoded records, written back to back.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Append {
-    /// The records.
-    pub batch: AppendBatch,
+    /// The records. Several queues' batches travel as one append without
+    /// being copied into one buffer: the write is vectored anyway.
+    pub batches: Vec<AppendBatch>,
     /// Completion callback, run on the writer's thread.
     pub done: AppendDone,
+}
+
+impl Append {
+    fn bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.buf.len()).sum()
+    }
 }
 
 /// Drain everything queued so far, fdatasync, and answer with the write
@@ -160,13 +168,14 @@ impl WriterActor {
         while let Some(front) = self.pending.front() {
             match front {
                 Pending::Append(a) => {
+                    let size = a.bytes();
                     if !appends.is_empty()
                         && (appends.len() >= self.config.max_batch_messages
-                            || bytes + a.batch.buf.len() > self.config.max_batch_bytes)
+                            || bytes + size > self.config.max_batch_bytes)
                     {
                         break;
                     }
-                    bytes += a.batch.buf.len();
+                    bytes += size;
                     if let Some(Pending::Append(a)) = self.pending.pop_front() {
                         appends.push(a);
                     }
@@ -283,7 +292,12 @@ impl WriterActor {
         let Some(mut log) = self.log.take() else {
             return;
         };
-        let (batches, dones): (Vec<_>, Vec<_>) = appends.into_iter().map(|a| (a.batch, a.done)).unzip();
+        let mut batches = Vec::with_capacity(appends.len());
+        let mut dones = Vec::with_capacity(appends.len());
+        for a in appends {
+            dones.push((a.batches.len(), a.done));
+            batches.extend(a.batches);
+        }
         let records: usize = batches.iter().map(AppendBatch::len).sum();
         let work = async move {
             let result = log.write_group(batches, sync).await;
@@ -300,7 +314,12 @@ impl WriterActor {
                     if let Some(ts) = positions.iter().flatten().map(|p| p.store_ts).max() {
                         act.last_store_ts = act.last_store_ts.max(ts);
                     }
-                    for (done, pos) in dones.into_iter().zip(positions) {
+                    let mut positions = positions.into_iter();
+                    for (parts, done) in dones {
+                        let pos = match parts {
+                            1 => positions.next().unwrap_or_default(),
+                            _ => positions.by_ref().take(parts).flatten().collect(),
+                        };
                         done(Ok(pos));
                     }
                     if sync {
@@ -314,7 +333,7 @@ impl WriterActor {
                 }
                 Err(e) => {
                     let msg = act.poison("commit-log write failed", &e);
-                    for done in dones {
+                    for (_, done) in dones {
                         done(Err(Error::Poisoned(msg.clone())));
                     }
                     fail_markers(markers, &msg);
