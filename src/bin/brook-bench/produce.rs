@@ -82,10 +82,40 @@ pub fn now_ns() -> u64 {
 
 /// A message whose body starts with its send time.
 pub fn message(topic: &str, size: usize, key: String) -> Message {
+    message_at(topic, size, now_ns(), key)
+}
+
+/// A message whose body starts with `sent_ns`: the messages of one request
+/// share one clock read.
+fn message_at(topic: &str, size: usize, sent_ns: u64, key: String) -> Message {
     let mut body = vec![b'x'; size.max(8)];
-    body[..8].copy_from_slice(&now_ns().to_le_bytes());
+    body[..8].copy_from_slice(&sent_ns.to_le_bytes());
     body.truncate(size.max(8));
     Message::new(topic, body).with_key(key)
+}
+
+/// `p<producer>-<seq>`, written without `core::fmt`: with small bodies the
+/// harness formatting keys cost as much CPU as the broker storing them.
+fn key(producer: usize, seq: u64) -> String {
+    fn push_decimal(out: &mut String, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        digits[at..].iter().for_each(|&d| out.push(char::from(d)));
+    }
+    let mut key = String::with_capacity(24);
+    key.push('p');
+    push_decimal(&mut key, producer as u64);
+    key.push('-');
+    push_decimal(&mut key, seq);
+    key
 }
 
 /// Runs producer `id` on `conn` until the budget is spent.
@@ -103,21 +133,28 @@ pub async fn run(id: usize, conn: Connection, load: Load, budget: Arc<Budget>, s
         _ => load.inflight.max(1),
     };
     let mut in_flight = FuturesUnordered::new();
+    // Borrowed by the requests in flight, which never outlive this call.
+    let (conn, targets) = (&conn, &*load.targets);
     loop {
         while in_flight.len() < window {
             let n = budget.claim(per_request);
             if n == 0 {
                 break;
             }
-            let (topic, queue) = load.targets[target % load.targets.len()].clone();
+            let (topic, queue) = &targets[target % targets.len()];
             target += 1;
-            let keys: Vec<String> = (0..n).map(|i| format!("p{id}-{}", seq + i)).collect();
+            let sent_ns = now_ns();
+            let messages: Vec<Message> =
+                (0..n).map(|i| message_at(topic, load.size, sent_ns, key(id, seq + i))).collect();
             seq += n;
-            let messages = keys.iter().map(|k| message(&topic, load.size, k.clone())).collect();
-            let conn = conn.clone();
+            let keys: Vec<String> = if load.keep_acks {
+                messages.iter().flat_map(|m| m.keys.first().cloned()).collect()
+            } else {
+                Vec::new()
+            };
             in_flight.push(async move {
                 let start = Instant::now();
-                let result = conn.send(&topic, queue, messages).await;
+                let result = conn.send(topic, *queue, messages).await;
                 (start, topic, keys, result)
             });
         }
@@ -144,4 +181,16 @@ pub async fn run(id: usize, conn: Connection, load: Load, budget: Arc<Budget>, s
     }
     stats.merge(&hist);
     acks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key;
+
+    #[test]
+    fn keys_read_as_formatted() {
+        for (producer, seq) in [(0, 0), (3, 9), (15, 10), (7, u64::MAX), (123, 4567)] {
+            assert_eq!(key(producer, seq), format!("p{producer}-{seq}"));
+        }
+    }
 }
