@@ -91,6 +91,41 @@ async fn by_id_and_by_key_across_a_segment_roll() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("order-42 event 0"));
 }
 
+/// In one batch, messages with no key, two keys and one key: each key
+/// finds exactly the messages that carry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_a_batch_point_at_their_own_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&env(dir.path()));
+    let conn = broker.connect().await;
+    conn.create_topic("mixed", 1).await.expect("create");
+    let batch = vec![
+        Message::new("mixed", "none"),
+        Message::new("mixed", "a and b").with_key("a").with_key("b"),
+        Message::new("mixed", "b only").with_key("b"),
+        Message::new("mixed", "none again"),
+        Message::new("mixed", "c").with_key("c"),
+    ];
+    let acks = conn.send("mixed", 0, batch).await.expect("send");
+    assert_eq!(acks.len(), 5);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let found = |key: &'static str| {
+        let conn = conn.clone();
+        async move {
+            let found = conn.query_by_key("mixed", key, 0, i64::MAX, 10).await.expect("by key");
+            found.iter().map(body).collect::<Vec<_>>()
+        }
+    };
+    // The indexer drains its buffer on a short timer.
+    while found("c").await.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(found("a").await, vec!["a and b"]);
+    assert_eq!(found("b").await, vec!["b only", "a and b"]);
+    assert_eq!(found("c").await, vec!["c"]);
+    assert!(found("none").await.is_empty());
+}
+
 async fn keyed_then_killed(dir: &Path, extra: &[(&str, &str)]) -> Brookd {
     let mut env = env(dir);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));

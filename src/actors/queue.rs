@@ -55,8 +55,10 @@ pub struct Produce {
     pub batch: AppendBatch,
     /// Tag hash of each record.
     pub tag_hashes: Vec<u64>,
-    /// Key hashes of each record, for the key index (empty: no keys).
-    pub key_hashes: Vec<Vec<u64>>,
+    /// Key hashes for the key index, each with the index of its record in
+    /// the batch (empty: no keys). Flat: a vector per record cost a send
+    /// an allocation per message.
+    pub key_hashes: Vec<(u32, u64)>,
     /// Where the answer goes.
     pub reply: StoreReply,
 }
@@ -265,7 +267,7 @@ pub struct Destroy;
 struct Inflight {
     first_offset: u64,
     tag_hashes: Vec<u64>,
-    key_hashes: Vec<Vec<u64>>,
+    key_hashes: Vec<(u32, u64)>,
     reply: StoreReply,
 }
 
@@ -533,13 +535,10 @@ impl QueueState {
                 // checkpoint's index flush covers every key below its
                 // position.
                 if let Some(buffer) = &self.keys {
-                    if inflight.key_hashes.iter().any(|k| !k.is_empty()) {
-                        buffer.push(positions.iter().zip(&inflight.key_hashes).flat_map(|(pos, hashes)| {
-                            hashes.iter().map(|hash| KeyEntry {
-                                hash: *hash,
-                                log_offset: pos.log_offset,
-                                store_ts: pos.store_ts,
-                            })
+                    if !inflight.key_hashes.is_empty() {
+                        buffer.push(inflight.key_hashes.iter().filter_map(|&(record, hash)| {
+                            let pos = positions.get(record as usize)?;
+                            Some(KeyEntry { hash, log_offset: pos.log_offset, store_ts: pos.store_ts })
                         }));
                     }
                 }

@@ -24,13 +24,13 @@ pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32, bytes: usize, reply:
     let mut batch = AppendBatch::default();
     batch.buf.reserve(bytes);
     let mut tag_hashes = Vec::with_capacity(items.len());
-    let mut key_hashes = Vec::with_capacity(items.len());
-    for (msg, code) in items {
+    let mut key_hashes = Vec::new();
+    for (record, (msg, code)) in (0u32..).zip(items) {
         batch.starts.push(batch.buf.len());
         record::encode_with_code(&mut batch.buf, &msg, queue, 0, code)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         tag_hashes.push(code);
-        key_hashes.push(msg.keys.iter().map(|k| key_hash(&msg.topic, k)).collect());
+        key_hashes.extend(msg.keys.iter().map(|k| (record, key_hash(&msg.topic, k))));
     }
     Ok(Produce { batch, tag_hashes, key_hashes, reply })
 }
