@@ -102,12 +102,9 @@ impl IndexActor {
         if self.failed.is_some() {
             return;
         }
-        for entry in keys {
-            if let Err(e) = self.index.insert(entry) {
-                slog::error!(self.logger, "key index write failed"; "error" => %e);
-                self.failed = Some(e.to_string());
-                return;
-            }
+        if let Err(e) = self.index.insert_all(&keys) {
+            slog::error!(self.logger, "key index write failed"; "error" => %e);
+            self.failed = Some(e.to_string());
         }
     }
 

@@ -6,10 +6,14 @@
 //! file's size and speed do not change as the log grows: a full file is
 //! sealed and a new one started.
 //!
-//! The active file lives in memory and is written at each checkpoint (dirty
-//! 4 KiB pages of the slot table, new entries, then the header naming the
-//! log offset it covers). At open, entries at or past that offset are
-//! dropped; the caller re-indexes the log from [`KeyIndex::covered_to`].
+//! The active file lives in memory and is written at each checkpoint (new
+//! entries, then the header naming the log offset it covers). At open,
+//! entries at or past that offset are dropped and the chains are rebuilt
+//! from the rest; the caller re-indexes the log from
+//! [`KeyIndex::covered_to`]. So the active file's slot table is written only
+//! when the file is sealed: random keys dirty nearly every page of it
+//! between two checkpoints, and rewriting it each second cost more than the
+//! inserts.
 //!
 //! Layout (little-endian), file `index/<20-digit sequence>`:
 //! header 64 bytes: magic u32 "BKIX", version u32, slots u32, capacity u32,
@@ -28,7 +32,6 @@ const MAGIC: u32 = 0x5849_4B42; // "BKIX"
 const VERSION: u32 = 1;
 const HEADER: u64 = 64;
 const ENTRY: u64 = 32;
-const PAGE: usize = 4096;
 
 /// The hash a key is indexed under (topic and key together).
 pub fn key_hash(topic: &str, key: &str) -> u64 {
@@ -89,7 +92,8 @@ struct Active {
     slots: Vec<u32>,
     entries: Vec<Stored>,
     written: usize,
-    dirty_pages: DirtyPages,
+    /// Reused for the entries written at each checkpoint.
+    scratch: Vec<u8>,
 }
 
 /// The key index of a store.
@@ -99,47 +103,6 @@ pub struct KeyIndex {
     shape: IndexShape,
     sealed: Vec<Sealed>,
     active: Active,
-}
-
-/// Pages of a slot table of `slots` slots.
-fn slot_pages(slots: u32) -> usize {
-    (slots as usize * 4).div_ceil(PAGE)
-}
-
-/// Pages of the slot table changed since the last flush, a bit each: every
-/// insert marks one, and a tree set there cost more than the insert.
-#[derive(Debug)]
-struct DirtyPages {
-    bits: Vec<u64>,
-}
-
-impl DirtyPages {
-    fn new(pages: usize) -> Self {
-        Self { bits: vec![0; pages.div_ceil(64)] }
-    }
-
-    fn mark(&mut self, page: usize) {
-        if let Some(word) = self.bits.get_mut(page / 64) {
-            *word |= 1 << (page % 64);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.bits.iter().all(|w| *w == 0)
-    }
-
-    /// The marked pages in order; clears them.
-    fn take(&mut self) -> Vec<usize> {
-        let mut pages = Vec::new();
-        for (i, word) in self.bits.iter_mut().enumerate() {
-            let mut w = std::mem::take(word);
-            while w != 0 {
-                pages.push(i * 64 + w.trailing_zeros() as usize);
-                w &= w - 1;
-            }
-        }
-        pages
-    }
 }
 
 fn file_name(seq: u64) -> String {
@@ -217,7 +180,7 @@ impl Active {
             // of entries copied and re-faulted it at every doubling.
             entries: Vec::with_capacity(shape.capacity as usize),
             written: 0,
-            dirty_pages: DirtyPages::new(slot_pages(shape.slots)),
+            scratch: Vec::new(),
         })
     }
 
@@ -238,7 +201,7 @@ impl Active {
             slots: vec![0; slots as usize],
             entries: Vec::with_capacity(capacity as usize),
             written: 0,
-            dirty_pages: DirtyPages::new(slot_pages(slots)),
+            scratch: Vec::new(),
         };
         for chunk in raw.chunks_exact(ENTRY as usize) {
             let stored = parse_entry(chunk);
@@ -246,8 +209,8 @@ impl Active {
                 active.insert(stored.entry);
             }
         }
-        // Everything is rewritten at the next flush.
-        (0..slot_pages(slots)).for_each(|page| active.dirty_pages.mark(page));
+        // Entries the file holds past `covered_to` are overwritten by the
+        // re-indexed ones.
         Ok(active)
     }
 
@@ -255,12 +218,25 @@ impl Active {
         self.entries.len() >= self.shape.capacity as usize
     }
 
+    fn slot_of(&self, hash: u64) -> usize {
+        (hash % u64::from(self.shape.slots)) as usize
+    }
+
+    /// Reads the slots `entries` will update. The slot table is larger than
+    /// the CPU's caches and every key lands in a random slot: loads with no
+    /// dependency between them miss in parallel, where inserting one by one
+    /// waits for each miss in turn.
+    fn warm(&self, entries: &[KeyEntry]) {
+        let touched =
+            entries.iter().fold(0u32, |acc, e| acc ^ self.slots.get(self.slot_of(e.hash)).copied().unwrap_or(0));
+        std::hint::black_box(touched);
+    }
+
     fn insert(&mut self, entry: KeyEntry) {
-        let slot = (entry.hash % u64::from(self.shape.slots)) as usize;
+        let slot = self.slot_of(entry.hash);
         let prev = self.slots[slot];
         self.entries.push(Stored { entry, prev });
         self.slots[slot] = self.entries.len() as u32;
-        self.dirty_pages.mark(slot * 4 / PAGE);
         let h = &mut self.header;
         if h.count == 0 {
             h.begin_ts = entry.store_ts;
@@ -272,26 +248,31 @@ impl Active {
         h.max_log = h.max_log.max(entry.log_offset);
     }
 
-    /// Writes what changed, the header last, and syncs.
-    fn flush(&mut self, covered_to: u64) -> io::Result<()> {
+    /// Writes the new entries, the whole slot table when `seal` (the
+    /// file is full and will be read from disk from now on), the header
+    /// last, and syncs.
+    fn flush(&mut self, covered_to: u64, seal: bool) -> io::Result<()> {
         // An idle broker checkpoints every second: nothing to write then.
-        if self.written == self.entries.len() && self.dirty_pages.is_empty() && covered_to <= self.header.covered_to {
+        if !seal && self.written == self.entries.len() && covered_to <= self.header.covered_to {
             return Ok(());
         }
         let new = &self.entries[self.written.min(self.entries.len())..];
         if !new.is_empty() {
-            let mut buf = Vec::with_capacity(new.len() * ENTRY as usize);
+            self.scratch.clear();
             for s in new {
-                buf.extend_from_slice(&entry_bytes(s));
+                self.scratch.extend_from_slice(&entry_bytes(s));
             }
-            self.file.write_all_at(&buf, entries_at(self.shape.slots) + ENTRY * self.written as u64)?;
+            self.file.write_all_at(&self.scratch, entries_at(self.shape.slots) + ENTRY * self.written as u64)?;
             self.written = self.entries.len();
         }
-        for page in self.dirty_pages.take() {
-            let first = page * PAGE / 4;
-            let last = ((page + 1) * PAGE / 4).min(self.slots.len());
-            let bytes: Vec<u8> = self.slots[first..last].iter().flat_map(|s| s.to_le_bytes()).collect();
-            self.file.write_all_at(&bytes, HEADER + (first * 4) as u64)?;
+        if seal {
+            // In pieces: the table of a default file is 20 MB.
+            for (i, chunk) in self.slots.chunks(1 << 16).enumerate() {
+                self.scratch.clear();
+                chunk.iter().for_each(|slot| self.scratch.extend_from_slice(&slot.to_le_bytes()));
+                self.file.write_all_at(&self.scratch, HEADER + (i << 18) as u64)?;
+            }
+            self.scratch = Vec::new();
         }
         self.header.covered_to = self.header.covered_to.max(covered_to);
         self.file.write_all_at(&header_bytes(self.shape, &self.header), 0)?;
@@ -336,7 +317,7 @@ impl KeyIndex {
     pub fn insert(&mut self, entry: KeyEntry) -> io::Result<()> {
         if self.active.full() {
             let covered = self.active.header.covered_to;
-            self.active.flush(covered)?;
+            self.active.flush(covered, true)?;
             let next = Active::create(&self.dir, self.active.seq + 1, self.shape)?;
             let old = std::mem::replace(&mut self.active, next);
             self.active.header.covered_to = covered;
@@ -347,10 +328,22 @@ impl KeyIndex {
         Ok(())
     }
 
+    /// Inserts `entries` in order, warming the slots of each few ahead.
+    pub fn insert_all(&mut self, entries: &[KeyEntry]) -> io::Result<()> {
+        const AHEAD: usize = 32;
+        for chunk in entries.chunks(AHEAD) {
+            self.active.warm(chunk);
+            for entry in chunk {
+                self.insert(*entry)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes everything inserted durable and records that every key below
     /// `covered_to` is in.
     pub fn flush(&mut self, covered_to: u64) -> io::Result<()> {
-        self.active.flush(covered_to)
+        self.active.flush(covered_to, false)
     }
 
     /// Log offsets of entries for `hash` stored in `[begin_ts, end_ts]`,
@@ -417,18 +410,6 @@ impl KeyIndex {
 mod tests {
     use super::*;
 
-    #[test]
-    fn dirty_pages_come_back_once_in_order() {
-        let mut pages = DirtyPages::new(300);
-        assert!(pages.is_empty());
-        for page in [200, 3, 0, 64, 3, 299] {
-            pages.mark(page);
-        }
-        assert_eq!(pages.take(), vec![0, 3, 64, 200, 299]);
-        assert!(pages.is_empty());
-        assert_eq!(pages.take(), Vec::<usize>::new());
-    }
-
     fn entry(key: &str, log_offset: u64, ts: i64) -> KeyEntry {
         KeyEntry { hash: key_hash("t", key), log_offset, store_ts: ts }
     }
@@ -466,7 +447,7 @@ mod tests {
         index.flush(20).expect("flush");
         // Written but not covered (a crash before the checkpoint).
         index.insert(entry("k", 30, 2)).expect("insert");
-        index.active.flush(20).expect("write without covering");
+        index.active.flush(20, false).expect("write without covering");
         drop(index);
         let mut index = KeyIndex::open(dir.path().join("index"), shape).expect("reopen");
         assert_eq!(index.covered_to(), 20);
