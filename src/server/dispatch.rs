@@ -217,8 +217,9 @@ pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendReq
 /// thousands of queues each request has a group of its own, and a search
 /// back through the groups made a gather quadratic.
 fn merge_in_order<D: Eq + Hash + Clone, T>(items: impl Iterator<Item = (D, usize, T)>, cap: usize) -> Vec<(D, Vec<T>)> {
-    let mut groups: Vec<(D, usize, Vec<T>)> = Vec::new();
-    let mut newest: HashMap<D, usize, crate::actors::FastHash> = HashMap::default();
+    let mut groups: Vec<(D, usize, Vec<T>)> = Vec::with_capacity(items.size_hint().0);
+    let mut newest: HashMap<D, usize, crate::actors::FastHash> =
+        HashMap::with_capacity_and_hasher(items.size_hint().0, Default::default());
     for (dest, bytes, item) in items {
         match newest.get(&dest) {
             Some(&i) if groups[i].1 + bytes <= cap => {
