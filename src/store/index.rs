@@ -209,8 +209,8 @@ impl Active {
                 active.insert(stored.entry);
             }
         }
-        // Entries the file holds past `covered_to` are overwritten by the
-        // re-indexed ones.
+        // The next flush rewrites the entries from the start, over any the
+        // file held past `covered_to`.
         Ok(active)
     }
 
