@@ -30,6 +30,7 @@ impl Broker {
             ("BROOK_STORE__FLUSH".to_string(), flush.to_string()),
         ];
         env.extend(extra.iter().cloned());
+        warn_if_retention_will_run(dir.path(), &env);
         let (child, addr) = spawn(&env)?;
         Ok(Broker { addr, child: Some(child), dir: Some(dir), env })
     }
@@ -67,6 +68,28 @@ impl Broker {
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
+    }
+}
+
+/// A broker on a filesystem fuller than its retention threshold deletes
+/// segments while it is measured: numbers taken so are not comparable.
+fn warn_if_retention_will_run(dir: &std::path::Path, env: &[(String, String)]) {
+    use brook::store::retention::{DiskUsage, StatvfsUsage};
+    let threshold = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "BROOK_STORE__DISK_MAX_USED_RATIO")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(brook::config::Config::default().store.disk_max_used_ratio);
+    if let Ok(used) = StatvfsUsage.used_ratio(dir) {
+        if used >= threshold {
+            eprintln!(
+                "warning: the filesystem of {} is {:.0} % used, at or above the broker's retention threshold of {:.0} %: it will delete segments while measured",
+                dir.display(),
+                used * 100.0,
+                threshold * 100.0
+            );
+        }
     }
 }
 
