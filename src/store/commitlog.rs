@@ -159,7 +159,15 @@ impl CommitLog {
         !self.dirty.is_empty()
     }
 
+    /// Asks the preallocator for the next segment once the active one is
+    /// half written: soon enough to be ready at the roll, late enough that a
+    /// broker just started (or just rolled) is not writing a segment of
+    /// zeros beside its first appends — with sync flush that doubled the
+    /// disk's load and slowed every fdatasync of a fresh broker.
     fn prepare_next(&mut self) {
+        if self.next_ready.is_some() || self.write_pos - self.active_base < self.set.segment_bytes() / 2 {
+            return;
+        }
         let next = self.active_base + self.set.segment_bytes();
         if let Some(prealloc) = &self.prealloc {
             if self.set.file(next).is_none() {
@@ -274,6 +282,7 @@ impl CommitLog {
         if sync {
             job.sync = self.dirty.drain(..).map(|(_, f)| f).collect();
         }
+        self.prepare_next();
         self.backend.run(job).await?;
         Ok(positions)
     }
@@ -385,4 +394,48 @@ impl LogReader {
 fn decode_checked(buf: &[u8], log_offset: u64) -> Result<DecodedRecord> {
     record::check(buf, log_offset).map_err(|reason| Error::Corrupt { offset: log_offset, reason })?;
     record::decode(buf).map_err(|reason| Error::Corrupt { offset: log_offset, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::io::IoStats;
+    use brook_proto::Message;
+
+    fn one_record() -> AppendBatch {
+        let mut batch = AppendBatch::default();
+        batch.starts.push(0);
+        record::encode_into(&mut batch.buf, &Message::new("p", vec![b'x'; 400]), 0, 0).expect("encode");
+        batch
+    }
+
+    /// The next segment is asked for once the active one is half written,
+    /// not at open or right after a roll, and is ready (full size) when the
+    /// log rolls into it.
+    #[tokio::test]
+    async fn the_next_segment_is_prepared_from_half_way() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = 8192;
+        let set = Arc::new(SegmentSet::new(dir.path().to_path_buf(), seg));
+        let backend = IoBackend::Std(crate::io::std_io::StdIo::new(Arc::new(IoStats::default())));
+        let mut log = CommitLog::open(set.clone(), 0, 0, backend, Some(Prealloc::Fallocated), Arc::new(SystemClock))
+            .expect("open");
+        assert!(log.next_ready.is_none(), "nothing asked for at open");
+        let record = one_record().buf.len() as u64;
+        while log.write_pos() + record < seg / 2 {
+            log.write_group(vec![one_record()], false).await.expect("write");
+            assert!(log.next_ready.is_none(), "asked for at {} of {seg}", log.write_pos());
+        }
+        log.write_group(vec![one_record()], false).await.expect("write");
+        assert_eq!(log.next_ready.as_ref().map(|(base, _)| *base), Some(seg), "asked for past half way");
+        while log.write_pos() < seg {
+            log.write_group(vec![one_record()], false).await.expect("write");
+        }
+        assert_eq!(log.active_base, seg, "rolled");
+        assert!(log.next_ready.is_none(), "the one after is not asked for right after the roll");
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir.path().join(format!("{seg:020}"))).expect("segment");
+        assert!(meta.blocks() * 512 >= seg, "the rolled-into segment was allocated ahead ({} blocks)", meta.blocks());
+    }
 }

@@ -2,7 +2,8 @@
 //! shared between the one writer and many readers through [`SegmentSet`], and
 //! prepared ahead of the writer by the [`Preallocator`].
 //!
-//! The preallocator prepares the next segment before the writer needs it.
+//! The preallocator prepares the next segment before the writer needs it,
+//! asked once the active segment is half written.
 //! With sync flush it fills it with real zeros: an fdatasync over
 //! already-allocated, already-written blocks has no file metadata to carry and
 //! runs about twice as fast as one over a growing or merely fallocated file.
