@@ -122,10 +122,31 @@ async fn a_parked_pull_wakes_on_arrival() {
 /// the broker runs with sync flush) and says whether the first byte of each
 /// is now uncached, as `RWF_NOWAIT` sees it.
 fn evict_log(data_dir: &std::path::Path) -> bool {
+    // The preallocator may still be writing the next segment (its pages
+    // are dirty until it syncs): try again for a while.
+    (0..100).any(|_| {
+        let cold = evict_log_once(data_dir);
+        if !cold {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        cold
+    })
+}
+
+fn evict_log_once(data_dir: &std::path::Path) -> bool {
     use std::os::fd::AsRawFd;
     let mut all_cold = true;
     for entry in std::fs::read_dir(data_dir.join("commitlog")).expect("commitlog") {
-        let file = std::fs::File::open(entry.expect("entry").path()).expect("open segment");
+        let path = entry.expect("entry").path();
+        // A segment being prepared is not part of the log yet.
+        if path.extension().is_some_and(|ext| ext == "tmp") {
+            continue;
+        }
+        // Renamed meanwhile (a prepared segment taking its name): look again.
+        let Ok(file) = std::fs::File::open(path) else {
+            all_cold = false;
+            continue;
+        };
         // SAFETY: plain syscalls on an open descriptor and a local buffer.
         unsafe {
             assert_eq!(libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED), 0);
