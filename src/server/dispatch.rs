@@ -425,13 +425,15 @@ async fn pull(
         })
         .await
         .map_err(mailbox)??;
-    // Fresh records are read right here; from the first one not in the page
-    // cache on, the rest are read on the blocking pool (a cold read must not
-    // stall the connections sharing this thread).
+    // The first few fresh records are read right here; from the first one
+    // not in the page cache on, or past the first few, the rest are read on
+    // the blocking pool: a cold read, or a long one (a consumer catching up
+    // on a backlog), must not stall the connections sharing this thread.
     let pulled = Pulled { reader: core.reader.clone(), broker: core.advertised, filter, sql };
     let entries = found.entries;
     let mut messages = Vec::with_capacity(entries.len());
-    let next = pulled.read(&entries, 0, true, &mut messages)?;
+    let inline = entries.len().min(INLINE_READS);
+    let next = pulled.read(&entries[..inline], 0, true, &mut messages)?;
     if next < entries.len() {
         messages = tokio::task::spawn_blocking(move || -> Result<Vec<StoredMessage>, Error> {
             pulled.read(&entries, next, false, &mut messages)?;
@@ -447,6 +449,10 @@ async fn pull(
         max_offset: found.max_offset,
     }))
 }
+
+/// Records a pull reads on the connection's thread at most: enough for a
+/// consumer keeping up (its pulls carry a few fresh messages each).
+const INLINE_READS: usize = 32;
 
 /// How a pull turns consume-queue entries into messages.
 struct Pulled {
