@@ -425,14 +425,17 @@ async fn pull(
         })
         .await
         .map_err(mailbox)??;
-    // The first few fresh records are read right here; from the first one
-    // not in the page cache on, or past the first few, the rest are read on
-    // the blocking pool: a cold read, or a long one (a consumer catching up
-    // on a backlog), must not stall the connections sharing this thread.
+    // Fresh records are read right here: all of them for a consumer that
+    // this pull brings to the queue's end (it is keeping up; a thread hop
+    // would only add latency), the first few for one catching up on a
+    // backlog. From the first record not in the page cache on, or past those
+    // few, the rest are read on the blocking pool: a cold or long read must
+    // not stall the connections sharing this thread.
     let pulled = Pulled { reader: core.reader.clone(), broker: core.advertised, filter, sql };
     let entries = found.entries;
     let mut messages = Vec::with_capacity(entries.len());
-    let inline = entries.len().min(INLINE_READS);
+    let caught_up = found.next_offset >= found.max_offset;
+    let inline = if caught_up { entries.len() } else { entries.len().min(INLINE_READS) };
     let next = pulled.read(&entries[..inline], 0, true, &mut messages)?;
     if next < entries.len() {
         messages = tokio::task::spawn_blocking(move || -> Result<Vec<StoredMessage>, Error> {
@@ -450,8 +453,8 @@ async fn pull(
     }))
 }
 
-/// Records a pull reads on the connection's thread at most: enough for a
-/// consumer keeping up (its pulls carry a few fresh messages each).
+/// Records a pull that leaves a backlog behind it reads on the
+/// connection's thread at most.
 const INLINE_READS: usize = 32;
 
 /// How a pull turns consume-queue entries into messages.
