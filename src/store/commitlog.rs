@@ -75,6 +75,9 @@ pub struct CommitLog {
     backend: IoBackend,
     prealloc: Option<Preallocator>,
     next_ready: Option<(u64, oneshot::Receiver<io::Result<()>>)>,
+    /// The next segment was looked at for this active one (found, or asked
+    /// of the preallocator): no lookup per group until the next roll.
+    next_asked: bool,
     /// Files written since their last fdatasync (async flush).
     dirty: Vec<(u64, Arc<File>)>,
     last_store_ts: i64,
@@ -119,6 +122,7 @@ impl CommitLog {
             backend,
             prealloc,
             next_ready: None,
+            next_asked: false,
             dirty: Vec::new(),
             last_store_ts,
             clock,
@@ -165,9 +169,10 @@ impl CommitLog {
     /// zeros beside its first appends — with sync flush that doubled the
     /// disk's load and slowed every fdatasync of a fresh broker.
     fn prepare_next(&mut self) {
-        if self.next_ready.is_some() || self.write_pos - self.active_base < self.set.segment_bytes() / 2 {
+        if self.next_asked || self.write_pos - self.active_base < self.set.segment_bytes() / 2 {
             return;
         }
+        self.next_asked = true;
         let next = self.active_base + self.set.segment_bytes();
         if let Some(prealloc) = &self.prealloc {
             if self.set.file(next).is_none() {
@@ -201,6 +206,7 @@ impl CommitLog {
         self.active_base = next;
         self.active = file;
         self.write_pos = next;
+        self.next_asked = false;
         self.prepare_next();
         Ok(())
     }
