@@ -83,6 +83,47 @@ async fn bad_frames_get_clear_errors_and_change_nothing() {
         s.write_all(&[0, 0, 0, 5, 0xFF, 0xFE, 0xFD, 0xFC, 0xFB]).expect("write");
         assert_eq!(error_code(read_frame(&mut s)), Some(ErrorCode::MalformedFrame));
         assert!(closed(&mut s));
+        // Sends are read in place, after their frame: a well-delimited send
+        // whose fields are cut short, or carry a topic that is not UTF-8,
+        // is refused on its own id and the connection goes on.
+        let mut s = raw(&addr);
+        s.write_all(&hello(PROTOCOL_VERSION)).expect("write");
+        read_frame(&mut s);
+        let send = |id| {
+            frame_bytes(&Frame::Request {
+                id,
+                body: Request::Send {
+                    topic: "safe".into(),
+                    queue: 0,
+                    messages: vec![Message::new("safe", b"never".to_vec())],
+                },
+            })
+        };
+        let whole = send(31);
+        let mut cut = ((whole.len() - 4 - 3) as u32).to_be_bytes().to_vec();
+        cut.extend_from_slice(&whole[4..whole.len() - 3]);
+        s.write_all(&cut).expect("write");
+        let whole = send(32);
+        let at = whole.windows(4).position(|w| w == b"safe").expect("topic");
+        let mut not_utf8 = whole.clone();
+        not_utf8[at] = 0xFF;
+        s.write_all(&not_utf8).expect("write");
+        s.write_all(&frame_bytes(&Frame::Request { id: 33, body: Request::Ping })).expect("write");
+        // Answers leave in completion order.
+        let mut answers: Vec<Frame> = (0..3).map(|_| read_frame(&mut s).expect("an answer")).collect();
+        answers.sort_by_key(|f| match f {
+            Frame::Response { id, .. } => *id,
+            _ => 0,
+        });
+        for (frame, id) in answers[..2].iter().zip([31, 32]) {
+            match frame {
+                Frame::Response { id: got, body: Err(e) } => {
+                    assert_eq!((*got, e.code), (id, ErrorCode::MalformedFrame), "{e}");
+                }
+                other => panic!("expected an error for send {id}, got {other:?}"),
+            }
+        }
+        assert!(matches!(answers[2], Frame::Response { id: 33, body: Ok(Response::Pong) }));
         // Garbage instead of a hello.
         let mut s = raw(&addr);
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");

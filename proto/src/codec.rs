@@ -4,7 +4,8 @@
 //! length inside the body cannot make the reader allocate without limit.
 
 use crate::frame::Frame;
-use bytes::{Buf, BufMut, BytesMut};
+use crate::request::SendRef;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// bincode's decode budget: how many bytes a body may claim to contain, summed
@@ -82,11 +83,10 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, CodecError> {
     Ok(frame)
 }
 
-impl Decoder for FrameCodec {
-    type Item = Frame;
-    type Error = CodecError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+impl FrameCodec {
+    /// The length of the whole frame at the start of `src` (prefix
+    /// included) once all of it is there.
+    fn next_frame(&self, src: &mut BytesMut) -> Result<Option<usize>, CodecError> {
         let Some(prefix) = src.get(..4) else {
             return Ok(None);
         };
@@ -99,9 +99,102 @@ impl Decoder for FrameCodec {
             src.reserve(4 + len - src.len());
             return Ok(None);
         }
-        let frame = decode_body(&src[4..4 + len]);
-        src.advance(4 + len);
+        Ok(Some(4 + len))
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        let Some(whole) = self.next_frame(src)? else {
+            return Ok(None);
+        };
+        let frame = decode_body(&src[4..whole]);
+        src.advance(whole);
         frame.map(Some)
+    }
+}
+
+/// What the broker reads off a connection: a frame, or a send left
+/// undecoded so the send path can read its messages in place
+/// ([`decode_send`]) instead of allocating every field of every message.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Any frame but a send.
+    Frame(Frame),
+    /// A [`crate::Request::Send`] in a request (`id`) or one-way frame (`None`).
+    Send {
+        /// The request id to answer.
+        id: Option<u64>,
+        /// The send's fields, from its topic on (bincode, undecoded).
+        body: Bytes,
+    },
+}
+
+/// Where frame and request variants sit in their enums (bincode writes a
+/// variant as its index); a unit test holds these to the derived encoding.
+const FRAME_REQUEST: u32 = 0;
+const FRAME_ONEWAY: u32 = 1;
+const REQUEST_SEND: u32 = 5;
+
+/// If `body` is a send, its request id and where its fields start.
+fn send_fields_at(body: &[u8]) -> Option<(Option<u64>, usize)> {
+    let config = bincode::config::standard();
+    let (frame, mut at): (u32, usize) = bincode::decode_from_slice(body, config).ok()?;
+    let id = match frame {
+        FRAME_REQUEST => {
+            let (id, used): (u64, usize) = bincode::decode_from_slice(body.get(at..)?, config).ok()?;
+            at += used;
+            Some(id)
+        }
+        FRAME_ONEWAY => None,
+        _ => return None,
+    };
+    let (request, used): (u32, usize) = bincode::decode_from_slice(body.get(at..)?, config).ok()?;
+    (request == REQUEST_SEND).then_some((id, at + used))
+}
+
+/// Decodes a send's fields as [`Incoming::Send`] carries them, borrowing
+/// every string and body from `body`.
+pub fn decode_send(body: &[u8]) -> Result<SendRef<'_>, CodecError> {
+    let (send, used) = bincode::serde::borrow_decode_from_slice::<SendRef<'_>, _>(body, bincode_config())
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(CodecError::Malformed(format!("{} trailing bytes after the frame", body.len() - used)));
+    }
+    Ok(send)
+}
+
+/// The broker's reading side: [`FrameCodec`]'s frames, with sends split
+/// off undecoded (a shared slice of the read buffer, not a copy).
+#[derive(Debug, Clone)]
+pub struct BrokerCodec(FrameCodec);
+
+impl BrokerCodec {
+    /// A codec that refuses frames over `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        Self(FrameCodec::new(max_frame))
+    }
+}
+
+impl Decoder for BrokerCodec {
+    type Item = Incoming;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, CodecError> {
+        let Some(whole) = self.0.next_frame(src)? else {
+            return Ok(None);
+        };
+        if let Some((id, at)) = send_fields_at(&src[4..whole]) {
+            let mut frame = src.split_to(whole);
+            frame.advance(4 + at);
+            return Ok(Some(Incoming::Send { id, body: frame.freeze() }));
+        }
+        let frame = decode_body(&src[4..whole]);
+        src.advance(whole);
+        frame.map(|f| Some(Incoming::Frame(f)))
     }
 }
 
@@ -153,6 +246,84 @@ mod tests {
         let decoded = codec.decode(&mut buf).expect("decode").expect("frame");
         assert_eq!(decoded, send_frame());
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn the_broker_codec_splits_off_sends_and_reads_them_in_place() {
+        let message = Message::new("t", b"body".to_vec())
+            .with_tags("TagA")
+            .with_key("k1")
+            .with_key("k2")
+            .with_key("k3")
+            .with_property("b", "2")
+            .with_property("a", "1");
+        let send =
+            Request::Send { topic: "t".into(), queue: 3, messages: vec![message.clone(), Message::new("", vec![])] };
+        let mut frames: Vec<(Frame, Option<u64>)> = [0, 250, 251, 65_536, u64::MAX]
+            .into_iter()
+            .map(|id| (Frame::Request { id, body: send.clone() }, Some(id)))
+            .collect();
+        frames.push((Frame::Oneway { body: send.clone() }, None));
+        let mut buf = BytesMut::new();
+        for (frame, _) in &frames {
+            FrameCodec::default().encode(frame.clone(), &mut buf).expect("encode");
+        }
+        let mut codec = BrokerCodec::new(1 << 20);
+        for (_, want_id) in frames {
+            match codec.decode(&mut buf).expect("decode").expect("frame") {
+                Incoming::Send { id, body } => {
+                    assert_eq!(id, want_id);
+                    let fields = decode_send(&body).expect("send fields");
+                    assert_eq!((fields.topic, fields.queue), ("t", 3));
+                    assert_eq!(fields.messages.len(), 2);
+                    assert_eq!(fields.messages[0].to_message(), message);
+                    assert_eq!(fields.messages[0].property("a"), Some("1"));
+                    assert_eq!(fields.messages[1].to_message(), Message::new("", vec![]));
+                }
+                other => panic!("expected a send, got {other:?}"),
+            }
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn the_broker_codec_decodes_every_other_frame_whole() {
+        let others = [
+            Frame::Request { id: 9, body: Request::Hello { version: 2, client_id: "c".into() } },
+            Frame::Request { id: 300, body: Request::DescribeTopic { name: "t".into() } },
+            Frame::Oneway { body: Request::Ping },
+            Frame::Response { id: 5, body: Ok(crate::Response::Pong) },
+        ];
+        let mut buf = BytesMut::new();
+        for frame in &others {
+            FrameCodec::default().encode(frame.clone(), &mut buf).expect("encode");
+        }
+        let mut codec = BrokerCodec::new(1 << 20);
+        for frame in others {
+            match codec.decode(&mut buf).expect("decode").expect("frame") {
+                Incoming::Frame(got) => assert_eq!(got, frame),
+                other => panic!("expected {frame:?}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn broken_send_fields_are_malformed() {
+        let mut buf = BytesMut::new();
+        FrameCodec::default().encode(send_frame(), &mut buf).expect("encode");
+        let Some(Incoming::Send { body, .. }) = BrokerCodec::new(1 << 20).decode(&mut buf).expect("decode") else {
+            panic!("expected a send");
+        };
+        assert!(decode_send(&body).is_ok());
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert!(matches!(decode_send(&longer), Err(CodecError::Malformed(_))));
+        for cut in 0..body.len() {
+            assert!(matches!(decode_send(&body[..cut]), Err(CodecError::Malformed(_))), "cut at {cut}");
+        }
+        // A string that is not UTF-8.
+        let bad = [1u8, b't', 0, 1, 1, 0xFF];
+        assert!(matches!(decode_send(&bad), Err(CodecError::Malformed(_))));
     }
 
     #[test]

@@ -26,12 +26,12 @@ pub mod names;
 pub mod request;
 pub mod system;
 
-pub use codec::{CodecError, FrameCodec};
+pub use codec::{BrokerCodec, CodecError, FrameCodec, Incoming};
 pub use error::{ErrorCode, WireError};
 pub use frame::Frame;
-pub use message::{Message, StoredMessage};
+pub use message::{Message, MessageRef, PropertiesRef, StoredMessage};
 pub use msg_id::MessageId;
-pub use request::{Request, Response};
+pub use request::{Request, Response, SendRef};
 
 /// The protocol version a hello carries. A broker refuses versions it does not
 /// know with [`ErrorCode::UnsupportedVersion`].

@@ -1,12 +1,14 @@
 //! Messages as a producer sends them and as the broker hands them back.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 
 /// A message as produced: where it goes and what it carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
-    /// Target topic.
+    /// Target topic. In a send it may be left empty: the message goes to
+    /// the send's topic (clients leave it out on the wire that way).
     pub topic: String,
     /// Optional tag, used for broker-side filtering (`TagA || TagB`).
     pub tags: Option<String>,
@@ -106,5 +108,81 @@ impl StoredMessage {
     /// or dead-lettered copy the one it came from.
     pub fn origin_topic(&self) -> &str {
         self.property(crate::system::PROP_RETRY_TOPIC).unwrap_or(&self.message.topic)
+    }
+}
+
+/// A produced message decoded in place: every field borrows from the frame
+/// that carried it. The broker stores sends from these, so a message costs no
+/// allocation between the socket and the log. Same wire form as [`Message`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct MessageRef<'a> {
+    /// Target topic (empty: the send's).
+    #[serde(borrow)]
+    pub topic: &'a str,
+    /// Optional tag.
+    #[serde(borrow)]
+    pub tags: Option<&'a str>,
+    /// Business keys; most messages carry one or none.
+    #[serde(borrow)]
+    pub keys: SmallVec<[&'a str; 2]>,
+    /// Properties in wire order.
+    #[serde(borrow)]
+    pub properties: PropertiesRef<'a>,
+    /// The payload.
+    pub body: &'a [u8],
+    /// When the producer created the message, ms since the epoch.
+    pub born_ts: i64,
+}
+
+impl MessageRef<'_> {
+    /// The property `name`, if set (the last one, as [`Message`]'s map
+    /// keeps it, should a peer repeat a name).
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties.0.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    /// Whether the property `name` is set to `true`.
+    pub fn flag(&self, name: &str) -> bool {
+        self.property(name) == Some("true")
+    }
+
+    /// The owned message.
+    pub fn to_message(&self) -> Message {
+        Message {
+            topic: self.topic.to_string(),
+            tags: self.tags.map(str::to_string),
+            keys: self.keys.iter().map(|k| k.to_string()).collect(),
+            properties: self.properties.0.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            body: self.body.to_vec(),
+            born_ts: self.born_ts,
+        }
+    }
+}
+
+/// A message's properties as borrowed pairs. On the wire a map (a count,
+/// then name and value), like [`Message::properties`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PropertiesRef<'a>(pub Vec<(&'a str, &'a str)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for PropertiesRef<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Pairs<'a> {
+            type Value = PropertiesRef<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of borrowed strings")
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                // The hint is the peer's claim: cap what it may reserve.
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some(pair) = map.next_entry::<&'a str, &'a str>()? {
+                    pairs.push(pair);
+                }
+                Ok(PropertiesRef(pairs))
+            }
+        }
+        deserializer.deserialize_map(Pairs(std::marker::PhantomData))
     }
 }

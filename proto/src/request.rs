@@ -1,7 +1,7 @@
 //! Requests and their responses. One variant per operation; the broker's
 //! `server::dispatch` routes each to the actor that owns it.
 
-use crate::message::{Message, StoredMessage};
+use crate::message::{Message, MessageRef, StoredMessage};
 use serde::{Deserialize, Serialize};
 
 /// Everything a peer can ask.
@@ -514,6 +514,20 @@ pub struct QueueStats {
     pub min_offset: u64,
     /// One past the largest stored offset (the next offset to be assigned).
     pub max_offset: u64,
+}
+
+/// The fields of a [`Request::Send`] decoded in place from its frame (see
+/// [`crate::codec::BrokerCodec`]): the broker's send path reads these.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SendRef<'a> {
+    /// Target topic.
+    #[serde(borrow)]
+    pub topic: &'a str,
+    /// Target queue.
+    pub queue: u32,
+    /// The messages.
+    #[serde(borrow)]
+    pub messages: Vec<MessageRef<'a>>,
 }
 
 /// The broker's acknowledgement of one stored message.

@@ -9,30 +9,51 @@ use crate::error::{Error, Result};
 use crate::store::commitlog::{AppendBatch, LogReader};
 use crate::store::consume_queue::CqEntry;
 use crate::store::index::key_hash;
-use crate::store::record::{self, DecodedRecord};
+use crate::store::record::{self, DecodedRecord, RecordSource};
 use crate::store::topics::TopicTable;
 use brook_proto::system::PROP_ORIGIN_LOG_OFFSET;
 use brook_proto::Message;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// Encodes messages bound for one queue, each with its tag code, into a
-/// request for the queue's actor (with the key hashes for the key index),
-/// answered to `reply`. `bytes` is their encoded size: one allocation for
-/// the batch rather than a regrowth every few records.
-pub fn encode_batch(items: Vec<(Message, u64)>, queue: u32, bytes: usize, reply: StoreReply) -> Result<Produce> {
-    let mut batch = AppendBatch::default();
-    batch.buf.reserve(bytes);
-    let mut tag_hashes = Vec::with_capacity(items.len());
-    let mut key_hashes = Vec::new();
-    for (record, (msg, code)) in (0u32..).zip(items) {
-        batch.starts.push(batch.buf.len());
-        record::encode_with_code(&mut batch.buf, &msg, queue, 0, code)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        tag_hashes.push(code);
-        key_hashes.extend(msg.keys.iter().map(|k| (record, key_hash(&msg.topic, k))));
+/// Records bound for one queue, encoded and ready for its actor, with the
+/// tag and key hashes its consume queue and the key index need.
+pub struct Encoded {
+    /// The topic (which the caller made sure exists).
+    pub topic: String,
+    /// The queue.
+    pub queue: u32,
+    batch: AppendBatch,
+    tag_hashes: Vec<u64>,
+    key_hashes: Vec<(u32, u64)>,
+}
+
+impl Encoded {
+    /// An empty batch with room for `records` records of `bytes` in all:
+    /// one allocation rather than a regrowth every few records.
+    pub fn with_capacity(topic: String, queue: u32, bytes: usize, records: usize) -> Self {
+        let mut batch = AppendBatch::default();
+        batch.buf.reserve(bytes);
+        batch.starts.reserve(records);
+        Self { topic, queue, batch, tag_hashes: Vec::with_capacity(records), key_hashes: Vec::new() }
     }
-    Ok(Produce { batch, tag_hashes, key_hashes, reply })
+
+    /// Appends one message's record with its tag code.
+    pub fn push(&mut self, msg: &impl RecordSource, code: u64) -> Result<()> {
+        let start = self.batch.buf.len();
+        record::encode_with_code(&mut self.batch.buf, msg, self.queue, 0, code)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let index = self.batch.starts.len() as u32;
+        self.batch.starts.push(start);
+        self.tag_hashes.push(code);
+        let topic = msg.topic();
+        self.key_hashes.extend(msg.keys().map(|k| (index, key_hash(topic, k))));
+        Ok(())
+    }
+
+    fn into_produce(self, reply: StoreReply) -> Produce {
+        Produce { batch: self.batch, tag_hashes: self.tag_hashes, key_hashes: self.key_hashes, reply }
+    }
 }
 
 /// Messages bound for one queue, with their encoded size.
@@ -89,13 +110,30 @@ impl Reput {
     /// Stores several batches, each in its queue, handed to the queues
     /// together and in list order; one result per batch.
     pub async fn store_many(&self, batches: Vec<Batch>) -> Vec<Result<Vec<Stored>>> {
+        let encoded = batches
+            .into_iter()
+            .map(|Batch { topic, queue, items, bytes }| {
+                let mut encoded = Encoded::with_capacity(topic, queue, bytes, items.len());
+                for (msg, code) in &items {
+                    encoded.push(msg, *code)?;
+                }
+                Ok(encoded)
+            })
+            .collect();
+        self.store_encoded(encoded).await
+    }
+
+    /// [`Reput::store_many`] for batches already encoded (or refused while
+    /// encoding: those keep their error).
+    pub async fn store_encoded(&self, batches: Vec<Result<Encoded>>) -> Vec<Result<Vec<Stored>>> {
         let mut appends = Vec::with_capacity(batches.len());
         let mut answers = Vec::with_capacity(batches.len());
-        for Batch { topic, queue, items, bytes } in batches {
-            let (reply, answer) = oneshot::channel();
-            match encode_batch(items, queue, bytes, reply) {
-                Ok(produce) => {
-                    appends.push((self.registry.queue_handle(&topic, queue), produce));
+        for encoded in batches {
+            match encoded {
+                Ok(encoded) => {
+                    let (reply, answer) = oneshot::channel();
+                    appends
+                        .push((self.registry.queue_handle(&encoded.topic, encoded.queue), encoded.into_produce(reply)));
                     answers.push(Ok(answer));
                 }
                 Err(e) => answers.push(Err(e)),

@@ -7,13 +7,17 @@
 //! batches answers into the socket and flushes when it runs out of work.
 //!
 //! Oversized or undecodable frames get one error answer (id 0) and the
-//! connection is closed: after them the byte stream cannot be trusted. None
-//! of this touches stored data.
+//! connection is closed: after them the byte stream cannot be trusted. A
+//! send's messages are decoded later, in place, by the send path; a send
+//! whose frame is whole but whose fields do not decode is refused on its own
+//! id and the connection goes on. None of this touches stored data.
 
 use crate::actors::consumer_group::ClientHandle;
-use crate::server::dispatch::{self, SendRequest};
+use crate::server::dispatch::{self, SendBody, SendRequest};
 use crate::server::BrokerCore;
-use brook_proto::{CodecError, ErrorCode, Frame, FrameCodec, Request, Response, WireError, PROTOCOL_VERSION};
+use brook_proto::{
+    BrokerCodec, CodecError, ErrorCode, Frame, FrameCodec, Incoming, Request, Response, WireError, PROTOCOL_VERSION,
+};
 use futures::{FutureExt, SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,13 +60,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
     let _ = stream.set_nodelay(true);
     let max_frame = core.config.server.max_frame_bytes;
     let (read_half, write_half) = stream.into_split();
-    let mut frames = FramedRead::new(read_half, FrameCodec::new(max_frame));
+    let mut frames = FramedRead::new(read_half, BrokerCodec::new(max_frame));
     let (tx, rx) = mpsc::channel::<Frame>(1024);
     let writer = tokio::task::spawn_local(write_loop(FramedWrite::new(write_half, FrameCodec::new(max_frame)), rx));
     let logger = core.logger.new(slog::o!("peer" => peer.to_string()));
 
     let info = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
-        Ok(Some(Ok(Frame::Request { id, body: Request::Hello { version, client_id } }))) => {
+        Ok(Some(Ok(Incoming::Frame(Frame::Request { id, body: Request::Hello { version, client_id } })))) => {
             if version != PROTOCOL_VERSION {
                 let _ = tx
                     .send(error_frame(
@@ -85,7 +89,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
         }
         Ok(Some(Ok(frame))) => {
             let id = match frame {
-                Frame::Request { id, .. } => id,
+                Incoming::Frame(Frame::Request { id, .. }) | Incoming::Send { id: Some(id), .. } => id,
                 _ => 0,
             };
             let _ = tx.send(error_frame(id, ErrorCode::HelloRequired, "the first frame must be a hello".into())).await;
@@ -121,10 +125,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
         while let Some(frame) = next.take() {
             taken += 1;
             let request = match frame {
-                Some(Ok(Frame::Request { id, body })) => Some((Some(id), body)),
-                Some(Ok(Frame::Oneway { body })) => Some((None, body)),
+                Some(Ok(Incoming::Send { id, body })) => Some((id, Work::Send(SendBody::Wire(body)))),
+                Some(Ok(Incoming::Frame(Frame::Request { id, body }))) => Some((Some(id), Work::of(body))),
+                Some(Ok(Incoming::Frame(Frame::Oneway { body }))) => Some((None, Work::of(body))),
                 // Answers to broker-initiated requests; none are awaited.
-                Some(Ok(Frame::Response { .. })) => None,
+                Some(Ok(Incoming::Frame(Frame::Response { .. }))) => None,
                 Some(Err(e)) => {
                     if !matches!(e, CodecError::Io(_)) {
                         slog::info!(logger, "closing connection after a bad frame"; "error" => %e);
@@ -146,20 +151,21 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
                         }
                     }
                 };
-                if let Request::Send { topic, queue, messages } = body {
-                    sends.push(SendRequest { id, topic, queue, messages }, permit);
-                } else {
-                    // Keep arrival order: sends read before this request are
-                    // handed on first.
-                    sends.spawn(&mut tasks, &core, &info, &tx);
-                    let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
-                    tasks.spawn_local(async move {
-                        let body = dispatch::handle(&core, &info, body).await;
-                        if let Some(id) = id {
-                            let _ = tx.send(Frame::Response { id, body }).await;
-                        }
-                        drop(permit);
-                    });
+                match body {
+                    Work::Send(body) => sends.push(SendRequest { id, body }, permit),
+                    Work::Other(body) => {
+                        // Keep arrival order: sends read before this request are
+                        // handed on first.
+                        sends.spawn(&mut tasks, &core, &info, &tx);
+                        let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
+                        tasks.spawn_local(async move {
+                            let body = dispatch::handle(&core, &info, body).await;
+                            if let Some(id) = id {
+                                let _ = tx.send(Frame::Response { id, body }).await;
+                            }
+                            drop(permit);
+                        });
+                    }
                 }
             }
             if taken < MAX_GATHER {
@@ -186,6 +192,22 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
         writer.abort();
     }
     slog::debug!(logger, "connection closed");
+}
+
+/// A request as the read loop hands it on: sends are gathered, the rest
+/// run on their own.
+enum Work {
+    Send(SendBody),
+    Other(Request),
+}
+
+impl Work {
+    fn of(request: Request) -> Self {
+        match request {
+            Request::Send { topic, queue, messages } => Work::Send(SendBody::Owned { topic, queue, messages }),
+            other => Work::Other(other),
+        }
+    }
 }
 
 /// Send requests read together, waiting to be handed to one task.

@@ -3,7 +3,7 @@
 //! invalid input changes nothing.
 
 use crate::actors::queue::{Destroy, Pull, Range, Stored};
-use crate::actors::reput::Batch;
+use crate::actors::reput::Encoded;
 use crate::error::Error;
 use crate::filter::sql::{Expr, Fields};
 use crate::filter::TagFilter;
@@ -14,8 +14,11 @@ use crate::store::consume_queue::CqEntry;
 use crate::store::record::{self, DecodedRecord};
 use brook_proto::names::validate_name;
 use brook_proto::request::{PullResult, QueueRef, QueueStats, SendAck, TopicInfo};
-use brook_proto::system::{is_reserved_topic, PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES, PROP_TRACE};
-use brook_proto::{ErrorCode, Message, MessageId, Request, Response, StoredMessage, WireError};
+use brook_proto::system::{
+    is_reserved_topic, PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_DELIVER_AT, PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES,
+    PROP_TRACE, PROP_TRANSACTION,
+};
+use brook_proto::{ErrorCode, Message, MessageId, MessageRef, Request, Response, StoredMessage, WireError};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -50,7 +53,7 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Rep
         // Connections gather their sends into `send_many` themselves; this
         // is the same path for one.
         Request::Send { topic, queue, messages } => {
-            let request = SendRequest { id: None, topic, queue, messages };
+            let request = SendRequest { id: None, body: SendBody::Owned { topic, queue, messages } };
             match send_many(core, conn, vec![request]).await.pop() {
                 Some((_, reply)) => reply,
                 None => Err(Error::Busy("send produced no answer".into()).into()),
@@ -144,13 +147,57 @@ async fn describe_topic(core: &BrokerCore, name: &str) -> Reply {
 pub struct SendRequest {
     /// Request id to answer, or `None` for a one-way send.
     pub id: Option<u64>,
-    /// Topic named by the request.
-    pub topic: String,
-    /// Queue named by the request.
-    pub queue: u32,
-    /// Its messages.
-    pub messages: Vec<Message>,
+    /// Its fields.
+    pub body: SendBody,
 }
+
+/// A send's fields: as they came off the wire, or already decoded.
+pub enum SendBody {
+    /// Undecoded ([`brook_proto::Incoming::Send`]): read in place here.
+    Wire(bytes::Bytes),
+    /// Decoded.
+    Owned {
+        /// Topic named by the request.
+        topic: String,
+        /// Queue named by the request.
+        queue: u32,
+        /// Its messages.
+        messages: Vec<Message>,
+    },
+}
+
+/// A message on its way to the log: read in place from its frame, or owned
+/// because the broker rewrites it (delays, transactions, tracing).
+enum Outgoing<'a> {
+    InPlace(MessageRef<'a>),
+    Owned(Message),
+}
+
+impl Outgoing<'_> {
+    fn encode(&self, into: &mut Encoded, code: u64) -> crate::error::Result<()> {
+        match self {
+            Outgoing::InPlace(m) => into.push(m, code),
+            Outgoing::Owned(m) => into.push(m, code),
+        }
+    }
+
+    fn checked_len(&self) -> Result<usize, record::EncodeError> {
+        match self {
+            Outgoing::InPlace(m) => record::checked_len(m),
+            Outgoing::Owned(m) => record::checked_len(m),
+        }
+    }
+
+    fn body_len(&self) -> usize {
+        match self {
+            Outgoing::InPlace(m) => m.body.len(),
+            Outgoing::Owned(m) => m.body.len(),
+        }
+    }
+}
+
+/// Properties that make the broker rewrite a message before storing it.
+const REWRITING_PROPERTIES: [&str; 4] = [PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_DELIVER_AT, PROP_TRANSACTION];
 
 /// Most encoded bytes one merged store carries; more start another.
 const MERGE_BYTES: usize = 1 << 20;
@@ -160,13 +207,28 @@ const MERGE_BYTES: usize = 1 << 20;
 /// order, so the queue actor and the writer see one append instead of one
 /// per request; each request still gets its own answer (or error: one
 /// request's bad input fails only that request).
-pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendRequest>) -> Vec<(Option<u64>, Reply)> {
+pub async fn send_many(
+    core: &BrokerCore,
+    conn: &ConnInfo,
+    mut requests: Vec<SendRequest>,
+) -> Vec<(Option<u64>, Reply)> {
     let mut answers = Vec::with_capacity(requests.len());
     let mut ready = Vec::with_capacity(requests.len());
-    for SendRequest { id, topic, queue, messages } in requests {
-        match prepare_send(core, conn, &topic, queue, messages) {
-            Ok((items, prepared)) => ready.push((id, items, prepared)),
-            Err(e) => answers.push((id, Err(e))),
+    for SendRequest { id, body } in &mut requests {
+        let prepared = match body {
+            SendBody::Wire(fields) => match brook_proto::codec::decode_send(fields) {
+                Ok(send) => {
+                    prepare_send(core, conn, send.topic, send.queue, send.messages.into_iter().map(Outgoing::InPlace))
+                }
+                Err(e) => Err(WireError::new(ErrorCode::MalformedFrame, e.to_string())),
+            },
+            SendBody::Owned { topic, queue, messages } => {
+                prepare_send(core, conn, topic, *queue, std::mem::take(messages).into_iter().map(Outgoing::Owned))
+            }
+        };
+        match prepared {
+            Ok((items, prepared)) => ready.push((*id, items, prepared)),
+            Err(e) => answers.push((*id, Err(e))),
         }
     }
     let groups = merge_in_order(
@@ -179,18 +241,28 @@ pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendReq
     let mut batches = Vec::with_capacity(groups.len());
     let mut members = Vec::with_capacity(groups.len());
     for ((topic, queue), group) in groups {
-        let mut items = Vec::new();
-        let mut bytes = 0;
+        let bytes = group.iter().map(|(_, _, prepared)| prepared.bytes).sum();
+        let records = group.iter().map(|(_, items, _)| items.len()).sum();
+        let mut encoded = Encoded::with_capacity(topic, queue, bytes, records);
         let mut answer = Vec::with_capacity(group.len());
-        for (id, own, prepared) in group {
-            items.extend(own);
-            bytes += prepared.bytes;
+        let mut failed = None;
+        for (id, items, prepared) in group {
+            for (msg, code) in &items {
+                if let Err(e) = msg.encode(&mut encoded, *code) {
+                    failed.get_or_insert(e);
+                }
+            }
             answer.push((id, prepared));
         }
-        batches.push(Batch { topic, queue, items, bytes });
+        batches.push(match failed {
+            // Every field was checked while preparing; this is a bug, and
+            // it fails only this batch.
+            Some(e) => Err(e),
+            None => Ok(encoded),
+        });
         members.push(answer);
     }
-    for (result, group) in core.reput.store_many(batches).await.into_iter().zip(members) {
+    for (result, group) in core.reput.store_encoded(batches).await.into_iter().zip(members) {
         match result {
             Ok(stored) => {
                 let mut stored = stored.into_iter();
@@ -259,13 +331,13 @@ impl PreparedSend {
 
 /// Checks a send request and turns it into the items to store: every
 /// refusal happens here, before anything is written.
-fn prepare_send(
+fn prepare_send<'a>(
     core: &BrokerCore,
     conn: &ConnInfo,
-    topic: &str,
+    topic: &'a str,
     queue: u32,
-    messages: Vec<Message>,
-) -> Result<(Vec<(Message, u64)>, PreparedSend), WireError> {
+    messages: impl ExactSizeIterator<Item = Outgoing<'a>>,
+) -> Result<(Vec<(Outgoing<'a>, u64)>, PreparedSend), WireError> {
     if is_reserved_topic(topic) {
         return Err(Error::InvalidArgument(format!("topic {topic:?} is reserved for the broker's own use")).into());
     }
@@ -278,10 +350,10 @@ fn prepare_send(
         other => other?,
     };
     check_queue(topic, queue, queues)?;
-    if messages.is_empty() || messages.len() > MAX_BATCH_MESSAGES {
+    let batch_len = messages.len();
+    if batch_len == 0 || batch_len > MAX_BATCH_MESSAGES {
         return Err(Error::InvalidArgument(format!(
-            "a send carries 1..={MAX_BATCH_MESSAGES} messages, got {}",
-            messages.len()
+            "a send carries 1..={MAX_BATCH_MESSAGES} messages, got {batch_len}"
         ))
         .into());
     }
@@ -289,45 +361,53 @@ fn prepare_send(
     let max_record = core.config.store.segment_bytes as usize;
     let now = crate::clock::now_ms();
     let mut traced = Vec::new();
-    let mut items = Vec::with_capacity(messages.len());
+    let mut items = Vec::with_capacity(batch_len);
     let mut bytes = 0;
-    let mut dues = Vec::with_capacity(messages.len());
+    let mut dues = Vec::with_capacity(batch_len);
     // Where the batch is stored: its topic and queue, or — delayed — the
     // queue where it waits. One batch, one queue, so it shares one delay.
     let mut dest: Option<Option<(&'static str, u32)>> = None;
-    let batch_len = messages.len();
-    for mut msg in messages {
-        if msg.topic.is_empty() {
-            msg.topic = topic.to_string();
-        } else if msg.topic != topic {
+    for msg in messages {
+        let mut msg = match msg {
+            Outgoing::InPlace(m)
+                if core.config.trace || REWRITING_PROPERTIES.iter().any(|p| m.property(p).is_some()) =>
+            {
+                Outgoing::Owned(m.to_message())
+            }
+            other => other,
+        };
+        let named = match &mut msg {
+            Outgoing::InPlace(m) if m.topic.is_empty() => topic,
+            Outgoing::InPlace(m) => m.topic,
+            Outgoing::Owned(m) if m.topic.is_empty() => {
+                m.topic = topic.to_string();
+                topic
+            }
+            Outgoing::Owned(m) => &m.topic,
+        };
+        if named != topic {
             return Err(Error::InvalidArgument(format!(
-                "a batch goes to one topic: {topic:?}, but a message names {:?}",
-                msg.topic
+                "a batch goes to one topic: {topic:?}, but a message names {named:?}"
             ))
             .into());
         }
-        if msg.body.len() > max_body {
-            return Err(Error::MessageTooLarge { size: msg.body.len(), max: max_body }.into());
+        if let Outgoing::InPlace(m) = &mut msg {
+            m.topic = topic;
         }
-        if core.config.trace {
-            msg.properties.insert(PROP_TRACE.into(), "true".into());
+        if msg.body_len() > max_body {
+            return Err(Error::MessageTooLarge { size: msg.body_len(), max: max_body }.into());
         }
-        traced.push(trace::is_traced(&msg));
-        let delay = core.delays.take_request(&mut msg, now)?;
-        let (waits_in, code, due) = match delay {
-            _ if txn::is_half(&msg) => {
-                if delay.is_some() || batch_len > 1 {
-                    return Err(Error::InvalidArgument(
-                        "a transactional message is sent alone and cannot be delayed".into(),
-                    )
-                    .into());
-                }
-                (Some(txn::park_half(&mut msg, topic, queue, conn)?), record::tag_hash(msg.tags.as_deref()), None)
+        let (waits_in, code, due) = match &mut msg {
+            Outgoing::InPlace(m) => {
+                traced.push(m.flag(PROP_TRACE));
+                (None, record::tag_hash(m.tags), None)
             }
-            None => (None, record::tag_hash(msg.tags.as_deref()), None),
-            Some(delay) => {
-                let parked = core.delays.park(&mut msg, topic, queue, delay, now);
-                (Some((parked.topic, parked.queue)), parked.due as u64, Some(parked.due))
+            Outgoing::Owned(m) => {
+                if core.config.trace {
+                    m.properties.insert(PROP_TRACE.into(), "true".into());
+                }
+                traced.push(trace::is_traced(m));
+                route(core, conn, m, topic, queue, batch_len, now)?
             }
         };
         match dest {
@@ -340,7 +420,7 @@ fn prepare_send(
             }
             Some(_) => {}
         }
-        let size = record::encoded_len(&msg);
+        let size = msg.checked_len().map_err(|e| Error::InvalidArgument(e.to_string()))?;
         if size > max_record {
             return Err(Error::MessageTooLarge { size, max: max_record }.into());
         }
@@ -355,6 +435,40 @@ fn prepare_send(
     let prepared =
         PreparedSend { topic: topic.to_string(), queue, store_in, store_queue, dues, traced, received_at: now, bytes };
     Ok((items, prepared))
+}
+
+/// Where a message waits (a system topic and queue; `None`: its own queue),
+/// its tag code and its delivery time.
+type Route = (Option<(&'static str, u32)>, u64, Option<i64>);
+
+/// Where a message the broker rewrites waits, if anywhere (a delay queue,
+/// the half topic), its tag code and its delivery time; rewrites it so.
+fn route(
+    core: &BrokerCore,
+    conn: &ConnInfo,
+    msg: &mut Message,
+    topic: &str,
+    queue: u32,
+    batch_len: usize,
+    now: i64,
+) -> Result<Route, WireError> {
+    let delay = core.delays.take_request(msg, now)?;
+    Ok(match delay {
+        _ if txn::is_half(msg) => {
+            if delay.is_some() || batch_len > 1 {
+                return Err(Error::InvalidArgument(
+                    "a transactional message is sent alone and cannot be delayed".into(),
+                )
+                .into());
+            }
+            (Some(txn::park_half(msg, topic, queue, conn)?), record::tag_hash(msg.tags.as_deref()), None)
+        }
+        None => (None, record::tag_hash(msg.tags.as_deref()), None),
+        Some(delay) => {
+            let parked = core.delays.park(msg, topic, queue, delay, now);
+            (Some((parked.topic, parked.queue)), parked.due as u64, Some(parked.due))
+        }
+    })
 }
 
 /// The answer to a stored send (and its trace events).

@@ -6,7 +6,7 @@
 //! patches in the commit-log offset and store time and then computes the CRC,
 //! so the io thread only moves bytes and checksums.
 
-use brook_proto::Message;
+use brook_proto::{Message, MessageRef};
 use std::collections::BTreeMap;
 
 /// Marks a message record.
@@ -81,17 +81,125 @@ fn check_len(field: &'static str, len: usize) -> Result<(), EncodeError> {
     }
 }
 
+/// The parts a record is made of. Owned messages and messages read in
+/// place from a send's frame both provide them, so both encode one way.
+pub trait RecordSource {
+    /// Topic.
+    fn topic(&self) -> &str;
+    /// Tag, if any.
+    fn tags(&self) -> Option<&str>;
+    /// Keys, in order.
+    fn keys(&self) -> impl Iterator<Item = &str>;
+    /// Properties as (name, value), in order.
+    fn properties(&self) -> impl Iterator<Item = (&str, &str)>;
+    /// Body.
+    fn body(&self) -> &[u8];
+    /// Producer's creation time.
+    fn born_ts(&self) -> i64;
+}
+
+impl RecordSource for Message {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+    fn tags(&self) -> Option<&str> {
+        self.tags.as_deref()
+    }
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(String::as_str)
+    }
+    fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.properties.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+    fn body(&self) -> &[u8] {
+        &self.body
+    }
+    fn born_ts(&self) -> i64 {
+        self.born_ts
+    }
+}
+
+impl RecordSource for MessageRef<'_> {
+    fn topic(&self) -> &str {
+        self.topic
+    }
+    fn tags(&self) -> Option<&str> {
+        self.tags
+    }
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().copied()
+    }
+    fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.properties.0.iter().copied()
+    }
+    fn body(&self) -> &[u8] {
+        self.body
+    }
+    fn born_ts(&self) -> i64 {
+        self.born_ts
+    }
+}
+
+fn keys_len(msg: &impl RecordSource) -> usize {
+    msg.keys().map(|k| 2 + k.len()).sum()
+}
+
+fn properties_len(msg: &impl RecordSource) -> usize {
+    msg.properties().map(|(k, v)| 4 + k.len() + v.len()).sum()
+}
+
 /// The size a message will take in the log.
-pub fn encoded_len(msg: &Message) -> usize {
-    let keys: usize = msg.keys.iter().map(|k| 2 + k.len()).sum();
-    let props: usize = msg.properties.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
-    HEADER_LEN + msg.topic.len() + msg.tags.as_deref().map_or(0, str::len) + keys + props + msg.body.len()
+pub fn encoded_len(msg: &impl RecordSource) -> usize {
+    HEADER_LEN
+        + msg.topic().len()
+        + msg.tags().map_or(0, str::len)
+        + keys_len(msg)
+        + properties_len(msg)
+        + msg.body().len()
+}
+
+struct Sizes {
+    keys_len: usize,
+    props_len: usize,
+    total: usize,
+}
+
+/// Checks every field against its length field and measures the record.
+fn measure(msg: &impl RecordSource) -> Result<Sizes, EncodeError> {
+    check_len("topic", msg.topic().len())?;
+    let tags_len = msg.tags().map_or(0, str::len);
+    check_len("tags", tags_len)?;
+    for key in msg.keys() {
+        check_len("key", key.len())?;
+    }
+    let keys_len = keys_len(msg);
+    if keys_len > MAX_STRING_LEN {
+        return Err(EncodeError::SectionTooLarge { field: "keys" });
+    }
+    for (name, value) in msg.properties() {
+        check_len("property name", name.len())?;
+        check_len("property value", value.len())?;
+    }
+    let props_len = properties_len(msg);
+    let total = HEADER_LEN + msg.topic().len() + tags_len + keys_len + props_len + msg.body().len();
+    Ok(Sizes { keys_len, props_len, total })
+}
+
+/// The size `msg` will take in the log, or why it cannot be encoded: a
+/// send checks its messages with this before anything is stored.
+pub fn checked_len(msg: &impl RecordSource) -> Result<usize, EncodeError> {
+    measure(msg).map(|sizes| sizes.total)
 }
 
 /// Appends one encoded record to `out` with queue offset, log offset, store
 /// time and CRC left zero (they are patched in later). Returns its length.
-pub fn encode_into(out: &mut Vec<u8>, msg: &Message, queue_id: u32, flags: u32) -> Result<usize, EncodeError> {
-    encode_with_code(out, msg, queue_id, flags, tag_hash(msg.tags.as_deref()))
+pub fn encode_into(
+    out: &mut Vec<u8>,
+    msg: &impl RecordSource,
+    queue_id: u32,
+    flags: u32,
+) -> Result<usize, EncodeError> {
+    encode_with_code(out, msg, queue_id, flags, tag_hash(msg.tags()))
 }
 
 /// [`encode_into`] with the tag-code field given: records in the delay
@@ -100,29 +208,15 @@ pub fn encode_into(out: &mut Vec<u8>, msg: &Message, queue_id: u32, flags: u32) 
 /// when each is due without reading the log.
 pub fn encode_with_code(
     out: &mut Vec<u8>,
-    msg: &Message,
+    msg: &impl RecordSource,
     queue_id: u32,
     flags: u32,
     tag_code: u64,
 ) -> Result<usize, EncodeError> {
-    check_len("topic", msg.topic.len())?;
-    let tags = msg.tags.as_deref().unwrap_or("");
-    check_len("tags", tags.len())?;
-    let keys_len: usize = msg.keys.iter().map(|k| 2 + k.len()).sum();
-    for key in &msg.keys {
-        check_len("key", key.len())?;
-    }
-    if keys_len > MAX_STRING_LEN {
-        return Err(EncodeError::SectionTooLarge { field: "keys" });
-    }
-    for (name, value) in &msg.properties {
-        check_len("property name", name.len())?;
-        check_len("property value", value.len())?;
-    }
-    let props_len: usize = msg.properties.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
-    let total = encoded_len(msg);
+    let Sizes { keys_len, props_len, total } = measure(msg)?;
+    let (topic, tags, body) = (msg.topic(), msg.tags().unwrap_or(""), msg.body());
     let (Ok(total32), Ok(body_len), Ok(props32)) =
-        (u32::try_from(total), u32::try_from(msg.body.len()), u32::try_from(props_len))
+        (u32::try_from(total), u32::try_from(body.len()), u32::try_from(props_len))
     else {
         return Err(EncodeError::SectionTooLarge { field: "record" });
     };
@@ -132,31 +226,31 @@ pub fn encode_with_code(
     out.extend_from_slice(&0u32.to_le_bytes()); // crc
     out.push(FORMAT_VERSION);
     out.push(0); // reserved
-    out.extend_from_slice(&(msg.topic.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(topic.len() as u16).to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&queue_id.to_le_bytes());
     out.extend_from_slice(&0u64.to_le_bytes()); // queue offset
     out.extend_from_slice(&0u64.to_le_bytes()); // log offset
-    out.extend_from_slice(&msg.born_ts.to_le_bytes());
+    out.extend_from_slice(&msg.born_ts().to_le_bytes());
     out.extend_from_slice(&0i64.to_le_bytes()); // store ts
     out.extend_from_slice(&tag_code.to_le_bytes());
     out.extend_from_slice(&body_len.to_le_bytes());
     out.extend_from_slice(&(tags.len() as u16).to_le_bytes());
     out.extend_from_slice(&(keys_len as u16).to_le_bytes());
     out.extend_from_slice(&props32.to_le_bytes());
-    out.extend_from_slice(msg.topic.as_bytes());
+    out.extend_from_slice(topic.as_bytes());
     out.extend_from_slice(tags.as_bytes());
-    for key in &msg.keys {
+    for key in msg.keys() {
         out.extend_from_slice(&(key.len() as u16).to_le_bytes());
         out.extend_from_slice(key.as_bytes());
     }
-    for (name, value) in &msg.properties {
+    for (name, value) in msg.properties() {
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(&(value.len() as u16).to_le_bytes());
         out.extend_from_slice(value.as_bytes());
     }
-    out.extend_from_slice(&msg.body);
+    out.extend_from_slice(body);
     Ok(total)
 }
 
@@ -413,6 +507,28 @@ mod tests {
         assert_eq!(rec.head.store_ts, 1234);
         assert_eq!(rec.head.tag_hash, tag_hash(Some("TagA")));
         assert_eq!(topic(&buf), "orders");
+    }
+
+    #[test]
+    fn a_message_read_in_place_encodes_as_its_owned_form() {
+        let msg = sample().with_property("b", "2");
+        let frame = brook_proto::codec::encode_frame(&brook_proto::Frame::Oneway {
+            body: brook_proto::Request::Send { topic: "orders".into(), queue: 3, messages: vec![msg.clone()] },
+        })
+        .expect("frame");
+        let mut codec = brook_proto::BrokerCodec::new(1 << 20);
+        let mut wire = bytes::BytesMut::from(&frame[..]);
+        let Some(brook_proto::Incoming::Send { body, .. }) =
+            tokio_util::codec::Decoder::decode(&mut codec, &mut wire).expect("decode")
+        else {
+            panic!("expected a send");
+        };
+        let send = brook_proto::codec::decode_send(&body).expect("fields");
+        let (mut owned, mut in_place) = (Vec::new(), Vec::new());
+        encode_into(&mut owned, &msg, 3, 0).expect("owned");
+        encode_into(&mut in_place, &send.messages[0], 3, 0).expect("in place");
+        assert_eq!(owned, in_place);
+        assert_eq!(checked_len(&send.messages[0]), Ok(owned.len()));
     }
 
     #[test]
