@@ -94,6 +94,12 @@ fn message_at(topic: &str, size: usize, sent_ns: u64, key: String) -> Message {
     Message::new(topic, body).with_key(key)
 }
 
+/// [`message_at`] for a send to its own topic: the topic is left empty,
+/// which a send reads as its own (one allocation less per message).
+fn message_in_send(size: usize, sent_ns: u64, key: String) -> Message {
+    message_at("", size, sent_ns, key)
+}
+
 /// `p<producer>-<seq>`, written without `core::fmt`: with small bodies the
 /// harness formatting keys cost as much CPU as the broker storing them.
 fn key(producer: usize, seq: u64) -> String {
@@ -145,7 +151,7 @@ pub async fn run(id: usize, conn: Connection, load: Load, budget: Arc<Budget>, s
             target += 1;
             let sent_ns = now_ns();
             let messages: Vec<Message> =
-                (0..n).map(|i| message_at(topic, load.size, sent_ns, key(id, seq + i))).collect();
+                (0..n).map(|i| message_in_send(load.size, sent_ns, key(id, seq + i))).collect();
             seq += n;
             let keys: Vec<String> = if load.keep_acks {
                 messages.iter().flat_map(|m| m.keys.first().cloned()).collect()
