@@ -30,6 +30,7 @@ async fn sent_messages_come_back_in_order_with_their_fields() {
         assert_eq!(got.len(), sent.len(), "{backend}");
         let mut last_log = None;
         for (stored, (msg, ack)) in got.iter().zip(&sent) {
+            assert_eq!(stored.message.topic, "orders", "the client sends it as the send's, the broker fills it in");
             assert_eq!(stored.message.body, msg.body);
             assert_eq!(stored.message.keys, msg.keys);
             assert_eq!(stored.message.tags, msg.tags);
