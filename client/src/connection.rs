@@ -172,12 +172,19 @@ impl Connection {
             Ok(()) => Ok(()),
             // The writer is behind: wait for room, within the same limit (a
             // stalled writer must not hang the caller).
-            Err(mpsc::error::TrySendError::Full(frame)) => match tokio::time::timeout(limit, self.tx.send(frame)).await
-            {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(ClientError::Connection("connection closed".into())),
-                Err(_) => Err(ClientError::Timeout(limit)),
-            },
+            // Boxed: the rare wait would otherwise size every request's
+            // future for a timer and a send (pipelined callers move those
+            // futures around per request).
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                Box::pin(async {
+                    match tokio::time::timeout(limit, self.tx.send(frame)).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(_)) => Err(ClientError::Connection("connection closed".into())),
+                        Err(_) => Err(ClientError::Timeout(limit)),
+                    }
+                })
+                .await
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(ClientError::Connection("connection closed".into())),
         };
         if let Err(e) = queued {
