@@ -19,6 +19,7 @@ use brook_proto::system::{
     PROP_TRACE, PROP_TRANSACTION,
 };
 use brook_proto::{ErrorCode, Message, MessageId, MessageRef, Request, Response, StoredMessage, WireError};
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -196,6 +197,11 @@ impl Outgoing<'_> {
     }
 }
 
+/// A prepared send's messages with their tag codes. Most sends under
+/// pipelining carry one message: kept inline, as are the per-message
+/// answers' inputs below.
+type Items<'a> = SmallVec<[(Outgoing<'a>, u64); 1]>;
+
 /// Properties that make the broker rewrite a message before storing it.
 const REWRITING_PROPERTIES: [&str; 4] = [PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_DELIVER_AT, PROP_TRANSACTION];
 
@@ -233,7 +239,7 @@ pub async fn send_many(
     }
     let groups = merge_in_order(
         ready.into_iter().map(|(id, items, prepared)| {
-            let dest = (prepared.store_topic().to_string(), prepared.store_queue);
+            let dest = (prepared.store_topic(), prepared.store_queue);
             (dest, prepared.bytes, (id, items, prepared))
         }),
         MERGE_BYTES,
@@ -243,7 +249,7 @@ pub async fn send_many(
     for ((topic, queue), group) in groups {
         let bytes = group.iter().map(|(_, _, prepared)| prepared.bytes).sum();
         let records = group.iter().map(|(_, items, _)| items.len()).sum();
-        let mut encoded = Encoded::with_capacity(topic, queue, bytes, records);
+        let mut encoded = Encoded::with_capacity(topic.to_string(), queue, bytes, records);
         let mut answer = Vec::with_capacity(group.len());
         let mut failed = None;
         for (id, items, prepared) in group {
@@ -265,9 +271,10 @@ pub async fn send_many(
     for (result, group) in core.reput.store_encoded(batches).await.into_iter().zip(members) {
         match result {
             Ok(stored) => {
-                let mut stored = stored.into_iter();
+                let mut rest = &stored[..];
                 for (id, prepared) in group {
-                    let own: Vec<Stored> = stored.by_ref().take(prepared.dues.len()).collect();
+                    let (own, after) = rest.split_at(prepared.dues.len().min(rest.len()));
+                    rest = after;
                     answers.push((id, Ok(finish_send(core, conn, prepared, own))));
                 }
             }
@@ -309,23 +316,23 @@ fn merge_in_order<D: Eq + Hash + Clone, T>(items: impl Iterator<Item = (D, usize
 
 /// A send request that passed every check, its messages encoded-ready and
 /// moved out; what is left is needed to answer it once stored.
-struct PreparedSend {
-    topic: String,
+struct PreparedSend<'a> {
+    topic: &'a str,
     queue: u32,
     /// Where the records are stored: `None` is the request's own topic.
     store_in: Option<&'static str>,
     store_queue: u32,
     /// Exact delivery time of each message (delayed ones).
-    dues: Vec<Option<i64>>,
-    traced: Vec<bool>,
+    dues: SmallVec<[Option<i64>; 1]>,
+    traced: SmallVec<[bool; 16]>,
     received_at: i64,
     /// Encoded size of all its records.
     bytes: usize,
 }
 
-impl PreparedSend {
-    fn store_topic(&self) -> &str {
-        self.store_in.unwrap_or(&self.topic)
+impl<'a> PreparedSend<'a> {
+    fn store_topic(&self) -> &'a str {
+        self.store_in.unwrap_or(self.topic)
     }
 }
 
@@ -337,7 +344,7 @@ fn prepare_send<'a>(
     topic: &'a str,
     queue: u32,
     messages: impl ExactSizeIterator<Item = Outgoing<'a>>,
-) -> Result<(Vec<(Outgoing<'a>, u64)>, PreparedSend), WireError> {
+) -> Result<(Items<'a>, PreparedSend<'a>), WireError> {
     if is_reserved_topic(topic) {
         return Err(Error::InvalidArgument(format!("topic {topic:?} is reserved for the broker's own use")).into());
     }
@@ -360,10 +367,10 @@ fn prepare_send<'a>(
     let max_body = core.config.store.max_message_bytes;
     let max_record = core.config.store.segment_bytes as usize;
     let now = crate::clock::now_ms();
-    let mut traced = Vec::new();
-    let mut items = Vec::with_capacity(batch_len);
+    let mut traced = SmallVec::new();
+    let mut items = Items::with_capacity(batch_len);
     let mut bytes = 0;
-    let mut dues = Vec::with_capacity(batch_len);
+    let mut dues = SmallVec::with_capacity(batch_len);
     // Where the batch is stored: its topic and queue, or — delayed — the
     // queue where it waits. One batch, one queue, so it shares one delay.
     let mut dest: Option<Option<(&'static str, u32)>> = None;
@@ -432,8 +439,7 @@ fn prepare_send<'a>(
         Some((waits_in, waits_queue)) => (Some(waits_in), waits_queue),
         None => (None, queue),
     };
-    let prepared =
-        PreparedSend { topic: topic.to_string(), queue, store_in, store_queue, dues, traced, received_at: now, bytes };
+    let prepared = PreparedSend { topic, queue, store_in, store_queue, dues, traced, received_at: now, bytes };
     Ok((items, prepared))
 }
 
@@ -472,10 +478,10 @@ fn route(
 }
 
 /// The answer to a stored send (and its trace events).
-fn finish_send(core: &BrokerCore, conn: &ConnInfo, prepared: PreparedSend, stored: Vec<Stored>) -> Response {
+fn finish_send(core: &BrokerCore, conn: &ConnInfo, prepared: PreparedSend<'_>, stored: &[Stored]) -> Response {
     let PreparedSend { topic, queue, store_queue, dues, traced, received_at, .. } = prepared;
     let acks: Vec<SendAck> = stored
-        .into_iter()
+        .iter()
         .zip(dues)
         .map(|(s, deliver_at)| SendAck {
             msg_id: MessageId { broker: core.advertised, log_offset: s.pos.log_offset }.to_hex(),
@@ -492,7 +498,7 @@ fn finish_send(core: &BrokerCore, conn: &ConnInfo, prepared: PreparedSend, store
             .filter(|(_, t)| **t)
             .map(|(ack, _)| trace::SentTrace {
                 msg_id: ack.msg_id.clone(),
-                topic: &topic,
+                topic,
                 queue: store_queue,
                 offset: ack.queue_offset,
                 received_at,
