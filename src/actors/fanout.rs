@@ -9,8 +9,7 @@
 //! connection stores goes this way, so its sends to one queue keep their
 //! order.
 
-use crate::actors::queue::{self, ActiveQueues, Barrier, Produce};
-use crate::actors::QueueHandle;
+use crate::actors::queue::{self, ActiveQueues, Barrier, Produce, QueueSpec};
 use actix::prelude::*;
 use std::sync::Arc;
 
@@ -21,7 +20,7 @@ const COMBINE_BYTES: usize = 1 << 20;
 /// Appends for many queues, applied in list order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ProduceAll(pub Vec<(QueueHandle, Produce)>);
+pub struct ProduceAll(pub Vec<(Arc<QueueSpec>, Produce)>);
 
 /// Visit queues with a checkpoint's barrier: every queue (`all`) or the
 /// active ones. Sent after the writer answered the checkpoint's `Sync`, and
@@ -51,7 +50,7 @@ impl Handler<ProduceAll> for Fanout {
     fn handle(&mut self, ProduceAll(appends): ProduceAll, _: &mut Context<Self>) {
         let mut combined = queue::Combined::default();
         for (queue, produce) in appends {
-            combined.add(&queue.spec, &queue.addr, produce);
+            combined.add(&queue, produce);
             if combined.bytes() >= COMBINE_BYTES {
                 combined.send();
             }

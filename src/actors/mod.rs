@@ -168,7 +168,7 @@ impl Registry {
     /// Hands each append to its queue, in list order, in one message to the
     /// queues' thread. Every store from a connection goes through here, so
     /// its appends to a queue keep their order.
-    pub fn produce_all(&self, appends: Vec<(QueueHandle, queue::Produce)>) {
+    pub fn produce_all(&self, appends: Vec<(Arc<queue::QueueSpec>, queue::Produce)>) {
         self.fanout.do_send(fanout::ProduceAll(appends));
     }
 
@@ -178,7 +178,18 @@ impl Registry {
         self.queue_handle(topic, queue).addr
     }
 
-    /// [`Registry::queue`] with the queue's spec, for appends.
+    /// The spec of `topic`/`queue`'s live actor (started if needed), for
+    /// appends: they need no address, so none is cloned per append.
+    pub fn queue_spec(&self, topic: &str, queue: u32) -> Arc<queue::QueueSpec> {
+        if let Some(spec) =
+            self.queues.get(topic).and_then(|queues| queues.get(&queue).filter(|h| h.live()).map(|h| h.spec.clone()))
+        {
+            return spec;
+        }
+        self.queue_handle(topic, queue).spec
+    }
+
+    /// [`Registry::queue`] with the queue's spec.
     pub fn queue_handle(&self, topic: &str, queue: u32) -> QueueHandle {
         if let Some(queues) = self.queues.get(topic) {
             return live_or_start(&queues, &queue, || self.start_queue(topic, queue));

@@ -302,6 +302,9 @@ pub struct QueueSpec {
     links: QueueLinks,
     /// Set by `Destroy`: appends still on their way are refused.
     destroyed: AtomicBool,
+    /// Set when the actor stops (destroyed, or shutdown): its state is
+    /// gone from the thread and must not be reopened by a late append.
+    stopped: AtomicBool,
     logger: slog::Logger,
 }
 
@@ -315,7 +318,17 @@ impl QueueSpec {
         links: QueueLinks,
         logger: slog::Logger,
     ) -> Self {
-        Self { id, name, dir, per_file, log_min, links, destroyed: AtomicBool::new(false), logger }
+        Self {
+            id,
+            name,
+            dir,
+            per_file,
+            log_min,
+            links,
+            destroyed: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            logger,
+        }
     }
 }
 
@@ -349,12 +362,12 @@ pub struct Combined {
 }
 
 impl Combined {
-    /// Admits `produce` into `spec`'s queue (whose actor is `addr`): offsets
-    /// are assigned now, in call order. Runs on the queues' thread; a queue
-    /// deleted meanwhile drops the produce, and with it the reply, so the
-    /// sender sees the queue gone.
-    pub fn add(&mut self, spec: &Arc<QueueSpec>, addr: &Addr<QueueActor>, produce: Produce) {
-        if spec.destroyed.load(Ordering::Acquire) || !addr.connected() {
+    /// Admits `produce` into `spec`'s queue: offsets are assigned now, in
+    /// call order. Runs on the queues' thread; a queue deleted (or whose
+    /// actor stopped) meanwhile drops the produce, and with it the reply, so
+    /// the sender sees the queue gone.
+    pub fn add(&mut self, spec: &Arc<QueueSpec>, produce: Produce) {
+        if spec.destroyed.load(Ordering::Acquire) || spec.stopped.load(Ordering::Acquire) {
             return;
         }
         let Some(batch) = state_for(spec).borrow_mut().admit(produce) else {
@@ -397,9 +410,11 @@ fn answer_parts(parts: Vec<(Arc<QueueSpec>, usize)>, result: Result<Vec<RecordPo
     };
     match result {
         Ok(positions) => {
-            let mut positions = positions.into_iter();
+            let mut rest = &positions[..];
             for (spec, records) in &parts {
-                deliver(spec, Ok(positions.by_ref().take(*records).collect()));
+                let (own, after) = rest.split_at((*records).min(rest.len()));
+                rest = after;
+                deliver(spec, Ok(own));
             }
         }
         Err(e) => {
@@ -515,7 +530,7 @@ impl QueueState {
 
     /// The writer's answer to the oldest append in flight.
     /// Keys of the stored records go to `keys`, for the indexer.
-    fn written(&mut self, result: Result<Vec<RecordPos>>, keys: &mut Vec<KeyEntry>) {
+    fn written(&mut self, result: Result<&[RecordPos]>, keys: &mut Vec<KeyEntry>) {
         let Some(inflight) = self.inflight.pop_front() else {
             return;
         };
@@ -528,7 +543,8 @@ impl QueueState {
                 return;
             }
         };
-        let entries: Vec<CqEntry> = positions
+        // Inline for the one-message appends of pipelined sends.
+        let entries: smallvec::SmallVec<[CqEntry; 4]> = positions
             .iter()
             .zip(&inflight.tag_hashes)
             .map(|(pos, tag_hash)| CqEntry { log_offset: pos.log_offset, size: pos.size, tag_hash: *tag_hash })
@@ -550,9 +566,9 @@ impl QueueState {
                     }));
                 }
                 let stored = positions
-                    .into_iter()
+                    .iter()
                     .enumerate()
-                    .map(|(i, pos)| Stored { queue_offset: inflight.first_offset + i as u64, pos })
+                    .map(|(i, &pos)| Stored { queue_offset: inflight.first_offset + i as u64, pos })
                     .collect();
                 let _ = inflight.reply.send(Ok(stored));
                 self.wake_parked();
@@ -767,6 +783,7 @@ impl Actor for QueueActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.spec.stopped.store(true, Ordering::Release);
         let id = self.spec.id;
         STATES.with(|states| states.borrow_mut().remove(&id));
     }
@@ -775,9 +792,9 @@ impl Actor for QueueActor {
 impl Handler<Produce> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Produce, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Produce, _: &mut Context<Self>) {
         let mut one = Combined::default();
-        one.add(&self.spec, &ctx.address(), msg);
+        one.add(&self.spec, msg);
         one.send();
     }
 }

@@ -133,7 +133,7 @@ impl Reput {
                 Ok(encoded) => {
                     let (reply, answer) = oneshot::channel();
                     appends
-                        .push((self.registry.queue_handle(&encoded.topic, encoded.queue), encoded.into_produce(reply)));
+                        .push((self.registry.queue_spec(&encoded.topic, encoded.queue), encoded.into_produce(reply)));
                     answers.push(Ok(answer));
                 }
                 Err(e) => answers.push(Err(e)),
