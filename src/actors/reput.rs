@@ -2,7 +2,7 @@
 //! dead letters, resends — go through the same queue actors as a producer's,
 //! so they get offsets, acknowledgement and visibility by the same rules.
 
-use crate::actors::queue::{Produce, StoreReply, Stored};
+use crate::actors::queue::{Produce, QueueSpec, StoreReply, Stored};
 use crate::actors::Registry;
 use crate::delay::DelayPolicy;
 use crate::error::{Error, Result};
@@ -19,10 +19,10 @@ use tokio::sync::oneshot;
 /// Records bound for one queue, encoded and ready for its actor, with the
 /// tag and key hashes its consume queue and the key index need.
 pub struct Encoded {
-    /// The topic (which the caller made sure exists).
-    pub topic: String,
-    /// The queue.
-    pub queue: u32,
+    /// The queue's spec: where the records go.
+    spec: Arc<QueueSpec>,
+    /// The queue's number (records carry it).
+    queue: u32,
     batch: AppendBatch,
     tag_hashes: Vec<u64>,
     key_hashes: Vec<(u32, u64)>,
@@ -31,11 +31,11 @@ pub struct Encoded {
 impl Encoded {
     /// An empty batch with room for `records` records of `bytes` in all:
     /// one allocation rather than a regrowth every few records.
-    pub fn with_capacity(topic: String, queue: u32, bytes: usize, records: usize) -> Self {
+    fn with_capacity(spec: Arc<QueueSpec>, queue: u32, bytes: usize, records: usize) -> Self {
         let mut batch = AppendBatch::default();
         batch.buf.reserve(bytes);
         batch.starts.reserve(records);
-        Self { topic, queue, batch, tag_hashes: Vec::with_capacity(records), key_hashes: Vec::new() }
+        Self { spec, queue, batch, tag_hashes: Vec::with_capacity(records), key_hashes: Vec::new() }
     }
 
     /// Appends one message's record with its tag code.
@@ -113,7 +113,7 @@ impl Reput {
         let encoded = batches
             .into_iter()
             .map(|Batch { topic, queue, items, bytes }| {
-                let mut encoded = Encoded::with_capacity(topic, queue, bytes, items.len());
+                let mut encoded = self.encoder(&topic, queue, bytes, items.len());
                 for (msg, code) in &items {
                     encoded.push(msg, *code)?;
                 }
@@ -121,6 +121,12 @@ impl Reput {
             })
             .collect();
         self.store_encoded(encoded).await
+    }
+
+    /// An empty batch for `topic`/`queue` (which the caller made sure
+    /// exists) with room for `records` records of `bytes` in all.
+    pub fn encoder(&self, topic: &str, queue: u32, bytes: usize, records: usize) -> Encoded {
+        Encoded::with_capacity(self.registry.queue_spec(topic, queue), queue, bytes, records)
     }
 
     /// [`Reput::store_many`] for batches already encoded (or refused while
@@ -132,8 +138,7 @@ impl Reput {
             match encoded {
                 Ok(encoded) => {
                     let (reply, answer) = oneshot::channel();
-                    appends
-                        .push((self.registry.queue_spec(&encoded.topic, encoded.queue), encoded.into_produce(reply)));
+                    appends.push((encoded.spec.clone(), encoded.into_produce(reply)));
                     answers.push(Ok(answer));
                 }
                 Err(e) => answers.push(Err(e)),

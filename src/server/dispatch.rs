@@ -249,7 +249,7 @@ pub async fn send_many(
     for ((topic, queue), group) in groups {
         let bytes = group.iter().map(|(_, _, prepared)| prepared.bytes).sum();
         let records = group.iter().map(|(_, items, _)| items.len()).sum();
-        let mut encoded = Encoded::with_capacity(topic.to_string(), queue, bytes, records);
+        let mut encoded = core.reput.encoder(topic, queue, bytes, records);
         let mut answer = Vec::with_capacity(group.len());
         let mut failed = None;
         for (id, items, prepared) in group {
