@@ -108,9 +108,17 @@ async fn bad_frames_get_clear_errors_and_change_nothing() {
         let mut not_utf8 = whole.clone();
         not_utf8[at] = 0xFF;
         s.write_all(&not_utf8).expect("write");
+        // A send claiming 2^32 messages (its count is read before them).
+        let mut huge = vec![0u8, 34, 5, 4];
+        huge.extend_from_slice(b"safe");
+        huge.extend_from_slice(&[0, 253]);
+        huge.extend_from_slice(&(1u64 << 32).to_le_bytes());
+        let mut framed = (huge.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&huge);
+        s.write_all(&framed).expect("write");
         s.write_all(&frame_bytes(&Frame::Request { id: 33, body: Request::Ping })).expect("write");
         // Answers leave in completion order.
-        let mut answers: Vec<Frame> = (0..3).map(|_| read_frame(&mut s).expect("an answer")).collect();
+        let mut answers: Vec<Frame> = (0..4).map(|_| read_frame(&mut s).expect("an answer")).collect();
         answers.sort_by_key(|f| match f {
             Frame::Response { id, .. } => *id,
             _ => 0,
@@ -124,6 +132,10 @@ async fn bad_frames_get_clear_errors_and_change_nothing() {
             }
         }
         assert!(matches!(answers[2], Frame::Response { id: 33, body: Ok(Response::Pong) }));
+        match &answers[3] {
+            Frame::Response { id: 34, body: Err(e) } => assert_eq!(e.code, ErrorCode::InvalidArgument, "{e}"),
+            other => panic!("expected an error for send 34, got {other:?}"),
+        }
         // Garbage instead of a hello.
         let mut s = raw(&addr);
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");

@@ -32,6 +32,15 @@ pub enum CodecError {
     /// The body did not decode as a frame.
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// A send claims more messages than a send may carry; refused before
+    /// any of them is decoded.
+    #[error("a send carries 1..={max} messages, got {count}")]
+    TooManyMessages {
+        /// Messages claimed.
+        count: u64,
+        /// Most allowed.
+        max: usize,
+    },
     /// The frame to send could not be encoded.
     #[error("cannot encode frame: {0}")]
     Encode(String),
@@ -159,6 +168,21 @@ fn send_fields_at(body: &[u8]) -> Option<(Option<u64>, usize)> {
 /// Decodes a send's fields as [`Incoming::Send`] carries them, borrowing
 /// every string and body from `body`.
 pub fn decode_send(body: &[u8]) -> Result<SendRef<'_>, CodecError> {
+    // The message count comes right after topic and queue: checked first,
+    // a lying count cannot make the decoder build millions of entries.
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[allow(dead_code)]
+        topic: &'a str,
+        #[allow(dead_code)]
+        queue: u32,
+        count: u64,
+    }
+    if let Ok((head, _)) = bincode::serde::borrow_decode_from_slice::<Head<'_>, _>(body, bincode_config()) {
+        if head.count > crate::MAX_SEND_MESSAGES as u64 {
+            return Err(CodecError::TooManyMessages { count: head.count, max: crate::MAX_SEND_MESSAGES });
+        }
+    }
     let (send, used) = bincode::serde::borrow_decode_from_slice::<SendRef<'_>, _>(body, bincode_config())
         .map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != body.len() {
@@ -305,6 +329,25 @@ mod tests {
                 other => panic!("expected {frame:?}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_send_claiming_too_many_messages_is_refused_before_decoding_them() {
+        let mut body = vec![1u8, b't', 0];
+        // A varint count of 2^32 (tag 253: a u64 follows), then nothing.
+        body.push(253);
+        body.extend_from_slice(&(1u64 << 32).to_le_bytes());
+        assert!(matches!(
+            decode_send(&body),
+            Err(CodecError::TooManyMessages { count, max }) if count == 1 << 32 && max == crate::MAX_SEND_MESSAGES
+        ));
+        let three = Request::Send { topic: "t".into(), queue: 0, messages: vec![Message::new("", vec![]); 3] };
+        let mut buf = BytesMut::new();
+        FrameCodec::default().encode(Frame::Oneway { body: three }, &mut buf).expect("encode");
+        let Some(Incoming::Send { body, .. }) = BrokerCodec::new(1 << 20).decode(&mut buf).expect("decode") else {
+            panic!("expected a send");
+        };
+        assert_eq!(decode_send(&body).expect("three messages").messages.len(), 3);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub use request::{Request, Response, SendRef};
 /// know with [`ErrorCode::UnsupportedVersion`].
 pub const PROTOCOL_VERSION: u16 = 2;
 
+/// Most messages one send may carry.
+pub const MAX_SEND_MESSAGES: usize = 65_536;
+
 /// Default largest frame (length prefix excluded) either side accepts.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Most messages in one send request.
-pub const MAX_BATCH_MESSAGES: usize = 65_536;
+pub const MAX_BATCH_MESSAGES: usize = brook_proto::MAX_SEND_MESSAGES;
 /// Longest a pull may be parked.
 pub const MAX_LONG_POLL_MS: u64 = 120_000;
 
@@ -225,6 +225,9 @@ pub async fn send_many(
             SendBody::Wire(fields) => match brook_proto::codec::decode_send(fields) {
                 Ok(send) => {
                     prepare_send(core, conn, send.topic, send.queue, send.messages.into_iter().map(Outgoing::InPlace))
+                }
+                Err(e @ brook_proto::CodecError::TooManyMessages { .. }) => {
+                    Err(WireError::new(ErrorCode::InvalidArgument, e.to_string()))
                 }
                 Err(e) => Err(WireError::new(ErrorCode::MalformedFrame, e.to_string())),
             },
