@@ -148,14 +148,14 @@ fn properties_len(msg: &impl RecordSource) -> usize {
     msg.properties().map(|(k, v)| 4 + k.len() + v.len()).sum()
 }
 
+/// A record's size given its keys' and properties' sections.
+fn total_len(msg: &impl RecordSource, keys_len: usize, props_len: usize) -> usize {
+    HEADER_LEN + msg.topic().len() + msg.tags().map_or(0, str::len) + keys_len + props_len + msg.body().len()
+}
+
 /// The size a message will take in the log.
 pub fn encoded_len(msg: &impl RecordSource) -> usize {
-    HEADER_LEN
-        + msg.topic().len()
-        + msg.tags().map_or(0, str::len)
-        + keys_len(msg)
-        + properties_len(msg)
-        + msg.body().len()
+    total_len(msg, keys_len(msg), properties_len(msg))
 }
 
 struct Sizes {
@@ -167,8 +167,7 @@ struct Sizes {
 /// Checks every field against its length field and measures the record.
 fn measure(msg: &impl RecordSource) -> Result<Sizes, EncodeError> {
     check_len("topic", msg.topic().len())?;
-    let tags_len = msg.tags().map_or(0, str::len);
-    check_len("tags", tags_len)?;
+    check_len("tags", msg.tags().map_or(0, str::len))?;
     for key in msg.keys() {
         check_len("key", key.len())?;
     }
@@ -181,8 +180,7 @@ fn measure(msg: &impl RecordSource) -> Result<Sizes, EncodeError> {
         check_len("property value", value.len())?;
     }
     let props_len = properties_len(msg);
-    let total = HEADER_LEN + msg.topic().len() + tags_len + keys_len + props_len + msg.body().len();
-    Ok(Sizes { keys_len, props_len, total })
+    Ok(Sizes { keys_len, props_len, total: total_len(msg, keys_len, props_len) })
 }
 
 /// The size `msg` will take in the log, or why it cannot be encoded: a
