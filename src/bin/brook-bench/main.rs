@@ -38,9 +38,13 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct Common {
-    /// Connections (each a producer task).
+    /// Producer tasks (by default each on a connection of its own).
     #[arg(long, global = true, default_value_t = 4)]
     producers: usize,
+    /// Connections the producers share, round-robin (as RocketMQ's
+    /// benchmark runs its threads over one client); default: one per producer.
+    #[arg(long, global = true)]
+    connections: Option<usize>,
     /// Body bytes.
     #[arg(long, global = true, default_value_t = 128)]
     size: usize,
@@ -244,9 +248,14 @@ async fn produce_load(
         batch: common.batch,
         keep_acks: common.verify,
     };
+    let producers = common.producers.max(1);
+    let mut conns = Vec::new();
+    for id in 0..common.connections.unwrap_or(producers).clamp(1, producers) {
+        conns.push(Connection::connect_as(&broker.addr, &format!("bench-{id}")).await.map_err(|e| e.to_string())?);
+    }
     let mut tasks = Vec::new();
-    for id in 0..common.producers.max(1) {
-        let conn = Connection::connect_as(&broker.addr, &format!("bench-{id}")).await.map_err(|e| e.to_string())?;
+    for id in 0..producers {
+        let conn = conns[id % conns.len()].clone();
         tasks.push(tokio::spawn(produce::run(id, conn, load.clone(), budget.clone(), stats.clone())));
     }
     let start = Instant::now();
@@ -266,8 +275,12 @@ async fn produce_load(
             (
                 "mode".into(),
                 format!(
-                    "{:?} producers={} inflight={} batch={}",
-                    common.mode, common.producers, common.inflight, common.batch
+                    "{:?} producers={} connections={} inflight={} batch={}",
+                    common.mode,
+                    producers,
+                    conns.len(),
+                    common.inflight,
+                    common.batch
                 ),
             ),
             ("size".into(), format!("{} B", common.size)),

@@ -1,0 +1,50 @@
+//! The load-test harness end to end: `brook-bench` starts its own `brookd`,
+//! produces, and with `--verify` reads every acknowledged message back. Small
+//! counts only; the numbers themselves live in BENCHMARKS.md, not here.
+
+use std::process::Command;
+
+/// Runs `brook-bench` with `args`; returns its exit status and stdout.
+fn bench(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_brook-bench")).args(args).output().expect("run brook-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.code().is_some(), "brook-bench died: {}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), stdout)
+}
+
+fn field<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
+    let result = stdout.lines().find(|l| l.starts_with("RESULT "))?;
+    result.split(' ').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+#[test]
+fn producers_sharing_connections_are_all_verified() {
+    // 8 sync producers over 2 connections: requests of several producers
+    // interleave on one connection, and every ack must still match its
+    // message (key, queue, offset) when read back.
+    let (ok, out) = bench(&[
+        "produce",
+        "--mode",
+        "sync",
+        "--producers",
+        "8",
+        "--connections",
+        "2",
+        "--messages",
+        "3000",
+        "--verify",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("connections=2"), "{out}");
+    assert!(out.contains("verify            ok: 3000 acknowledged messages"), "{out}");
+    assert_eq!(field(&out, "errors"), Some("0"), "{out}");
+    assert!(field(&out, "msgs_per_s").and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0), "{out}");
+}
+
+#[test]
+fn batches_are_verified() {
+    let (ok, out) =
+        bench(&["produce", "--mode", "batch", "--batch", "16", "--producers", "2", "--messages", "4000", "--verify"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("verify            ok: 4000 acknowledged messages"), "{out}");
+}
