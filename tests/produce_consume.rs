@@ -35,7 +35,7 @@ async fn sent_messages_come_back_in_order_with_their_fields() {
             assert_eq!(stored.message.keys, msg.keys);
             assert_eq!(stored.message.tags, msg.tags);
             assert_eq!(stored.message.properties, msg.properties);
-            assert_eq!(stored.msg_id, ack.msg_id);
+            assert_eq!(stored.msg_id, ack.msg_id.to_string());
             assert_eq!(stored.queue_offset, ack.queue_offset);
             assert!(last_log < Some(stored.log_offset), "commit-log order within a queue");
             last_log = Some(stored.log_offset);

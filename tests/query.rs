@@ -53,7 +53,7 @@ async fn by_id_and_by_key_across_a_segment_roll() {
     let segments = std::fs::read_dir(dir.path().join("commitlog")).expect("commitlog").count();
     assert!(segments >= 3, "the log rolled ({segments} segments)");
     // By id: the whole message.
-    let got = conn.get_message(&acks[1].msg_id).await.expect("by id");
+    let got = conn.get_message(&acks[1].msg_id.to_string()).await.expect("by id");
     assert_eq!(body(&got), "order-42 event 1");
     assert_eq!((got.queue, got.queue_offset), (acks[1].queue, acks[1].queue_offset));
     assert_eq!(got.message.keys, vec!["order-42".to_string()]);
@@ -69,7 +69,7 @@ async fn by_id_and_by_key_across_a_segment_roll() {
     let found = conn.query_by_key("orders", "order-42", 0, i64::MAX, 10).await.expect("by key");
     let bodies: Vec<String> = found.iter().map(body).collect();
     assert_eq!(bodies, vec!["order-42 event 2", "order-42 event 1", "order-42 event 0"]);
-    assert_eq!(found[0].msg_id, acks[2].msg_id);
+    assert_eq!(found[0].msg_id, acks[2].msg_id.to_string());
     // A time window and a limit.
     let window =
         conn.query_by_key("orders", "order-42", found[1].store_ts, found[1].store_ts, 10).await.expect("window");
@@ -85,7 +85,7 @@ async fn by_id_and_by_key_across_a_segment_roll() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_brookctl"))
-        .args(["--addr", &broker.addr, "msg", "get", &acks[0].msg_id])
+        .args(["--addr", &broker.addr, "msg", "get", &acks[0].msg_id.to_string()])
         .output()
         .expect("brookctl");
     assert!(String::from_utf8_lossy(&out.stdout).contains("order-42 event 0"));
@@ -342,7 +342,7 @@ async fn the_trace_of_a_message_retried_once() {
     .expect("consumer");
     let ctl = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_brookctl"))
-            .args(["--addr", &broker.addr, "msg", "trace", &ack.msg_id, "--json"])
+            .args(["--addr", &broker.addr, "msg", "trace", &ack.msg_id.to_string(), "--json"])
             .output()
             .expect("brookctl")
     };
@@ -363,7 +363,7 @@ async fn the_trace_of_a_message_retried_once() {
     assert_eq!((events[3]["result"].as_str(), events[3]["reconsume"].as_u64()), (Some("later"), Some(0)));
     assert_eq!(events[4]["group"], "tracers");
     assert_eq!((events[6]["result"].as_str(), events[6]["reconsume"].as_u64()), (Some("success"), Some(1)));
-    assert!(events.iter().all(|e| e["msg_id"] == ack.msg_id.as_str()));
+    assert!(events.iter().all(|e| e["msg_id"] == ack.msg_id.to_string().as_str()));
     assert!(events.windows(2).all(|w| w[0]["time"].as_i64() <= w[1]["time"].as_i64()), "a timeline");
     consumer.shutdown().await;
 }

@@ -90,7 +90,7 @@ async fn commits_deliver_once_rollbacks_never_and_checks_settle_the_rest() {
     for text in ["commit-1", "rollback-1", "check-commit-1", "check-rollback-1", "unknown-forever"] {
         let (ack, outcome) = p.send(Message::new("pay", text)).await.expect("send");
         assert_eq!(outcome, outcome_of(text));
-        ids.insert(text.to_string(), ack.msg_id);
+        ids.insert(text.to_string(), ack.msg_id.to_string());
     }
     // Nothing but the commit is visible before the checks.
     let early = conn.pull("pay", 0, 0, 256, 0, None, 0).await.expect("pull").messages;

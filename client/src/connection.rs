@@ -8,6 +8,7 @@ use brook_proto::request::{GroupInfo, PullResult, QueueOffset, ResetTo, SendAck,
 use brook_proto::{ErrorCode, Frame, FrameCodec, Message, Request, Response, StoredMessage, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,6 +76,8 @@ pub struct Connection {
     shared: Arc<Shared>,
     next_id: Arc<AtomicU64>,
     broker: String,
+    /// `broker` parsed: message ids of send answers are put together from it.
+    broker_addr: SocketAddr,
     timeout: Duration,
 }
 
@@ -119,6 +122,9 @@ impl Connection {
             Ok(None) => return Err(ClientError::Connection("closed during hello".into())),
             Err(_) => return Err(ClientError::Timeout(Duration::from_secs(10))),
         };
+        let broker_addr = broker
+            .parse()
+            .map_err(|_| ClientError::Protocol(format!("the broker named itself {broker:?}, not an address")))?;
         let (notices, _) = broadcast::channel(64);
         let shared =
             Arc::new(Shared { pending: Mutex::new(HashMap::default()), closed: AtomicBool::new(false), notices });
@@ -126,7 +132,14 @@ impl Connection {
         tokio::spawn(write_loop(writer, rx, shared.clone()));
         tokio::spawn(read_loop(reader, shared.clone()));
         tokio::spawn(sweep_loop(shared.clone()));
-        Ok(Connection { tx, shared, next_id: Arc::new(AtomicU64::new(1)), broker, timeout: DEFAULT_TIMEOUT })
+        Ok(Connection {
+            tx,
+            shared,
+            next_id: Arc::new(AtomicU64::new(1)),
+            broker,
+            broker_addr,
+            timeout: DEFAULT_TIMEOUT,
+        })
     }
 
     /// This connection with another answer timeout for its requests (long
@@ -257,7 +270,7 @@ impl Connection {
             }
         }
         match self.request(Request::Send { topic: topic.into(), queue, messages }).await? {
-            Response::Sent(acks) => Ok(acks),
+            Response::Sent(acks) => Ok(acks.into_iter().map(|a| SendAck::new(self.broker_addr, a)).collect()),
             other => Err(unexpected(other)),
         }
     }
@@ -385,7 +398,7 @@ impl Connection {
     /// Sends the dead letter `msg_id` of `group` back to its original topic.
     pub async fn dlq_resend(&self, group: &str, msg_id: &str) -> Result<SendAck, ClientError> {
         match self.request(Request::ResendDlq { group: group.into(), msg_id: msg_id.into() }).await? {
-            Response::Sent(mut acks) if acks.len() == 1 => Ok(acks.remove(0)),
+            Response::Sent(acks) if acks.len() == 1 => Ok(SendAck::new(self.broker_addr, acks[0])),
             other => Err(unexpected(other)),
         }
     }

@@ -95,7 +95,7 @@ impl TransactionProducer {
             // If this is lost, the broker's check settles it.
             let end = Request::EndTransaction {
                 group: self.group.clone(),
-                msg_id: ack.msg_id.clone(),
+                msg_id: ack.msg_id.to_string(),
                 outcome,
                 from_check: false,
             };

@@ -31,11 +31,12 @@ pub use error::{ErrorCode, WireError};
 pub use frame::Frame;
 pub use message::{Message, MessageRef, PropertiesRef, StoredMessage};
 pub use msg_id::MessageId;
-pub use request::{Request, Response, SendRef};
+pub use request::{Request, Response, SendAck, SendRef, StoredAck};
 
 /// The protocol version a hello carries. A broker refuses versions it does not
-/// know with [`ErrorCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u16 = 2;
+/// know with [`ErrorCode::UnsupportedVersion`]. 3: send answers carry log
+/// offsets, not message id strings.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Most messages one send may carry.
 pub const MAX_SEND_MESSAGES: usize = 65_536;

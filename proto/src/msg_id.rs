@@ -83,6 +83,20 @@ impl FromStr for MessageId {
     }
 }
 
+/// As text, so that JSON and other readable forms show the id users type.
+impl serde::Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MessageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +114,15 @@ mod tests {
         let id = MessageId { broker: "[::1]:9".parse().expect("addr"), log_offset: u64::MAX };
         assert_eq!(id.to_string().len(), 56);
         assert_eq!(id.to_string().parse::<MessageId>(), Ok(id));
+    }
+
+    #[test]
+    fn ids_serialize_as_their_text() {
+        let id = MessageId { broker: "10.1.2.3:10911".parse().expect("addr"), log_offset: 7 };
+        let json = serde_json::to_string(&id).expect("json");
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<MessageId>(&json).expect("parse"), id);
+        assert!(serde_json::from_str::<MessageId>("\"xyz\"").is_err());
     }
 
     #[test]

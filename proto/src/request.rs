@@ -2,7 +2,9 @@
 //! `server::dispatch` routes each to the actor that owns it.
 
 use crate::message::{Message, MessageRef, StoredMessage};
+use crate::msg_id::MessageId;
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 
 /// Everything a peer can ask.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -458,8 +460,8 @@ pub enum Response {
     Topic(TopicInfo),
     /// Every topic.
     Topics(Vec<TopicInfo>),
-    /// One acknowledgement per sent message, in order.
-    Sent(Vec<SendAck>),
+    /// Where each sent message was stored, in order.
+    Sent(Vec<StoredAck>),
     /// What a pull found.
     Pulled(PullResult),
     /// A request without a payload succeeded.
@@ -530,11 +532,15 @@ pub struct SendRef<'a> {
     pub messages: Vec<MessageRef<'a>>,
 }
 
-/// The broker's acknowledgement of one stored message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendAck {
-    /// Message id (broker address + commit-log offset).
-    pub msg_id: String,
+/// Where one sent message was stored, as a send's answer carries it. Its id
+/// is not on the wire: an id is the storing broker's address (which the
+/// connection's `Hello` named) and the record's log offset, so the client
+/// puts it together ([`SendAck::new`]) instead of every answer carrying 33
+/// bytes of text per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAck {
+    /// The log offset the message's id names.
+    pub log_offset: u64,
     /// Queue it went to.
     pub queue: u32,
     /// Its offset in that queue (for a delayed message: in the broker's
@@ -542,6 +548,33 @@ pub struct SendAck {
     pub queue_offset: u64,
     /// For a delayed message, when it will be delivered (ms since the epoch).
     pub deliver_at: Option<i64>,
+}
+
+/// The broker's acknowledgement of one stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendAck {
+    /// Message id (broker address + commit-log offset); its text is
+    /// `msg_id.to_string()`.
+    pub msg_id: MessageId,
+    /// Queue it went to.
+    pub queue: u32,
+    /// Its offset in that queue (for a delayed message: in the broker's
+    /// delay queue, until it is delivered).
+    pub queue_offset: u64,
+    /// For a delayed message, when it will be delivered (ms since the epoch).
+    pub deliver_at: Option<i64>,
+}
+
+impl SendAck {
+    /// The acknowledgement `broker` (as its `Hello` named itself) gave as `stored`.
+    pub fn new(broker: SocketAddr, stored: StoredAck) -> SendAck {
+        SendAck {
+            msg_id: MessageId { broker, log_offset: stored.log_offset },
+            queue: stored.queue,
+            queue_offset: stored.queue_offset,
+            deliver_at: stored.deliver_at,
+        }
+    }
 }
 
 /// The result of a pull.

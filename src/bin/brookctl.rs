@@ -729,7 +729,8 @@ async fn send_txn(addr: &str, args: &SendArgs, mode: TxnMode) -> Result<(), Clie
     // The answer goes out on its own task: wait until the broker has it.
     let conn = Connection::connect_as(addr, "brookctl").await?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while conn.list_transactions().await?.pending.iter().any(|p| p.msg_id == ack.msg_id) && Instant::now() < deadline {
+    let id = ack.msg_id.to_string();
+    while conn.list_transactions().await?.pending.iter().any(|p| p.msg_id == id) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if args.json {

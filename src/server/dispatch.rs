@@ -13,7 +13,7 @@ use crate::store::commitlog::LogReader;
 use crate::store::consume_queue::CqEntry;
 use crate::store::record::{self, DecodedRecord};
 use brook_proto::names::validate_name;
-use brook_proto::request::{PullResult, QueueRef, QueueStats, SendAck, TopicInfo};
+use brook_proto::request::{PullResult, QueueRef, QueueStats, StoredAck, TopicInfo};
 use brook_proto::system::{
     is_reserved_topic, PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_DELIVER_AT, PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES,
     PROP_TRACE, PROP_TRANSACTION,
@@ -483,11 +483,11 @@ fn route(
 /// The answer to a stored send (and its trace events).
 fn finish_send(core: &BrokerCore, conn: &ConnInfo, prepared: PreparedSend<'_>, stored: &[Stored]) -> Response {
     let PreparedSend { topic, queue, store_queue, dues, traced, received_at, .. } = prepared;
-    let acks: Vec<SendAck> = stored
+    let acks: Vec<StoredAck> = stored
         .iter()
         .zip(dues)
-        .map(|(s, deliver_at)| SendAck {
-            msg_id: MessageId { broker: core.advertised, log_offset: s.pos.log_offset }.to_hex(),
+        .map(|(s, deliver_at)| StoredAck {
+            log_offset: s.pos.log_offset,
             queue,
             queue_offset: s.queue_offset,
             deliver_at,
@@ -500,7 +500,7 @@ fn finish_send(core: &BrokerCore, conn: &ConnInfo, prepared: PreparedSend<'_>, s
             .zip(&traced)
             .filter(|(_, t)| **t)
             .map(|(ack, _)| trace::SentTrace {
-                msg_id: ack.msg_id.clone(),
+                msg_id: MessageId { broker: core.advertised, log_offset: ack.log_offset }.to_hex(),
                 topic,
                 queue: store_queue,
                 offset: ack.queue_offset,

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::server::BrokerCore;
 use crate::store::record;
 use brook_proto::names::validate_name;
-use brook_proto::request::SendAck;
+use brook_proto::request::StoredAck;
 use brook_proto::system::{
     dlq_topic, is_reserved_topic, retry_topic, PROP_ORIGIN_LOG_OFFSET, PROP_ORIGIN_QUEUE, PROP_RECONSUME_TIMES,
     PROP_RETRY_TOPIC,
@@ -130,10 +130,12 @@ pub async fn resend_dlq(core: &BrokerCore, group: &str, msg_id: &str) -> Reply {
     let code = record::tag_hash(msg.tags.as_deref());
     let stored = core.reput.store(&topic, queue, vec![(msg, code)]).await?;
     slog::info!(core.logger, "dead letter resent"; "group" => group, "msg_id" => msg_id, "topic" => &topic);
+    // The resent copy keeps the dead letter's id: the answer names its log
+    // offset, not the copy's.
     Ok(Response::Sent(
         stored
             .into_iter()
-            .map(|s| SendAck { msg_id: id.to_string(), queue, queue_offset: s.queue_offset, deliver_at: None })
+            .map(|s| StoredAck { log_offset: id.log_offset, queue, queue_offset: s.queue_offset, deliver_at: None })
             .collect(),
     ))
 }
