@@ -8,6 +8,7 @@ use brook_proto::request::{GroupInfo, PullResult, QueueOffset, ResetTo, SendAck,
 use brook_proto::{ErrorCode, Frame, FrameCodec, Message, Request, Response, StoredMessage, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,12 @@ struct Waiter {
     limit: Duration,
     tx: oneshot::Sender<Result<Response, ClientError>>,
 }
+
+/// Where a request's answer arrives.
+type AnswerRx = oneshot::Receiver<Result<Response, ClientError>>;
+
+/// A request's wait for room in a full send queue.
+type WaitForRoom = std::pin::Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
 
 /// How often a connection expires requests past their deadline. Deadlines
 /// are checked by one sweep instead of a timer per request: under
@@ -38,6 +45,12 @@ struct Shared {
 }
 
 impl Shared {
+    fn forget(&self, id: u64) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(&id);
+        }
+    }
+
     fn fail_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
         if let Ok(mut pending) = self.pending.lock() {
@@ -171,60 +184,75 @@ impl Connection {
     }
 
     /// Sends a request and waits for its answer (up to the default timeout
-    /// plus `extra`).
-    pub async fn request_with(&self, body: Request, extra: Duration) -> Result<Response, ClientError> {
+    /// plus `extra`). The request is queued when this is called, not when
+    /// the returned future is first polled: the future then holds only what
+    /// waits for the answer (a few words), which pipelining callers keep by
+    /// the dozen and move around per request.
+    pub fn request_with(
+        &self,
+        body: Request,
+        extra: Duration,
+    ) -> impl Future<Output = Result<Response, ClientError>> + Send + 'static {
+        let submitted = self.submit(body, self.timeout + extra);
+        async move {
+            let (room, rx) = submitted?;
+            if let Some(room) = room {
+                room.await?;
+            }
+            // Answered by the reader, or with a timeout by the sweep.
+            match rx.await {
+                Ok(answer) => answer,
+                Err(_) => Err(ClientError::Connection("connection lost before the answer".into())),
+            }
+        }
+    }
+
+    /// Registers a waiter for a new request and queues the request; when
+    /// the writer is behind, also returns the wait for room in its queue.
+    fn submit(&self, body: Request, limit: Duration) -> Result<(Option<WaitForRoom>, AnswerRx), ClientError> {
         if self.is_closed() {
             return Err(ClientError::Connection("connection closed".into()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let limit = self.timeout + extra;
         let waiter = Waiter { deadline: Instant::now() + limit, limit, tx };
         self.shared.pending.lock().map_err(|_| ClientError::Connection("poisoned".into()))?.insert(id, waiter);
-        let queued = match self.tx.try_send(Frame::Request { id, body }) {
-            Ok(()) => Ok(()),
+        match self.tx.try_send(Frame::Request { id, body }) {
+            Ok(()) => Ok((None, rx)),
             // The writer is behind: wait for room, within the same limit (a
-            // stalled writer must not hang the caller).
-            // Boxed: the rare wait would otherwise size every request's
-            // future for a timer and a send (pipelined callers move those
-            // futures around per request).
+            // stalled writer must not hang the caller). Boxed: rare, and it
+            // would otherwise size every request's future for a timer and a
+            // send.
             Err(mpsc::error::TrySendError::Full(frame)) => {
-                Box::pin(async {
-                    match tokio::time::timeout(limit, self.tx.send(frame)).await {
+                let (queue, shared) = (self.tx.clone(), self.shared.clone());
+                let room = Box::pin(async move {
+                    let queued = match tokio::time::timeout(limit, queue.send(frame)).await {
                         Ok(Ok(())) => Ok(()),
                         Ok(Err(_)) => Err(ClientError::Connection("connection closed".into())),
                         Err(_) => Err(ClientError::Timeout(limit)),
+                    };
+                    if queued.is_err() {
+                        shared.forget(id);
                     }
-                })
-                .await
+                    queued
+                });
+                Ok((Some(room), rx))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ClientError::Connection("connection closed".into())),
-        };
-        if let Err(e) = queued {
-            self.forget(id);
-            return Err(e);
-        }
-        // Answered by the reader, or with a timeout by the sweep.
-        match rx.await {
-            Ok(answer) => answer,
-            Err(_) => Err(ClientError::Connection("connection lost before the answer".into())),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.shared.forget(id);
+                Err(ClientError::Connection("connection closed".into()))
+            }
         }
     }
 
     /// Sends a request and waits for its answer.
-    pub async fn request(&self, body: Request) -> Result<Response, ClientError> {
-        self.request_with(body, Duration::ZERO).await
+    pub fn request(&self, body: Request) -> impl Future<Output = Result<Response, ClientError>> + Send + 'static {
+        self.request_with(body, Duration::ZERO)
     }
 
     /// Sends a request that gets no answer.
     pub async fn oneway(&self, body: Request) -> Result<(), ClientError> {
         self.tx.send(Frame::Oneway { body }).await.map_err(|_| ClientError::Connection("connection closed".into()))
-    }
-
-    fn forget(&self, id: u64) {
-        if let Ok(mut pending) = self.shared.pending.lock() {
-            pending.remove(&id);
-        }
     }
 
     /// Creates a topic (or grows its queue count).
@@ -259,8 +287,14 @@ impl Connection {
         }
     }
 
-    /// Stores messages into one queue, in order; one ack per message.
-    pub async fn send(&self, topic: &str, queue: u32, mut messages: Vec<Message>) -> Result<Vec<SendAck>, ClientError> {
+    /// Stores messages into one queue, in order; one ack per message. Like
+    /// [`Connection::request`], the send leaves when this is called.
+    pub fn send(
+        &self,
+        topic: &str,
+        queue: u32,
+        mut messages: Vec<Message>,
+    ) -> impl Future<Output = Result<Vec<SendAck>, ClientError>> + Send + 'static {
         // A message naming the send's own topic travels without it (the
         // broker reads an empty topic as the send's), as RocketMQ's batches
         // do: fewer bytes to encode, carry and check per message.
@@ -269,9 +303,13 @@ impl Connection {
                 msg.topic = String::new();
             }
         }
-        match self.request(Request::Send { topic: topic.into(), queue, messages }).await? {
-            Response::Sent(acks) => Ok(acks.into_iter().map(|a| SendAck::new(self.broker_addr, a)).collect()),
-            other => Err(unexpected(other)),
+        let answer = self.request(Request::Send { topic: topic.into(), queue, messages });
+        let broker = self.broker_addr;
+        async move {
+            match answer.await? {
+                Response::Sent(acks) => Ok(acks.into_iter().map(|a| SendAck::new(broker, a)).collect()),
+                other => Err(unexpected(other)),
+            }
         }
     }
 

@@ -222,7 +222,7 @@ fn budget(common: &Common) -> Arc<Budget> {
         (None, None) => Some(200_000),
         (m, _) => m,
     };
-    Arc::new(Budget::new(messages, common.duration.map(|d| Instant::now() + d)))
+    Budget::new(messages, common.duration.map(|d| Instant::now() + d))
 }
 
 async fn topic(admin: &Connection, name: &str, queues: u32) -> Result<Vec<(String, u32)>, String> {
@@ -324,7 +324,7 @@ async fn consume_scenario(broker: &Broker, admin: &Connection, common: &Common) 
     let fill = Common { mode: Mode::Batch, inflight: 4, ..common.clone() };
     let total = common.messages.unwrap_or(1_000_000);
     let (_, filled) =
-        produce_load(broker, &fill, targets.clone(), Arc::new(Budget::new(Some(total), None)), "fill").await?;
+        produce_load(broker, &fill, targets.clone(), Budget::new(Some(total), None), "fill").await?;
     eprintln!("filled {} messages in {:.1} s", filled.messages, filled.elapsed.as_secs_f64());
     let stats = Arc::new(Stats::new(filled.messages));
     let start = Instant::now();
@@ -515,7 +515,7 @@ async fn restart_scenario(
     broker.log_bytes().ok_or("--addr brokers cannot be restarted")?;
     while body_bytes < goal {
         let (_, filled) =
-            produce_load(&broker, &fill, targets.clone(), Arc::new(Budget::new(Some(200_000), None)), "fill").await?;
+            produce_load(&broker, &fill, targets.clone(), Budget::new(Some(200_000), None), "fill").await?;
         stored += filled.messages;
         body_bytes += filled.bytes;
     }
@@ -563,11 +563,11 @@ async fn backlog_scenario(broker: &Broker, admin: &Connection, common: &Common, 
     let window = common.duration.unwrap_or(Duration::from_secs(10));
     let probe = Common { mode: Mode::Sync, ..common.clone() };
     let targets = topic(admin, "bench-backlog", common.queues).await?;
-    let deadline = || Arc::new(Budget::new(None, Some(Instant::now() + window)));
+    let deadline = || Budget::new(None, Some(Instant::now() + window));
     let (_, empty) = produce_load(broker, &probe, targets.clone(), deadline(), "backlog-empty").await?;
     let fill = Common { mode: Mode::Batch, batch: 256, inflight: 4, ..common.clone() };
     let (_, filled) =
-        produce_load(broker, &fill, targets.clone(), Arc::new(Budget::new(Some(stored), None)), "fill").await?;
+        produce_load(broker, &fill, targets.clone(), Budget::new(Some(stored), None), "fill").await?;
     eprintln!("stored {} messages in {:.1} s", filled.messages, filled.elapsed.as_secs_f64());
     // A slow reader of the cold start of every queue.
     let reader_conn = Connection::connect_as(&broker.addr, "backlog-reader").await.map_err(|e| e.to_string())?;

@@ -95,6 +95,11 @@ pub fn record(hist: &mut Histogram<u64>, start: Instant) {
     let _ = hist.record((start.elapsed().as_micros() as u64).max(1));
 }
 
+/// Records a latency of `ns` nanoseconds.
+pub fn record_ns(hist: &mut Histogram<u64>, ns: u64) {
+    let _ = hist.record((ns / 1_000).max(1));
+}
+
 /// The summary of one run.
 pub struct Summary {
     /// Scenario name.
