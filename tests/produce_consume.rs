@@ -24,7 +24,7 @@ async fn sent_messages_come_back_in_order_with_their_fields() {
             let acks = conn.send("orders", 1, vec![msg.clone()]).await.expect("send");
             assert_eq!(acks.len(), 1);
             assert_eq!(acks[0].queue_offset, u64::from(i), "{backend}: offsets are dense");
-            sent.push((msg, acks[0].clone()));
+            sent.push((msg, acks[0]));
         }
         let got = drain_queue(&conn, "orders", 1, 0, sent.len(), Duration::from_secs(20)).await;
         assert_eq!(got.len(), sent.len(), "{backend}");

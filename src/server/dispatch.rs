@@ -599,26 +599,34 @@ impl Pulled {
         cached_only: bool,
         out: &mut Vec<StoredMessage>,
     ) -> Result<usize, Error> {
-        for (i, (queue_offset, entry)) in entries.iter().enumerate().skip(from) {
-            let rec = if cached_only {
-                match self.reader.read_cached(entry.log_offset, entry.size)? {
-                    Some(rec) => rec,
-                    None => return Ok(i),
-                }
-            } else {
-                self.reader.read(entry.log_offset, entry.size)?
-            };
-            // The hash pass can collide; the tag string decides.
-            if !self.filter.matches(rec.message.tags.as_deref()) {
-                continue;
+        let entries = entries.get(from..).unwrap_or(&[]);
+        if cached_only {
+            let at: Vec<(u64, u32)> = entries.iter().map(|(_, e)| (e.log_offset, e.size)).collect();
+            let records = self.reader.read_cached(&at)?;
+            let read = records.len();
+            for ((queue_offset, entry), rec) in entries.iter().zip(records) {
+                self.keep(*queue_offset, entry, rec, out);
             }
-            let fields = Fields { properties: &rec.message.properties, tags: rec.message.tags.as_deref() };
-            if self.sql.as_ref().is_some_and(|expr| !expr.matches(&fields)) {
-                continue;
-            }
-            out.push(stored_message(self.broker, entry.log_offset, *queue_offset, rec));
+            return Ok(from + read);
         }
-        Ok(entries.len())
+        for (queue_offset, entry) in entries {
+            let rec = self.reader.read(entry.log_offset, entry.size)?;
+            self.keep(*queue_offset, entry, rec, out);
+        }
+        Ok(from + entries.len())
+    }
+
+    /// Adds `rec` to `out` if the filters accept it.
+    fn keep(&self, queue_offset: u64, entry: &CqEntry, rec: DecodedRecord, out: &mut Vec<StoredMessage>) {
+        // The hash pass can collide; the tag string decides.
+        if !self.filter.matches(rec.message.tags.as_deref()) {
+            return;
+        }
+        let fields = Fields { properties: &rec.message.properties, tags: rec.message.tags.as_deref() };
+        if self.sql.as_ref().is_some_and(|expr| !expr.matches(&fields)) {
+            return;
+        }
+        out.push(stored_message(self.broker, entry.log_offset, queue_offset, rec));
     }
 }
 

@@ -323,8 +323,7 @@ async fn consume_scenario(broker: &Broker, admin: &Connection, common: &Common) 
     let targets = topic(admin, "bench-consume", common.queues).await?;
     let fill = Common { mode: Mode::Batch, inflight: 4, ..common.clone() };
     let total = common.messages.unwrap_or(1_000_000);
-    let (_, filled) =
-        produce_load(broker, &fill, targets.clone(), Budget::new(Some(total), None), "fill").await?;
+    let (_, filled) = produce_load(broker, &fill, targets.clone(), Budget::new(Some(total), None), "fill").await?;
     eprintln!("filled {} messages in {:.1} s", filled.messages, filled.elapsed.as_secs_f64());
     let stats = Arc::new(Stats::new(filled.messages));
     let start = Instant::now();
@@ -393,41 +392,54 @@ async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate
             stats.merge(&hist);
         }));
     }
-    // Producers: open loop at the fixed rate, 1 ms ticks.
+    // Producers: open loop at the fixed rate, 1 ms ticks. Their acks are
+    // timed too, to tell the store half of the latency from the delivery half.
     let producers = common.producers.max(1);
     let per_tick = (rate as f64 / 1000.0 / producers as f64).max(0.0);
+    let acked = Arc::new(std::sync::Mutex::new(new_histogram()));
     let mut writers = Vec::new();
     for p in 0..producers {
         let conn = Connection::connect_as(&broker.addr, &format!("e2e-write-{p}")).await.map_err(|e| e.to_string())?;
-        let (targets, size, stats) = (targets.clone(), common.size, stats.clone());
+        let (targets, size, stats, acked) = (targets.clone(), common.size, stats.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut owed = 0.0;
             let mut n = p;
             let mut pending = futures::stream::FuturesUnordered::new();
+            let mut hist = new_histogram();
+            let mut settle = |(sent, result): (u64, Result<_, _>)| match result {
+                Ok(_) => stats::record_ns(&mut hist, produce::now_ns().saturating_sub(sent)),
+                Err(_) => {
+                    stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            };
             while Instant::now() < deadline {
-                tick.tick().await;
+                // Acks are taken as they come (not at the next tick), so
+                // that their times are true.
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    Some(done) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
+                        settle(done);
+                        continue;
+                    }
+                }
                 owed += per_tick;
                 while owed >= 1.0 {
                     owed -= 1.0;
-                    let (topic, queue) = targets[n % targets.len()].clone();
+                    let (topic, queue) = &targets[n % targets.len()];
                     n += 1;
-                    let conn = conn.clone();
-                    let msg: Message = produce::message(&topic, size, format!("e{p}-{n}"));
-                    pending.push(async move { conn.send(&topic, queue, vec![msg]).await });
-                }
-                while let Some(Some(result)) = futures::FutureExt::now_or_never(futures::StreamExt::next(&mut pending))
-                {
-                    if result.is_err() {
-                        stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    let msg: Message = produce::message(topic, size, format!("e{p}-{n}"));
+                    let sent = produce::now_ns();
+                    let answer = conn.send(topic, *queue, vec![msg]);
+                    pending.push(async move { (sent, answer.await) });
                 }
             }
-            while let Some(result) = futures::StreamExt::next(&mut pending).await {
-                if result.is_err() {
-                    stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+            while let Some(done) = futures::StreamExt::next(&mut pending).await {
+                settle(done);
+            }
+            if let Ok(mut all) = acked.lock() {
+                let _ = all.add(&hist);
             }
         }));
     }
@@ -438,11 +450,18 @@ async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate
     for r in readers {
         r.await.map_err(|e| e.to_string())?;
     }
+    let acks = acked.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram());
     let summary = stats.summary(
         "e2e",
         start.elapsed().min(duration),
         "send→receive",
-        vec![("target rate".into(), format!("{rate} msgs/s"))],
+        vec![
+            ("target rate".into(), format!("{rate} msgs/s")),
+            (
+                "send→ack".into(),
+                format!("p50 {} µs  p99 {} µs", acks.value_at_quantile(0.5), acks.value_at_quantile(0.99)),
+            ),
+        ],
     );
     finish(admin, common, &[], summary).await
 }
@@ -566,8 +585,7 @@ async fn backlog_scenario(broker: &Broker, admin: &Connection, common: &Common, 
     let deadline = || Budget::new(None, Some(Instant::now() + window));
     let (_, empty) = produce_load(broker, &probe, targets.clone(), deadline(), "backlog-empty").await?;
     let fill = Common { mode: Mode::Batch, batch: 256, inflight: 4, ..common.clone() };
-    let (_, filled) =
-        produce_load(broker, &fill, targets.clone(), Budget::new(Some(stored), None), "fill").await?;
+    let (_, filled) = produce_load(broker, &fill, targets.clone(), Budget::new(Some(stored), None), "fill").await?;
     eprintln!("stored {} messages in {:.1} s", filled.messages, filled.elapsed.as_secs_f64());
     // A slow reader of the cold start of every queue.
     let reader_conn = Connection::connect_as(&broker.addr, "backlog-reader").await.map_err(|e| e.to_string())?;
