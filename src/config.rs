@@ -158,6 +158,13 @@ pub struct StoreConfig {
     /// under sync flush (faster fdatasyncs on already-written blocks),
     /// fallocated under async flush (no extra writes). Default: true.
     pub preallocate: bool,
+    /// How much of the newest commit log stays in the page cache once it is
+    /// on disk: older pages are dropped after each fdatasync (reads of them
+    /// then go to the disk, on the blocking pool). Writing into pages the
+    /// kernel just freed is several times cheaper than into fresh ones, and
+    /// the page-cache copy was a quarter of the broker's CPU in batch runs.
+    /// 0 leaves the page cache to the kernel. Default: 1 GiB.
+    pub log_cache_bytes: u64,
 }
 
 /// Network settings (`[server]`).
@@ -212,6 +219,7 @@ impl Default for StoreConfig {
             index_slots: 1_000_000,
             index_entries: 2_000_000,
             preallocate: true,
+            log_cache_bytes: 1 << 30,
         }
     }
 }

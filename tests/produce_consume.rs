@@ -190,3 +190,54 @@ async fn pulls_read_records_that_are_no_longer_in_the_page_cache() {
     let offsets: Vec<u64> = pulled.messages.iter().map(|m| m.queue_offset).collect();
     assert_eq!(offsets, tail.iter().map(|m| m.queue_offset).collect::<Vec<_>>());
 }
+
+/// Whether the page holding byte `at` of the log (segments of `segment`
+/// bytes) is in the page cache, as `RWF_NOWAIT` sees it.
+fn log_page_cached(data_dir: &std::path::Path, segment: u64, at: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let base = at - at % segment;
+    let file = std::fs::File::open(data_dir.join("commitlog").join(format!("{base:020}"))).expect("segment");
+    let mut byte = [0u8; 1];
+    let iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: a read into a local buffer on an open descriptor.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, (at - base) as libc::off_t, libc::RWF_NOWAIT) };
+    n == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_behind_the_cache_window_leaves_the_page_cache_and_is_still_read() {
+    // With a 128 KiB window the first segments' pages are dropped once on
+    // disk; with 0 the kernel keeps them. Either way every record reads back.
+    for (window, dropped) in [(128 << 10, true), (0, false)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env = base_env(dir.path(), "std");
+        env.push(("BROOK_STORE__LOG_CACHE_BYTES".into(), window.to_string()));
+        env.push(("BROOK_STORE__FLUSH_INTERVAL_MS".into(), "50".into()));
+        let broker = Brookd::start(&env);
+        let conn = broker.connect().await;
+        conn.create_topic("window", 1).await.expect("create");
+        let bodies: Vec<String> = (0..600).map(|i| format!("w-{i}-{}", "w".repeat(1000))).collect();
+        let mut last = 0;
+        for chunk in bodies.chunks(20) {
+            let batch = chunk.iter().map(|b| Message::new("window", b.clone())).collect();
+            let acks = conn.send("window", 0, batch).await.expect("send");
+            last = acks.last().expect("acks").msg_id.log_offset;
+        }
+        let segment = 65536;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if dropped {
+            while log_page_cached(&broker.data_dir, segment, 0) {
+                assert!(Instant::now() < deadline, "the oldest page is still cached");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(log_page_cached(&broker.data_dir, segment, last), "the newest record stays cached");
+        } else {
+            // Several flushes later the kernel still has them.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(log_page_cached(&broker.data_dir, segment, 0), "0 leaves the page cache alone");
+        }
+        let got = drain_queue(&conn, "window", 0, 0, bodies.len(), Duration::from_secs(20)).await;
+        let read: Vec<String> = got.iter().map(|m| String::from_utf8(m.message.body.clone()).expect("utf8")).collect();
+        assert_eq!(read, bodies, "every record, in order (window {window})");
+    }
+}

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::io::std_io::StdIo;
 use crate::io::{IoBackend, WriteJob};
 use crate::store::commitlog::{AppendBatch, CommitLog, RecordPos};
+use crate::store::segment::SegmentSet;
 use actix::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +93,8 @@ pub struct WriterConfig {
     pub max_batch_messages: usize,
     /// Most bytes per group.
     pub max_batch_bytes: usize,
+    /// Newest log bytes left in the page cache after an fdatasync (0: all).
+    pub log_cache_bytes: u64,
 }
 
 type Marker = oneshot::Sender<Result<SyncedAt>>;
@@ -130,6 +133,10 @@ pub struct WriterActor {
     syncer: Option<IoBackend>,
     /// What the next sync covers (gathered while one runs).
     next_sync: Option<Detached>,
+    /// The log's page cache is dropped below this offset.
+    dropped_below: u64,
+    /// The log's segments (the log itself is away while a group is written).
+    segments: Arc<SegmentSet>,
     logger: slog::Logger,
 }
 
@@ -142,6 +149,10 @@ impl WriterActor {
         });
         Self {
             position: log.write_pos(),
+            // Pages of an earlier run are left to the kernel: only what this
+            // writer wrote is dropped.
+            dropped_below: log.write_pos().saturating_sub(config.log_cache_bytes),
+            segments: log.segment_set().clone(),
             syncer: Some(syncer),
             next_sync: None,
             log: Some(log),
@@ -244,6 +255,7 @@ impl WriterActor {
                     for marker in markers {
                         let _ = marker.send(Ok(at));
                     }
+                    act.drop_cached_below(at.write_pos.saturating_sub(act.config.log_cache_bytes));
                 }
                 Err(e) => {
                     let msg = act.poison("commit-log fdatasync failed", &e);
@@ -253,6 +265,22 @@ impl WriterActor {
             act.start_detached(ctx);
             act.dispatch(ctx);
         }));
+    }
+
+    /// Drops the page cache of the synced log below `upto` (on the blocking
+    /// pool: freeing hundreds of MB of pages takes milliseconds, which the
+    /// appends queued here should not wait for).
+    fn drop_cached_below(&mut self, upto: u64) {
+        if self.config.log_cache_bytes == 0 || upto <= self.dropped_below {
+            return;
+        }
+        let (segments, from, logger) = (self.segments.clone(), self.dropped_below, self.logger.clone());
+        self.dropped_below = upto;
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = segments.drop_cached(from, upto) {
+                slog::warn!(logger, "commit-log page cache not dropped"; "error" => %e);
+            }
+        });
     }
 
     /// Refuses every write from now on; returns the reason.

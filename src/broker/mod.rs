@@ -146,6 +146,7 @@ pub async fn start(
         flush_interval: Duration::from_millis(config.store.flush_interval_ms),
         max_batch_messages: config.store.max_batch_messages,
         max_batch_bytes: config.store.max_batch_bytes,
+        log_cache_bytes: config.store.log_cache_bytes,
     };
     let (init_tx, init_rx) = tokio::sync::oneshot::channel();
     {

@@ -153,6 +153,11 @@ impl CommitLog {
         self.backend.sibling()
     }
 
+    /// The segments it writes.
+    pub fn segment_set(&self) -> &Arc<SegmentSet> {
+        &self.set
+    }
+
     /// The backend's counters.
     pub fn io_stats(&self) -> Arc<crate::io::IoStats> {
         self.backend.stats()

@@ -246,6 +246,28 @@ impl SegmentSet {
         self.segments.read().keys().next().copied().unwrap_or(0)
     }
 
+    /// Drops the page cache of the log's bytes `from..to`. Dirty pages are
+    /// not dropped (the kernel writes them back first), so this never loses
+    /// data; a later read of the range goes to the disk.
+    pub fn drop_cached(&self, from: u64, to: u64) -> io::Result<()> {
+        let mut at = from;
+        while at < to {
+            let base = self.base_of(at);
+            let end = to.min(base + self.segment_bytes);
+            // A segment already deleted by retention has nothing to drop.
+            if let Some(file) = self.file(base) {
+                let (offset, len) = ((at - base) as libc::off_t, (end - at) as libc::off_t);
+                // SAFETY: an advisory call on an open descriptor.
+                let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+                if rc != 0 {
+                    return Err(io::Error::from_raw_os_error(rc));
+                }
+            }
+            at = end;
+        }
+        Ok(())
+    }
+
     /// Bytes of all segment files.
     pub fn total_bytes(&self) -> u64 {
         self.segments.read().len() as u64 * self.segment_bytes
