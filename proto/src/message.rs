@@ -39,6 +39,11 @@ impl Message {
     /// Adds a key.
     #[must_use]
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        // Most messages carry one key: room for exactly one, not the four
+        // a first push makes room for.
+        if self.keys.capacity() == 0 {
+            self.keys.reserve_exact(1);
+        }
         self.keys.push(key.into());
         self
     }
