@@ -397,9 +397,13 @@ async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate
     let producers = common.producers.max(1);
     let per_tick = (rate as f64 / 1000.0 / producers as f64).max(0.0);
     let acked = Arc::new(std::sync::Mutex::new(new_histogram()));
+    let mut conns = Vec::new();
+    for c in 0..common.connections.unwrap_or(producers).clamp(1, producers) {
+        conns.push(Connection::connect_as(&broker.addr, &format!("e2e-write-{c}")).await.map_err(|e| e.to_string())?);
+    }
     let mut writers = Vec::new();
     for p in 0..producers {
-        let conn = Connection::connect_as(&broker.addr, &format!("e2e-write-{p}")).await.map_err(|e| e.to_string())?;
+        let conn = conns[p % conns.len()].clone();
         let (targets, size, stats, acked) = (targets.clone(), common.size, stats.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -457,6 +461,7 @@ async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate
         "send→receive",
         vec![
             ("target rate".into(), format!("{rate} msgs/s")),
+            ("producers".into(), format!("{producers} over {} connections", conns.len())),
             (
                 "send→ack".into(),
                 format!("p50 {} µs  p99 {} µs", acks.value_at_quantile(0.5), acks.value_at_quantile(0.99)),
