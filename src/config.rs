@@ -160,10 +160,12 @@ pub struct StoreConfig {
     pub preallocate: bool,
     /// How much of the newest commit log stays in the page cache once it is
     /// on disk: older pages are dropped after each fdatasync (reads of them
-    /// then go to the disk, on the blocking pool). Writing into pages the
-    /// kernel just freed is several times cheaper than into fresh ones, and
-    /// the page-cache copy was a quarter of the broker's CPU in batch runs.
-    /// 0 leaves the page cache to the kernel. Default: 1 GiB.
+    /// then go to the disk, on the blocking pool), except what a crash
+    /// recovery would re-read, which checkpoints keep within half of this
+    /// behind the head. Writing into pages the kernel just freed is several
+    /// times cheaper than into fresh ones, and the page-cache copy was a
+    /// quarter of the broker's CPU in batch runs. 0 leaves the page cache to
+    /// the kernel. Default: 1 GiB.
     pub log_cache_bytes: u64,
 }
 

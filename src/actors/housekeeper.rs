@@ -4,9 +4,10 @@
 //! - `checkpoint` (every `checkpoint_interval_ms`): take the writer's
 //!   position, pass a barrier through every queue actor that took appends
 //!   since its last one (so each has appended the entries of everything
-//!   below that position; tails younger than 10 s stay in memory), sync what
-//!   was written, then record as the consume queues' durable point the
-//!   position, or the oldest entry still only in memory if lower.
+//!   below that position; tails younger than 10 s stay in memory unless
+//!   they start more than half of `store.log_cache_bytes` behind the head),
+//!   sync what was written, then record as the consume queues' durable point
+//!   the position, or the oldest entry still only in memory if lower.
 //! - `retention` (every `retention_check_interval_ms`): delete expired
 //!   segments, or the oldest while the disk is too full, then tell every
 //!   queue to drop files that only point into deleted segments.
@@ -41,6 +42,9 @@ pub struct HousekeeperConfig {
     pub retention_interval: Duration,
     /// Retention rules.
     pub policy: RetentionPolicy,
+    /// Consume-queue tails whose oldest entry is more than this many log
+    /// bytes behind the head are written at a checkpoint however young.
+    pub max_replay_bytes: u64,
 }
 
 /// Runs checkpoints and retention.
@@ -116,6 +120,8 @@ impl Housekeeper {
         let paths = self.paths.clone();
         let lock = self.lock.clone();
         let system_files = self.system_files.clone();
+        let segments = self.segments.clone();
+        let max_replay = self.config.max_replay_bytes;
         async move {
             let mut stopped = lock.lock().await;
             if *stopped {
@@ -124,13 +130,13 @@ impl Housekeeper {
             // A shutdown visits every queue and writes every tail; a
             // periodic checkpoint visits the queues that took appends and
             // leaves young tails in memory.
-            let barrier = |registry: &Registry| {
+            let barrier = |registry: &Registry, replay_floor: u64| {
                 let (round, answer) = BarrierRound::start();
                 let msg = if final_stop {
                     Barrier::force(round)
                 } else {
                     let budget = Arc::new(std::sync::atomic::AtomicUsize::new(AGED_TAILS_PER_CHECKPOINT));
-                    Barrier { force: false, max_tail_age: MAX_TAIL_AGE, budget, round }
+                    Barrier { force: false, max_tail_age: MAX_TAIL_AGE, replay_floor, budget, round }
                 };
                 // The answer comes once the visit is over and its share gone.
                 registry.barrier_queues(msg, final_stop);
@@ -143,14 +149,14 @@ impl Housekeeper {
             if final_stop {
                 // Every produce a queue accepted reaches the writer before
                 // the writer's final sync.
-                dirty = barrier(&registry).await?.0;
+                dirty = barrier(&registry, u64::MAX).await?.0;
             }
             // The log must be durable up to the position the checkpoint
             // names: recovery starts scanning there, so an async-flush tail
             // below it that an OS crash lost would leave a hole.
             let at = registry.writer().send(WriterSync).await.map_err(|e| Error::Busy(e.to_string()))??;
             let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
-            let (files, unwritten) = barrier(&registry).await?;
+            let (files, unwritten) = barrier(&registry, write_pos.saturating_sub(max_replay)).await?;
             dirty.extend(files);
             // Every key below write_pos reached the indexer before the
             // barriers were answered.
@@ -175,6 +181,9 @@ impl Housekeeper {
             .await
             .map_err(|e| Error::Busy(e.to_string()))?
             .map_err(|e| Error::io("write checkpoint", e))?;
+            // A crash recovery would now re-read the log from here: its
+            // pages stay in the page cache (`store.log_cache_bytes`).
+            segments.set_replay_from(cq_durable_offset);
             if final_stop {
                 *stopped = true;
             }

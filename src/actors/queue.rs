@@ -129,6 +129,10 @@ pub struct Barrier {
     pub force: bool,
     /// Write the tail once its oldest entry is this old.
     pub max_tail_age: Duration,
+    /// Or once its oldest entry lies below this log offset, which bounds
+    /// how much log a crash recovery re-reads (and must find in the page
+    /// cache to be quick) when writes are fast.
+    pub replay_floor: u64,
     /// Aged tails this checkpoint may still write (shared by all queues it
     /// visits), so tails that aged together are written over several
     /// checkpoints instead of stalling one.
@@ -140,7 +144,7 @@ pub struct Barrier {
 impl Barrier {
     /// A barrier that writes every tail (shutdown, tests).
     pub fn force(round: Arc<BarrierRound>) -> Self {
-        Self { force: true, max_tail_age: Duration::ZERO, budget: Arc::default(), round }
+        Self { force: true, max_tail_age: Duration::ZERO, replay_floor: u64::MAX, budget: Arc::default(), round }
     }
 
     fn take_budget(&self) -> bool {
@@ -773,7 +777,8 @@ impl QueueState {
 
     fn barrier(&mut self, msg: &Barrier) -> Result<Barriered> {
         self.listed = false;
-        let aged = self.tail_since.is_some_and(|since| since.elapsed() >= msg.max_tail_age);
+        let far_back = self.cq.as_ref().and_then(ConsumeQueue::tail_low).is_some_and(|low| low < msg.replay_floor);
+        let aged = far_back || self.tail_since.is_some_and(|since| since.elapsed() >= msg.max_tail_age);
         let written = match self.cq.as_mut() {
             Some(cq) if msg.force || (aged && msg.take_budget()) => cq.take_dirty(),
             Some(cq) => Ok(cq.take_written()),

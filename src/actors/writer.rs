@@ -255,7 +255,8 @@ impl WriterActor {
                     for marker in markers {
                         let _ = marker.send(Ok(at));
                     }
-                    act.drop_cached_below(at.write_pos.saturating_sub(act.config.log_cache_bytes));
+                    let behind = at.write_pos.saturating_sub(act.config.log_cache_bytes);
+                    act.drop_cached_below(behind.min(act.segments.replay_from()));
                 }
                 Err(e) => {
                     let msg = act.poison("commit-log fdatasync failed", &e);

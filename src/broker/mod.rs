@@ -219,6 +219,13 @@ pub async fn start(
                 retention_ms: (config.store.retention_hours as i64).saturating_mul(3_600_000),
                 disk_max_used_ratio: config.store.disk_max_used_ratio,
             },
+            // Recovery re-reads at most about half the cached window (plus a
+            // checkpoint interval of writes), so after a crash of the broker
+            // alone it reads from memory.
+            max_replay_bytes: match config.store.log_cache_bytes {
+                0 => u64::MAX,
+                window => window / 2,
+            },
         },
         clock,
         disk,

@@ -17,6 +17,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
@@ -186,12 +187,15 @@ pub struct SegmentSet {
     dir: PathBuf,
     segment_bytes: u64,
     segments: RwLock<BTreeMap<u64, SegmentEntry>>,
+    /// Where a crash recovery would start re-reading the log (the last
+    /// checkpoint's durable point).
+    replay_from: AtomicU64,
 }
 
 impl SegmentSet {
     /// An empty set for segments of `segment_bytes` in `dir`.
     pub fn new(dir: PathBuf, segment_bytes: u64) -> Self {
-        Self { dir, segment_bytes, segments: RwLock::new(BTreeMap::new()) }
+        Self { dir, segment_bytes, segments: RwLock::new(BTreeMap::new()), replay_from: AtomicU64::new(0) }
     }
 
     /// The commit-log directory.
@@ -244,6 +248,18 @@ impl SegmentSet {
     /// Smallest offset still stored (the first segment's base).
     pub fn min_offset(&self) -> u64 {
         self.segments.read().keys().next().copied().unwrap_or(0)
+    }
+
+    /// Notes where a crash recovery would start re-reading the log.
+    pub fn set_replay_from(&self, offset: u64) {
+        self.replay_from.fetch_max(offset, Ordering::Relaxed);
+    }
+
+    /// Where a crash recovery would start re-reading the log: its page
+    /// cache is kept from here on, so a restart after a crash of the broker
+    /// (not of the machine) rescans from memory.
+    pub fn replay_from(&self) -> u64 {
+        self.replay_from.load(Ordering::Relaxed)
     }
 
     /// Drops the page cache of the log's bytes `from..to`. Dirty pages are
