@@ -52,6 +52,7 @@ fn faulty_writer(dir: &std::path::Path, flush: FlushMode, fail_after: u64) -> Fa
         flush_interval: Duration::from_secs(3600),
         max_batch_messages: 1,
         max_batch_bytes: 1 << 20,
+        log_cache_bytes: 0,
     };
     let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard()).start();
     let registry = Registry::new(writer.clone(), None, paths, 100, set, brook::logging::discard());
