@@ -253,7 +253,7 @@ async fn sigkill_inside_a_commit(point: &str) {
     let (ack, _) = p.send(Message::new("ledger", "check-unknown-then-commit")).await.expect("half");
     let end = brook_proto::Request::EndTransaction {
         group: "bank".into(),
-        msg_id: ack.msg_id.clone(),
+        msg_id: ack.msg_id.to_string(),
         outcome: TxnOutcome::Commit,
         from_check: false,
     };
