@@ -459,10 +459,7 @@ mod tests {
     use brook_proto::Message;
 
     fn one_record() -> AppendBatch {
-        let mut batch = AppendBatch::default();
-        batch.starts.push(0);
-        record::encode_into(&mut batch.buf, &Message::new("p", vec![b'x'; 400]), 0, 0).expect("encode");
-        batch
+        record_of(vec![b'x'; 400])
     }
 
     /// The next segment is asked for once the active one is half written,

@@ -230,6 +230,18 @@ async fn topic(admin: &Connection, name: &str, queues: u32) -> Result<Vec<(Strin
     Ok((0..queues).map(|q| (name.to_string(), q)).collect())
 }
 
+/// The connections `common.producers` producers share: `--connections` of
+/// them (at most one per producer), by default one per producer. Producer
+/// `p` uses connection `p % len`.
+async fn producer_connections(broker: &Broker, common: &Common, name: &str) -> Result<Vec<Connection>, String> {
+    let producers = common.producers.max(1);
+    let mut conns = Vec::new();
+    for c in 0..common.connections.unwrap_or(producers).clamp(1, producers) {
+        conns.push(Connection::connect_as(&broker.addr, &format!("{name}-{c}")).await.map_err(|e| e.to_string())?);
+    }
+    Ok(conns)
+}
+
 /// Runs `common.producers` producers over `targets`; returns acks and the
 /// summary.
 async fn produce_load(
@@ -249,10 +261,7 @@ async fn produce_load(
         keep_acks: common.verify,
     };
     let producers = common.producers.max(1);
-    let mut conns = Vec::new();
-    for id in 0..common.connections.unwrap_or(producers).clamp(1, producers) {
-        conns.push(Connection::connect_as(&broker.addr, &format!("bench-{id}")).await.map_err(|e| e.to_string())?);
-    }
+    let conns = producer_connections(broker, common, "bench").await?;
     let mut tasks = Vec::new();
     for id in 0..producers {
         let conn = conns[id % conns.len()].clone();
@@ -397,10 +406,7 @@ async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate
     let producers = common.producers.max(1);
     let per_tick = (rate as f64 / 1000.0 / producers as f64).max(0.0);
     let acked = Arc::new(std::sync::Mutex::new(new_histogram()));
-    let mut conns = Vec::new();
-    for c in 0..common.connections.unwrap_or(producers).clamp(1, producers) {
-        conns.push(Connection::connect_as(&broker.addr, &format!("e2e-write-{c}")).await.map_err(|e| e.to_string())?);
-    }
+    let conns = producer_connections(broker, common, "e2e-write").await?;
     let mut writers = Vec::new();
     for p in 0..producers {
         let conn = conns[p % conns.len()].clone();
