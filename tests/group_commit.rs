@@ -3,7 +3,10 @@
 //! fdatasync and syncs on its timer; and within a queue, concurrent producers
 //! get dense offsets whose commit-log order matches queue order.
 
+use brook::actors::fanout::Stores;
+use brook::actors::indexer::Lookup;
 use brook::actors::queue::{self, Pull};
+use brook::actors::reput::{Batch, Encoded};
 use brook::actors::writer::{Append, Sync as WriterSync};
 use brook::broker;
 use brook::clock::SystemClock;
@@ -213,4 +216,91 @@ fn an_append_of_several_batches_is_answered_in_order() {
             broker::shutdown(&running).await.expect("shutdown");
         });
     }
+}
+
+/// One produce spread over several queues (a connection's gathered sends):
+/// each part gets its own queue's offsets, its records and keys land where
+/// its answer says, and a part whose queue went away meanwhile fails alone,
+/// its records left out of the log.
+#[test]
+fn parts_of_one_produce_land_in_their_queues_and_a_refused_part_fails_alone() {
+    actix_rt::System::new().block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(dir.path(), IoBackendKind::Std, FlushMode::Async);
+        let running = start(&config).await;
+        running.topics.create("pa", 2).expect("pa");
+        running.topics.create("pb", 1).expect("pb");
+        let earlier = running.reput.store("pa", 1, vec![(Message::new("pa", "earlier"), 0)]).await.expect("stored");
+        assert_eq!(earlier[0].queue_offset, 0);
+        // A queue deleted while a send for it was on its way.
+        let gone = running.reput.queue_spec("pb", 0);
+        running.registry.queue("pb", 0).send(queue::Destroy).await.expect("mailbox").expect("destroyed");
+
+        let parts: [(&str, u32, &[&str]); 3] = [("pa", 0, &["a0", "a1"]), ("pb", 0, &["b0"]), ("pa", 1, &["c0", "c1"])];
+        let mut encoded = Encoded::with_capacity(0, 0, 0);
+        for (topic, queue, keys) in parts {
+            let spec = if topic == "pb" { gone.clone() } else { running.reput.queue_spec(topic, queue) };
+            encoded.begin(spec, queue);
+            for key in keys {
+                let msg = Message::new(topic, format!("body-{key}")).with_key(*key);
+                encoded.push(&msg, record::tag_hash(None)).expect("encoded");
+            }
+        }
+        let Stores { stored, outcomes } = running.reput.store_encoded(encoded).await;
+        assert_eq!(outcomes.len(), 3);
+        assert!(matches!(outcomes[1], Err(brook::error::Error::ShuttingDown)), "{:?}", outcomes[1]);
+        let first = stored[outcomes[0].as_ref().expect("pa/0 stored").clone()].to_vec();
+        let second = stored[outcomes[2].as_ref().expect("pa/1 stored").clone()].to_vec();
+        assert_eq!(first.iter().map(|s| s.queue_offset).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(second.iter().map(|s| s.queue_offset).collect::<Vec<_>>(), vec![1, 2]);
+        // The refused part's record is not in the log: the others follow
+        // each other directly.
+        let all: Vec<_> = first.iter().chain(&second).collect();
+        assert!(all.windows(2).all(|w| w[0].pos.log_offset + u64::from(w[0].pos.size) == w[1].pos.log_offset));
+
+        let indexer = running.registry.indexer().expect("key index").clone();
+        for ((queue, keys), stored) in [(0, ["a0", "a1"]), (1, ["c0", "c1"])].into_iter().zip([&first, &second]) {
+            for (key, s) in keys.iter().zip(stored) {
+                let rec = running.reader.read(s.pos.log_offset, s.pos.size).expect("readable");
+                assert_eq!(rec.message.body, format!("body-{key}").into_bytes());
+                assert_eq!((rec.head.queue_id, rec.head.queue_offset), (queue, s.queue_offset));
+                let lookup = Lookup { topic: "pa".into(), key: key.to_string(), begin_ts: 0, end_ts: i64::MAX, max: 4 };
+                let found = indexer.send(lookup).await.expect("mailbox").expect("lookup");
+                assert_eq!(found, vec![s.pos.log_offset], "key {key}");
+            }
+            // Readable through the queue, in order.
+            let pull = Pull {
+                offset: 0,
+                max_messages: 10,
+                max_bytes: 1 << 20,
+                filter: Arc::new(TagFilter::All),
+                long_poll: Duration::ZERO,
+            };
+            let entries = running.registry.queue("pa", queue).send(pull).await.expect("mailbox").expect("pull");
+            let tail: Vec<_> = entries.entries.iter().skip(queue as usize).map(|(_, e)| e.log_offset).collect();
+            assert_eq!(tail, stored.iter().map(|s| s.pos.log_offset).collect::<Vec<_>>());
+        }
+
+        // A batch with a record that cannot be encoded fails alone, whole:
+        // its good record is dropped with it and the next batch to the same
+        // queue takes the offset.
+        let long_key = "k".repeat(usize::from(u16::MAX) + 1);
+        let batches = vec![
+            Batch::measured(
+                "pa".into(),
+                0,
+                vec![(Message::new("pa", "good"), 0), (Message::new("pa", "bad").with_key(long_key), 0)],
+            ),
+            Batch::measured("pa".into(), 0, vec![(Message::new("pa", "after").with_key("d0"), 0)]),
+        ];
+        let results = running.reput.store_many(batches).await;
+        assert!(matches!(results[0], Err(brook::error::Error::InvalidArgument(_))), "{:?}", results[0]);
+        let after = results[1].as_ref().expect("the next batch is stored");
+        assert_eq!(after[0].queue_offset, 2);
+        let rec = running.reader.read(after[0].pos.log_offset, after[0].pos.size).expect("readable");
+        assert_eq!((rec.message.body.as_slice(), rec.head.queue_offset), (&b"after"[..], 2));
+        let lookup = Lookup { topic: "pa".into(), key: "d0".into(), begin_ts: 0, end_ts: i64::MAX, max: 4 };
+        assert_eq!(indexer.send(lookup).await.expect("mailbox").expect("lookup"), vec![after[0].pos.log_offset]);
+        broker::shutdown(&running).await.expect("shutdown");
+    });
 }

@@ -1,26 +1,84 @@
-//! The Fanout: carries the appends of many queues to the queues' thread in
-//! one mailbox push, and applies each to its queue's state there.
+//! The Fanout: carries the records of many queues to the queues' thread in
+//! one mailbox push, has each queue assign its records' offsets there, and
+//! hands them all to the writer as one append.
 //!
 //! A connection that read sends for many queues at once (thousands of
 //! queues, one request each) used to push to every queue actor from its own
 //! thread, each push a cross-thread wake-up and a mailbox message. Through
 //! the fanout, the batch crosses once and no queue mailbox is involved.
-//! The queues' records go to the writer as one append. Everything a
-//! connection stores goes this way, so its sends to one queue keep their
-//! order.
+//! Everything a connection stores goes this way, so its sends to one queue
+//! keep their order.
 
-use crate::actors::queue::{self, ActiveQueues, Barrier, Produce, QueueSpec};
+use crate::actors::queue::{self, ActiveQueues, Barrier, QueueSpec, Stored};
+use crate::actors::writer::Append;
+use crate::error::{Error, Result};
+use crate::store::commitlog::{AppendBatch, RecordPos};
 use actix::prelude::*;
+use std::ops::Range;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
-/// Most bytes one combined writer append carries, so a large batch of sends
-/// still leaves the writer groups to form.
-const COMBINE_BYTES: usize = 1 << 20;
-
-/// Appends for many queues, applied in list order.
+/// Records for one or more queues, back to back in one buffer: a
+/// connection's gathered sends, or messages the broker writes itself. Each
+/// part is a run of records bound for one queue. One buffer, one list of
+/// hashes and one answer however many queues the records go to: with a
+/// queue per request, a buffer, hash lists and a reply channel per queue
+/// (most allocated on one thread and freed on the other) cost more than
+/// storing the records.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ProduceAll(pub Vec<(Arc<QueueSpec>, Produce)>);
+pub struct Produce {
+    /// Every part's records, in part order (queue offsets are patched in
+    /// on the queues' thread).
+    pub batch: AppendBatch,
+    /// Tag hash of each record.
+    pub tag_hashes: Vec<u64>,
+    /// Key hashes for the key index, each with the index of its record in
+    /// `batch`, in record order (empty: no keys).
+    pub key_hashes: Vec<(u32, u64)>,
+    /// The runs of records and their queues.
+    pub parts: Vec<Part>,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Stores>,
+}
+
+/// A run of a [`Produce`]'s records bound for one queue.
+pub struct Part {
+    /// The queue.
+    pub spec: Arc<QueueSpec>,
+    /// How many records.
+    pub records: usize,
+}
+
+/// Where a [`Produce`]'s records ended up.
+#[derive(Debug, Default)]
+pub struct Stores {
+    /// The records of every part stored, in order.
+    pub stored: Vec<Stored>,
+    /// Each part's records within `stored`, or why they were not stored.
+    pub outcomes: Vec<Result<Range<usize>>>,
+}
+
+impl Stores {
+    /// The answer when the queues' thread went away without one.
+    pub fn shutting_down(parts: usize) -> Self {
+        Self { stored: Vec::new(), outcomes: (0..parts).map(|_| Err(Error::ShuttingDown)).collect() }
+    }
+
+    /// The first part's records (for a produce of one part).
+    pub fn into_first(self) -> Result<Vec<Stored>> {
+        let Self { mut stored, outcomes } = self;
+        match outcomes.into_iter().next() {
+            Some(Ok(range)) => {
+                stored.truncate(range.end);
+                stored.drain(..range.start);
+                Ok(stored)
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(Error::ShuttingDown),
+        }
+    }
+}
 
 /// Visit queues with a checkpoint's barrier: every queue (`all`) or the
 /// active ones. Sent after the writer answered the checkpoint's `Sync`, and
@@ -44,18 +102,11 @@ impl Actor for Fanout {
     type Context = Context<Self>;
 }
 
-impl Handler<ProduceAll> for Fanout {
+impl Handler<Produce> for Fanout {
     type Result = ();
 
-    fn handle(&mut self, ProduceAll(appends): ProduceAll, _: &mut Context<Self>) {
-        let mut combined = queue::Combined::default();
-        for (queue, produce) in appends {
-            combined.add(&queue, produce);
-            if combined.bytes() >= COMBINE_BYTES {
-                combined.send();
-            }
-        }
-        combined.send();
+    fn handle(&mut self, produce: Produce, _: &mut Context<Self>) {
+        produce_here(produce);
     }
 }
 
@@ -64,5 +115,137 @@ impl Handler<BarrierQueues> for Fanout {
 
     fn handle(&mut self, BarrierQueues { barrier, all }: BarrierQueues, _: &mut Context<Self>) {
         queue::barrier_here(&barrier, all, &self.active);
+    }
+}
+
+/// Admits every part into its queue (offsets are assigned now, in part
+/// order) and hands the admitted records to the writer, whose answer is
+/// shared out to the queues on this thread. Runs on the queues' thread. A
+/// part whose queue refuses (failed, deleted, its actor stopped) is answered
+/// with why and its records are left out of the write.
+pub fn produce_here(produce: Produce) {
+    let Produce { mut batch, tag_hashes, key_hashes, parts, reply } = produce;
+    let mut admitted = Vec::with_capacity(parts.len());
+    let mut record = 0;
+    for part in &parts {
+        let first = record;
+        record += part.records;
+        let outcome = queue::admit(&part.spec, part.records);
+        if let Ok(first_offset) = outcome {
+            for i in first..record {
+                let (start, end) = batch.bounds(i);
+                if let Some(rec) = batch.buf.get_mut(start..end) {
+                    crate::store::record::patch_queue_offset(rec, first_offset + (i - first) as u64);
+                }
+            }
+        }
+        admitted.push(outcome);
+    }
+    let Some(writer) = parts.iter().zip(&admitted).find(|(_, a)| a.is_ok()).map(|(p, _)| p.spec.links.writer.clone())
+    else {
+        let outcomes = admitted.into_iter().map(|a| a.map(|_| 0..0)).collect();
+        let _ = reply.send(Stores { stored: Vec::new(), outcomes });
+        return;
+    };
+    if admitted.iter().any(Result::is_err) {
+        batch = admitted_only(&batch, &parts, &admitted);
+    }
+    let shares = Shares { parts, admitted, tag_hashes, key_hashes, reply };
+    writer.do_send(Append { batches: vec![batch], done: Box::new(move |result| shares.answer(result)) });
+}
+
+/// The records of the admitted parts, copied out of `batch` (the rare case
+/// of a part refused).
+fn admitted_only(batch: &AppendBatch, parts: &[Part], admitted: &[Result<u64>]) -> AppendBatch {
+    let mut kept = AppendBatch::default();
+    let mut record = 0;
+    for (part, outcome) in parts.iter().zip(admitted) {
+        let range = record..record + part.records;
+        record = range.end;
+        if outcome.is_err() {
+            continue;
+        }
+        for i in range {
+            let (start, end) = batch.bounds(i);
+            kept.starts.push(kept.buf.len());
+            kept.buf.extend_from_slice(batch.buf.get(start..end).unwrap_or(&[]));
+        }
+    }
+    kept
+}
+
+/// What the writer's answer is shared out with.
+struct Shares {
+    parts: Vec<Part>,
+    /// Each part's first queue offset, or why its queue refused it.
+    admitted: Vec<Result<u64>>,
+    tag_hashes: Vec<u64>,
+    key_hashes: Vec<(u32, u64)>,
+    reply: oneshot::Sender<Stores>,
+}
+
+impl Shares {
+    /// Gives each admitted part its share of the written positions, in
+    /// order, and answers once for all. The keys of every share reach the
+    /// indexer's buffer in one push: with many queues, a lock per share was
+    /// ~1.4 % of the broker's CPU.
+    fn answer(self, result: Result<Vec<RecordPos>>) {
+        let Self { parts, admitted, tag_hashes, key_hashes, reply } = self;
+        let failure = result.as_ref().err().map(|e| match e {
+            Error::Poisoned(reason) => reason.clone(),
+            other => other.to_string(),
+        });
+        let positions = result.unwrap_or_default();
+        let mut rest = &positions[..];
+        let mut stored = Vec::with_capacity(positions.len());
+        let mut outcomes = Vec::with_capacity(parts.len());
+        let mut keys = Vec::new();
+        let (mut record, mut key) = (0, 0);
+        for (part, outcome) in parts.iter().zip(admitted) {
+            let first = record;
+            record += part.records;
+            let key_start = key;
+            while key_hashes.get(key).is_some_and(|&(index, _)| (index as usize) < record) {
+                key += 1;
+            }
+            let first_offset = match (outcome, &failure) {
+                (Err(e), _) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+                // Writer failures poison it; every share fails the same way,
+                // and nothing after it will be stored either, so no offset
+                // gap can ever become visible.
+                (Ok(_), Some(reason)) => {
+                    outcomes.push(Err(Error::Poisoned(reason.clone())));
+                    continue;
+                }
+                (Ok(first_offset), None) => first_offset,
+            };
+            let (own, after) = rest.split_at(part.records.min(rest.len()));
+            rest = after;
+            let written = queue::Written {
+                first_offset,
+                positions: own,
+                tag_hashes: tag_hashes.get(first..record).unwrap_or(&[]),
+                key_hashes: key_hashes.get(key_start..key).unwrap_or(&[]),
+                first_record: first,
+            };
+            outcomes.push(queue::written(&part.spec, written, &mut keys).map(|()| {
+                let start = stored.len();
+                stored.extend(
+                    own.iter().enumerate().map(|(i, &pos)| Stored { queue_offset: first_offset + i as u64, pos }),
+                );
+                start..stored.len()
+            }));
+        }
+        // Pushed before this thread handles anything else, so before any
+        // later barrier: a checkpoint's index flush still covers every key
+        // below it.
+        if let Some(buffer) = parts.first().and_then(|part| part.spec.links.keys.as_ref()).filter(|_| !keys.is_empty())
+        {
+            buffer.push(keys);
+        }
+        let _ = reply.send(Stores { stored, outcomes });
     }
 }

@@ -165,11 +165,11 @@ impl Registry {
         &self.writer
     }
 
-    /// Hands each append to its queue, in list order, in one message to the
+    /// Hands each part to its queue, in part order, in one message to the
     /// queues' thread. Every store from a connection goes through here, so
     /// its appends to a queue keep their order.
-    pub fn produce_all(&self, appends: Vec<(Arc<queue::QueueSpec>, queue::Produce)>) {
-        self.fanout.do_send(fanout::ProduceAll(appends));
+    pub fn produce_all(&self, produce: fanout::Produce) {
+        self.fanout.do_send(produce);
     }
 
     /// The actor of `topic`/`queue`, started if needed. The caller has

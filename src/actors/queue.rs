@@ -4,23 +4,25 @@
 //! is the writer's. Appends reach it without a mailbox: the fanout (one
 //! message per batch of sends, whatever the number of queues in it) has each
 //! queue assign offsets in arrival order and hands the records of all of
-//! them to the writer as one append ([`Combined`]); because everything goes
-//! to the one writer in that order, offsets within a queue follow
-//! commit-log order. When the writer has written a group it calls back on
-//! this same thread, and the consume-queue entries are appended right there:
-//! only then are the messages readable and acknowledged, so readers never
-//! see a message before its producer could, and a checkpoint's `Barrier`
-//! (sent after the writer answered its `Sync`) finds every entry below the
-//! synced position. With tens of thousands of queues, a mailbox message per
-//! append and per answer cost more than the appends did.
+//! them to the writer as one append ([`fanout::produce_here`]); because
+//! everything goes to the one writer in that order, offsets within a queue
+//! follow commit-log order. When the writer has written a group it calls
+//! back on this same thread, and the consume-queue entries are appended
+//! right there: only then are the messages readable and acknowledged, so
+//! readers never see a message before its producer could, and a
+//! checkpoint's `Barrier` (sent after the writer answered its `Sync`) finds
+//! every entry below the synced position. With tens of thousands of queues,
+//! a mailbox message per append and per answer cost more than the appends
+//! did.
 //!
 //! Everything else (pulls, barriers, retention, deletion) goes through the
 //! actor's mailbox. Pulls that find nothing new are parked (long polling)
 //! and answered the moment an append makes something visible, or when their
 //! time is up.
 
+use crate::actors::fanout::{self, Part, Produce, Stores};
 use crate::actors::indexer::KeyBuffer;
-use crate::actors::writer::{Append, WriterActor};
+use crate::actors::writer::WriterActor;
 use crate::error::{Error, Result};
 use crate::filter::TagFilter;
 use crate::store::commitlog::{AppendBatch, LogReader, RecordPos};
@@ -29,7 +31,7 @@ use crate::store::index::KeyEntry;
 use crate::store::record;
 use actix::prelude::*;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,33 +44,26 @@ const MAX_SCAN: usize = 4096;
 /// Most messages one pull returns.
 pub const MAX_PULL_MESSAGES: u32 = 1024;
 
-/// Where a `Produce` is answered once its records are stored (or not).
-pub type StoreReply = oneshot::Sender<Result<Vec<Stored>>>;
-
-/// Store a batch of encoded records in this queue. The answer goes to
-/// `reply` rather than through the mailbox's own response: a response
-/// future would cost the queue's thread a spawned task per append.
+/// Store a batch of encoded records (each with its tag hash) in this
+/// queue: for callers outside a connection (tests, tools). Connections and
+/// the broker's own writes go through the fanout.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Produce {
-    /// The records (queue offsets are patched in here).
+pub struct Store {
+    /// The records (queue offsets are patched in).
     pub batch: AppendBatch,
     /// Tag hash of each record.
     pub tag_hashes: Vec<u64>,
-    /// Key hashes for the key index, each with the index of its record in
-    /// the batch (empty: no keys). Flat: a vector per record cost a send
-    /// an allocation per message.
-    pub key_hashes: Vec<(u32, u64)>,
     /// Where the answer goes.
-    pub reply: StoreReply,
+    pub reply: oneshot::Sender<Stores>,
 }
 
 /// Stores `batch` (with each record's tag hash) through `queue` and waits
-/// for the answer: for callers outside a connection (tests, tools).
+/// for the answer.
 pub async fn store(queue: &Addr<QueueActor>, batch: AppendBatch, tag_hashes: Vec<u64>) -> Result<Vec<Stored>> {
     let (reply, answer) = oneshot::channel();
-    queue.do_send(Produce { batch, tag_hashes, key_hashes: Vec::new(), reply });
-    answer.await.unwrap_or(Err(Error::ShuttingDown))
+    queue.do_send(Store { batch, tag_hashes, reply });
+    answer.await.unwrap_or_else(|_| Stores::shutting_down(1)).into_first()
 }
 
 /// Where one produced record ended up.
@@ -268,13 +263,6 @@ pub struct OffsetAtTime {
 #[rtype(result = "Result<()>")]
 pub struct Destroy;
 
-struct Inflight {
-    first_offset: u64,
-    tag_hashes: Vec<u64>,
-    key_hashes: Vec<(u32, u64)>,
-    reply: StoreReply,
-}
-
 struct Parked {
     id: u64,
     pull: Pull,
@@ -303,7 +291,7 @@ pub struct QueueSpec {
     per_file: u64,
     /// Smallest stored log offset when the queue was started.
     log_min: u64,
-    links: QueueLinks,
+    pub(crate) links: QueueLinks,
     /// Set by `Destroy`: appends still on their way are refused.
     destroyed: AtomicBool,
     /// Set when the actor stops (destroyed, or shutdown): its state is
@@ -422,88 +410,42 @@ fn local_state(spec: &QueueSpec) -> Option<SharedState> {
     STATES.with(|states| states.borrow().get(spec.id, spec.slot.load(Ordering::Relaxed)).cloned())
 }
 
-/// Appends for one or more queues written as one writer append: their
-/// records, in order, and how many belong to each queue. A batch of sends
-/// spread over many queues costs the writer one append, not one per queue.
-#[derive(Default)]
-pub struct Combined {
-    batches: Vec<AppendBatch>,
-    bytes: usize,
-    parts: Vec<(Arc<QueueSpec>, usize)>,
-    writer: Option<Addr<WriterActor>>,
+/// Admits `records` records into `spec`'s queue and returns the first's
+/// queue offset: offsets are assigned now, in call order. Runs on the
+/// queues' thread. A queue deleted (or whose actor stopped) meanwhile
+/// refuses, as does a failed one.
+pub(crate) fn admit(spec: &Arc<QueueSpec>, records: usize) -> Result<u64> {
+    if spec.destroyed.load(Ordering::Acquire) || spec.stopped.load(Ordering::Acquire) {
+        return Err(Error::ShuttingDown);
+    }
+    state_for(spec).borrow_mut().admit(records)
 }
 
-impl Combined {
-    /// Admits `produce` into `spec`'s queue: offsets are assigned now, in
-    /// call order. Runs on the queues' thread; a queue deleted (or whose
-    /// actor stopped) meanwhile drops the produce, and with it the reply, so
-    /// the sender sees the queue gone.
-    pub fn add(&mut self, spec: &Arc<QueueSpec>, produce: Produce) {
-        if spec.destroyed.load(Ordering::Acquire) || spec.stopped.load(Ordering::Acquire) {
-            return;
-        }
-        let Some(batch) = state_for(spec).borrow_mut().admit(produce) else {
-            return;
-        };
-        self.parts.push((spec.clone(), batch.len()));
-        self.bytes += batch.buf.len();
-        self.batches.push(batch);
-        self.writer.get_or_insert_with(|| spec.links.writer.clone());
-    }
-
-    /// Encoded bytes so far.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// Hands what was added to the writer, whose answer is shared out to
-    /// the queues on this thread.
-    pub fn send(&mut self) {
-        let (Some(writer), false) = (self.writer.take(), self.parts.is_empty()) else {
-            return;
-        };
-        let batches = std::mem::take(&mut self.batches);
-        let parts = std::mem::take(&mut self.parts);
-        self.bytes = 0;
-        writer.do_send(Append { batches, done: Box::new(move |result| answer_parts(parts, result)) });
-    }
+/// An admitted run of records as the writer placed them.
+pub(crate) struct Written<'a> {
+    /// Queue offset of the first.
+    pub first_offset: u64,
+    /// Where each landed.
+    pub positions: &'a [RecordPos],
+    /// Tag hash of each.
+    pub tag_hashes: &'a [u64],
+    /// Key hashes, each with its record's index in the whole produce.
+    pub key_hashes: &'a [(u32, u64)],
+    /// Index of the first record in the whole produce.
+    pub first_record: usize,
 }
 
-/// Gives each queue its share of the writer's answer, in order. The keys of
-/// every share reach the indexer's buffer in one push: with many queues, a
-/// lock per share was ~1.4 % of the broker's CPU.
-fn answer_parts(parts: Vec<(Arc<QueueSpec>, usize)>, result: Result<Vec<RecordPos>>) {
-    let mut keys = Vec::new();
-    let mut deliver = |spec: &QueueSpec, result| match local_state(spec) {
-        Some(state) => state.borrow_mut().written(result, &mut keys),
-        // The writer answers on the thread it shares with the queues; a
-        // queue deleted meanwhile has no state left to answer into.
-        None => slog::warn!(spec.logger, "append answered after its queue was gone"; "queue" => &spec.name),
-    };
-    match result {
-        Ok(positions) => {
-            let mut rest = &positions[..];
-            for (spec, records) in &parts {
-                let (own, after) = rest.split_at((*records).min(rest.len()));
-                rest = after;
-                deliver(spec, Ok(own));
-            }
+/// Appends the consume-queue entries of a run `spec`'s queue admitted,
+/// making it readable; its keys go to `keys`, for the indexer. Runs on the
+/// queues' thread, where the writer answers.
+pub(crate) fn written(spec: &QueueSpec, run: Written<'_>, keys: &mut Vec<KeyEntry>) -> Result<()> {
+    match local_state(spec) {
+        Some(state) => state.borrow_mut().written(run, keys),
+        // A queue deleted meanwhile has no state left to answer into.
+        None => {
+            slog::warn!(spec.logger, "append answered after its queue was gone"; "queue" => &spec.name);
+            Err(Error::ShuttingDown)
         }
-        Err(e) => {
-            // Writer failures poison it; every share fails the same way.
-            let reason = match e {
-                Error::Poisoned(reason) => reason,
-                other => other.to_string(),
-            };
-            for (spec, _) in &parts {
-                deliver(spec, Err(Error::Poisoned(reason.clone())));
-            }
-        }
-    }
-    // Pushed before this thread handles anything else, so before any later
-    // barrier: a checkpoint's index flush still covers every key below it.
-    if let Some(buffer) = parts.first().and_then(|(spec, _)| spec.links.keys.as_ref()).filter(|_| !keys.is_empty()) {
-        buffer.push(keys);
     }
 }
 
@@ -526,7 +468,6 @@ pub struct QueueState {
     listed: bool,
     /// When the in-memory tail got its oldest entry.
     tail_since: Option<std::time::Instant>,
-    inflight: VecDeque<Inflight>,
     parked: Vec<Parked>,
     next_park_id: u64,
     logger: slog::Logger,
@@ -549,7 +490,6 @@ impl QueueState {
             active: spec.links.active.clone(),
             listed: false,
             tail_since: None,
-            inflight: VecDeque::new(),
             parked: Vec::new(),
             next_park_id: 0,
             logger: spec.logger.clone(),
@@ -579,78 +519,46 @@ impl QueueState {
         self.failed = Some(reason);
     }
 
-    /// Assigns the batch its offsets and keeps its reply for the writer's
-    /// answer ([`QueueState::written`]); the batch goes back to be written.
-    fn admit(&mut self, msg: Produce) -> Option<AppendBatch> {
-        let Produce { mut batch, tag_hashes, key_hashes, reply } = msg;
-        if let Err(e) = self.cq() {
-            let _ = reply.send(Err(e));
-            return None;
-        }
+    /// Assigns `records` records their offsets; the first's is returned.
+    fn admit(&mut self, records: usize) -> Result<u64> {
+        self.cq()?;
         self.list();
         let first_offset = self.next_offset;
-        for i in 0..batch.len() {
-            let (start, end) = batch.bounds(i);
-            if let Some(rec) = batch.buf.get_mut(start..end) {
-                record::patch_queue_offset(rec, first_offset + i as u64);
-            }
-        }
-        self.next_offset += batch.len() as u64;
-        self.inflight.push_back(Inflight { first_offset, tag_hashes, key_hashes, reply });
-        Some(batch)
+        self.next_offset += records as u64;
+        Ok(first_offset)
     }
 
-    /// The writer's answer to the oldest append in flight.
-    /// Keys of the stored records go to `keys`, for the indexer.
-    fn written(&mut self, result: Result<&[RecordPos]>, keys: &mut Vec<KeyEntry>) {
-        let Some(inflight) = self.inflight.pop_front() else {
-            return;
-        };
-        let positions = match result {
-            Ok(positions) => positions,
-            Err(e) => {
-                // The writer is poisoned: nothing after this will be stored
-                // either, so no offset gap can ever become visible.
-                let _ = inflight.reply.send(Err(e));
-                return;
-            }
-        };
+    /// The writer's answer to the oldest run admitted: its entries join the
+    /// consume queue, and keys of its records go to `keys`, for the indexer.
+    fn written(&mut self, run: Written<'_>, keys: &mut Vec<KeyEntry>) -> Result<()> {
+        let Written { first_offset, positions, tag_hashes, key_hashes, first_record } = run;
         // Inline for the one-message appends of pipelined sends.
         let entries: smallvec::SmallVec<[CqEntry; 4]> = positions
             .iter()
-            .zip(&inflight.tag_hashes)
+            .zip(tag_hashes)
             .map(|(pos, tag_hash)| CqEntry { log_offset: pos.log_offset, size: pos.size, tag_hash: *tag_hash })
             .collect();
         // A small page-cache write; durability comes from the checkpoint.
         let appended = match self.cq.as_mut() {
-            Some(cq) => cq.append(inflight.first_offset, &entries).map_err(|e| e.to_string()),
+            Some(cq) => cq.append(first_offset, &entries).map_err(|e| e.to_string()),
             None => Err("queue not open".to_string()),
         };
         self.note_tail();
-        match appended {
-            Ok(()) => {
-                // Pushed to the indexer's buffer by `answer_parts` before
-                // any later barrier is handled.
-                if self.indexed {
-                    keys.extend(inflight.key_hashes.iter().filter_map(|&(record, hash)| {
-                        let pos = positions.get(record as usize)?;
-                        Some(KeyEntry { hash, log_offset: pos.log_offset, store_ts: pos.store_ts })
-                    }));
-                }
-                let stored = positions
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &pos)| Stored { queue_offset: inflight.first_offset + i as u64, pos })
-                    .collect();
-                let _ = inflight.reply.send(Ok(stored));
-                self.wake_parked();
-            }
-            Err(e) => {
-                let reason = format!("consume queue append failed: {e}");
-                self.fail(reason.clone());
-                let _ = inflight.reply.send(Err(Error::Poisoned(reason)));
-            }
+        if let Err(e) = appended {
+            let reason = format!("consume queue append failed: {e}");
+            self.fail(reason.clone());
+            return Err(Error::Poisoned(reason));
         }
+        // Pushed to the indexer's buffer by the fanout before any later
+        // barrier is handled.
+        if self.indexed {
+            keys.extend(key_hashes.iter().filter_map(|&(record, hash)| {
+                let pos = positions.get((record as usize).checked_sub(first_record)?)?;
+                Some(KeyEntry { hash, log_offset: pos.log_offset, store_ts: pos.store_ts })
+            }));
+        }
+        self.wake_parked();
+        Ok(())
     }
 
     /// Reads up to the pull's limits from `offset`; `None` when nothing new
@@ -862,13 +770,12 @@ impl Actor for QueueActor {
     }
 }
 
-impl Handler<Produce> for QueueActor {
+impl Handler<Store> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Produce, _: &mut Context<Self>) {
-        let mut one = Combined::default();
-        one.add(&self.spec, msg);
-        one.send();
+    fn handle(&mut self, Store { batch, tag_hashes, reply }: Store, _: &mut Context<Self>) {
+        let part = Part { spec: self.spec.clone(), records: batch.len() };
+        fanout::produce_here(Produce { batch, tag_hashes, key_hashes: Vec::new(), parts: vec![part], reply });
     }
 }
 

@@ -2,7 +2,8 @@
 //! dead letters, resends — go through the same queue actors as a producer's,
 //! so they get offsets, acknowledgement and visibility by the same rules.
 
-use crate::actors::queue::{Produce, QueueSpec, StoreReply, Stored};
+use crate::actors::fanout::{Part, Produce, Stores};
+use crate::actors::queue::{QueueSpec, Stored};
 use crate::actors::Registry;
 use crate::delay::DelayPolicy;
 use crate::error::{Error, Result};
@@ -16,43 +17,83 @@ use brook_proto::Message;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// Records bound for one queue, encoded and ready for its actor, with the
-/// tag and key hashes its consume queue and the key index need.
+/// Records for one or more queues encoded into one buffer, part by part
+/// (a part per queue), with the tag and key hashes their consume queues and
+/// the key index need: what one [`Produce`] carries.
+#[derive(Default)]
 pub struct Encoded {
-    /// The queue's spec: where the records go.
-    spec: Arc<QueueSpec>,
-    /// The queue's number (records carry it).
-    queue: u32,
     batch: AppendBatch,
     tag_hashes: Vec<u64>,
     key_hashes: Vec<(u32, u64)>,
+    parts: Vec<Part>,
+    /// The queue number of the open (last) part: its records carry it.
+    queue: u32,
 }
 
 impl Encoded {
-    /// An empty batch with room for `records` records of `bytes` in all:
-    /// one allocation rather than a regrowth every few records.
-    fn with_capacity(spec: Arc<QueueSpec>, queue: u32, bytes: usize, records: usize) -> Self {
+    /// Room for `records` records of `bytes` in all, in `parts` parts: one
+    /// allocation each rather than a regrowth every few records.
+    pub fn with_capacity(bytes: usize, records: usize, parts: usize) -> Self {
         let mut batch = AppendBatch::default();
         batch.buf.reserve(bytes);
         batch.starts.reserve(records);
-        Self { spec, queue, batch, tag_hashes: Vec::with_capacity(records), key_hashes: Vec::new() }
+        Self { batch, tag_hashes: Vec::with_capacity(records), parts: Vec::with_capacity(parts), ..Self::default() }
     }
 
-    /// Appends one message's record with its tag code.
+    /// Opens the next part: records for `spec`'s queue, number `queue`.
+    pub fn begin(&mut self, spec: Arc<QueueSpec>, queue: u32) {
+        self.parts.push(Part { spec, records: 0 });
+        self.queue = queue;
+    }
+
+    /// Appends one message's record with its tag code to the open part.
     pub fn push(&mut self, msg: &impl RecordSource, code: u64) -> Result<()> {
+        let Some(part) = self.parts.last_mut() else {
+            return Err(Error::InvalidArgument("a record needs a part to go to".into()));
+        };
         let start = self.batch.buf.len();
-        record::encode_with_code(&mut self.batch.buf, msg, self.queue, 0, code)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if let Err(e) = record::encode_with_code(&mut self.batch.buf, msg, self.queue, 0, code) {
+            self.batch.buf.truncate(start);
+            return Err(Error::InvalidArgument(e.to_string()));
+        }
         let index = self.batch.starts.len() as u32;
         self.batch.starts.push(start);
         self.tag_hashes.push(code);
+        part.records += 1;
         let topic = msg.topic();
         self.key_hashes.extend(msg.keys().map(|k| (index, key_hash(topic, k))));
         Ok(())
     }
 
-    fn into_produce(self, reply: StoreReply) -> Produce {
-        Produce { batch: self.batch, tag_hashes: self.tag_hashes, key_hashes: self.key_hashes, reply }
+    /// Drops the open part and its records (one of them could not be
+    /// encoded: that part fails alone).
+    pub fn abandon(&mut self) {
+        let Some(part) = self.parts.pop() else {
+            return;
+        };
+        let first = self.batch.starts.len() - part.records;
+        let bytes = self.batch.starts.get(first).copied().unwrap_or(self.batch.buf.len());
+        self.batch.buf.truncate(bytes);
+        self.batch.starts.truncate(first);
+        self.tag_hashes.truncate(first);
+        while self.key_hashes.last().is_some_and(|&(index, _)| index as usize >= first) {
+            self.key_hashes.pop();
+        }
+    }
+
+    /// Parts opened (and not abandoned).
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    fn into_produce(self, reply: oneshot::Sender<Stores>) -> Produce {
+        Produce {
+            batch: self.batch,
+            tag_hashes: self.tag_hashes,
+            key_hashes: self.key_hashes,
+            parts: self.parts,
+            reply,
+        }
     }
 }
 
@@ -110,53 +151,49 @@ impl Reput {
     /// Stores several batches, each in its queue, handed to the queues
     /// together and in list order; one result per batch.
     pub async fn store_many(&self, batches: Vec<Batch>) -> Vec<Result<Vec<Stored>>> {
-        let encoded = batches
-            .into_iter()
-            .map(|Batch { topic, queue, items, bytes }| {
-                let mut encoded = self.encoder(&topic, queue, bytes, items.len());
-                for (msg, code) in &items {
-                    encoded.push(msg, *code)?;
+        let bytes = batches.iter().map(|b| b.bytes).sum();
+        let records = batches.iter().map(|b| b.items.len()).sum();
+        let mut encoded = Encoded::with_capacity(bytes, records, batches.len());
+        // Each batch's part index, or why it could not be encoded.
+        let mut parts = Vec::with_capacity(batches.len());
+        for Batch { topic, queue, items, .. } in batches {
+            encoded.begin(self.queue_spec(&topic, queue), queue);
+            match items.iter().try_for_each(|(msg, code)| encoded.push(msg, *code)) {
+                Ok(()) => parts.push(Ok(encoded.parts() - 1)),
+                Err(e) => {
+                    encoded.abandon();
+                    parts.push(Err(e));
                 }
-                Ok(encoded)
-            })
-            .collect();
-        self.store_encoded(encoded).await
-    }
-
-    /// An empty batch for `topic`/`queue` (which the caller made sure
-    /// exists) with room for `records` records of `bytes` in all.
-    pub fn encoder(&self, topic: &str, queue: u32, bytes: usize, records: usize) -> Encoded {
-        Encoded::with_capacity(self.registry.queue_spec(topic, queue), queue, bytes, records)
-    }
-
-    /// [`Reput::store_many`] for batches already encoded (or refused while
-    /// encoding: those keep their error).
-    pub async fn store_encoded(&self, batches: Vec<Result<Encoded>>) -> Vec<Result<Vec<Stored>>> {
-        let mut appends = Vec::with_capacity(batches.len());
-        let mut answers = Vec::with_capacity(batches.len());
-        for encoded in batches {
-            match encoded {
-                Ok(encoded) => {
-                    let (reply, answer) = oneshot::channel();
-                    appends.push((encoded.spec.clone(), encoded.into_produce(reply)));
-                    answers.push(Ok(answer));
-                }
-                Err(e) => answers.push(Err(e)),
             }
         }
-        if !appends.is_empty() {
-            self.registry.produce_all(appends);
+        let Stores { stored, outcomes } = self.store_encoded(encoded).await;
+        let mut outcomes = outcomes.into_iter();
+        parts
+            .into_iter()
+            .map(|part| {
+                part?;
+                let range = outcomes.next().unwrap_or(Err(Error::ShuttingDown))?;
+                Ok(stored.get(range).unwrap_or(&[]).to_vec())
+            })
+            .collect()
+    }
+
+    /// The spec of `topic`/`queue` (which the caller made sure exists), to
+    /// open a part of an [`Encoded`] for it.
+    pub fn queue_spec(&self, topic: &str, queue: u32) -> Arc<QueueSpec> {
+        self.registry.queue_spec(topic, queue)
+    }
+
+    /// Stores every part of `encoded` and waits for the answer.
+    pub async fn store_encoded(&self, encoded: Encoded) -> Stores {
+        let parts = encoded.parts();
+        if parts == 0 {
+            return Stores::default();
         }
-        let mut results = Vec::with_capacity(answers.len());
-        for answer in answers {
-            // A queue actor that stops (shutdown, topic deleted) drops the
-            // reply unanswered.
-            results.push(match answer {
-                Ok(answer) => answer.await.unwrap_or(Err(Error::ShuttingDown)),
-                Err(e) => Err(e),
-            });
-        }
-        results
+        let (reply, answer) = oneshot::channel();
+        self.registry.produce_all(encoded.into_produce(reply));
+        // The queues' thread drops the reply unanswered only when it stops.
+        answer.await.unwrap_or_else(|_| Stores::shutting_down(parts))
     }
 
     /// Creates `topic` with one queue unless it exists (retry and

@@ -2,6 +2,7 @@
 //! wire code. Validation happens here, before anything reaches an actor, so
 //! invalid input changes nothing.
 
+use crate::actors::fanout::Stores;
 use crate::actors::queue::{Destroy, Pull, Range, Stored};
 use crate::actors::reput::Encoded;
 use crate::error::Error;
@@ -240,41 +241,52 @@ pub async fn send_many(
             Err(e) => answers.push((*id, Err(e))),
         }
     }
-    let groups = merge_in_order(
+    let (groups, ready) = merge_in_order(
         ready.into_iter().map(|(id, items, prepared)| {
             let dest = (prepared.store_topic(), prepared.store_queue);
             (dest, prepared.bytes, (id, items, prepared))
         }),
         MERGE_BYTES,
     );
-    let mut batches = Vec::with_capacity(groups.len());
-    let mut members = Vec::with_capacity(groups.len());
-    for ((topic, queue), group) in groups {
-        let bytes = group.iter().map(|(_, _, prepared)| prepared.bytes).sum();
-        let records = group.iter().map(|(_, items, _)| items.len()).sum();
-        let mut encoded = core.reput.encoder(topic, queue, bytes, records);
-        let mut answer = Vec::with_capacity(group.len());
+    // Every group is a part of one produce: one buffer and one answer
+    // however many queues the requests name.
+    let bytes = ready.iter().map(|(_, _, prepared)| prepared.bytes).sum();
+    let records = ready.iter().map(|(_, items, _)| items.len()).sum();
+    let mut encoded = Encoded::with_capacity(bytes, records, groups.len());
+    let mut ready = ready.into_iter();
+    // The requests of every part opened, and how many each part has.
+    let mut members = Vec::with_capacity(records);
+    let mut sizes = Vec::with_capacity(groups.len());
+    for ((topic, queue), count) in groups {
+        encoded.begin(core.reput.queue_spec(topic, queue), queue);
         let mut failed = None;
-        for (id, items, prepared) in group {
+        let first = members.len();
+        for (id, items, prepared) in ready.by_ref().take(count) {
             for (msg, code) in &items {
                 if let Err(e) = msg.encode(&mut encoded, *code) {
                     failed.get_or_insert(e);
                 }
             }
-            answer.push((id, prepared));
+            members.push((id, prepared));
         }
-        batches.push(match failed {
-            // Every field was checked while preparing; this is a bug, and
-            // it fails only this batch.
-            Some(e) => Err(e),
-            None => Ok(encoded),
-        });
-        members.push(answer);
+        match failed {
+            None => sizes.push(count),
+            // Every field was checked while preparing; a failure here is a
+            // bug, and it fails only this group.
+            Some(e) => {
+                encoded.abandon();
+                let e = WireError::from(e);
+                answers.extend(members.drain(first..).map(|(id, _)| (id, Err(e.clone()))));
+            }
+        }
     }
-    for (result, group) in core.reput.store_encoded(batches).await.into_iter().zip(members) {
-        match result {
-            Ok(stored) => {
-                let mut rest = &stored[..];
+    let Stores { stored, outcomes } = core.reput.store_encoded(encoded).await;
+    let mut members = members.into_iter();
+    for (outcome, size) in outcomes.into_iter().zip(sizes) {
+        let group = members.by_ref().take(size);
+        match outcome {
+            Ok(range) => {
+                let mut rest = stored.get(range).unwrap_or(&[]);
                 for (id, prepared) in group {
                     let (own, after) = rest.split_at(prepared.dues.len().min(rest.len()));
                     rest = after;
@@ -283,7 +295,7 @@ pub async fn send_many(
             }
             Err(e) => {
                 let e = WireError::from(e);
-                answers.extend(group.into_iter().map(|(id, _)| (id, Err(e.clone()))));
+                answers.extend(group.map(|(id, _)| (id, Err(e.clone()))));
             }
         }
     }
@@ -293,30 +305,43 @@ pub async fn send_many(
 /// Groups items by destination, keeping arrival order within each: an item
 /// joins only the newest group of its destination (joining an older one
 /// would put it ahead of items after that group), and a group stops taking
-/// items at `cap` bytes (a single bigger item still gets a group).
+/// items at `cap` bytes (a single bigger item still gets a group). Returns
+/// each group's destination and size, and the items in group order.
 ///
 /// The newest group of each destination is found through a map: with
 /// thousands of queues each request has a group of its own, and a search
-/// back through the groups made a gather quadratic.
-fn merge_in_order<D: Eq + Hash + Clone, T>(items: impl Iterator<Item = (D, usize, T)>, cap: usize) -> Vec<(D, Vec<T>)> {
-    let mut groups: Vec<(D, usize, Vec<T>)> = Vec::with_capacity(items.size_hint().0);
+/// back through the groups made a gather quadratic. The items come back in
+/// one list, not a list per group, for the same reason.
+fn merge_in_order<D: Eq + Hash + Clone, T>(
+    items: impl Iterator<Item = (D, usize, T)>,
+    cap: usize,
+) -> (Vec<(D, usize)>, Vec<T>) {
+    let mut groups: Vec<(D, usize, usize)> = Vec::with_capacity(items.size_hint().0);
     let mut newest: HashMap<D, usize, crate::actors::FastHash> =
         HashMap::with_capacity_and_hasher(items.size_hint().0, Default::default());
+    let mut placed = Vec::with_capacity(items.size_hint().0);
     for (dest, bytes, item) in items {
-        match newest.get(&dest) {
+        let group = match newest.get(&dest) {
             Some(&i) if groups[i].1 + bytes <= cap => {
                 groups[i].1 += bytes;
-                groups[i].2.push(item);
+                groups[i].2 += 1;
+                i
             }
             _ => {
                 newest.insert(dest.clone(), groups.len());
-                groups.push((dest, bytes, vec![item]));
+                groups.push((dest, bytes, 1));
+                groups.len() - 1
             }
-        }
+        };
+        placed.push((group, item));
     }
-    groups.into_iter().map(|(dest, _, items)| (dest, items)).collect()
+    // Stable: arrival order within a group stays.
+    placed.sort_by_key(|(group, _)| *group);
+    (
+        groups.into_iter().map(|(dest, _, count)| (dest, count)).collect(),
+        placed.into_iter().map(|(_, item)| item).collect(),
+    )
 }
-
 /// A send request that passed every check, its messages encoded-ready and
 /// moved out; what is left is needed to answer it once stored.
 struct PreparedSend<'a> {
@@ -659,10 +684,11 @@ mod tests {
     #[test]
     fn merged_groups_keep_arrival_order_per_destination() {
         let items = [("a", 10, 1), ("b", 10, 2), ("a", 80, 3), ("a", 15, 4), ("b", 10, 5), ("a", 200, 6), ("a", 1, 7)];
-        let groups = merge_in_order(items.into_iter(), 100);
+        let (groups, items) = merge_in_order(items.into_iter(), 100);
         // "a": 1+3 fit (90 bytes); 4 would pass the cap, so a new group;
         // 6 is bigger than the cap alone; 7 must follow it, never join
         // the room left in an older group.
-        assert_eq!(groups, vec![("a", vec![1, 3]), ("b", vec![2, 5]), ("a", vec![4]), ("a", vec![6]), ("a", vec![7])]);
+        assert_eq!(groups, vec![("a", 2), ("b", 2), ("a", 1), ("a", 1), ("a", 1)]);
+        assert_eq!(items, vec![1, 3, 2, 5, 4, 6, 7]);
     }
 }
