@@ -92,6 +92,12 @@ enum Scenario {
         /// Messages per second, all producers together.
         #[arg(long, default_value_t = 50_000)]
         rate: u64,
+        /// Connections the queues' readers share (one long-polling reader
+        /// per queue). The default, 1, is one consumer instance: the
+        /// client's consumer pulls all its queues over one connection, as
+        /// RocketMQ's and Kafka's do. `--queues` gives one each.
+        #[arg(long, default_value_t = 1)]
+        reader_connections: usize,
     },
     /// Spread pipelined load over many queues (topics of up to 1,000).
     Queues {
@@ -195,7 +201,9 @@ async fn run(cli: Cli) -> Result<bool, String> {
     match cli.scenario {
         Scenario::Produce => produce_scenario(&broker, &admin, &common).await,
         Scenario::Consume => consume_scenario(&broker, &admin, &common).await,
-        Scenario::E2e { rate } => e2e_scenario(&broker, &admin, &common, rate).await,
+        Scenario::E2e { rate, reader_connections } => {
+            e2e_scenario(&broker, &admin, &common, rate, reader_connections).await
+        }
         Scenario::Queues { count, warmup } => queues_scenario(&broker, &admin, &common, count, warmup).await,
         Scenario::Backlog { stored } => backlog_scenario(&broker, &admin, &common, stored).await,
         Scenario::Restart { log_gib } => restart_scenario(broker, &admin, &common, log_gib).await,
@@ -372,16 +380,27 @@ async fn consume_scenario(broker: &Broker, admin: &Connection, common: &Common) 
     finish(admin, common, &[], summary).await
 }
 
-async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate: u64) -> Result<bool, String> {
+async fn e2e_scenario(
+    broker: &Broker,
+    admin: &Connection,
+    common: &Common,
+    rate: u64,
+    reader_connections: usize,
+) -> Result<bool, String> {
     let targets = topic(admin, "bench-e2e", common.queues).await?;
     let duration = common.duration.unwrap_or(Duration::from_secs(10));
     let stats = Arc::new(Stats::new(0));
     let deadline = Instant::now() + duration;
-    // Consumers first: one long-polling task per queue, from the end.
+    // Consumers first: one long-polling task per queue, from the end, over
+    // the shared reader connections.
+    let mut read_conns = Vec::new();
+    for c in 0..reader_connections.clamp(1, targets.len().max(1)) {
+        read_conns
+            .push(Connection::connect_as(&broker.addr, &format!("e2e-read-{c}")).await.map_err(|e| e.to_string())?);
+    }
     let mut readers = Vec::new();
-    for (topic, queue) in targets.clone() {
-        let conn =
-            Connection::connect_as(&broker.addr, &format!("e2e-read-{queue}")).await.map_err(|e| e.to_string())?;
+    for (i, (topic, queue)) in targets.clone().into_iter().enumerate() {
+        let conn = read_conns[i % read_conns.len()].clone();
         let stats = stats.clone();
         readers.push(tokio::spawn(async move {
             let mut hist = new_histogram();
@@ -468,6 +487,7 @@ async fn e2e_scenario(broker: &Broker, admin: &Connection, common: &Common, rate
         vec![
             ("target rate".into(), format!("{rate} msgs/s")),
             ("producers".into(), format!("{producers} over {} connections", conns.len())),
+            ("readers".into(), format!("{} over {} connections", targets.len(), read_conns.len())),
             (
                 "send→ack".into(),
                 format!("p50 {} µs  p99 {} µs", acks.value_at_quantile(0.5), acks.value_at_quantile(0.99)),
