@@ -253,9 +253,9 @@ pub async fn send_many(
     let bytes = ready.iter().map(|(_, _, prepared)| prepared.bytes).sum();
     let records = ready.iter().map(|(_, items, _)| items.len()).sum();
     let mut encoded = Encoded::with_capacity(bytes, records, groups.len());
-    let mut ready = ready.into_iter();
     // The requests of every part opened, and how many each part has.
-    let mut members = Vec::with_capacity(records);
+    let mut members = Vec::with_capacity(ready.len());
+    let mut ready = ready.into_iter();
     let mut sizes = Vec::with_capacity(groups.len());
     for ((topic, queue), count) in groups {
         encoded.begin(core.reput.queue_spec(topic, queue), queue);
