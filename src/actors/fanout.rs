@@ -126,16 +126,13 @@ impl Handler<BarrierQueues> for Fanout {
 pub fn produce_here(produce: Produce) {
     let Produce { mut batch, tag_hashes, key_hashes, parts, reply } = produce;
     let mut admitted = Vec::with_capacity(parts.len());
-    let mut record = 0;
-    for part in &parts {
-        let first = record;
-        record += part.records;
+    for (part, records) in parts.iter().zip(record_ranges(&parts)) {
         let outcome = queue::admit(&part.spec, part.records);
         if let Ok(first_offset) = outcome {
-            for i in first..record {
+            for (i, offset) in records.zip(first_offset..) {
                 let (start, end) = batch.bounds(i);
                 if let Some(rec) = batch.buf.get_mut(start..end) {
-                    crate::store::record::patch_queue_offset(rec, first_offset + (i - first) as u64);
+                    crate::store::record::patch_queue_offset(rec, offset);
                 }
             }
         }
@@ -154,18 +151,24 @@ pub fn produce_here(produce: Produce) {
     writer.do_send(Append { batches: vec![batch], done: Box::new(move |result| shares.answer(result)) });
 }
 
+/// Each part's records: their indexes in the produce's batch.
+fn record_ranges(parts: &[Part]) -> impl Iterator<Item = Range<usize>> + '_ {
+    parts.iter().scan(0, |next, part| {
+        let first = *next;
+        *next += part.records;
+        Some(first..*next)
+    })
+}
+
 /// The records of the admitted parts, copied out of `batch` (the rare case
 /// of a part refused).
 fn admitted_only(batch: &AppendBatch, parts: &[Part], admitted: &[Result<u64>]) -> AppendBatch {
     let mut kept = AppendBatch::default();
-    let mut record = 0;
-    for (part, outcome) in parts.iter().zip(admitted) {
-        let range = record..record + part.records;
-        record = range.end;
+    for (records, outcome) in record_ranges(parts).zip(admitted) {
         if outcome.is_err() {
             continue;
         }
-        for i in range {
+        for i in records {
             let (start, end) = batch.bounds(i);
             kept.starts.push(kept.buf.len());
             kept.buf.extend_from_slice(batch.buf.get(start..end).unwrap_or(&[]));
@@ -200,12 +203,10 @@ impl Shares {
         let mut stored = Vec::with_capacity(positions.len());
         let mut outcomes = Vec::with_capacity(parts.len());
         let mut keys = Vec::new();
-        let (mut record, mut key) = (0, 0);
-        for (part, outcome) in parts.iter().zip(admitted) {
-            let first = record;
-            record += part.records;
+        let mut key = 0;
+        for ((part, records), outcome) in parts.iter().zip(record_ranges(&parts)).zip(admitted) {
             let key_start = key;
-            while key_hashes.get(key).is_some_and(|&(index, _)| (index as usize) < record) {
+            while key_hashes.get(key).is_some_and(|&(index, _)| (index as usize) < records.end) {
                 key += 1;
             }
             let first_offset = match (outcome, &failure) {
@@ -227,9 +228,9 @@ impl Shares {
             let written = queue::Written {
                 first_offset,
                 positions: own,
-                tag_hashes: tag_hashes.get(first..record).unwrap_or(&[]),
+                tag_hashes: tag_hashes.get(records.clone()).unwrap_or(&[]),
                 key_hashes: key_hashes.get(key_start..key).unwrap_or(&[]),
-                first_record: first,
+                first_record: records.start,
             };
             outcomes.push(queue::written(&part.spec, written, &mut keys).map(|()| {
                 let start = stored.len();
