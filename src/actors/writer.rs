@@ -30,6 +30,7 @@ use crate::store::commitlog::{AppendBatch, CommitLog, RecordPos};
 use crate::store::segment::SegmentSet;
 use actix::prelude::*;
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,11 +134,45 @@ pub struct WriterActor {
     syncer: Option<IoBackend>,
     /// What the next sync covers (gathered while one runs).
     next_sync: Option<Detached>,
-    /// The log's page cache is dropped below this offset.
-    dropped_below: u64,
+    /// Which of the log's pages the next sync drops from the page cache.
+    drops: CacheDrops,
     /// The log's segments (the log itself is away while a group is written).
     segments: Arc<SegmentSet>,
     logger: slog::Logger,
+}
+
+/// The ranges of the log whose page cache each sync drops.
+///
+/// The kernel skips a page it cannot free at that instant (one whose
+/// writeback is just ending, or that a reader holds), and a page skipped
+/// once would stay cached for good. Each range is therefore dropped twice:
+/// with its own sync and with the next one, even a sync that wrote nothing.
+#[derive(Debug, Clone, Copy)]
+struct CacheDrops {
+    /// The previous range's start: where the next range starts.
+    from: u64,
+    /// The previous range's end.
+    below: u64,
+}
+
+impl CacheDrops {
+    /// Nothing below `offset` is dropped (an earlier run's pages are left
+    /// to the kernel).
+    fn from(offset: u64) -> Self {
+        Self { from: offset, below: offset }
+    }
+
+    /// The range to drop now that the log is durable and may leave the
+    /// cache below `upto`, if any.
+    fn next(&mut self, upto: u64) -> Option<Range<u64>> {
+        let upto = upto.max(self.below);
+        if self.from >= upto {
+            return None;
+        }
+        let range = self.from..upto;
+        (self.from, self.below) = (self.below, upto);
+        Some(range)
+    }
 }
 
 impl WriterActor {
@@ -151,7 +186,7 @@ impl WriterActor {
             position: log.write_pos(),
             // Pages of an earlier run are left to the kernel: only what this
             // writer wrote is dropped.
-            dropped_below: log.write_pos().saturating_sub(config.log_cache_bytes),
+            drops: CacheDrops::from(log.write_pos().saturating_sub(config.log_cache_bytes)),
             segments: log.segment_set().clone(),
             syncer: Some(syncer),
             next_sync: None,
@@ -272,13 +307,13 @@ impl WriterActor {
     /// pool: freeing hundreds of MB of pages takes milliseconds, which the
     /// appends queued here should not wait for).
     fn drop_cached_below(&mut self, upto: u64) {
-        if self.config.log_cache_bytes == 0 || upto <= self.dropped_below {
+        if self.config.log_cache_bytes == 0 {
             return;
         }
-        let (segments, from, logger) = (self.segments.clone(), self.dropped_below, self.logger.clone());
-        self.dropped_below = upto;
+        let Some(range) = self.drops.next(upto) else { return };
+        let (segments, logger) = (self.segments.clone(), self.logger.clone());
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = segments.drop_cached(from, upto) {
+            if let Err(e) = segments.drop_cached(range.start, range.end) {
                 slog::warn!(logger, "commit-log page cache not dropped"; "error" => %e);
             }
         });
@@ -426,5 +461,23 @@ impl Handler<Sync> for WriterActor {
         self.pending.push_back(Pending::Sync(tx));
         self.dispatch(ctx);
         Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CacheDrops;
+
+    #[test]
+    fn every_dropped_range_is_dropped_again_by_the_next_sync() {
+        let mut drops = CacheDrops::from(100);
+        assert_eq!(drops.next(50), None, "nothing below where this run began");
+        assert_eq!(drops.next(300), Some(100..300));
+        assert_eq!(drops.next(500), Some(100..500), "the next sync repeats 100..300");
+        // Syncs that move nothing forward still repeat the last range once.
+        assert_eq!(drops.next(500), Some(300..500));
+        assert_eq!(drops.next(400), None);
+        assert_eq!(drops.next(500), None);
+        assert_eq!(drops.next(900), Some(500..900));
     }
 }
