@@ -47,6 +47,24 @@ fn batches_are_verified() {
         bench(&["produce", "--mode", "batch", "--batch", "16", "--producers", "2", "--messages", "4000", "--verify"]);
     assert!(ok, "{out}");
     assert!(out.contains("verify            ok: 4000 acknowledged messages"), "{out}");
+    assert!(out.contains("cpu per message   broker "), "{out}");
+}
+
+#[test]
+fn loopback_answers_every_request_with_real_frame_sizes() {
+    // The floor under sync sends: a server process that only answers.
+    let (ok, out) = bench(&["loopback", "--producers", "4", "--messages", "2000", "--size", "100"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("messages          2000\n"), "{out}");
+    assert_eq!(field(&out, "scenario"), Some("loopback"), "{out}");
+    assert_eq!(field(&out, "errors"), Some("0"), "{out}");
+    // A send's frame carries the body and its envelope.
+    let request: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("frames            request ")?.split(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!((101..200).contains(&request), "{out}");
+    assert!(out.contains("cpu per message   server "), "{out}");
 }
 
 #[test]

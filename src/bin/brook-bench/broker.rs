@@ -61,9 +61,14 @@ impl Broker {
         Some(total)
     }
 
+    /// The broker's process id, if this bench started it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The broker's resident memory, if this bench started it.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
+        let pid = self.pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

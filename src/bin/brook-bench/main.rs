@@ -3,7 +3,7 @@
 //! `RESULT scenario=… msgs_per_s=… mb_per_s=… p50_us=… p99_us=… p999_us=… errors=…`
 //!
 //! Scenarios: `produce`, `consume`, `e2e`, `queues`, `backlog`, `restart`,
-//! `timers`. By default
+//! `timers`, and `index` and `loopback` (no broker). By default
 //! it starts its own broker on a temporary data dir; `--addr` targets a
 //! running one. See BENCHMARKS.md for the commands and numbers.
 
@@ -13,7 +13,9 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod broker;
+mod cpu;
 mod index;
+mod loopback;
 mod produce;
 mod stats;
 mod timers;
@@ -22,6 +24,7 @@ mod verify;
 use broker::Broker;
 use brook_client::{Connection, Message};
 use clap::{Parser, Subcommand};
+use cpu::CpuClock;
 use produce::{Acked, Budget, Load, Mode};
 use stats::{new_histogram, Stats, Summary};
 use std::sync::Arc;
@@ -153,6 +156,13 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         log_gib: u64,
     },
+    /// No broker: a server process that only answers, driven like `produce
+    /// --mode sync` (frames of a real send and answer). The ceiling this
+    /// machine's loopback and scheduler put on sync producers.
+    Loopback,
+    /// The server process of `loopback` (started by it).
+    #[command(hide = true)]
+    LoopbackServer,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -186,6 +196,16 @@ async fn run(cli: Cli) -> Result<bool, String> {
         summary.print();
         return Ok(true);
     }
+    match cli.scenario {
+        Scenario::LoopbackServer => return loopback::serve(common.size).await,
+        Scenario::Loopback => {
+            let total = common.messages.unwrap_or(0);
+            let summary = loopback::run(common.producers, common.size, budget(&common), total).await?;
+            summary.print();
+            return Ok(summary.errors == 0);
+        }
+        _ => {}
+    }
     let broker = match &common.addr {
         Some(addr) => Broker::external(addr),
         None => {
@@ -207,7 +227,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Scenario::Queues { count, warmup } => queues_scenario(&broker, &admin, &common, count, warmup).await,
         Scenario::Backlog { stored } => backlog_scenario(&broker, &admin, &common, stored).await,
         Scenario::Restart { log_gib } => restart_scenario(broker, &admin, &common, log_gib).await,
-        Scenario::Index { .. } => Ok(true),
+        Scenario::Index { .. } | Scenario::Loopback | Scenario::LoopbackServer => Ok(true),
         Scenario::Timers { pending, spread, lead, rate } => {
             let load = timers::TimerLoad {
                 pending,
@@ -275,13 +295,14 @@ async fn produce_load(
         let conn = conns[id % conns.len()].clone();
         tasks.push(tokio::spawn(produce::run(id, conn, load.clone(), budget.clone(), stats.clone())));
     }
+    let clocks = [("broker", broker.pid().and_then(CpuClock::of)), ("harness", CpuClock::of_self())];
     let start = Instant::now();
     let mut acks = Vec::new();
     for task in tasks {
         acks.extend(task.await.map_err(|e| e.to_string())?);
     }
     let elapsed = start.elapsed();
-    let summary = stats.summary(
+    let mut summary = stats.summary(
         scenario,
         elapsed,
         match common.mode {
@@ -304,6 +325,7 @@ async fn produce_load(
             ("flush".into(), common.flush.clone()),
         ],
     );
+    summary.notes.extend(cpu::per_message(&clocks, summary.messages));
     Ok((acks, summary))
 }
 

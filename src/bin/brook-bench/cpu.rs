@@ -1,0 +1,53 @@
+//! CPU time of processes over a run, from `/proc/<pid>/stat`: how much of
+//! the two processes sharing the machine one message costs, which tells a
+//! run bound by CPU from one bound by waiting.
+
+/// A process's CPU time when the run began.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuClock {
+    pid: u32,
+    ticks: u64,
+}
+
+impl CpuClock {
+    /// Starts measuring process `pid` (None if it cannot be read).
+    pub fn of(pid: u32) -> Option<CpuClock> {
+        Some(CpuClock { pid, ticks: ticks(pid)? })
+    }
+
+    /// Starts measuring this process.
+    pub fn of_self() -> Option<CpuClock> {
+        CpuClock::of(std::process::id())
+    }
+
+    /// CPU seconds used since it began.
+    fn seconds(&self) -> Option<f64> {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Some(ticks(self.pid)?.saturating_sub(self.ticks) as f64 / hz)
+    }
+}
+
+/// User plus system clock ticks of `pid`.
+fn ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let (utime, stime): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    Some(utime + stime)
+}
+
+/// A summary line: each measured process's CPU µs per message.
+pub fn per_message(clocks: &[(&str, Option<CpuClock>)], messages: u64) -> Option<(String, String)> {
+    if messages == 0 {
+        return None;
+    }
+    let parts: Vec<String> = clocks
+        .iter()
+        .filter_map(|(name, clock)| {
+            let secs = clock.as_ref()?.seconds()?;
+            Some(format!("{name} {:.1} µs", secs * 1e6 / messages as f64))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| ("cpu per message".to_string(), parts.join(", ")))
+}
