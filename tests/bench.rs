@@ -71,9 +71,12 @@ fn loopback_answers_every_request_with_real_frame_sizes() {
 fn e2e_readers_sharing_a_connection_receive_what_was_sent() {
     // Four long-polling readers over one connection (one consumer
     // instance): every queue's messages still reach its reader.
-    let (ok, out) = bench(&["e2e", "--rate", "2000", "--producers", "2", "--queues", "4", "--duration", "2s"]);
+    // Paced every 250 µs: each producer sends what is due by its clock.
+    let (ok, out) =
+        bench(&["e2e", "--rate", "2000", "--producers", "2", "--queues", "4", "--duration", "2s", "--tick-us", "250"]);
     assert!(ok, "{out}");
     assert!(out.contains("4 over 1 connections"), "{out}");
+    assert!(out.contains("2000 msgs/s, paced every 250 µs"), "{out}");
     assert_eq!(field(&out, "errors"), Some("0"), "{out}");
     let received = field(&out, "msgs_per_s").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     assert!(received > 1000.0, "{out}");

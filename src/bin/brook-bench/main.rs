@@ -16,6 +16,7 @@ mod broker;
 mod cpu;
 mod index;
 mod loopback;
+mod pacer;
 mod produce;
 mod stats;
 mod timers;
@@ -101,6 +102,11 @@ enum Scenario {
         /// RocketMQ's and Kafka's do. `--queues` gives one each.
         #[arg(long, default_value_t = 1)]
         reader_connections: usize,
+        /// Pacing tick in µs: every producer sends what is due at each
+        /// tick, so the default sends rate / 1000 messages at once every
+        /// millisecond; finer ticks send the same rate in smaller bursts.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+        tick_us: u64,
     },
     /// Spread pipelined load over many queues (topics of up to 1,000).
     Queues {
@@ -221,8 +227,8 @@ async fn run(cli: Cli) -> Result<bool, String> {
     match cli.scenario {
         Scenario::Produce => produce_scenario(&broker, &admin, &common).await,
         Scenario::Consume => consume_scenario(&broker, &admin, &common).await,
-        Scenario::E2e { rate, reader_connections } => {
-            e2e_scenario(&broker, &admin, &common, rate, reader_connections).await
+        Scenario::E2e { rate, reader_connections, tick_us } => {
+            e2e_scenario(&broker, &admin, &common, rate, reader_connections, Duration::from_micros(tick_us)).await
         }
         Scenario::Queues { count, warmup } => queues_scenario(&broker, &admin, &common, count, warmup).await,
         Scenario::Backlog { stored } => backlog_scenario(&broker, &admin, &common, stored).await,
@@ -408,6 +414,7 @@ async fn e2e_scenario(
     common: &Common,
     rate: u64,
     reader_connections: usize,
+    tick: Duration,
 ) -> Result<bool, String> {
     let targets = topic(admin, "bench-e2e", common.queues).await?;
     let duration = common.duration.unwrap_or(Duration::from_secs(10));
@@ -442,20 +449,21 @@ async fn e2e_scenario(
             stats.merge(&hist);
         }));
     }
-    // Producers: open loop at the fixed rate, 1 ms ticks. Their acks are
-    // timed too, to tell the store half of the latency from the delivery half.
+    // Producers: open loop at the fixed rate, each sending what is due by
+    // its clock at every tick. Their acks are timed too, to tell the store
+    // half of the latency from the delivery half.
     let producers = common.producers.max(1);
-    let per_tick = (rate as f64 / 1000.0 / producers as f64).max(0.0);
+    let per_producer = rate as f64 / producers as f64;
     let acked = Arc::new(std::sync::Mutex::new(new_histogram()));
     let conns = producer_connections(broker, common, "e2e-write").await?;
     let mut writers = Vec::new();
     for p in 0..producers {
         let conn = conns[p % conns.len()].clone();
         let (targets, size, stats, acked) = (targets.clone(), common.size, stats.clone(), acked.clone());
+        let pacer = pacer::Pacer::new(tick).map_err(|e| e.to_string())?;
         writers.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut owed = 0.0;
+            let began = Instant::now();
+            let mut sent_count = 0u64;
             let mut n = p;
             let mut pending = futures::stream::FuturesUnordered::new();
             let mut hist = new_histogram();
@@ -469,15 +477,16 @@ async fn e2e_scenario(
                 // Acks are taken as they come (not at the next tick), so
                 // that their times are true.
                 tokio::select! {
-                    _ = tick.tick() => {}
+                    ticked = pacer.tick() => if ticked.is_err() { break },
                     Some(done) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
                         settle(done);
                         continue;
                     }
                 }
-                owed += per_tick;
-                while owed >= 1.0 {
-                    owed -= 1.0;
+                // Due by the clock, so a late tick catches up.
+                let due = (began.elapsed().as_secs_f64() * per_producer) as u64;
+                while sent_count < due {
+                    sent_count += 1;
                     let (topic, queue) = &targets[n % targets.len()];
                     n += 1;
                     let msg: Message = produce::message(topic, size, format!("e{p}-{n}"));
@@ -507,7 +516,7 @@ async fn e2e_scenario(
         start.elapsed().min(duration),
         "send→receive",
         vec![
-            ("target rate".into(), format!("{rate} msgs/s")),
+            ("target rate".into(), format!("{rate} msgs/s, paced every {} µs", tick.as_micros())),
             ("producers".into(), format!("{producers} over {} connections", conns.len())),
             ("readers".into(), format!("{} over {} connections", targets.len(), read_conns.len())),
             (
