@@ -13,6 +13,7 @@ use crate::actors::queue::{self, ActiveQueues, Barrier, QueueSpec, Stored};
 use crate::actors::writer::Append;
 use crate::error::{Error, Result};
 use crate::store::commitlog::{AppendBatch, RecordPos};
+use crate::store::consume_queue::TailWrite;
 use actix::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
@@ -92,6 +93,16 @@ pub struct BarrierQueues {
     pub all: bool,
 }
 
+/// The outcome of a checkpoint's tail writes, for their queues.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TailsWritten {
+    /// The writes, by queue state id.
+    pub tails: Vec<(u64, TailWrite)>,
+    /// Whether they (and the checkpoint's syncs) succeeded.
+    pub ok: bool,
+}
+
 /// Lives on the queues' thread.
 pub struct Fanout {
     /// Queues that took appends since their last barrier.
@@ -115,6 +126,14 @@ impl Handler<BarrierQueues> for Fanout {
 
     fn handle(&mut self, BarrierQueues { barrier, all }: BarrierQueues, _: &mut Context<Self>) {
         queue::barrier_here(&barrier, all, &self.active);
+    }
+}
+
+impl Handler<TailsWritten> for Fanout {
+    type Result = ();
+
+    fn handle(&mut self, TailsWritten { tails, ok }: TailsWritten, _: &mut Context<Self>) {
+        queue::tails_written_here(tails, ok);
     }
 }
 

@@ -6,8 +6,10 @@
 //!   since its last one (so each has appended the entries of everything
 //!   below that position; tails younger than 10 s stay in memory unless
 //!   they start more than half of `store.log_cache_bytes` behind the head),
-//!   sync what was written, then record as the consume queues' durable point
-//!   the position, or the oldest entry still only in memory if lower.
+//!   write the older tails the barrier handed over (on the blocking pool,
+//!   not the queues' thread, which is the writer's), sync what was written,
+//!   then record as the consume queues' durable point the position, or the
+//!   oldest entry still only in memory if lower.
 //! - `retention` (every `retention_check_interval_ms`): delete expired
 //!   segments, or the oldest while the disk is too full, then tell every
 //!   queue to drop files that only point into deleted segments.
@@ -24,6 +26,7 @@ use crate::actors::Registry;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::store::checkpoint::{sync_filesystem, Checkpoint};
+use crate::store::consume_queue::TailWrite;
 use crate::store::progress::SystemFiles;
 use crate::store::retention::{self, DiskUsage, Reason, RetentionPolicy};
 use crate::store::segment::SegmentSet;
@@ -68,6 +71,21 @@ const MAX_TAIL_AGE: Duration = Duration::from_secs(10);
 
 /// Most aged tails one checkpoint writes; the rest wait for the next.
 const AGED_TAILS_PER_CHECKPOINT: usize = 4096;
+
+/// Tails a checkpoint took to write and has not reported back: if it ends
+/// early, their queues hear that the write failed, so the entries count as
+/// unwritten again instead of never.
+struct Unreported {
+    registry: Arc<Registry>,
+    ids: Vec<u64>,
+}
+
+impl Drop for Unreported {
+    fn drop(&mut self) {
+        let ids = std::mem::take(&mut self.ids);
+        self.registry.tails_written(ids.into_iter().map(|id| (id, TailWrite::default())).collect(), false);
+    }
+}
 
 /// Take a checkpoint now (tests; the periodic job does the same).
 #[derive(Message)]
@@ -142,7 +160,7 @@ impl Housekeeper {
                 registry.barrier_queues(msg, final_stop);
                 async move {
                     let merged = answer.await.map_err(|_| Error::ShuttingDown)??;
-                    Ok::<_, Error>((merged.files, merged.unwritten_from))
+                    Ok::<_, Error>((merged.files, merged.unwritten_from, merged.tails))
                 }
             };
             let mut dirty = Vec::new();
@@ -156,7 +174,9 @@ impl Housekeeper {
             // below it that an OS crash lost would leave a hole.
             let at = registry.writer().send(WriterSync).await.map_err(|e| Error::Busy(e.to_string()))??;
             let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
-            let (files, unwritten) = barrier(&registry, write_pos.saturating_sub(max_replay)).await?;
+            let (files, unwritten, tails) = barrier(&registry, write_pos.saturating_sub(max_replay)).await?;
+            let mut unreported =
+                Unreported { registry: registry.clone(), ids: tails.iter().map(|(id, _)| *id).collect() };
             dirty.extend(files);
             // Every key below write_pos reached the indexer before the
             // barriers were answered.
@@ -169,18 +189,38 @@ impl Housekeeper {
             let checkpoint = Checkpoint { cq_durable_offset, log_end: write_pos, last_store_ts, clean: final_stop };
             let root = paths.root.clone();
             let path = paths.checkpoint();
-            tokio::task::spawn_blocking(move || {
-                sync_queue_files(&root, &dirty)?;
-                // After the log: a synced progress must not name deliveries
-                // whose copies a power loss could still take back.
-                if let Some(files) = &system_files {
-                    files.sync()?;
+            let stored = tokio::task::spawn_blocking(move || {
+                // The aged tails the barrier left to this job: the entries
+                // below `cq_durable_offset` must be in their files first.
+                let mut written = Ok(());
+                for (_, tail) in &tails {
+                    match tail.run() {
+                        Ok(files) => dirty.extend(files),
+                        Err(e) => {
+                            written = Err(e);
+                            break;
+                        }
+                    }
                 }
-                checkpoint.store(&path)
+                let stored = written.and_then(|()| {
+                    sync_queue_files(&root, &dirty)?;
+                    // After the log: a synced progress must not name
+                    // deliveries whose copies a power loss could still take
+                    // back.
+                    if let Some(files) = &system_files {
+                        files.sync()?;
+                    }
+                    checkpoint.store(&path)
+                });
+                (stored, tails)
             })
-            .await
-            .map_err(|e| Error::Busy(e.to_string()))?
-            .map_err(|e| Error::io("write checkpoint", e))?;
+            .await;
+            let (stored, tails) = stored.map_err(|e| Error::Busy(e.to_string()))?;
+            // Written and synced, the tails leave the queues' memory; if not,
+            // the next checkpoint writes them again.
+            unreported.ids.clear();
+            registry.tails_written(tails, stored.is_ok());
+            stored.map_err(|e| Error::io("write checkpoint", e))?;
             // A crash recovery would now re-read the log from here: its
             // pages stay in the page cache (`store.log_cache_bytes`).
             segments.set_replay_from(cq_durable_offset);

@@ -227,6 +227,13 @@ impl Registry {
         self.fanout.do_send(fanout::BarrierQueues { barrier, all });
     }
 
+    /// Tells the queues how a checkpoint's tail writes ended.
+    pub fn tails_written(&self, tails: Vec<(u64, crate::store::consume_queue::TailWrite)>, ok: bool) {
+        if !tails.is_empty() {
+            self.fanout.do_send(fanout::TailsWritten { tails, ok });
+        }
+    }
+
     /// Forgets a topic's actors (after they were told to destroy
     /// themselves).
     pub fn remove_topic(&self, topic: &str) -> Vec<Addr<QueueActor>> {

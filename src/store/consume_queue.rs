@@ -74,8 +74,40 @@ pub struct ConsumeQueue {
     /// syscall per acknowledged batch; readers see them from memory, and the
     /// checkpoint barrier writes them before it syncs.
     tail: Vec<CqEntry>,
+    /// Tail entries below this offset are being written off the actor's
+    /// thread ([`ConsumeQueue::detach_tail`]); they stay in `tail` for
+    /// readers until the write is reported done.
+    writing_end: u64,
     min_offset: u64,
     next: u64,
+}
+
+/// Tail entries a checkpoint writes to their files off the queue's thread.
+#[derive(Debug, Default)]
+pub struct TailWrite {
+    /// Per file: its first entry, its path, where the bytes go and the bytes.
+    writes: Vec<(u64, PathBuf, u64, Vec<u8>)>,
+    /// One past the last entry written.
+    end: u64,
+}
+
+impl TailWrite {
+    /// Writes the entries; returns the files written, to be synced. A queue
+    /// deleted meanwhile (its directory gone) has nothing to write.
+    pub fn run(&self) -> io::Result<Vec<PathBuf>> {
+        let mut written = Vec::with_capacity(self.writes.len());
+        for (_, path, at, bytes) in &self.writes {
+            // Opened here, not through the descriptor cache: these files
+            // are written once a checkpoint and would only churn it.
+            match fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+                Ok(file) => file.write_all_at(bytes, *at)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            written.push(path.clone());
+        }
+        Ok(written)
+    }
 }
 
 /// Tail entries that trigger a write.
@@ -95,7 +127,16 @@ impl ConsumeQueue {
                 files.insert(first);
             }
         }
-        let mut queue = Self { dir, per_file, files, dirty: BTreeSet::new(), tail: Vec::new(), min_offset: 0, next: 0 };
+        let mut queue = Self {
+            dir,
+            per_file,
+            files,
+            dirty: BTreeSet::new(),
+            tail: Vec::new(),
+            writing_end: 0,
+            min_offset: 0,
+            next: 0,
+        };
         if let Some(&first) = queue.files.iter().next_back() {
             let path = queue.path(first);
             let len = fs::metadata(&path)?.len();
@@ -192,9 +233,51 @@ impl ConsumeQueue {
         Ok(())
     }
 
-    /// Log offset of the oldest entry not yet written to a file.
+    /// Log offset of the oldest entry not yet written to a file nor being
+    /// written by a checkpoint.
     pub fn tail_low(&self) -> Option<u64> {
-        self.tail.first().map(|e| e.log_offset)
+        let tail_start = self.next - self.tail.len() as u64;
+        let detached = self.writing_end.saturating_sub(tail_start) as usize;
+        self.tail.get(detached).map(|e| e.log_offset)
+    }
+
+    /// Hands the tail not yet being written to a [`TailWrite`] that runs
+    /// elsewhere; its entries stay readable here until
+    /// [`ConsumeQueue::tail_written`] reports the outcome. None when there
+    /// is nothing to write.
+    pub fn detach_tail(&mut self) -> Option<TailWrite> {
+        let tail_start = self.next - self.tail.len() as u64;
+        let mut at = self.writing_end.max(tail_start);
+        let mut rest = self.tail.get((at - tail_start) as usize..).filter(|r| !r.is_empty())?;
+        let mut writes = Vec::new();
+        while !rest.is_empty() {
+            let base = self.file_base(at);
+            let room = (base + self.per_file - at) as usize;
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            let mut bytes = Vec::with_capacity(now.len() * ENTRY_LEN as usize);
+            for entry in now {
+                entry.encode(&mut bytes);
+            }
+            writes.push((base, self.path(base), (at - base) * ENTRY_LEN, bytes));
+            at += now.len() as u64;
+            rest = later;
+        }
+        self.writing_end = self.next;
+        Some(TailWrite { writes, end: self.next })
+    }
+
+    /// The outcome of a detached write: written, its entries leave memory
+    /// (a flush may have written and dropped them already); failed, they
+    /// count as unwritten again, for the next checkpoint.
+    pub fn tail_written(&mut self, write: &TailWrite, ok: bool) {
+        if !ok {
+            self.writing_end = 0;
+            return;
+        }
+        let tail_start = self.next - self.tail.len() as u64;
+        let done = (write.end.saturating_sub(tail_start) as usize).min(self.tail.len());
+        self.tail.drain(..done);
+        self.files.extend(write.writes.iter().map(|(base, ..)| *base));
     }
 
     /// Writes the in-memory tail to its files.
@@ -392,6 +475,42 @@ mod tests {
 
     fn entry(log_offset: u64) -> CqEntry {
         CqEntry { log_offset, size: 100, tag_hash: log_offset * 3 }
+    }
+
+    #[test]
+    fn a_detached_tail_is_read_from_memory_until_its_write_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let mut cq = ConsumeQueue::open(path.clone(), 4).expect("open");
+        let entries: Vec<_> = (0..9).map(|i| entry(i * 100)).collect();
+        cq.append(0, &entries[..6]).expect("append");
+        assert_eq!(cq.tail_low(), Some(0));
+        let first = cq.detach_tail().expect("a tail to write");
+        assert_eq!(cq.tail_low(), None, "being written counts as written");
+        assert!(cq.detach_tail().is_none(), "nothing new to detach");
+        cq.append(6, &entries[6..8]).expect("append");
+        assert_eq!(cq.tail_low(), Some(600), "only what came after");
+        assert_eq!(cq.read(0, 8).expect("read"), entries[..8], "all readable before the write");
+        let files = first.run().expect("write");
+        assert_eq!(files.len(), 2, "two files of four entries: {files:?}");
+        cq.tail_written(&first, true);
+        assert_eq!(cq.read(0, 8).expect("read"), entries[..8], "the first six now from files");
+        assert_eq!(ConsumeQueue::open(path.clone(), 4).expect("reopen").next_offset(), 6, "on disk");
+        // A failed write: its entries count as unwritten again.
+        let second = cq.detach_tail().expect("the last two");
+        assert_eq!(cq.tail_low(), None);
+        cq.tail_written(&second, false);
+        assert_eq!(cq.tail_low(), Some(600));
+        assert_eq!(cq.read(6, 2).expect("read"), entries[6..8]);
+        // A flush while a write is out writes everything; the report then
+        // must not drop entries appended after the flush.
+        let third = cq.detach_tail().expect("again");
+        cq.flush().expect("flush");
+        cq.append(8, &entries[8..9]).expect("append");
+        third.run().expect("write");
+        cq.tail_written(&third, true);
+        assert_eq!(cq.tail_low(), Some(800), "the entry after the flush stays");
+        assert_eq!(cq.read(0, 9).expect("read"), entries, "every entry once, in order");
     }
 
     #[test]
