@@ -255,6 +255,55 @@ async fn sigterm_checkpoints_so_the_next_start_does_not_scan() {
     }
 }
 
+/// A checkpoint visits its queues in slices (1,024 at a time) with the
+/// writer's work in between, and hands the tails it writes to the blocking
+/// pool. Over 1,200 queues, with a small cache window (so tails far behind
+/// the head are written and the durable point moves up behind them), every
+/// queue must be visited and every tail written before the durable point
+/// passes it: a SIGKILL then loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_checkpoints_over_more_queues_than_a_slice_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = base_env(dir.path(), "std");
+    env.push(("BROOK_STORE__CHECKPOINT_INTERVAL_MS".into(), "50".into()));
+    env.push(("BROOK_STORE__LOG_CACHE_BYTES".into(), "8192".into()));
+    let mut broker = Brookd::start(&env);
+    let conn = broker.connect().await;
+    let topics = ["wide-a", "wide-b"];
+    for topic in topics {
+        conn.create_topic(topic, 600).await.expect("create");
+    }
+    // Each queue gets one entry, then a second once the first checkpoints
+    // have visited them all.
+    for round in 0..2 {
+        let mut sends = Vec::new();
+        for topic in topics {
+            for q in 0..600u32 {
+                sends.push(conn.send(topic, q, vec![Message::new(topic, format!("{topic}-{q}-{round}"))]));
+            }
+        }
+        for send in sends {
+            send.await.expect("send");
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let checkpoint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("checkpoint")).expect("checkpoint")).expect("json");
+    let (durable, end) = (checkpoint["cq_durable_offset"].as_u64(), checkpoint["log_end"].as_u64());
+    assert!(durable.zip(end).is_some_and(|(d, e)| e > 0 && e - d <= 4096), "durable near the head: {checkpoint}");
+    broker.kill9();
+    let broker = Brookd::start(&env);
+    let conn = broker.connect().await;
+    for topic in topics {
+        for q in 0..600u32 {
+            let msgs = drain_queue(&conn, topic, q, 0, 2, Duration::from_secs(5)).await;
+            let bodies: Vec<String> =
+                msgs.iter().map(|m| String::from_utf8_lossy(&m.message.body).to_string()).collect();
+            assert_eq!(bodies, [format!("{topic}-{q}-0"), format!("{topic}-{q}-1")], "{topic}/{q}");
+        }
+    }
+}
+
 /// Checkpoints leave young consume-queue tails in memory and name a durable
 /// point below them; a SIGKILL then must lose none of those entries: the
 /// restart replays the log from that point. With a small log cache window the

@@ -125,7 +125,7 @@ impl Handler<BarrierQueues> for Fanout {
     type Result = ();
 
     fn handle(&mut self, BarrierQueues { barrier, all }: BarrierQueues, _: &mut Context<Self>) {
-        queue::barrier_here(&barrier, all, &self.active);
+        queue::barrier_here(barrier, all, &self.active);
     }
 }
 

@@ -235,12 +235,59 @@ impl ActiveQueues {
 /// with 50,000 active queues those were as many messages a second as sends.
 /// Entries of every write the writer has answered are already appended, so
 /// a barrier sent after a `Sync` covers everything below its position.
-pub fn barrier_here(barrier: &Barrier, all: bool, active: &ActiveQueues) {
+///
+/// The visits run in slices of [`VISITS_PER_SLICE`] queues (about half a
+/// millisecond), yielding in between: this thread is also the writer's, and
+/// 50,000 visits take 17–30 ms. A queue visited late has only more entries,
+/// all above the ones the barrier must cover, so a later visit answers for
+/// it as well.
+pub fn barrier_here(barrier: Barrier, all: bool, active: &ActiveQueues) {
     let ids = if all { STATES.with(|states| states.borrow().ids()) } else { active.take() };
-    for id in ids {
-        if let Some(state) = STATES.with(|states| states.borrow().get(id, usize::MAX).cloned()) {
-            let answer = state.borrow_mut().barrier(barrier);
-            barrier.round.answer(answer);
+    let mut visit = Visit { barrier, ids, next: 0 };
+    if !visit.slice() {
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::task::yield_now().await;
+                if visit.slice() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Barrier visits between turns of the thread's other work.
+const VISITS_PER_SLICE: usize = 1024;
+
+/// A barrier's visits in progress.
+struct Visit {
+    barrier: Barrier,
+    ids: Vec<u64>,
+    next: usize,
+}
+
+impl Visit {
+    /// Visits the next slice of queues; true once all are visited.
+    fn slice(&mut self) -> bool {
+        let end = self.ids.len().min(self.next + VISITS_PER_SLICE);
+        while self.next < end {
+            let id = self.ids.get(self.next).copied();
+            self.next += 1;
+            if let Some(state) = id.and_then(|id| STATES.with(|states| states.borrow().get(id, usize::MAX).cloned())) {
+                let answer = state.borrow_mut().barrier(&self.barrier);
+                self.barrier.round.answer(answer);
+            }
+        }
+        self.next >= self.ids.len()
+    }
+}
+
+impl Drop for Visit {
+    fn drop(&mut self) {
+        // Dropped half way (the thread is stopping): the round must not
+        // read as covering queues never visited.
+        if self.next < self.ids.len() {
+            self.barrier.round.answer(Err(Error::ShuttingDown));
         }
     }
 }
