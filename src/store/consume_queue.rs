@@ -247,21 +247,13 @@ impl ConsumeQueue {
     /// is nothing to write.
     pub fn detach_tail(&mut self) -> Option<TailWrite> {
         let tail_start = self.next - self.tail.len() as u64;
-        let mut at = self.writing_end.max(tail_start);
-        let mut rest = self.tail.get((at - tail_start) as usize..).filter(|r| !r.is_empty())?;
-        let mut writes = Vec::new();
-        while !rest.is_empty() {
-            let base = self.file_base(at);
-            let room = (base + self.per_file - at) as usize;
-            let (now, later) = rest.split_at(room.min(rest.len()));
-            let mut bytes = Vec::with_capacity(now.len() * ENTRY_LEN as usize);
-            for entry in now {
-                entry.encode(&mut bytes);
-            }
-            writes.push((base, self.path(base), (at - base) * ENTRY_LEN, bytes));
-            at += now.len() as u64;
-            rest = later;
-        }
+        let from = self.writing_end.max(tail_start);
+        let rest = self.tail.get((from - tail_start) as usize..).filter(|r| !r.is_empty())?;
+        let writes = self
+            .encode_by_file(from, rest)
+            .into_iter()
+            .map(|(base, at, bytes)| (base, self.path(base), at, bytes))
+            .collect();
         self.writing_end = self.next;
         Some(TailWrite { writes, end: self.next })
     }
@@ -283,8 +275,23 @@ impl ConsumeQueue {
     /// Writes the in-memory tail to its files.
     pub fn flush(&mut self) -> io::Result<()> {
         let tail = std::mem::take(&mut self.tail);
-        let mut at = self.next - tail.len() as u64;
-        let mut rest = tail.as_slice();
+        let mut done = 0;
+        for (base, at, bytes) in self.encode_by_file(self.next - tail.len() as u64, &tail) {
+            if let Err(e) = self.file_for_write(base).and_then(|f| f.write_all_at(&bytes, at)) {
+                // Keep what was not written, so a retry or a reader still
+                // sees it.
+                self.tail = tail.get(done..).unwrap_or_default().to_vec();
+                return Err(e);
+            }
+            done += bytes.len() / ENTRY_LEN as usize;
+        }
+        Ok(())
+    }
+
+    /// `entries`, the first at offset `at`, encoded file by file: each
+    /// file's first entry, the byte position in it, and the bytes.
+    fn encode_by_file(&self, mut at: u64, mut rest: &[CqEntry]) -> Vec<(u64, u64, Vec<u8>)> {
+        let mut runs = Vec::new();
         while !rest.is_empty() {
             let base = self.file_base(at);
             let room = (base + self.per_file - at) as usize;
@@ -293,16 +300,11 @@ impl ConsumeQueue {
             for entry in now {
                 entry.encode(&mut bytes);
             }
-            if let Err(e) = self.file_for_write(base).and_then(|f| f.write_all_at(&bytes, (at - base) * ENTRY_LEN)) {
-                // Keep what was not written, so a retry or a reader still
-                // sees it.
-                self.tail = rest.to_vec();
-                return Err(e);
-            }
+            runs.push((base, (at - base) * ENTRY_LEN, bytes));
             at += now.len() as u64;
             rest = later;
         }
-        Ok(())
+        runs
     }
 
     /// The entry at `offset`, if stored.
