@@ -369,6 +369,23 @@ mod tests {
         unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at as libc::off_t, libc::RWF_NOWAIT) == 1 }
     }
 
+    /// Whether a whole-file drop empties the page cache here at all.
+    fn evicts_at_all() -> bool {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("probe"));
+        let file = file.expect("probe file");
+        file.write_all_at(&[1u8; 4096], 0).expect("write");
+        file.sync_data().expect("sync");
+        (0..5).any(|_| {
+            // SAFETY: an advisory call on an open descriptor.
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            let gone = !cached(&file, 0);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            gone
+        })
+    }
+
     #[test]
     fn a_drop_that_ends_inside_a_folio_is_finished_by_the_next() {
         use std::os::unix::fs::FileExt;
@@ -386,6 +403,10 @@ mod tests {
         // The writer drops in steps that end wherever the window's edge is.
         // The kernel may skip a page whose writeback is just ending, which
         // is why the writer repeats each step; so does this test.
+        if !evicts_at_all() {
+            eprintln!("skipped: this file system keeps its pages whatever posix_fadvise says (tmpfs?)");
+            return;
+        }
         set.drop_cached(0, 5000).expect("drop");
         let mut tries = 0;
         loop {
