@@ -85,8 +85,10 @@ pub struct ConsumeQueue {
 /// Tail entries a checkpoint writes to their files off the queue's thread.
 #[derive(Debug, Default)]
 pub struct TailWrite {
-    /// Per file: its first entry, its path, where the bytes go and the bytes.
-    writes: Vec<(u64, PathBuf, u64, Vec<u8>)>,
+    /// The queue's directory.
+    dir: PathBuf,
+    /// Per file: its first entry, where the bytes go and the bytes.
+    writes: Vec<(u64, u64, Vec<u8>)>,
     /// One past the last entry written.
     end: u64,
 }
@@ -96,15 +98,16 @@ impl TailWrite {
     /// deleted meanwhile (its directory gone) has nothing to write.
     pub fn run(&self) -> io::Result<Vec<PathBuf>> {
         let mut written = Vec::with_capacity(self.writes.len());
-        for (_, path, at, bytes) in &self.writes {
+        for (base, at, bytes) in &self.writes {
+            let path = self.dir.join(file_name(*base));
             // Opened here, not through the descriptor cache: these files
             // are written once a checkpoint and would only churn it.
-            match fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+            match fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path) {
                 Ok(file) => file.write_all_at(bytes, *at)?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
-            written.push(path.clone());
+            written.push(path);
         }
         Ok(written)
     }
@@ -249,13 +252,9 @@ impl ConsumeQueue {
         let tail_start = self.next - self.tail.len() as u64;
         let from = self.writing_end.max(tail_start);
         let rest = self.tail.get((from - tail_start) as usize..).filter(|r| !r.is_empty())?;
-        let writes = self
-            .encode_by_file(from, rest)
-            .into_iter()
-            .map(|(base, at, bytes)| (base, self.path(base), at, bytes))
-            .collect();
+        let writes = self.encode_by_file(from, rest);
         self.writing_end = self.next;
-        Some(TailWrite { writes, end: self.next })
+        Some(TailWrite { dir: self.dir.clone(), writes, end: self.next })
     }
 
     /// The outcome of a detached write: written, its entries leave memory
