@@ -584,7 +584,6 @@ impl QueueState {
     /// Assigns `records` records their offsets; the first's is returned.
     fn admit(&mut self, records: usize) -> Result<u64> {
         self.cq()?;
-        self.list();
         let first_offset = self.next_offset;
         self.next_offset += records as u64;
         Ok(first_offset)
@@ -611,6 +610,10 @@ impl QueueState {
             self.fail(reason.clone());
             return Err(Error::Poisoned(reason));
         }
+        // Listed here, not at admission: a checkpoint can visit the queue
+        // between the two, and would then find no entry and leave it off
+        // the list while this one sits in memory below its durable point.
+        self.list();
         // Pushed to the indexer's buffer by the fanout before any later
         // barrier is handled.
         if self.indexed {
@@ -963,6 +966,57 @@ mod tests {
         let mut ids = slots.ids();
         ids.sort_unstable();
         assert_eq!(ids, vec![11, 12]);
+    }
+
+    /// One checkpoint visit on this thread; its merged answer.
+    fn visit(spec: &QueueSpec) -> Barriered {
+        let (round, mut answer) = BarrierRound::start();
+        let barrier = Barrier {
+            force: false,
+            max_tail_age: Duration::from_secs(3600),
+            replay_floor: 0,
+            budget: Arc::default(),
+            round,
+        };
+        barrier_here(barrier, false, &spec.links.active);
+        answer.try_recv().expect("answered").expect("no error")
+    }
+
+    /// A checkpoint may visit a queue between the admission of a send and
+    /// the writer's answer to it. The entry that answer appends must still
+    /// bring the queue to the next visit, or later checkpoints name a
+    /// durable point past an entry that is only in memory, and a crash
+    /// loses it.
+    #[actix_rt::test]
+    async fn an_entry_appended_after_a_visit_brings_its_queue_to_the_next() {
+        use crate::actors::writer::{WriterActor, WriterConfig};
+        use crate::store::commitlog::CommitLog;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = crate::store::StorePaths::new(dir.path());
+        paths.create_dirs().expect("dirs");
+        let set = Arc::new(crate::store::segment::SegmentSet::new(paths.commitlog(), 65536));
+        let backend = crate::io::IoBackend::Std(crate::io::std_io::StdIo::new(Arc::default()));
+        let clock = Arc::new(crate::clock::SystemClock);
+        let log = CommitLog::open(set.clone(), 0, 0, backend, None, clock).expect("open");
+        let config = WriterConfig {
+            flush: crate::config::FlushMode::Async,
+            flush_interval: Duration::from_secs(3600),
+            max_batch_messages: 1,
+            max_batch_bytes: 1 << 20,
+            log_cache_bytes: 0,
+        };
+        let writer = WriterActor::new(log, config, Arc::default(), crate::logging::discard()).start();
+        let registry = crate::actors::Registry::new(writer, None, paths, 100, set, crate::logging::discard());
+        let spec = registry.queue_spec("t", 0);
+        assert_eq!(admit(&spec, 1).expect("admitted"), 0);
+        let early = visit(&spec);
+        assert_eq!((early.unwritten_from, early.tails.len()), (None, 0), "nothing appended yet");
+        let pos = [RecordPos { log_offset: 4096, size: 100, store_ts: 1 }];
+        let run = Written { first_offset: 0, positions: &pos, tag_hashes: &[0], key_hashes: &[], first_record: 0 };
+        written(&spec, run, &mut Vec::new()).expect("written");
+        assert_eq!(visit(&spec).unwritten_from, Some(4096), "the young entry holds the durable point");
+        // Still only in memory: every later visit must see it too.
+        assert_eq!(visit(&spec).unwritten_from, Some(4096));
     }
 
     #[test]
