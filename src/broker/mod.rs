@@ -157,10 +157,15 @@ pub async fn start(
             FlushMode::Async => Prealloc::Fallocated,
         });
         let (write_pos, last_ts, kind) = (store.recovered.write_pos, store.recovered.last_store_ts, store.backend);
+        let inline_max = match config.store.flush {
+            FlushMode::Async => config.store.inline_write_max_bytes,
+            FlushMode::Sync => 0,
+        };
         writer_arbiter.spawn_fn(move || {
             let built = IoBackend::open(kind, io_stats)
                 .map_err(|e| Error::io("open io backend", e))
-                .and_then(|backend| CommitLog::open(segments, write_pos, last_ts, backend, preallocate, clock));
+                .and_then(|backend| CommitLog::open(segments, write_pos, last_ts, backend, preallocate, clock))
+                .map(|log| log.with_inline_writes(inline_max));
             let addr = built.map(|log| WriterActor::new(log, writer_config, writer_stats, logger).start());
             let _ = init_tx.send(addr);
         });

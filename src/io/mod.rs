@@ -71,6 +71,8 @@ pub struct IoStats {
     pub bytes: AtomicU64,
     /// fdatasync calls completed.
     pub fdatasyncs: AtomicU64,
+    /// Jobs written on the caller's thread ([`IoBackend::write_inline`]).
+    pub inline_jobs: AtomicU64,
 }
 
 impl IoStats {
@@ -110,6 +112,30 @@ impl IoBackend {
             #[cfg(any(test, feature = "failpoints"))]
             IoBackend::Fault(io) => io.run(job).await,
         }
+    }
+
+    /// Whether [`IoBackend::write_inline`] may take this backend's jobs (the
+    /// fault backend's must go through its plan).
+    pub fn writes_inline(&self) -> bool {
+        match self {
+            IoBackend::Uring(_) | IoBackend::Std(_) => true,
+            #[cfg(any(test, feature = "failpoints"))]
+            IoBackend::Fault(_) => false,
+        }
+    }
+
+    /// Writes a job without fdatasync with `pwritev` on the caller's
+    /// thread. For small groups: a buffered write of a few KiB into the
+    /// page cache costs less than handing it to another thread and being
+    /// woken with its completion (io_uring punts buffered ext4 writes to a
+    /// worker thread; the std backend uses the blocking pool).
+    pub fn write_inline(&self, job: &WriteJob) -> io::Result<()> {
+        debug_assert!(job.sync.is_empty(), "an fdatasync never blocks the writer's thread");
+        std_io::run_blocking(job)?;
+        let stats = self.stats();
+        stats.record(job);
+        stats.inline_jobs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Another backend of the same kind, reporting into the same counters:

@@ -82,6 +82,8 @@ pub struct CommitLog {
     dirty: Vec<(u64, Arc<File>)>,
     last_store_ts: i64,
     clock: Arc<dyn Clock>,
+    /// Largest group written on the caller's thread (0: none).
+    inline_write_max: u64,
 }
 
 impl CommitLog {
@@ -126,9 +128,17 @@ impl CommitLog {
             dirty: Vec::new(),
             last_store_ts,
             clock,
+            inline_write_max: 0,
         };
         log.prepare_next();
         Ok(log)
+    }
+
+    /// Groups of at most `bytes` that need no fdatasync are written on the
+    /// caller's thread ([`IoBackend::write_inline`]); 0: none are.
+    pub fn with_inline_writes(mut self, bytes: u64) -> Self {
+        self.inline_write_max = bytes;
+        self
     }
 
     /// One past the last byte handed to the backend.
@@ -294,7 +304,11 @@ impl CommitLog {
             job.sync = self.dirty.drain(..).map(|(_, f)| f).collect();
         }
         self.prepare_next();
-        self.backend.run(job).await?;
+        if job.sync.is_empty() && job.bytes() <= self.inline_write_max && self.backend.writes_inline() {
+            self.backend.write_inline(&job)?;
+        } else {
+            self.backend.run(job).await?;
+        }
         Ok(positions)
     }
 
@@ -457,6 +471,7 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::io::IoStats;
     use brook_proto::Message;
+    use std::sync::atomic::Ordering;
 
     fn one_record() -> AppendBatch {
         record_of(vec![b'x'; 400])
@@ -489,6 +504,44 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(dir.path().join(format!("{seg:020}"))).expect("segment");
         assert!(meta.blocks() * 512 >= seg, "the rolled-into segment was allocated ahead ({} blocks)", meta.blocks());
+    }
+
+    /// Small groups without an fdatasync are written on the caller's
+    /// thread; larger ones, and every synced one, go to the backend. On
+    /// both backends, everything lands where its position says.
+    #[tokio::test]
+    async fn small_unsynced_groups_are_written_inline_and_the_rest_by_the_backend() {
+        for uring in [false, true] {
+            if uring && crate::io::uring::probe().is_err() {
+                continue;
+            }
+            let dir = tempfile::tempdir().expect("tempdir");
+            let set = Arc::new(SegmentSet::new(dir.path().to_path_buf(), 1 << 20));
+            let stats = Arc::new(IoStats::default());
+            let backend = if uring {
+                IoBackend::Uring(Box::new(crate::io::uring::UringIo::new(stats.clone()).expect("uring")))
+            } else {
+                IoBackend::Std(crate::io::std_io::StdIo::new(stats.clone()))
+            };
+            let mut log = CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(SystemClock))
+                .expect("open")
+                .with_inline_writes(4096);
+            let jobs =
+                |stats: &IoStats| (stats.jobs.load(Ordering::Relaxed), stats.inline_jobs.load(Ordering::Relaxed));
+            let mut written = Vec::new();
+            written.push(log.write_group(vec![record_of(vec![1; 500])], false).await.expect("small"));
+            assert_eq!(jobs(&stats), (1, 1), "uring {uring}: a small group is written inline");
+            written.push(log.write_group(vec![record_of(vec![2; 8000])], false).await.expect("large"));
+            assert_eq!(jobs(&stats), (2, 1), "uring {uring}: a group over the limit goes to the backend");
+            written.push(log.write_group(vec![record_of(vec![3; 500])], true).await.expect("synced"));
+            assert_eq!(jobs(&stats), (3, 1), "uring {uring}: a synced group goes to the backend");
+            assert_eq!(stats.fdatasyncs.load(Ordering::Relaxed), 1);
+            let reader = LogReader::new(set);
+            for (i, pos) in written.iter().map(|p| p[0][0]).enumerate() {
+                let rec = reader.read(pos.log_offset, pos.size).expect("read back");
+                assert!(rec.message.body.iter().all(|&b| usize::from(b) == i + 1), "uring {uring}: group {i}");
+            }
+        }
     }
 
     fn record_of(body: Vec<u8>) -> AppendBatch {
