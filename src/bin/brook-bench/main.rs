@@ -657,20 +657,24 @@ async fn backlog_scenario(broker: &Broker, admin: &Connection, common: &Common, 
     let reader = tokio::spawn(async move {
         let mut offsets = vec![0u64; cold.len()];
         let mut read = 0u64;
+        let mut failed = None;
         while flag.load(std::sync::atomic::Ordering::Relaxed) {
             for (i, (topic, queue)) in cold.iter().enumerate() {
-                if let Ok(p) = reader_conn.pull(topic, *queue, offsets[i], 256, 1 << 20, None, 0).await {
-                    offsets[i] = p.next_offset;
-                    read += p.messages.len() as u64;
+                match reader_conn.pull(topic, *queue, offsets[i], 256, 1 << 20, None, 0).await {
+                    Ok(p) => {
+                        offsets[i] = p.next_offset;
+                        read += p.messages.len() as u64;
+                    }
+                    Err(e) => failed = failed.or(Some(e.to_string())),
                 }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        read
+        (read, failed)
     });
     let (_, loaded) = produce_load(broker, &probe, targets, deadline(), "backlog").await?;
     reading.store(false, std::sync::atomic::Ordering::Relaxed);
-    let read = reader.await.map_err(|e| e.to_string())?;
+    let (read, failed) = reader.await.map_err(|e| e.to_string())?;
     let p99 = |s: &Summary| if s.hist.is_empty() { 0 } else { s.hist.value_at_quantile(0.99) };
     let mut summary = loaded;
     summary.notes.push(("empty p99".into(), format!("{} µs", p99(&empty))));
@@ -679,5 +683,8 @@ async fn backlog_scenario(broker: &Broker, admin: &Connection, common: &Common, 
         format!("{} µs ({:.2}x)", p99(&summary), p99(&summary) as f64 / p99(&empty).max(1) as f64),
     ));
     summary.notes.push(("cold reads".into(), format!("{read} messages read during the run")));
+    if let Some(failed) = failed {
+        summary.notes.push(("cold read error".into(), failed));
+    }
     finish(admin, common, &[], summary).await
 }
