@@ -12,6 +12,11 @@
 //! started before the producers it answered could send again, and records
 //! per fdatasync at 256 in flight fell from 128 to 87, throughput unchanged.)
 //!
+//! In async-flush mode a group of at most `store.inline_write_max_bytes` is
+//! written with `pwritev` right here instead (see `CommitLog::with_inline_writes`):
+//! a small buffered write costs less than the backend's hop to another
+//! thread and back.
+//!
 //! In async-flush mode appends are answered after the write, and fdatasyncs
 //! run beside the writes on a second backend of the same kind, one at a time:
 //! every `flush_interval_ms`, and for each `Sync` (checkpoints, shutdown),
