@@ -544,6 +544,25 @@ mod tests {
         }
     }
 
+    /// A write that fails on the writer's thread fails its group as the
+    /// backend's would: the error comes back (the writer then poisons),
+    /// nothing is counted as written.
+    #[tokio::test]
+    async fn a_failed_inline_write_fails_its_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let set = Arc::new(SegmentSet::new(dir.path().to_path_buf(), 1 << 20));
+        segment::create_sparse(dir.path(), 0, 1 << 20).expect("segment");
+        // Read-only: every write to it fails with EBADF.
+        set.insert(0, Arc::new(File::open(dir.path().join(segment::segment_name(0))).expect("open")));
+        let stats = Arc::new(IoStats::default());
+        let backend = IoBackend::Std(crate::io::std_io::StdIo::new(stats.clone()));
+        let mut log =
+            CommitLog::open(set, 0, 0, backend, None, Arc::new(SystemClock)).expect("open").with_inline_writes(4096);
+        let failed = log.write_group(vec![record_of(vec![1; 500])], false).await;
+        assert!(failed.is_err(), "{failed:?}");
+        assert_eq!((stats.jobs.load(Ordering::Relaxed), stats.inline_jobs.load(Ordering::Relaxed)), (0, 0));
+    }
+
     fn record_of(body: Vec<u8>) -> AppendBatch {
         let mut batch = AppendBatch::default();
         batch.starts.push(0);
