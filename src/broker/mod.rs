@@ -157,10 +157,8 @@ pub async fn start(
             FlushMode::Async => Prealloc::Fallocated,
         });
         let (write_pos, last_ts, kind) = (store.recovered.write_pos, store.recovered.last_store_ts, store.backend);
-        let inline_max = match config.store.flush {
-            FlushMode::Async => config.store.inline_write_max_bytes,
-            FlushMode::Sync => 0,
-        };
+        // Sync-flush groups carry their fdatasync, so they never go inline.
+        let inline_max = config.store.inline_write_max_bytes;
         writer_arbiter.spawn_fn(move || {
             let built = IoBackend::open(kind, io_stats)
                 .map_err(|e| Error::io("open io backend", e))
