@@ -236,10 +236,15 @@ impl ConsumeQueue {
         Ok(())
     }
 
+    /// Offset of the first entry of the in-memory tail.
+    fn tail_start(&self) -> u64 {
+        self.next - self.tail.len() as u64
+    }
+
     /// Log offset of the oldest entry not yet written to a file nor being
     /// written by a checkpoint.
     pub fn tail_low(&self) -> Option<u64> {
-        let tail_start = self.next - self.tail.len() as u64;
+        let tail_start = self.tail_start();
         let detached = self.writing_end.saturating_sub(tail_start) as usize;
         self.tail.get(detached).map(|e| e.log_offset)
     }
@@ -249,7 +254,7 @@ impl ConsumeQueue {
     /// [`ConsumeQueue::tail_written`] reports the outcome. None when there
     /// is nothing to write.
     pub fn detach_tail(&mut self) -> Option<TailWrite> {
-        let tail_start = self.next - self.tail.len() as u64;
+        let tail_start = self.tail_start();
         let from = self.writing_end.max(tail_start);
         let rest = self.tail.get((from - tail_start) as usize..).filter(|r| !r.is_empty())?;
         let writes = self.encode_by_file(from, rest);
@@ -265,7 +270,7 @@ impl ConsumeQueue {
             self.writing_end = 0;
             return;
         }
-        let tail_start = self.next - self.tail.len() as u64;
+        let tail_start = self.tail_start();
         let done = (write.end.saturating_sub(tail_start) as usize).min(self.tail.len());
         self.tail.drain(..done);
         self.files.extend(write.writes.iter().map(|(base, ..)| *base));
@@ -273,9 +278,10 @@ impl ConsumeQueue {
 
     /// Writes the in-memory tail to its files.
     pub fn flush(&mut self) -> io::Result<()> {
+        let start = self.tail_start();
         let tail = std::mem::take(&mut self.tail);
         let mut done = 0;
-        for (base, at, bytes) in self.encode_by_file(self.next - tail.len() as u64, &tail) {
+        for (base, at, bytes) in self.encode_by_file(start, &tail) {
             if let Err(e) = self.file_for_write(base).and_then(|f| f.write_all_at(&bytes, at)) {
                 // Keep what was not written, so a retry or a reader still
                 // sees it.
@@ -314,7 +320,7 @@ impl ConsumeQueue {
     /// Up to `max` entries from `from` (clamped into the stored range).
     pub fn read(&self, from: u64, max: usize) -> io::Result<Vec<CqEntry>> {
         let end = self.next.min(from.saturating_add(max as u64));
-        let tail_start = self.next - self.tail.len() as u64;
+        let tail_start = self.tail_start();
         let mut out = self.read_files(from, end.min(tail_start))?;
         if end > tail_start && (from >= tail_start || out.len() as u64 == tail_start - from) {
             let skip = from.saturating_sub(tail_start) as usize;

@@ -665,7 +665,9 @@ async fn backlog_scenario(broker: &Broker, admin: &Connection, common: &Common, 
                         offsets[i] = p.next_offset;
                         read += p.messages.len() as u64;
                     }
-                    Err(e) => failed = failed.or(Some(e.to_string())),
+                    Err(e) => {
+                        failed.get_or_insert_with(|| e.to_string());
+                    }
                 }
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
