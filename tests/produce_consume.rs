@@ -119,6 +119,48 @@ async fn a_parked_pull_wakes_on_arrival() {
     }
 }
 
+/// A long poll that nothing answers ends empty at its deadline, and does
+/// not disturb the pulls parked beside it: they are all answered by the
+/// next arrival, and a pull parked after it expires on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_with_nothing_to_read_ends_empty_at_its_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&base_env(dir.path(), BACKENDS[0]));
+    let conn = broker.connect().await;
+    conn.create_topic("lp", 1).await.expect("create");
+    let started = Instant::now();
+    let empty = conn.pull("lp", 0, 0, 10, 0, None, 400).await.expect("pull");
+    let waited = started.elapsed();
+    assert!(empty.messages.is_empty());
+    assert_eq!(empty.next_offset, 0, "the next pull starts where this one did");
+    assert!(waited >= Duration::from_millis(400), "not before its deadline: {waited:?}");
+    assert!(waited < Duration::from_secs(5), "soon after it: {waited:?}");
+
+    // Pulls parked with long and short deadlines; the short ones expire
+    // first, the long ones wait for the message.
+    let mut long = Vec::new();
+    let mut short = Vec::new();
+    for i in 0..20 {
+        let puller = conn.clone();
+        let (wait, list) = if i % 2 == 0 { (20_000, &mut long) } else { (300, &mut short) };
+        list.push(tokio::spawn(async move { puller.pull("lp", 0, 0, 10, 0, None, wait).await.expect("pull") }));
+    }
+    for pull in short {
+        let result = tokio::time::timeout(Duration::from_secs(5), pull).await.expect("expired").expect("join");
+        assert!(result.messages.is_empty());
+    }
+    assert!(long.iter().all(|pull| !pull.is_finished()), "the long polls are still parked");
+    conn.send("lp", 0, vec![Message::new("lp", b"late".to_vec())]).await.expect("send");
+    for pull in long {
+        let result = tokio::time::timeout(Duration::from_secs(5), pull).await.expect("woken").expect("join");
+        assert_eq!(result.messages.len(), 1);
+        assert_eq!(result.messages[0].message.body, b"late");
+    }
+    let after = conn.pull("lp", 0, 1, 10, 0, None, 300).await.expect("pull past the end");
+    assert!(after.messages.is_empty());
+    assert_eq!(after.next_offset, 1);
+}
+
 /// Drops the page cache of every commit-log segment (the pages are clean:
 /// the broker runs with sync flush) and says whether the first byte of each
 /// is now uncached, as `RWF_NOWAIT` sees it.

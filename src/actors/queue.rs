@@ -867,15 +867,32 @@ impl Handler<Store> for QueueActor {
 impl Handler<Pull> for QueueActor {
     type Result = ResponseFuture<Result<PullEntries>>;
 
-    fn handle(&mut self, pull: Pull, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, pull: Pull, _: &mut Context<Self>) -> Self::Result {
         let mut state = self.state.borrow_mut();
         match state.pull(pull) {
             Ok(found) => Box::pin(async move { found }),
             Err(pull) => {
                 let wait = pull.long_poll;
-                let (id, rx) = state.park(pull);
-                ctx.run_later(wait, move |act, _| act.state.borrow_mut().expire(id));
-                Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
+                let (id, mut rx) = state.park(pull);
+                // The long poll's timer lives in the answer's own task and
+                // goes with it. Not `ctx.run_later`: actix polls every item
+                // of an actor's context on each message, and a timer per
+                // parked pull stayed there for the whole wait even when an
+                // append answered the pull at once, so every append paid
+                // for every pull parked in the last long-poll span.
+                let state = Rc::downgrade(&self.state);
+                Box::pin(async move {
+                    let answer = match tokio::time::timeout(wait, &mut rx).await {
+                        Ok(answer) => answer,
+                        Err(_) => {
+                            if let Some(state) = state.upgrade() {
+                                state.borrow_mut().expire(id);
+                            }
+                            rx.await
+                        }
+                    };
+                    answer.map_err(|_| Error::ShuttingDown)?
+                })
             }
         }
     }
