@@ -186,14 +186,20 @@ impl Reput {
 
     /// Stores every part of `encoded` and waits for the answer.
     pub async fn store_encoded(&self, encoded: Encoded) -> Stores {
+        self.submit_encoded(encoded).wait().await
+    }
+
+    /// Hands every part of `encoded` to the queues now; the answer comes
+    /// through the returned wait. What is handed over in one order is
+    /// stored in that order, whoever waits first.
+    pub fn submit_encoded(&self, encoded: Encoded) -> StoreWait {
         let parts = encoded.parts();
         if parts == 0 {
-            return Stores::default();
+            return StoreWait { parts, answer: None };
         }
         let (reply, answer) = oneshot::channel();
         self.registry.produce_all(encoded.into_produce(reply));
-        // The queues' thread drops the reply unanswered only when it stops.
-        answer.await.unwrap_or_else(|_| Stores::shutting_down(parts))
+        StoreWait { parts, answer: Some(answer) }
     }
 
     /// Creates `topic` with one queue unless it exists (retry and
@@ -260,5 +266,22 @@ impl Reput {
             result?;
         }
         Ok(())
+    }
+}
+
+/// The answer to an [`Encoded`] handed to the queues.
+pub struct StoreWait {
+    parts: usize,
+    answer: Option<oneshot::Receiver<Stores>>,
+}
+
+impl StoreWait {
+    /// Where the records ended up.
+    pub async fn wait(self) -> Stores {
+        match self.answer {
+            // The queues' thread drops the reply unanswered only when it stops.
+            Some(answer) => answer.await.unwrap_or_else(|_| Stores::shutting_down(self.parts)),
+            None => Stores::default(),
+        }
     }
 }

@@ -259,7 +259,8 @@ pub struct Server {
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     done_rx: mpsc::Receiver<()>,
-    workers: Vec<Arbiter>,
+    /// Where connections run; taken at shutdown.
+    connections: Option<tokio::runtime::Runtime>,
 }
 
 /// Binds the listen address and starts accepting.
@@ -276,7 +277,16 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let workers: Vec<Arbiter> = (0..workers_n).map(|_| Arbiter::new()).collect();
+    // A work-stealing runtime, not an arbiter per thread with connections
+    // dealt round-robin: there a connection kept its thread, and one busy
+    // connection (a consumer pulling every queue) saturated its thread
+    // while the other idled, which set the delivery latency's tail.
+    let connections = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers_n)
+        .thread_name("brook-conn")
+        .enable_all()
+        .build()
+        .ctx(|| "connection runtime".into())?;
     let core = Arc::new(BrokerCore {
         registry: running.registry.clone(),
         topics: running.topics.clone(),
@@ -294,8 +304,8 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel(1);
-    actix::spawn(listener::run(listener, core, workers.iter().map(Arbiter::handle).collect(), shutdown_rx, done_tx));
-    Ok(Server { local_addr, shutdown, done_rx, workers })
+    actix::spawn(listener::run(listener, core, connections.handle().clone(), shutdown_rx, done_tx));
+    Ok(Server { local_addr, shutdown, done_rx, connections: Some(connections) })
 }
 
 impl Server {
@@ -304,9 +314,21 @@ impl Server {
     pub async fn stop(mut self, timeout: Duration) {
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(timeout, self.done_rx.recv()).await;
-        for worker in &self.workers {
-            worker.stop();
+        self.stop_connections();
+    }
+
+    fn stop_connections(&mut self) {
+        // In the background: this runs on an async thread, where waiting
+        // for the runtime's threads (or dropping it outright) is refused.
+        if let Some(connections) = self.connections.take() {
+            connections.shutdown_background();
         }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_connections();
     }
 }
 

@@ -1,10 +1,11 @@
 //! One client connection. Frames are read and decoded here; the first must
 //! be a hello with a known protocol version. Each later request runs as its
-//! own task — except sends: those read in one turn share a task and are
-//! stored one batch per queue (fewer hops per message under pipelining) —
-//! so a connection has many requests in flight and answers leave in
-//! completion order, each tagged with its request id. A single writer task
-//! batches answers into the socket and flushes when it runs out of work.
+//! own task — except sends: those read in one turn are handed to the queues
+//! right here, in arrival order and one batch per queue (fewer hops per
+//! message under pipelining), and one task waits for their answers — so a
+//! connection has many requests in flight and answers leave in completion
+//! order, each tagged with its request id. A single writer task batches
+//! answers into the socket and flushes when it runs out of work.
 //!
 //! Oversized or undecodable frames get one error answer (id 0) and the
 //! connection is closed: after them the byte stream cannot be trusted. A
@@ -62,7 +63,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
     let (read_half, write_half) = stream.into_split();
     let mut frames = FramedRead::new(read_half, BrokerCodec::new(max_frame));
     let (tx, rx) = mpsc::channel::<Frame>(1024);
-    let writer = tokio::task::spawn_local(write_loop(FramedWrite::new(write_half, FrameCodec::new(max_frame)), rx));
+    let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, FrameCodec::new(max_frame)), rx));
     let logger = core.logger.new(slog::o!("peer" => peer.to_string()));
 
     let info = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
@@ -158,7 +159,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
                         // handed on first.
                         sends.spawn(&mut tasks, &core, &info, &tx);
                         let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
-                        tasks.spawn_local(async move {
+                        tasks.spawn(async move {
                             let body = dispatch::handle(&core, &info, body).await;
                             if let Some(id) = id {
                                 let _ = tx.send(Frame::Response { id, body }).await;
@@ -223,8 +224,8 @@ impl SendGroup {
         self.permits.push(permit);
     }
 
-    /// Starts storing the gathered sends (if any) in one task that answers
-    /// each of them.
+    /// Hands the gathered sends (if any) to the queues and starts one task
+    /// that answers each of them.
     fn spawn(
         &mut self,
         tasks: &mut JoinSet<()>,
@@ -235,11 +236,14 @@ impl SendGroup {
         if self.requests.is_empty() {
             return;
         }
-        let requests = std::mem::take(&mut self.requests);
         let permits = std::mem::take(&mut self.permits);
+        // Handed to the queues here, in the read loop, not in the task: the
+        // connection runtime steals and reorders tasks, and a connection's
+        // sends must be stored in the order they arrived.
+        let submitted = dispatch::submit_sends(core, info, std::mem::take(&mut self.requests));
         let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
-        tasks.spawn_local(async move {
-            for (id, body) in dispatch::send_many(&core, &info, requests).await {
+        tasks.spawn(async move {
+            for (id, body) in submitted.answers(&core, &info).await {
                 if let Some(id) = id {
                     let _ = tx.send(Frame::Response { id, body }).await;
                 }

@@ -4,7 +4,7 @@
 
 use crate::actors::fanout::Stores;
 use crate::actors::queue::{Destroy, Pull, Range, Stored};
-use crate::actors::reput::Encoded;
+use crate::actors::reput::{Encoded, StoreWait};
 use crate::error::Error;
 use crate::filter::sql::{Expr, Fields};
 use crate::filter::TagFilter;
@@ -214,11 +214,24 @@ const MERGE_BYTES: usize = 1 << 20;
 /// order, so the queue actor and the writer see one append instead of one
 /// per request; each request still gets its own answer (or error: one
 /// request's bad input fails only that request).
-pub async fn send_many(
-    core: &BrokerCore,
-    conn: &ConnInfo,
-    mut requests: Vec<SendRequest>,
-) -> Vec<(Option<u64>, Reply)> {
+pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendRequest>) -> Vec<(Option<u64>, Reply)> {
+    submit_sends(core, conn, requests).answers(core, conn).await
+}
+
+/// Sends handed to the queues, waiting for their stores.
+pub struct SubmittedSends {
+    /// Requests already answered (refused).
+    answers: Vec<(Option<u64>, Reply)>,
+    /// The rest, in store order, and how many belong to each stored part.
+    members: Vec<(Option<u64>, Answering)>,
+    sizes: Vec<usize>,
+    stored: StoreWait,
+}
+
+/// Checks, encodes and hands to the queues the sends of [`send_many`], all
+/// before returning: sends submitted one after another are stored in that
+/// order, however their waits are scheduled.
+pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRequest>) -> SubmittedSends {
     let mut answers = Vec::with_capacity(requests.len());
     let mut ready = Vec::with_capacity(requests.len());
     for SendRequest { id, body } in &mut requests {
@@ -267,7 +280,7 @@ pub async fn send_many(
                     failed.get_or_insert(e);
                 }
             }
-            members.push((id, prepared));
+            members.push((id, prepared.answering()));
         }
         match failed {
             None => sizes.push(count),
@@ -280,26 +293,34 @@ pub async fn send_many(
             }
         }
     }
-    let Stores { stored, outcomes } = core.reput.store_encoded(encoded).await;
-    let mut members = members.into_iter();
-    for (outcome, size) in outcomes.into_iter().zip(sizes) {
-        let group = members.by_ref().take(size);
-        match outcome {
-            Ok(range) => {
-                let mut rest = stored.get(range).unwrap_or(&[]);
-                for (id, prepared) in group {
-                    let (own, after) = rest.split_at(prepared.dues.len().min(rest.len()));
-                    rest = after;
-                    answers.push((id, Ok(finish_send(core, conn, prepared, own))));
+    SubmittedSends { answers, members, sizes, stored: core.reput.submit_encoded(encoded) }
+}
+
+impl SubmittedSends {
+    /// Waits for the stores and answers every request.
+    pub async fn answers(self, core: &BrokerCore, conn: &ConnInfo) -> Vec<(Option<u64>, Reply)> {
+        let SubmittedSends { mut answers, members, sizes, stored } = self;
+        let Stores { stored, outcomes } = stored.wait().await;
+        let mut members = members.into_iter();
+        for (outcome, size) in outcomes.into_iter().zip(sizes) {
+            let group = members.by_ref().take(size);
+            match outcome {
+                Ok(range) => {
+                    let mut rest = stored.get(range).unwrap_or(&[]);
+                    for (id, answering) in group {
+                        let (own, after) = rest.split_at(answering.dues.len().min(rest.len()));
+                        rest = after;
+                        answers.push((id, Ok(finish_send(core, conn, answering, own))));
+                    }
+                }
+                Err(e) => {
+                    let e = WireError::from(e);
+                    answers.extend(group.map(|(id, _)| (id, Err(e.clone()))));
                 }
             }
-            Err(e) => {
-                let e = WireError::from(e);
-                answers.extend(group.map(|(id, _)| (id, Err(e.clone()))));
-            }
         }
+        answers
     }
-    answers
 }
 
 /// Groups items by destination, keeping arrival order within each: an item
@@ -362,6 +383,24 @@ impl<'a> PreparedSend<'a> {
     fn store_topic(&self) -> &'a str {
         self.store_in.unwrap_or(self.topic)
     }
+
+    /// What answering it needs, apart from the request's bytes.
+    fn answering(self) -> Answering {
+        let PreparedSend { topic, queue, store_queue, dues, traced, received_at, .. } = self;
+        // The topic only names trace events: copied only for them.
+        let topic = if traced.contains(&true) { topic.to_string() } else { String::new() };
+        Answering { topic, queue, store_queue, dues, traced, received_at }
+    }
+}
+
+/// A submitted send's answer, waiting for its store.
+struct Answering {
+    topic: String,
+    queue: u32,
+    store_queue: u32,
+    dues: SmallVec<[Option<i64>; 1]>,
+    traced: SmallVec<[bool; 16]>,
+    received_at: i64,
 }
 
 /// Checks a send request and turns it into the items to store: every
@@ -506,8 +545,8 @@ fn route(
 }
 
 /// The answer to a stored send (and its trace events).
-fn finish_send(core: &BrokerCore, conn: &ConnInfo, prepared: PreparedSend<'_>, stored: &[Stored]) -> Response {
-    let PreparedSend { topic, queue, store_queue, dues, traced, received_at, .. } = prepared;
+fn finish_send(core: &BrokerCore, conn: &ConnInfo, answering: Answering, stored: &[Stored]) -> Response {
+    let Answering { topic, queue, store_queue, dues, traced, received_at } = answering;
     let acks: Vec<StoredAck> = stored
         .iter()
         .zip(dues)
@@ -526,7 +565,7 @@ fn finish_send(core: &BrokerCore, conn: &ConnInfo, prepared: PreparedSend<'_>, s
             .filter(|(_, t)| **t)
             .map(|(ack, _)| trace::SentTrace {
                 msg_id: MessageId { broker: core.advertised, log_offset: ack.log_offset }.to_hex(),
-                topic,
+                topic: &topic,
                 queue: store_queue,
                 offset: ack.queue_offset,
                 received_at,

@@ -1,11 +1,10 @@
 //! The accept loop. Connections are capped by a semaphore (beyond
-//! `max_connections` the loop waits for one to close), handed round-robin to
-//! the worker arbiters, and tracked so shutdown can wait for all of them.
+//! `max_connections` the loop waits for one to close), spawned on the
+//! connection runtime, and tracked so shutdown can wait for all of them.
 //! A failed accept is logged and retried with backoff; the loop keeps going.
 
 use crate::server::connection;
 use crate::server::BrokerCore;
-use actix::ArbiterHandle;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -16,12 +15,11 @@ use tokio::sync::{mpsc, watch, Semaphore};
 pub async fn run(
     listener: TcpListener,
     core: Arc<BrokerCore>,
-    workers: Vec<ArbiterHandle>,
+    connections: tokio::runtime::Handle,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
     let limit = Arc::new(Semaphore::new(core.config.server.max_connections));
-    let mut next = 0usize;
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -67,14 +65,6 @@ pub async fn run(
                 }
             }
         };
-        match workers.get(next % workers.len().max(1)) {
-            Some(worker) => {
-                worker.spawn(task);
-            }
-            None => {
-                actix::spawn(task);
-            }
-        }
-        next = next.wrapping_add(1);
+        connections.spawn(task);
     }
 }

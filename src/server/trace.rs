@@ -32,7 +32,7 @@ pub fn record(reput: &Reput, logger: &slog::Logger, events: Vec<(String, Value)>
         })
         .collect();
     let (reput, logger) = (reput.clone(), logger.clone());
-    actix::spawn(async move {
+    tokio::spawn(async move {
         if let Err(e) = reput.store(TRACE_TOPIC, 0, items).await {
             slog::warn!(logger, "trace records not written"; "error" => %e);
         }
