@@ -238,6 +238,7 @@ impl CommitLog {
     /// Returns the positions per batch, in order.
     pub async fn write_group(&mut self, batches: Vec<AppendBatch>, sync: bool) -> io::Result<Vec<Vec<RecordPos>>> {
         let seg_bytes = self.set.segment_bytes();
+        let group_start = self.write_pos;
         let mut job = WriteJob::default();
         let mut positions = Vec::with_capacity(batches.len());
         let mut current =
@@ -304,7 +305,10 @@ impl CommitLog {
             job.sync = self.dirty.drain(..).map(|(_, f)| f).collect();
         }
         self.prepare_next();
-        if job.sync.is_empty() && job.bytes() <= self.inline_write_max && self.backend.writes_inline() {
+        // The log's advance bounds the group's bytes (a roll's skipped
+        // segment end counts too: such a group merely goes to the backend).
+        let inline = job.sync.is_empty() && self.write_pos - group_start <= self.inline_write_max;
+        if inline && self.backend.writes_inline() {
             self.backend.write_inline(&job)?;
         } else {
             self.backend.run(job).await?;

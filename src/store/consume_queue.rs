@@ -59,6 +59,11 @@ fn file_name(first: u64) -> String {
     format!("{first:020}")
 }
 
+/// The file in `dir` whose first entry is `first`.
+fn file_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(file_name(first))
+}
+
 /// One topic-queue's consume queue.
 #[derive(Debug)]
 pub struct ConsumeQueue {
@@ -99,7 +104,7 @@ impl TailWrite {
     pub fn run(&self) -> io::Result<Vec<PathBuf>> {
         let mut written = Vec::with_capacity(self.writes.len());
         for (base, at, bytes) in &self.writes {
-            let path = self.dir.join(file_name(*base));
+            let path = file_path(&self.dir, *base);
             // Opened here, not through the descriptor cache: these files
             // are written once a checkpoint and would only churn it.
             match fs::OpenOptions::new().write(true).create(true).truncate(false).open(&path) {
@@ -156,7 +161,7 @@ impl ConsumeQueue {
     }
 
     fn path(&self, base: u64) -> PathBuf {
-        self.dir.join(file_name(base))
+        file_path(&self.dir, base)
     }
 
     fn file(&self, base: u64) -> io::Result<Option<Arc<File>>> {
