@@ -301,14 +301,20 @@ async fn sigkill_over_many_queues(window: Option<u64>) {
     // Each round gives every queue an entry, once a checkpoint covers the
     // round before (the first tail writes create 1,200 files: seconds on a
     // slow disk). The kill follows the checkpoint that covers the last.
+    // Every other round runs backwards: the queues sent last, whose entries
+    // end near the head, are then the ones sent first the round before,
+    // whose tails that round's checkpoint wrote. Their tails hold only the
+    // young entry and stay in memory; a tail that also held an entry far
+    // back would be written whole, and the durable point reach the end.
     const ROUNDS: usize = 4;
     let mut covered = (0, 0);
+    let queues: Vec<(&str, u32)> = topics.iter().flat_map(|&t| (0..600u32).map(move |q| (t, q))).collect();
     for round in 0..ROUNDS {
         let mut sends = Vec::new();
-        for topic in topics {
-            for q in 0..600u32 {
-                sends.push(conn.send(topic, q, vec![Message::new(topic, format!("{topic}-{q}-{round}"))]));
-            }
+        let order: Box<dyn Iterator<Item = &(&str, u32)>> =
+            if round % 2 == 0 { Box::new(queues.iter()) } else { Box::new(queues.iter().rev()) };
+        for &(topic, q) in order {
+            sends.push(conn.send(topic, q, vec![Message::new(topic, format!("{topic}-{q}-{round}"))]));
         }
         let mut last = 0;
         for send in sends {
