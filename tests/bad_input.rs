@@ -301,3 +301,58 @@ async fn sends_read_together_are_answered_one_by_one_in_order() {
     }
     assert!(stored.len() == 3, "both merge queues and the other topic took sends");
 }
+
+/// A send whose one message carries `properties` in the given order, as a
+/// client not built on brook's `Message` (whose map sorts them) may send.
+fn send_with_properties(id: u64, topic: &str, properties: &[(&str, &str)]) -> Vec<u8> {
+    let empty = Request::Send { topic: topic.into(), queue: 0, messages: Vec::new() };
+    let mut body = frame_bytes(&Frame::Request { id, body: empty });
+    // The empty send's bytes end with its message count, a lone 0.
+    assert_eq!(body.pop(), Some(0));
+    body.push(1);
+    let msg = brook_proto::MessageOut { topic: "", tags: None, keys: &["k"], properties, body: b"foreign", born_ts: 1 };
+    body.extend(bincode::serde::encode_to_vec(&msg, bincode::config::standard()).expect("encode"));
+    let len = (body.len() - 4) as u32;
+    body[..4].copy_from_slice(&len.to_be_bytes());
+    body
+}
+
+/// Properties stored in wire order — unsorted, a name twice — come back
+/// from a pull as from a lookup by id: sorted, each name with its last value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsorted_and_repeated_properties_are_pulled_as_a_map_holds_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&base_env(dir.path(), "std"));
+    let conn = broker.connect().await;
+    conn.create_topic("foreign", 1).await.expect("create");
+    let mut stream = raw(&broker.addr);
+    stream.write_all(&hello(PROTOCOL_VERSION)).expect("hello");
+    assert!(matches!(read_frame(&mut stream), Some(Frame::Response { body: Ok(Response::Hello { .. }), .. })));
+    let cases: [&[(&str, &str)]; 3] =
+        [&[("b", "2"), ("a", "1")], &[("x", "old"), ("a", "1"), ("x", "new")], &[("a", "1"), ("b", "2")]];
+    for (id, properties) in (2..).zip(cases) {
+        stream.write_all(&send_with_properties(id, "foreign", properties)).expect("send");
+        match read_frame(&mut stream) {
+            Some(Frame::Response { id: answered, body: Ok(Response::Sent(acks)) }) => {
+                assert_eq!((answered, acks.len()), (id, 1));
+            }
+            other => panic!("send {id} not stored: {other:?}"),
+        }
+    }
+    let pulled = conn.pull("foreign", 0, 0, 16, 0, None, 0).await.expect("pull").messages;
+    let expected: [&[(&str, &str)]; 3] =
+        [&[("a", "1"), ("b", "2")], &[("a", "1"), ("x", "new")], &[("a", "1"), ("b", "2")]];
+    assert_eq!(pulled.len(), expected.len());
+    for (msg, want) in pulled.iter().zip(expected) {
+        let got: Vec<(&str, &str)> = msg.message.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, want, "offset {}", msg.queue_offset);
+        assert_eq!((msg.message.topic.as_str(), msg.message.keys.as_slice()), ("foreign", &["k".to_string()][..]));
+        // The lookup by id decodes the record into the owned map itself.
+        assert_eq!(&conn.get_message(&msg.msg_id).await.expect("by id"), msg);
+    }
+    // SQL filters look names up in the same sorted properties.
+    for (sql, offsets) in [("b = '2'", vec![0, 2]), ("x = 'new'", vec![1]), ("x = 'old'", vec![])] {
+        let pulled = conn.pull_filtered("foreign", 0, 0, 16, (None, Some(sql)), 0).await.expect("pull").messages;
+        assert_eq!(pulled.iter().map(|m| m.queue_offset).collect::<Vec<_>>(), offsets, "{sql}");
+    }
+}

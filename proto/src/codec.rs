@@ -4,7 +4,8 @@
 //! length inside the body cannot make the reader allocate without limit.
 
 use crate::frame::Frame;
-use crate::request::SendRef;
+use crate::message::StoredMessageOut;
+use crate::request::{PullResult, Response, SendRef};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -191,8 +192,9 @@ pub fn decode_send(body: &[u8]) -> Result<SendRef<'_>, CodecError> {
     Ok(send)
 }
 
-/// The broker's reading side: [`FrameCodec`]'s frames, with sends split
-/// off undecoded (a shared slice of the read buffer, not a copy).
+/// The broker's side of a connection. It reads [`FrameCodec`]'s frames,
+/// with sends split off undecoded (a shared slice of the read buffer, not a
+/// copy), and writes [`Outbound`]s.
 #[derive(Debug, Clone)]
 pub struct BrokerCodec(FrameCodec);
 
@@ -242,6 +244,119 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
+/// What a connection writes: a frame to encode, or one encoded already (a
+/// pull's answer, see [`PulledFrame`]).
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame, encoded as it is written.
+    Frame(Frame),
+    /// A whole frame, length prefix included, within the codec's maximum.
+    Encoded(Bytes),
+}
+
+impl From<Frame> for Outbound {
+    fn from(frame: Frame) -> Self {
+        Outbound::Frame(frame)
+    }
+}
+
+/// The broker writes frames and frames encoded already.
+impl Encoder<Outbound> for BrokerCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, out: Outbound, dst: &mut BytesMut) -> Result<(), CodecError> {
+        match out {
+            Outbound::Frame(frame) => self.0.encode(frame, dst),
+            Outbound::Encoded(bytes) => {
+                dst.extend_from_slice(&bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Room kept in front of a pull's messages for what precedes them: length
+/// prefix, frame and answer variants, request id and message count (at most
+/// 4 + 1 + 9 + 1 + 1 + 9 bytes).
+const PULLED_HEAD_ROOM: usize = 32;
+
+/// A pull's answer built message by message, each encoded from borrowed
+/// parts ([`StoredMessageOut`]) straight into the frame's buffer. Finished,
+/// it is the very bytes of the `Frame::Response` carrying a
+/// `Response::Pulled` that clients decode, but no owned message (a handful
+/// of allocations each) was built, filled, encoded and freed on the way.
+#[derive(Debug)]
+pub struct PulledFrame {
+    buf: BytesMut,
+    count: u64,
+}
+
+impl PulledFrame {
+    /// An answer with room for about `bytes` of messages.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(PULLED_HEAD_ROOM + bytes + 32);
+        buf.resize(PULLED_HEAD_ROOM, 0);
+        Self { buf, count: 0 }
+    }
+
+    /// Appends one message.
+    pub fn push(&mut self, msg: &StoredMessageOut<'_>) -> Result<(), CodecError> {
+        let mut writer = (&mut self.buf).writer();
+        bincode::serde::encode_into_std_write(msg, &mut writer, bincode::config::standard())
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Messages appended.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no message was appended.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The whole frame answering request `id`, length prefix included.
+    pub fn finish(
+        mut self,
+        id: u64,
+        (next_offset, min_offset, max_offset): (u64, u64, u64),
+        max_frame: usize,
+    ) -> Result<Bytes, CodecError> {
+        // What comes before and after the messages is taken from the
+        // derived encoding of the same answer without them, so the two
+        // cannot drift apart: it is that answer's bytes with the message
+        // count (a lone 0) in the middle.
+        let result = PullResult { messages: Vec::new(), next_offset, min_offset, max_offset };
+        let empty = encode_to_vec(&Frame::Response { id, body: Ok(Response::Pulled(result)) })?;
+        let tail = encode_to_vec(&(next_offset, min_offset, max_offset))?;
+        let count = encode_to_vec(&self.count)?;
+        let head = empty.len() - tail.len() - 1;
+        let (head, tail) = (&empty[..head], &empty[head + 1..]);
+        let prefix = 4 + head.len() + count.len();
+        let len = self.buf.len() - PULLED_HEAD_ROOM + head.len() + count.len() + tail.len();
+        if len > max_frame {
+            return Err(CodecError::TooLarge { len, max: max_frame });
+        }
+        let start =
+            PULLED_HEAD_ROOM.checked_sub(prefix).ok_or_else(|| CodecError::Encode("answer head too long".into()))?;
+        let front = &mut self.buf[start..PULLED_HEAD_ROOM];
+        front[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        front[4..4 + head.len()].copy_from_slice(head);
+        front[4 + head.len()..].copy_from_slice(&count);
+        self.buf.extend_from_slice(tail);
+        self.buf.advance(start);
+        Ok(self.buf.freeze())
+    }
+}
+
+/// bincode's encoding of one value into a fresh buffer.
+fn encode_to_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +372,78 @@ mod tests {
                 messages: vec![Message::new("t", b"hello".to_vec()).with_key("k")],
             },
         }
+    }
+
+    fn stored(i: u64, msg: Message) -> crate::StoredMessage {
+        crate::StoredMessage {
+            msg_id: format!("{i:032X}"),
+            queue: i as u32 % 7,
+            queue_offset: i * 1000,
+            log_offset: i << 33,
+            store_ts: 1_700_000_000_000 - i as i64,
+            flags: (i % 3) as u32,
+            reconsume_times: (i % 17) as u32,
+            message: Message { born_ts: -(i as i64), ..msg },
+        }
+    }
+
+    fn pulled_frame(messages: &[crate::StoredMessage]) -> PulledFrame {
+        let mut frame = PulledFrame::with_capacity(64);
+        for m in messages {
+            let keys: Vec<&str> = m.message.keys.iter().map(String::as_str).collect();
+            let props: Vec<(&str, &str)> = m.message.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let out = StoredMessageOut {
+                msg_id: &m.msg_id,
+                queue: m.queue,
+                queue_offset: m.queue_offset,
+                log_offset: m.log_offset,
+                store_ts: m.store_ts,
+                flags: m.flags,
+                reconsume_times: m.reconsume_times,
+                message: crate::MessageOut {
+                    topic: &m.message.topic,
+                    tags: m.message.tags.as_deref(),
+                    keys: &keys,
+                    properties: &props,
+                    body: &m.message.body,
+                    born_ts: m.message.born_ts,
+                },
+            };
+            frame.push(&out).expect("push");
+        }
+        frame
+    }
+
+    #[test]
+    fn a_pulled_frame_is_the_derived_encoding_of_the_same_answer() {
+        let full = Message::new("orders", vec![7u8; 300])
+            .with_tags("TagA")
+            .with_key("k1")
+            .with_key("k2")
+            .with_property("b", "2")
+            .with_property("a", "1");
+        let mut all = vec![stored(1, full), stored(2, Message::new("", Vec::new()))];
+        // Past 250 messages the count takes three bytes instead of one.
+        all.extend((3..300).map(|i| stored(i, Message::new("t", vec![i as u8; i as usize % 9]).with_key("k"))));
+        let cases =
+            [(0, 0, (0, 0, 0)), (7, 1, (1, 0, 2)), (300, 2, (251, 250, 252)), (u64::MAX, 299, (u64::MAX, 5, u64::MAX))];
+        for (id, count, (next_offset, min_offset, max_offset)) in cases {
+            let messages = all[..count].to_vec();
+            let ours =
+                pulled_frame(&messages).finish(id, (next_offset, min_offset, max_offset), 1 << 20).expect("finish");
+            let result = PullResult { messages, next_offset, min_offset, max_offset };
+            let derived = Frame::Response { id, body: Ok(Response::Pulled(result)) };
+            assert_eq!(&ours[..], &encode_frame(&derived).expect("encode")[..], "id {id}, {count} messages");
+            let mut buf = BytesMut::from(&ours[..]);
+            assert_eq!(FrameCodec::default().decode(&mut buf).expect("decode"), Some(derived));
+        }
+    }
+
+    #[test]
+    fn a_pulled_frame_over_the_maximum_is_refused() {
+        let messages: Vec<_> = (0..4).map(|i| stored(i, Message::new("t", vec![0u8; 100]))).collect();
+        let err = pulled_frame(&messages).finish(1, (4, 0, 4), 256).expect_err("over 256 bytes");
+        assert!(matches!(err, CodecError::TooLarge { max: 256, .. }), "{err}");
     }
 
     #[test]

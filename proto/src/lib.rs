@@ -26,10 +26,10 @@ pub mod names;
 pub mod request;
 pub mod system;
 
-pub use codec::{BrokerCodec, CodecError, FrameCodec, Incoming};
+pub use codec::{BrokerCodec, CodecError, FrameCodec, Incoming, Outbound, PulledFrame};
 pub use error::{ErrorCode, WireError};
 pub use frame::Frame;
-pub use message::{Message, MessageRef, PropertiesRef, StoredMessage};
+pub use message::{Message, MessageOut, MessageRef, PropertiesRef, StoredMessage, StoredMessageOut};
 pub use msg_id::MessageId;
 pub use request::{Request, Response, SendAck, SendRef, StoredAck};
 

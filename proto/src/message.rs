@@ -116,6 +116,53 @@ impl StoredMessage {
     }
 }
 
+/// A [`StoredMessage`] with every field borrowed: a broker encodes a pull's
+/// answer from these, straight from its log's bytes, without building the
+/// owned message. Same wire form as [`StoredMessage`] when `properties` are
+/// sorted by name without repeats (as the map keeps them).
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredMessageOut<'a> {
+    /// Message id.
+    pub msg_id: &'a str,
+    /// The queue within the topic.
+    pub queue: u32,
+    /// Offset within the queue.
+    pub queue_offset: u64,
+    /// Byte offset in the commit log.
+    pub log_offset: u64,
+    /// When the broker stored it.
+    pub store_ts: i64,
+    /// Record flags.
+    pub flags: u32,
+    /// How many times it was handed back for a retry.
+    pub reconsume_times: u32,
+    /// The message as produced.
+    pub message: MessageOut<'a>,
+}
+
+/// The [`Message`] of a [`StoredMessageOut`].
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageOut<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Tag.
+    pub tags: Option<&'a str>,
+    /// Business keys.
+    pub keys: &'a [&'a str],
+    /// Properties, sorted by name, each name once.
+    #[serde(serialize_with = "pairs_as_map")]
+    pub properties: &'a [(&'a str, &'a str)],
+    /// The payload.
+    #[serde(with = "serde_bytes")]
+    pub body: &'a [u8],
+    /// When the producer created it.
+    pub born_ts: i64,
+}
+
+fn pairs_as_map<S: serde::Serializer>(pairs: &&[(&str, &str)], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
 /// A produced message decoded in place: every field borrows from the frame
 /// that carried it. The broker stores sends from these, so a message costs no
 /// allocation between the socket and the log. Same wire form as [`Message`].

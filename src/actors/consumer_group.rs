@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::store::group_state::{self, GroupState, OffsetKey};
 use crate::store::topics::TopicTable;
 use actix::prelude::*;
+use brook_proto::codec::Outbound;
 use brook_proto::names::validate_name;
 use brook_proto::request::{
     ConsumeMode, GroupInfo, Heartbeat, MemberInfo, QueueLag, QueueOffset, QueueRef, RetryPolicy, StartFrom,
@@ -39,7 +40,7 @@ pub struct ClientHandle {
     /// The client's id from its hello.
     pub client_id: String,
     /// Frames sent here go out on the client's connection.
-    pub notify: mpsc::Sender<Frame>,
+    pub notify: mpsc::Sender<Outbound>,
 }
 
 struct Member {
@@ -269,7 +270,7 @@ impl ConsumerGroupActor {
                 let notice = Frame::Oneway { body: Request::AssignmentChanged { group: self.name.clone() } };
                 // A full outbox means the member is busy reading; it will
                 // see the new assignment on its next heartbeat anyway.
-                let _ = m.client.notify.try_send(notice);
+                let _ = m.client.notify.try_send(notice.into());
             }
         }
         slog::info!(self.logger, "group rebalanced"; "group" => &self.name, "generation" => self.generation,
@@ -592,7 +593,7 @@ impl Handler<Reset> for ConsumerGroupActor {
         self.reset_generation = self.generation;
         let notice = Frame::Oneway { body: Request::OffsetsReset { group: self.name.clone(), topic: msg.topic } };
         for member in self.members.values() {
-            let _ = member.client.notify.try_send(notice.clone());
+            let _ = member.client.notify.try_send(notice.clone().into());
         }
     }
 }

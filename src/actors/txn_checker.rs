@@ -569,7 +569,7 @@ impl Checker {
         let message: StoredMessage = crate::server::dispatch::stored_message(broker, half, h.cq_offset, rec);
         let body =
             Request::CheckTransaction { group: h.group.clone(), msg_id: self.msg_id(half), message: Box::new(message) };
-        if producer.notify.try_send(Frame::Oneway { body }).is_err() {
+        if producer.notify.try_send(Frame::Oneway { body }.into()).is_err() {
             if let Some(p) = self.pending.get_mut(&half) {
                 p.next_check = now + NO_PRODUCER_RETRY_MS;
             }

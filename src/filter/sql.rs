@@ -6,7 +6,6 @@
 //! not one, is false. Parsed once per subscription; a malformed expression
 //! is refused with the character position of the problem.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// A literal.
@@ -367,8 +366,8 @@ pub fn parse(text: &str) -> Result<Expr, SqlError> {
 
 /// The message fields an expression can see.
 pub struct Fields<'a> {
-    /// Properties.
-    pub properties: &'a BTreeMap<String, String>,
+    /// Properties as (name, value), sorted by name, each name once.
+    pub properties: &'a [(&'a str, &'a str)],
     /// Tag (`TAGS`).
     pub tags: Option<&'a str>,
 }
@@ -378,7 +377,8 @@ impl Fields<'_> {
         if name == "TAGS" {
             return self.tags;
         }
-        self.properties.get(name).map(String::as_str)
+        let at = self.properties.binary_search_by_key(&name, |(n, _)| n).ok()?;
+        Some(self.properties[at].1)
     }
 }
 
@@ -431,7 +431,8 @@ mod tests {
     use super::*;
 
     fn eval(sql: &str, props: &[(&str, &str)]) -> bool {
-        let properties: BTreeMap<String, String> = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut properties = props.to_vec();
+        properties.sort_unstable();
         parse(sql).expect(sql).matches(&Fields { properties: &properties, tags: Some("TagA") })
     }
 

@@ -17,7 +17,7 @@ use crate::actors::consumer_group::ClientHandle;
 use crate::server::dispatch::{self, SendBody, SendRequest};
 use crate::server::BrokerCore;
 use brook_proto::{
-    BrokerCodec, CodecError, ErrorCode, Frame, FrameCodec, Incoming, Request, Response, WireError, PROTOCOL_VERSION,
+    BrokerCodec, CodecError, ErrorCode, Frame, Incoming, Outbound, Request, Response, WireError, PROTOCOL_VERSION,
 };
 use futures::{FutureExt, SinkExt, StreamExt};
 use std::net::SocketAddr;
@@ -52,8 +52,8 @@ pub struct ConnInfo {
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
-fn error_frame(id: u64, code: ErrorCode, message: String) -> Frame {
-    Frame::Response { id, body: Err(WireError::new(code, message)) }
+fn error_frame(id: u64, code: ErrorCode, message: String) -> Outbound {
+    Frame::Response { id, body: Err(WireError::new(code, message)) }.into()
 }
 
 /// Serves one connection until EOF, a broken frame, or shutdown.
@@ -62,8 +62,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
     let max_frame = core.config.server.max_frame_bytes;
     let (read_half, write_half) = stream.into_split();
     let mut frames = FramedRead::new(read_half, BrokerCodec::new(max_frame));
-    let (tx, rx) = mpsc::channel::<Frame>(1024);
-    let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, FrameCodec::new(max_frame)), rx));
+    let (tx, rx) = mpsc::channel::<Outbound>(1024);
+    let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, BrokerCodec::new(max_frame)), rx));
     let logger = core.logger.new(slog::o!("peer" => peer.to_string()));
 
     let info = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
@@ -79,7 +79,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
                 None
             } else {
                 let hello = Response::Hello { version: PROTOCOL_VERSION, broker: core.advertised.to_string() };
-                let _ = tx.send(Frame::Response { id, body: Ok(hello) }).await;
+                let _ = tx.send(Frame::Response { id, body: Ok(hello) }.into()).await;
                 let client = ClientHandle {
                     conn_id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
                     client_id,
@@ -160,9 +160,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
                         sends.spawn(&mut tasks, &core, &info, &tx);
                         let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
                         tasks.spawn(async move {
-                            let body = dispatch::handle(&core, &info, body).await;
+                            let answer = dispatch::handle(&core, &info, body).await;
                             if let Some(id) = id {
-                                let _ = tx.send(Frame::Response { id, body }).await;
+                                let _ = tx.send(answer.framed(id, max_frame)).await;
                             }
                             drop(permit);
                         });
@@ -231,7 +231,7 @@ impl SendGroup {
         tasks: &mut JoinSet<()>,
         core: &Arc<BrokerCore>,
         info: &Arc<ConnInfo>,
-        tx: &mpsc::Sender<Frame>,
+        tx: &mpsc::Sender<Outbound>,
     ) {
         if self.requests.is_empty() {
             return;
@@ -245,7 +245,7 @@ impl SendGroup {
         tasks.spawn(async move {
             for (id, body) in submitted.answers(&core, &info).await {
                 if let Some(id) = id {
-                    let _ = tx.send(Frame::Response { id, body }).await;
+                    let _ = tx.send(Frame::Response { id, body }.into()).await;
                 }
             }
             drop(permits);
@@ -253,7 +253,7 @@ impl SendGroup {
     }
 }
 
-fn codec_error_frame(e: &CodecError) -> Frame {
+fn codec_error_frame(e: &CodecError) -> Outbound {
     match e {
         CodecError::TooLarge { .. } => error_frame(0, ErrorCode::FrameTooLarge, e.to_string()),
         _ => error_frame(0, ErrorCode::MalformedFrame, e.to_string()),
@@ -262,7 +262,10 @@ fn codec_error_frame(e: &CodecError) -> Frame {
 
 /// Writes answers as they come, flushing only when no more are waiting, so
 /// many answers share one syscall under load.
-async fn write_loop(mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>, mut rx: mpsc::Receiver<Frame>) {
+async fn write_loop(
+    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>,
+    mut rx: mpsc::Receiver<Outbound>,
+) {
     while let Some(frame) = rx.recv().await {
         if sink.feed(frame).await.is_err() {
             return;

@@ -14,12 +14,15 @@ use crate::store::commitlog::LogReader;
 use crate::store::consume_queue::CqEntry;
 use crate::store::record::{self, DecodedRecord};
 use brook_proto::names::validate_name;
-use brook_proto::request::{PullResult, QueueRef, QueueStats, StoredAck, TopicInfo};
+use brook_proto::request::{QueueRef, QueueStats, StoredAck, TopicInfo};
 use brook_proto::system::{
     is_reserved_topic, PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_DELIVER_AT, PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES,
     PROP_TRACE, PROP_TRANSACTION,
 };
-use brook_proto::{ErrorCode, Message, MessageId, MessageRef, Request, Response, StoredMessage, WireError};
+use brook_proto::{
+    ErrorCode, Frame, Message, MessageId, MessageOut, MessageRef, Outbound, PulledFrame, Request, Response,
+    StoredMessage, StoredMessageOut, WireError,
+};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -37,9 +40,37 @@ fn mailbox(e: actix::MailboxError) -> WireError {
     Error::Busy(format!("actor unavailable: {e}")).into()
 }
 
+/// How a request's answer goes out.
+pub enum Answer {
+    /// An answer to encode.
+    Reply(Reply),
+    /// A pull's answer, encoded already but for the request id.
+    Pulled(PulledAnswer),
+}
+
+/// A pull's messages in their frame, and the queue's offsets.
+pub struct PulledAnswer {
+    frame: PulledFrame,
+    offsets: (u64, u64, u64),
+}
+
+impl Answer {
+    /// The frame that answers request `id`.
+    pub fn framed(self, id: u64, max_frame: usize) -> Outbound {
+        let body = match self {
+            Answer::Reply(body) => body,
+            Answer::Pulled(PulledAnswer { frame, offsets }) => match frame.finish(id, offsets, max_frame) {
+                Ok(bytes) => return Outbound::Encoded(bytes),
+                Err(e) => Err(WireError::new(ErrorCode::Internal, format!("pull answer not encoded: {e}"))),
+            },
+        };
+        Frame::Response { id, body }.into()
+    }
+}
+
 /// Answers one request.
-pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Reply {
-    match request {
+pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Answer {
+    let reply = match request {
         Request::Hello { .. } => Err(WireError::new(ErrorCode::InvalidArgument, "hello was already received")),
         Request::Ping => Ok(Response::Pong),
         Request::CreateTopic { name, queues } => create_topic(core, &name, queues),
@@ -63,7 +94,10 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Rep
         }
         Request::Pull { topic, queue, offset, max_messages, max_bytes, tags, long_poll_ms, sql } => {
             let filters = (tags.as_deref(), sql.as_deref());
-            pull(core, &topic, queue, offset, max_messages, max_bytes, filters, long_poll_ms).await
+            return match pull(core, &topic, queue, offset, max_messages, max_bytes, filters, long_poll_ms).await {
+                Ok(pulled) => Answer::Pulled(pulled),
+                Err(e) => Answer::Reply(Err(e)),
+            };
         }
         Request::Heartbeat(heartbeat) => groups::heartbeat(core, conn, heartbeat).await,
         Request::LeaveGroup { group, member } => groups::leave(core, &group, member).await,
@@ -99,7 +133,8 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Rep
         Request::AssignmentChanged { .. } | Request::OffsetsReset { .. } => {
             Err(WireError::new(ErrorCode::InvalidArgument, "notices are sent by the broker, not to it"))
         }
-    }
+    };
+    Answer::Reply(reply)
 }
 
 fn create_topic(core: &BrokerCore, name: &str, queues: u32) -> Reply {
@@ -587,7 +622,7 @@ async fn pull(
     max_bytes: u32,
     (tags, sql): (Option<&str>, Option<&str>),
     long_poll_ms: u64,
-) -> Reply {
+) -> Result<PulledAnswer, WireError> {
     let queues = topic_queues(core, topic)?;
     check_queue(topic, queue, queues)?;
     let filter = Arc::new(TagFilter::parse(tags).map_err(Error::InvalidArgument)?);
@@ -620,24 +655,20 @@ async fn pull(
     // not stall the connections sharing this thread.
     let pulled = Pulled { reader: core.reader.clone(), broker: core.advertised, filter, sql };
     let entries = found.entries;
-    let mut messages = Vec::with_capacity(entries.len());
+    let bytes = entries.iter().map(|(_, e)| e.size as usize).sum();
+    let mut frame = PulledFrame::with_capacity(bytes);
     let caught_up = found.next_offset >= found.max_offset;
     let inline = if caught_up { entries.len() } else { entries.len().min(INLINE_READS) };
-    let next = pulled.read(&entries[..inline], 0, true, &mut messages)?;
+    let next = pulled.read(&entries[..inline], 0, true, &mut frame)?;
     if next < entries.len() {
-        messages = tokio::task::spawn_blocking(move || -> Result<Vec<StoredMessage>, Error> {
-            pulled.read(&entries, next, false, &mut messages)?;
-            Ok(messages)
+        frame = tokio::task::spawn_blocking(move || -> Result<PulledFrame, Error> {
+            pulled.read(&entries, next, false, &mut frame)?;
+            Ok(frame)
         })
         .await
         .map_err(|e| Error::Busy(e.to_string()))??;
     }
-    Ok(Response::Pulled(PullResult {
-        messages,
-        next_offset: found.next_offset,
-        min_offset: found.min_offset,
-        max_offset: found.max_offset,
-    }))
+    Ok(PulledAnswer { frame, offsets: (found.next_offset, found.min_offset, found.max_offset) })
 }
 
 /// Records a pull that leaves a backlog behind it reads on the
@@ -661,37 +692,75 @@ impl Pulled {
         entries: &[(u64, CqEntry)],
         from: usize,
         cached_only: bool,
-        out: &mut Vec<StoredMessage>,
+        out: &mut PulledFrame,
     ) -> Result<usize, Error> {
         let entries = entries.get(from..).unwrap_or(&[]);
         if cached_only {
             let at: Vec<(u64, u32)> = entries.iter().map(|(_, e)| (e.log_offset, e.size)).collect();
-            let records = self.reader.read_cached(&at)?;
-            let read = records.len();
-            for ((queue_offset, entry), rec) in entries.iter().zip(records) {
-                self.keep(*queue_offset, entry, rec, out);
-            }
+            let read = self.reader.read_cached(&at, |i, bytes| {
+                let (queue_offset, entry) = &entries[i];
+                self.keep(*queue_offset, entry, bytes, out)
+            })?;
             return Ok(from + read);
         }
         for (queue_offset, entry) in entries {
-            let rec = self.reader.read(entry.log_offset, entry.size)?;
-            self.keep(*queue_offset, entry, rec, out);
+            let bytes = self.reader.read_raw(entry.log_offset, entry.size)?;
+            self.keep(*queue_offset, entry, &bytes, out)?;
         }
         Ok(from + entries.len())
     }
 
-    /// Adds `rec` to `out` if the filters accept it.
-    fn keep(&self, queue_offset: u64, entry: &CqEntry, rec: DecodedRecord, out: &mut Vec<StoredMessage>) {
+    /// Adds the checked record `bytes` to `out` if the filters accept it,
+    /// encoding it from its fields in place.
+    fn keep(&self, queue_offset: u64, entry: &CqEntry, bytes: &[u8], out: &mut PulledFrame) -> Result<(), Error> {
+        let corrupt = |reason| Error::Corrupt { offset: entry.log_offset, reason };
+        let rec = record::view(bytes).map_err(corrupt)?;
         // The hash pass can collide; the tag string decides.
-        if !self.filter.matches(rec.message.tags.as_deref()) {
-            return;
+        if !self.filter.matches(rec.tags) {
+            return Ok(());
         }
-        let fields = Fields { properties: &rec.message.properties, tags: rec.message.tags.as_deref() };
-        if self.sql.as_ref().is_some_and(|expr| !expr.matches(&fields)) {
-            return;
+        let keys: SmallVec<[&str; 4]> = rec.keys().collect();
+        let properties = sorted_properties(rec.properties());
+        if self.sql.as_ref().is_some_and(|expr| !expr.matches(&Fields { properties: &properties, tags: rec.tags })) {
+            return Ok(());
         }
-        out.push(stored_message(self.broker, entry.log_offset, queue_offset, rec));
+        let property = |name| properties.binary_search_by_key(&name, |(n, _)| *n).ok().map(|at| properties[at].1);
+        let origin = property(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(entry.log_offset);
+        let msg_id = MessageId { broker: self.broker, log_offset: origin }.to_hex();
+        let msg = StoredMessageOut {
+            msg_id: &msg_id,
+            queue: rec.head.queue_id,
+            queue_offset,
+            log_offset: entry.log_offset,
+            store_ts: rec.head.store_ts,
+            flags: rec.head.flags,
+            reconsume_times: property(PROP_RECONSUME_TIMES).and_then(|n| n.parse().ok()).unwrap_or(0),
+            message: MessageOut {
+                topic: rec.topic,
+                tags: rec.tags,
+                keys: &keys,
+                properties: &properties,
+                body: rec.body,
+                born_ts: rec.head.born_ts,
+            },
+        };
+        out.push(&msg).map_err(|e| corrupt(e.to_string()))
     }
+}
+
+/// A record's properties as the owned message's map holds them: sorted by
+/// name, and a name given twice with its last value. Records the broker or
+/// this crate's client wrote are sorted already.
+fn sorted_properties<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> SmallVec<[(&'a str, &'a str); 8]> {
+    let mut pairs: SmallVec<[(&str, &str); 8]> = pairs.collect();
+    if !pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+        // Reversed, a stable sort puts each name's last value first, and
+        // dedup keeps the first of each run.
+        pairs.reverse();
+        pairs.sort_by_key(|(name, _)| *name);
+        pairs.dedup_by_key(|(name, _)| *name);
+    }
+    pairs
 }
 
 /// A record as a consumer sees it. Copies the broker made (delayed,
@@ -718,7 +787,26 @@ pub fn stored_message(
 
 #[cfg(test)]
 mod tests {
-    use super::merge_in_order;
+    use super::{merge_in_order, sorted_properties};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn stored_properties_are_answered_as_the_owned_map_holds_them() {
+        let cases: [&[(&str, &str)]; 6] = [
+            &[],
+            &[("a", "1")],
+            &[("a", "1"), ("b", "2"), ("c", "3")],
+            &[("c", "3"), ("a", "1"), ("b", "2")],
+            // A name given twice keeps its last value, wherever it sits.
+            &[("b", "old"), ("a", "1"), ("b", "new")],
+            &[("x", "1"), ("x", "2"), ("a", "0"), ("x", "3"), ("a", "9")],
+        ];
+        for pairs in cases {
+            let map: BTreeMap<&str, &str> = pairs.iter().copied().collect();
+            let expected: Vec<(&str, &str)> = map.into_iter().collect();
+            assert_eq!(sorted_properties(pairs.iter().copied()).to_vec(), expected, "{pairs:?}");
+        }
+    }
 
     #[test]
     fn merged_groups_keep_arrival_order_per_destination() {

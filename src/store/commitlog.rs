@@ -367,18 +367,18 @@ impl LogReader {
         Ok(buf)
     }
 
-    /// [`LogReader::read`] of each record of `at` (log offset and size, in
-    /// ascending order, as a queue lists them) as long as the page cache
-    /// holds it (`preadv2` with `RWF_NOWAIT`): returns the records read, from
-    /// the first on, and stops at the first that would wait for the disk.
+    /// [`LogReader::read_raw`] of each record of `at` (log offset and size,
+    /// in ascending order, as a queue lists them) as long as the page cache
+    /// holds it (`preadv2` with `RWF_NOWAIT`): hands each checked record's
+    /// index and bytes to `each`, from the first on, stops at the first that
+    /// would wait for the disk, and returns how many it handed over.
     /// Fresh records can then be read on a connection's thread, and only
     /// cold ones take the trip to a thread that may block. Neighbouring
     /// records are read together, one call per run of them within
     /// [`CACHED_SPAN`] bytes of one segment: a consumer keeping up pulls a
     /// few records at a time, and a call per record was most of a pull's
     /// system time.
-    pub fn read_cached(&self, at: &[(u64, u32)]) -> Result<Vec<DecodedRecord>> {
-        let mut out = Vec::with_capacity(at.len());
+    pub fn read_cached(&self, at: &[(u64, u32)], mut each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<usize> {
         let mut i = 0;
         while i < at.len() {
             let (first, _) = at[i];
@@ -396,16 +396,17 @@ impl LogReader {
             let (last, last_size) = at[end - 1];
             let span = (last + u64::from(last_size)).saturating_sub(first).max(u64::from(at[i].1));
             let buf = self.read_nowait(first, span as usize)?;
-            for &(offset, size) in &at[i..end] {
+            for (n, &(offset, size)) in at[i..end].iter().enumerate() {
                 let from = (offset - first) as usize;
                 let Some(bytes) = buf.get(from..from + size as usize) else {
-                    return Ok(out);
+                    return Ok(i + n);
                 };
-                out.push(decode_checked(bytes, offset)?);
+                record::check(bytes, offset).map_err(|reason| Error::Corrupt { offset, reason })?;
+                each(i + n, bytes)?;
             }
             i = end;
         }
-        Ok(out)
+        Ok(at.len())
     }
 
     /// Up to `len` bytes at `log_offset` that the page cache holds, from the
@@ -461,12 +462,6 @@ impl LogReader {
         let buf = self.read_raw(log_offset, size)?;
         record::decode(&buf).map_err(|reason| Error::Corrupt { offset: log_offset, reason })
     }
-}
-
-/// Checks and decodes the record read at `log_offset`.
-fn decode_checked(buf: &[u8], log_offset: u64) -> Result<DecodedRecord> {
-    record::check(buf, log_offset).map_err(|reason| Error::Corrupt { offset: log_offset, reason })?;
-    record::decode(buf).map_err(|reason| Error::Corrupt { offset: log_offset, reason })
 }
 
 #[cfg(test)]
@@ -598,8 +593,15 @@ mod tests {
         for (stride, skip) in [(1, 0), (2, 1), (7, 3)] {
             let listed: Vec<&RecordPos> = written.iter().skip(skip).step_by(stride).collect();
             let at: Vec<(u64, u32)> = listed.iter().map(|p| (p.log_offset, p.size)).collect();
-            let records = reader.read_cached(&at).expect("read");
-            assert_eq!(records.len(), listed.len(), "every listed record (stride {stride})");
+            let mut records = Vec::new();
+            let read = reader
+                .read_cached(&at, |n, bytes| {
+                    assert_eq!(n, records.len(), "records come in order");
+                    records.push(record::decode(bytes).expect("decode"));
+                    Ok(())
+                })
+                .expect("read");
+            assert_eq!((read, records.len()), (listed.len(), listed.len()), "every listed record (stride {stride})");
             for (n, rec) in records.iter().enumerate() {
                 let i = (skip + n * stride) as u32;
                 assert_eq!(rec.message.body[..4], i.to_le_bytes(), "record {i} in its place");

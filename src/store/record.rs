@@ -7,7 +7,6 @@
 //! so the io thread only moves bytes and checksums.
 
 use brook_proto::{Message, MessageRef};
-use std::collections::BTreeMap;
 
 /// Marks a message record.
 pub const RECORD_MAGIC: u32 = 0x4252_4B31; // "BRK1"
@@ -423,9 +422,61 @@ pub struct DecodedRecord {
     pub message: Message,
 }
 
-/// Decodes a checked record into its fields; `Err` names the broken field.
-pub fn decode(buf: &[u8]) -> Result<DecodedRecord, String> {
-    let head = head(buf);
+/// A checked record's fields, borrowed from its bytes: what a pull encodes
+/// its answer from without building the owned [`Message`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// The fixed fields.
+    pub head: RecordHead,
+    /// The topic.
+    pub topic: &'a str,
+    /// The tag (`None` when empty).
+    pub tags: Option<&'a str>,
+    /// The body.
+    pub body: &'a [u8],
+    keys: &'a [u8],
+    properties: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// The keys, in stored order.
+    pub fn keys(&self) -> impl Iterator<Item = &'a str> + 'a {
+        Strings(self.keys).flatten()
+    }
+
+    /// The properties as (name, value), in stored order (a foreign client
+    /// may have sent them unsorted, or a name twice).
+    pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let mut strings = Strings(self.properties).flatten();
+        std::iter::from_fn(move || Some((strings.next()?, strings.next()?)))
+    }
+}
+
+/// The length-prefixed strings of a keys or properties section.
+struct Strings<'a>(&'a [u8]);
+
+impl<'a> Iterator for Strings<'a> {
+    type Item = Result<&'a str, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let Some(bytes) = self.0.get(2..2 + usize::from(u16_at(self.0, 0))) else {
+            self.0 = &[];
+            return Some(Err("string runs past its section".into()));
+        };
+        self.0 = &self.0[2 + bytes.len()..];
+        Some(std::str::from_utf8(bytes).map_err(|_| "string is not UTF-8".to_string()))
+    }
+}
+
+/// Reads a checked record's fields in place; `Err` names the broken field.
+/// Every string is checked here, so the view's iterators skip nothing.
+pub fn view(buf: &[u8]) -> Result<RecordView<'_>, String> {
+    if buf.len() < HEADER_LEN {
+        return Err(format!("record of {} bytes is shorter than its header", buf.len()));
+    }
     let mut pos = HEADER_LEN;
     let mut take = |len: usize| -> Result<&[u8], String> {
         let part =
@@ -433,39 +484,32 @@ pub fn decode(buf: &[u8]) -> Result<DecodedRecord, String> {
         pos += len;
         Ok(part)
     };
-    let utf8 = |bytes: &[u8], what: &str| String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"));
+    let utf8 = |bytes, what: &str| std::str::from_utf8(bytes).map_err(|_| format!("{what} is not UTF-8"));
     let topic = utf8(take(usize::from(u16_at(buf, POS_TOPIC_LEN)))?, "topic")?;
     let tags = utf8(take(usize::from(u16_at(buf, POS_TAGS_LEN)))?, "tags")?;
-    let keys_section = take(usize::from(u16_at(buf, POS_KEYS_LEN)))?.to_vec();
-    let props_section = take(u32_at(buf, POS_PROPS_LEN) as usize)?.to_vec();
-    let body = take(u32_at(buf, POS_BODY_LEN) as usize)?.to_vec();
-    let strings = |section: &[u8]| -> Result<Vec<String>, String> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < section.len() {
-            let len = usize::from(u16_at(section, at));
-            let bytes = section.get(at + 2..at + 2 + len).ok_or_else(|| "string runs past its section".to_string())?;
-            out.push(utf8(bytes, "string")?);
-            at += 2 + len;
-        }
-        Ok(out)
-    };
-    let keys = strings(&keys_section)?;
-    let props = strings(&props_section)?;
-    if props.len() % 2 != 0 {
+    let keys = take(usize::from(u16_at(buf, POS_KEYS_LEN)))?;
+    let properties = take(u32_at(buf, POS_PROPS_LEN) as usize)?;
+    let body = take(u32_at(buf, POS_BODY_LEN) as usize)?;
+    Strings(keys).try_for_each(|s| s.map(drop))?;
+    if Strings(properties).try_fold(0usize, |n, s| s.map(|_| n + 1))? % 2 != 0 {
         return Err("property without a value".into());
     }
-    let properties: BTreeMap<String, String> =
-        props.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+    Ok(RecordView { head: head(buf), topic, tags: (!tags.is_empty()).then_some(tags), body, keys, properties })
+}
+
+/// Decodes a checked record into its fields; `Err` names the broken field.
+pub fn decode(buf: &[u8]) -> Result<DecodedRecord, String> {
+    let view = view(buf)?;
     Ok(DecodedRecord {
-        head,
+        head: view.head,
         message: Message {
-            topic,
-            tags: (!tags.is_empty()).then_some(tags),
-            keys,
-            properties,
-            body,
-            born_ts: head.born_ts,
+            topic: view.topic.to_string(),
+            tags: view.tags.map(str::to_string),
+            keys: view.keys().map(str::to_string).collect(),
+            // Collected, a name given twice keeps its last value.
+            properties: view.properties().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: view.body.to_vec(),
+            born_ts: view.head.born_ts,
         },
     })
 }
