@@ -695,19 +695,13 @@ impl Pulled {
         out: &mut PulledFrame,
     ) -> Result<usize, Error> {
         let entries = entries.get(from..).unwrap_or(&[]);
-        if cached_only {
-            let at: Vec<(u64, u32)> = entries.iter().map(|(_, e)| (e.log_offset, e.size)).collect();
-            let read = self.reader.read_cached(&at, |i, bytes| {
-                let (queue_offset, entry) = &entries[i];
-                self.keep(*queue_offset, entry, bytes, out)
-            })?;
-            return Ok(from + read);
-        }
-        for (queue_offset, entry) in entries {
-            let bytes = self.reader.read_raw(entry.log_offset, entry.size)?;
-            self.keep(*queue_offset, entry, &bytes, out)?;
-        }
-        Ok(from + entries.len())
+        let at: Vec<(u64, u32)> = entries.iter().map(|(_, e)| (e.log_offset, e.size)).collect();
+        let each = |i: usize, bytes: &[u8]| {
+            let (queue_offset, entry) = &entries[i];
+            self.keep(*queue_offset, entry, bytes, out)
+        };
+        let read = if cached_only { self.reader.read_cached(&at, each)? } else { self.reader.read_many(&at, each)? };
+        Ok(from + read)
     }
 
     /// Adds the checked record `bytes` to `out` if the filters accept it,

@@ -322,10 +322,11 @@ impl CommitLog {
     }
 }
 
-/// Most bytes [`LogReader::read_cached`] reads in one call: records of one
-/// queue sit among other queues' records, so a run of them spans more than
-/// their own bytes; copying a few more is cheaper than another system call.
-pub const CACHED_SPAN: u64 = 64 << 10;
+/// Most bytes [`LogReader::read_cached`] and [`LogReader::read_many`] read
+/// in one call: records of one queue sit among other queues' records, so a
+/// run of them spans more than their own bytes; copying a few more is
+/// cheaper than another system call.
+pub const READ_SPAN: u64 = 64 << 10;
 
 /// The read side of the log, cheap to clone and share.
 #[derive(Debug, Clone)]
@@ -360,9 +361,7 @@ impl LogReader {
 
     /// Reads and checks the record of `size` bytes at `log_offset`.
     pub fn read_raw(&self, log_offset: u64, size: u32) -> Result<Vec<u8>> {
-        let (file, at) = self.locate(log_offset)?;
-        let mut buf = vec![0u8; size as usize];
-        file.read_exact_at(&mut buf, at).map_err(|e| Error::io(format!("read log at {log_offset}"), e))?;
+        let buf = self.read_span(log_offset, u64::from(size))?;
         record::check(&buf, log_offset).map_err(|reason| Error::Corrupt { offset: log_offset, reason })?;
         Ok(buf)
     }
@@ -375,10 +374,26 @@ impl LogReader {
     /// Fresh records can then be read on a connection's thread, and only
     /// cold ones take the trip to a thread that may block. Neighbouring
     /// records are read together, one call per run of them within
-    /// [`CACHED_SPAN`] bytes of one segment: a consumer keeping up pulls a
+    /// [`READ_SPAN`] bytes of one segment: a consumer keeping up pulls a
     /// few records at a time, and a call per record was most of a pull's
     /// system time.
-    pub fn read_cached(&self, at: &[(u64, u32)], mut each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<usize> {
+    pub fn read_cached(&self, at: &[(u64, u32)], each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<usize> {
+        self.read_runs(at, true, each)
+    }
+
+    /// [`LogReader::read_cached`] that waits for the disk: every record of
+    /// `at` is handed over (for a consumer catching up on a cold backlog,
+    /// on a thread that may block).
+    pub fn read_many(&self, at: &[(u64, u32)], each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<usize> {
+        self.read_runs(at, false, each)
+    }
+
+    fn read_runs(
+        &self,
+        at: &[(u64, u32)],
+        cached_only: bool,
+        mut each: impl FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<usize> {
         let mut i = 0;
         while i < at.len() {
             let (first, _) = at[i];
@@ -387,7 +402,7 @@ impl LogReader {
             let mut end = i + 1;
             while end < at.len() {
                 let (offset, size) = at[end];
-                let within = offset >= at[end - 1].0 && offset + u64::from(size) - first <= CACHED_SPAN;
+                let within = offset >= at[end - 1].0 && offset + u64::from(size) - first <= READ_SPAN;
                 if !within || self.set.base_of(offset) != base {
                     break;
                 }
@@ -395,7 +410,7 @@ impl LogReader {
             }
             let (last, last_size) = at[end - 1];
             let span = (last + u64::from(last_size)).saturating_sub(first).max(u64::from(at[i].1));
-            let buf = self.read_nowait(first, span as usize)?;
+            let buf = if cached_only { self.read_nowait(first, span as usize)? } else { self.read_span(first, span)? };
             for (n, &(offset, size)) in at[i..end].iter().enumerate() {
                 let from = (offset - first) as usize;
                 let Some(bytes) = buf.get(from..from + size as usize) else {
@@ -407,6 +422,14 @@ impl LogReader {
             i = end;
         }
         Ok(at.len())
+    }
+
+    /// `len` bytes at `log_offset`, all of them in one segment.
+    fn read_span(&self, log_offset: u64, len: u64) -> Result<Vec<u8>> {
+        let (file, at) = self.locate(log_offset)?;
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, at).map_err(|e| Error::io(format!("read log at {log_offset}"), e))?;
+        Ok(buf)
     }
 
     /// Up to `len` bytes at `log_offset` that the page cache holds, from the
@@ -573,16 +596,16 @@ mod tests {
     /// some larger than a read span, across segment rolls — return each
     /// record once, in order, whole, however the runs of one call are cut.
     #[tokio::test]
-    async fn cached_reads_return_every_listed_record_across_spans_and_segments() {
+    async fn reads_in_runs_return_every_listed_record_across_spans_and_segments() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let seg = 4 * CACHED_SPAN;
+        let seg = 4 * READ_SPAN;
         let set = Arc::new(SegmentSet::new(dir.path().to_path_buf(), seg));
         let backend = IoBackend::Std(crate::io::std_io::StdIo::new(Arc::new(IoStats::default())));
         let mut log = CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(SystemClock)).expect("open");
         let mut written = Vec::new();
         for i in 0..400u32 {
             // Mostly small records, a few over a whole span.
-            let len = if i % 97 == 5 { CACHED_SPAN as usize + 1000 } else { 300 + (i as usize * 37) % 4000 };
+            let len = if i % 97 == 5 { READ_SPAN as usize + 1000 } else { 300 + (i as usize * 37) % 4000 };
             let mut body = vec![(i % 251) as u8; len];
             body[..4].copy_from_slice(&i.to_le_bytes());
             let pos = log.write_group(vec![record_of(body)], false).await.expect("write");
@@ -593,19 +616,22 @@ mod tests {
         for (stride, skip) in [(1, 0), (2, 1), (7, 3)] {
             let listed: Vec<&RecordPos> = written.iter().skip(skip).step_by(stride).collect();
             let at: Vec<(u64, u32)> = listed.iter().map(|p| (p.log_offset, p.size)).collect();
-            let mut records = Vec::new();
-            let read = reader
-                .read_cached(&at, |n, bytes| {
+            for cached_only in [true, false] {
+                let mut records = Vec::new();
+                let each = |n, bytes: &[u8]| {
                     assert_eq!(n, records.len(), "records come in order");
                     records.push(record::decode(bytes).expect("decode"));
                     Ok(())
-                })
-                .expect("read");
-            assert_eq!((read, records.len()), (listed.len(), listed.len()), "every listed record (stride {stride})");
-            for (n, rec) in records.iter().enumerate() {
-                let i = (skip + n * stride) as u32;
-                assert_eq!(rec.message.body[..4], i.to_le_bytes(), "record {i} in its place");
-                assert!(rec.message.body[4..].iter().all(|&b| b == (i % 251) as u8), "record {i} whole");
+                };
+                let read = if cached_only { reader.read_cached(&at, each) } else { reader.read_many(&at, each) }
+                    .expect("read");
+                let all = (listed.len(), listed.len());
+                assert_eq!((read, records.len()), all, "every listed record (stride {stride}, {cached_only})");
+                for (n, rec) in records.iter().enumerate() {
+                    let i = (skip + n * stride) as u32;
+                    assert_eq!(rec.message.body[..4], i.to_le_bytes(), "record {i} in its place");
+                    assert!(rec.message.body[4..].iter().all(|&b| b == (i % 251) as u8), "record {i} whole");
+                }
             }
         }
     }
