@@ -301,11 +301,22 @@ impl PulledFrame {
 
     /// Appends one message.
     pub fn push(&mut self, msg: &StoredMessageOut<'_>) -> Result<(), CodecError> {
-        let mut writer = (&mut self.buf).writer();
-        bincode::serde::encode_into_std_write(msg, &mut writer, bincode::config::standard())
-            .map_err(|e| CodecError::Encode(e.to_string()))?;
-        self.count += 1;
-        Ok(())
+        // Encoded into a slice of room made first, not through a writer:
+        // the writer's call per field was a tenth of the broker's CPU while
+        // it drained a backlog.
+        let start = self.buf.len();
+        self.buf.resize(start + encoded_bound(msg), 0);
+        match bincode::serde::encode_into_slice(msg, &mut self.buf[start..], bincode::config::standard()) {
+            Ok(len) => {
+                self.buf.truncate(start + len);
+                self.count += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.truncate(start);
+                Err(CodecError::Encode(e.to_string()))
+            }
+        }
     }
 
     /// Messages appended.
@@ -350,6 +361,28 @@ impl PulledFrame {
         self.buf.advance(start);
         Ok(self.buf.freeze())
     }
+}
+
+/// The most bytes `msg` encodes to: each length and integer a varint of at
+/// most 9 bytes (bincode's standard configuration), besides the bytes.
+fn encoded_bound(msg: &StoredMessageOut<'_>) -> usize {
+    const INT: usize = 9;
+    let m = &msg.message;
+    let strings = |s: &[&str]| INT + s.iter().map(|s| INT + s.len()).sum::<usize>();
+    let pairs = m.properties.iter().map(|(k, v)| 2 * INT + k.len() + v.len()).sum::<usize>();
+    INT + msg.msg_id.len()
+        + 6 * INT
+        + INT
+        + m.topic.len()
+        + 1
+        + INT
+        + m.tags.map_or(0, str::len)
+        + strings(m.keys)
+        + INT
+        + pairs
+        + INT
+        + m.body.len()
+        + INT
 }
 
 /// bincode's encoding of one value into a fresh buffer.

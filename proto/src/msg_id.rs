@@ -26,9 +26,14 @@ impl MessageId {
     /// of through `core::fmt` or a push per digit (both showed up in send
     /// profiles).
     pub fn to_hex(&self) -> String {
+        self.hex_into(&mut [0u8; 56]).to_owned()
+    }
+
+    /// The id's text written into `out`, for callers that only borrow it
+    /// (a pull's answer encodes one per message).
+    pub fn hex_into<'a>(&self, out: &'a mut [u8; 56]) -> &'a str {
         const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
         // At most 16 address + 4 port + 8 offset bytes, two digits each.
-        let mut out = [0u8; 56];
         let mut len = 0;
         let mut push = |bytes: &[u8]| {
             for b in bytes {
@@ -44,7 +49,7 @@ impl MessageId {
         push(&u32::from(self.broker.port()).to_be_bytes());
         push(&self.log_offset.to_be_bytes());
         // Hex digits are ASCII: the check cannot fail.
-        std::str::from_utf8(&out[..len]).map(str::to_owned).unwrap_or_default()
+        std::str::from_utf8(&out[..len]).unwrap_or_default()
     }
 }
 

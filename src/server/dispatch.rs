@@ -720,9 +720,9 @@ impl Pulled {
         }
         let property = |name| properties.binary_search_by_key(&name, |(n, _)| *n).ok().map(|at| properties[at].1);
         let origin = property(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(entry.log_offset);
-        let msg_id = MessageId { broker: self.broker, log_offset: origin }.to_hex();
+        let mut hex = [0u8; 56];
         let msg = StoredMessageOut {
-            msg_id: &msg_id,
+            msg_id: MessageId { broker: self.broker, log_offset: origin }.hex_into(&mut hex),
             queue: rec.head.queue_id,
             queue_offset,
             log_offset: entry.log_offset,
