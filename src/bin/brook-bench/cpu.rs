@@ -1,6 +1,7 @@
 //! CPU time of processes over a run, from `/proc/<pid>/stat`: how much of
 //! the two processes sharing the machine one message costs, which tells a
-//! run bound by CPU from one bound by waiting.
+//! run bound by CPU from one bound by waiting. And the CPU time a
+//! hypervisor took from this machine over the run, from `/proc/stat`.
 
 /// A process's CPU time when the run began.
 #[derive(Debug, Clone, Copy)]
@@ -50,4 +51,35 @@ pub fn per_message(clocks: &[(&str, Option<CpuClock>)], messages: u64) -> Option
         })
         .collect();
     (!parts.is_empty()).then(|| ("cpu per message".to_string(), parts.join(", ")))
+}
+
+/// The machine's stolen CPU time when the run began: time a hypervisor gave
+/// this virtual machine's CPUs to others. It comes in bursts of milliseconds
+/// in which every thread stands still, so a run's latency tail can grow
+/// without any cause inside broker or harness.
+#[derive(Debug, Clone, Copy)]
+pub struct StealClock {
+    ticks: u64,
+}
+
+impl StealClock {
+    /// Starts measuring (None where `/proc/stat` has no steal field).
+    pub fn start() -> Option<StealClock> {
+        Some(StealClock { ticks: steal_ticks()? })
+    }
+
+    /// A summary line: CPU seconds stolen since the start.
+    pub fn note(&self) -> Option<(String, String)> {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let secs = steal_ticks()?.saturating_sub(self.ticks) as f64 / hz;
+        Some(("host steal".to_string(), format!("{secs:.2} s of CPU taken by the hypervisor during the run")))
+    }
+}
+
+/// The `steal` ticks of all CPUs (the eighth number of `/proc/stat`'s `cpu` line).
+fn steal_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    line.split_whitespace().nth(8)?.parse().ok()
 }

@@ -107,6 +107,12 @@ enum Scenario {
         /// millisecond; finer ticks send the same rate in smaller bursts.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
         tick_us: u64,
+        /// Milliseconds of load before the measured `--duration`, whose
+        /// messages are delivered but not counted: a fresh broker creates
+        /// the queues' first files and reaches its steady state meanwhile
+        /// (the OpenMessaging benchmark warms up the same way).
+        #[arg(long, default_value_t = 0)]
+        warmup_ms: u64,
     },
     /// Spread pipelined load over many queues (topics of up to 1,000).
     Queues {
@@ -227,8 +233,9 @@ async fn run(cli: Cli) -> Result<bool, String> {
     match cli.scenario {
         Scenario::Produce => produce_scenario(&broker, &admin, &common).await,
         Scenario::Consume => consume_scenario(&broker, &admin, &common).await,
-        Scenario::E2e { rate, reader_connections, tick_us } => {
-            e2e_scenario(&broker, &admin, &common, rate, reader_connections, Duration::from_micros(tick_us)).await
+        Scenario::E2e { rate, reader_connections, tick_us, warmup_ms } => {
+            let pace = Pace { rate, tick: Duration::from_micros(tick_us), warmup: Duration::from_millis(warmup_ms) };
+            e2e_scenario(&broker, &admin, &common, pace, reader_connections).await
         }
         Scenario::Queues { count, warmup } => queues_scenario(&broker, &admin, &common, count, warmup).await,
         Scenario::Backlog { stored } => backlog_scenario(&broker, &admin, &common, stored).await,
@@ -408,18 +415,27 @@ async fn consume_scenario(broker: &Broker, admin: &Connection, common: &Common) 
     finish(admin, common, &[], summary).await
 }
 
+/// How `e2e` sends: `rate` messages a second in all, every `tick`, after
+/// `warmup` of the same load that is not counted.
+struct Pace {
+    rate: u64,
+    tick: Duration,
+    warmup: Duration,
+}
+
 async fn e2e_scenario(
     broker: &Broker,
     admin: &Connection,
     common: &Common,
-    rate: u64,
+    Pace { rate, tick, warmup }: Pace,
     reader_connections: usize,
-    tick: Duration,
 ) -> Result<bool, String> {
     let targets = topic(admin, "bench-e2e", common.queues).await?;
     let duration = common.duration.unwrap_or(Duration::from_secs(10));
     let stats = Arc::new(Stats::new(0));
-    let deadline = Instant::now() + duration;
+    let deadline = Instant::now() + warmup + duration;
+    // Messages sent before this (ns since the epoch) are not counted.
+    let counted_from = produce::now_ns() + warmup.as_nanos() as u64;
     // Consumers first: one long-polling task per queue, from the end, over
     // the shared reader connections.
     let mut read_conns = Vec::new();
@@ -437,13 +453,17 @@ async fn e2e_scenario(
             while Instant::now() < deadline + Duration::from_secs(2) {
                 let Ok(pulled) = conn.pull(&topic, queue, offset, 1024, 4 << 20, None, 500).await else { break };
                 let now = produce::now_ns();
+                let (mut count, mut bytes) = (0, 0);
                 for m in &pulled.messages {
                     let mut sent = [0u8; 8];
                     sent.copy_from_slice(&m.message.body[..8]);
-                    let _ = hist.record((now.saturating_sub(u64::from_le_bytes(sent)) / 1000).max(1));
+                    let sent = u64::from_le_bytes(sent);
+                    if sent >= counted_from {
+                        let _ = hist.record((now.saturating_sub(sent) / 1000).max(1));
+                        (count, bytes) = (count + 1, bytes + m.message.body.len() as u64);
+                    }
                 }
-                let bytes: usize = pulled.messages.iter().map(|m| m.message.body.len()).sum();
-                stats.done(pulled.messages.len() as u64, bytes as u64);
+                stats.done(count, bytes);
                 offset = pulled.next_offset;
             }
             stats.merge(&hist);
@@ -468,6 +488,7 @@ async fn e2e_scenario(
             let mut pending = futures::stream::FuturesUnordered::new();
             let mut hist = new_histogram();
             let mut settle = |(sent, result): (u64, Result<_, _>)| match result {
+                Ok(_) if sent < counted_from => {}
                 Ok(_) => stats::record_ns(&mut hist, produce::now_ns().saturating_sub(sent)),
                 Err(_) => {
                     stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -503,7 +524,7 @@ async fn e2e_scenario(
             }
         }));
     }
-    let start = Instant::now();
+    let start = Instant::now() + warmup;
     for w in writers {
         w.await.map_err(|e| e.to_string())?;
     }
@@ -516,7 +537,14 @@ async fn e2e_scenario(
         start.elapsed().min(duration),
         "send→receive",
         vec![
-            ("target rate".into(), format!("{rate} msgs/s, paced every {} µs", tick.as_micros())),
+            (
+                "target rate".into(),
+                format!(
+                    "{rate} msgs/s, paced every {} µs, after {} ms not counted",
+                    tick.as_micros(),
+                    warmup.as_millis()
+                ),
+            ),
             ("producers".into(), format!("{producers} over {} connections", conns.len())),
             ("readers".into(), format!("{} over {} connections", targets.len(), read_conns.len())),
             (

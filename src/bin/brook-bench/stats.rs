@@ -19,6 +19,7 @@ pub struct Stats {
     hist: Mutex<Histogram<u64>>,
     /// Progress display.
     pub bar: ProgressBar,
+    steal: Option<crate::cpu::StealClock>,
 }
 
 impl Stats {
@@ -39,6 +40,7 @@ impl Stats {
             errors: AtomicU64::new(0),
             hist: Mutex::new(new_histogram()),
             bar,
+            steal: crate::cpu::StealClock::start(),
         }
     }
 
@@ -67,9 +69,10 @@ impl Stats {
         scenario: &str,
         elapsed: Duration,
         latency_of: &'static str,
-        notes: Vec<(String, String)>,
+        mut notes: Vec<(String, String)>,
     ) -> Summary {
         self.bar.finish_and_clear();
+        notes.extend(self.steal.and_then(|steal| steal.note()));
         Summary {
             scenario: scenario.to_string(),
             messages: self.messages.load(Ordering::Relaxed),
