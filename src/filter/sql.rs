@@ -372,11 +372,16 @@ pub struct Fields<'a> {
     pub tags: Option<&'a str>,
 }
 
-impl Fields<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
+impl<'a> Fields<'a> {
+    fn get(&self, name: &str) -> Option<&'a str> {
         if name == "TAGS" {
             return self.tags;
         }
+        self.property(name)
+    }
+
+    /// The property `name`, if set.
+    pub fn property(&self, name: &str) -> Option<&'a str> {
         let at = self.properties.binary_search_by_key(&name, |(n, _)| n).ok()?;
         Some(self.properties[at].1)
     }

@@ -715,11 +715,11 @@ impl Pulled {
         }
         let keys: SmallVec<[&str; 4]> = rec.keys().collect();
         let properties = sorted_properties(rec.properties());
-        if self.sql.as_ref().is_some_and(|expr| !expr.matches(&Fields { properties: &properties, tags: rec.tags })) {
+        let fields = Fields { properties: &properties, tags: rec.tags };
+        if self.sql.as_ref().is_some_and(|expr| !expr.matches(&fields)) {
             return Ok(());
         }
-        let property = |name| properties.binary_search_by_key(&name, |(n, _)| *n).ok().map(|at| properties[at].1);
-        let origin = property(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(entry.log_offset);
+        let (origin, reconsume_times) = lineage(entry.log_offset, |name| fields.property(name));
         let mut hex = [0u8; 56];
         let msg = StoredMessageOut {
             msg_id: MessageId { broker: self.broker, log_offset: origin }.hex_into(&mut hex),
@@ -728,7 +728,7 @@ impl Pulled {
             log_offset: entry.log_offset,
             store_ts: rec.head.store_ts,
             flags: rec.head.flags,
-            reconsume_times: property(PROP_RECONSUME_TIMES).and_then(|n| n.parse().ok()).unwrap_or(0),
+            reconsume_times,
             message: MessageOut {
                 topic: rec.topic,
                 tags: rec.tags,
@@ -738,7 +738,9 @@ impl Pulled {
                 born_ts: rec.head.born_ts,
             },
         };
-        out.push(&msg).map_err(|e| corrupt(e.to_string()))
+        // Encoding fails only if the room made for it was short: a bug,
+        // reported with the record it met.
+        out.push(&msg).map_err(|e| corrupt(format!("answer not encoded: {e}")))
     }
 }
 
@@ -766,7 +768,7 @@ pub fn stored_message(
     rec: DecodedRecord,
 ) -> StoredMessage {
     let props = &rec.message.properties;
-    let origin = props.get(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(log_offset);
+    let (origin, reconsume_times) = lineage(log_offset, |name| props.get(name).map(String::as_str));
     StoredMessage {
         msg_id: MessageId { broker, log_offset: origin }.to_hex(),
         queue: rec.head.queue_id,
@@ -774,9 +776,16 @@ pub fn stored_message(
         log_offset,
         store_ts: rec.head.store_ts,
         flags: rec.head.flags,
-        reconsume_times: props.get(PROP_RECONSUME_TIMES).and_then(|n| n.parse().ok()).unwrap_or(0),
+        reconsume_times,
         message: rec.message,
     }
+}
+
+/// Where the message at `log_offset` was first stored (its id names that
+/// record) and how often it was retried, from its properties.
+fn lineage<'a>(log_offset: u64, property: impl Fn(&str) -> Option<&'a str>) -> (u64, u32) {
+    let origin = property(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(log_offset);
+    (origin, property(PROP_RECONSUME_TIMES).and_then(|n| n.parse().ok()).unwrap_or(0))
 }
 
 #[cfg(test)]
