@@ -340,10 +340,13 @@ impl PulledFrame {
         // derived encoding of the same answer without them, so the two
         // cannot drift apart: it is that answer's bytes with the message
         // count (a lone 0) in the middle.
+        // Encoded on the stack: a pull's answer is on the hot path, and these
+        // are a few dozen bytes.
         let result = PullResult { messages: Vec::new(), next_offset, min_offset, max_offset };
-        let empty = encode_to_vec(&Frame::Response { id, body: Ok(Response::Pulled(result)) })?;
-        let tail = encode_to_vec(&(next_offset, min_offset, max_offset))?;
-        let count = encode_to_vec(&self.count)?;
+        let (mut empty, mut tail, mut count) = ([0u8; 64], [0u8; 32], [0u8; 16]);
+        let empty = encode_to_slice(&Frame::Response { id, body: Ok(Response::Pulled(result)) }, &mut empty)?;
+        let tail = encode_to_slice(&(next_offset, min_offset, max_offset), &mut tail)?;
+        let count = encode_to_slice(&self.count, &mut count)?;
         let head = empty.len() - tail.len() - 1;
         let (head, tail) = (&empty[..head], &empty[head + 1..]);
         let prefix = 4 + head.len() + count.len();
@@ -356,7 +359,7 @@ impl PulledFrame {
         let front = &mut self.buf[start..PULLED_HEAD_ROOM];
         front[..4].copy_from_slice(&(len as u32).to_be_bytes());
         front[4..4 + head.len()].copy_from_slice(head);
-        front[4 + head.len()..].copy_from_slice(&count);
+        front[4 + head.len()..].copy_from_slice(count);
         self.buf.extend_from_slice(tail);
         self.buf.advance(start);
         Ok(self.buf.freeze())
@@ -385,9 +388,11 @@ fn encoded_bound(msg: &StoredMessageOut<'_>) -> usize {
         + INT
 }
 
-/// bincode's encoding of one value into a fresh buffer.
-fn encode_to_vec<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| CodecError::Encode(e.to_string()))
+/// bincode's encoding of one value into `buf`: the bytes written.
+fn encode_to_slice<'b, T: serde::Serialize>(value: &T, buf: &'b mut [u8]) -> Result<&'b [u8], CodecError> {
+    let len = bincode::serde::encode_into_slice(value, buf, bincode::config::standard())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(&buf[..len])
 }
 
 #[cfg(test)]

@@ -709,12 +709,13 @@ impl Pulled {
     fn keep(&self, queue_offset: u64, entry: &CqEntry, bytes: &[u8], out: &mut PulledFrame) -> Result<(), Error> {
         let corrupt = |reason| Error::Corrupt { offset: entry.log_offset, reason };
         let rec = record::view(bytes).map_err(corrupt)?;
+        let keys: SmallVec<[&str; 4]> = rec.keys().collect::<Result<_, _>>().map_err(corrupt)?;
+        let pairs: SmallVec<[(&str, &str); 8]> = rec.properties().collect::<Result<_, _>>().map_err(corrupt)?;
         // The hash pass can collide; the tag string decides.
         if !self.filter.matches(rec.tags) {
             return Ok(());
         }
-        let keys: SmallVec<[&str; 4]> = rec.keys().collect();
-        let properties = sorted_properties(rec.properties());
+        let properties = sorted_properties(pairs.into_iter());
         let fields = Fields { properties: &properties, tags: rec.tags };
         if self.sql.as_ref().is_some_and(|expr| !expr.matches(&fields)) {
             return Ok(());

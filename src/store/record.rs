@@ -440,15 +440,23 @@ pub struct RecordView<'a> {
 
 impl<'a> RecordView<'a> {
     /// The keys, in stored order.
-    pub fn keys(&self) -> impl Iterator<Item = &'a str> + 'a {
-        Strings(self.keys).flatten()
+    pub fn keys(&self) -> impl Iterator<Item = Result<&'a str, String>> + 'a {
+        Strings(self.keys)
     }
 
     /// The properties as (name, value), in stored order (a foreign client
-    /// may have sent them unsorted, or a name twice).
-    pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let mut strings = Strings(self.properties).flatten();
-        std::iter::from_fn(move || Some((strings.next()?, strings.next()?)))
+    /// may have sent them unsorted, or a name twice); `Err` names a broken
+    /// string or a name without a value.
+    pub fn properties(&self) -> impl Iterator<Item = Result<(&'a str, &'a str), String>> + 'a {
+        let mut strings = Strings(self.properties);
+        std::iter::from_fn(move || {
+            let name = strings.next()?;
+            Some(match (name, strings.next()) {
+                (Ok(name), Some(Ok(value))) => Ok((name, value)),
+                (Err(e), _) | (_, Some(Err(e))) => Err(e),
+                (Ok(_), None) => Err("property without a value".into()),
+            })
+        })
     }
 }
 
@@ -472,7 +480,8 @@ impl<'a> Iterator for Strings<'a> {
 }
 
 /// Reads a checked record's fields in place; `Err` names the broken field.
-/// Every string is checked here, so the view's iterators skip nothing.
+/// Keys and properties are checked as they are read ([`RecordView::keys`],
+/// [`RecordView::properties`]), in one pass.
 pub fn view(buf: &[u8]) -> Result<RecordView<'_>, String> {
     if buf.len() < HEADER_LEN {
         return Err(format!("record of {} bytes is shorter than its header", buf.len()));
@@ -490,10 +499,6 @@ pub fn view(buf: &[u8]) -> Result<RecordView<'_>, String> {
     let keys = take(usize::from(u16_at(buf, POS_KEYS_LEN)))?;
     let properties = take(u32_at(buf, POS_PROPS_LEN) as usize)?;
     let body = take(u32_at(buf, POS_BODY_LEN) as usize)?;
-    Strings(keys).try_for_each(|s| s.map(drop))?;
-    if Strings(properties).try_fold(0usize, |n, s| s.map(|_| n + 1))? % 2 != 0 {
-        return Err("property without a value".into());
-    }
     Ok(RecordView { head: head(buf), topic, tags: (!tags.is_empty()).then_some(tags), body, keys, properties })
 }
 
@@ -505,9 +510,12 @@ pub fn decode(buf: &[u8]) -> Result<DecodedRecord, String> {
         message: Message {
             topic: view.topic.to_string(),
             tags: view.tags.map(str::to_string),
-            keys: view.keys().map(str::to_string).collect(),
+            keys: view.keys().map(|k| k.map(str::to_string)).collect::<Result<_, _>>()?,
             // Collected, a name given twice keeps its last value.
-            properties: view.properties().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            properties: view
+                .properties()
+                .map(|p| p.map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect::<Result<_, _>>()?,
             body: view.body.to_vec(),
             born_ts: view.head.born_ts,
         },
@@ -534,6 +542,33 @@ mod tests {
         patch_queue_offset(&mut buf, 42);
         seal(&mut buf, log_offset, 1234);
         buf
+    }
+
+    /// A broken key or property section is refused by name, by the full
+    /// decode and by the in-place view's iterators alike.
+    #[test]
+    fn broken_keys_and_properties_are_named() {
+        let msg = sample();
+        let keys_at = HEADER_LEN + "orders".len() + "TagA".len();
+        let props_at = keys_at + 2 + "order-1".len() + 2 + "k2".len();
+        let mut bad_key = sealed(&msg, 0);
+        bad_key[keys_at + 2] = 0xFF;
+        let mut overrun = sealed(&msg, 0);
+        overrun[props_at + 3..props_at + 5].copy_from_slice(&100u16.to_le_bytes());
+        // One 4-byte name ("a", then the old value's length and byte): no value left.
+        let mut lone_name = sealed(&msg, 0);
+        lone_name[props_at..props_at + 2].copy_from_slice(&4u16.to_le_bytes());
+        for (buf, why) in [
+            (bad_key, "string is not UTF-8"),
+            (overrun, "string runs past its section"),
+            (lone_name, "property without a value"),
+        ] {
+            assert_eq!(decode(&buf).map(|_| ()), Err(why.to_string()));
+            let view = view(&buf).expect("fixed fields are whole");
+            let keys: Result<Vec<_>, _> = view.keys().collect();
+            let props: Result<Vec<_>, _> = view.properties().collect();
+            assert_eq!(keys.err().or(props.err()), Some(why.to_string()));
+        }
     }
 
     #[test]
