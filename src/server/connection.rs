@@ -2,10 +2,11 @@
 //! be a hello with a known protocol version. Each later request runs as its
 //! own task — except sends: those read in one turn are handed to the queues
 //! right here, in arrival order and one batch per queue (fewer hops per
-//! message under pipelining), and one task waits for their answers — so a
-//! connection has many requests in flight and answers leave in completion
-//! order, each tagged with its request id. A single writer task batches
-//! answers into the socket and flushes when it runs out of work.
+//! message under pipelining), and the connection's writer waits for their
+//! answers itself — so a connection has many requests in flight and answers
+//! leave in completion order, each tagged with its request id. The single
+//! writer task batches answers into the socket and flushes when it runs out
+//! of work.
 //!
 //! Oversized or undecodable frames get one error answer (id 0) and the
 //! connection is closed: after them the byte stream cannot be trusted. A
@@ -14,15 +15,19 @@
 //! id and the connection goes on. None of this touches stored data.
 
 use crate::actors::consumer_group::ClientHandle;
-use crate::server::dispatch::{self, SendBody, SendRequest};
+use crate::server::dispatch::{self, Reply, SendBody, SendRequest};
 use crate::server::BrokerCore;
 use brook_proto::{
     BrokerCodec, CodecError, ErrorCode, Frame, Incoming, Outbound, Request, Response, WireError, PROTOCOL_VERSION,
 };
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -63,7 +68,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
     let (read_half, write_half) = stream.into_split();
     let mut frames = FramedRead::new(read_half, BrokerCodec::new(max_frame));
     let (tx, rx) = mpsc::channel::<Outbound>(1024);
-    let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, BrokerCodec::new(max_frame)), rx));
+    // Unbounded: the permits bound how many sends wait.
+    let (sends_tx, sends_rx) = mpsc::unbounded_channel();
+    let outgoing = Outgoing { frames: rx, sends: sends_rx, sends_open: true, waiting: FuturesUnordered::new() };
+    let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, BrokerCodec::new(max_frame)), outgoing));
     let logger = core.logger.new(slog::o!("peer" => peer.to_string()));
 
     let info = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
@@ -103,7 +111,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
         Ok(None) | Err(_) => None,
     };
     let Some(info) = info else {
-        drop(tx);
+        drop((tx, sends_tx));
         let _ = writer.await;
         return;
     };
@@ -145,7 +153,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
                     Ok(permit) => permit,
                     Err(_) => {
                         // Full: the gathered sends hold permits, so they go first.
-                        sends.spawn(&mut tasks, &core, &info, &tx);
+                        sends.hand_on(&core, &info, &sends_tx);
                         match permits.clone().acquire_owned().await {
                             Ok(permit) => permit,
                             Err(_) => break 'read,
@@ -157,7 +165,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
                     Work::Other(body) => {
                         // Keep arrival order: sends read before this request are
                         // handed on first.
-                        sends.spawn(&mut tasks, &core, &info, &tx);
+                        sends.hand_on(&core, &info, &sends_tx);
                         let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
                         tasks.spawn(async move {
                             let answer = dispatch::handle(&core, &info, body).await;
@@ -173,9 +181,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
                 next = frames.next().now_or_never();
             }
         }
-        sends.spawn(&mut tasks, &core, &info, &tx);
+        sends.hand_on(&core, &info, &sends_tx);
     }
-    sends.spawn(&mut tasks, &core, &info, &tx);
+    sends.hand_on(&core, &info, &sends_tx);
     // Let requests already accepted finish briefly, then close.
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -185,8 +193,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
         core.groups.connection_closed(info.client.conn_id);
     }
     // The writer ends once every sender is gone, including the one group
-    // actors hold for notices; closing it here does not wait for them.
-    drop(tx);
+    // actors hold for notices, and the sends it waits for are answered;
+    // closing it here does not wait for them.
+    drop((tx, sends_tx));
     drop(info);
     let mut writer = writer;
     if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
@@ -224,32 +233,75 @@ impl SendGroup {
         self.permits.push(permit);
     }
 
-    /// Hands the gathered sends (if any) to the queues and starts one task
-    /// that answers each of them.
-    fn spawn(
-        &mut self,
-        tasks: &mut JoinSet<()>,
-        core: &Arc<BrokerCore>,
-        info: &Arc<ConnInfo>,
-        tx: &mpsc::Sender<Outbound>,
-    ) {
+    /// Hands the gathered sends (if any) to the queues, and the wait for
+    /// their answers to the connection's writer. The writer awaits them
+    /// itself: a task of their own cost a spawn, and a wake-up and a channel
+    /// push to reach the writer, for every answer.
+    fn hand_on(&mut self, core: &Arc<BrokerCore>, info: &Arc<ConnInfo>, writer: &mpsc::UnboundedSender<PendingSends>) {
         if self.requests.is_empty() {
             return;
         }
         let permits = std::mem::take(&mut self.permits);
-        // Handed to the queues here, in the read loop, not in the task: the
+        // Handed to the queues here, in the read loop, not later: the
         // connection runtime steals and reorders tasks, and a connection's
         // sends must be stored in the order they arrived.
         let submitted = dispatch::submit_sends(core, info, std::mem::take(&mut self.requests));
-        let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
-        tasks.spawn(async move {
-            for (id, body) in submitted.answers(&core, &info).await {
-                if let Some(id) = id {
-                    let _ = tx.send(Frame::Response { id, body }.into()).await;
-                }
-            }
+        let (core, info) = (core.clone(), info.clone());
+        // A writer gone (its socket failed) drops the wait: the sends are
+        // stored all the same, and nobody is left to answer.
+        let _ = writer.send(Box::pin(async move {
+            let answers = submitted.answers(&core, &info).await;
             drop(permits);
-        });
+            answers
+        }));
+    }
+}
+
+/// Sends handed to the queues, answered (request id and answer) once stored.
+type PendingSends = Pin<Box<dyn Future<Output = Vec<(Option<u64>, Reply)>> + Send>>;
+
+/// What the connection's writer waits on: frames from request tasks and
+/// group notices, and the sends the read loop handed to the queues.
+struct Outgoing {
+    frames: mpsc::Receiver<Outbound>,
+    sends: mpsc::UnboundedReceiver<PendingSends>,
+    sends_open: bool,
+    waiting: FuturesUnordered<PendingSends>,
+}
+
+/// Something for the writer to write.
+enum Ready {
+    Frame(Outbound),
+    Answers(Vec<(Option<u64>, Reply)>),
+}
+
+impl Outgoing {
+    /// The next thing to write; `None` once every sender is gone and every
+    /// waiting send is answered.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Ready>> {
+        // Frames first: the hello's answer must lead, before any send read
+        // after it is answered.
+        let frames_open = match self.frames.poll_recv(cx) {
+            Poll::Ready(Some(frame)) => return Poll::Ready(Some(Ready::Frame(frame))),
+            Poll::Ready(None) => false,
+            Poll::Pending => true,
+        };
+        while self.sends_open {
+            match self.sends.poll_recv(cx) {
+                Poll::Ready(Some(pending)) => self.waiting.push(pending),
+                Poll::Ready(None) => self.sends_open = false,
+                Poll::Pending => break,
+            }
+        }
+        match self.waiting.poll_next_unpin(cx) {
+            Poll::Ready(Some(answers)) => Poll::Ready(Some(Ready::Answers(answers))),
+            _ if !frames_open && !self.sends_open && self.waiting.is_empty() => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Ready> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 }
 
@@ -262,20 +314,21 @@ fn codec_error_frame(e: &CodecError) -> Outbound {
 
 /// Writes answers as they come, flushing only when no more are waiting, so
 /// many answers share one syscall under load.
-async fn write_loop(
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>,
-    mut rx: mpsc::Receiver<Outbound>,
-) {
-    while let Some(frame) = rx.recv().await {
-        if sink.feed(frame).await.is_err() {
+async fn write_loop(mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>, mut outgoing: Outgoing) {
+    while let Some(ready) = outgoing.next().await {
+        let from_task = matches!(ready, Ready::Frame(_));
+        if feed(&mut sink, ready).await.is_err() {
             return;
         }
         // Give the request tasks woken with this one a turn to queue their
         // answers too: one writev then carries them all (on loopback each
-        // write also pays for the receiver's TCP processing).
-        tokio::task::yield_now().await;
-        while let Ok(frame) = rx.try_recv() {
-            if sink.feed(frame).await.is_err() {
+        // write also pays for the receiver's TCP processing). Sends need no
+        // turn: those answered together are ready here together.
+        if from_task {
+            tokio::task::yield_now().await;
+        }
+        while let Some(Some(ready)) = outgoing.next().now_or_never() {
+            if feed(&mut sink, ready).await.is_err() {
                 return;
             }
         }
@@ -284,4 +337,21 @@ async fn write_loop(
         }
     }
     let _ = sink.close().await;
+}
+
+async fn feed(
+    sink: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>,
+    ready: Ready,
+) -> Result<(), CodecError> {
+    match ready {
+        Ready::Frame(frame) => sink.feed(frame).await,
+        Ready::Answers(answers) => {
+            for (id, body) in answers {
+                if let Some(id) = id {
+                    sink.feed(Frame::Response { id, body }.into()).await?;
+                }
+            }
+            Ok(())
+        }
+    }
 }

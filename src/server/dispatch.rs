@@ -34,7 +34,7 @@ pub const MAX_BATCH_MESSAGES: usize = brook_proto::MAX_SEND_MESSAGES;
 /// Longest a pull may be parked.
 pub const MAX_LONG_POLL_MS: u64 = 120_000;
 
-type Reply = Result<Response, WireError>;
+pub type Reply = Result<Response, WireError>;
 
 fn mailbox(e: actix::MailboxError) -> WireError {
     Error::Busy(format!("actor unavailable: {e}")).into()
