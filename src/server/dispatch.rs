@@ -34,6 +34,7 @@ pub const MAX_BATCH_MESSAGES: usize = brook_proto::MAX_SEND_MESSAGES;
 /// Longest a pull may be parked.
 pub const MAX_LONG_POLL_MS: u64 = 120_000;
 
+/// What a request is answered with: a response or why not.
 pub type Reply = Result<Response, WireError>;
 
 fn mailbox(e: actix::MailboxError) -> WireError {
