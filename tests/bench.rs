@@ -80,4 +80,14 @@ fn e2e_readers_sharing_a_connection_receive_what_was_sent() {
     assert_eq!(field(&out, "errors"), Some("0"), "{out}");
     let received = field(&out, "msgs_per_s").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     assert!(received > 1000.0, "{out}");
+    // The host's pauses are watched, and every received message is set
+    // against them: those no pause touched are at most all of them.
+    assert!(out.contains("host pauses       "), "{out}");
+    let messages: u64 =
+        out.lines().find_map(|l| l.strip_prefix("messages          ")?.trim().parse().ok()).unwrap_or(0);
+    let untouched: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("over 5 ms         ")?.split("; the ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(messages > 0 && untouched <= messages, "{out}");
 }

@@ -17,6 +17,7 @@ mod cpu;
 mod index;
 mod loopback;
 mod pacer;
+mod pauses;
 mod produce;
 mod stats;
 mod timers;
@@ -436,6 +437,10 @@ async fn e2e_scenario(
     let deadline = Instant::now() + warmup + duration;
     // Messages sent before this (ns since the epoch) are not counted.
     let counted_from = produce::now_ns() + warmup.as_nanos() as u64;
+    let probe = pauses::Probe::start();
+    // Every counted message's send and receive time, to set them against
+    // the host's pauses at the end.
+    let flights = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
     // Consumers first: one long-polling task per queue, from the end, over
     // the shared reader connections.
     let mut read_conns = Vec::new();
@@ -446,9 +451,10 @@ async fn e2e_scenario(
     let mut readers = Vec::new();
     for (i, (topic, queue)) in targets.clone().into_iter().enumerate() {
         let conn = read_conns[i % read_conns.len()].clone();
-        let stats = stats.clone();
+        let (stats, flights) = (stats.clone(), flights.clone());
         readers.push(tokio::spawn(async move {
             let mut hist = new_histogram();
+            let mut flown = Vec::new();
             let mut offset = 0;
             while Instant::now() < deadline + Duration::from_secs(2) {
                 let Ok(pulled) = conn.pull(&topic, queue, offset, 1024, 4 << 20, None, 500).await else { break };
@@ -460,6 +466,7 @@ async fn e2e_scenario(
                     let sent = u64::from_le_bytes(sent);
                     if sent >= counted_from {
                         let _ = hist.record((now.saturating_sub(sent) / 1000).max(1));
+                        flown.push((sent, now));
                         (count, bytes) = (count + 1, bytes + m.message.body.len() as u64);
                     }
                 }
@@ -467,6 +474,9 @@ async fn e2e_scenario(
                 offset = pulled.next_offset;
             }
             stats.merge(&hist);
+            if let Ok(mut all) = flights.lock() {
+                all.append(&mut flown);
+            }
         }));
     }
     // Producers: open loop at the fixed rate, each sending what is due by
@@ -532,6 +542,8 @@ async fn e2e_scenario(
         r.await.map_err(|e| e.to_string())?;
     }
     let acks = acked.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram());
+    let pauses = probe.finish();
+    let flights = std::mem::take(&mut *flights.lock().map_err(|e| e.to_string())?);
     let summary = stats.summary(
         "e2e",
         start.elapsed().min(duration),
@@ -551,9 +563,48 @@ async fn e2e_scenario(
                 "send→ack".into(),
                 format!("p50 {} µs  p99 {} µs", acks.value_at_quantile(0.5), acks.value_at_quantile(0.99)),
             ),
+            pauses.note(),
+            slow_in_pauses(&flights, &pauses),
         ],
     );
     finish(admin, common, &[], summary).await
+}
+
+/// Latency an e2e message may take before it counts as slow (the p99 bar).
+const SLOW: Duration = Duration::from_millis(5);
+
+/// A summary line: how many messages took longer than [`SLOW`], what share
+/// of them was in flight while a CPU of the host paused (against the share
+/// of all messages, the rate by chance), and the latency of the messages
+/// no pause touched.
+fn slow_in_pauses(flights: &[(u64, u64)], pauses: &pauses::Pauses) -> (String, String) {
+    let slow_ns = SLOW.as_nanos() as u64;
+    let (mut slow, mut slow_paused, mut paused) = (0u64, 0u64, 0u64);
+    let mut untouched = new_histogram();
+    for &(sent, received) in flights {
+        let during = pauses.during(sent, received);
+        let is_slow = received.saturating_sub(sent) > slow_ns;
+        paused += u64::from(during);
+        slow += u64::from(is_slow);
+        slow_paused += u64::from(is_slow && during);
+        if !during {
+            stats::record_ns(&mut untouched, received.saturating_sub(sent));
+        }
+    }
+    let share = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 * 100.0 / of as f64 };
+    let q = |p: f64| if untouched.is_empty() { 0 } else { untouched.value_at_quantile(p) };
+    (
+        format!("over {} ms", SLOW.as_millis()),
+        format!(
+            "{slow} messages, {:.1} % of them in flight during a host pause (of all messages {:.1} %); \
+             the {} no pause touched: p50 {} µs  p99 {} µs",
+            share(slow_paused, slow),
+            share(paused, flights.len() as u64),
+            flights.len() as u64 - paused,
+            q(0.5),
+            q(0.99),
+        ),
+    )
 }
 
 async fn queues_scenario(
