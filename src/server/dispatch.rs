@@ -365,28 +365,40 @@ impl SubmittedSends {
 /// items at `cap` bytes (a single bigger item still gets a group). Returns
 /// each group's destination and size, and the items in group order.
 ///
-/// The newest group of each destination is found through a map: with
-/// thousands of queues each request has a group of its own, and a search
-/// back through the groups made a gather quadratic. The items come back in
-/// one list, not a list per group, for the same reason.
+/// The newest group of each destination is found by a search back through
+/// the groups while they are few (most gathers are a request or a handful)
+/// and through a map past that: with thousands of queues each request has a
+/// group of its own, and the search made a gather quadratic. The items come
+/// back in one list, not a list per group, for the same reason.
 fn merge_in_order<D: Eq + Hash + Clone, T>(
     items: impl Iterator<Item = (D, usize, T)>,
     cap: usize,
 ) -> (Vec<(D, usize)>, Vec<T>) {
+    /// Groups searched without a map.
+    const SEARCHED: usize = 8;
     let mut groups: Vec<(D, usize, usize)> = Vec::with_capacity(items.size_hint().0);
-    let mut newest: HashMap<D, usize, crate::actors::FastHash> =
-        HashMap::with_capacity_and_hasher(items.size_hint().0, Default::default());
+    let mut newest: Option<HashMap<D, usize, crate::actors::FastHash>> = None;
     let mut placed = Vec::with_capacity(items.size_hint().0);
     for (dest, bytes, item) in items {
-        let group = match newest.get(&dest) {
-            Some(&i) if groups[i].1 + bytes <= cap => {
+        let found = match &newest {
+            Some(map) => map.get(&dest).copied(),
+            None => groups.iter().rposition(|(d, _, _)| *d == dest),
+        };
+        let group = match found {
+            Some(i) if groups[i].1 + bytes <= cap => {
                 groups[i].1 += bytes;
                 groups[i].2 += 1;
                 i
             }
             _ => {
-                newest.insert(dest.clone(), groups.len());
+                if let Some(map) = &mut newest {
+                    map.insert(dest.clone(), groups.len());
+                }
                 groups.push((dest, bytes, 1));
+                if newest.is_none() && groups.len() > SEARCHED {
+                    // Later groups overwrite earlier ones: the newest wins.
+                    newest = Some(groups.iter().enumerate().map(|(i, (d, _, _))| (d.clone(), i)).collect());
+                }
                 groups.len() - 1
             }
         };
@@ -822,5 +834,40 @@ mod tests {
         // the room left in an older group.
         assert_eq!(groups, vec![("a", 2), ("b", 2), ("a", 1), ("a", 1), ("a", 1)]);
         assert_eq!(items, vec![1, 3, 2, 5, 4, 6, 7]);
+    }
+
+    /// The plain rule, searched back through every group.
+    fn merged_by_search(items: &[(u32, usize, usize)], cap: usize) -> (Vec<(u32, usize)>, Vec<usize>) {
+        let mut groups: Vec<(u32, usize, Vec<usize>)> = Vec::new();
+        for &(dest, bytes, item) in items {
+            match groups.iter_mut().rev().find(|(d, _, _)| *d == dest) {
+                Some(group) if group.1 + bytes <= cap => {
+                    group.1 += bytes;
+                    group.2.push(item);
+                }
+                _ => groups.push((dest, bytes, vec![item])),
+            }
+        }
+        let sizes = groups.iter().map(|(d, _, items)| (*d, items.len())).collect();
+        (sizes, groups.into_iter().flat_map(|(_, _, items)| items).collect())
+    }
+
+    #[test]
+    fn many_destinations_merge_as_few_do() {
+        // Past a handful of groups the newest is found through a map; the
+        // outcome must be the plain rule's, before and after the switch.
+        let mut seed = 7u64;
+        for destinations in [1u32, 3, 8, 9, 40] {
+            for len in [0usize, 1, 5, 9, 10, 200] {
+                let items: Vec<(u32, usize, usize)> = (0..len)
+                    .map(|i| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        ((seed >> 33) as u32 % destinations, (seed >> 20) as usize % 60, i)
+                    })
+                    .collect();
+                let merged = merge_in_order(items.iter().copied(), 100);
+                assert_eq!(merged, merged_by_search(&items, 100), "{destinations} destinations, {len} items");
+            }
+        }
     }
 }
