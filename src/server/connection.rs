@@ -280,7 +280,9 @@ impl Outgoing {
     /// waiting send is answered.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Ready>> {
         // Frames first: the hello's answer must lead, before any send read
-        // after it is answered.
+        // after it is answered. They cannot hold the sends back for long:
+        // all but the rare group notice answer a request holding a permit,
+        // and the read loop stops taking requests when permits run out.
         let frames_open = match self.frames.poll_recv(cx) {
             Poll::Ready(Some(frame)) => return Poll::Ready(Some(Ready::Frame(frame))),
             Poll::Ready(None) => false,
