@@ -186,6 +186,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Threads serving connections; 0 means one per core. Default: 0.
     pub workers: usize,
+    /// Turn transparent huge pages off for the broker process (as Redis's
+    /// `disable-thp`). The first touch of a huge page zeroes 2 MiB at once:
+    /// a stall of a millisecond or more in the thread that touches it, far
+    /// above a send's latency. Default: true.
+    pub disable_thp: bool,
 }
 
 impl Default for Config {
@@ -236,7 +241,12 @@ impl Default for StoreConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { max_frame_bytes: brook_proto::DEFAULT_MAX_FRAME_BYTES, max_connections: 10_000, workers: 0 }
+        Self {
+            max_frame_bytes: brook_proto::DEFAULT_MAX_FRAME_BYTES,
+            max_connections: 10_000,
+            workers: 0,
+            disable_thp: true,
+        }
     }
 }
 

@@ -20,6 +20,7 @@ fn print_config_shows_defaults_file_and_env_layers() {
     assert_eq!(config["data_dir"].as_str(), Some("./brook-data"));
     assert_eq!(config["store"]["segment_bytes"].as_integer(), Some(1 << 30));
     assert_eq!(config["store"]["retention_hours"].as_integer(), Some(72));
+    assert_eq!(config["server"]["disable_thp"].as_bool(), Some(true));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("brook.toml");
@@ -88,4 +89,32 @@ fn readiness_is_notified_to_systemd() {
     assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
     let status = broker.terminate();
     assert!(status.success(), "{status:?}: {}", broker.logs().join("\n"));
+}
+
+/// The `THP_enabled` line of a process's status: whether transparent huge
+/// pages may back its memory (None on kernels that do not say).
+fn thp_enabled(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(|v| v.trim().to_string())
+}
+
+#[test]
+fn transparent_huge_pages_are_off_unless_allowed() {
+    // A huge page's first touch zeroes 2 MiB at once, a stall far above a
+    // send's latency: brookd turns them off for itself unless
+    // server.disable_thp is false, and then leaves the system's choice.
+    let Some(system) = thp_enabled(std::process::id()) else {
+        eprintln!("this kernel does not report THP_enabled; nothing to check");
+        return;
+    };
+    for (setting, expected) in [(None, "0".to_string()), (Some("false"), system)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env = common::base_env(dir.path(), "std");
+        if let Some(value) = setting {
+            env.push(("BROOK_SERVER__DISABLE_THP".into(), value.into()));
+        }
+        let mut broker = common::Brookd::start(&env);
+        assert_eq!(thp_enabled(broker.pid()), Some(expected), "server.disable_thp = {setting:?}");
+        assert!(broker.terminate().success());
+    }
 }

@@ -72,6 +72,11 @@ impl Brookd {
         Brookd { child: Some(child), addr, data_dir, logs }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Log lines so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("logs").clone()
