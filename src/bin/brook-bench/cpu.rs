@@ -23,10 +23,14 @@ impl CpuClock {
 
     /// CPU seconds used since it began.
     fn seconds(&self) -> Option<f64> {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Some(ticks(self.pid)?.saturating_sub(self.ticks) as f64 / hz)
+        Some(ticks(self.pid)?.saturating_sub(self.ticks) as f64 / ticks_per_second())
     }
+}
+
+/// Clock ticks per second, the unit of `/proc`'s CPU times.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
 /// User plus system clock ticks of `pid`.
@@ -70,9 +74,7 @@ impl StealClock {
 
     /// A summary line: CPU seconds stolen since the start.
     pub fn note(&self) -> Option<(String, String)> {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let secs = steal_ticks()?.saturating_sub(self.ticks) as f64 / hz;
+        let secs = steal_ticks()?.saturating_sub(self.ticks) as f64 / ticks_per_second();
         Some(("host steal".to_string(), format!("{secs:.2} s of CPU taken by the hypervisor during the run")))
     }
 }

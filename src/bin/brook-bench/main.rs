@@ -438,8 +438,8 @@ async fn e2e_scenario(
     // Messages sent before this (ns since the epoch) are not counted.
     let counted_from = produce::now_ns() + warmup.as_nanos() as u64;
     let probe = pauses::Probe::start();
-    // Every counted message's send and receive time, to set them against
-    // the host's pauses at the end.
+    // Every counted message's send and receive time: its latency, and
+    // whether a host pause touched it.
     let flights = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
     // Consumers first: one long-polling task per queue, from the end, over
     // the shared reader connections.
@@ -453,7 +453,6 @@ async fn e2e_scenario(
         let conn = read_conns[i % read_conns.len()].clone();
         let (stats, flights) = (stats.clone(), flights.clone());
         readers.push(tokio::spawn(async move {
-            let mut hist = new_histogram();
             let mut flown = Vec::new();
             let mut offset = 0;
             while Instant::now() < deadline + Duration::from_secs(2) {
@@ -465,7 +464,6 @@ async fn e2e_scenario(
                     sent.copy_from_slice(&m.message.body[..8]);
                     let sent = u64::from_le_bytes(sent);
                     if sent >= counted_from {
-                        let _ = hist.record((now.saturating_sub(sent) / 1000).max(1));
                         flown.push((sent, now));
                         (count, bytes) = (count + 1, bytes + m.message.body.len() as u64);
                     }
@@ -473,7 +471,6 @@ async fn e2e_scenario(
                 stats.done(count, bytes);
                 offset = pulled.next_offset;
             }
-            stats.merge(&hist);
             if let Ok(mut all) = flights.lock() {
                 all.append(&mut flown);
             }
@@ -544,6 +541,11 @@ async fn e2e_scenario(
     let acks = acked.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram());
     let pauses = probe.finish();
     let flights = std::mem::take(&mut *flights.lock().map_err(|e| e.to_string())?);
+    let mut latencies = new_histogram();
+    for &(sent, received) in &flights {
+        stats::record_ns(&mut latencies, received.saturating_sub(sent));
+    }
+    stats.merge(&latencies);
     let summary = stats.summary(
         "e2e",
         start.elapsed().min(duration),
