@@ -118,3 +118,30 @@ fn transparent_huge_pages_are_off_unless_allowed() {
         assert!(broker.terminate().success());
     }
 }
+
+#[tokio::test]
+async fn a_stop_answers_parked_long_polls_at_once() {
+    // A consumer parked on an empty queue must not hold a SIGTERM for the
+    // connections' drain timeout: a stopping broker answers every parked
+    // pull with what is there (nothing), and the stop finishes without
+    // waiting out the pulls' long polls.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = common::Brookd::start(&common::base_env(dir.path(), "std"));
+    let conn = broker.connect().await;
+    conn.create_topic("parked", 1).await.expect("create");
+    let waiting = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.pull("parked", 0, 0, 32, 1 << 20, None, 60_000).await })
+    };
+    // Long enough for the pull to reach its queue and park there.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let stopped = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || broker.terminate()).await.expect("terminate");
+    let pulled = waiting.await.expect("pull task").expect("the parked pull is answered, not cut off");
+    assert!(pulled.messages.is_empty());
+    assert_eq!(pulled.next_offset, 0);
+    assert!(status.success(), "brookd exited with {status}");
+    // Before parked pulls were answered, the stop waited out the drain
+    // timeout (2 s) and then cut them off; generous for a loaded machine.
+    assert!(stopped.elapsed() < std::time::Duration::from_secs(10), "stop took {:?}", stopped.elapsed());
+}

@@ -85,6 +85,7 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
         max_bytes: 1 << 20,
         filter: Arc::new(TagFilter::All),
         long_poll: Duration::ZERO,
+        cut_short: None,
     };
     let found = queue.send(pull).await.expect("mailbox").expect("pull");
     assert_eq!(found.entries.len(), 3);

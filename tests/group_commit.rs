@@ -152,6 +152,7 @@ fn concurrent_producers_get_dense_offsets_in_log_order() {
                         max_bytes: u32::MAX,
                         filter: Arc::new(TagFilter::All),
                         long_poll: Duration::ZERO,
+                        cut_short: None,
                     })
                     .await
                     .expect("mailbox")
@@ -275,6 +276,7 @@ fn parts_of_one_produce_land_in_their_queues_and_a_refused_part_fails_alone() {
                 max_bytes: 1 << 20,
                 filter: Arc::new(TagFilter::All),
                 long_poll: Duration::ZERO,
+                cut_short: None,
             };
             let entries = running.registry.queue("pa", queue).send(pull).await.expect("mailbox").expect("pull");
             let tail: Vec<_> = entries.entries.iter().skip(queue as usize).map(|(_, e)| e.log_offset).collect();

@@ -116,6 +116,7 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
                 max_bytes: 1 << 22,
                 filter: Arc::new(TagFilter::All),
                 long_poll: Duration::ZERO,
+                cut_short: None,
             };
             let below = queue.send(pull(0)).await.expect("mailbox");
             assert!(matches!(below, Err(Error::BelowRetained { min: m, .. }) if m == min), "{below:?}");

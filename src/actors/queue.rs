@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 /// Most consume-queue entries one pull examines (filtered ones included).
 const MAX_SCAN: usize = 4096;
@@ -89,6 +90,11 @@ pub struct Pull {
     pub filter: Arc<TagFilter>,
     /// How long to park when nothing is there.
     pub long_poll: Duration,
+    /// Ends the park early once cancelled, with what is there: a stopping
+    /// server's clients get their parked pulls answered instead of cut off.
+    /// The broker's own readers pass `None`: an answer at once would only
+    /// send them round again while the broker stops.
+    pub cut_short: Option<CancellationToken>,
 }
 
 /// What a pull found in the consume queue.
@@ -872,7 +878,7 @@ impl Handler<Pull> for QueueActor {
         match state.pull(pull) {
             Ok(found) => Box::pin(async move { found }),
             Err(pull) => {
-                let wait = pull.long_poll;
+                let (wait, cut_short) = (pull.long_poll, pull.cut_short.clone());
                 let (id, mut rx) = state.park(pull);
                 // The long poll's timer lives in the answer's own task and
                 // goes with it. Not `ctx.run_later`: actix polls every item
@@ -882,9 +888,19 @@ impl Handler<Pull> for QueueActor {
                 // for every pull parked in the last long-poll span.
                 let state = Rc::downgrade(&self.state);
                 Box::pin(async move {
-                    let answer = match tokio::time::timeout(wait, &mut rx).await {
-                        Ok(answer) => answer,
-                        Err(_) => {
+                    let stopping = async {
+                        match cut_short {
+                            Some(token) => token.cancelled_owned().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let answered = tokio::select! {
+                        answer = tokio::time::timeout(wait, &mut rx) => answer.ok(),
+                        () = stopping => None,
+                    };
+                    let answer = match answered {
+                        Some(answer) => answer,
+                        None => {
                             if let Some(state) = state.upgrade() {
                                 state.borrow_mut().expire(id);
                             }

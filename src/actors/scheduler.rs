@@ -39,7 +39,14 @@ pub(crate) async fn pull_entries(
 ) -> Result<PullEntries> {
     registry
         .queue(topic, queue)
-        .send(Pull { offset, max_messages, max_bytes: u32::MAX, filter: Arc::new(TagFilter::All), long_poll })
+        .send(Pull {
+            offset,
+            max_messages,
+            max_bytes: u32::MAX,
+            filter: Arc::new(TagFilter::All),
+            long_poll,
+            cut_short: None,
+        })
         .await
         .map_err(|e| match e {
             // The queue's thread stopped: the broker is shutting down.

@@ -299,6 +299,7 @@ async fn first_at_or_after(registry: &Registry, topic: &str, queue: u32, log_off
             max_bytes: u32::MAX,
             filter: Arc::new(TagFilter::All),
             long_poll: Duration::ZERO,
+            cut_short: None,
         };
         let page = addr.send(probe).await.map_err(|e| Error::Busy(e.to_string()))??;
         match page.entries.first() {

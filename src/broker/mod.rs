@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 /// A store opened and recovered, ready for actors.
 pub struct OpenedStore {
@@ -258,6 +259,8 @@ pub struct Server {
     /// The bound address.
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    /// The connections' `BrokerCore::stopping`.
+    stopping: CancellationToken,
     done_rx: mpsc::Receiver<()>,
     /// Where connections run; taken at shutdown.
     connections: Option<tokio::runtime::Runtime>,
@@ -287,6 +290,7 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         .enable_all()
         .build()
         .ctx(|| "connection runtime".into())?;
+    let stopping = CancellationToken::new();
     let core = Arc::new(BrokerCore {
         registry: running.registry.clone(),
         topics: running.topics.clone(),
@@ -300,12 +304,13 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         producers: running.system.producers.clone(),
         txn: running.system.txn.clone(),
         sql_cache: dashmap::DashMap::new(),
+        stopping: stopping.clone(),
         logger: logger.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel(1);
     actix::spawn(listener::run(listener, core, connections.handle().clone(), shutdown_rx, done_tx));
-    Ok(Server { local_addr, shutdown, done_rx, connections: Some(connections) })
+    Ok(Server { local_addr, shutdown, stopping, done_rx, connections: Some(connections) })
 }
 
 impl Server {
@@ -313,6 +318,10 @@ impl Server {
     /// moment to finish) and waits for them, up to `timeout`.
     pub async fn stop(mut self, timeout: Duration) {
         let _ = self.shutdown.send(true);
+        // Parked pulls would otherwise hold their connections' drain for
+        // its whole timeout: they are read-only, so answering them with
+        // what is there loses nothing.
+        self.stopping.cancel();
         let _ = tokio::time::timeout(timeout, self.done_rx.recv()).await;
         self.stop_connections();
     }

@@ -657,6 +657,7 @@ async fn pull(
             max_bytes,
             filter: filter.clone(),
             long_poll: Duration::from_millis(long_poll_ms),
+            cut_short: Some(core.stopping.clone()),
         })
         .await
         .map_err(mailbox)??;

@@ -47,6 +47,8 @@ pub struct BrokerCore {
     pub txn: actix::Addr<crate::actors::txn_checker::TxnCheckerActor>,
     /// Property filters parsed so far, by text.
     pub sql_cache: dashmap::DashMap<String, Arc<crate::filter::sql::Expr>>,
+    /// Cancelled when the server stops: parked pulls are answered then.
+    pub stopping: tokio_util::sync::CancellationToken,
     /// Logger.
     pub logger: slog::Logger,
 }
