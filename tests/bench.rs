@@ -68,6 +68,25 @@ fn loopback_answers_every_request_with_real_frame_sizes() {
 }
 
 #[test]
+fn wake_times_hand_offs_on_one_cpu_and_on_two() {
+    // No broker: two threads waking each other in turn. Every round trip
+    // is counted, and each case says what one costs.
+    let (ok, out) = bench(&["wake", "--messages", "2000"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("messages          2000\n"), "{out}");
+    assert_eq!(field(&out, "scenario"), Some("wake"), "{out}");
+    assert_eq!(field(&out, "errors"), Some("0"), "{out}");
+    let per_round_trip = |case: &str| -> Option<f64> {
+        let line = out.lines().find_map(|l| l.strip_prefix(case))?;
+        line.trim_start().split(' ').next()?.parse().ok()
+    };
+    assert!(per_round_trip("one CPU").is_some_and(|us| us > 0.0), "{out}");
+    let two = out.lines().find_map(|l| l.strip_prefix("two CPUs")).unwrap_or_default();
+    assert!(per_round_trip("two CPUs").is_some_and(|us| us > 0.0) || two.contains("one CPU allowed"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("syscall") && l.ends_with("ns (getppid)")), "{out}");
+}
+
+#[test]
 fn e2e_readers_sharing_a_connection_receive_what_was_sent() {
     // Four long-polling readers over one connection (one consumer
     // instance): every queue's messages still reach its reader.

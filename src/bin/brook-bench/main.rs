@@ -22,6 +22,7 @@ mod produce;
 mod stats;
 mod timers;
 mod verify;
+mod wake;
 
 use broker::Broker;
 use brook_client::{Connection, Message};
@@ -176,6 +177,10 @@ enum Scenario {
     /// The server process of `loopback` (started by it).
     #[command(hide = true)]
     LoopbackServer,
+    /// No broker: two threads waking each other in turn, on one CPU and on
+    /// two, and an empty system call. What this host charges for the
+    /// thread hand-offs inside every request.
+    Wake,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -211,6 +216,11 @@ async fn run(cli: Cli) -> Result<bool, String> {
     }
     match cli.scenario {
         Scenario::LoopbackServer => return loopback::serve(common.size).await,
+        Scenario::Wake => {
+            let summary = wake::run(common.messages.unwrap_or(wake::DEFAULT_ROUND_TRIPS))?;
+            summary.print();
+            return Ok(true);
+        }
         Scenario::Loopback => {
             let total = common.messages.unwrap_or(0);
             let summary = loopback::run(common.producers, common.size, budget(&common), total).await?;
@@ -241,7 +251,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Scenario::Queues { count, warmup } => queues_scenario(&broker, &admin, &common, count, warmup).await,
         Scenario::Backlog { stored } => backlog_scenario(&broker, &admin, &common, stored).await,
         Scenario::Restart { log_gib } => restart_scenario(broker, &admin, &common, log_gib).await,
-        Scenario::Index { .. } | Scenario::Loopback | Scenario::LoopbackServer => Ok(true),
+        Scenario::Index { .. } | Scenario::Loopback | Scenario::LoopbackServer | Scenario::Wake => Ok(true),
         Scenario::Timers { pending, spread, lead, rate } => {
             let load = timers::TimerLoad {
                 pending,

@@ -5,6 +5,7 @@
 //! the kernel or the hypervisor held it. e2e checks its slow messages
 //! against these pauses, to tell a stall of the machine from one of brook.
 
+use crate::cpu;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -44,7 +45,7 @@ impl Probe {
     /// Starts one probe per CPU this process may run on.
     pub fn start() -> Probe {
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = allowed_cpus()
+        let threads = cpu::allowed_cpus()
             .into_iter()
             .filter_map(|cpu| {
                 let stop = stop.clone();
@@ -110,7 +111,7 @@ impl Pauses {
 /// The probe loop of one CPU; returns its pauses and whether it ran at
 /// real-time priority.
 fn watch(cpu: usize, stop: &AtomicBool) -> (Vec<Pause>, bool) {
-    pin_to(cpu);
+    cpu::pin_to(cpu);
     let realtime = make_realtime();
     let mut pauses = Vec::new();
     let mut last = Instant::now();
@@ -125,29 +126,6 @@ fn watch(cpu: usize, stop: &AtomicBool) -> (Vec<Pause>, bool) {
         last = now;
     }
     (pauses, realtime)
-}
-
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set, and the call writes
-    // at most its size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &set)).collect()
-    }
-}
-
-/// Keeps the calling thread on `cpu` (best effort).
-fn pin_to(cpu: usize) {
-    // SAFETY: as above; pid 0 is the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 /// Moves the calling thread to SCHED_FIFO at the lowest real-time priority;
