@@ -129,15 +129,17 @@ async fn a_stop_answers_parked_long_polls_at_once() {
     let mut broker = common::Brookd::start(&common::base_env(dir.path(), "std"));
     let conn = broker.connect().await;
     conn.create_topic("parked", 1).await.expect("create");
-    let waiting = {
-        let conn = conn.clone();
-        tokio::spawn(async move { conn.pull("parked", 0, 0, 32, 1 << 20, None, 60_000).await })
-    };
-    // Long enough for the pull to reach its queue and park there.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let waiting = conn.pull("parked", 0, 0, 32, 1 << 20, None, 60_000);
+    tokio::pin!(waiting);
+    // One poll queues the pull; the broker reads a connection's frames in
+    // order, so once a later ping is answered the pull has been read (a
+    // stop then waits for it), and a moment more lets it park.
+    assert!(futures::poll!(&mut waiting).is_pending());
+    conn.ping().await.expect("ping");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let stopped = std::time::Instant::now();
     let status = tokio::task::spawn_blocking(move || broker.terminate()).await.expect("terminate");
-    let pulled = waiting.await.expect("pull task").expect("the parked pull is answered, not cut off");
+    let pulled = waiting.await.expect("the parked pull is answered, not cut off");
     assert!(pulled.messages.is_empty());
     assert_eq!(pulled.next_offset, 0);
     assert!(status.success(), "brookd exited with {status}");
