@@ -93,8 +93,10 @@ fn syscall_ns() -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(CALLS)
 }
 
+/// A summary line for one case: wall time and CPU per round trip
+/// (`round_trips` is at least 1, as [`run`] makes it).
 fn describe(run: &PingPong, round_trips: u64) -> String {
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / round_trips.max(1) as f64;
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / round_trips as f64;
     format!(
         "{:.1} µs per round trip (p50 {} µs), {:.1} µs of CPU",
         per(run.elapsed),
