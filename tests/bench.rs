@@ -110,3 +110,27 @@ fn e2e_readers_sharing_a_connection_receive_what_was_sent() {
         .unwrap_or(u64::MAX);
     assert!(messages > 0 && untouched <= messages, "{out}");
 }
+
+#[test]
+fn the_retention_warning_sees_the_threshold_however_it_is_set() {
+    // A retention threshold no filesystem is under: the broker the bench
+    // starts will delete segments while measured, and the bench must say so
+    // whether the threshold comes with `--broker-env` or from the bench's
+    // own environment, which the broker inherits.
+    for inherited in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_brook-bench"));
+        cmd.args(["produce", "--mode", "sync", "--producers", "1", "--messages", "20"]);
+        if inherited {
+            cmd.env("BROOK_STORE__DISK_MAX_USED_RATIO", "0.000001");
+        } else {
+            cmd.args(["--broker-env", "BROOK_STORE__DISK_MAX_USED_RATIO=0.000001"]);
+        }
+        let out = cmd.output().expect("run brook-bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "inherited={inherited}: {stderr}");
+        assert!(
+            stderr.contains("at or above the broker's retention threshold of 0 %"),
+            "inherited={inherited}: {stderr}"
+        );
+    }
+}

@@ -80,12 +80,13 @@ impl Broker {
 /// segments while it is measured: numbers taken so are not comparable.
 fn warn_if_retention_will_run(dir: &std::path::Path, env: &[(String, String)]) {
     use brook::store::retention::{DiskUsage, StatvfsUsage};
-    let threshold = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "BROOK_STORE__DISK_MAX_USED_RATIO")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(brook::config::Config::default().store.disk_max_used_ratio);
+    let threshold = match effective_config(env) {
+        Ok(config) => config.store.disk_max_used_ratio,
+        Err(e) => {
+            eprintln!("warning: cannot read the broker's configuration ({e}); retention is not checked");
+            return;
+        }
+    };
     if let Ok(used) = StatvfsUsage.used_ratio(dir) {
         if used >= threshold {
             eprintln!(
@@ -98,10 +99,31 @@ fn warn_if_retention_will_run(dir: &std::path::Path, env: &[(String, String)]) {
     }
 }
 
+/// The configuration `brookd` will run with under `env` (on top of this
+/// process's own environment, which it inherits): its `--print-config`, so
+/// every way of setting a key counts, not only the names the bench knows.
+fn effective_config(env: &[(String, String)]) -> Result<brook::config::Config, String> {
+    let out = Command::new(brookd_path()?)
+        .arg("--print-config")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    toml::from_str(&String::from_utf8_lossy(&out.stdout)).map_err(|e| e.to_string())
+}
+
+/// The `brookd` next to this binary.
+fn brookd_path() -> Result<PathBuf, String> {
+    Ok(std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("brookd"))
+}
+
 /// Spawns `brookd` with `env`; returns it and its address once listening.
 fn spawn(env: &[(String, String)]) -> Result<(Child, String), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let brookd: PathBuf = exe.with_file_name("brookd");
+    let brookd = brookd_path()?;
     let mut child = Command::new(&brookd)
         .args(["--log-format", "json"])
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
