@@ -78,8 +78,8 @@ async fn clients_ride_through_a_broker_restart() {
     }
     // Blocking waits go to the blocking pool, not a runtime worker the
     // clients' tasks need.
-    let status = tokio::task::spawn_blocking(move || broker.terminate()).await.expect("join");
-    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+    let (status, logs) = tokio::task::spawn_blocking(move || (broker.terminate(), broker.logs())).await.expect("join");
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}; logs:\n{}", logs.join("\n"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let env2 = env.clone();
     let broker = tokio::task::spawn_blocking(move || Brookd::start(&env2)).await.expect("join");

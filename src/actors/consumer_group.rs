@@ -16,7 +16,7 @@ use crate::actors::queue::{OffsetAtTime, Range};
 use crate::actors::Registry;
 use crate::config::GroupsConfig;
 use crate::error::{Error, Result};
-use crate::store::group_state::{self, GroupState, OffsetKey};
+use crate::store::group_state::{self, GroupState, OffsetKey, StateFile};
 use crate::store::topics::TopicTable;
 use actix::prelude::*;
 use brook_proto::codec::Outbound;
@@ -147,7 +147,9 @@ pub struct FlushOffsets;
 /// One consumer group.
 pub struct ConsumerGroupActor {
     name: String,
-    path: PathBuf,
+    file: StateFile,
+    /// Bumped for every write of `state`: the file keeps the newest.
+    state_version: u64,
     config: GroupsConfig,
     registry: Arc<Registry>,
     topics: Arc<TopicTable>,
@@ -203,7 +205,8 @@ impl ConsumerGroupActor {
         };
         Self {
             name,
-            path,
+            file: StateFile::new(path),
+            state_version: 0,
             config,
             registry,
             topics,
@@ -305,8 +308,9 @@ impl ConsumerGroupActor {
         }
         self.dirty = false;
         self.flushing = true;
-        let (state, path) = (self.state.clone(), self.path.clone());
-        let work = async move { tokio::task::spawn_blocking(move || state.store(&path)).await };
+        self.state_version += 1;
+        let (state, file, version) = (self.state.clone(), self.file.clone(), self.state_version);
+        let work = async move { tokio::task::spawn_blocking(move || file.store(&state, version)).await };
         ctx.spawn(work.into_actor(self).map(|result, act, _| {
             act.flushing = false;
             if !matches!(result, Ok(Ok(()))) {
@@ -610,8 +614,12 @@ impl Handler<FlushOffsets> for ConsumerGroupActor {
     type Result = Result<()>;
 
     fn handle(&mut self, _: FlushOffsets, _: &mut Context<Self>) -> Self::Result {
-        // Shutdown: write synchronously so the caller knows it is on disk.
-        self.state.store(&self.path).map_err(|e| Error::io(format!("write {}", self.path.display()), e))?;
+        // Shutdown: write synchronously so the caller knows it is on disk
+        // (after a periodic flush still writing, if one is).
+        self.state_version += 1;
+        self.file
+            .store(&self.state, self.state_version)
+            .map_err(|e| Error::io(format!("write {}", self.file.path().display()), e))?;
         self.dirty = false;
         Ok(())
     }

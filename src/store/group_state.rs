@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Key of a committed offset: member (broadcasting only), topic, queue.
 pub type OffsetKey = (Option<String>, String, u32);
@@ -100,6 +101,44 @@ impl GroupState {
     }
 }
 
+/// A group's state file, written one version at a time.
+///
+/// The periodic flush writes from the blocking pool while the group's actor
+/// goes on, and the shutdown's flush from the actor's thread. Unordered,
+/// the two shared the file's temporary, so one could rename it away under
+/// the other (failing the shutdown) or truncate it under the other's
+/// rename, and an older state could land last. Here writes take turns, and
+/// a version older than the one on disk is not written over it.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+    on_disk: Arc<Mutex<u64>>,
+}
+
+impl StateFile {
+    /// The state file at `path`; versions written through it start at 1.
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, on_disk: Arc::default() }
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `state` as `version`, unless a later version is on disk
+    /// already (then it has nothing to add).
+    pub fn store(&self, state: &GroupState, version: u64) -> io::Result<()> {
+        let mut on_disk = self.on_disk.lock().unwrap_or_else(PoisonError::into_inner);
+        if version <= *on_disk {
+            return Ok(());
+        }
+        state.store(&self.path)?;
+        *on_disk = version;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +155,50 @@ mod tests {
         assert_eq!(GroupState::load(&file).expect("load"), Some(state));
         assert_eq!(list(dir.path()).expect("list"), vec!["g".to_string()]);
         assert_eq!(GroupState::load(&path(dir.path(), "none")).expect("load"), None);
+    }
+
+    fn at_offset(offset: u64) -> GroupState {
+        let mut state = GroupState::default();
+        state.offsets.insert((None, "t".into(), 0), offset);
+        state
+    }
+
+    #[test]
+    fn an_older_version_is_not_written_over_a_newer_one() {
+        // A periodic flush that took its copy before a later commit must
+        // not land after the shutdown's flush of that commit.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = StateFile::new(path(dir.path(), "g"));
+        file.store(&at_offset(20), 2).expect("newer");
+        file.store(&at_offset(10), 1).expect("older");
+        assert_eq!(GroupState::load(file.path()).expect("load"), Some(at_offset(20)));
+        file.store(&at_offset(30), 3).expect("newest");
+        assert_eq!(GroupState::load(file.path()).expect("load"), Some(at_offset(30)));
+    }
+
+    #[test]
+    fn writers_at_once_take_turns() {
+        // Unordered, writers at once shared the temporary file: one renamed
+        // it away under another, whose rename then failed (`NotFound`).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = StateFile::new(path(dir.path(), "g"));
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let (file, next) = (file.clone(), next.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        let version = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        file.store(&at_offset(version), version).expect("every write succeeds");
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("writer");
+        }
+        // Each version was taken before its write began, so the newest (100)
+        // is the one left, whichever thread wrote it.
+        assert_eq!(GroupState::load(file.path()).expect("load"), Some(at_offset(100)));
     }
 }

@@ -106,7 +106,8 @@ impl StorePaths {
 
 /// Replaces the file at `path` with `bytes` so that a crash leaves either
 /// the old or the new content: written to `<path>.tmp`, synced, renamed
-/// over `path`, and the directory synced.
+/// over `path`, and the directory synced. Writers of one path must take
+/// turns: they share the temporary.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
