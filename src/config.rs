@@ -101,6 +101,13 @@ pub enum FlushMode {
     Async,
 }
 
+/// Most queues a topic may have (the topic table and `default_queues`
+/// both hold to it).
+pub const MAX_QUEUES_PER_TOPIC: u32 = 65_536;
+
+/// Default span of one on-disk timer bucket, ms.
+pub const DEFAULT_TIMER_BUCKET_MS: u64 = 60_000;
+
 /// Which writer backend performs the commit-log I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -229,7 +236,7 @@ impl Default for StoreConfig {
             disk_max_used_ratio: 0.75,
             retention_check_interval_ms: 10_000,
             max_message_bytes: 4 << 20,
-            timer_bucket_ms: crate::store::timer::DEFAULT_BUCKET_MS,
+            timer_bucket_ms: DEFAULT_TIMER_BUCKET_MS,
             index_slots: 1_000_000,
             index_entries: 2_000_000,
             preallocate: true,
@@ -361,11 +368,10 @@ impl Config {
                 *value = 1;
             }
         }
-        if self.default_queues == 0 || self.default_queues > crate::store::topics::MAX_QUEUES_PER_TOPIC {
+        if self.default_queues == 0 || self.default_queues > MAX_QUEUES_PER_TOPIC {
             return Err(Error::Config(format!(
                 "default_queues must be 1..={}, got {}",
-                crate::store::topics::MAX_QUEUES_PER_TOPIC,
-                self.default_queues
+                MAX_QUEUES_PER_TOPIC, self.default_queues
             )));
         }
         for (name, value) in [

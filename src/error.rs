@@ -111,6 +111,14 @@ impl<T> IoContext<T> for io::Result<T> {
     }
 }
 
+/// An actor that cannot take a message (stopped, or its mailbox full) makes
+/// the request fail as busy: the one mapping of actix's mailbox errors.
+impl From<actix::MailboxError> for Error {
+    fn from(err: actix::MailboxError) -> Self {
+        Error::Busy(format!("actor unavailable: {err}"))
+    }
+}
+
 impl From<Error> for WireError {
     fn from(err: Error) -> Self {
         let code = match &err {

@@ -447,11 +447,10 @@ impl Handler<Fetch> for ConsumerGroupActor {
         let addr = self.registry.queue(&msg.queue.topic, msg.queue.queue);
         let start = self.state.start;
         let work = async move {
-            let mailbox = |e: MailboxError| Error::Busy(e.to_string());
             match start {
-                StartFrom::Latest => addr.send(Range).await.map_err(mailbox)?.map(|(_, max)| max),
-                StartFrom::Earliest => addr.send(Range).await.map_err(mailbox)?.map(|(min, _)| min),
-                StartFrom::Timestamp(ts) => addr.send(OffsetAtTime { ts }).await.map_err(mailbox)?,
+                StartFrom::Latest => addr.send(Range).await?.map(|(_, max)| max),
+                StartFrom::Earliest => addr.send(Range).await?.map(|(min, _)| min),
+                StartFrom::Timestamp(ts) => addr.send(OffsetAtTime { ts }).await?,
             }
         };
         Box::pin(work.into_actor(self).map(move |result, act, _| {
@@ -532,12 +531,9 @@ impl Handler<Describe> for ConsumerGroupActor {
             for key in rows {
                 let (member, topic, queue) = key.clone();
                 let max_offset = match topics.get(&topic) {
-                    Some(t) if queue < t.queues => registry
-                        .queue(&topic, queue)
-                        .send(Range)
-                        .await
-                        .map_err(|e| Error::Busy(e.to_string()))?
-                        .map(|(_, max)| max)?,
+                    Some(t) if queue < t.queues => {
+                        registry.queue(&topic, queue).send(Range).await?.map(|(_, max)| max)?
+                    }
                     _ => 0,
                 };
                 let committed = offsets.get(&key).copied().unwrap_or(0);
@@ -552,12 +548,7 @@ impl Handler<Describe> for ConsumerGroupActor {
             }
             let dlq = brook_proto::system::dlq_topic(&group);
             let dlq_messages = match topics.get(&dlq) {
-                Some(_) => registry
-                    .queue(&dlq, 0)
-                    .send(Range)
-                    .await
-                    .map_err(|e| Error::Busy(e.to_string()))?
-                    .map(|(min, max)| max - min)?,
+                Some(_) => registry.queue(&dlq, 0).send(Range).await?.map(|(min, max)| max - min)?,
                 None => 0,
             };
             Ok(GroupInfo { group, mode, generation, members, offsets: lag, dlq_messages })

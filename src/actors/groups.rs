@@ -82,7 +82,7 @@ impl Groups {
     /// Writes every running group's offsets (shutdown).
     pub async fn flush_all(&self) -> Result<()> {
         for (_, addr) in self.live() {
-            addr.send(FlushOffsets).await.map_err(|e| Error::Busy(e.to_string()))??;
+            addr.send(FlushOffsets).await??;
         }
         Ok(())
     }

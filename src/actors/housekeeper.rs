@@ -172,7 +172,7 @@ impl Housekeeper {
             // The log must be durable up to the position the checkpoint
             // names: recovery starts scanning there, so an async-flush tail
             // below it that an OS crash lost would leave a hole.
-            let at = registry.writer().send(WriterSync).await.map_err(|e| Error::Busy(e.to_string()))??;
+            let at = registry.writer().send(WriterSync).await??;
             let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
             let (files, unwritten, tails) = barrier(&registry, write_pos.saturating_sub(max_replay)).await?;
             let mut unreported =
@@ -181,7 +181,7 @@ impl Housekeeper {
             // Every key below write_pos reached the indexer before the
             // barriers were answered.
             if let Some(indexer) = registry.indexer() {
-                indexer.send(FlushIndex { covered_to: write_pos }).await.map_err(|e| Error::Busy(e.to_string()))??;
+                indexer.send(FlushIndex { covered_to: write_pos }).await??;
             }
             // Entries still only in memory are below write_pos: recovery
             // must replay the log from the oldest of them.

@@ -290,7 +290,7 @@ fn parse_op(body: &[u8]) -> Option<(u64, Op)> {
 /// `log_offset` in the log (entries are in log order: a binary search).
 async fn first_at_or_after(registry: &Registry, topic: &str, queue: u32, log_offset: u64) -> Result<u64> {
     let addr = registry.queue(topic, queue);
-    let (mut lo, mut hi) = addr.send(crate::actors::queue::Range).await.map_err(|e| Error::Busy(e.to_string()))??;
+    let (mut lo, mut hi) = addr.send(crate::actors::queue::Range).await??;
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         let probe = Pull {
@@ -301,7 +301,7 @@ async fn first_at_or_after(registry: &Registry, topic: &str, queue: u32, log_off
             long_poll: Duration::ZERO,
             cut_short: None,
         };
-        let page = addr.send(probe).await.map_err(|e| Error::Busy(e.to_string()))??;
+        let page = addr.send(probe).await??;
         match page.entries.first() {
             Some((_, e)) if e.log_offset < log_offset => lo = mid + 1,
             _ => hi = mid,
@@ -567,7 +567,7 @@ impl Checker {
         let rec = self.reput.read(vec![(half, Some(h.entry.size))]).await?.pop();
         let Some(Ok(rec)) = rec else { return Err(Error::MessageNotFound(format!("half at {half}"))) };
         let broker = self.advertised.get().copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let message: StoredMessage = crate::server::dispatch::stored_message(broker, half, h.cq_offset, rec);
+        let message: StoredMessage = rec.to_stored_message(broker, half, h.cq_offset);
         let body =
             Request::CheckTransaction { group: h.group.clone(), msg_id: self.msg_id(half), message: Box::new(message) };
         if producer.notify.try_send(Frame::Oneway { body }.into()).is_err() {

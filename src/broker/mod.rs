@@ -345,7 +345,7 @@ impl Drop for Server {
 /// writer drains and fdatasyncs, and the clean checkpoint is written.
 pub async fn shutdown(running: &Running) -> Result<Checkpoint> {
     running.groups.flush_all().await?;
-    let checkpoint = running.housekeeper.send(FinalCheckpoint).await.map_err(|e| Error::Busy(e.to_string()))??;
+    let checkpoint = running.housekeeper.send(FinalCheckpoint).await??;
     running.stop_arbiters();
     Ok(checkpoint)
 }

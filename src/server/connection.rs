@@ -15,8 +15,9 @@
 //! id and the connection goes on. None of this touches stored data.
 
 use crate::actors::consumer_group::ClientHandle;
-use crate::server::dispatch::{self, Reply, SendBody, SendRequest};
-use crate::server::BrokerCore;
+use crate::server::context::{BrokerCore, ConnInfo};
+use crate::server::dispatch::{self, Reply};
+use crate::server::handlers::send::{self, SendBody, SendRequest};
 use brook_proto::{
     BrokerCodec, CodecError, ErrorCode, Frame, Incoming, Outbound, Request, Response, WireError, PROTOCOL_VERSION,
 };
@@ -42,18 +43,6 @@ const MAX_GATHER: usize = 256;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Facts about the connection that handlers may need.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// How the broker reaches this client (its id and outgoing frames).
-    pub client: ClientHandle,
-    /// Set once the connection carried a group heartbeat, so its end is
-    /// reported to the groups.
-    pub in_group: AtomicBool,
-}
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -245,7 +234,7 @@ impl SendGroup {
         // Handed to the queues here, in the read loop, not later: the
         // connection runtime steals and reorders tasks, and a connection's
         // sends must be stored in the order they arrived.
-        let submitted = dispatch::submit_sends(core, info, std::mem::take(&mut self.requests));
+        let submitted = send::submit_sends(core, info, std::mem::take(&mut self.requests));
         let (core, info) = (core.clone(), info.clone());
         // A writer gone (its socket failed) drops the wait: the sends are
         // stored all the same, and nobody is left to answer.

@@ -6,7 +6,8 @@
 //! patches in the commit-log offset and store time and then computes the CRC,
 //! so the io thread only moves bytes and checksums.
 
-use brook_proto::{Message, MessageRef};
+use brook_proto::system::{PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES};
+use brook_proto::{Message, MessageId, MessageRef, StoredMessage};
 
 /// Marks a message record.
 pub const RECORD_MAGIC: u32 = 0x4252_4B31; // "BRK1"
@@ -520,6 +521,33 @@ pub fn decode(buf: &[u8]) -> Result<DecodedRecord, String> {
             born_ts: view.head.born_ts,
         },
     })
+}
+
+impl DecodedRecord {
+    /// The record as a consumer sees it, stored at `log_offset` by the broker
+    /// at `broker`. Copies the broker made (delayed, retried, dead-lettered,
+    /// committed) carry the id of the message the producer sent.
+    pub fn to_stored_message(self, broker: std::net::SocketAddr, log_offset: u64, queue_offset: u64) -> StoredMessage {
+        let props = &self.message.properties;
+        let (origin, reconsume_times) = lineage(log_offset, |name| props.get(name).map(String::as_str));
+        StoredMessage {
+            msg_id: MessageId { broker, log_offset: origin }.to_hex(),
+            queue: self.head.queue_id,
+            queue_offset,
+            log_offset,
+            store_ts: self.head.store_ts,
+            flags: self.head.flags,
+            reconsume_times,
+            message: self.message,
+        }
+    }
+}
+
+/// Where the message at `log_offset` was first stored (its id names that
+/// record) and how often it was retried, from its properties.
+pub fn lineage<'a>(log_offset: u64, property: impl Fn(&str) -> Option<&'a str>) -> (u64, u32) {
+    let origin = property(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(log_offset);
+    (origin, property(PROP_RECONSUME_TIMES).and_then(|n| n.parse().ok()).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -14,8 +14,6 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// Default width of one bucket.
-pub const DEFAULT_BUCKET_MS: u64 = 60_000;
 const ENTRY: usize = 20;
 
 /// A pending timer.

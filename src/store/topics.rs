@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
-/// Most queues one topic may have.
-pub const MAX_QUEUES_PER_TOPIC: u32 = 65_536;
+/// Most queues one topic may have (kept with the configuration that also
+/// bounds `default_queues` by it).
+pub use crate::config::MAX_QUEUES_PER_TOPIC;
 
 /// One topic's definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,21 +4,15 @@
 
 use crate::actors::txn_checker::{End, Report};
 use crate::error::Error;
-use crate::server::connection::ConnInfo;
-use crate::server::BrokerCore;
+use crate::server::context::{BrokerCore, ConnInfo};
+use crate::server::dispatch::Reply;
 use brook_proto::names::validate_name;
 use brook_proto::request::TxnOutcome;
 use brook_proto::system::{
     PROP_PRODUCER_CLIENT, PROP_PRODUCER_GROUP, PROP_REAL_QUEUE, PROP_REAL_TOPIC, PROP_TRANSACTION,
     PROP_TRANSACTION_TIMEOUT_MS, TRANS_HALF_TOPIC,
 };
-use brook_proto::{Message, MessageId, Response, WireError};
-
-type Reply = Result<Response, WireError>;
-
-fn mailbox(e: actix::MailboxError) -> WireError {
-    Error::Busy(format!("transaction checker unavailable: {e}")).into()
-}
+use brook_proto::{Message, MessageId, Response};
 
 /// Whether a message is a transactional half.
 pub fn is_half(msg: &Message) -> bool {
@@ -56,11 +50,11 @@ pub async fn end(core: &BrokerCore, group: &str, msg_id: &str, outcome: TxnOutco
     validate_name("producer group", group).map_err(Error::InvalidName)?;
     let id: MessageId = msg_id.parse().map_err(|e| Error::InvalidArgument(format!("message id {msg_id:?}: {e}")))?;
     let end = End { group: group.to_string(), log_offset: id.log_offset, outcome };
-    core.txn.send(end).await.map_err(mailbox)??;
+    core.txn.send(end).await.map_err(Error::from)??;
     Ok(Response::Done)
 }
 
 /// Pending halves and counts.
 pub async fn list(core: &BrokerCore) -> Reply {
-    Ok(Response::Transactions(core.txn.send(Report).await.map_err(mailbox)?))
+    Ok(Response::Transactions(core.txn.send(Report).await.map_err(Error::from)?))
 }

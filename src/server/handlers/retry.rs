@@ -10,7 +10,8 @@ use crate::actors::consumer_group::GetRetryPolicy;
 use crate::actors::scheduler::entries_from;
 use crate::delay::Delay;
 use crate::error::Error;
-use crate::server::BrokerCore;
+use crate::server::context::BrokerCore;
+use crate::server::dispatch::Reply;
 use crate::store::record;
 use brook_proto::names::validate_name;
 use brook_proto::request::StoredAck;
@@ -20,17 +21,10 @@ use brook_proto::system::{
 };
 use brook_proto::{MessageId, Response, WireError};
 
-type Reply = Result<Response, WireError>;
-
 /// Handles a consumer's hand-back of the message at `log_offset`.
 pub async fn send_back(core: &BrokerCore, group: &str, log_offset: u64, to_dlq: bool) -> Reply {
     validate_name("group", group).map_err(Error::InvalidName)?;
-    let policy = core
-        .groups
-        .get(group)?
-        .send(GetRetryPolicy)
-        .await
-        .map_err(|e| Error::Busy(format!("group actor unavailable: {e}")))?;
+    let policy = core.groups.get(group)?.send(GetRetryPolicy).await.map_err(Error::from)?;
     let max = policy.max_reconsume_times.unwrap_or(core.config.max_reconsume_times);
     let rec = read_one(core, log_offset).await?;
     let queue_id = rec.head.queue_id;
@@ -72,7 +66,7 @@ pub async fn send_back(core: &BrokerCore, group: &str, log_offset: u64, to_dlq: 
         }
     };
     msg.topic.clone_from(&retry);
-    let traced = crate::server::trace::is_traced(&msg);
+    let traced = crate::server::handlers::trace::is_traced(&msg);
     let parked = core.delays.park(&mut msg, &retry, 0, delay, now);
     core.reput.store(parked.topic, parked.queue, vec![(msg, parked.due as u64)]).await?;
     if traced {
@@ -80,7 +74,7 @@ pub async fn send_back(core: &BrokerCore, group: &str, log_offset: u64, to_dlq: 
         let msg_id = MessageId { broker: core.advertised, log_offset: origin }.to_hex();
         let event = serde_json::json!({ "event": "retry", "msg_id": msg_id, "topic": origin_topic, "time": now,
             "group": group, "reconsume": times + 1, "due": parked.due });
-        crate::server::trace::record(&core.reput, &core.logger, vec![(msg_id, event)]);
+        crate::server::handlers::trace::record(&core.reput, &core.logger, vec![(msg_id, event)]);
     }
     Ok(Response::Done)
 }

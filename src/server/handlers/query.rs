@@ -6,14 +6,12 @@ use crate::actors::indexer::Lookup;
 use crate::actors::queue::OffsetAtTime;
 use crate::error::Error;
 use crate::filter::sql::{self, Expr};
-use crate::server::dispatch::stored_message;
-use crate::server::BrokerCore;
+use crate::server::context::BrokerCore;
+use crate::server::dispatch::Reply;
 use brook_proto::names::validate_name;
 use brook_proto::request::QueueOffset;
 use brook_proto::{MessageId, Response, WireError};
 use std::sync::Arc;
-
-type Reply = Result<Response, WireError>;
 
 /// Most messages one key query returns.
 pub const MAX_KEY_RESULTS: u32 = 1024;
@@ -48,7 +46,7 @@ pub async fn get_message(core: &BrokerCore, msg_id: &str) -> Reply {
         .unwrap_or_else(|| Err(Error::MessageNotFound(msg_id.to_string())))
         .map_err(|e| Error::MessageNotFound(format!("{msg_id}: {e}")))?;
     let queue_offset = rec.head.queue_offset;
-    Ok(Response::Message(Box::new(stored_message(core.advertised, id.log_offset, queue_offset, rec))))
+    Ok(Response::Message(Box::new(rec.to_stored_message(core.advertised, id.log_offset, queue_offset))))
 }
 
 /// Messages of `topic` with `key`, newest first.
@@ -69,7 +67,7 @@ pub async fn by_key(core: &BrokerCore, topic: &str, key: &str, (begin, end): (i6
         // Collisions and slack are filtered out below: ask for more.
         max: (max as usize).saturating_mul(2).saturating_add(16),
     };
-    let offsets = indexer.send(lookup).await.map_err(|e| Error::Busy(e.to_string()))??;
+    let offsets = indexer.send(lookup).await.map_err(Error::from)??;
     let records = core.reput.read(offsets.iter().map(|o| (*o, None)).collect()).await?;
     let mut out = Vec::new();
     for (offset, rec) in offsets.into_iter().zip(records) {
@@ -83,7 +81,7 @@ pub async fn by_key(core: &BrokerCore, topic: &str, key: &str, (begin, end): (i6
             continue;
         }
         let queue_offset = rec.head.queue_offset;
-        out.push(stored_message(core.advertised, offset, queue_offset, rec));
+        out.push(rec.to_stored_message(core.advertised, offset, queue_offset));
         if out.len() >= max as usize {
             break;
         }
@@ -98,12 +96,8 @@ pub async fn offsets_at_time(core: &BrokerCore, topic: &str, time_ms: i64) -> Re
     let queues = core.topics.get(topic).map(|t| t.queues).ok_or_else(|| Error::TopicNotFound(topic.to_string()))?;
     let mut out = Vec::with_capacity(queues as usize);
     for queue in 0..queues {
-        let offset = core
-            .registry
-            .queue(topic, queue)
-            .send(OffsetAtTime { ts: time_ms })
-            .await
-            .map_err(|e| Error::Busy(e.to_string()))??;
+        let offset =
+            core.registry.queue(topic, queue).send(OffsetAtTime { ts: time_ms }).await.map_err(Error::from)??;
         out.push(QueueOffset { topic: topic.to_string(), queue, offset });
     }
     Ok(Response::QueueOffsets(out))

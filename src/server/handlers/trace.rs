@@ -6,8 +6,7 @@
 //! retry. Records are JSON; writing them never delays the traced request.
 
 use crate::actors::reput::Reput;
-use crate::server::connection::ConnInfo;
-use crate::server::BrokerCore;
+use crate::server::context::{BrokerCore, ConnInfo};
 use crate::store::record;
 use brook_proto::request::ConsumeTrace;
 use brook_proto::system::{PROP_TRACE, TRACE_TOPIC};

@@ -3,19 +3,13 @@
 use crate::actors::consumer_group::{Beat, Commit, Describe, Fetch, Leave, Lock, Reset, Unlock};
 use crate::actors::queue::{OffsetAtTime, Range};
 use crate::error::Error;
-use crate::server::connection::ConnInfo;
-use crate::server::BrokerCore;
+use crate::server::context::{BrokerCore, ConnInfo};
+use crate::server::dispatch::Reply;
 use brook_proto::names::validate_name;
 use brook_proto::request::{ConsumeMode, Heartbeat, QueueOffset, QueueRef, ResetTo, Subscription};
 use brook_proto::system::retry_topic;
 use brook_proto::{Response, WireError};
 use std::sync::atomic::Ordering;
-
-type Reply = Result<Response, WireError>;
-
-fn mailbox(e: actix::MailboxError) -> WireError {
-    Error::Busy(format!("group actor unavailable: {e}")).into()
-}
 
 /// A member's heartbeat: joins or stays, answered with its queues. A
 /// clustering member also consumes its group's retry topic (created here,
@@ -32,13 +26,19 @@ pub async fn heartbeat(core: &BrokerCore, conn: &ConnInfo, mut heartbeat: Heartb
         }
     }
     conn.in_group.store(true, Ordering::Relaxed);
-    let (generation, queues) = group.send(Beat { heartbeat, client: conn.client.clone() }).await.map_err(mailbox)??;
+    let (generation, queues) =
+        group.send(Beat { heartbeat, client: conn.client.clone() }).await.map_err(Error::from)??;
     Ok(Response::Assignment { generation, queues })
+}
+
+/// Every group known.
+pub fn list(core: &BrokerCore) -> Reply {
+    Ok(Response::Groups(core.groups.known()))
 }
 
 /// A member leaves.
 pub async fn leave(core: &BrokerCore, group: &str, member: String) -> Reply {
-    core.groups.get(group)?.send(Leave { member }).await.map_err(mailbox)?;
+    core.groups.get(group)?.send(Leave { member }).await.map_err(Error::from)?;
     Ok(Response::Done)
 }
 
@@ -50,7 +50,7 @@ pub async fn commit(
     offsets: Vec<QueueOffset>,
     generation: u64,
 ) -> Reply {
-    core.groups.get(group)?.send(Commit { member, offsets, generation }).await.map_err(mailbox)??;
+    core.groups.get(group)?.send(Commit { member, offsets, generation }).await.map_err(Error::from)??;
     Ok(Response::Done)
 }
 
@@ -59,14 +59,13 @@ pub async fn reset(core: &BrokerCore, group: &str, topic: &str, to: ResetTo) -> 
     validate_name("topic", topic).map_err(Error::InvalidName)?;
     let queues = core.topics.get(topic).map(|t| t.queues).ok_or_else(|| Error::TopicNotFound(topic.to_string()))?;
     let mut targets = Vec::with_capacity(queues as usize);
-    let mailbox_q = |e: actix::MailboxError| Error::Busy(format!("queue actor unavailable: {e}"));
     match to {
         ResetTo::Offsets(pairs) => {
             for (queue, offset) in pairs {
                 if queue >= queues {
                     return Err(Error::QueueOutOfRange { topic: topic.to_string(), queue, queues }.into());
                 }
-                let (min, max) = core.registry.queue(topic, queue).send(Range).await.map_err(mailbox_q)??;
+                let (min, max) = core.registry.queue(topic, queue).send(Range).await.map_err(Error::from)??;
                 targets.push(QueueOffset { topic: topic.to_string(), queue, offset: offset.clamp(min, max) });
             }
         }
@@ -74,9 +73,9 @@ pub async fn reset(core: &BrokerCore, group: &str, topic: &str, to: ResetTo) -> 
             for queue in 0..queues {
                 let addr = core.registry.queue(topic, queue);
                 let offset = match to {
-                    ResetTo::Time(ts) => addr.send(OffsetAtTime { ts }).await.map_err(mailbox_q)??,
-                    ResetTo::Latest => addr.send(Range).await.map_err(mailbox_q)??.1,
-                    _ => addr.send(Range).await.map_err(mailbox_q)??.0,
+                    ResetTo::Time(ts) => addr.send(OffsetAtTime { ts }).await.map_err(Error::from)??,
+                    ResetTo::Latest => addr.send(Range).await.map_err(Error::from)??.1,
+                    _ => addr.send(Range).await.map_err(Error::from)??.0,
                 };
                 targets.push(QueueOffset { topic: topic.to_string(), queue, offset });
             }
@@ -86,26 +85,26 @@ pub async fn reset(core: &BrokerCore, group: &str, topic: &str, to: ResetTo) -> 
         .get(group)?
         .send(Reset { topic: topic.to_string(), offsets: targets.clone() })
         .await
-        .map_err(mailbox)?;
+        .map_err(Error::from)?;
     slog::info!(core.logger, "group offsets reset"; "group" => group, "topic" => topic);
     Ok(Response::QueueOffsets(targets))
 }
 
 /// Where a member starts on a queue.
 pub async fn fetch(core: &BrokerCore, group: &str, member: String, queue: QueueRef) -> Reply {
-    let offset = core.groups.get(group)?.send(Fetch { member, queue }).await.map_err(mailbox)??;
+    let offset = core.groups.get(group)?.send(Fetch { member, queue }).await.map_err(Error::from)??;
     Ok(Response::Offset(offset))
 }
 
 /// Takes or renews an orderly lock.
 pub async fn lock(core: &BrokerCore, group: &str, member: String, queue: QueueRef) -> Reply {
-    let ttl_ms = core.groups.get(group)?.send(Lock { member, queue }).await.map_err(mailbox)??;
+    let ttl_ms = core.groups.get(group)?.send(Lock { member, queue }).await.map_err(Error::from)??;
     Ok(Response::Locked { ttl_ms })
 }
 
 /// Releases an orderly lock.
 pub async fn unlock(core: &BrokerCore, group: &str, member: String, queue: QueueRef) -> Reply {
-    core.groups.get(group)?.send(Unlock { member, queue }).await.map_err(mailbox)?;
+    core.groups.get(group)?.send(Unlock { member, queue }).await.map_err(Error::from)?;
     Ok(Response::Done)
 }
 
@@ -114,6 +113,6 @@ pub async fn describe(core: &BrokerCore, group: &str) -> Reply {
     if !core.groups.known().iter().any(|g| g == group) {
         return Err(WireError::new(brook_proto::ErrorCode::GroupNotFound, format!("group {group:?} not found")));
     }
-    let info = core.groups.get(group)?.send(Describe).await.map_err(mailbox)??;
+    let info = core.groups.get(group)?.send(Describe).await.map_err(Error::from)??;
     Ok(Response::Group(info))
 }

@@ -1,0 +1,58 @@
+//! What request handlers share: the broker's handles ([`BrokerCore`]) and
+//! what is known of the connection a request came on ([`ConnInfo`]). Both
+//! hold handles only, never broker state of their own.
+
+use crate::actors::consumer_group::ClientHandle;
+use crate::actors::groups::Groups;
+use crate::actors::Registry;
+use crate::config::Config;
+use crate::store::commitlog::LogReader;
+use crate::store::topics::TopicTable;
+use crate::store::StorePaths;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// What request handlers need: handles, never state of their own.
+pub struct BrokerCore {
+    /// Actor addresses.
+    pub registry: Arc<Registry>,
+    /// Topic table.
+    pub topics: Arc<TopicTable>,
+    /// Consumer groups.
+    pub groups: Arc<Groups>,
+    /// Commit-log reads.
+    pub reader: LogReader,
+    /// Effective configuration.
+    pub config: Arc<Config>,
+    /// The address message ids name (the bound listen address).
+    pub advertised: SocketAddr,
+    /// Where the data lives.
+    pub paths: StorePaths,
+    /// Delay levels and limit.
+    pub delays: Arc<crate::delay::DelayPolicy>,
+    /// Broker-made writes (retries, dead letters, resends).
+    pub reput: crate::actors::reput::Reput,
+    /// Connections of each producer group.
+    pub producers: Arc<crate::actors::txn_checker::Producers>,
+    /// The transaction checker.
+    pub txn: actix::Addr<crate::actors::txn_checker::TxnCheckerActor>,
+    /// Property filters parsed so far, by text.
+    pub sql_cache: dashmap::DashMap<String, Arc<crate::filter::sql::Expr>>,
+    /// Cancelled when the server stops: parked pulls are answered then.
+    pub stopping: tokio_util::sync::CancellationToken,
+    /// Logger.
+    pub logger: slog::Logger,
+}
+
+/// Facts about the connection that handlers may need.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// How the broker reaches this client (its id and outgoing frames).
+    pub client: ClientHandle,
+    /// Set once the connection carried a group heartbeat, so its end is
+    /// reported to the groups.
+    pub in_group: AtomicBool,
+}

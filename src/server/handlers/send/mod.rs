@@ -1,0 +1,427 @@
+//! Sends: every check happens before anything is stored (one request's bad
+//! input fails only that request); messages the broker rewrites (delays,
+//! transactions, tracing) are rewritten here; the sends a connection read
+//! together are stored as one batch per queue, in arrival order.
+
+mod merge;
+
+use crate::actors::fanout::Stores;
+use crate::actors::queue::Stored;
+use crate::actors::reput::{Encoded, StoreWait};
+use crate::error::Error;
+use crate::server::context::{BrokerCore, ConnInfo};
+use crate::server::dispatch::Reply;
+use crate::server::handlers::{check_queue, topic_queues, trace, txn};
+use crate::store::record;
+use brook_proto::request::StoredAck;
+use brook_proto::system::{
+    is_reserved_topic, PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_DELIVER_AT, PROP_TRACE, PROP_TRANSACTION,
+};
+use brook_proto::{ErrorCode, Message, MessageId, MessageRef, Response, WireError};
+use merge::merge_in_order;
+use smallvec::SmallVec;
+
+/// Most messages in one send request.
+pub const MAX_BATCH_MESSAGES: usize = brook_proto::MAX_SEND_MESSAGES;
+
+/// A send that came as a decoded request (connections gather their sends
+/// into [`send_many`] themselves; this is the same path for one).
+pub async fn one(core: &BrokerCore, conn: &ConnInfo, topic: String, queue: u32, messages: Vec<Message>) -> Reply {
+    let request = SendRequest { id: None, body: SendBody::Owned { topic, queue, messages } };
+    match send_many(core, conn, vec![request]).await.pop() {
+        Some((_, reply)) => reply,
+        None => Err(Error::Busy("send produced no answer".into()).into()),
+    }
+}
+
+/// One send request as a connection read it.
+pub struct SendRequest {
+    /// Request id to answer, or `None` for a one-way send.
+    pub id: Option<u64>,
+    /// Its fields.
+    pub body: SendBody,
+}
+
+/// A send's fields: as they came off the wire, or already decoded.
+pub enum SendBody {
+    /// Undecoded ([`brook_proto::Incoming::Send`]): read in place here.
+    Wire(bytes::Bytes),
+    /// Decoded.
+    Owned {
+        /// Topic named by the request.
+        topic: String,
+        /// Queue named by the request.
+        queue: u32,
+        /// Its messages.
+        messages: Vec<Message>,
+    },
+}
+
+/// A message on its way to the log: read in place from its frame, or owned
+/// because the broker rewrites it (delays, transactions, tracing).
+enum Received<'a> {
+    InPlace(MessageRef<'a>),
+    Owned(Message),
+}
+
+impl Received<'_> {
+    fn encode(&self, into: &mut Encoded, code: u64) -> crate::error::Result<()> {
+        match self {
+            Received::InPlace(m) => into.push(m, code),
+            Received::Owned(m) => into.push(m, code),
+        }
+    }
+
+    fn checked_len(&self) -> Result<usize, record::EncodeError> {
+        match self {
+            Received::InPlace(m) => record::checked_len(m),
+            Received::Owned(m) => record::checked_len(m),
+        }
+    }
+
+    fn body_len(&self) -> usize {
+        match self {
+            Received::InPlace(m) => m.body.len(),
+            Received::Owned(m) => m.body.len(),
+        }
+    }
+}
+
+/// A prepared send's messages with their tag codes. Most sends under
+/// pipelining carry one message: kept inline, as are the per-message
+/// answers' inputs below.
+type Items<'a> = SmallVec<[(Received<'a>, u64); 1]>;
+
+/// Properties that make the broker rewrite a message before storing it.
+const REWRITING_PROPERTIES: [&str; 4] = [PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_DELIVER_AT, PROP_TRANSACTION];
+
+/// Most encoded bytes one merged store carries; more start another.
+const MERGE_BYTES: usize = 1 << 20;
+
+/// Answers many send requests that arrived together on one connection.
+/// Requests bound for the same queue are stored as one batch, in arrival
+/// order, so the queue actor and the writer see one append instead of one
+/// per request; each request still gets its own answer (or error: one
+/// request's bad input fails only that request).
+pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendRequest>) -> Vec<(Option<u64>, Reply)> {
+    submit_sends(core, conn, requests).answers(core, conn).await
+}
+
+/// Sends handed to the queues, waiting for their stores.
+pub struct SubmittedSends {
+    /// Requests already answered (refused).
+    answers: Vec<(Option<u64>, Reply)>,
+    /// The rest, in store order, and how many belong to each stored part.
+    members: Vec<(Option<u64>, Answering)>,
+    sizes: Vec<usize>,
+    stored: StoreWait,
+}
+
+/// Checks, encodes and hands to the queues the sends of [`send_many`], all
+/// before returning: sends submitted one after another are stored in that
+/// order, however their waits are scheduled.
+pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRequest>) -> SubmittedSends {
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut ready = Vec::with_capacity(requests.len());
+    for SendRequest { id, body } in &mut requests {
+        let prepared = match body {
+            SendBody::Wire(fields) => match brook_proto::codec::decode_send(fields) {
+                Ok(send) => {
+                    prepare_send(core, conn, send.topic, send.queue, send.messages.into_iter().map(Received::InPlace))
+                }
+                Err(e @ brook_proto::CodecError::TooManyMessages { .. }) => {
+                    Err(WireError::new(ErrorCode::InvalidArgument, e.to_string()))
+                }
+                Err(e) => Err(WireError::new(ErrorCode::MalformedFrame, e.to_string())),
+            },
+            SendBody::Owned { topic, queue, messages } => {
+                prepare_send(core, conn, topic, *queue, std::mem::take(messages).into_iter().map(Received::Owned))
+            }
+        };
+        match prepared {
+            Ok((items, prepared)) => ready.push((*id, items, prepared)),
+            Err(e) => answers.push((*id, Err(e))),
+        }
+    }
+    let (groups, ready) = merge_in_order(
+        ready.into_iter().map(|(id, items, prepared)| {
+            let dest = (prepared.store_topic(), prepared.store_queue);
+            (dest, prepared.bytes, (id, items, prepared))
+        }),
+        MERGE_BYTES,
+    );
+    // Every group is a part of one produce: one buffer and one answer
+    // however many queues the requests name.
+    let bytes = ready.iter().map(|(_, _, prepared)| prepared.bytes).sum();
+    let records = ready.iter().map(|(_, items, _)| items.len()).sum();
+    let mut encoded = Encoded::with_capacity(bytes, records, groups.len());
+    // The requests of every part opened, and how many each part has.
+    let mut members = Vec::with_capacity(ready.len());
+    let mut ready = ready.into_iter();
+    let mut sizes = Vec::with_capacity(groups.len());
+    for ((topic, queue), count) in groups {
+        encoded.begin(core.reput.queue_spec(topic, queue), queue);
+        let mut failed = None;
+        let first = members.len();
+        for (id, items, prepared) in ready.by_ref().take(count) {
+            for (msg, code) in &items {
+                if let Err(e) = msg.encode(&mut encoded, *code) {
+                    failed.get_or_insert(e);
+                }
+            }
+            members.push((id, prepared.answering()));
+        }
+        match failed {
+            None => sizes.push(count),
+            // Every field was checked while preparing; a failure here is a
+            // bug, and it fails only this group.
+            Some(e) => {
+                encoded.abandon();
+                let e = WireError::from(e);
+                answers.extend(members.drain(first..).map(|(id, _)| (id, Err(e.clone()))));
+            }
+        }
+    }
+    SubmittedSends { answers, members, sizes, stored: core.reput.submit_encoded(encoded) }
+}
+
+impl SubmittedSends {
+    /// Waits for the stores and answers every request.
+    pub async fn answers(self, core: &BrokerCore, conn: &ConnInfo) -> Vec<(Option<u64>, Reply)> {
+        let SubmittedSends { mut answers, members, sizes, stored } = self;
+        let Stores { stored, outcomes } = stored.wait().await;
+        let mut members = members.into_iter();
+        for (outcome, size) in outcomes.into_iter().zip(sizes) {
+            let group = members.by_ref().take(size);
+            match outcome {
+                Ok(range) => {
+                    let mut rest = stored.get(range).unwrap_or(&[]);
+                    for (id, answering) in group {
+                        let (own, after) = rest.split_at(answering.dues.len().min(rest.len()));
+                        rest = after;
+                        answers.push((id, Ok(finish_send(core, conn, answering, own))));
+                    }
+                }
+                Err(e) => {
+                    let e = WireError::from(e);
+                    answers.extend(group.map(|(id, _)| (id, Err(e.clone()))));
+                }
+            }
+        }
+        answers
+    }
+}
+
+/// A send request that passed every check, its messages encoded-ready and
+/// moved out; what is left is needed to answer it once stored.
+struct PreparedSend<'a> {
+    topic: &'a str,
+    queue: u32,
+    /// Where the records are stored: `None` is the request's own topic.
+    store_in: Option<&'static str>,
+    store_queue: u32,
+    /// Exact delivery time of each message (delayed ones).
+    dues: SmallVec<[Option<i64>; 1]>,
+    traced: SmallVec<[bool; 16]>,
+    received_at: i64,
+    /// Encoded size of all its records.
+    bytes: usize,
+}
+
+impl<'a> PreparedSend<'a> {
+    fn store_topic(&self) -> &'a str {
+        self.store_in.unwrap_or(self.topic)
+    }
+
+    /// What answering it needs, apart from the request's bytes.
+    fn answering(self) -> Answering {
+        let PreparedSend { topic, queue, store_queue, dues, traced, received_at, .. } = self;
+        // The topic only names trace events: copied only for them.
+        let topic = if traced.contains(&true) { topic.to_string() } else { String::new() };
+        Answering { topic, queue, store_queue, dues, traced, received_at }
+    }
+}
+
+/// A submitted send's answer, waiting for its store.
+struct Answering {
+    topic: String,
+    queue: u32,
+    store_queue: u32,
+    dues: SmallVec<[Option<i64>; 1]>,
+    traced: SmallVec<[bool; 16]>,
+    received_at: i64,
+}
+
+/// Checks a send request and turns it into the items to store: every
+/// refusal happens here, before anything is written.
+fn prepare_send<'a>(
+    core: &BrokerCore,
+    conn: &ConnInfo,
+    topic: &'a str,
+    queue: u32,
+    messages: impl ExactSizeIterator<Item = Received<'a>>,
+) -> Result<(Items<'a>, PreparedSend<'a>), WireError> {
+    if is_reserved_topic(topic) {
+        return Err(Error::InvalidArgument(format!("topic {topic:?} is reserved for the broker's own use")).into());
+    }
+    let queues = match topic_queues(core, topic) {
+        Err(e) if e.code == ErrorCode::TopicNotFound && core.config.auto_create_topics => {
+            core.topics.create(topic, core.config.default_queues)?;
+            slog::info!(core.logger, "topic auto-created"; "topic" => topic, "queues" => core.config.default_queues);
+            core.config.default_queues
+        }
+        other => other?,
+    };
+    check_queue(topic, queue, queues)?;
+    let batch_len = messages.len();
+    if batch_len == 0 || batch_len > MAX_BATCH_MESSAGES {
+        return Err(Error::InvalidArgument(format!(
+            "a send carries 1..={MAX_BATCH_MESSAGES} messages, got {batch_len}"
+        ))
+        .into());
+    }
+    let max_body = core.config.store.max_message_bytes;
+    let max_record = core.config.store.segment_bytes as usize;
+    let now = crate::clock::now_ms();
+    let mut traced = SmallVec::new();
+    let mut items = Items::with_capacity(batch_len);
+    let mut bytes = 0;
+    let mut dues = SmallVec::with_capacity(batch_len);
+    // Where the batch is stored: its topic and queue, or — delayed — the
+    // queue where it waits. One batch, one queue, so it shares one delay.
+    let mut dest: Option<Option<(&'static str, u32)>> = None;
+    for msg in messages {
+        let mut msg = match msg {
+            Received::InPlace(m)
+                if core.config.trace || REWRITING_PROPERTIES.iter().any(|p| m.property(p).is_some()) =>
+            {
+                Received::Owned(m.to_message())
+            }
+            other => other,
+        };
+        let named = match &mut msg {
+            Received::InPlace(m) if m.topic.is_empty() => topic,
+            Received::InPlace(m) => m.topic,
+            Received::Owned(m) if m.topic.is_empty() => {
+                m.topic = topic.to_string();
+                topic
+            }
+            Received::Owned(m) => &m.topic,
+        };
+        if named != topic {
+            return Err(Error::InvalidArgument(format!(
+                "a batch goes to one topic: {topic:?}, but a message names {named:?}"
+            ))
+            .into());
+        }
+        if let Received::InPlace(m) = &mut msg {
+            m.topic = topic;
+        }
+        if msg.body_len() > max_body {
+            return Err(Error::MessageTooLarge { size: msg.body_len(), max: max_body }.into());
+        }
+        let (waits_in, code, due) = match &mut msg {
+            Received::InPlace(m) => {
+                traced.push(m.flag(PROP_TRACE));
+                (None, record::tag_hash(m.tags), None)
+            }
+            Received::Owned(m) => {
+                if core.config.trace {
+                    m.properties.insert(PROP_TRACE.into(), "true".into());
+                }
+                traced.push(trace::is_traced(m));
+                route(core, conn, m, topic, queue, batch_len, now)?
+            }
+        };
+        match dest {
+            None => dest = Some(waits_in),
+            Some(d) if d != waits_in => {
+                return Err(Error::InvalidArgument(
+                    "a batch's messages share one delay level (or all have exact times, or none)".into(),
+                )
+                .into())
+            }
+            Some(_) => {}
+        }
+        let size = msg.checked_len().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if size > max_record {
+            return Err(Error::MessageTooLarge { size, max: max_record }.into());
+        }
+        bytes += size;
+        items.push((msg, code));
+        dues.push(due);
+    }
+    let (store_in, store_queue) = match dest.flatten() {
+        Some((waits_in, waits_queue)) => (Some(waits_in), waits_queue),
+        None => (None, queue),
+    };
+    let prepared = PreparedSend { topic, queue, store_in, store_queue, dues, traced, received_at: now, bytes };
+    Ok((items, prepared))
+}
+
+/// Where a message waits (a system topic and queue; `None`: its own queue),
+/// its tag code and its delivery time.
+type Route = (Option<(&'static str, u32)>, u64, Option<i64>);
+
+/// Where a message the broker rewrites waits, if anywhere (a delay queue,
+/// the half topic), its tag code and its delivery time; rewrites it so.
+fn route(
+    core: &BrokerCore,
+    conn: &ConnInfo,
+    msg: &mut Message,
+    topic: &str,
+    queue: u32,
+    batch_len: usize,
+    now: i64,
+) -> Result<Route, WireError> {
+    let delay = core.delays.take_request(msg, now)?;
+    Ok(match delay {
+        _ if txn::is_half(msg) => {
+            if delay.is_some() || batch_len > 1 {
+                return Err(Error::InvalidArgument(
+                    "a transactional message is sent alone and cannot be delayed".into(),
+                )
+                .into());
+            }
+            (Some(txn::park_half(msg, topic, queue, conn)?), record::tag_hash(msg.tags.as_deref()), None)
+        }
+        None => (None, record::tag_hash(msg.tags.as_deref()), None),
+        Some(delay) => {
+            let parked = core.delays.park(msg, topic, queue, delay, now);
+            (Some((parked.topic, parked.queue)), parked.due as u64, Some(parked.due))
+        }
+    })
+}
+
+/// The answer to a stored send (and its trace events).
+fn finish_send(core: &BrokerCore, conn: &ConnInfo, answering: Answering, stored: &[Stored]) -> Response {
+    let Answering { topic, queue, store_queue, dues, traced, received_at } = answering;
+    let acks: Vec<StoredAck> = stored
+        .iter()
+        .zip(dues)
+        .map(|(s, deliver_at)| StoredAck {
+            log_offset: s.pos.log_offset,
+            queue,
+            queue_offset: s.queue_offset,
+            deliver_at,
+        })
+        .collect();
+    if traced.contains(&true) {
+        let cost_ms = crate::clock::now_ms() - received_at;
+        let sent = acks
+            .iter()
+            .zip(&traced)
+            .filter(|(_, t)| **t)
+            .map(|(ack, _)| trace::SentTrace {
+                msg_id: MessageId { broker: core.advertised, log_offset: ack.log_offset }.to_hex(),
+                topic: &topic,
+                queue: store_queue,
+                offset: ack.queue_offset,
+                received_at,
+                cost_ms,
+            })
+            .collect();
+        trace::sent(core, conn, sent);
+    }
+    Response::Sent(acks)
+}
