@@ -4,29 +4,28 @@
 //! even though its bytes reached the file (DESIGN invariant 3).
 
 use actix::{Actor, Addr};
-use brook::actors::queue::{self, Pull, QueueActor};
+use brook::actors::appender::Appender;
+use brook::actors::queue::{Pull, QueueActor};
+use brook::actors::queue_registry::QueueRegistry;
 use brook::actors::writer::{Sync as WriterSync, WriterActor, WriterConfig, WriterStats};
-use brook::actors::Registry;
 use brook::clock::SystemClock;
 use brook::config::FlushMode;
 use brook::error::Error;
 use brook::filter::TagFilter;
 use brook::io::fault::{FaultIo, FaultPlan};
 use brook::io::{IoBackend, IoStats};
-use brook::store::commitlog::{AppendBatch, CommitLog};
+use brook::store::commitlog::{CommitLog, LogReader};
 use brook::store::record;
 use brook::store::segment::SegmentSet;
+use brook::store::topics::TopicTable;
 use brook::store::StorePaths;
 use brook_proto::Message;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn batch(body: &str) -> (AppendBatch, Vec<u64>) {
-    let mut b = AppendBatch::default();
-    b.starts.push(0);
-    record::encode_into(&mut b.buf, &Message::new("f", body.as_bytes().to_vec()), 0, 0).expect("encode");
-    (b, vec![0])
+fn batch(body: &str) -> Vec<(Message, u64)> {
+    vec![(Message::new("f", body.as_bytes().to_vec()), record::tag_hash(None))]
 }
 
 /// A writer over a fault backend that fails from job `fail_after` on, and
@@ -34,6 +33,7 @@ fn batch(body: &str) -> (AppendBatch, Vec<u64>) {
 struct Faulty {
     writer: Addr<WriterActor>,
     queue: Addr<QueueActor>,
+    appender: Appender,
     plan: Arc<FaultPlan>,
     stats: Arc<IoStats>,
 }
@@ -55,27 +55,30 @@ fn faulty_writer(dir: &std::path::Path, flush: FlushMode, fail_after: u64) -> Fa
         log_cache_bytes: 0,
     };
     let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard()).start();
-    let registry = Registry::new(writer.clone(), None, paths, 100, set, brook::logging::discard());
+    let topics = Arc::new(TopicTable::load(paths.topics()).expect("topics"));
+    let registry =
+        Arc::new(QueueRegistry::new(writer.clone(), None, paths, 100, set.clone(), brook::logging::discard()));
     let queue = registry.queue("f", 0);
-    Faulty { writer, queue, plan, stats }
+    let appender = Appender::new(registry, topics, LogReader::new(set), brook::logging::discard());
+    Faulty { writer, queue, appender, plan, stats }
 }
 
 #[actix_rt::test]
 async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Faulty { writer, queue, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync, 3);
+    let Faulty { writer, queue, appender, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync, 3);
     for i in 0..3 {
-        let (b, tags) = batch(&format!("ok{i}"));
-        let stored = queue::store(&queue, b, tags).await.expect("stored");
+        let items = batch(&format!("ok{i}"));
+        let stored = appender.append("f", 0, items).await.expect("stored");
         assert_eq!(stored[0].queue_offset, i);
     }
-    let (b, tags) = batch("doomed");
-    let failed = queue::store(&queue, b, tags).await;
+    let items = batch("doomed");
+    let failed = appender.append("f", 0, items).await;
     assert!(matches!(failed, Err(Error::Poisoned(_))), "{failed:?}");
     // Poisoned for good: later appends and syncs fail without I/O.
     let seen = plan.jobs_seen.load(Ordering::SeqCst);
-    let (b, tags) = batch("later");
-    assert!(matches!(queue::store(&queue, b, tags).await, Err(Error::Poisoned(_))));
+    let items = batch("later");
+    assert!(matches!(appender.append("f", 0, items).await, Err(Error::Poisoned(_))));
     assert!(matches!(writer.send(WriterSync).await.expect("mailbox"), Err(Error::Poisoned(_))));
     assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), seen, "a poisoned writer never retries I/O");
     // The failed message's bytes are in the file, yet no reader sees it.
@@ -104,16 +107,16 @@ async fn a_failed_background_fdatasync_refuses_the_sync_and_poisons() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Three appends are jobs 0-2 on the log's backend; the Sync's fdatasync
     // is job 3, on the sibling that shares the plan.
-    let Faulty { writer, queue, plan, stats } = faulty_writer(dir.path(), FlushMode::Async, 3);
+    let Faulty { writer, appender, plan, stats, .. } = faulty_writer(dir.path(), FlushMode::Async, 3);
     for i in 0..3 {
-        let (b, tags) = batch(&format!("ok{i}"));
-        queue::store(&queue, b, tags).await.expect("async acks after the write");
+        let items = batch(&format!("ok{i}"));
+        appender.append("f", 0, items).await.expect("async acks after the write");
     }
     assert_eq!(stats.fdatasyncs.load(Ordering::SeqCst), 0);
     let synced = writer.send(WriterSync).await.expect("mailbox");
     assert!(matches!(synced, Err(Error::Poisoned(_))), "{synced:?}");
     assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), 4, "the sync ran as its own job");
-    let (b, tags) = batch("later");
-    assert!(matches!(queue::store(&queue, b, tags).await, Err(Error::Poisoned(_))));
+    let items = batch("later");
+    assert!(matches!(appender.append("f", 0, items).await, Err(Error::Poisoned(_))));
     assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), 4, "a poisoned writer never retries I/O");
 }

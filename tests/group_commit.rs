@@ -3,10 +3,10 @@
 //! fdatasync and syncs on its timer; and within a queue, concurrent producers
 //! get dense offsets whose commit-log order matches queue order.
 
-use brook::actors::fanout::Stores;
+use brook::actors::appender::{Batch, Encoded};
 use brook::actors::indexer::Lookup;
+use brook::actors::queue::fanout::Placements;
 use brook::actors::queue::{self, Pull};
-use brook::actors::reput::{Batch, Encoded};
 use brook::actors::writer::{Append, Sync as WriterSync};
 use brook::broker;
 use brook::clock::SystemClock;
@@ -25,6 +25,10 @@ fn one_record(i: usize) -> AppendBatch {
     batch.starts.push(0);
     record::encode_into(&mut batch.buf, &Message::new("g", format!("{i:0>120}").into_bytes()), 0, 0).expect("encode");
     batch
+}
+
+fn one_message(i: usize) -> (Message, u64) {
+    (Message::new("g", format!("{i:0>120}").into_bytes()), record::tag_hash(None))
 }
 
 fn config(dir: &std::path::Path, backend: IoBackendKind, flush: FlushMode) -> Config {
@@ -122,11 +126,13 @@ fn concurrent_producers_get_dense_offsets_in_log_order() {
             running.topics.create("g", 2).expect("topic");
             let mut tasks = Vec::new();
             for task in 0..64usize {
-                let queue = running.registry.queue("g", (task % 2) as u32);
+                let appender = running.appender.clone();
                 tasks.push(actix_rt::spawn(async move {
                     let mut got = Vec::new();
                     for i in 0..10 {
-                        let stored = queue::store(&queue, one_record(task * 100 + i), vec![0]).await.expect("stored");
+                        let queue = (task % 2) as u32;
+                        let stored =
+                            appender.append("g", queue, vec![one_message(task * 100 + i)]).await.expect("stored");
                         got.push(stored[0]);
                     }
                     got
@@ -231,23 +237,23 @@ fn parts_of_one_produce_land_in_their_queues_and_a_refused_part_fails_alone() {
         let running = start(&config).await;
         running.topics.create("pa", 2).expect("pa");
         running.topics.create("pb", 1).expect("pb");
-        let earlier = running.reput.store("pa", 1, vec![(Message::new("pa", "earlier"), 0)]).await.expect("stored");
+        let earlier = running.appender.append("pa", 1, vec![(Message::new("pa", "earlier"), 0)]).await.expect("stored");
         assert_eq!(earlier[0].queue_offset, 0);
         // A queue deleted while a send for it was on its way.
-        let gone = running.reput.queue_spec("pb", 0);
+        let gone = running.appender.queue_spec("pb", 0);
         running.registry.queue("pb", 0).send(queue::Destroy).await.expect("mailbox").expect("destroyed");
 
         let parts: [(&str, u32, &[&str]); 3] = [("pa", 0, &["a0", "a1"]), ("pb", 0, &["b0"]), ("pa", 1, &["c0", "c1"])];
         let mut encoded = Encoded::with_capacity(0, 0, 0);
         for (topic, queue, keys) in parts {
-            let spec = if topic == "pb" { gone.clone() } else { running.reput.queue_spec(topic, queue) };
+            let spec = if topic == "pb" { gone.clone() } else { running.appender.queue_spec(topic, queue) };
             encoded.begin(spec, queue);
             for key in keys {
                 let msg = Message::new(topic, format!("body-{key}")).with_key(*key);
                 encoded.push(&msg, record::tag_hash(None)).expect("encoded");
             }
         }
-        let Stores { stored, outcomes } = running.reput.store_encoded(encoded).await;
+        let Placements { stored, outcomes } = running.appender.append_encoded(encoded).await;
         assert_eq!(outcomes.len(), 3);
         assert!(matches!(outcomes[1], Err(brook::error::Error::ShuttingDown)), "{:?}", outcomes[1]);
         let first = stored[outcomes[0].as_ref().expect("pa/0 stored").clone()].to_vec();
@@ -295,7 +301,7 @@ fn parts_of_one_produce_land_in_their_queues_and_a_refused_part_fails_alone() {
             ),
             Batch::measured("pa".into(), 0, vec![(Message::new("pa", "after").with_key("d0"), 0)]),
         ];
-        let results = running.reput.store_many(batches).await;
+        let results = running.appender.append_many(batches).await;
         assert!(matches!(results[0], Err(brook::error::Error::InvalidArgument(_))), "{:?}", results[0]);
         let after = results[1].as_ref().expect("the next batch is stored");
         assert_eq!(after[0].queue_offset, 2);

@@ -7,14 +7,14 @@
 
 mod common;
 
+use brook::actors::appender::Appender;
 use brook::actors::housekeeper::RetainNow;
-use brook::actors::queue::{self, Barrier, BarrierRound, Pull, QueueActor, Range, Stored};
+use brook::actors::queue::{Barrier, BarrierRound, Placed, Pull, Range};
 use brook::broker;
 use brook::clock::ManualClock;
 use brook::config::{Config, FlushMode, IoBackendKind};
 use brook::error::Error;
 use brook::filter::TagFilter;
-use brook::store::commitlog::AppendBatch;
 use brook::store::record;
 use brook::store::retention::{DiskUsage, Reason};
 use brook_client::{ErrorCode, Message};
@@ -41,18 +41,17 @@ impl DiskUsage for FakeDisk {
 
 const HOUR: i64 = 3_600_000;
 
-fn produce(n: usize, from: usize) -> (AppendBatch, Vec<u64>) {
-    let mut batch = AppendBatch::default();
-    for i in from..from + n {
-        batch.starts.push(batch.buf.len());
-        let body = format!("r{i}-{}", "p".repeat(300));
-        record::encode_into(&mut batch.buf, &Message::new("r", body.into_bytes()), 0, 0).expect("encode");
-    }
-    (batch, vec![0; n])
+fn produce(n: usize, from: usize) -> Vec<(Message, u64)> {
+    (from..from + n)
+        .map(|i| {
+            let body = format!("r{i}-{}", "p".repeat(300));
+            (Message::new("r", body.into_bytes()), record::tag_hash(None))
+        })
+        .collect()
 }
 
-async fn store(queue: &actix::Addr<QueueActor>, (batch, tags): (AppendBatch, Vec<u64>)) -> Result<Vec<Stored>, Error> {
-    queue::store(queue, batch, tags).await
+async fn store(appender: &Appender, items: Vec<(Message, u64)>) -> Result<Vec<Placed>, Error> {
+    appender.append("r", 0, items).await
 }
 
 fn cq_files(dir: &Path) -> usize {
@@ -82,11 +81,11 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
             let queue = running.registry.queue("r", 0);
             // 40 old records (~10 segments), then 40 a hundred hours later.
             for i in 0..40 {
-                store(&queue, produce(1, i)).await.expect("stored");
+                store(&running.appender, produce(1, i)).await.expect("stored");
             }
             clock.advance(100 * HOUR);
             for i in 40..80 {
-                store(&queue, produce(1, i)).await.expect("stored");
+                store(&running.appender, produce(1, i)).await.expect("stored");
             }
             let segments_before = std::fs::read_dir(dir.path().join("commitlog")).expect("dir").count();
             // As a checkpoint would: the queue writes its in-memory tail.
@@ -134,7 +133,8 @@ fn expired_and_disk_pressure_segments_go_oldest_first() {
             assert!(pressed.segments.iter().all(|(_, r)| *r == Reason::DiskFull));
             let left = running.reader.segments().bases();
             assert_eq!(left.len(), 1, "only the active segment is left");
-            let accepted = store(&queue, produce(1, 80)).await.expect("the active segment still takes writes");
+            let accepted =
+                store(&running.appender, produce(1, 80)).await.expect("the active segment still takes writes");
             assert_eq!(accepted[0].queue_offset, 80);
             broker::shutdown(&running).await.expect("shutdown");
         });

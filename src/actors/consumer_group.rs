@@ -13,7 +13,7 @@
 //! affected member is told over its own connection.
 
 use crate::actors::queue::{OffsetAtTime, Range};
-use crate::actors::Registry;
+use crate::actors::queue_registry::QueueRegistry;
 use crate::config::GroupsConfig;
 use crate::error::{Error, Result};
 use crate::store::group_state::{self, GroupState, OffsetKey, StateFile};
@@ -151,7 +151,7 @@ pub struct ConsumerGroupActor {
     /// Bumped for every write of `state`: the file keeps the newest.
     state_version: u64,
     config: GroupsConfig,
-    registry: Arc<Registry>,
+    registry: Arc<QueueRegistry>,
     topics: Arc<TopicTable>,
     state: GroupState,
     members: BTreeMap<String, Member>,
@@ -191,7 +191,7 @@ impl ConsumerGroupActor {
         name: String,
         dir: PathBuf,
         config: GroupsConfig,
-        registry: Arc<Registry>,
+        registry: Arc<QueueRegistry>,
         topics: Arc<TopicTable>,
         logger: slog::Logger,
     ) -> Self {

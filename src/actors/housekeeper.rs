@@ -21,8 +21,8 @@
 
 use crate::actors::indexer::{FlushIndex, RetainIndex};
 use crate::actors::queue::{Barrier, BarrierRound, Retain};
+use crate::actors::queue_registry::QueueRegistry;
 use crate::actors::writer::Sync as WriterSync;
-use crate::actors::Registry;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::store::checkpoint::{sync_filesystem, Checkpoint};
@@ -52,7 +52,7 @@ pub struct HousekeeperConfig {
 
 /// Runs checkpoints and retention.
 pub struct Housekeeper {
-    registry: Arc<Registry>,
+    registry: Arc<QueueRegistry>,
     topics: Arc<TopicTable>,
     paths: StorePaths,
     segments: Arc<SegmentSet>,
@@ -76,7 +76,7 @@ const AGED_TAILS_PER_CHECKPOINT: usize = 4096;
 /// early, their queues hear that the write failed, so the entries count as
 /// unwritten again instead of never.
 struct Unreported {
-    registry: Arc<Registry>,
+    registry: Arc<QueueRegistry>,
     ids: Vec<u64>,
 }
 
@@ -108,7 +108,7 @@ impl Housekeeper {
     /// A housekeeper for the given store.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        registry: Arc<Registry>,
+        registry: Arc<QueueRegistry>,
         topics: Arc<TopicTable>,
         paths: StorePaths,
         segments: Arc<SegmentSet>,
@@ -148,7 +148,7 @@ impl Housekeeper {
             // A shutdown visits every queue and writes every tail; a
             // periodic checkpoint visits the queues that took appends and
             // leaves young tails in memory.
-            let barrier = |registry: &Registry, replay_floor: u64| {
+            let barrier = |registry: &QueueRegistry, replay_floor: u64| {
                 let (round, answer) = BarrierRound::start();
                 let msg = if final_stop {
                     Barrier::force(round)

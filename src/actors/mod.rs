@@ -1,45 +1,48 @@
-//! The broker's actors and the registry that finds them.
+//! The broker's actors and the registries that find them.
 //!
-//! - [`writer`]: the WriterActor, sole owner of the commit log (group commit).
+//! The append pipeline, in order: a connection's sends (or the broker's own
+//! writes, through the [`appender`]) reach the queues' thread through the
+//! fanout ([`queue::fanout`]); each [`queue`] assigns offsets; the
+//! [`writer`] writes the group and answers on that same thread, where the
+//! queues append their consume-queue entries and wake parked pulls.
+//!
+//! - [`appender`]: every write into queues (encoding, the fanout hand-off,
+//!   waiting for placements); deliveries, retries and dead letters use it.
 //! - [`queue`]: one QueueActor per topic-queue (offsets, consume queue, pulls).
+//! - [`writer`]: the WriterActor, sole owner of the commit log (group commit).
+//! - [`queue_registry`]: finds and starts queue actors.
 //! - [`consumer_group`]: one ConsumerGroupActor per group (members,
 //!   assignment, locks, committed offsets).
-//! - [`groups`]: the registry of consumer-group actors.
+//! - [`group_registry`]: finds and starts consumer-group actors.
+//! - [`producer_registry`]: the connections of each producer group.
 //! - [`housekeeper`]: periodic checkpoints and retention.
 //! - [`indexer`]: the IndexActor, owner of the key index.
 //! - [`scheduler`]: one SchedulerActor per delay level.
 //! - [`timer_wheel`]: the TimerWheelActor, exact-time delivery.
 //! - [`txn_checker`]: the TxnCheckerActor, transactional half messages.
-//! - [`fanout`]: carries many queues' appends to the queue actors' thread.
-//! - [`reput`]: writes the broker makes itself (deliveries, retries, dead
-//!   letters).
 //!
 //! Actor addresses live in a `DashMap` read by every connection; queue actors
 //! start on first use, on the writer's thread, where their state lives: the
 //! fanout applies appends to it and the writer answers into it directly.
 
+pub mod appender;
 pub mod consumer_group;
-pub mod fanout;
-pub mod groups;
+pub mod group_registry;
 pub mod housekeeper;
 pub mod indexer;
+pub mod producer_registry;
 pub mod queue;
-pub mod reput;
+pub mod queue_registry;
 pub mod scheduler;
 pub mod timer_wheel;
 pub mod txn_checker;
 pub mod writer;
 
-use crate::store::StorePaths;
-use actix::{Actor, Addr, ArbiterHandle};
+use actix::{Actor, Addr};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use queue::QueueActor;
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use writer::WriterActor;
 
 /// Something the registries hand out that can tell whether its actor still
 /// runs.
@@ -79,164 +82,3 @@ where
 
 /// The hasher of maps on the send path.
 pub(crate) type FastHash = foldhash::fast::RandomState;
-
-/// A queue's actor and what it is made from (appends use both).
-#[derive(Clone)]
-pub struct QueueHandle {
-    /// The actor.
-    pub addr: Addr<QueueActor>,
-    /// Its spec.
-    pub spec: Arc<queue::QueueSpec>,
-}
-
-impl Live for QueueHandle {
-    fn live(&self) -> bool {
-        self.addr.connected()
-    }
-}
-
-/// Finds (and lazily starts) the actor owning each queue.
-pub struct Registry {
-    writer: Addr<WriterActor>,
-    /// Looked up for every send: a fast hash instead of SipHash (names are
-    /// validated and their tables hold what admins created).
-    queues: DashMap<String, DashMap<u32, QueueHandle, FastHash>, FastHash>,
-    /// Where queue actors run: the writer's thread (`None`: the caller's,
-    /// which must then be the writer's too). Appends reach a queue's state
-    /// directly there, and the writer answers them there.
-    arbiter: Option<ArbiterHandle>,
-    /// On the queue actors' thread.
-    fanout: Addr<fanout::Fanout>,
-    next_id: AtomicU64,
-    paths: StorePaths,
-    cq_per_file: u64,
-    segments: Arc<crate::store::segment::SegmentSet>,
-    indexer: std::sync::OnceLock<(Addr<indexer::IndexActor>, Arc<indexer::KeyBuffer>)>,
-    active: Arc<queue::ActiveQueues>,
-    logger: slog::Logger,
-}
-
-impl Registry {
-    /// A registry starting queue actors on `arbiter`, the writer's (or on
-    /// the caller's thread, which then runs the writer).
-    pub fn new(
-        writer: Addr<WriterActor>,
-        arbiter: Option<ArbiterHandle>,
-        paths: StorePaths,
-        cq_per_file: u64,
-        segments: Arc<crate::store::segment::SegmentSet>,
-        logger: slog::Logger,
-    ) -> Self {
-        let active: Arc<queue::ActiveQueues> = Arc::default();
-        let fanout = {
-            let active = active.clone();
-            match &arbiter {
-                Some(arbiter) => fanout::Fanout::start_in_arbiter(arbiter, |_| fanout::Fanout { active }),
-                None => fanout::Fanout { active }.start(),
-            }
-        };
-        Self {
-            writer,
-            queues: DashMap::with_hasher(FastHash::default()),
-            arbiter,
-            fanout,
-            next_id: AtomicU64::new(0),
-            paths,
-            cq_per_file,
-            segments,
-            indexer: std::sync::OnceLock::new(),
-            active,
-            logger,
-        }
-    }
-
-    /// Connects queue actors started from now on to the key index.
-    pub fn set_indexer(&self, indexer: Addr<indexer::IndexActor>, keys: Arc<indexer::KeyBuffer>) {
-        let _ = self.indexer.set((indexer, keys));
-    }
-
-    /// The key index's actor.
-    pub fn indexer(&self) -> Option<&Addr<indexer::IndexActor>> {
-        self.indexer.get().map(|(addr, _)| addr)
-    }
-
-    /// The writer.
-    pub fn writer(&self) -> &Addr<WriterActor> {
-        &self.writer
-    }
-
-    /// Hands each part to its queue, in part order, in one message to the
-    /// queues' thread. Every store from a connection goes through here, so
-    /// its appends to a queue keep their order.
-    pub fn produce_all(&self, produce: fanout::Produce) {
-        self.fanout.do_send(produce);
-    }
-
-    /// The actor of `topic`/`queue`, started if needed. The caller has
-    /// checked that the queue exists.
-    pub fn queue(&self, topic: &str, queue: u32) -> Addr<QueueActor> {
-        self.queue_handle(topic, queue).addr
-    }
-
-    /// The spec of `topic`/`queue`'s live actor (started if needed), for
-    /// appends: they need no address, so none is cloned per append.
-    pub fn queue_spec(&self, topic: &str, queue: u32) -> Arc<queue::QueueSpec> {
-        if let Some(spec) =
-            self.queues.get(topic).and_then(|queues| queues.get(&queue).filter(|h| h.live()).map(|h| h.spec.clone()))
-        {
-            return spec;
-        }
-        self.queue_handle(topic, queue).spec
-    }
-
-    /// [`Registry::queue`] with the queue's spec.
-    pub fn queue_handle(&self, topic: &str, queue: u32) -> QueueHandle {
-        if let Some(queues) = self.queues.get(topic) {
-            return live_or_start(&queues, &queue, || self.start_queue(topic, queue));
-        }
-        let queues = self.queues.entry(topic.to_string()).or_default();
-        live_or_start(&queues, &queue, || self.start_queue(topic, queue))
-    }
-
-    fn start_queue(&self, topic: &str, queue: u32) -> QueueHandle {
-        let spec = Arc::new(queue::QueueSpec::new(
-            self.next_id.fetch_add(1, Ordering::Relaxed),
-            format!("{topic}/{queue}"),
-            self.paths.queue_dir(topic, queue),
-            (self.cq_per_file, self.segments.min_offset()),
-            queue::QueueLinks {
-                writer: self.writer.clone(),
-                reader: crate::store::commitlog::LogReader::new(self.segments.clone()),
-                keys: self.indexer.get().map(|(_, keys)| keys.clone()),
-                active: self.active.clone(),
-            },
-            self.logger.clone(),
-        ));
-        let built = spec.clone();
-        let addr = match &self.arbiter {
-            Some(arbiter) => QueueActor::start_in_arbiter(arbiter, move |_| QueueActor::new(built)),
-            None => QueueActor::new(built).start(),
-        };
-        QueueHandle { addr, spec }
-    }
-
-    /// Visits queues with a checkpoint's `barrier`: every queue (`all`) or
-    /// those that took appends (or still hold unwritten entries) since their
-    /// last visit. The answers go into the barrier's round.
-    pub fn barrier_queues(&self, barrier: queue::Barrier, all: bool) {
-        self.fanout.do_send(fanout::BarrierQueues { barrier, all });
-    }
-
-    /// Tells the queues how a checkpoint's tail writes ended.
-    pub fn tails_written(&self, tails: Vec<(u64, crate::store::consume_queue::TailWrite)>, ok: bool) {
-        if !tails.is_empty() {
-            self.fanout.do_send(fanout::TailsWritten { tails, ok });
-        }
-    }
-
-    /// Forgets a topic's actors (after they were told to destroy
-    /// themselves).
-    pub fn remove_topic(&self, topic: &str) -> Vec<Addr<QueueActor>> {
-        self.queues.remove(topic).map(|(_, q)| q.into_iter().map(|(_, h)| h.addr).collect()).unwrap_or_default()
-    }
-}

@@ -9,9 +9,9 @@
 //! checkpoints), so a restart delivers nothing twice except the batch that
 //! was being delivered when the broker was killed.
 
+use crate::actors::appender::Appender;
 use crate::actors::queue::{Pull, PullEntries};
-use crate::actors::reput::Reput;
-use crate::actors::Registry;
+use crate::actors::queue_registry::QueueRegistry;
 use crate::error::{Error, Result};
 use crate::filter::TagFilter;
 use crate::store::consume_queue::CqEntry;
@@ -30,7 +30,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Pulls entries of a system queue (no filter).
 pub(crate) async fn pull_entries(
-    registry: &Registry,
+    registry: &QueueRegistry,
     topic: &str,
     queue: u32,
     offset: u64,
@@ -57,7 +57,11 @@ pub(crate) async fn pull_entries(
 
 /// All entries of queue 0 of a system topic from `from` (retention skipped
 /// over) and the offset after them.
-pub(crate) async fn entries_from(registry: &Registry, topic: &str, from: u64) -> Result<(Vec<(u64, CqEntry)>, u64)> {
+pub(crate) async fn entries_from(
+    registry: &QueueRegistry,
+    topic: &str,
+    from: u64,
+) -> Result<(Vec<(u64, CqEntry)>, u64)> {
     let mut out = Vec::new();
     let mut offset = from;
     loop {
@@ -86,14 +90,14 @@ impl SchedulerActor {
     /// progress file holds.
     pub fn new(
         level: u32,
-        registry: Arc<Registry>,
-        reput: Reput,
+        registry: Arc<QueueRegistry>,
+        appender: Appender,
         progress: Arc<ProgressFile>,
         offset: u64,
         logger: &slog::Logger,
     ) -> Self {
         let logger = logger.new(slog::o!("delay_level" => level));
-        Self { level: Some(Level { queue: level.saturating_sub(1), registry, reput, progress, offset, logger }) }
+        Self { level: Some(Level { queue: level.saturating_sub(1), registry, appender, progress, offset, logger }) }
     }
 }
 
@@ -109,8 +113,8 @@ impl Actor for SchedulerActor {
 
 struct Level {
     queue: u32,
-    registry: Arc<Registry>,
-    reput: Reput,
+    registry: Arc<QueueRegistry>,
+    appender: Appender,
     progress: Arc<ProgressFile>,
     offset: u64,
     logger: slog::Logger,
@@ -161,7 +165,7 @@ impl Level {
     }
 
     async fn deliver(&mut self, due: &[CqEntry], next: u64) {
-        match self.reput.deliver(due).await {
+        match self.appender.deliver(due).await {
             Ok(()) => self.advance(next),
             Err(e) => {
                 slog::warn!(self.logger, "delivery failed; will retry"; "error" => %e);

@@ -15,9 +15,9 @@
 //! delivered, and the topic is re-bucketed from `ingested` (duplicates are
 //! dropped), so only the batch in flight at a crash can fire twice.
 
-use crate::actors::reput::Reput;
+use crate::actors::appender::Appender;
+use crate::actors::queue_registry::QueueRegistry;
 use crate::actors::scheduler::pull_entries;
-use crate::actors::Registry;
 use crate::error::Error;
 use crate::store::consume_queue::CqEntry;
 use crate::store::progress::ProgressFile;
@@ -45,8 +45,8 @@ pub struct TimerWheelActor {
 impl TimerWheelActor {
     /// A wheel over `buckets`, resuming from `progress` (its stored values).
     pub fn new(
-        registry: Arc<Registry>,
-        reput: Reput,
+        registry: Arc<QueueRegistry>,
+        appender: Appender,
         buckets: Arc<Buckets>,
         progress: (Arc<ProgressFile>, [u64; crate::store::progress::MAX_VALUES]),
         logger: slog::Logger,
@@ -54,7 +54,7 @@ impl TimerWheelActor {
         let (file, values) = progress;
         let wheel = Wheel {
             registry,
-            reput,
+            appender,
             buckets,
             progress: file,
             ingested: values[0],
@@ -81,8 +81,8 @@ impl Actor for TimerWheelActor {
 }
 
 struct Wheel {
-    registry: Arc<Registry>,
-    reput: Reput,
+    registry: Arc<QueueRegistry>,
+    appender: Appender,
     buckets: Arc<Buckets>,
     progress: Arc<ProgressFile>,
     ingested: u64,
@@ -170,7 +170,7 @@ impl Wheel {
         let Some(last) = due.last().copied() else { return false };
         let entries: Vec<CqEntry> =
             due.iter().map(|e| CqEntry { log_offset: e.log_offset, size: e.size, tag_hash: e.due as u64 }).collect();
-        if let Err(e) = self.reput.deliver(&entries).await {
+        if let Err(e) = self.appender.deliver(&entries).await {
             slog::warn!(self.logger, "timer delivery failed; will retry"; "error" => %e);
             due.into_iter().for_each(|e| self.heap.push(Reverse(e)));
             tokio::time::sleep(RETRY_PAUSE).await;

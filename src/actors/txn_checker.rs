@@ -21,11 +21,11 @@
 //! All state sits behind one async mutex: requests, ticks and recovery run
 //! one at a time, in order.
 
-use crate::actors::consumer_group::ClientHandle;
+use crate::actors::appender::Appender;
+use crate::actors::producer_registry::ProducerRegistry;
 use crate::actors::queue::Pull;
-use crate::actors::reput::Reput;
+use crate::actors::queue_registry::QueueRegistry;
 use crate::actors::scheduler::{entries_from, pull_entries};
-use crate::actors::Registry;
 use crate::delay::DelayPolicy;
 use crate::error::{Error, Result};
 use crate::filter::TagFilter;
@@ -39,7 +39,6 @@ use brook_proto::system::{
     PROP_TRANSACTION_TIMEOUT_MS, TRANS_CHECK_MAX_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC,
 };
 use brook_proto::{Frame, Message, MessageId, Request, StoredMessage};
-use dashmap::DashMap;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,29 +87,6 @@ pub struct TxnConfig {
     pub check_max: u32,
 }
 
-/// The connections of each producer group.
-#[derive(Debug, Default)]
-pub struct Producers {
-    groups: DashMap<String, Vec<ClientHandle>>,
-}
-
-impl Producers {
-    /// Adds a connection to a producer group.
-    pub fn register(&self, group: &str, client: ClientHandle) {
-        let mut members = self.groups.entry(group.to_string()).or_default();
-        members.retain(|c| !c.notify.is_closed() && c.conn_id != client.conn_id);
-        members.push(client);
-    }
-
-    /// A live connection of `group`, the one with client id `prefer` if it
-    /// is there.
-    pub fn pick(&self, group: &str, prefer: &str) -> Option<ClientHandle> {
-        let mut members = self.groups.get_mut(group)?;
-        members.retain(|c| !c.notify.is_closed());
-        members.iter().find(|c| c.client_id == prefer).or_else(|| members.first()).cloned()
-    }
-}
-
 /// A half message waiting for its outcome.
 #[derive(Debug, Clone)]
 struct Half {
@@ -135,9 +111,9 @@ struct Counts {
 }
 
 struct Checker {
-    registry: Arc<Registry>,
-    reput: Reput,
-    producers: Arc<Producers>,
+    registry: Arc<QueueRegistry>,
+    appender: Appender,
+    producers: Arc<ProducerRegistry>,
     progress: Arc<ProgressFile>,
     advertised: Arc<OnceLock<SocketAddr>>,
     config: TxnConfig,
@@ -178,9 +154,9 @@ impl TxnCheckerActor {
     /// A checker resuming from `progress` (its stored values).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        registry: Arc<Registry>,
-        reput: Reput,
-        producers: Arc<Producers>,
+        registry: Arc<QueueRegistry>,
+        appender: Appender,
+        producers: Arc<ProducerRegistry>,
         progress: (Arc<ProgressFile>, [u64; crate::store::progress::MAX_VALUES]),
         advertised: Arc<OnceLock<SocketAddr>>,
         config: TxnConfig,
@@ -189,7 +165,7 @@ impl TxnCheckerActor {
         let (file, values) = progress;
         let checker = Checker {
             registry,
-            reput,
+            appender,
             producers,
             progress: file,
             advertised,
@@ -288,7 +264,7 @@ fn parse_op(body: &[u8]) -> Option<(u64, Op)> {
 
 /// The first offset of `topic`/`queue` whose entry is at or after
 /// `log_offset` in the log (entries are in log order: a binary search).
-async fn first_at_or_after(registry: &Registry, topic: &str, queue: u32, log_offset: u64) -> Result<u64> {
+async fn first_at_or_after(registry: &QueueRegistry, topic: &str, queue: u32, log_offset: u64) -> Result<u64> {
     let addr = registry.queue(topic, queue);
     let (mut lo, mut hi) = addr.send(crate::actors::queue::Range).await??;
     while lo < hi {
@@ -358,7 +334,7 @@ impl Checker {
         };
         let op_from = first_at_or_after(&self.registry, TRANS_OP_TOPIC, 0, first.log_offset).await?;
         let (ops, _) = entries_from(&self.registry, TRANS_OP_TOPIC, op_from).await?;
-        let half_recs = self.reput.read(halves.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect()).await?;
+        let half_recs = self.appender.read(halves.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect()).await?;
         for ((cq_offset, entry), rec) in halves.iter().zip(half_recs) {
             match rec {
                 Ok(rec) => {
@@ -370,7 +346,7 @@ impl Checker {
                 }
             }
         }
-        let op_recs = self.reput.read(ops.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect()).await?;
+        let op_recs = self.appender.read(ops.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect()).await?;
         // half → (log offset, store time) of a commit whose copy is unconfirmed.
         let mut interrupted: BTreeMap<u64, (u64, i64)> = BTreeMap::new();
         for ((_, entry), rec) in ops.iter().zip(op_recs) {
@@ -409,7 +385,7 @@ impl Checker {
     /// Whether the visible copy of `h` was written after its `commit` op
     /// record (at `op_offset`, stored at `op_ts`).
     async fn copy_exists(&self, h: &Half, op_offset: u64, op_ts: i64) -> Result<bool> {
-        let Some(queues) = self.reput.topics().get(&h.topic).map(|t| t.queues) else { return Ok(true) };
+        let Some(queues) = self.appender.topics().get(&h.topic).map(|t| t.queues) else { return Ok(true) };
         let queue = h.queue.min(queues.saturating_sub(1));
         let mut offset = first_at_or_after(&self.registry, &h.topic, queue, op_offset).await?;
         loop {
@@ -418,7 +394,7 @@ impl Checker {
                 return Ok(false);
             }
             let recs =
-                self.reput.read(page.entries.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect()).await?;
+                self.appender.read(page.entries.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect()).await?;
             for rec in recs.into_iter().flatten() {
                 let origin = rec.message.properties.get(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse::<u64>().ok());
                 if origin == Some(h.entry.log_offset) {
@@ -447,7 +423,7 @@ impl Checker {
                 return Ok(());
             }
             let recs =
-                self.reput.read(page.entries.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect()).await?;
+                self.appender.read(page.entries.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect()).await?;
             for ((cq_offset, entry), rec) in page.entries.iter().zip(recs) {
                 if let Ok(rec) = rec {
                     let half = self.half_from(*cq_offset, *entry, &rec);
@@ -462,13 +438,13 @@ impl Checker {
     async fn op(&self, half: u64, op: Op) -> Result<()> {
         let msg = Message::new(TRANS_OP_TOPIC, op_body(half, op));
         let code = record::tag_hash(None);
-        self.reput.store(TRANS_OP_TOPIC, 0, vec![(msg, code)]).await.map(|_| ())
+        self.appender.append(TRANS_OP_TOPIC, 0, vec![(msg, code)]).await.map(|_| ())
     }
 
     /// The half as its producer sent it, bound for `topic` (its real one
     /// unless given).
     async fn visible_copy(&self, h: &Half) -> Result<Option<(String, u32, Message)>> {
-        let rec = self.reput.read(vec![(h.entry.log_offset, Some(h.entry.size))]).await?.pop();
+        let rec = self.appender.read(vec![(h.entry.log_offset, Some(h.entry.size))]).await?.pop();
         let mut msg = match rec {
             Some(Ok(rec)) => rec.message,
             Some(Err(e)) => return Err(e),
@@ -484,12 +460,12 @@ impl Checker {
 
     async fn write_copy(&self, h: &Half) -> Result<()> {
         let Some((topic, queue, msg)) = self.visible_copy(h).await? else { return Ok(()) };
-        let Some(queues) = self.reput.topics().get(&topic).map(|t| t.queues) else {
+        let Some(queues) = self.appender.topics().get(&topic).map(|t| t.queues) else {
             slog::warn!(self.logger, "committed message's topic is gone, dropped"; "topic" => &topic);
             return Ok(());
         };
         let code = record::tag_hash(msg.tags.as_deref());
-        self.reput.store(&topic, queue.min(queues.saturating_sub(1)), vec![(msg, code)]).await.map(|_| ())
+        self.appender.append(&topic, queue.min(queues.saturating_sub(1)), vec![(msg, code)]).await.map(|_| ())
     }
 
     async fn finish(&mut self, half: u64, op: Op, outcome: TxnOutcome) -> Result<()> {
@@ -564,7 +540,7 @@ impl Checker {
             }
             return Ok(());
         };
-        let rec = self.reput.read(vec![(half, Some(h.entry.size))]).await?.pop();
+        let rec = self.appender.read(vec![(half, Some(h.entry.size))]).await?.pop();
         let Some(Ok(rec)) = rec else { return Err(Error::MessageNotFound(format!("half at {half}"))) };
         let broker = self.advertised.get().copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let message: StoredMessage = rec.to_stored_message(broker, half, h.cq_offset);
@@ -591,11 +567,11 @@ impl Checker {
     async fn expire(&mut self, h: &Half) -> Result<()> {
         let half = h.entry.log_offset;
         if let Some((_, _, mut msg)) = self.visible_copy(h).await? {
-            self.reput.ensure_topic(TRANS_CHECK_MAX_TOPIC)?;
+            self.appender.ensure_topic(TRANS_CHECK_MAX_TOPIC)?;
             msg.properties.insert(PROP_TRANSACTION_CHECKS.into(), h.checks.to_string());
             msg.topic = TRANS_CHECK_MAX_TOPIC.to_string();
             let code = record::tag_hash(msg.tags.as_deref());
-            self.reput.store(TRANS_CHECK_MAX_TOPIC, 0, vec![(msg, code)]).await?;
+            self.appender.append(TRANS_CHECK_MAX_TOPIC, 0, vec![(msg, code)]).await?;
         }
         slog::warn!(self.logger, "transaction given up after the maximum checks; never delivered";
             "half" => half, "group" => &h.group, "checks" => h.checks);

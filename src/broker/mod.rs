@@ -4,12 +4,12 @@
 //! stop accepting → close connections → queues drain → the writer drains and
 //! fdatasyncs → clean checkpoint.
 
-use crate::actors::groups::Groups;
+use crate::actors::appender::Appender;
+use crate::actors::group_registry::GroupRegistry;
 use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig};
 use crate::actors::indexer::{IndexActor, KeyBuffer};
-use crate::actors::reput::Reput;
+use crate::actors::queue_registry::QueueRegistry;
 use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
-use crate::actors::Registry;
 use crate::clock::Clock;
 use crate::config::{Config, FlushMode};
 use crate::delay::DelayPolicy;
@@ -90,9 +90,9 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
 /// The running actors of a broker.
 pub struct Running {
     /// Actor addresses.
-    pub registry: Arc<Registry>,
+    pub registry: Arc<QueueRegistry>,
     /// Consumer groups.
-    pub groups: Arc<Groups>,
+    pub groups: Arc<GroupRegistry>,
     /// Periodic jobs (and the final checkpoint).
     pub housekeeper: Addr<Housekeeper>,
     /// Commit-log reads.
@@ -108,7 +108,7 @@ pub struct Running {
     /// Delay levels and limit.
     pub delays: Arc<DelayPolicy>,
     /// Broker-made writes (deliveries, retries, dead letters).
-    pub reput: Reput,
+    pub appender: Appender,
     /// The broker's own readers: delay schedulers, timer wheel,
     /// transaction checker.
     pub system: SystemActors,
@@ -176,7 +176,7 @@ pub async fn start(
     // instead of cross-thread wake-ups (measured: +40% batch, +20% sync
     // throughput on 2 cores). The writer never blocks that thread: its I/O
     // is awaited. Group actors get their own.
-    let registry = Arc::new(Registry::new(
+    let registry = Arc::new(QueueRegistry::new(
         writer,
         Some(writer_arbiter.handle()),
         store.paths.clone(),
@@ -199,7 +199,7 @@ pub async fn start(
         })
     };
     registry.set_indexer(indexer, keys);
-    let groups = Arc::new(Groups::new(
+    let groups = Arc::new(GroupRegistry::new(
         registry.clone(),
         store.topics.clone(),
         store.paths.groups(),
@@ -208,9 +208,9 @@ pub async fn start(
         logger.clone(),
     ));
     let delays = Arc::new(DelayPolicy::from_config(config)?);
-    let reput =
-        Reput::new(registry.clone(), store.topics.clone(), LogReader::new(store.segments.clone()), logger.clone());
-    let system = system::start(config, &store, &registry, &reput, &delays, &queue_arbiter, &logger)?;
+    let appender =
+        Appender::new(registry.clone(), store.topics.clone(), LogReader::new(store.segments.clone()), logger.clone());
+    let system = system::start(config, &store, &registry, &appender, &delays, &queue_arbiter, &logger)?;
     let housekeeper = Housekeeper::new(
         registry.clone(),
         store.topics.clone(),
@@ -247,7 +247,7 @@ pub async fn start(
         writer_stats,
         io_stats,
         delays,
-        reput,
+        appender,
         system,
         arbiters: vec![writer_arbiter, queue_arbiter, index_arbiter],
         _lock: store.lock,
@@ -300,7 +300,7 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         advertised,
         paths: running.paths.clone(),
         delays: running.delays.clone(),
-        reput: running.reput.clone(),
+        appender: running.appender.clone(),
         producers: running.system.producers.clone(),
         txn: running.system.txn.clone(),
         sql_cache: dashmap::DashMap::new(),

@@ -2,11 +2,12 @@
 //! registry: one scheduler per delay level, the timer wheel and the
 //! transaction checker, each resuming from its progress file.
 
-use crate::actors::reput::Reput;
+use crate::actors::appender::Appender;
+use crate::actors::producer_registry::ProducerRegistry;
+use crate::actors::queue_registry::QueueRegistry;
 use crate::actors::scheduler::SchedulerActor;
 use crate::actors::timer_wheel::TimerWheelActor;
-use crate::actors::txn_checker::{Producers, TxnCheckerActor, TxnConfig};
-use crate::actors::Registry;
+use crate::actors::txn_checker::{TxnCheckerActor, TxnConfig};
 use crate::broker::OpenedStore;
 use crate::config::Config;
 use crate::delay::DelayPolicy;
@@ -28,7 +29,7 @@ pub struct SystemActors {
     /// Transactions.
     pub txn: Addr<TxnCheckerActor>,
     /// Connections of each producer group (for transaction checks).
-    pub producers: Arc<Producers>,
+    pub producers: Arc<ProducerRegistry>,
     /// The address message ids name, known once the listener is bound.
     pub advertised: Arc<OnceLock<SocketAddr>>,
     /// Their files, synced at each checkpoint.
@@ -48,8 +49,8 @@ fn open_progress(path: &Path, all: &mut Vec<Arc<ProgressFile>>) -> Result<(Arc<P
 pub fn start(
     config: &Config,
     store: &OpenedStore,
-    registry: &Arc<Registry>,
-    reput: &Reput,
+    registry: &Arc<QueueRegistry>,
+    appender: &Appender,
     delays: &DelayPolicy,
     arbiter: &Arbiter,
     logger: &slog::Logger,
@@ -67,7 +68,7 @@ pub fn start(
     let mut schedulers = Vec::new();
     for level in 1..=levels {
         let (file, values) = open_progress(&store.paths.schedule().join(format!("level-{level}")), &mut progress)?;
-        let actor = SchedulerActor::new(level, registry.clone(), reput.clone(), file, values[0], logger);
+        let actor = SchedulerActor::new(level, registry.clone(), appender.clone(), file, values[0], logger);
         schedulers.push(SchedulerActor::start_in_arbiter(&arbiter.handle(), move |_| actor));
     }
     let timer_dir = store.paths.timer();
@@ -76,17 +77,18 @@ pub fn start(
             .ctx(|| format!("open {}", timer_dir.display()))?,
     );
     let wheel_progress = open_progress(&timer_dir.join("progress"), &mut progress)?;
-    let actor = TimerWheelActor::new(registry.clone(), reput.clone(), buckets.clone(), wheel_progress, logger.clone());
+    let actor =
+        TimerWheelActor::new(registry.clone(), appender.clone(), buckets.clone(), wheel_progress, logger.clone());
     let wheel = TimerWheelActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
 
     let (timeout_ms, check_interval_ms) = config.transaction_times_ms()?;
     let txn_config = TxnConfig { timeout_ms, check_interval_ms, check_max: config.transaction_check_max };
-    let producers = Arc::new(Producers::default());
+    let producers = Arc::new(ProducerRegistry::default());
     let advertised = Arc::new(OnceLock::new());
     let txn_progress = open_progress(&store.paths.txn().join("progress"), &mut progress)?;
     let actor = TxnCheckerActor::new(
         registry.clone(),
-        reput.clone(),
+        appender.clone(),
         producers.clone(),
         txn_progress,
         advertised.clone(),

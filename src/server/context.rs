@@ -3,8 +3,8 @@
 //! hold handles only, never broker state of their own.
 
 use crate::actors::consumer_group::ClientHandle;
-use crate::actors::groups::Groups;
-use crate::actors::Registry;
+use crate::actors::group_registry::GroupRegistry;
+use crate::actors::queue_registry::QueueRegistry;
 use crate::config::Config;
 use crate::store::commitlog::LogReader;
 use crate::store::topics::TopicTable;
@@ -16,11 +16,11 @@ use std::sync::Arc;
 /// What request handlers need: handles, never state of their own.
 pub struct BrokerCore {
     /// Actor addresses.
-    pub registry: Arc<Registry>,
+    pub registry: Arc<QueueRegistry>,
     /// Topic table.
     pub topics: Arc<TopicTable>,
     /// Consumer groups.
-    pub groups: Arc<Groups>,
+    pub groups: Arc<GroupRegistry>,
     /// Commit-log reads.
     pub reader: LogReader,
     /// Effective configuration.
@@ -32,9 +32,9 @@ pub struct BrokerCore {
     /// Delay levels and limit.
     pub delays: Arc<crate::delay::DelayPolicy>,
     /// Broker-made writes (retries, dead letters, resends).
-    pub reput: crate::actors::reput::Reput,
+    pub appender: crate::actors::appender::Appender,
     /// Connections of each producer group.
-    pub producers: Arc<crate::actors::txn_checker::Producers>,
+    pub producers: Arc<crate::actors::producer_registry::ProducerRegistry>,
     /// The transaction checker.
     pub txn: actix::Addr<crate::actors::txn_checker::TxnCheckerActor>,
     /// Property filters parsed so far, by text.

@@ -69,7 +69,7 @@ struct Header {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Stored {
+struct Placed {
     entry: KeyEntry,
     prev: u32,
 }
@@ -90,7 +90,7 @@ struct Active {
     shape: IndexShape,
     header: Header,
     slots: Vec<u32>,
-    entries: Vec<Stored>,
+    entries: Vec<Placed>,
     written: usize,
     /// Reused for the entries written at each checkpoint.
     scratch: Vec<u8>,
@@ -143,7 +143,7 @@ fn header_bytes(shape: IndexShape, h: &Header) -> [u8; HEADER as usize] {
     buf
 }
 
-fn entry_bytes(s: &Stored) -> [u8; ENTRY as usize] {
+fn entry_bytes(s: &Placed) -> [u8; ENTRY as usize] {
     let mut buf = [0u8; ENTRY as usize];
     buf[0..8].copy_from_slice(&s.entry.hash.to_le_bytes());
     buf[8..16].copy_from_slice(&s.entry.log_offset.to_le_bytes());
@@ -152,10 +152,10 @@ fn entry_bytes(s: &Stored) -> [u8; ENTRY as usize] {
     buf
 }
 
-fn parse_entry(buf: &[u8]) -> Stored {
+fn parse_entry(buf: &[u8]) -> Placed {
     let u64_at = |p: usize| buf.get(p..p + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
     let prev = buf.get(24..28).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
-    Stored { entry: KeyEntry { hash: u64_at(0), log_offset: u64_at(8), store_ts: u64_at(16) as i64 }, prev }
+    Placed { entry: KeyEntry { hash: u64_at(0), log_offset: u64_at(8), store_ts: u64_at(16) as i64 }, prev }
 }
 
 fn entries_at(slots: u32) -> u64 {
@@ -235,7 +235,7 @@ impl Active {
     fn insert(&mut self, entry: KeyEntry) {
         let slot = self.slot_of(entry.hash);
         let prev = self.slots[slot];
-        self.entries.push(Stored { entry, prev });
+        self.entries.push(Placed { entry, prev });
         self.slots[slot] = self.entries.len() as u32;
         let h = &mut self.header;
         if h.count == 0 {

@@ -20,7 +20,7 @@ pub async fn heartbeat(core: &BrokerCore, conn: &ConnInfo, mut heartbeat: Heartb
         let retry = retry_topic(&heartbeat.group);
         validate_name("retry topic", &retry)
             .map_err(|e| Error::InvalidName(format!("group name too long for its retry topic: {e}")))?;
-        core.reput.ensure_topic(&retry)?;
+        core.appender.ensure_topic(&retry)?;
         if !heartbeat.subscriptions.iter().any(|s| s.topic == retry) {
             heartbeat.subscriptions.push(Subscription { topic: retry, tags: None, sql: None });
         }

@@ -39,7 +39,7 @@ pub fn sql_filter(core: &BrokerCore, text: &str) -> Result<Arc<Expr>, WireError>
 pub async fn get_message(core: &BrokerCore, msg_id: &str) -> Reply {
     let id: MessageId = msg_id.parse().map_err(|e| Error::InvalidArgument(format!("message id {msg_id:?}: {e}")))?;
     let rec = core
-        .reput
+        .appender
         .read(vec![(id.log_offset, None)])
         .await?
         .pop()
@@ -68,7 +68,7 @@ pub async fn by_key(core: &BrokerCore, topic: &str, key: &str, (begin, end): (i6
         max: (max as usize).saturating_mul(2).saturating_add(16),
     };
     let offsets = indexer.send(lookup).await.map_err(Error::from)??;
-    let records = core.reput.read(offsets.iter().map(|o| (*o, None)).collect()).await?;
+    let records = core.appender.read(offsets.iter().map(|o| (*o, None)).collect()).await?;
     let mut out = Vec::new();
     for (offset, rec) in offsets.into_iter().zip(records) {
         // Retention may have taken it; a hash collision names another key.

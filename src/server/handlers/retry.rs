@@ -46,17 +46,17 @@ pub async fn send_back(core: &BrokerCore, group: &str, log_offset: u64, to_dlq: 
     if to_dlq || times >= max {
         let dlq = dlq_topic(group);
         validate_name("dead-letter topic", &dlq).map_err(Error::InvalidName)?;
-        core.reput.ensure_topic(&dlq)?;
+        core.appender.ensure_topic(&dlq)?;
         msg.topic.clone_from(&dlq);
         let code = record::tag_hash(msg.tags.as_deref());
-        core.reput.store(&dlq, 0, vec![(msg, code)]).await?;
+        core.appender.append(&dlq, 0, vec![(msg, code)]).await?;
         slog::info!(core.logger, "message dead-lettered";
             "group" => group, "topic" => &origin_topic, "log_offset" => log_offset, "reconsume_times" => times);
         return Ok(Response::Done);
     }
     let retry = retry_topic(group);
     validate_name("retry topic", &retry).map_err(Error::InvalidName)?;
-    core.reput.ensure_topic(&retry)?;
+    core.appender.ensure_topic(&retry)?;
     let now = crate::clock::now_ms();
     let delay = match policy.backoff_ms.as_slice() {
         [] => Delay::Level((3 + times).min(core.delays.levels_ms().len() as u32)),
@@ -68,13 +68,13 @@ pub async fn send_back(core: &BrokerCore, group: &str, log_offset: u64, to_dlq: 
     msg.topic.clone_from(&retry);
     let traced = crate::server::handlers::trace::is_traced(&msg);
     let parked = core.delays.park(&mut msg, &retry, 0, delay, now);
-    core.reput.store(parked.topic, parked.queue, vec![(msg, parked.due as u64)]).await?;
+    core.appender.append(parked.topic, parked.queue, vec![(msg, parked.due as u64)]).await?;
     if traced {
         let origin = props_origin(log_offset, &origin_log);
         let msg_id = MessageId { broker: core.advertised, log_offset: origin }.to_hex();
         let event = serde_json::json!({ "event": "retry", "msg_id": msg_id, "topic": origin_topic, "time": now,
             "group": group, "reconsume": times + 1, "due": parked.due });
-        crate::server::handlers::trace::record(&core.reput, &core.logger, vec![(msg_id, event)]);
+        crate::server::handlers::trace::record(&core.appender, &core.logger, vec![(msg_id, event)]);
     }
     Ok(Response::Done)
 }
@@ -85,7 +85,7 @@ fn props_origin(log_offset: u64, origin: &Option<String>) -> u64 {
 }
 
 async fn read_one(core: &BrokerCore, log_offset: u64) -> Result<record::DecodedRecord, WireError> {
-    let read = core.reput.read(vec![(log_offset, None)]).await?.pop();
+    let read = core.appender.read(vec![(log_offset, None)]).await?.pop();
     read.unwrap_or_else(|| Err(Error::MessageNotFound(format!("nothing at log offset {log_offset}"))))
         .map_err(|e| Error::MessageNotFound(format!("no message at log offset {log_offset}: {e}")).into())
 }
@@ -103,7 +103,7 @@ pub async fn resend_dlq(core: &BrokerCore, group: &str, msg_id: &str) -> Reply {
     let (entries, _) = entries_from(&core.registry, &dlq, 0).await?;
     let at: Vec<(u64, Option<u32>)> = entries.iter().map(|(_, e)| (e.log_offset, Some(e.size))).collect();
     let mut found = None;
-    for ((_, entry), rec) in entries.iter().zip(core.reput.read(at).await?) {
+    for ((_, entry), rec) in entries.iter().zip(core.appender.read(at).await?) {
         let Ok(rec) = rec else { continue };
         let origin =
             rec.message.properties.get(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(entry.log_offset);
@@ -122,7 +122,7 @@ pub async fn resend_dlq(core: &BrokerCore, group: &str, msg_id: &str) -> Reply {
     let queue = if queue < queues { queue } else { 0 };
     msg.topic.clone_from(&topic);
     let code = record::tag_hash(msg.tags.as_deref());
-    let stored = core.reput.store(&topic, queue, vec![(msg, code)]).await?;
+    let stored = core.appender.append(&topic, queue, vec![(msg, code)]).await?;
     slog::info!(core.logger, "dead letter resent"; "group" => group, "msg_id" => msg_id, "topic" => &topic);
     // The resent copy keeps the dead letter's id: the answer names its log
     // offset, not the copy's.

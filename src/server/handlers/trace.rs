@@ -5,7 +5,7 @@
 //! message's whole timeline: sent, stored, delivered, consumed, and any
 //! retry. Records are JSON; writing them never delays the traced request.
 
-use crate::actors::reput::Reput;
+use crate::actors::appender::Appender;
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::store::record;
 use brook_proto::request::ConsumeTrace;
@@ -19,7 +19,7 @@ pub fn is_traced(msg: &Message) -> bool {
 }
 
 /// Writes trace events in the background.
-pub fn record(reput: &Reput, logger: &slog::Logger, events: Vec<(String, Value)>) {
+pub fn record(appender: &Appender, logger: &slog::Logger, events: Vec<(String, Value)>) {
     if events.is_empty() {
         return;
     }
@@ -30,9 +30,9 @@ pub fn record(reput: &Reput, logger: &slog::Logger, events: Vec<(String, Value)>
             (msg, record::tag_hash(None))
         })
         .collect();
-    let (reput, logger) = (reput.clone(), logger.clone());
+    let (appender, logger) = (appender.clone(), logger.clone());
     tokio::spawn(async move {
-        if let Err(e) = reput.store(TRACE_TOPIC, 0, items).await {
+        if let Err(e) = appender.append(TRACE_TOPIC, 0, items).await {
             slog::warn!(logger, "trace records not written"; "error" => %e);
         }
     });
@@ -70,7 +70,7 @@ pub fn sent(core: &BrokerCore, conn: &ConnInfo, sent: Vec<SentTrace<'_>>) {
                 "queue": s.queue, "offset": s.offset }),
         ));
     }
-    record(&core.reput, &core.logger, events);
+    record(&core.appender, &core.logger, events);
 }
 
 /// A consumer's report: `delivered` and `consumed` events.
@@ -94,6 +94,6 @@ pub fn report(
                 "result": t.result, "cost_ms": t.cost_ms, "reconsume": t.reconsume_times }),
         ));
     }
-    record(&core.reput, &core.logger, events);
+    record(&core.appender, &core.logger, events);
     Ok(Response::Done)
 }

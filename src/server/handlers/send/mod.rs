@@ -5,9 +5,9 @@
 
 mod merge;
 
-use crate::actors::fanout::Stores;
-use crate::actors::queue::Stored;
-use crate::actors::reput::{Encoded, StoreWait};
+use crate::actors::appender::{AppendWait, Encoded};
+use crate::actors::queue::fanout::Placements;
+use crate::actors::queue::Placed;
 use crate::error::Error;
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::dispatch::Reply;
@@ -114,7 +114,7 @@ pub struct SubmittedSends {
     /// The rest, in store order, and how many belong to each stored part.
     members: Vec<(Option<u64>, Answering)>,
     sizes: Vec<usize>,
-    stored: StoreWait,
+    stored: AppendWait,
 }
 
 /// Checks, encodes and hands to the queues the sends of [`send_many`], all
@@ -160,7 +160,7 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
     let mut ready = ready.into_iter();
     let mut sizes = Vec::with_capacity(groups.len());
     for ((topic, queue), count) in groups {
-        encoded.begin(core.reput.queue_spec(topic, queue), queue);
+        encoded.begin(core.appender.queue_spec(topic, queue), queue);
         let mut failed = None;
         let first = members.len();
         for (id, items, prepared) in ready.by_ref().take(count) {
@@ -182,14 +182,14 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
             }
         }
     }
-    SubmittedSends { answers, members, sizes, stored: core.reput.submit_encoded(encoded) }
+    SubmittedSends { answers, members, sizes, stored: core.appender.submit(encoded) }
 }
 
 impl SubmittedSends {
     /// Waits for the stores and answers every request.
     pub async fn answers(self, core: &BrokerCore, conn: &ConnInfo) -> Vec<(Option<u64>, Reply)> {
         let SubmittedSends { mut answers, members, sizes, stored } = self;
-        let Stores { stored, outcomes } = stored.wait().await;
+        let Placements { stored, outcomes } = stored.wait().await;
         let mut members = members.into_iter();
         for (outcome, size) in outcomes.into_iter().zip(sizes) {
             let group = members.by_ref().take(size);
@@ -394,7 +394,7 @@ fn route(
 }
 
 /// The answer to a stored send (and its trace events).
-fn finish_send(core: &BrokerCore, conn: &ConnInfo, answering: Answering, stored: &[Stored]) -> Response {
+fn finish_send(core: &BrokerCore, conn: &ConnInfo, answering: Answering, stored: &[Placed]) -> Response {
     let Answering { topic, queue, store_queue, dues, traced, received_at } = answering;
     let acks: Vec<StoredAck> = stored
         .iter()

@@ -1,10 +1,14 @@
-//! Messages the broker writes itself — delayed messages coming due, retries,
-//! dead letters, resends — go through the same queue actors as a producer's,
-//! so they get offsets, acknowledgement and visibility by the same rules.
+//! The appender: every write into queues starts here. Records are encoded
+//! off the writer ([`Encoded`], a part per queue), handed to the queues'
+//! thread in one push ([`Appender::submit`], through the fanout), and their
+//! placements come back through an [`AppendWait`]. A connection's sends and
+//! the broker's own writes — delayed messages coming due, retries, dead
+//! letters, resends, transaction records — take the same path, so they get
+//! offsets, acknowledgement and visibility by the same rules.
 
-use crate::actors::fanout::{Part, Produce, Stores};
-use crate::actors::queue::{QueueSpec, Stored};
-use crate::actors::Registry;
+use crate::actors::queue::fanout::{Part, Placements, Produce};
+use crate::actors::queue::{Placed, QueueSpec};
+use crate::actors::queue_registry::QueueRegistry;
 use crate::delay::DelayPolicy;
 use crate::error::{Error, Result};
 use crate::store::commitlog::{AppendBatch, LogReader};
@@ -86,7 +90,7 @@ impl Encoded {
         self.parts.len()
     }
 
-    fn into_produce(self, reply: oneshot::Sender<Stores>) -> Produce {
+    fn into_produce(self, reply: oneshot::Sender<Placements>) -> Produce {
         Produce {
             batch: self.batch,
             tag_hashes: self.tag_hashes,
@@ -123,16 +127,16 @@ type Destination = (String, u32);
 
 /// Writes broker-made messages.
 #[derive(Clone)]
-pub struct Reput {
-    registry: Arc<Registry>,
+pub struct Appender {
+    registry: Arc<QueueRegistry>,
     topics: Arc<TopicTable>,
     reader: LogReader,
     logger: slog::Logger,
 }
 
-impl Reput {
+impl Appender {
     /// A writer over the broker's queues.
-    pub fn new(registry: Arc<Registry>, topics: Arc<TopicTable>, reader: LogReader, logger: slog::Logger) -> Self {
+    pub fn new(registry: Arc<QueueRegistry>, topics: Arc<TopicTable>, reader: LogReader, logger: slog::Logger) -> Self {
         Self { registry, topics, reader, logger }
     }
 
@@ -143,14 +147,14 @@ impl Reput {
 
     /// Stores messages in `topic`/`queue` (which the caller made sure
     /// exists), each with its tag code, in order.
-    pub async fn store(&self, topic: &str, queue: u32, items: Vec<(Message, u64)>) -> Result<Vec<Stored>> {
+    pub async fn append(&self, topic: &str, queue: u32, items: Vec<(Message, u64)>) -> Result<Vec<Placed>> {
         let batch = Batch::measured(topic.to_string(), queue, items);
-        self.store_many(vec![batch]).await.pop().unwrap_or(Err(Error::ShuttingDown))
+        self.append_many(vec![batch]).await.pop().unwrap_or(Err(Error::ShuttingDown))
     }
 
     /// Stores several batches, each in its queue, handed to the queues
     /// together and in list order; one result per batch.
-    pub async fn store_many(&self, batches: Vec<Batch>) -> Vec<Result<Vec<Stored>>> {
+    pub async fn append_many(&self, batches: Vec<Batch>) -> Vec<Result<Vec<Placed>>> {
         let bytes = batches.iter().map(|b| b.bytes).sum();
         let records = batches.iter().map(|b| b.items.len()).sum();
         let mut encoded = Encoded::with_capacity(bytes, records, batches.len());
@@ -166,7 +170,7 @@ impl Reput {
                 }
             }
         }
-        let Stores { stored, outcomes } = self.store_encoded(encoded).await;
+        let Placements { stored, outcomes } = self.append_encoded(encoded).await;
         let mut outcomes = outcomes.into_iter();
         parts
             .into_iter()
@@ -185,21 +189,21 @@ impl Reput {
     }
 
     /// Stores every part of `encoded` and waits for the answer.
-    pub async fn store_encoded(&self, encoded: Encoded) -> Stores {
-        self.submit_encoded(encoded).wait().await
+    pub async fn append_encoded(&self, encoded: Encoded) -> Placements {
+        self.submit(encoded).wait().await
     }
 
     /// Hands every part of `encoded` to the queues now; the answer comes
     /// through the returned wait. What is handed over in one order is
     /// stored in that order, whoever waits first.
-    pub fn submit_encoded(&self, encoded: Encoded) -> StoreWait {
+    pub fn submit(&self, encoded: Encoded) -> AppendWait {
         let parts = encoded.parts();
         if parts == 0 {
-            return StoreWait { parts, answer: None };
+            return AppendWait { parts, answer: None };
         }
         let (reply, answer) = oneshot::channel();
         self.registry.produce_all(encoded.into_produce(reply));
-        StoreWait { parts, answer: Some(answer) }
+        AppendWait { parts, answer: Some(answer) }
     }
 
     /// Creates `topic` with one queue unless it exists (retry and
@@ -262,7 +266,7 @@ impl Reput {
         }
         let batches =
             by_queue.into_iter().map(|((topic, queue), items)| Batch::measured(topic, queue, items)).collect();
-        for result in self.store_many(batches).await {
+        for result in self.append_many(batches).await {
             result?;
         }
         Ok(())
@@ -270,18 +274,18 @@ impl Reput {
 }
 
 /// The answer to an [`Encoded`] handed to the queues.
-pub struct StoreWait {
+pub struct AppendWait {
     parts: usize,
-    answer: Option<oneshot::Receiver<Stores>>,
+    answer: Option<oneshot::Receiver<Placements>>,
 }
 
-impl StoreWait {
+impl AppendWait {
     /// Where the records ended up.
-    pub async fn wait(self) -> Stores {
+    pub async fn wait(self) -> Placements {
         match self.answer {
             // The queues' thread drops the reply unanswered only when it stops.
-            Some(answer) => answer.await.unwrap_or_else(|_| Stores::shutting_down(self.parts)),
-            None => Stores::default(),
+            Some(answer) => answer.await.unwrap_or_else(|_| Placements::shutting_down(self.parts)),
+            None => Placements::default(),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! every running group.
 
 use crate::actors::consumer_group::{ConnectionClosed, ConsumerGroupActor, FlushOffsets};
-use crate::actors::{live_or_start, Registry};
+use crate::actors::live_or_start;
+use crate::actors::queue_registry::QueueRegistry;
 use crate::config::GroupsConfig;
 use crate::error::{Error, Result};
 use crate::store::group_state;
@@ -16,9 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Finds (and lazily starts) each group's actor.
-pub struct Groups {
+pub struct GroupRegistry {
     actors: DashMap<String, Addr<ConsumerGroupActor>>,
-    registry: Arc<Registry>,
+    registry: Arc<QueueRegistry>,
     topics: Arc<TopicTable>,
     dir: PathBuf,
     config: GroupsConfig,
@@ -26,10 +27,10 @@ pub struct Groups {
     logger: slog::Logger,
 }
 
-impl Groups {
+impl GroupRegistry {
     /// Groups stored under `dir`, actors started on `arbiter`.
     pub fn new(
-        registry: Arc<Registry>,
+        registry: Arc<QueueRegistry>,
         topics: Arc<TopicTable>,
         dir: PathBuf,
         config: GroupsConfig,

@@ -9,7 +9,9 @@
 //! Everything a connection stores goes this way, so its sends to one queue
 //! keep their order.
 
-use crate::actors::queue::{self, ActiveQueues, Barrier, QueueSpec, Stored};
+use crate::actors::queue::append::{self, Placed, Written};
+use crate::actors::queue::barrier::{self, ActiveQueues, Barrier};
+use crate::actors::queue::spec::QueueSpec;
 use crate::actors::writer::Append;
 use crate::error::{Error, Result};
 use crate::store::commitlog::{AppendBatch, RecordPos};
@@ -40,7 +42,7 @@ pub struct Produce {
     /// The runs of records and their queues.
     pub parts: Vec<Part>,
     /// Where the answer goes.
-    pub reply: oneshot::Sender<Stores>,
+    pub reply: oneshot::Sender<Placements>,
 }
 
 /// A run of a [`Produce`]'s records bound for one queue.
@@ -53,21 +55,21 @@ pub struct Part {
 
 /// Where a [`Produce`]'s records ended up.
 #[derive(Debug, Default)]
-pub struct Stores {
+pub struct Placements {
     /// The records of every part stored, in order.
-    pub stored: Vec<Stored>,
+    pub stored: Vec<Placed>,
     /// Each part's records within `stored`, or why they were not stored.
     pub outcomes: Vec<Result<Range<usize>>>,
 }
 
-impl Stores {
+impl Placements {
     /// The answer when the queues' thread went away without one.
     pub fn shutting_down(parts: usize) -> Self {
         Self { stored: Vec::new(), outcomes: (0..parts).map(|_| Err(Error::ShuttingDown)).collect() }
     }
 
     /// The first part's records (for a produce of one part).
-    pub fn into_first(self) -> Result<Vec<Stored>> {
+    pub fn into_first(self) -> Result<Vec<Placed>> {
         let Self { mut stored, outcomes } = self;
         match outcomes.into_iter().next() {
             Some(Ok(range)) => {
@@ -125,7 +127,7 @@ impl Handler<BarrierQueues> for Fanout {
     type Result = ();
 
     fn handle(&mut self, BarrierQueues { barrier, all }: BarrierQueues, _: &mut Context<Self>) {
-        queue::barrier_here(barrier, all, &self.active);
+        barrier::barrier_here(barrier, all, &self.active);
     }
 }
 
@@ -133,7 +135,7 @@ impl Handler<TailsWritten> for Fanout {
     type Result = ();
 
     fn handle(&mut self, TailsWritten { tails, ok }: TailsWritten, _: &mut Context<Self>) {
-        queue::tails_written_here(tails, ok);
+        barrier::tails_written_here(tails, ok);
     }
 }
 
@@ -146,7 +148,7 @@ pub fn produce_here(produce: Produce) {
     let Produce { mut batch, tag_hashes, key_hashes, parts, reply } = produce;
     let mut admitted = Vec::with_capacity(parts.len());
     for (part, records) in parts.iter().zip(record_ranges(&parts)) {
-        let outcome = queue::admit(&part.spec, part.records);
+        let outcome = append::admit(&part.spec, part.records);
         if let Ok(first_offset) = outcome {
             for (i, offset) in records.zip(first_offset..) {
                 let (start, end) = batch.bounds(i);
@@ -160,7 +162,7 @@ pub fn produce_here(produce: Produce) {
     let Some(writer) = parts.iter().zip(&admitted).find(|(_, a)| a.is_ok()).map(|(p, _)| p.spec.links.writer.clone())
     else {
         let outcomes = admitted.into_iter().map(|a| a.map(|_| 0..0)).collect();
-        let _ = reply.send(Stores { stored: Vec::new(), outcomes });
+        let _ = reply.send(Placements { stored: Vec::new(), outcomes });
         return;
     };
     if admitted.iter().any(Result::is_err) {
@@ -203,7 +205,7 @@ struct Shares {
     admitted: Vec<Result<u64>>,
     tag_hashes: Vec<u64>,
     key_hashes: Vec<(u32, u64)>,
-    reply: oneshot::Sender<Stores>,
+    reply: oneshot::Sender<Placements>,
 }
 
 impl Shares {
@@ -244,17 +246,17 @@ impl Shares {
             };
             let (own, after) = rest.split_at(part.records.min(rest.len()));
             rest = after;
-            let written = queue::Written {
+            let written = Written {
                 first_offset,
                 positions: own,
                 tag_hashes: tag_hashes.get(records.clone()).unwrap_or(&[]),
                 key_hashes: key_hashes.get(key_start..key).unwrap_or(&[]),
                 first_record: records.start,
             };
-            outcomes.push(queue::written(&part.spec, written, &mut keys).map(|()| {
+            outcomes.push(append::written(&part.spec, written, &mut keys).map(|()| {
                 let start = stored.len();
                 stored.extend(
-                    own.iter().enumerate().map(|(i, &pos)| Stored { queue_offset: first_offset + i as u64, pos }),
+                    own.iter().enumerate().map(|(i, &pos)| Placed { queue_offset: first_offset + i as u64, pos }),
                 );
                 start..stored.len()
             }));
@@ -266,6 +268,6 @@ impl Shares {
         {
             buffer.push(keys);
         }
-        let _ = reply.send(Stores { stored, outcomes });
+        let _ = reply.send(Placements { stored, outcomes });
     }
 }
