@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod delay;
 pub mod error;
+pub mod failpoint;
 pub mod filter;
 pub mod io;
 pub mod logging;

@@ -18,8 +18,12 @@
 //! unresolved half, so a restart reads only halves from there and the op
 //! records written since, not the whole log.
 //!
-//! All state sits behind one async mutex: requests, ticks and recovery run
-//! one at a time, in order.
+//! The actor owns its state. Every operation on it (recovery, a tick, a
+//! request) is asynchronous — it reads and writes the log — so the actor
+//! lends the state to that operation's future and blocks its own context
+//! until the future hands it back (`ctx.wait`, `AtomicResponse`): requests,
+//! ticks and recovery run one at a time, in order, and nothing is answered
+//! from a half-built table.
 
 use crate::actors::appender::Appender;
 use crate::actors::producer_registry::ProducerRegistry;
@@ -41,7 +45,6 @@ use brook_proto::system::{
 use brook_proto::{Frame, Message, MessageId, Request, StoredMessage};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -146,13 +149,18 @@ pub struct Report;
 
 /// The checker.
 pub struct TxnCheckerActor {
-    state: Arc<tokio::sync::Mutex<Checker>>,
-    ticking: Arc<AtomicBool>,
+    /// The state; `None` only while an operation holds it, and the context
+    /// handles nothing else until that operation gives it back.
+    checker: Option<Checker>,
 }
+
+/// An operation's future: it owns the state and gives it back with its
+/// outcome.
+type Lent<R> = std::pin::Pin<Box<dyn std::future::Future<Output = (Checker, R)>>>;
 
 impl TxnCheckerActor {
     /// A checker resuming from `progress` (its stored values).
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "the checker's links, each from a different part of the broker")]
     pub fn new(
         registry: Arc<QueueRegistry>,
         appender: Appender,
@@ -177,7 +185,33 @@ impl TxnCheckerActor {
             recent_order: VecDeque::new(),
             logger: logger.new(slog::o!("actor" => "txn_checker")),
         };
-        Self { state: Arc::new(tokio::sync::Mutex::new(checker)), ticking: Arc::new(AtomicBool::new(false)) }
+        Self { checker: Some(checker) }
+    }
+
+    /// Lends the state to `op` and takes it back when `op` is done; the
+    /// context handles nothing else meanwhile. The answer is `op`'s, or
+    /// `Busy` in the one case the state is out (never, while the context
+    /// waits).
+    fn lend<R: 'static>(
+        &mut self,
+        op: impl FnOnce(Checker) -> Lent<R>,
+        missing: impl FnOnce() -> R + 'static,
+    ) -> AtomicResponse<Self, R> {
+        let Some(checker) = self.checker.take() else {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(missing())));
+        };
+        AtomicResponse::new(Box::pin(op(checker).into_actor(self).map(|(checker, answer), act, _| {
+            act.checker = Some(checker);
+            answer
+        })))
+    }
+
+    /// Runs `op` on the state with the context waiting for it (start-up
+    /// recovery and ticks, which nobody awaits).
+    fn wait_on(&mut self, ctx: &mut Context<Self>, op: impl FnOnce(Checker) -> Lent<()>) {
+        if let Some(checker) = self.checker.take() {
+            ctx.wait(op(checker).into_actor(self).map(|(checker, ()), act, _| act.checker = Some(checker)));
+        }
     }
 }
 
@@ -185,68 +219,66 @@ impl Actor for TxnCheckerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let state = self.state.clone();
-        // Holds the lock until recovered: nothing is answered from a
-        // half-built table.
-        let recover = async move {
-            let mut checker = state.lock().await;
-            if let Err(e) = checker.recover().await {
-                slog::error!(checker.logger, "transaction recovery failed"; "error" => %e);
-            }
-        };
-        ctx.spawn(actix::fut::wrap_future(recover));
-        ctx.run_interval(TICK, |act, ctx| {
-            if act.ticking.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            let (state, ticking) = (act.state.clone(), act.ticking.clone());
-            ctx.spawn(actix::fut::wrap_future(async move {
-                let mut checker = state.lock().await;
-                if let Err(e) = checker.ingest().await {
-                    slog::warn!(checker.logger, "cannot read half messages"; "error" => %e);
+        self.wait_on(ctx, |mut checker| {
+            Box::pin(async move {
+                if let Err(e) = checker.recover().await {
+                    slog::error!(checker.logger, "transaction recovery failed"; "error" => %e);
                 }
-                checker.check_due().await;
-                ticking.store(false, Ordering::Release);
-            }));
+                (checker, ())
+            })
+        });
+        // A tick that runs long delays the next: the interval fires only
+        // once the context stops waiting.
+        ctx.run_interval(TICK, |act, ctx| {
+            act.wait_on(ctx, |mut checker| {
+                Box::pin(async move {
+                    if let Err(e) = checker.ingest().await {
+                        slog::warn!(checker.logger, "cannot read half messages"; "error" => %e);
+                    }
+                    checker.check_due().await;
+                    (checker, ())
+                })
+            });
         });
     }
 }
 
 impl Handler<End> for TxnCheckerActor {
-    type Result = ResponseFuture<Result<()>>;
+    type Result = AtomicResponse<Self, Result<()>>;
 
     fn handle(&mut self, msg: End, _: &mut Context<Self>) -> Self::Result {
-        let state = self.state.clone();
-        Box::pin(async move {
-            let mut checker = state.lock().await;
-            // The half may have been stored a moment ago: take it in first.
-            checker.ingest().await?;
-            checker.end(&msg.group, msg.log_offset, msg.outcome).await
-        })
+        self.lend(
+            |mut checker| {
+                Box::pin(async move {
+                    // The half may have been stored a moment ago: take it in first.
+                    let ended = match checker.ingest().await {
+                        Ok(()) => checker.end(&msg.group, msg.log_offset, msg.outcome).await,
+                        Err(e) => Err(e),
+                    };
+                    (checker, ended)
+                })
+            },
+            || Err(Error::Busy("transaction checker is busy".into())),
+        )
     }
 }
 
 impl Handler<Report> for TxnCheckerActor {
-    type Result = ResponseFuture<TxnReport>;
+    type Result = AtomicResponse<Self, TxnReport>;
 
     fn handle(&mut self, _: Report, _: &mut Context<Self>) -> Self::Result {
-        let state = self.state.clone();
-        Box::pin(async move {
-            let mut checker = state.lock().await;
-            if let Err(e) = checker.ingest().await {
-                slog::warn!(checker.logger, "cannot read half messages"; "error" => %e);
-            }
-            checker.report()
-        })
-    }
-}
-
-/// Tests (feature `failpoints`) stall the commit at a named step with
-/// `BROOK_FAILPOINT=<name>` and kill the broker there.
-async fn failpoint(_name: &str) {
-    #[cfg(feature = "failpoints")]
-    if std::env::var("BROOK_FAILPOINT").is_ok_and(|v| v == _name) {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        self.lend(
+            |mut checker| {
+                Box::pin(async move {
+                    if let Err(e) = checker.ingest().await {
+                        slog::warn!(checker.logger, "cannot read half messages"; "error" => %e);
+                    }
+                    let report = checker.report();
+                    (checker, report)
+                })
+            },
+            TxnReport::default,
+        )
     }
 }
 
@@ -501,9 +533,9 @@ impl Checker {
             TxnOutcome::Rollback => self.finish(half, Op::Rollback, outcome).await,
             TxnOutcome::Commit => {
                 self.op(half, Op::Commit).await?;
-                failpoint("after_commit_op").await;
+                crate::failpoint::stall("after_commit_op").await;
                 self.write_copy(&h).await?;
-                failpoint("after_commit_copy").await;
+                crate::failpoint::stall("after_commit_copy").await;
                 self.finish(half, Op::Done, outcome).await
             }
         }
