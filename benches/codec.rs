@@ -2,6 +2,7 @@
 //! codec, and a message into a sealed commit-log record.
 //!
 //! `cargo bench --bench codec`
+#![expect(missing_docs, reason = "criterion_group! and criterion_main! generate undocumented items")]
 
 use brook::store::record;
 use brook_proto::codec::{decode_body, encode_frame};

@@ -6,6 +6,7 @@
 //!
 //! `cargo bench --bench group_commit` (filter with e.g. `-- async/uring`;
 //! `BENCH_PREALLOC=0` measures without segment preallocation).
+#![expect(missing_docs, reason = "criterion_group! and criterion_main! generate undocumented items")]
 
 use brook::actors::writer::Append;
 use brook::broker::{self, Running};

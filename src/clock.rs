@@ -2,7 +2,6 @@
 //! with an injected clock.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -20,10 +19,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// Current system time in ms since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub use brook_proto::time::now_ms;
 
 /// A clock that moves only when told (tests).
 #[derive(Debug, Default)]

@@ -50,23 +50,7 @@ pub struct Config {
     pub trace: bool,
 }
 
-/// Parses a duration such as `500ms`, `1s`, `5m`, `2h`, `3d` or a bare
-/// number of milliseconds.
-pub fn parse_duration_ms(text: &str) -> std::result::Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration (like 500ms, 1s, 5m, 2h, 3d)"))?;
-    let scale = match unit {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => return Err(format!("{text:?}: unknown unit {other:?} (ms, s, m, h, d)")),
-    };
-    n.checked_mul(scale).ok_or_else(|| format!("{text:?} is too long"))
-}
+pub use brook_proto::time::parse_duration_ms;
 
 /// Consumer-group settings (`[groups]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

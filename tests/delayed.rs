@@ -200,7 +200,7 @@ fn brookctl_sends_delayed_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Brookd::start(&env(dir.path()));
     let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_brookctl"))
+        let out = std::process::Command::new(common::bin("brookctl"))
             .arg("--addr")
             .arg(&broker.addr)
             .args(args)

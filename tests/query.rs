@@ -78,13 +78,13 @@ async fn by_id_and_by_key_across_a_segment_roll() {
     // Another topic's key is not this one's.
     assert!(conn.query_by_key("other", "order-42", 0, i64::MAX, 10).await.expect("other").is_empty());
     // brookctl shows the same.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_brookctl"))
+    let out = std::process::Command::new(common::bin("brookctl"))
         .args(["--addr", &broker.addr, "msg", "by-key", "orders", "order-42", "--json"])
         .output()
         .expect("brookctl");
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_brookctl"))
+    let out = std::process::Command::new(common::bin("brookctl"))
         .args(["--addr", &broker.addr, "msg", "get", &acks[0].msg_id.to_string()])
         .output()
         .expect("brookctl");
@@ -211,7 +211,7 @@ async fn offsets_by_time_and_a_reset_replays_exactly_what_was_stored_since() {
     assert_eq!(seen.lock().expect("lock").len(), 1_000);
     seen.lock().expect("lock").clear();
     // Reset to the middle while the member keeps running.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_brookctl"))
+    let out = std::process::Command::new(common::bin("brookctl"))
         .args(["--addr", &broker.addr, "group", "reset", "replayers", "replay", "--to-time", &middle.to_string()])
         .output()
         .expect("brookctl");
@@ -295,7 +295,7 @@ async fn property_filters_run_on_the_broker_and_bad_ones_are_refused_with_a_posi
     assert!(err.to_string().contains("position 9"), "{err}");
 
     // A well-formed one delivers only matches through brookctl.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_brookctl"))
+    let out = std::process::Command::new(common::bin("brookctl"))
         .args(["--addr", &broker.addr, "consume", "payments", "--group", "eu-only", "--from", "earliest"])
         .args(["--sql", "region = 'eu'", "--count", "2", "--timeout-ms", "10000", "--json"])
         .output()
@@ -341,7 +341,7 @@ async fn the_trace_of_a_message_retried_once() {
     .await
     .expect("consumer");
     let ctl = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_brookctl"))
+        std::process::Command::new(common::bin("brookctl"))
             .args(["--addr", &broker.addr, "msg", "trace", &ack.msg_id.to_string(), "--json"])
             .output()
             .expect("brookctl")

@@ -97,8 +97,7 @@ async fn a_failing_message_returns_after_each_backoff_with_its_count() {
 }
 
 fn ctl(broker: &Brookd, args: &[&str]) -> String {
-    let out =
-        Command::new(env!("CARGO_BIN_EXE_brookctl")).arg("--addr").arg(&broker.addr).args(args).output().expect("run");
+    let out = Command::new(common::bin("brookctl")).arg("--addr").arg(&broker.addr).args(args).output().expect("run");
     assert!(out.status.success(), "brookctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf8")
 }
@@ -148,7 +147,7 @@ async fn past_the_maximum_a_message_is_dead_lettered_once_and_can_be_resent() {
         assert_eq!((body(last).as_str(), last.reconsume_times, last.msg_id.as_str()), ("poison", 0, id.as_str()));
         assert_eq!(last.message.topic, "mail");
     }
-    let missing = Command::new(env!("CARGO_BIN_EXE_brookctl"))
+    let missing = Command::new(common::bin("brookctl"))
         .args(["--addr", &broker.addr, "dlq", "resend", "mailers", "--id", "not-an-id"])
         .output()
         .expect("run");
@@ -202,7 +201,7 @@ async fn messages_held_by_a_killed_consumer_process_go_to_another_member() {
         producer.send(Message::new("jobs", format!("job-{i}"))).await.expect("send");
     }
     // A consumer process that takes a message and sits on it.
-    let mut holder = Command::new(env!("CARGO_BIN_EXE_brookctl"))
+    let mut holder = Command::new(common::bin("brookctl"))
         .args(["--addr", &broker.addr, "consume", "jobs", "--group", "workers", "--from", "earliest"])
         .args(["--hold-ms", "600000", "--json"])
         .stdout(Stdio::null())

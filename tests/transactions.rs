@@ -141,7 +141,7 @@ async fn a_killed_producer_process_is_answered_for_by_another_of_its_group() {
     conn.create_topic("orders", 1).await.expect("create");
     // brookctl sends the half and would answer the check itself; it dies
     // first.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_brookctl"))
+    let mut child = Command::new(common::bin("brookctl"))
         .args(["--addr", &broker.addr, "send", "orders", "--txn", "check-rollback", "--producer-group", "shop"])
         .arg("check-commit-from-the-survivor")
         .stdout(Stdio::piped())
@@ -170,12 +170,8 @@ async fn brookctl_runs_each_flow() {
     let conn = broker.connect().await;
     conn.create_topic("cli-txn", 1).await.expect("create");
     let ctl = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_brookctl"))
-            .arg("--addr")
-            .arg(&broker.addr)
-            .args(args)
-            .output()
-            .expect("run");
+        let out =
+            Command::new(common::bin("brookctl")).arg("--addr").arg(&broker.addr).args(args).output().expect("run");
         assert!(out.status.success(), "brookctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).expect("utf8")
     };

@@ -15,6 +15,8 @@
 //! - [`hash`]: the string hash (tag hashes, sharding keys).
 //! - [`system`]: reserved topics and properties (delays, retries, dead
 //!   letters).
+//! - [`time`]: durations as config and command lines write them; wall-clock
+//!   milliseconds.
 
 pub mod codec;
 pub mod error;
@@ -25,6 +27,7 @@ pub mod msg_id;
 pub mod names;
 pub mod request;
 pub mod system;
+pub mod time;
 
 pub use codec::{BrokerCodec, CodecError, FrameCodec, Incoming, Outbound, PulledFrame};
 pub use error::{ErrorCode, WireError};

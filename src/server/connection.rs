@@ -50,8 +50,11 @@ fn error_frame(id: u64, code: ErrorCode, message: String) -> Outbound {
     Frame::Response { id, body: Err(WireError::new(code, message)) }.into()
 }
 
+/// The connection's read side.
+type Frames = FramedRead<tokio::net::tcp::OwnedReadHalf, BrokerCodec>;
+
 /// Serves one connection until EOF, a broken frame, or shutdown.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, shutdown: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let max_frame = core.config.server.max_frame_bytes;
     let (read_half, write_half) = stream.into_split();
@@ -59,138 +62,189 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, m
     let (tx, rx) = mpsc::channel::<Outbound>(1024);
     // Unbounded: the permits bound how many sends wait.
     let (sends_tx, sends_rx) = mpsc::unbounded_channel();
-    let outgoing = Outgoing { frames: rx, sends: sends_rx, sends_open: true, waiting: FuturesUnordered::new() };
-    let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, BrokerCodec::new(max_frame)), outgoing));
+    let outbox = Outbox { frames: rx, sends: sends_rx, sends_open: true, waiting: FuturesUnordered::new() };
+    let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, BrokerCodec::new(max_frame)), outbox));
     let logger = core.logger.new(slog::o!("peer" => peer.to_string()));
-
-    let info = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
-        Ok(Some(Ok(Incoming::Frame(Frame::Request { id, body: Request::Hello { version, client_id } })))) => {
-            if version != PROTOCOL_VERSION {
-                let _ = tx
-                    .send(error_frame(
-                        id,
-                        ErrorCode::UnsupportedVersion,
-                        format!("protocol version {version} is not supported; this broker speaks {PROTOCOL_VERSION}"),
-                    ))
-                    .await;
-                None
-            } else {
-                let hello = Response::Hello { version: PROTOCOL_VERSION, broker: core.advertised.to_string() };
-                let _ = tx.send(Frame::Response { id, body: Ok(hello) }.into()).await;
-                let client = ClientHandle {
-                    conn_id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
-                    client_id,
-                    notify: tx.clone(),
-                };
-                Some(ConnInfo { peer, client, in_group: AtomicBool::new(false) })
-            }
-        }
-        Ok(Some(Ok(frame))) => {
-            let id = match frame {
-                Incoming::Frame(Frame::Request { id, .. }) | Incoming::Send { id: Some(id), .. } => id,
-                _ => 0,
-            };
-            let _ = tx.send(error_frame(id, ErrorCode::HelloRequired, "the first frame must be a hello".into())).await;
-            None
-        }
-        Ok(Some(Err(e))) => {
-            let _ = tx.send(codec_error_frame(&e)).await;
-            None
-        }
-        Ok(None) | Err(_) => None,
-    };
-    let Some(info) = info else {
+    let Some(info) = hello(&mut frames, &core, peer, &tx).await else {
         drop((tx, sends_tx));
         let _ = writer.await;
         return;
     };
     slog::debug!(logger, "connection open"; "client_id" => &info.client.client_id);
     let info = Arc::new(info);
-    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut tasks = JoinSet::new();
-    let mut sends = SendGroup::default();
-    'read: loop {
-        let next = tokio::select! {
-            next = frames.next() => next,
-            _ = shutdown.changed() => break,
-        };
-        // Reap finished request tasks so the set does not grow.
-        while tasks.try_join_next().is_some() {}
-        // Take every frame already read along with this one: their sends
-        // are stored together.
-        let mut next = Some(next);
-        let mut taken = 0;
-        while let Some(frame) = next.take() {
-            taken += 1;
-            let request = match frame {
-                Some(Ok(Incoming::Send { id, body })) => Some((id, Work::Send(SendBody::Wire(body)))),
-                Some(Ok(Incoming::Frame(Frame::Request { id, body }))) => Some((Some(id), Work::of(body))),
-                Some(Ok(Incoming::Frame(Frame::Oneway { body }))) => Some((None, Work::of(body))),
-                // Answers to broker-initiated requests; none are awaited.
-                Some(Ok(Incoming::Frame(Frame::Response { .. }))) => None,
-                Some(Err(e)) => {
-                    if !matches!(e, CodecError::Io(_)) {
-                        slog::info!(logger, "closing connection after a bad frame"; "error" => %e);
-                        let _ = tx.send(codec_error_frame(&e)).await;
-                    }
-                    break 'read;
-                }
-                None => break 'read,
+    let mut reader = Reader {
+        core,
+        info,
+        tx,
+        sends_tx,
+        permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        tasks: JoinSet::new(),
+        sends: SendGroup::default(),
+        max_frame,
+        logger,
+    };
+    reader.read_loop(&mut frames, shutdown).await;
+    reader.close(writer).await;
+}
+
+/// Waits for the hello and answers it; the connection's facts if it was one
+/// with a known version.
+async fn hello(
+    frames: &mut Frames,
+    core: &BrokerCore,
+    peer: SocketAddr,
+    tx: &mpsc::Sender<Outbound>,
+) -> Option<ConnInfo> {
+    let refusal = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
+        Ok(Some(Ok(Incoming::Frame(Frame::Request { id, body: Request::Hello { version, client_id } })))) => {
+            if version == PROTOCOL_VERSION {
+                let hello = Response::Hello { version: PROTOCOL_VERSION, broker: core.advertised.to_string() };
+                let _ = tx.send(Frame::Response { id, body: Ok(hello) }.into()).await;
+                let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+                let client = ClientHandle { conn_id, client_id, notify: tx.clone() };
+                return Some(ConnInfo { peer, client, in_group: AtomicBool::new(false) });
+            }
+            let why = format!("protocol version {version} is not supported; this broker speaks {PROTOCOL_VERSION}");
+            error_frame(id, ErrorCode::UnsupportedVersion, why)
+        }
+        Ok(Some(Ok(frame))) => {
+            let id = match frame {
+                Incoming::Frame(Frame::Request { id, .. }) | Incoming::Send { id: Some(id), .. } => id,
+                _ => 0,
             };
-            if let Some((id, body)) = request {
-                let permit = match permits.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        // Full: the gathered sends hold permits, so they go first.
-                        sends.hand_on(&core, &info, &sends_tx);
-                        match permits.clone().acquire_owned().await {
-                            Ok(permit) => permit,
-                            Err(_) => break 'read,
-                        }
-                    }
-                };
-                match body {
-                    Work::Send(body) => sends.push(SendRequest { id, body }, permit),
-                    Work::Other(body) => {
-                        // Keep arrival order: sends read before this request are
-                        // handed on first.
-                        sends.hand_on(&core, &info, &sends_tx);
-                        let (core, info, tx) = (core.clone(), info.clone(), tx.clone());
-                        tasks.spawn(async move {
-                            let answer = dispatch::handle(&core, &info, body).await;
-                            if let Some(id) = id {
-                                let _ = tx.send(answer.framed(id, max_frame)).await;
-                            }
-                            drop(permit);
-                        });
-                    }
+            error_frame(id, ErrorCode::HelloRequired, "the first frame must be a hello".into())
+        }
+        Ok(Some(Err(e))) => codec_error_frame(&e),
+        Ok(None) | Err(_) => return None,
+    };
+    let _ = tx.send(refusal).await;
+    None
+}
+
+/// What the read loop works with once the hello is done.
+struct Reader {
+    core: Arc<BrokerCore>,
+    info: Arc<ConnInfo>,
+    /// Answers and notices for the writer.
+    tx: mpsc::Sender<Outbound>,
+    /// Sends handed to the queues, for the writer to await.
+    sends_tx: mpsc::UnboundedSender<PendingSends>,
+    /// Bound the requests in flight.
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    sends: SendGroup,
+    max_frame: usize,
+    logger: slog::Logger,
+}
+
+/// Whether the read loop goes on after a frame.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Reader {
+    /// Reads frames until EOF, a broken frame or shutdown, taking every
+    /// frame already read along with each: their sends are stored together.
+    async fn read_loop(&mut self, frames: &mut Frames, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let next = tokio::select! {
+                next = frames.next() => next,
+                _ = shutdown.changed() => break,
+            };
+            // Reap finished request tasks so the set does not grow.
+            while self.tasks.try_join_next().is_some() {}
+            let mut next = Some(next);
+            let mut taken = 0;
+            while let Some(frame) = next.take() {
+                taken += 1;
+                if let Flow::Stop = self.take(frame).await {
+                    self.hand_on();
+                    return;
+                }
+                if taken < MAX_GATHER {
+                    next = frames.next().now_or_never();
                 }
             }
-            if taken < MAX_GATHER {
-                next = frames.next().now_or_never();
+            self.hand_on();
+        }
+        self.hand_on();
+    }
+
+    /// Handles one frame off the wire: a send joins the gathered group, any
+    /// other request runs as its own task.
+    async fn take(&mut self, frame: Option<Result<Incoming, CodecError>>) -> Flow {
+        let (id, work) = match frame {
+            Some(Ok(Incoming::Send { id, body })) => (id, Work::Send(SendBody::Wire(body))),
+            Some(Ok(Incoming::Frame(Frame::Request { id, body }))) => (Some(id), Work::of(body)),
+            Some(Ok(Incoming::Frame(Frame::Oneway { body }))) => (None, Work::of(body)),
+            // Answers to broker-initiated requests; none are awaited.
+            Some(Ok(Incoming::Frame(Frame::Response { .. }))) => return Flow::Continue,
+            Some(Err(e)) => {
+                if !matches!(e, CodecError::Io(_)) {
+                    slog::info!(self.logger, "closing connection after a bad frame"; "error" => %e);
+                    let _ = self.tx.send(codec_error_frame(&e)).await;
+                }
+                return Flow::Stop;
+            }
+            None => return Flow::Stop,
+        };
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Full: the gathered sends hold permits, so they go first.
+                self.hand_on();
+                match self.permits.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return Flow::Stop,
+                }
+            }
+        };
+        match work {
+            Work::Send(body) => self.sends.push(SendRequest { id, body }, permit),
+            Work::Other(body) => {
+                // Keep arrival order: sends read before this request are
+                // handed on first.
+                self.hand_on();
+                let (core, info, tx, max_frame) =
+                    (self.core.clone(), self.info.clone(), self.tx.clone(), self.max_frame);
+                self.tasks.spawn(async move {
+                    let answer = dispatch::handle(&core, &info, body).await;
+                    if let Some(id) = id {
+                        let _ = tx.send(answer.framed(id, max_frame)).await;
+                    }
+                    drop(permit);
+                });
             }
         }
-        sends.hand_on(&core, &info, &sends_tx);
+        Flow::Continue
     }
-    sends.hand_on(&core, &info, &sends_tx);
-    // Let requests already accepted finish briefly, then close.
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while tasks.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tasks.abort_all();
+
+    fn hand_on(&mut self) {
+        self.sends.hand_on(&self.core, &self.info, &self.sends_tx);
     }
-    if info.in_group.load(Ordering::Relaxed) {
-        core.groups.connection_closed(info.client.conn_id);
+
+    /// Lets requests already accepted finish briefly, tells the groups the
+    /// connection is gone, and closes the writer.
+    async fn close(mut self, mut writer: tokio::task::JoinHandle<()>) {
+        let drained =
+            tokio::time::timeout(DRAIN_TIMEOUT, async { while self.tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            self.tasks.abort_all();
+        }
+        if self.info.in_group.load(Ordering::Relaxed) {
+            self.core.groups.connection_closed(self.info.client.conn_id);
+        }
+        // The writer ends once every sender is gone, including the one group
+        // actors hold for notices, and the sends it waits for are answered;
+        // closing it here does not wait for them.
+        let Reader { tx, sends_tx, info, logger, .. } = self;
+        drop((tx, sends_tx, info));
+        if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
+            writer.abort();
+        }
+        slog::debug!(logger, "connection closed");
     }
-    // The writer ends once every sender is gone, including the one group
-    // actors hold for notices, and the sends it waits for are answered;
-    // closing it here does not wait for them.
-    drop((tx, sends_tx));
-    drop(info);
-    let mut writer = writer;
-    if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
-        writer.abort();
-    }
-    slog::debug!(logger, "connection closed");
 }
 
 /// A request as the read loop hands it on: sends are gathered, the rest
@@ -251,7 +305,7 @@ type PendingSends = Pin<Box<dyn Future<Output = Vec<(Option<u64>, Reply)>> + Sen
 
 /// What the connection's writer waits on: frames from request tasks and
 /// group notices, and the sends the read loop handed to the queues.
-struct Outgoing {
+struct Outbox {
     frames: mpsc::Receiver<Outbound>,
     sends: mpsc::UnboundedReceiver<PendingSends>,
     sends_open: bool,
@@ -264,7 +318,7 @@ enum Ready {
     Answers(Vec<(Option<u64>, Reply)>),
 }
 
-impl Outgoing {
+impl Outbox {
     /// The next thing to write; `None` once every sender is gone and every
     /// waiting send is answered.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Ready>> {
@@ -305,8 +359,8 @@ fn codec_error_frame(e: &CodecError) -> Outbound {
 
 /// Writes answers as they come, flushing only when no more are waiting, so
 /// many answers share one syscall under load.
-async fn write_loop(mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>, mut outgoing: Outgoing) {
-    while let Some(ready) = outgoing.next().await {
+async fn write_loop(mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>, mut outbox: Outbox) {
+    while let Some(ready) = outbox.next().await {
         let from_task = matches!(ready, Ready::Frame(_));
         if feed(&mut sink, ready).await.is_err() {
             return;
@@ -318,7 +372,7 @@ async fn write_loop(mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, Broke
         if from_task {
             tokio::task::yield_now().await;
         }
-        while let Some(Some(ready)) = outgoing.next().now_or_never() {
+        while let Some(Some(ready)) = outbox.next().now_or_never() {
             if feed(&mut sink, ready).await.is_err() {
                 return;
             }

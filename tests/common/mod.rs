@@ -1,5 +1,7 @@
 //! Shared helpers for integration tests: a real `brookd` child process on a
-//! temporary data dir, bound to 127.0.0.1:0, with its JSON logs captured.
+//! temporary data dir, bound to 127.0.0.1:0, with its JSON logs captured,
+//! and the workspace's binaries (`brookctl` lives in its own crate). The
+//! tools' crates include this file by path.
 
 #![allow(dead_code)]
 
@@ -23,6 +25,26 @@ pub struct Brookd {
     logs: Arc<Mutex<Vec<String>>>,
 }
 
+/// The workspace binary `name` (`brookd`, `brookctl`, `brook-bench`): the
+/// one Cargo built for this test, else the one beside this test's
+/// executable (`target/<profile>/deps/<test>` → `target/<profile>/<name>`),
+/// which `cargo test --workspace` builds before any test runs.
+pub fn bin(name: &str) -> PathBuf {
+    if name == "brookd" {
+        if let Some(path) = option_env!("CARGO_BIN_EXE_brookd") {
+            return PathBuf::from(path);
+        }
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    let path = exe.parent().and_then(Path::parent).expect("target dir").join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo test --workspace`, which builds every binary of the workspace",
+        path.display()
+    );
+    path
+}
+
 /// The environment a test broker runs with: small segments so tests roll
 /// them, plus whatever the test adds.
 pub fn base_env(data_dir: &Path, backend: &str) -> Vec<(String, String)> {
@@ -40,7 +62,7 @@ impl Brookd {
     pub fn start(env: &[(String, String)]) -> Brookd {
         let data_dir =
             env.iter().find(|(k, _)| k == "BROOK_DATA_DIR").map(|(_, v)| PathBuf::from(v)).expect("BROOK_DATA_DIR");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_brookd"));
+        let mut command = Command::new(bin("brookd"));
         command.arg("--log-format").arg("json").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         for (key, value) in env {
             command.env(key, value);

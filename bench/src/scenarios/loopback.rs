@@ -6,7 +6,7 @@
 //! loopback TCP and scheduler allow before a broker does any work.
 
 use crate::cpu::{self, CpuClock};
-use crate::produce::Budget;
+use crate::load::Budget;
 use crate::stats::{self, new_histogram, Stats, Summary};
 use brook_proto::frame::Frame;
 use brook_proto::message::Message;

@@ -3,7 +3,7 @@
 //! is missing, nothing is stored twice, and each producer's messages keep
 //! their send order within a queue.
 
-use crate::produce::Acked;
+use crate::load::Acked;
 use brook_client::Connection;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;

@@ -4,7 +4,7 @@
 //! delivered (its delivered copy's store time minus its due time).
 
 use crate::broker::Broker;
-use crate::produce::{self, now_ns};
+use crate::load::{self, now_ns};
 use crate::stats::{new_histogram, Stats, Summary};
 use brook_client::{Connection, Message};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -154,7 +154,7 @@ pub async fn run(broker: &Broker, admin: &Connection, load: TimerLoad) -> Result
                 while owed >= 1.0 && pending.len() < 4096 {
                     owed -= 1.0;
                     n += 1;
-                    let (conn, msg) = (conn.clone(), produce::message("bench-steady", size, format!("s{n}")));
+                    let (conn, msg) = (conn.clone(), load::message("bench-steady", size, format!("s{n}")));
                     pending.push(
                         async move { conn.send("bench-steady", (n % u64::from(queues)) as u32, vec![msg]).await },
                     );

@@ -2,6 +2,7 @@
 //! consumption with JSON output that resumes where it stopped, group
 //! description, and clear failures.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{base_env, Brookd};
@@ -10,12 +11,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn ctl(broker: &Brookd, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_brookctl"))
-        .arg("--addr")
-        .arg(&broker.addr)
-        .args(args)
-        .output()
-        .expect("run brookctl")
+    Command::new(common::bin("brookctl")).arg("--addr").arg(&broker.addr).args(args).output().expect("run brookctl")
 }
 
 fn ok(out: Output) -> String {
@@ -41,7 +37,7 @@ fn topics_sends_consumes_and_groups() {
     let again = json_lines(&ok(ctl(&broker, &["send", "cli", "--ordered-by", "user-7", "--json", "o2"])));
     assert_eq!(ordered[0]["queue"], again[0]["queue"], "one sharding key, one queue");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_brookctl"))
+    let mut child = Command::new(common::bin("brookctl"))
         .args(["--addr", &broker.addr, "send", "cli", "--stdin", "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -120,7 +120,7 @@ fn watch(cpu: usize, stop: &AtomicBool) -> (Vec<Pause>, bool) {
         let now = Instant::now();
         let late = now.saturating_duration_since(last + PERIOD);
         if late >= PAUSE {
-            let to_ns = crate::produce::now_ns();
+            let to_ns = crate::load::now_ns();
             pauses.push(Pause { from_ns: to_ns.saturating_sub(late.as_nanos() as u64), to_ns });
         }
         last = now;

@@ -1,0 +1,96 @@
+//! `brookctl`: the admin and test CLI for brook — topics, sends (delayed and
+//! transactional too), consumes (with failures on purpose), consumer groups,
+//! dead letters, transactions. Every failure exits non-zero with a message on stderr.
+
+mod consume;
+mod dlq;
+mod group;
+mod msg;
+mod output;
+mod send;
+mod topic;
+mod txn;
+
+use brook_client::ClientError;
+use clap::{Parser, Subcommand};
+use consume::ConsumeArgs;
+use dlq::DlqCommand;
+use group::GroupCommand;
+use msg::MsgCommand;
+use send::SendArgs;
+use topic::TopicCommand;
+use txn::TxnCommand;
+
+#[derive(Parser)]
+#[command(name = "brookctl", version, about = "Administer and try out a brook broker")]
+struct Cli {
+    /// Broker address.
+    #[arg(long, global = true, default_value = "127.0.0.1:10911", env = "BROOK_ADDR")]
+    addr: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Topics: create, list, describe, delete.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+    },
+    /// Send a message (or one per line of standard input).
+    Send(SendArgs),
+    /// Consume as a member of a consumer group.
+    Consume(ConsumeArgs),
+    /// Consumer groups: list, describe.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Find messages: by id, by key, by time.
+    Msg {
+        #[command(subcommand)]
+        command: MsgCommand,
+    },
+    /// Transactions: list pending half messages and counts.
+    Txn {
+        #[command(subcommand)]
+        command: TxnCommand,
+    },
+    /// A group's dead-letter queue: list, resend.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+/// Milliseconds since the epoch, or an RFC 3339 time.
+pub(crate) fn parse_time(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("{text:?} is neither ms since the epoch nor RFC 3339: {e}"))
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("brookctl: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    match cli.command {
+        Command::Topic { command } => topic::run(&cli.addr, command).await,
+        Command::Send(args) => send::run(&cli.addr, args).await,
+        Command::Consume(args) => consume::run(&cli.addr, args).await,
+        Command::Group { command } => group::run(&cli.addr, command).await,
+        Command::Dlq { command } => dlq::run(&cli.addr, command).await,
+        Command::Txn { command } => txn::run(&cli.addr, command).await,
+        Command::Msg { command } => msg::run(&cli.addr, command).await,
+    }
+}
