@@ -304,91 +304,107 @@ impl Config {
     }
 
     /// Refuses impossible settings; clamps soft ones and returns a warning
-    /// for each clamp.
+    /// for each clamp. Each section checks its own keys.
     pub fn sanitize(&mut self) -> Result<Vec<String>> {
         let mut warnings = Vec::new();
-        let store = &mut self.store;
-        if store.segment_bytes < MIN_SEGMENT_BYTES {
-            return Err(Error::Config(format!(
-                "store.segment_bytes must be at least {MIN_SEGMENT_BYTES}, got {}",
-                store.segment_bytes
-            )));
-        }
-        if store.segment_bytes % MIN_SEGMENT_BYTES != 0 {
-            return Err(Error::Config(format!(
-                "store.segment_bytes must be a multiple of {MIN_SEGMENT_BYTES}, got {}",
-                store.segment_bytes
-            )));
-        }
-        if store.segment_bytes > u64::from(u32::MAX) {
-            return Err(Error::Config(format!(
-                "store.segment_bytes must fit in 32 bits (4 GiB), got {}",
-                store.segment_bytes
-            )));
-        }
-        if !(store.disk_max_used_ratio > 0.0 && store.disk_max_used_ratio <= 1.0) {
-            return Err(Error::Config(format!(
-                "store.disk_max_used_ratio must be in (0, 1], got {}",
-                store.disk_max_used_ratio
-            )));
-        }
-        if store.max_batch_messages == 0 || store.max_batch_bytes == 0 {
-            return Err(Error::Config("store.max_batch_messages and store.max_batch_bytes must be positive".into()));
-        }
-        if store.index_slots == 0 || store.index_entries == 0 {
-            return Err(Error::Config("store.index_slots and store.index_entries must be positive".into()));
-        }
-        if store.cq_entries_per_file == 0 {
-            return Err(Error::Config("store.cq_entries_per_file must be positive".into()));
-        }
-        for (name, value) in [
-            ("store.flush_interval_ms", &mut store.flush_interval_ms),
-            ("store.checkpoint_interval_ms", &mut store.checkpoint_interval_ms),
-            ("store.retention_check_interval_ms", &mut store.retention_check_interval_ms),
-            ("store.timer_bucket_ms", &mut store.timer_bucket_ms),
-        ] {
-            if *value == 0 {
-                warnings.push(format!("{name} = 0 clamped to 1"));
-                *value = 1;
-            }
-        }
+        self.store.sanitize(&mut warnings)?;
         if self.default_queues == 0 || self.default_queues > MAX_QUEUES_PER_TOPIC {
             return Err(Error::Config(format!(
                 "default_queues must be 1..={}, got {}",
                 MAX_QUEUES_PER_TOPIC, self.default_queues
             )));
         }
+        self.groups.sanitize(&mut warnings);
+        self.delay_levels_ms()?;
+        self.transaction_times_ms()?;
+        if self.max_delay_ms()? == 0 {
+            return Err(Error::Config("max_delay must be positive".into()));
+        }
+        self.server.sanitize(&mut warnings)?;
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| Error::Config(format!("listen {:?}: {e}", self.listen)))?;
+        Ok(warnings)
+    }
+}
+
+impl StoreConfig {
+    /// `[store]`'s part of [`Config::sanitize`].
+    fn sanitize(&mut self, warnings: &mut Vec<String>) -> Result<()> {
+        let segment_bytes = self.segment_bytes;
+        let refused = if segment_bytes < MIN_SEGMENT_BYTES {
+            Some(format!("must be at least {MIN_SEGMENT_BYTES}"))
+        } else if segment_bytes % MIN_SEGMENT_BYTES != 0 {
+            Some(format!("must be a multiple of {MIN_SEGMENT_BYTES}"))
+        } else if segment_bytes > u64::from(u32::MAX) {
+            Some("must fit in 32 bits (4 GiB)".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(Error::Config(format!("store.segment_bytes {why}, got {segment_bytes}")));
+        }
+        if !(self.disk_max_used_ratio > 0.0 && self.disk_max_used_ratio <= 1.0) {
+            return Err(Error::Config(format!(
+                "store.disk_max_used_ratio must be in (0, 1], got {}",
+                self.disk_max_used_ratio
+            )));
+        }
+        if self.max_batch_messages == 0 || self.max_batch_bytes == 0 {
+            return Err(Error::Config("store.max_batch_messages and store.max_batch_bytes must be positive".into()));
+        }
+        if self.index_slots == 0 || self.index_entries == 0 {
+            return Err(Error::Config("store.index_slots and store.index_entries must be positive".into()));
+        }
+        if self.cq_entries_per_file == 0 {
+            return Err(Error::Config("store.cq_entries_per_file must be positive".into()));
+        }
         for (name, value) in [
-            ("groups.session_timeout_ms", &mut self.groups.session_timeout_ms),
-            ("groups.lock_ttl_ms", &mut self.groups.lock_ttl_ms),
-            ("groups.offset_flush_interval_ms", &mut self.groups.offset_flush_interval_ms),
+            ("store.flush_interval_ms", &mut self.flush_interval_ms),
+            ("store.checkpoint_interval_ms", &mut self.checkpoint_interval_ms),
+            ("store.retention_check_interval_ms", &mut self.retention_check_interval_ms),
+            ("store.timer_bucket_ms", &mut self.timer_bucket_ms),
+        ] {
+            if *value == 0 {
+                warnings.push(format!("{name} = 0 clamped to 1"));
+                *value = 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GroupsConfig {
+    /// `[groups]`'s part of [`Config::sanitize`]: every period at least 10 ms.
+    fn sanitize(&mut self, warnings: &mut Vec<String>) {
+        for (name, value) in [
+            ("groups.session_timeout_ms", &mut self.session_timeout_ms),
+            ("groups.lock_ttl_ms", &mut self.lock_ttl_ms),
+            ("groups.offset_flush_interval_ms", &mut self.offset_flush_interval_ms),
         ] {
             if *value < 10 {
                 warnings.push(format!("{name} = {value} clamped to 10"));
                 *value = 10;
             }
         }
-        self.delay_levels_ms()?;
-        self.transaction_times_ms()?;
-        if self.max_delay_ms()? == 0 {
-            return Err(Error::Config("max_delay must be positive".into()));
-        }
-        let server = &mut self.server;
-        if server.max_frame_bytes > brook_proto::MAX_FRAME_BYTES_CEILING {
+    }
+}
+
+impl ServerConfig {
+    /// `[server]`'s part of [`Config::sanitize`].
+    fn sanitize(&mut self, warnings: &mut Vec<String>) -> Result<()> {
+        if self.max_frame_bytes > brook_proto::MAX_FRAME_BYTES_CEILING {
             warnings.push(format!(
                 "server.max_frame_bytes {} clamped to {}",
-                server.max_frame_bytes,
+                self.max_frame_bytes,
                 brook_proto::MAX_FRAME_BYTES_CEILING
             ));
-            server.max_frame_bytes = brook_proto::MAX_FRAME_BYTES_CEILING;
+            self.max_frame_bytes = brook_proto::MAX_FRAME_BYTES_CEILING;
         }
-        if server.max_connections == 0 {
+        if self.max_connections == 0 {
             return Err(Error::Config("server.max_connections must be positive".into()));
         }
-        self.listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| Error::Config(format!("listen {:?}: {e}", self.listen)))?;
-        Ok(warnings)
+        Ok(())
     }
 }
 

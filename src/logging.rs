@@ -14,7 +14,9 @@ pub enum LogFormat {
 }
 
 /// Keeps the async drain alive; dropping it flushes pending records.
-pub struct LogGuard(#[allow(dead_code)] slog_async::AsyncGuard);
+pub struct LogGuard(
+    #[expect(dead_code, reason = "held only to flush the async drain when dropped")] slog_async::AsyncGuard,
+);
 
 /// Builds the root logger writing to stderr at `level` and above.
 pub fn init(format: LogFormat, level: Level) -> (slog::Logger, LogGuard) {

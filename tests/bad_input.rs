@@ -49,6 +49,7 @@ fn closed(stream: &mut TcpStream) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn bad_frames_get_clear_errors_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = Brookd::start(&base_env(dir.path(), "uring"));
@@ -210,6 +211,7 @@ async fn bad_frames_get_clear_errors_and_change_nothing() {
 /// is still answered on its own: a bad one fails alone, the rest keep their
 /// arrival order in every queue, big bodies among them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn sends_read_together_are_answered_one_by_one_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut env = base_env(dir.path(), "std");

@@ -64,6 +64,7 @@ async fn member(addr: &str, name: &str, seen: Arc<Mutex<Observed>>) -> PushConsu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn every_keys_messages_arrive_in_send_order_across_rebalances() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut env = base_env(dir.path(), "uring");

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn clients_ride_through_a_broker_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut env = base_env(dir.path(), "uring");

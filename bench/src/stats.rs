@@ -88,8 +88,7 @@ impl Stats {
 
 /// A latency histogram in microseconds, auto-resizing, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
-    // NOTE: 3 significant figures is a valid precision, so this cannot fail.
-    #[allow(clippy::expect_used)]
+    #[allow(clippy::expect_used, reason = "3 significant figures is a valid precision: this cannot fail")]
     Histogram::new(3).expect("3 significant figures")
 }
 

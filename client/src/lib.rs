@@ -34,8 +34,9 @@ pub use brook_proto::request::{
 };
 pub use brook_proto::{ErrorCode, Message, MessageId, StoredMessage, WireError};
 pub use connection::Connection;
+pub use consumer::config::PushConfig;
 pub use consumer::pull::{PullConsumer, PullRequest};
-pub use consumer::push::{PushConfig, PushConsumer};
+pub use consumer::push::PushConsumer;
 pub use consumer::ConsumeResult;
 pub use error::ClientError;
 pub use producer::{Producer, ProducerConfig};

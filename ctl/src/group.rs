@@ -1,10 +1,10 @@
 //! `brookctl group`: list, describe (members, assignment, lag), reset
 //! offsets (backtrack).
 
+use crate::output::print_group;
 use crate::parse_time;
 use brook_client::{ClientError, Connection, ResetTo};
 use clap::Subcommand;
-use serde_json::json;
 
 #[derive(Subcommand)]
 pub(crate) enum GroupCommand {
@@ -73,54 +73,7 @@ pub(crate) async fn run(addr: &str, command: GroupCommand) -> Result<(), ClientE
                 println!("{}\t{}\t{}", o.topic, o.queue, o.offset);
             }
         }
-        GroupCommand::Describe { group, json } => {
-            let info = conn.describe_group(&group).await?;
-            if json {
-                let members: Vec<_> = info
-                    .members
-                    .iter()
-                    .map(|m| {
-                        let queues: Vec<String> = m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue)).collect();
-                        json!({ "member": m.member, "client": m.client, "idle_ms": m.idle_ms, "queues": queues })
-                    })
-                    .collect();
-                let offsets: Vec<_> = info
-                    .offsets
-                    .iter()
-                    .map(|o| {
-                        json!({ "topic": o.topic, "queue": o.queue, "member": o.member,
-                        "committed": o.committed, "max_offset": o.max_offset, "lag": o.lag })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    json!({ "group": info.group, "mode": format!("{:?}", info.mode), "generation": info.generation,
-                        "members": members, "offsets": offsets, "dlq_messages": info.dlq_messages })
-                );
-            } else {
-                println!(
-                    "group {} ({:?}, generation {}, {} dead letters)",
-                    info.group, info.mode, info.generation, info.dlq_messages
-                );
-                println!("members:");
-                for m in &info.members {
-                    let queues: Vec<String> = m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue)).collect();
-                    println!("  {} (client {}, idle {} ms): {}", m.member, m.client, m.idle_ms, queues.join(" "));
-                }
-                println!("topic\tqueue\tmember\tcommitted\tmax_offset\tlag");
-                for o in &info.offsets {
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}",
-                        o.topic,
-                        o.queue,
-                        o.member.as_deref().unwrap_or("-"),
-                        o.committed,
-                        o.max_offset,
-                        o.lag
-                    );
-                }
-            }
-        }
+        GroupCommand::Describe { group, json } => print_group(json, &conn.describe_group(&group).await?),
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! per line with `--json`.
 
 use base64::Engine;
-use brook_client::StoredMessage;
+use brook_client::{GroupInfo, StoredMessage};
 use brook_proto::time::now_ms;
 use serde_json::json;
 
@@ -70,4 +70,53 @@ pub(crate) fn print_found(json: bool, m: &StoredMessage) {
     }
     println!("body        {body}");
     println!();
+}
+
+/// A group's members, assignment, offsets and lag.
+pub(crate) fn print_group(json: bool, info: &GroupInfo) {
+    if json {
+        let members: Vec<_> = info
+            .members
+            .iter()
+            .map(|m| {
+                let queues: Vec<String> = m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue)).collect();
+                json!({ "member": m.member, "client": m.client, "idle_ms": m.idle_ms, "queues": queues })
+            })
+            .collect();
+        let offsets: Vec<_> = info
+            .offsets
+            .iter()
+            .map(|o| {
+                json!({ "topic": o.topic, "queue": o.queue, "member": o.member,
+                "committed": o.committed, "max_offset": o.max_offset, "lag": o.lag })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({ "group": info.group, "mode": format!("{:?}", info.mode), "generation": info.generation,
+                "members": members, "offsets": offsets, "dlq_messages": info.dlq_messages })
+        );
+    } else {
+        println!(
+            "group {} ({:?}, generation {}, {} dead letters)",
+            info.group, info.mode, info.generation, info.dlq_messages
+        );
+        println!("members:");
+        for m in &info.members {
+            let queues: Vec<String> = m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue)).collect();
+            println!("  {} (client {}, idle {} ms): {}", m.member, m.client, m.idle_ms, queues.join(" "));
+        }
+        println!("topic\tqueue\tmember\tcommitted\tmax_offset\tlag");
+        for o in &info.offsets {
+            println!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                o.topic,
+                o.queue,
+                o.member.as_deref().unwrap_or("-"),
+                o.committed,
+                o.max_offset,
+                o.lag
+            );
+        }
+    }
 }

@@ -173,9 +173,9 @@ pub fn decode_send(body: &[u8]) -> Result<SendRef<'_>, CodecError> {
     // a lying count cannot make the decoder build millions of entries.
     #[derive(serde::Deserialize)]
     struct Head<'a> {
-        #[allow(dead_code)]
+        #[expect(dead_code, reason = "read only to reach the count behind it")]
         topic: &'a str,
-        #[allow(dead_code)]
+        #[expect(dead_code, reason = "read only to reach the count behind it")]
         queue: u32,
         count: u64,
     }

@@ -20,7 +20,7 @@
 //! after it.
 
 use crate::actors::indexer::{FlushIndex, RetainIndex};
-use crate::actors::queue::{Barrier, BarrierRound, Retain};
+use crate::actors::queue::{Barrier, BarrierRound, Barriered, Retain};
 use crate::actors::queue_registry::QueueRegistry;
 use crate::actors::writer::Sync as WriterSync;
 use crate::clock::Clock;
@@ -33,6 +33,7 @@ use crate::store::segment::SegmentSet;
 use crate::store::topics::TopicTable;
 use crate::store::StorePaths;
 use actix::prelude::*;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,7 +107,7 @@ pub struct FinalCheckpoint;
 
 impl Housekeeper {
     /// A housekeeper for the given store.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "the store's parts and the injected clock and disk, each its own")]
     pub fn new(
         registry: Arc<QueueRegistry>,
         topics: Arc<TopicTable>,
@@ -145,36 +146,19 @@ impl Housekeeper {
             if *stopped {
                 return Err(Error::ShuttingDown);
             }
-            // A shutdown visits every queue and writes every tail; a
-            // periodic checkpoint visits the queues that took appends and
-            // leaves young tails in memory.
-            let barrier = |registry: &QueueRegistry, replay_floor: u64| {
-                let (round, answer) = BarrierRound::start();
-                let msg = if final_stop {
-                    Barrier::force(round)
-                } else {
-                    let budget = Arc::new(std::sync::atomic::AtomicUsize::new(AGED_TAILS_PER_CHECKPOINT));
-                    Barrier { force: false, max_tail_age: MAX_TAIL_AGE, replay_floor, budget, round }
-                };
-                // The answer comes once the visit is over and its share gone.
-                registry.barrier_queues(msg, final_stop);
-                async move {
-                    let merged = answer.await.map_err(|_| Error::ShuttingDown)??;
-                    Ok::<_, Error>((merged.files, merged.unwritten_from, merged.tails))
-                }
-            };
             let mut dirty = Vec::new();
             if final_stop {
                 // Every produce a queue accepted reaches the writer before
                 // the writer's final sync.
-                dirty = barrier(&registry, u64::MAX).await?.0;
+                dirty = visit_queues(&registry, final_stop, u64::MAX).await?.files;
             }
             // The log must be durable up to the position the checkpoint
             // names: recovery starts scanning there, so an async-flush tail
             // below it that an OS crash lost would leave a hole.
             let at = registry.writer().send(WriterSync).await??;
             let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
-            let (files, unwritten, tails) = barrier(&registry, write_pos.saturating_sub(max_replay)).await?;
+            let Barriered { files, unwritten_from: unwritten, tails } =
+                visit_queues(&registry, final_stop, write_pos.saturating_sub(max_replay)).await?;
             let mut unreported =
                 Unreported { registry: registry.clone(), ids: tails.iter().map(|(id, _)| *id).collect() };
             dirty.extend(files);
@@ -187,35 +171,12 @@ impl Housekeeper {
             // must replay the log from the oldest of them.
             let cq_durable_offset = unwritten.map_or(write_pos, |low| low.min(write_pos));
             let checkpoint = Checkpoint { cq_durable_offset, log_end: write_pos, last_store_ts, clean: final_stop };
-            let root = paths.root.clone();
-            let path = paths.checkpoint();
-            let stored = tokio::task::spawn_blocking(move || {
-                // The aged tails the barrier left to this job: the entries
-                // below `cq_durable_offset` must be in their files first.
-                let mut written = Ok(());
-                for (_, tail) in &tails {
-                    match tail.run() {
-                        Ok(files) => dirty.extend(files),
-                        Err(e) => {
-                            written = Err(e);
-                            break;
-                        }
-                    }
-                }
-                let stored = written.and_then(|()| {
-                    sync_queue_files(&root, &dirty)?;
-                    // After the log: a synced progress must not name
-                    // deliveries whose copies a power loss could still take
-                    // back.
-                    if let Some(files) = &system_files {
-                        files.sync()?;
-                    }
-                    checkpoint.store(&path)
-                });
+            let (stored, tails) = tokio::task::spawn_blocking(move || {
+                let stored = write_checkpoint(&paths, &tails, dirty, system_files.as_deref(), checkpoint);
                 (stored, tails)
             })
-            .await;
-            let (stored, tails) = stored.map_err(|e| Error::Busy(e.to_string()))?;
+            .await
+            .map_err(|e| Error::Busy(e.to_string()))?;
             // Written and synced, the tails leave the queues' memory; if not,
             // the next checkpoint writes them again.
             unreported.ids.clear();
@@ -354,4 +315,44 @@ impl Handler<FinalCheckpoint> for Housekeeper {
     fn handle(&mut self, _: FinalCheckpoint, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.checkpoint_job(true))
     }
+}
+
+/// Visits the queues with a checkpoint's barrier and waits for their merged
+/// answer. A shutdown visits every queue and writes every tail; a periodic
+/// checkpoint visits the queues that took appends and leaves young tails in
+/// memory.
+async fn visit_queues(registry: &QueueRegistry, final_stop: bool, replay_floor: u64) -> Result<Barriered> {
+    let (round, answer) = BarrierRound::start();
+    let msg = if final_stop {
+        Barrier::force(round)
+    } else {
+        let budget = Arc::new(std::sync::atomic::AtomicUsize::new(AGED_TAILS_PER_CHECKPOINT));
+        Barrier { force: false, max_tail_age: MAX_TAIL_AGE, replay_floor, budget, round }
+    };
+    // The answer comes once the visit is over and its share gone.
+    registry.barrier_queues(msg, final_stop);
+    answer.await.map_err(|_| Error::ShuttingDown)?
+}
+
+/// Writes what a checkpoint names durable, on the blocking pool: the aged
+/// tails the barrier left to it (the entries below `cq_durable_offset` must
+/// be in their files first), then fsyncs of every written consume-queue
+/// file and of the system files, then the checkpoint itself.
+fn write_checkpoint(
+    paths: &StorePaths,
+    tails: &[(u64, TailWrite)],
+    mut dirty: Vec<PathBuf>,
+    system_files: Option<&SystemFiles>,
+    checkpoint: Checkpoint,
+) -> std::io::Result<()> {
+    for (_, tail) in tails {
+        dirty.extend(tail.run()?);
+    }
+    sync_queue_files(&paths.root, &dirty)?;
+    // After the log: a synced progress must not name deliveries whose
+    // copies a power loss could still take back.
+    if let Some(files) = system_files {
+        files.sync()?;
+    }
+    checkpoint.store(&paths.checkpoint())
 }

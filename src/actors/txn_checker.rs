@@ -160,7 +160,6 @@ type Lent<R> = std::pin::Pin<Box<dyn std::future::Future<Output = (Checker, R)>>
 
 impl TxnCheckerActor {
     /// A checker resuming from `progress` (its stored values).
-    #[expect(clippy::too_many_arguments, reason = "the checker's links, each from a different part of the broker")]
     pub fn new(
         registry: Arc<QueueRegistry>,
         appender: Appender,

@@ -142,34 +142,7 @@ pub async fn start(
     let writer_arbiter = Arbiter::new();
     let io_stats = Arc::new(IoStats::default());
     let writer_stats = Arc::new(WriterStats::default());
-    let writer_config = WriterConfig {
-        flush: config.store.flush,
-        flush_interval: Duration::from_millis(config.store.flush_interval_ms),
-        max_batch_messages: config.store.max_batch_messages,
-        max_batch_bytes: config.store.max_batch_bytes,
-        log_cache_bytes: config.store.log_cache_bytes,
-    };
-    let (init_tx, init_rx) = tokio::sync::oneshot::channel();
-    {
-        let (segments, io_stats, writer_stats, logger, clock) =
-            (store.segments.clone(), io_stats.clone(), writer_stats.clone(), logger.clone(), clock.clone());
-        let preallocate = config.store.preallocate.then_some(match config.store.flush {
-            FlushMode::Sync => Prealloc::Zeroed,
-            FlushMode::Async => Prealloc::Fallocated,
-        });
-        let (write_pos, last_ts, kind) = (store.recovered.write_pos, store.recovered.last_store_ts, store.backend);
-        // Sync-flush groups carry their fdatasync, so they never go inline.
-        let inline_max = config.store.inline_write_max_bytes;
-        writer_arbiter.spawn_fn(move || {
-            let built = IoBackend::open(kind, io_stats)
-                .map_err(|e| Error::io("open io backend", e))
-                .and_then(|backend| CommitLog::open(segments, write_pos, last_ts, backend, preallocate, clock))
-                .map(|log| log.with_inline_writes(inline_max));
-            let addr = built.map(|log| WriterActor::new(log, writer_config, writer_stats, logger).start());
-            let _ = init_tx.send(addr);
-        });
-    }
-    let writer = init_rx.await.map_err(|_| Error::Config("writer arbiter stopped".into()))??;
+    let writer = start_writer(&store, config, &writer_arbiter, (&io_stats, &writer_stats), &clock, &logger).await?;
     let queue_arbiter = Arbiter::new();
     // Queue actors share the writer's thread: every append goes queue →
     // writer → queue, and on one thread those hops are plain mailbox pushes
@@ -185,20 +158,7 @@ pub async fn start(
         logger.clone(),
     ));
     let index_arbiter = Arbiter::new();
-    let index = KeyIndex::open(
-        store.paths.index(),
-        IndexShape { slots: config.store.index_slots, capacity: config.store.index_entries },
-    )
-    .ctx(|| format!("open {}", store.paths.index().display()))?;
-    let keys = Arc::new(KeyBuffer::default());
-    let indexer = {
-        let (segments, log_end, logger, keys) =
-            (store.segments.clone(), store.recovered.write_pos, logger.clone(), keys.clone());
-        IndexActor::start_in_arbiter(&index_arbiter.handle(), move |_| {
-            IndexActor::new(index, keys, segments, log_end, &logger)
-        })
-    };
-    registry.set_indexer(indexer, keys);
+    start_indexer(&store, config, &registry, &index_arbiter, &logger)?;
     let groups = Arc::new(GroupRegistry::new(
         registry.clone(),
         store.topics.clone(),
@@ -211,7 +171,98 @@ pub async fn start(
     let appender =
         Appender::new(registry.clone(), store.topics.clone(), LogReader::new(store.segments.clone()), logger.clone());
     let system = system::start(config, &store, &registry, &appender, &delays, &queue_arbiter, &logger)?;
-    let housekeeper = Housekeeper::new(
+    let housekeeper = start_housekeeper(&store, config, &registry, (clock, disk), &system, logger);
+    Ok(Running {
+        registry,
+        groups,
+        housekeeper,
+        reader: LogReader::new(store.segments.clone()),
+        topics: store.topics,
+        paths: store.paths,
+        writer_stats,
+        io_stats,
+        delays,
+        appender,
+        system,
+        arbiters: vec![writer_arbiter, queue_arbiter, index_arbiter],
+        _lock: store.lock,
+    })
+}
+
+/// Opens the commit log and starts its writer, both on `arbiter`: the
+/// io_uring ring and the log live on the thread that uses them.
+async fn start_writer(
+    store: &OpenedStore,
+    config: &Config,
+    arbiter: &Arbiter,
+    (io_stats, writer_stats): (&Arc<IoStats>, &Arc<WriterStats>),
+    clock: &Arc<dyn Clock>,
+    logger: &slog::Logger,
+) -> Result<Addr<WriterActor>> {
+    let writer_config = WriterConfig {
+        flush: config.store.flush,
+        flush_interval: Duration::from_millis(config.store.flush_interval_ms),
+        max_batch_messages: config.store.max_batch_messages,
+        max_batch_bytes: config.store.max_batch_bytes,
+        log_cache_bytes: config.store.log_cache_bytes,
+    };
+    let (init_tx, init_rx) = tokio::sync::oneshot::channel();
+    let (segments, io_stats, writer_stats, logger, clock) =
+        (store.segments.clone(), io_stats.clone(), writer_stats.clone(), logger.clone(), clock.clone());
+    let preallocate = config.store.preallocate.then_some(match config.store.flush {
+        FlushMode::Sync => Prealloc::Zeroed,
+        FlushMode::Async => Prealloc::Fallocated,
+    });
+    let (write_pos, last_ts, kind) = (store.recovered.write_pos, store.recovered.last_store_ts, store.backend);
+    // Sync-flush groups carry their fdatasync, so they never go inline.
+    let inline_max = config.store.inline_write_max_bytes;
+    arbiter.spawn_fn(move || {
+        let built = IoBackend::open(kind, io_stats)
+            .map_err(|e| Error::io("open io backend", e))
+            .and_then(|backend| CommitLog::open(segments, write_pos, last_ts, backend, preallocate, clock))
+            .map(|log| log.with_inline_writes(inline_max));
+        let addr = built.map(|log| WriterActor::new(log, writer_config, writer_stats, logger).start());
+        let _ = init_tx.send(addr);
+    });
+    init_rx.await.map_err(|_| Error::Config("writer arbiter stopped".into()))?
+}
+
+/// Opens the key index and starts its actor on `arbiter`; queue actors
+/// started from now on hand it their keys.
+fn start_indexer(
+    store: &OpenedStore,
+    config: &Config,
+    registry: &QueueRegistry,
+    arbiter: &Arbiter,
+    logger: &slog::Logger,
+) -> Result<()> {
+    let index = KeyIndex::open(
+        store.paths.index(),
+        IndexShape { slots: config.store.index_slots, capacity: config.store.index_entries },
+    )
+    .ctx(|| format!("open {}", store.paths.index().display()))?;
+    let keys = Arc::new(KeyBuffer::default());
+    let indexer = {
+        let (segments, log_end, logger, keys) =
+            (store.segments.clone(), store.recovered.write_pos, logger.clone(), keys.clone());
+        IndexActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            IndexActor::new(index, keys, segments, log_end, &logger)
+        })
+    };
+    registry.set_indexer(indexer, keys);
+    Ok(())
+}
+
+/// Starts the housekeeper: periodic checkpoints and retention.
+fn start_housekeeper(
+    store: &OpenedStore,
+    config: &Config,
+    registry: &Arc<QueueRegistry>,
+    (clock, disk): (Arc<dyn Clock>, Arc<dyn DiskUsage>),
+    system: &SystemActors,
+    logger: slog::Logger,
+) -> Addr<Housekeeper> {
+    Housekeeper::new(
         registry.clone(),
         store.topics.clone(),
         store.paths.clone(),
@@ -236,22 +287,7 @@ pub async fn start(
         Some(system.files.clone()),
         logger,
     )
-    .start();
-    Ok(Running {
-        registry,
-        groups,
-        housekeeper,
-        reader: LogReader::new(store.segments.clone()),
-        topics: store.topics,
-        paths: store.paths,
-        writer_stats,
-        io_stats,
-        delays,
-        appender,
-        system,
-        arbiters: vec![writer_arbiter, queue_arbiter, index_arbiter],
-        _lock: store.lock,
-    })
+    .start()
 }
 
 /// A broker serving on a socket.

@@ -128,27 +128,9 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, SqlError> {
                 i += len;
             }
             '\'' => {
-                let mut value = String::new();
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return Err(err(start, "unterminated string".into())),
-                        // '' inside a string is a quote.
-                        Some('\'') if chars.get(i + 1) == Some(&'\'') => {
-                            value.push('\'');
-                            i += 2;
-                        }
-                        Some('\'') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(ch) => {
-                            value.push(*ch);
-                            i += 1;
-                        }
-                    }
-                }
+                let (value, end) = string_literal(&chars, start)?;
                 out.push((Tok::Text(value), start));
+                i = end;
             }
             c if c.is_ascii_digit()
                 || ((c == '-' || c == '.') && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
@@ -172,6 +154,27 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, SqlError> {
     }
     out.push((Tok::End, chars.len()));
     Ok(out)
+}
+
+/// The string literal whose opening quote is at `start` (`''` inside is a
+/// quote) and where the text after it begins.
+fn string_literal(chars: &[char], start: usize) -> Result<(String, usize), SqlError> {
+    let mut value = String::new();
+    let mut i = start + 1;
+    loop {
+        match chars.get(i) {
+            None => return Err(SqlError { position: start, message: "unterminated string".into() }),
+            Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                value.push('\'');
+                i += 2;
+            }
+            Some('\'') => return Ok((value, i + 1)),
+            Some(ch) => {
+                value.push(*ch);
+                i += 1;
+            }
+        }
+    }
 }
 
 struct Parser {

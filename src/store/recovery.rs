@@ -15,6 +15,7 @@ use crate::store::{list_queue_dirs, StorePaths};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Bytes read per step while scanning.
@@ -43,26 +44,7 @@ pub struct Recovered {
 /// the log.
 pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> Result<Recovered> {
     let log_dir = paths.commitlog();
-    let bases = segment::list_segments(&log_dir).ctx(|| format!("list {}", log_dir.display()))?;
-    for base in &bases {
-        if base % set.segment_bytes() != 0 {
-            return Err(Error::Config(format!(
-                "segment {base} is not aligned to store.segment_bytes = {}; \
-                 the segment size cannot change for an existing store",
-                set.segment_bytes()
-            )));
-        }
-        let file = segment::open_segment(&log_dir, *base).ctx(|| format!("open segment {base}"))?;
-        let len = file.metadata().ctx(|| format!("stat segment {base}"))?.len();
-        if len != set.segment_bytes() {
-            return Err(Error::Config(format!(
-                "segment {base} is {len} bytes but store.segment_bytes = {}; \
-                 the segment size cannot change for an existing store",
-                set.segment_bytes()
-            )));
-        }
-        set.insert(*base, Arc::new(file));
-    }
+    let bases = open_segments(&log_dir, set)?;
     let checkpoint = Checkpoint::load(&paths.checkpoint()).ctx(|| "read checkpoint".into())?.unwrap_or_default();
     let (Some(&first), Some(&last)) = (bases.first(), bases.last()) else {
         return Ok(Recovered { clean: checkpoint.clean, ..Recovered::default() });
@@ -84,8 +66,48 @@ pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> R
         queues.get(&topic, queue)?.truncate_log_from(scan_from).ctx(|| format!("truncate {topic}/{queue}"))?;
     }
     let mut out = Recovered { scan_from, ..Recovered::default() };
-    let mut pos = scan_from;
-    'segments: while let Some(file) = set.file(set.base_of(pos)) {
+    let pos = replay(set, scan_from, &mut queues, &mut out)?;
+    queues.flush()?;
+    out.removed_segments = remove_past(&log_dir, set, pos)?;
+    if out.last_store_ts == 0 {
+        out.last_store_ts = checkpoint.last_store_ts;
+    }
+    out.write_pos = pos;
+    Ok(out)
+}
+
+/// Opens every segment file into `set`, refusing any whose place or size
+/// does not fit `store.segment_bytes`; their bases, in order.
+fn open_segments(log_dir: &Path, set: &SegmentSet) -> Result<Vec<u64>> {
+    let bases = segment::list_segments(log_dir).ctx(|| format!("list {}", log_dir.display()))?;
+    for base in &bases {
+        if base % set.segment_bytes() != 0 {
+            return Err(Error::Config(format!(
+                "segment {base} is not aligned to store.segment_bytes = {}; \
+                 the segment size cannot change for an existing store",
+                set.segment_bytes()
+            )));
+        }
+        let file = segment::open_segment(log_dir, *base).ctx(|| format!("open segment {base}"))?;
+        let len = file.metadata().ctx(|| format!("stat segment {base}"))?.len();
+        if len != set.segment_bytes() {
+            return Err(Error::Config(format!(
+                "segment {base} is {len} bytes but store.segment_bytes = {}; \
+                 the segment size cannot change for an existing store",
+                set.segment_bytes()
+            )));
+        }
+        set.insert(*base, Arc::new(file));
+    }
+    Ok(bases)
+}
+
+/// Replays the log from `from` into the consume queues, segment by segment,
+/// up to its end; cuts a torn tail and clears what lies past the end.
+/// Returns the log's end.
+fn replay(set: &SegmentSet, from: u64, queues: &mut QueueSet, out: &mut Recovered) -> Result<u64> {
+    let mut pos = from;
+    while let Some(file) = set.file(set.base_of(pos)) {
         let base = set.base_of(pos);
         let end = scan_segment(&file, base, set.segment_bytes(), pos - base, &mut |rec, at| {
             let head = record::head(rec);
@@ -103,7 +125,7 @@ pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> R
                 set.set_last_store_ts(base, out.last_store_ts);
                 pos = base + set.segment_bytes();
                 if set.file(pos).is_none() {
-                    break 'segments;
+                    break;
                 }
             }
             SegmentEnd::End(at) => {
@@ -113,33 +135,34 @@ pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> R
                 // scan could resurrect a stale record once new data reaches
                 // it.
                 zero_tail(&file, at, set.segment_bytes()).ctx(|| format!("clear tail at {pos}"))?;
-                break 'segments;
+                break;
             }
             SegmentEnd::Corrupt(at, reason) => {
                 pos = base + at;
                 zero_tail(&file, at, set.segment_bytes()).ctx(|| format!("cut torn tail at {pos}"))?;
                 out.truncated = Some((pos, reason));
-                break 'segments;
+                break;
             }
         }
     }
-    queues.flush()?;
-    // Nothing past the end is reachable; stale bytes there would only
-    // confuse a later scan.
-    let keep_through = set.base_of(pos);
+    Ok(pos)
+}
+
+/// Removes the segments past the one holding `end`: nothing there is
+/// reachable, and stale bytes would only confuse a later scan. Returns how
+/// many went.
+fn remove_past(log_dir: &Path, set: &SegmentSet, end: u64) -> Result<usize> {
+    let keep_through = set.base_of(end);
+    let mut removed = 0;
     for base in set.bases().into_iter().filter(|b| *b > keep_through) {
         set.remove(base);
         std::fs::remove_file(log_dir.join(segment::segment_name(base))).ctx(|| format!("remove segment {base}"))?;
-        out.removed_segments += 1;
+        removed += 1;
     }
-    if out.removed_segments > 0 {
-        segment::sync_dir(&log_dir).ctx(|| "sync commitlog dir".into())?;
+    if removed > 0 {
+        segment::sync_dir(log_dir).ctx(|| "sync commitlog dir".into())?;
     }
-    if out.last_store_ts == 0 {
-        out.last_store_ts = checkpoint.last_store_ts;
-    }
-    out.write_pos = pos;
-    Ok(out)
+    Ok(removed)
 }
 
 /// How a segment scan ended.

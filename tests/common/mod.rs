@@ -3,7 +3,7 @@
 //! and the workspace's binaries (`brookctl` lives in its own crate). The
 //! tools' crates include this file by path.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses some of these helpers")]
 
 use brook_client::Connection;
 use std::io::{BufRead, BufReader};

@@ -20,119 +20,41 @@ pub(crate) struct Pace {
     pub(crate) warmup: Duration,
 }
 
+/// The measured window: sends stop at `deadline`; messages sent before
+/// `counted_from` (ns since the epoch) are the warm-up, not counted.
+#[derive(Clone, Copy)]
+struct Window {
+    deadline: Instant,
+    counted_from: u64,
+}
+
+/// Every counted message's send and receive time (ns since the epoch).
+type Flights = Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
+
 pub(crate) async fn run(
     broker: &Broker,
     admin: &Connection,
     common: &Common,
-    Pace { rate, tick, warmup }: Pace,
+    pace: Pace,
     reader_connections: usize,
 ) -> Result<bool, String> {
     let targets = topic(admin, "bench-e2e", common.queues).await?;
     let duration = common.duration.unwrap_or(Duration::from_secs(10));
     let stats = Arc::new(Stats::new(0));
-    let deadline = Instant::now() + warmup + duration;
-    // Messages sent before this (ns since the epoch) are not counted.
-    let counted_from = load::now_ns() + warmup.as_nanos() as u64;
+    let window = Window {
+        deadline: Instant::now() + pace.warmup + duration,
+        counted_from: load::now_ns() + pace.warmup.as_nanos() as u64,
+    };
     let probe = pauses::Probe::start();
-    // Every counted message's send and receive time: its latency, and
-    // whether a host pause touched it.
-    let flights = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::new()));
-    // Consumers first: one long-polling task per queue, from the end, over
-    // the shared reader connections.
-    let mut read_conns = Vec::new();
-    for c in 0..reader_connections.clamp(1, targets.len().max(1)) {
-        read_conns
-            .push(Connection::connect_as(&broker.addr, &format!("e2e-read-{c}")).await.map_err(|e| e.to_string())?);
-    }
-    let mut readers = Vec::new();
-    for (i, (topic, queue)) in targets.clone().into_iter().enumerate() {
-        let conn = read_conns[i % read_conns.len()].clone();
-        let (stats, flights) = (stats.clone(), flights.clone());
-        readers.push(tokio::spawn(async move {
-            let mut flown = Vec::new();
-            let mut offset = 0;
-            while Instant::now() < deadline + Duration::from_secs(2) {
-                let Ok(pulled) = conn.pull(&topic, queue, offset, 1024, 4 << 20, None, 500).await else { break };
-                let now = load::now_ns();
-                let (mut count, mut bytes) = (0, 0);
-                for m in &pulled.messages {
-                    let mut sent = [0u8; 8];
-                    sent.copy_from_slice(&m.message.body[..8]);
-                    let sent = u64::from_le_bytes(sent);
-                    if sent >= counted_from {
-                        flown.push((sent, now));
-                        (count, bytes) = (count + 1, bytes + m.message.body.len() as u64);
-                    }
-                }
-                stats.done(count, bytes);
-                offset = pulled.next_offset;
-            }
-            if let Ok(mut all) = flights.lock() {
-                all.append(&mut flown);
-            }
-        }));
-    }
-    // Producers: open loop at the fixed rate, each sending what is due by
-    // its clock at every tick. Their acks are timed too, to tell the store
-    // half of the latency from the delivery half.
-    let producers = common.producers.max(1);
-    let per_producer = rate as f64 / producers as f64;
+    // Every counted message's latency, and whether a host pause touched it.
+    let flights: Flights = Arc::default();
+    // Consumers first, then the producers.
+    let (readers, read_conns) = start_readers(broker, &targets, reader_connections, window, &stats, &flights).await?;
     let acked = Arc::new(std::sync::Mutex::new(new_histogram()));
-    let conns = producer_connections(broker, common, "e2e-write").await?;
-    let mut writers = Vec::new();
-    for p in 0..producers {
-        let conn = conns[p % conns.len()].clone();
-        let (targets, size, stats, acked) = (targets.clone(), common.size, stats.clone(), acked.clone());
-        let pacer = pacer::Pacer::new(tick).map_err(|e| e.to_string())?;
-        writers.push(tokio::spawn(async move {
-            let began = Instant::now();
-            let mut sent_count = 0u64;
-            let mut n = p;
-            let mut pending = futures::stream::FuturesUnordered::new();
-            let mut hist = new_histogram();
-            let mut settle = |(sent, result): (u64, Result<_, _>)| match result {
-                Ok(_) if sent < counted_from => {}
-                Ok(_) => stats::record_ns(&mut hist, load::now_ns().saturating_sub(sent)),
-                Err(_) => {
-                    stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            };
-            while Instant::now() < deadline {
-                // Acks are taken as they come (not at the next tick), so
-                // that their times are true.
-                tokio::select! {
-                    ticked = pacer.tick() => if ticked.is_err() { break },
-                    Some(done) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
-                        settle(done);
-                        continue;
-                    }
-                }
-                // Due by the clock, so a late tick catches up.
-                let due = (began.elapsed().as_secs_f64() * per_producer) as u64;
-                while sent_count < due {
-                    sent_count += 1;
-                    let (topic, queue) = &targets[n % targets.len()];
-                    n += 1;
-                    let msg: Message = load::message(topic, size, format!("e{p}-{n}"));
-                    let sent = load::now_ns();
-                    let answer = conn.send(topic, *queue, vec![msg]);
-                    pending.push(async move { (sent, answer.await) });
-                }
-            }
-            while let Some(done) = futures::StreamExt::next(&mut pending).await {
-                settle(done);
-            }
-            if let Ok(mut all) = acked.lock() {
-                let _ = all.add(&hist);
-            }
-        }));
-    }
-    let start = Instant::now() + warmup;
-    for w in writers {
-        w.await.map_err(|e| e.to_string())?;
-    }
-    for r in readers {
-        r.await.map_err(|e| e.to_string())?;
+    let (writers, write_conns) = start_writers(broker, common, &targets, &pace, window, &stats, &acked).await?;
+    let start = Instant::now() + pace.warmup;
+    for task in writers.into_iter().chain(readers) {
+        task.await.map_err(|e| e.to_string())?;
     }
     let acks = acked.lock().map(|h| h.clone()).unwrap_or_else(|_| new_histogram());
     let pauses = probe.finish();
@@ -142,6 +64,7 @@ pub(crate) async fn run(
         stats::record_ns(&mut latencies, received.saturating_sub(sent));
     }
     stats.merge(&latencies);
+    let Pace { rate, tick, warmup } = pace;
     let summary = stats.summary(
         "e2e",
         start.elapsed().min(duration),
@@ -155,8 +78,8 @@ pub(crate) async fn run(
                     warmup.as_millis()
                 ),
             ),
-            ("producers".into(), format!("{producers} over {} connections", conns.len())),
-            ("readers".into(), format!("{} over {} connections", targets.len(), read_conns.len())),
+            ("producers".into(), format!("{} over {write_conns} connections", common.producers.max(1))),
+            ("readers".into(), format!("{} over {read_conns} connections", targets.len())),
             (
                 "send→ack".into(),
                 format!("p50 {} µs  p99 {} µs", acks.value_at_quantile(0.5), acks.value_at_quantile(0.99)),
@@ -166,6 +89,145 @@ pub(crate) async fn run(
         ],
     );
     finish(admin, common, &[], summary).await
+}
+
+/// One long-polling reader per queue, from the end, over the shared reader
+/// connections; the tasks and how many connections they share.
+async fn start_readers(
+    broker: &Broker,
+    targets: &[(String, u32)],
+    reader_connections: usize,
+    window: Window,
+    stats: &Arc<Stats>,
+    flights: &Flights,
+) -> Result<(Vec<tokio::task::JoinHandle<()>>, usize), String> {
+    let mut read_conns = Vec::new();
+    for c in 0..reader_connections.clamp(1, targets.len().max(1)) {
+        read_conns
+            .push(Connection::connect_as(&broker.addr, &format!("e2e-read-{c}")).await.map_err(|e| e.to_string())?);
+    }
+    let mut readers = Vec::new();
+    for (i, (topic, queue)) in targets.iter().cloned().enumerate() {
+        let conn = read_conns[i % read_conns.len()].clone();
+        let (stats, flights) = (stats.clone(), flights.clone());
+        readers.push(tokio::spawn(async move {
+            let mut flown = Vec::new();
+            let mut offset = 0;
+            while Instant::now() < window.deadline + Duration::from_secs(2) {
+                let Ok(pulled) = conn.pull(&topic, queue, offset, 1024, 4 << 20, None, 500).await else { break };
+                let now = load::now_ns();
+                let (mut count, mut bytes) = (0, 0);
+                for m in &pulled.messages {
+                    let mut sent = [0u8; 8];
+                    sent.copy_from_slice(&m.message.body[..8]);
+                    let sent = u64::from_le_bytes(sent);
+                    if sent >= window.counted_from {
+                        flown.push((sent, now));
+                        (count, bytes) = (count + 1, bytes + m.message.body.len() as u64);
+                    }
+                }
+                stats.done(count, bytes);
+                offset = pulled.next_offset;
+            }
+            if let Ok(mut all) = flights.lock() {
+                all.append(&mut flown);
+            }
+        }));
+    }
+    Ok((readers, read_conns.len()))
+}
+
+/// The producers: open loop at the fixed rate, each sending what is due by
+/// its clock at every tick. Their acks are timed too (into `acked`), to tell
+/// the store half of the latency from the delivery half. The tasks and how
+/// many connections they share.
+async fn start_writers(
+    broker: &Broker,
+    common: &Common,
+    targets: &[(String, u32)],
+    pace: &Pace,
+    window: Window,
+    stats: &Arc<Stats>,
+    acked: &Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+) -> Result<(Vec<tokio::task::JoinHandle<()>>, usize), String> {
+    let producers = common.producers.max(1);
+    let per_producer = pace.rate as f64 / producers as f64;
+    let conns = producer_connections(broker, common, "e2e-write").await?;
+    let mut writers = Vec::new();
+    for p in 0..producers {
+        let writer = Writer {
+            id: p,
+            conn: conns[p % conns.len()].clone(),
+            targets: targets.to_vec(),
+            size: common.size,
+            per_second: per_producer,
+            pacer: pacer::Pacer::new(pace.tick).map_err(|e| e.to_string())?,
+        };
+        let (stats, acked) = (stats.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let hist = writer.run(window, &stats).await;
+            if let Ok(mut all) = acked.lock() {
+                let _ = all.add(&hist);
+            }
+        }));
+    }
+    Ok((writers, conns.len()))
+}
+
+/// One paced producer.
+struct Writer {
+    id: usize,
+    conn: Connection,
+    targets: Vec<(String, u32)>,
+    size: usize,
+    per_second: f64,
+    pacer: pacer::Pacer,
+}
+
+impl Writer {
+    /// Sends until the window closes; the send→ack latencies of its counted
+    /// messages.
+    async fn run(self, window: Window, stats: &Stats) -> hdrhistogram::Histogram<u64> {
+        let Writer { id, conn, targets, size, per_second, pacer } = self;
+        let began = Instant::now();
+        let mut sent_count = 0u64;
+        let mut n = id;
+        let mut pending = futures::stream::FuturesUnordered::new();
+        let mut hist = new_histogram();
+        let mut settle = |(sent, result): (u64, Result<_, _>)| match result {
+            Ok(_) if sent < window.counted_from => {}
+            Ok(_) => stats::record_ns(&mut hist, load::now_ns().saturating_sub(sent)),
+            Err(_) => {
+                stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        while Instant::now() < window.deadline {
+            // Acks are taken as they come (not at the next tick), so that
+            // their times are true.
+            tokio::select! {
+                ticked = pacer.tick() => if ticked.is_err() { break },
+                Some(done) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
+                    settle(done);
+                    continue;
+                }
+            }
+            // Due by the clock, so a late tick catches up.
+            let due = (began.elapsed().as_secs_f64() * per_second) as u64;
+            while sent_count < due {
+                sent_count += 1;
+                let (topic, queue) = &targets[n % targets.len()];
+                n += 1;
+                let msg: Message = load::message(topic, size, format!("e{id}-{n}"));
+                let sent = load::now_ns();
+                let answer = conn.send(topic, *queue, vec![msg]);
+                pending.push(async move { (sent, answer.await) });
+            }
+        }
+        while let Some(done) = futures::StreamExt::next(&mut pending).await {
+            settle(done);
+        }
+        hist
+    }
 }
 
 /// Latency an e2e message may take before it counts as slow (the p99 bar).

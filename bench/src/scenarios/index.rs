@@ -18,6 +18,36 @@ fn entry(i: u64) -> KeyEntry {
     KeyEntry { hash: key_hash("orders", &format!("order-{i}")), log_offset: i * 200, store_ts: (i / PER_MS) as i64 }
 }
 
+/// Looks 2,000 random keys of the first `inserted` up, each in its own time
+/// window and over the whole history; the two latency histograms (µs).
+fn sample_lookups(
+    index: &mut KeyIndex,
+    inserted: u64,
+    rng: &mut u64,
+) -> Result<(hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>), String> {
+    let (mut window, mut full) = (new_histogram(), new_histogram());
+    for _ in 0..2_000 {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let i = *rng % inserted;
+        let e = entry(i);
+        let t = Instant::now();
+        let hits = index.lookup(e.hash, e.store_ts, e.store_ts, 16).map_err(|err| err.to_string())?;
+        let _ = window.record((t.elapsed().as_nanos() as u64 / 1000).max(1));
+        if !hits.contains(&e.log_offset) {
+            return Err(format!("key order-{i} not found"));
+        }
+        let t = Instant::now();
+        let hits = index.lookup(e.hash, 0, i64::MAX, 16).map_err(|err| err.to_string())?;
+        let _ = full.record((t.elapsed().as_nanos() as u64 / 1000).max(1));
+        if !hits.contains(&e.log_offset) {
+            return Err(format!("key order-{i} not found over the whole history"));
+        }
+    }
+    Ok((window, full))
+}
+
 /// Runs the scenario.
 pub fn run(total: u64, shape: IndexShape) -> Result<Summary, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -47,26 +77,7 @@ pub fn run(total: u64, shape: IndexShape) -> Result<Summary, String> {
             inserted = upto;
         }
         let per_key = insert_time.as_nanos() as f64 / inserted as f64;
-        let (mut window, mut full) = (new_histogram(), new_histogram());
-        for _ in 0..2_000 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let i = rng % inserted;
-            let e = entry(i);
-            let t = Instant::now();
-            let hits = index.lookup(e.hash, e.store_ts, e.store_ts, 16).map_err(|err| err.to_string())?;
-            let _ = window.record((t.elapsed().as_nanos() as u64 / 1000).max(1));
-            if !hits.contains(&e.log_offset) {
-                return Err(format!("key order-{i} not found"));
-            }
-            let t = Instant::now();
-            let hits = index.lookup(e.hash, 0, i64::MAX, 16).map_err(|err| err.to_string())?;
-            let _ = full.record((t.elapsed().as_nanos() as u64 / 1000).max(1));
-            if !hits.contains(&e.log_offset) {
-                return Err(format!("key order-{i} not found over the whole history"));
-            }
-        }
+        let (window, full) = sample_lookups(&mut index, inserted, &mut rng)?;
         let q = |h: &hdrhistogram::Histogram<u64>, p: f64| h.value_at_quantile(p);
         notes.push((
             format!("at {inserted} keys"),

@@ -90,26 +90,19 @@ async fn fill(broker: &Broker, load: &TimerLoad, first_due: i64) -> Result<(u64,
     Ok((sent, errors))
 }
 
-/// Runs the scenario.
-pub async fn run(broker: &Broker, admin: &Connection, load: TimerLoad) -> Result<Summary, String> {
-    admin.create_topic("bench-timers", load.queues).await.map_err(|e| e.to_string())?;
-    admin.create_topic("bench-steady", load.queues).await.map_err(|e| e.to_string())?;
-    let start = now_ms();
-    let first_due = start + load.lead.as_millis() as i64;
-    let measure_until = first_due + load.window.as_millis() as i64;
-    let fill_started = Instant::now();
-    let (filled, fill_errors) = fill(broker, &load, first_due).await?;
-    let fill_secs = fill_started.elapsed().as_secs_f64();
-    eprintln!("{filled} timers sent in {fill_secs:.1} s; first due {} s after the start", load.lead.as_secs());
-    if now_ms() > first_due {
-        return Err(format!("the fill took longer than --lead ({} s); raise it", load.lead.as_secs()));
-    }
-    let stats = Arc::new(Stats::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let recv_late = Arc::new(std::sync::Mutex::new(new_histogram()));
-    // Readers: one per queue, recording store time minus due time.
+/// Readers: one per queue, recording store time minus due time (and, into
+/// `recv_late`, receive time minus due time) of timers due before
+/// `measure_until`.
+async fn start_readers(
+    broker: &Broker,
+    queues: u32,
+    measure_until: i64,
+    stats: &Arc<Stats>,
+    stop: &Arc<AtomicBool>,
+    recv_late: &Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let mut readers = Vec::new();
-    for queue in 0..load.queues {
+    for queue in 0..queues {
         let conn =
             Connection::connect_as(&broker.addr, &format!("timers-read-{queue}")).await.map_err(|e| e.to_string())?;
         let (stats, stop, recv_late) = (stats.clone(), stop.clone(), recv_late.clone());
@@ -138,35 +131,63 @@ pub async fn run(broker: &Broker, admin: &Connection, load: TimerLoad) -> Result
             }
         }));
     }
-    // The steady load: plain sends at a fixed rate, 1 ms ticks.
-    let steady_sent = Arc::new(AtomicU64::new(0));
-    let steady = {
-        let conn = Connection::connect_as(&broker.addr, "timers-steady").await.map_err(|e| e.to_string())?;
-        let (stop, sent, rate, queues, size) = (stop.clone(), steady_sent.clone(), load.rate, load.queues, load.size);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            let mut owed = 0.0;
-            let mut n = 0u64;
-            let mut pending = futures::stream::FuturesUnordered::new();
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                owed += rate as f64 / 1000.0;
-                while owed >= 1.0 && pending.len() < 4096 {
-                    owed -= 1.0;
-                    n += 1;
-                    let (conn, msg) = (conn.clone(), load::message("bench-steady", size, format!("s{n}")));
-                    pending.push(
-                        async move { conn.send("bench-steady", (n % u64::from(queues)) as u32, vec![msg]).await },
-                    );
-                }
-                while let Some(Some(r)) = futures::FutureExt::now_or_never(futures::StreamExt::next(&mut pending)) {
-                    if r.is_ok() {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    }
+    Ok(readers)
+}
+
+/// The steady load beside the timers: plain sends at a fixed rate, 1 ms
+/// ticks, counted into `sent`.
+async fn start_steady(
+    broker: &Broker,
+    load: &TimerLoad,
+    stop: &Arc<AtomicBool>,
+    sent: &Arc<AtomicU64>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let conn = Connection::connect_as(&broker.addr, "timers-steady").await.map_err(|e| e.to_string())?;
+    let (stop, sent, rate, queues, size) = (stop.clone(), sent.clone(), load.rate, load.queues, load.size);
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let mut owed = 0.0;
+        let mut n = 0u64;
+        let mut pending = futures::stream::FuturesUnordered::new();
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            owed += rate as f64 / 1000.0;
+            while owed >= 1.0 && pending.len() < 4096 {
+                owed -= 1.0;
+                n += 1;
+                let (conn, msg) = (conn.clone(), load::message("bench-steady", size, format!("s{n}")));
+                pending.push(async move { conn.send("bench-steady", (n % u64::from(queues)) as u32, vec![msg]).await });
+            }
+            while let Some(Some(r)) = futures::FutureExt::now_or_never(futures::StreamExt::next(&mut pending)) {
+                if r.is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
-        })
-    };
+        }
+    }))
+}
+
+/// Runs the scenario.
+pub async fn run(broker: &Broker, admin: &Connection, load: TimerLoad) -> Result<Summary, String> {
+    admin.create_topic("bench-timers", load.queues).await.map_err(|e| e.to_string())?;
+    admin.create_topic("bench-steady", load.queues).await.map_err(|e| e.to_string())?;
+    let start = now_ms();
+    let first_due = start + load.lead.as_millis() as i64;
+    let measure_until = first_due + load.window.as_millis() as i64;
+    let fill_started = Instant::now();
+    let (filled, fill_errors) = fill(broker, &load, first_due).await?;
+    let fill_secs = fill_started.elapsed().as_secs_f64();
+    eprintln!("{filled} timers sent in {fill_secs:.1} s; first due {} s after the start", load.lead.as_secs());
+    if now_ms() > first_due {
+        return Err(format!("the fill took longer than --lead ({} s); raise it", load.lead.as_secs()));
+    }
+    let stats = Arc::new(Stats::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let recv_late = Arc::new(std::sync::Mutex::new(new_histogram()));
+    let readers = start_readers(broker, load.queues, measure_until, &stats, &stop, &recv_late).await?;
+    // The steady load: plain sends at a fixed rate, 1 ms ticks.
+    let steady_sent = Arc::new(AtomicU64::new(0));
+    let steady = start_steady(broker, &load, &stop, &steady_sent).await?;
     let end = measure_until + 2_000;
     tokio::time::sleep(Duration::from_millis((end - now_ms()).max(0) as u64)).await;
     let rss = broker.rss_bytes();

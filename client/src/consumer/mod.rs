@@ -5,6 +5,7 @@
 //! - [`push`]: a group member; the broker assigns its queues, and a listener
 //!   is called per message (concurrently) or per queue in order (orderly).
 
+pub mod config;
 pub mod pull;
 pub mod push;
 mod worker;

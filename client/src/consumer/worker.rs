@@ -5,8 +5,8 @@
 //! fails is handed back to the broker for a retry (concurrent) or retried in
 //! place and dead-lettered past the limit (orderly).
 
+use super::config::PushConfig;
 use super::ConsumeResult;
-use crate::consumer::push::PushConfig;
 use crate::error::ClientError;
 use crate::producer::now_ms;
 use crate::session::{Backoff, Session};
@@ -340,21 +340,60 @@ async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bo
     }
 }
 
+/// Takes the queue's broker-side lock, waiting while another member holds
+/// it (the previous owner holds it until it commits and unlocks, or its lock
+/// expires); its time to live, or `None` once told to stop.
+async fn lock_queue(ctx: &Ctx, queue: &QueueRef, stop: &mut watch::Receiver<bool>) -> Option<u64> {
+    let mut attempt = 0;
+    loop {
+        match ctx.lock(queue).await {
+            Ok(ttl) => return Some(ttl),
+            Err(_) => {
+                if !pause(stop, Duration::from_millis(50).saturating_mul(1 << attempt.min(4))).await {
+                    return None;
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Hands `messages` to the listener in order: the next waits until this one
+/// succeeds, or has failed past the retry limit and is dead-lettered so the
+/// queue can move on. Returns the offset after the last one done.
+async fn consume_in_order(
+    ctx: &Ctx,
+    messages: Vec<StoredMessage>,
+    mut offset: u64,
+    stop: &mut watch::Receiver<bool>,
+) -> u64 {
+    let max_retries = ctx.config.max_reconsume_times.unwrap_or(DEFAULT_MAX_RECONSUME_TIMES);
+    for mut chunk in ctx.listener.chunks(messages) {
+        let mut failures = 0;
+        while ctx.consume(&chunk).await == ConsumeResult::Later {
+            failures += 1;
+            if failures > max_retries && ctx.hand_back(&chunk, true).await {
+                break;
+            }
+            if !pause(stop, ctx.config.suspend).await {
+                break;
+            }
+            for msg in &mut chunk {
+                msg.reconsume_times = failures;
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+        offset = chunk.last().map_or(offset, |m| m.queue_offset + 1);
+    }
+    offset
+}
+
 async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>) {
     'locking: loop {
-        let mut attempt = 0;
-        let ttl = loop {
-            match ctx.lock(&queue).await {
-                Ok(ttl) => break ttl,
-                // Held by the previous owner until it commits and unlocks
-                // (or its lock expires).
-                Err(_) => {
-                    if !pause(&mut stop, Duration::from_millis(50).saturating_mul(1 << attempt.min(4))).await {
-                        return;
-                    }
-                    attempt += 1;
-                }
-            }
+        let Some(ttl) = lock_queue(&ctx, &queue, &mut stop).await else {
+            return;
         };
         let renew_every = ctx.config.lock_renew.min(Duration::from_millis(ttl / 3)).max(Duration::from_millis(10));
         let mut renew_at = Instant::now() + renew_every;
@@ -384,30 +423,7 @@ async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>
             match result {
                 Ok(found) => {
                     failures = 0;
-                    let chunks = ctx.listener.chunks(found.messages);
-                    let max_retries = ctx.config.max_reconsume_times.unwrap_or(DEFAULT_MAX_RECONSUME_TIMES);
-                    for mut chunk in chunks {
-                        // In order: the next message waits until this one
-                        // succeeds, or has failed past the retry limit and
-                        // is dead-lettered so the queue can move on.
-                        let mut failures = 0;
-                        while ctx.consume(&chunk).await == ConsumeResult::Later {
-                            failures += 1;
-                            if failures > max_retries && ctx.hand_back(&chunk, true).await {
-                                break;
-                            }
-                            if !pause(&mut stop, ctx.config.suspend).await {
-                                break;
-                            }
-                            for msg in &mut chunk {
-                                msg.reconsume_times = failures;
-                            }
-                        }
-                        if *stop.borrow() {
-                            break;
-                        }
-                        offset = chunk.last().map_or(offset, |m| m.queue_offset + 1);
-                    }
+                    offset = consume_in_order(&ctx, found.messages, offset, &mut stop).await;
                     if !*stop.borrow() {
                         offset = offset.max(found.next_offset);
                     }

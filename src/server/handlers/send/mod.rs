@@ -64,7 +64,7 @@ enum Received<'a> {
     Owned(Message),
 }
 
-impl Received<'_> {
+impl<'a> Received<'a> {
     fn encode(&self, into: &mut Encoded, code: u64) -> crate::error::Result<()> {
         match self {
             Received::InPlace(m) => into.push(m, code),
@@ -77,6 +77,33 @@ impl Received<'_> {
             Received::InPlace(m) => record::checked_len(m),
             Received::Owned(m) => record::checked_len(m),
         }
+    }
+
+    /// Makes the message name the request's topic (an empty name means it),
+    /// or refuses one that names another: a batch goes to one topic.
+    fn claim_topic<'b>(&mut self, topic: &'b str) -> Result<(), WireError>
+    where
+        'b: 'a,
+    {
+        let named = match self {
+            Received::InPlace(m) if m.topic.is_empty() => topic,
+            Received::InPlace(m) => m.topic,
+            Received::Owned(m) if m.topic.is_empty() => {
+                m.topic = topic.to_string();
+                topic
+            }
+            Received::Owned(m) => &m.topic,
+        };
+        if named != topic {
+            return Err(Error::InvalidArgument(format!(
+                "a batch goes to one topic: {topic:?}, but a message names {named:?}"
+            ))
+            .into());
+        }
+        if let Received::InPlace(m) = self {
+            m.topic = topic;
+        }
+        Ok(())
     }
 
     fn body_len(&self) -> usize {
@@ -252,15 +279,9 @@ struct Answering {
     received_at: i64,
 }
 
-/// Checks a send request and turns it into the items to store: every
-/// refusal happens here, before anything is written.
-fn prepare_send<'a>(
-    core: &BrokerCore,
-    conn: &ConnInfo,
-    topic: &'a str,
-    queue: u32,
-    messages: impl ExactSizeIterator<Item = Received<'a>>,
-) -> Result<(Items<'a>, PreparedSend<'a>), WireError> {
+/// Refuses a send to a reserved or unknown topic (unless topics are made on
+/// first send), to a queue out of range, or with no or too many messages.
+fn check_destination(core: &BrokerCore, topic: &str, queue: u32, batch_len: usize) -> Result<(), WireError> {
     if is_reserved_topic(topic) {
         return Err(Error::InvalidArgument(format!("topic {topic:?} is reserved for the broker's own use")).into());
     }
@@ -273,13 +294,26 @@ fn prepare_send<'a>(
         other => other?,
     };
     check_queue(topic, queue, queues)?;
-    let batch_len = messages.len();
     if batch_len == 0 || batch_len > MAX_BATCH_MESSAGES {
         return Err(Error::InvalidArgument(format!(
             "a send carries 1..={MAX_BATCH_MESSAGES} messages, got {batch_len}"
         ))
         .into());
     }
+    Ok(())
+}
+
+/// Checks a send request and turns it into the items to store: every
+/// refusal happens here, before anything is written.
+fn prepare_send<'a>(
+    core: &BrokerCore,
+    conn: &ConnInfo,
+    topic: &'a str,
+    queue: u32,
+    messages: impl ExactSizeIterator<Item = Received<'a>>,
+) -> Result<(Items<'a>, PreparedSend<'a>), WireError> {
+    let batch_len = messages.len();
+    check_destination(core, topic, queue, batch_len)?;
     let max_body = core.config.store.max_message_bytes;
     let max_record = core.config.store.segment_bytes as usize;
     let now = crate::clock::now_ms();
@@ -299,24 +333,7 @@ fn prepare_send<'a>(
             }
             other => other,
         };
-        let named = match &mut msg {
-            Received::InPlace(m) if m.topic.is_empty() => topic,
-            Received::InPlace(m) => m.topic,
-            Received::Owned(m) if m.topic.is_empty() => {
-                m.topic = topic.to_string();
-                topic
-            }
-            Received::Owned(m) => &m.topic,
-        };
-        if named != topic {
-            return Err(Error::InvalidArgument(format!(
-                "a batch goes to one topic: {topic:?}, but a message names {named:?}"
-            ))
-            .into());
-        }
-        if let Received::InPlace(m) = &mut msg {
-            m.topic = topic;
-        }
+        msg.claim_topic(topic)?;
         if msg.body_len() > max_body {
             return Err(Error::MessageTooLarge { size: msg.body_len(), max: max_body }.into());
         }
