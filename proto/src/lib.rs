@@ -4,7 +4,11 @@
 //! # Layout
 //! - [`frame`]: the envelope (`Frame`) — requests and responses with ids,
 //!   flowing in both directions on one connection.
-//! - [`request`]: what can be asked (`Request`) and answered (`Response`).
+//! - [`request`]: what can be asked (`Request`); the variant index is the
+//!   wire code.
+//! - [`response`]: what is answered (`Response`) and what answers carry.
+//! - [`consumer`]: heartbeats, subscriptions, offsets, group descriptions.
+//! - [`txn`]: transaction outcomes and reports.
 //! - [`message`]: a message as produced (`Message`) and as stored
 //!   (`StoredMessage`).
 //! - [`error`]: the wire error (`WireError`) with stable numeric codes.
@@ -19,6 +23,7 @@
 //!   milliseconds.
 
 pub mod codec;
+pub mod consumer;
 pub mod error;
 pub mod frame;
 pub mod hash;
@@ -26,8 +31,10 @@ pub mod message;
 pub mod msg_id;
 pub mod names;
 pub mod request;
+pub mod response;
 pub mod system;
 pub mod time;
+pub mod txn;
 
 pub use codec::{BrokerCodec, CodecError, FrameCodec, Incoming, Outbound, PulledFrame};
 pub use error::{ErrorCode, WireError};

@@ -83,7 +83,7 @@ impl Message {
 
 /// A message as stored: the produced message plus where and when the broker
 /// put it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct StoredMessage {
     /// Message id (broker address + commit-log offset), see [`crate::MessageId`].
     pub msg_id: String,

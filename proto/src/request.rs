@@ -1,12 +1,21 @@
-//! Requests and their responses. One variant per operation; the broker's
-//! `server::dispatch` routes each to the actor that owns it.
+//! What can be asked ([`Request`]), of the broker or, for notices and
+//! transaction checks, of a client. The types requests and answers carry
+//! live beside it: [`crate::consumer`], [`crate::txn`], [`crate::response`];
+//! they are re-exported here, where the wire names them.
+//!
+//! **A request's wire code is its variant index** (bincode writes an enum
+//! variant as its index): variants are only ever appended, never reordered
+//! or removed. The tests below pin every index; docs/PROTOCOL.md lists them.
 
-use crate::message::{Message, MessageRef, StoredMessage};
-use crate::msg_id::MessageId;
+pub use crate::consumer::*;
+pub use crate::response::*;
+pub use crate::txn::*;
+
+use crate::message::{Message, StoredMessage};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 
-/// Everything a peer can ask.
+/// Everything a peer can ask. Append only: the variant index is the wire
+/// code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Opens a connection; must be the first frame.
@@ -240,352 +249,112 @@ pub enum Request {
     },
 }
 
-/// What a consumer did with a traced message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsumeTrace {
-    /// Message id.
-    pub msg_id: String,
-    /// The topic it was consumed from (the original one for a retry).
-    pub topic: String,
-    /// When the consumer received it, ms since the epoch.
-    pub delivered_at: i64,
-    /// `success` or `later`.
-    pub result: String,
-    /// How long the listener took, ms.
-    pub cost_ms: u64,
-    /// Its retry count.
-    pub reconsume_times: u32,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use crate::txn::TxnOutcome;
 
-/// A transaction's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum TxnOutcome {
-    /// Deliver the message.
-    Commit,
-    /// Never deliver it.
-    Rollback,
-    /// Not known yet; the broker will ask again.
-    Unknown,
-}
-
-/// A half message waiting for its outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingTxn {
-    /// The half message's id.
-    pub msg_id: String,
-    /// Where it goes on commit.
-    pub topic: String,
-    /// Its producer group.
-    pub producer_group: String,
-    /// Time since it was stored, ms.
-    pub age_ms: u64,
-    /// Checks asked so far.
-    pub checks: u32,
-}
-
-/// Transactions as `ListTransactions` shows them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TxnReport {
-    /// Half messages waiting for an outcome, oldest first.
-    pub pending: Vec<PendingTxn>,
-    /// Committed (delivered) so far.
-    pub committed: u64,
-    /// Rolled back so far.
-    pub rolled_back: u64,
-    /// Checks asked so far.
-    pub checked: u64,
-    /// Given up after `transaction_check_max` checks.
-    pub expired: u64,
-}
-
-/// How a group shares messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-pub enum ConsumeMode {
-    /// Each message goes to one member; queues are divided among members.
-    #[default]
-    Clustering,
-    /// Every member gets every message; offsets are kept per member.
-    Broadcasting,
-}
-
-/// Where a group with no committed offset starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum StartFrom {
-    /// From the end: only messages stored from now on.
-    #[default]
-    Latest,
-    /// From the oldest retained message.
-    Earliest,
-    /// From the first message stored at or after this time (ms since epoch).
-    Timestamp(i64),
-}
-
-/// A topic a member consumes, with its filters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subscription {
-    /// Topic name.
-    pub topic: String,
-    /// Tag expression (`*`, `TagA || TagB`); `None` means all.
-    pub tags: Option<String>,
-    /// Property filter (SQL92 subset); `None` means all.
-    pub sql: Option<String>,
-}
-
-/// Where `ResetOffsets` moves a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ResetTo {
-    /// The oldest retained message of each queue.
-    Earliest,
-    /// The end of each queue (skip everything stored).
-    Latest,
-    /// The first message stored at or after this time (ms since the epoch).
-    Time(i64),
-    /// Explicit `(queue, offset)` pairs.
-    Offsets(Vec<(u32, u64)>),
-}
-
-/// A member's periodic hello to its group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    /// Group name.
-    pub group: String,
-    /// Member id, unique in the group (stable across restarts for
-    /// broadcasting, whose offsets are kept per member).
-    pub member: String,
-    /// Topics consumed.
-    pub subscriptions: Vec<Subscription>,
-    /// Clustering or broadcasting.
-    pub mode: ConsumeMode,
-    /// Start policy for queues without a committed offset.
-    pub start: StartFrom,
-    /// Orderly consumption (queues are locked while consumed).
-    pub orderly: bool,
-    /// How long the broker keeps the member without a heartbeat (0: the
-    /// broker's default).
-    pub session_timeout_ms: u64,
-    /// How the group retries failed messages (the latest heartbeat's
-    /// policy is the group's).
-    pub retry: RetryPolicy,
-}
-
-/// A group's retry policy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetryPolicy {
-    /// Retries before a message goes to the dead-letter topic; `None`: the
-    /// broker's `max_reconsume_times` (16).
-    pub max_reconsume_times: Option<u32>,
-    /// Delay before retry n (0-based), in ms; the last repeats. Empty: the
-    /// broker's delay levels, retry n at level 3 + n (as RocketMQ).
-    pub backoff_ms: Vec<u64>,
-}
-
-/// A queue of a topic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct QueueRef {
-    /// Topic name.
-    pub topic: String,
-    /// Queue id.
-    pub queue: u32,
-}
-
-/// A committed offset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueOffset {
-    /// Topic name.
-    pub topic: String,
-    /// Queue id.
-    pub queue: u32,
-    /// Next offset to consume.
-    pub offset: u64,
-}
-
-/// A member as `DescribeGroup` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberInfo {
-    /// Member id.
-    pub member: String,
-    /// The client id of its connection.
-    pub client: String,
-    /// Milliseconds since its last heartbeat.
-    pub idle_ms: u64,
-    /// Queues assigned to it.
-    pub queues: Vec<QueueRef>,
-}
-
-/// One queue's consumption state in a group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueLag {
-    /// Topic name.
-    pub topic: String,
-    /// Queue id.
-    pub queue: u32,
-    /// The member whose offset this is (broadcasting) or `None`.
-    pub member: Option<String>,
-    /// Committed offset (next to consume).
-    pub committed: u64,
-    /// One past the queue's last offset.
-    pub max_offset: u64,
-    /// `max_offset - committed`.
-    pub lag: u64,
-}
-
-/// A consumer group as `DescribeGroup` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupInfo {
-    /// Group name.
-    pub group: String,
-    /// Clustering or broadcasting.
-    pub mode: ConsumeMode,
-    /// Assignment generation (bumps on every rebalance).
-    pub generation: u64,
-    /// Live members.
-    pub members: Vec<MemberInfo>,
-    /// Offsets and lag per queue (and per member in broadcasting).
-    pub offsets: Vec<QueueLag>,
-    /// Messages stored in the group's dead-letter topic.
-    pub dlq_messages: u64,
-}
-
-/// Everything a broker can answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Response {
-    /// Accepts a hello.
-    Hello {
-        /// The broker's protocol version.
-        version: u16,
-        /// The broker's address as message ids name it.
-        broker: String,
-    },
-    /// A topic as it now is.
-    Topic(TopicInfo),
-    /// Every topic.
-    Topics(Vec<TopicInfo>),
-    /// Where each sent message was stored, in order.
-    Sent(Vec<StoredAck>),
-    /// What a pull found.
-    Pulled(PullResult),
-    /// A request without a payload succeeded.
-    Done,
-    /// Answer to `Ping`.
-    Pong,
-    /// A member's queues after a heartbeat.
-    Assignment {
-        /// Bumps whenever the group's assignment changes.
-        generation: u64,
-        /// The queues this member consumes now.
-        queues: Vec<QueueRef>,
-    },
-    /// An offset.
-    Offset(u64),
-    /// A lock was taken or renewed; it lasts this long unless renewed.
-    Locked {
-        /// Lock lifetime.
-        ttl_ms: u64,
-    },
-    /// Every group.
-    Groups(Vec<String>),
-    /// One group.
-    Group(GroupInfo),
-    /// Transactions.
-    Transactions(TxnReport),
-    /// One message.
-    Message(Box<StoredMessage>),
-    /// Messages.
-    Messages(Vec<StoredMessage>),
-    /// An offset per queue.
-    QueueOffsets(Vec<QueueOffset>),
-}
-
-/// A topic and, when described, its queues.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicInfo {
-    /// Topic name.
-    pub name: String,
-    /// Number of queues.
-    pub queues: u32,
-    /// Per-queue offset ranges (filled by describe, empty in lists).
-    pub queue_stats: Vec<QueueStats>,
-}
-
-/// Offset range of one queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueStats {
-    /// Queue id.
-    pub queue: u32,
-    /// Smallest offset still stored.
-    pub min_offset: u64,
-    /// One past the largest stored offset (the next offset to be assigned).
-    pub max_offset: u64,
-}
-
-/// The fields of a [`Request::Send`] decoded in place from its frame (see
-/// [`crate::codec::BrokerCodec`]): the broker's send path reads these.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct SendRef<'a> {
-    /// Target topic.
-    #[serde(borrow)]
-    pub topic: &'a str,
-    /// Target queue.
-    pub queue: u32,
-    /// The messages.
-    #[serde(borrow)]
-    pub messages: Vec<MessageRef<'a>>,
-}
-
-/// Where one sent message was stored, as a send's answer carries it. Its id
-/// is not on the wire: an id is the storing broker's address (which the
-/// connection's `Hello` named) and the record's log offset, so the client
-/// puts it together ([`SendAck::new`]) instead of every answer carrying 33
-/// bytes of text per message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredAck {
-    /// The log offset the message's id names.
-    pub log_offset: u64,
-    /// Queue it went to.
-    pub queue: u32,
-    /// Its offset in that queue (for a delayed message: in the broker's
-    /// delay queue, until it is delivered).
-    pub queue_offset: u64,
-    /// For a delayed message, when it will be delivered (ms since the epoch).
-    pub deliver_at: Option<i64>,
-}
-
-/// The broker's acknowledgement of one stored message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SendAck {
-    /// Message id (broker address + commit-log offset); its text is
-    /// `msg_id.to_string()`.
-    pub msg_id: MessageId,
-    /// Queue it went to.
-    pub queue: u32,
-    /// Its offset in that queue (for a delayed message: in the broker's
-    /// delay queue, until it is delivered).
-    pub queue_offset: u64,
-    /// For a delayed message, when it will be delivered (ms since the epoch).
-    pub deliver_at: Option<i64>,
-}
-
-impl SendAck {
-    /// The acknowledgement `broker` (as its `Hello` named itself) gave as `stored`.
-    pub fn new(broker: SocketAddr, stored: StoredAck) -> SendAck {
-        SendAck {
-            msg_id: MessageId { broker, log_offset: stored.log_offset },
-            queue: stored.queue,
-            queue_offset: stored.queue_offset,
-            deliver_at: stored.deliver_at,
+    /// The wire code of every request. A new request gets the next number
+    /// here, at the end of the enum; this match fails to compile until it
+    /// does.
+    fn pinned(request: &Request) -> u32 {
+        match request {
+            Request::Hello { .. } => 0,
+            Request::CreateTopic { .. } => 1,
+            Request::DeleteTopic { .. } => 2,
+            Request::ListTopics => 3,
+            Request::DescribeTopic { .. } => 4,
+            Request::Send { .. } => 5,
+            Request::Pull { .. } => 6,
+            Request::Ping => 7,
+            Request::Heartbeat(_) => 8,
+            Request::LeaveGroup { .. } => 9,
+            Request::CommitOffsets { .. } => 10,
+            Request::ResetOffsets { .. } => 11,
+            Request::GetMessage { .. } => 12,
+            Request::QueryByKey { .. } => 13,
+            Request::OffsetsAtTime { .. } => 14,
+            Request::FetchOffset { .. } => 15,
+            Request::LockQueue { .. } => 16,
+            Request::UnlockQueue { .. } => 17,
+            Request::ListGroups => 18,
+            Request::DescribeGroup { .. } => 19,
+            Request::SendBack { .. } => 20,
+            Request::ResendDlq { .. } => 21,
+            Request::RegisterProducer { .. } => 22,
+            Request::EndTransaction { .. } => 23,
+            Request::ListTransactions => 24,
+            Request::ReportTrace { .. } => 25,
+            Request::CheckTransaction { .. } => 26,
+            Request::OffsetsReset { .. } => 27,
+            Request::AssignmentChanged { .. } => 28,
         }
     }
-}
 
-/// The result of a pull.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PullResult {
-    /// Messages found, in offset order (filtered ones left out).
-    pub messages: Vec<StoredMessage>,
-    /// Where the next pull should start (past filtered messages too).
-    pub next_offset: u64,
-    /// The queue's smallest offset still stored.
-    pub min_offset: u64,
-    /// One past the queue's largest offset.
-    pub max_offset: u64,
+    /// One request of each kind, in wire-code order.
+    fn one_of_each() -> Vec<Request> {
+        let s = String::new;
+        let (group, member, topic) = (s(), s(), s());
+        vec![
+            Request::Hello { version: 3, client_id: s() },
+            Request::CreateTopic { name: s(), queues: 1 },
+            Request::DeleteTopic { name: s() },
+            Request::ListTopics,
+            Request::DescribeTopic { name: s() },
+            Request::Send { topic: s(), queue: 0, messages: vec![Message::default()] },
+            Request::Pull {
+                topic: s(),
+                queue: 0,
+                offset: 0,
+                max_messages: 1,
+                max_bytes: 1,
+                tags: None,
+                long_poll_ms: 0,
+                sql: None,
+            },
+            Request::Ping,
+            Request::Heartbeat(Heartbeat::default()),
+            Request::LeaveGroup { group: group.clone(), member: member.clone() },
+            Request::CommitOffsets { group: group.clone(), member: member.clone(), offsets: vec![], generation: 0 },
+            Request::ResetOffsets { group: group.clone(), topic: topic.clone(), to: ResetTo::Earliest },
+            Request::GetMessage { msg_id: s() },
+            Request::QueryByKey { topic: topic.clone(), key: s(), begin_ms: 0, end_ms: 0, max: 1 },
+            Request::OffsetsAtTime { topic: topic.clone(), time_ms: 0 },
+            Request::FetchOffset { group: group.clone(), member: member.clone(), topic: topic.clone(), queue: 0 },
+            Request::LockQueue { group: group.clone(), member: member.clone(), topic: topic.clone(), queue: 0 },
+            Request::UnlockQueue { group: group.clone(), member, topic: topic.clone(), queue: 0 },
+            Request::ListGroups,
+            Request::DescribeGroup { group: group.clone() },
+            Request::SendBack { group: group.clone(), log_offset: 0, to_dlq: false },
+            Request::ResendDlq { group: group.clone(), msg_id: s() },
+            Request::RegisterProducer { group: group.clone() },
+            Request::EndTransaction {
+                group: group.clone(),
+                msg_id: s(),
+                outcome: TxnOutcome::Commit,
+                from_check: false,
+            },
+            Request::ListTransactions,
+            Request::ReportTrace { group: group.clone(), traces: vec![] },
+            Request::CheckTransaction { group: group.clone(), msg_id: s(), message: Box::default() },
+            Request::OffsetsReset { group: group.clone(), topic },
+            Request::AssignmentChanged { group },
+        ]
+    }
+
+    #[test]
+    fn every_request_is_encoded_with_its_pinned_code() {
+        let requests = one_of_each();
+        let codes: Vec<u32> = requests.iter().map(pinned).collect();
+        assert_eq!(codes, (0..requests.len() as u32).collect::<Vec<_>>(), "one request of each kind, in order");
+        let config = bincode::config::standard();
+        for request in &requests {
+            let bytes = bincode::serde::encode_to_vec(request, config).expect("encode");
+            let (code, _): (u32, usize) = bincode::decode_from_slice(&bytes, config).expect("variant index");
+            assert_eq!(code, pinned(request), "{request:?}");
+            let (back, _): (Request, usize) = bincode::serde::decode_from_slice(&bytes, config).expect("decode");
+            assert_eq!(&back, request);
+        }
+    }
 }

@@ -1,0 +1,213 @@
+//! What a broker answers ([`Response`]) and what the answers carry. Like
+//! requests, **a response's wire code is its variant index**: append only.
+
+use crate::consumer::{GroupInfo, QueueOffset, QueueRef};
+use crate::message::{MessageRef, StoredMessage};
+use crate::msg_id::MessageId;
+use crate::txn::TxnReport;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Everything a broker can answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Accepts a hello.
+    Hello {
+        /// The broker's protocol version.
+        version: u16,
+        /// The broker's address as message ids name it.
+        broker: String,
+    },
+    /// A topic as it now is.
+    Topic(TopicInfo),
+    /// Every topic.
+    Topics(Vec<TopicInfo>),
+    /// Where each sent message was stored, in order.
+    Sent(Vec<StoredAck>),
+    /// What a pull found.
+    Pulled(PullResult),
+    /// A request without a payload succeeded.
+    Done,
+    /// Answer to `Ping`.
+    Pong,
+    /// A member's queues after a heartbeat.
+    Assignment {
+        /// Bumps whenever the group's assignment changes.
+        generation: u64,
+        /// The queues this member consumes now.
+        queues: Vec<QueueRef>,
+    },
+    /// An offset.
+    Offset(u64),
+    /// A lock was taken or renewed; it lasts this long unless renewed.
+    Locked {
+        /// Lock lifetime.
+        ttl_ms: u64,
+    },
+    /// Every group.
+    Groups(Vec<String>),
+    /// One group.
+    Group(GroupInfo),
+    /// Transactions.
+    Transactions(TxnReport),
+    /// One message.
+    Message(Box<StoredMessage>),
+    /// Messages.
+    Messages(Vec<StoredMessage>),
+    /// An offset per queue.
+    QueueOffsets(Vec<QueueOffset>),
+}
+
+/// A topic and, when described, its queues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Number of queues.
+    pub queues: u32,
+    /// Per-queue offset ranges (filled by describe, empty in lists).
+    pub queue_stats: Vec<QueueStats>,
+}
+
+/// Offset range of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Queue id.
+    pub queue: u32,
+    /// Smallest offset still stored.
+    pub min_offset: u64,
+    /// One past the largest stored offset (the next offset to be assigned).
+    pub max_offset: u64,
+}
+
+/// The fields of a [`Request::Send`] decoded in place from its frame (see
+/// [`crate::codec::BrokerCodec`]): the broker's send path reads these.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SendRef<'a> {
+    /// Target topic.
+    #[serde(borrow)]
+    pub topic: &'a str,
+    /// Target queue.
+    pub queue: u32,
+    /// The messages.
+    #[serde(borrow)]
+    pub messages: Vec<MessageRef<'a>>,
+}
+
+/// Where one sent message was stored, as a send's answer carries it. Its id
+/// is not on the wire: an id is the storing broker's address (which the
+/// connection's `Hello` named) and the record's log offset, so the client
+/// puts it together ([`SendAck::new`]) instead of every answer carrying 33
+/// bytes of text per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAck {
+    /// The log offset the message's id names.
+    pub log_offset: u64,
+    /// Queue it went to.
+    pub queue: u32,
+    /// Its offset in that queue (for a delayed message: in the broker's
+    /// delay queue, until it is delivered).
+    pub queue_offset: u64,
+    /// For a delayed message, when it will be delivered (ms since the epoch).
+    pub deliver_at: Option<i64>,
+}
+
+/// The broker's acknowledgement of one stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendAck {
+    /// Message id (broker address + commit-log offset); its text is
+    /// `msg_id.to_string()`.
+    pub msg_id: MessageId,
+    /// Queue it went to.
+    pub queue: u32,
+    /// Its offset in that queue (for a delayed message: in the broker's
+    /// delay queue, until it is delivered).
+    pub queue_offset: u64,
+    /// For a delayed message, when it will be delivered (ms since the epoch).
+    pub deliver_at: Option<i64>,
+}
+
+impl SendAck {
+    /// The acknowledgement `broker` (as its `Hello` named itself) gave as `stored`.
+    pub fn new(broker: SocketAddr, stored: StoredAck) -> SendAck {
+        SendAck {
+            msg_id: MessageId { broker, log_offset: stored.log_offset },
+            queue: stored.queue,
+            queue_offset: stored.queue_offset,
+            deliver_at: stored.deliver_at,
+        }
+    }
+}
+
+/// The result of a pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PullResult {
+    /// Messages found, in offset order (filtered ones left out).
+    pub messages: Vec<StoredMessage>,
+    /// Where the next pull should start (past filtered messages too).
+    pub next_offset: u64,
+    /// The queue's smallest offset still stored.
+    pub min_offset: u64,
+    /// One past the queue's largest offset.
+    pub max_offset: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire code of every response; append only, as for requests.
+    fn pinned(response: &Response) -> u32 {
+        match response {
+            Response::Hello { .. } => 0,
+            Response::Topic(_) => 1,
+            Response::Topics(_) => 2,
+            Response::Sent(_) => 3,
+            Response::Pulled(_) => 4,
+            Response::Done => 5,
+            Response::Pong => 6,
+            Response::Assignment { .. } => 7,
+            Response::Offset(_) => 8,
+            Response::Locked { .. } => 9,
+            Response::Groups(_) => 10,
+            Response::Group(_) => 11,
+            Response::Transactions(_) => 12,
+            Response::Message(_) => 13,
+            Response::Messages(_) => 14,
+            Response::QueueOffsets(_) => 15,
+        }
+    }
+
+    #[test]
+    fn every_response_is_encoded_with_its_pinned_code() {
+        let topic = TopicInfo { name: String::new(), queues: 1, queue_stats: vec![] };
+        let responses = vec![
+            Response::Hello { version: 3, broker: String::new() },
+            Response::Topic(topic.clone()),
+            Response::Topics(vec![topic]),
+            Response::Sent(vec![]),
+            Response::Pulled(PullResult::default()),
+            Response::Done,
+            Response::Pong,
+            Response::Assignment { generation: 1, queues: vec![] },
+            Response::Offset(1),
+            Response::Locked { ttl_ms: 1 },
+            Response::Groups(vec![]),
+            Response::Group(GroupInfo::default()),
+            Response::Transactions(TxnReport::default()),
+            Response::Message(Box::default()),
+            Response::Messages(vec![]),
+            Response::QueueOffsets(vec![]),
+        ];
+        let codes: Vec<u32> = responses.iter().map(pinned).collect();
+        assert_eq!(codes, (0..responses.len() as u32).collect::<Vec<_>>(), "one response of each kind, in order");
+        let config = bincode::config::standard();
+        for response in &responses {
+            let bytes = bincode::serde::encode_to_vec(response, config).expect("encode");
+            let (code, _): (u32, usize) = bincode::decode_from_slice(&bytes, config).expect("variant index");
+            assert_eq!(code, pinned(response), "{response:?}");
+            let (back, _): (Response, usize) = bincode::serde::decode_from_slice(&bytes, config).expect("decode");
+            assert_eq!(&back, response);
+        }
+    }
+}
