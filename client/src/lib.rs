@@ -25,6 +25,7 @@ pub mod connection;
 pub mod consumer;
 pub mod error;
 pub mod producer;
+mod requests;
 pub mod session;
 pub mod transaction;
 

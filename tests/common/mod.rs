@@ -57,6 +57,15 @@ pub fn base_env(data_dir: &Path, backend: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// [`base_env`] on the std backend with a tiny key index (64 slots, 50
+/// entries per file), so tests roll index files.
+pub fn small_index_env(data_dir: &Path) -> Vec<(String, String)> {
+    let mut env = base_env(data_dir, "std");
+    env.push(("BROOK_STORE__INDEX_SLOTS".into(), "64".into()));
+    env.push(("BROOK_STORE__INDEX_ENTRIES".into(), "50".into()));
+    env
+}
+
 impl Brookd {
     /// Starts `brookd` with `env` and waits until it logs its address.
     pub fn start(env: &[(String, String)]) -> Brookd {

@@ -4,10 +4,14 @@
 //! A record is encoded once, off the writer, by the connection that received
 //! the message. The queue actor patches in the queue offset, and the writer
 //! patches in the commit-log offset and store time and then computes the CRC,
-//! so the io thread only moves bytes and checksums.
+//! so the io thread only moves bytes and checksums. Reading — the scan
+//! recovery does, checks and decoding — is in [`read`].
 
-use brook_proto::system::{PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES};
-use brook_proto::{Message, MessageId, MessageRef, StoredMessage};
+mod read;
+
+pub use read::*;
+
+use brook_proto::{Message, MessageRef};
 
 /// Marks a message record.
 pub const RECORD_MAGIC: u32 = 0x4252_4B31; // "BRK1"
@@ -22,24 +26,24 @@ pub const HEADER_LEN: usize = 76;
 /// this is left as zeros and skipped by position.
 pub const PAD_MIN: usize = 8;
 
-const POS_LEN: usize = 0;
-const POS_MAGIC: usize = 4;
-const POS_CRC: usize = 8;
-const POS_VERSION: usize = 12;
-const POS_TOPIC_LEN: usize = 14;
-const POS_FLAGS: usize = 16;
-const POS_QUEUE_ID: usize = 20;
-const POS_QUEUE_OFFSET: usize = 24;
-const POS_LOG_OFFSET: usize = 32;
-const POS_BORN_TS: usize = 40;
-const POS_STORE_TS: usize = 48;
-const POS_TAG_HASH: usize = 56;
-const POS_BODY_LEN: usize = 64;
-const POS_TAGS_LEN: usize = 68;
-const POS_KEYS_LEN: usize = 70;
-const POS_PROPS_LEN: usize = 72;
+pub(super) const POS_LEN: usize = 0;
+pub(super) const POS_MAGIC: usize = 4;
+pub(super) const POS_CRC: usize = 8;
+pub(super) const POS_VERSION: usize = 12;
+pub(super) const POS_TOPIC_LEN: usize = 14;
+pub(super) const POS_FLAGS: usize = 16;
+pub(super) const POS_QUEUE_ID: usize = 20;
+pub(super) const POS_QUEUE_OFFSET: usize = 24;
+pub(super) const POS_LOG_OFFSET: usize = 32;
+pub(super) const POS_BORN_TS: usize = 40;
+pub(super) const POS_STORE_TS: usize = 48;
+pub(super) const POS_TAG_HASH: usize = 56;
+pub(super) const POS_BODY_LEN: usize = 64;
+pub(super) const POS_TAGS_LEN: usize = 68;
+pub(super) const POS_KEYS_LEN: usize = 70;
+pub(super) const POS_PROPS_LEN: usize = 72;
 /// The CRC covers everything after the CRC field.
-const CRC_FROM: usize = 12;
+pub(super) const CRC_FROM: usize = 12;
 
 /// Largest single string (topic, tag, key, property name or value), so that
 /// every length fits its u16 field.
@@ -284,270 +288,20 @@ pub fn pad_header(len: u32) -> [u8; PAD_MIN] {
     out
 }
 
-fn u16_at(buf: &[u8], pos: usize) -> u16 {
+pub(super) fn u16_at(buf: &[u8], pos: usize) -> u16 {
     buf.get(pos..pos + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
 }
 
-fn u32_at(buf: &[u8], pos: usize) -> u32 {
+pub(super) fn u32_at(buf: &[u8], pos: usize) -> u32 {
     buf.get(pos..pos + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-fn u64_at(buf: &[u8], pos: usize) -> u64 {
+pub(super) fn u64_at(buf: &[u8], pos: usize) -> u64 {
     buf.get(pos..pos + 8).map_or(0, |b| {
         let mut arr = [0u8; 8];
         arr.copy_from_slice(b);
         u64::from_le_bytes(arr)
     })
-}
-
-/// What lies at a position of a segment, as recovery sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scan {
-    /// A valid record of this many bytes.
-    Record(usize),
-    /// Padding: the segment's data ends here.
-    Pad,
-    /// Zeros (never written): the log ends here.
-    End,
-    /// A torn or damaged record: the log ends here and the rest is garbage.
-    Corrupt(String),
-}
-
-/// Classifies the bytes at the start of `buf` (which runs to the end of the
-/// segment or of what was read) at log offset `log_offset`.
-pub fn scan(buf: &[u8], log_offset: u64) -> Scan {
-    if buf.len() < PAD_MIN {
-        return if buf.iter().all(|b| *b == 0) {
-            Scan::End
-        } else {
-            Scan::Corrupt("non-zero bytes in a segment tail too short for a record".into())
-        };
-    }
-    let len = u32_at(buf, POS_LEN) as usize;
-    let magic = u32_at(buf, POS_MAGIC);
-    match magic {
-        0 if len == 0 => Scan::End,
-        PAD_MAGIC if len >= PAD_MIN && len <= buf.len() => Scan::Pad,
-        RECORD_MAGIC => match check(buf, log_offset) {
-            Ok(len) => Scan::Record(len),
-            Err(reason) => Scan::Corrupt(reason),
-        },
-        _ => Scan::Corrupt(format!("bad magic {magic:#x} with length {len}")),
-    }
-}
-
-/// Verifies the record at the start of `buf`: length, version, CRC, stored
-/// log offset and section lengths. Returns its length.
-pub fn check(buf: &[u8], log_offset: u64) -> Result<usize, String> {
-    let len = u32_at(buf, POS_LEN) as usize;
-    if len < HEADER_LEN {
-        return Err(format!("length {len} is shorter than a header"));
-    }
-    let Some(record) = buf.get(..len) else {
-        return Err(format!("record of {len} bytes is cut short at {}", buf.len()));
-    };
-    if u32_at(record, POS_MAGIC) != RECORD_MAGIC {
-        return Err("bad magic".into());
-    }
-    let stored_crc = u32_at(record, POS_CRC);
-    let crc = record.get(CRC_FROM..).map_or(0, crc32c::crc32c);
-    if crc != stored_crc {
-        return Err(format!("crc mismatch: stored {stored_crc:#x}, computed {crc:#x}"));
-    }
-    let version = record.get(POS_VERSION).copied().unwrap_or(0);
-    if version != FORMAT_VERSION {
-        return Err(format!("unknown format version {version}"));
-    }
-    let stored_offset = u64_at(record, POS_LOG_OFFSET);
-    if stored_offset != log_offset {
-        return Err(format!("record says log offset {stored_offset}, found at {log_offset}"));
-    }
-    let sections = usize::from(u16_at(record, POS_TOPIC_LEN))
-        + u32_at(record, POS_BODY_LEN) as usize
-        + usize::from(u16_at(record, POS_TAGS_LEN))
-        + usize::from(u16_at(record, POS_KEYS_LEN))
-        + u32_at(record, POS_PROPS_LEN) as usize;
-    if HEADER_LEN + sections != len {
-        return Err(format!("sections add up to {} but length is {len}", HEADER_LEN + sections));
-    }
-    Ok(len)
-}
-
-/// The fixed fields of a record, enough to rebuild a consume-queue entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordHead {
-    /// Total length.
-    pub len: u32,
-    /// Flags.
-    pub flags: u32,
-    /// Queue id.
-    pub queue_id: u32,
-    /// Offset in its queue.
-    pub queue_offset: u64,
-    /// Offset in the commit log.
-    pub log_offset: u64,
-    /// Producer's timestamp.
-    pub born_ts: i64,
-    /// Broker's timestamp.
-    pub store_ts: i64,
-    /// Tag hash.
-    pub tag_hash: u64,
-}
-
-/// Reads the fixed fields of an already checked record.
-pub fn head(buf: &[u8]) -> RecordHead {
-    RecordHead {
-        len: u32_at(buf, POS_LEN),
-        flags: u32_at(buf, POS_FLAGS),
-        queue_id: u32_at(buf, POS_QUEUE_ID),
-        queue_offset: u64_at(buf, POS_QUEUE_OFFSET),
-        log_offset: u64_at(buf, POS_LOG_OFFSET),
-        born_ts: u64_at(buf, POS_BORN_TS) as i64,
-        store_ts: u64_at(buf, POS_STORE_TS) as i64,
-        tag_hash: u64_at(buf, POS_TAG_HASH),
-    }
-}
-
-/// The topic of an already checked record.
-pub fn topic(buf: &[u8]) -> &str {
-    let len = usize::from(u16_at(buf, POS_TOPIC_LEN));
-    buf.get(HEADER_LEN..HEADER_LEN + len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
-}
-
-/// A record decoded in full.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodedRecord {
-    /// The fixed fields.
-    pub head: RecordHead,
-    /// The message as produced.
-    pub message: Message,
-}
-
-/// A checked record's fields, borrowed from its bytes: what a pull encodes
-/// its answer from without building the owned [`Message`].
-#[derive(Debug, Clone, Copy)]
-pub struct RecordView<'a> {
-    /// The fixed fields.
-    pub head: RecordHead,
-    /// The topic.
-    pub topic: &'a str,
-    /// The tag (`None` when empty).
-    pub tags: Option<&'a str>,
-    /// The body.
-    pub body: &'a [u8],
-    keys: &'a [u8],
-    properties: &'a [u8],
-}
-
-impl<'a> RecordView<'a> {
-    /// The keys, in stored order.
-    pub fn keys(&self) -> impl Iterator<Item = Result<&'a str, String>> + 'a {
-        Strings(self.keys)
-    }
-
-    /// The properties as (name, value), in stored order (a foreign client
-    /// may have sent them unsorted, or a name twice); `Err` names a broken
-    /// string or a name without a value.
-    pub fn properties(&self) -> impl Iterator<Item = Result<(&'a str, &'a str), String>> + 'a {
-        let mut strings = Strings(self.properties);
-        std::iter::from_fn(move || {
-            let name = strings.next()?;
-            Some(match (name, strings.next()) {
-                (Ok(name), Some(Ok(value))) => Ok((name, value)),
-                (Err(e), _) | (_, Some(Err(e))) => Err(e),
-                (Ok(_), None) => Err("property without a value".into()),
-            })
-        })
-    }
-}
-
-/// The length-prefixed strings of a keys or properties section.
-struct Strings<'a>(&'a [u8]);
-
-impl<'a> Iterator for Strings<'a> {
-    type Item = Result<&'a str, String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let Some(bytes) = self.0.get(2..2 + usize::from(u16_at(self.0, 0))) else {
-            self.0 = &[];
-            return Some(Err("string runs past its section".into()));
-        };
-        self.0 = &self.0[2 + bytes.len()..];
-        Some(std::str::from_utf8(bytes).map_err(|_| "string is not UTF-8".to_string()))
-    }
-}
-
-/// Reads a checked record's fields in place; `Err` names the broken field.
-/// Keys and properties are checked as they are read ([`RecordView::keys`],
-/// [`RecordView::properties`]), in one pass.
-pub fn view(buf: &[u8]) -> Result<RecordView<'_>, String> {
-    if buf.len() < HEADER_LEN {
-        return Err(format!("record of {} bytes is shorter than its header", buf.len()));
-    }
-    let mut pos = HEADER_LEN;
-    let mut take = |len: usize| -> Result<&[u8], String> {
-        let part =
-            buf.get(pos..pos + len).ok_or_else(|| format!("section at {pos} of {len} bytes runs past the record"))?;
-        pos += len;
-        Ok(part)
-    };
-    let utf8 = |bytes, what: &str| std::str::from_utf8(bytes).map_err(|_| format!("{what} is not UTF-8"));
-    let topic = utf8(take(usize::from(u16_at(buf, POS_TOPIC_LEN)))?, "topic")?;
-    let tags = utf8(take(usize::from(u16_at(buf, POS_TAGS_LEN)))?, "tags")?;
-    let keys = take(usize::from(u16_at(buf, POS_KEYS_LEN)))?;
-    let properties = take(u32_at(buf, POS_PROPS_LEN) as usize)?;
-    let body = take(u32_at(buf, POS_BODY_LEN) as usize)?;
-    Ok(RecordView { head: head(buf), topic, tags: (!tags.is_empty()).then_some(tags), body, keys, properties })
-}
-
-/// Decodes a checked record into its fields; `Err` names the broken field.
-pub fn decode(buf: &[u8]) -> Result<DecodedRecord, String> {
-    let view = view(buf)?;
-    Ok(DecodedRecord {
-        head: view.head,
-        message: Message {
-            topic: view.topic.to_string(),
-            tags: view.tags.map(str::to_string),
-            keys: view.keys().map(|k| k.map(str::to_string)).collect::<Result<_, _>>()?,
-            // Collected, a name given twice keeps its last value.
-            properties: view
-                .properties()
-                .map(|p| p.map(|(k, v)| (k.to_string(), v.to_string())))
-                .collect::<Result<_, _>>()?,
-            body: view.body.to_vec(),
-            born_ts: view.head.born_ts,
-        },
-    })
-}
-
-impl DecodedRecord {
-    /// The record as a consumer sees it, stored at `log_offset` by the broker
-    /// at `broker`. Copies the broker made (delayed, retried, dead-lettered,
-    /// committed) carry the id of the message the producer sent.
-    pub fn to_stored_message(self, broker: std::net::SocketAddr, log_offset: u64, queue_offset: u64) -> StoredMessage {
-        let props = &self.message.properties;
-        let (origin, reconsume_times) = lineage(log_offset, |name| props.get(name).map(String::as_str));
-        StoredMessage {
-            msg_id: MessageId { broker, log_offset: origin }.to_hex(),
-            queue: self.head.queue_id,
-            queue_offset,
-            log_offset,
-            store_ts: self.head.store_ts,
-            flags: self.head.flags,
-            reconsume_times,
-            message: self.message,
-        }
-    }
-}
-
-/// Where the message at `log_offset` was first stored (its id names that
-/// record) and how often it was retried, from its properties.
-pub fn lineage<'a>(log_offset: u64, property: impl Fn(&str) -> Option<&'a str>) -> (u64, u32) {
-    let origin = property(PROP_ORIGIN_LOG_OFFSET).and_then(|o| o.parse().ok()).unwrap_or(log_offset);
-    (origin, property(PROP_RECONSUME_TIMES).and_then(|n| n.parse().ok()).unwrap_or(0))
 }
 
 #[cfg(test)]
