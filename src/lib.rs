@@ -1,18 +1,31 @@
 //! brook: a RocketMQ-style message broker.
 //!
 //! # Layout
-//! - [`config`]: layered configuration (defaults, TOML, `BROOK_*` env).
-//! - [`store`]: the storage engine — commit-log records and segments,
-//!   consume queues, checkpoint, recovery, retention, the topic table.
-//! - [`io`]: the writer backends (io_uring; pwritev + fdatasync).
-//! - [`actors`]: the WriterActor (group commit), one QueueActor per queue,
-//!   the Housekeeper (checkpoints, retention) and the registry finding them.
-//! - [`server`]: listener, connections and request dispatch.
-//! - [`broker`]: assembling all of it and the ordered shutdown.
-//! - [`delay`]: delay levels and exact delivery times as producers ask.
-//! - [`filter`]: tag expressions.
+//! Layers import downward only: `brook_proto` ← {[`config`], [`error`],
+//! [`clock`]} ← [`io`] ← [`store`] ← [`actors`] ← [`server`] ← [`broker`] ←
+//! `main.rs`.
+//!
+//! - [`config`]: layered configuration (defaults, TOML, `BROOK_*` env),
+//!   checked per section.
+//! - [`error`]: the broker's error type and its one mapping to wire codes.
 //! - [`clock`]: time behind a trait, for tests.
-//! - [`error`]: the broker's error type and its wire codes.
+//! - [`logging`]: slog to stderr, readable or JSON.
+//! - [`failpoint`]: the crash tests' stall at a named step (feature
+//!   `failpoints` only).
+//! - [`delay`]: delay levels and exact delivery times as producers ask.
+//! - [`filter`]: tag expressions; [`filter::sql`] the SQL92 property filter.
+//! - [`io`]: the writer backends (io_uring; pwritev + fdatasync; a
+//!   fault-injecting one for tests).
+//! - [`store`]: the storage engine — commit-log records and segments,
+//!   consume queues, checkpoint, recovery, retention, the key index, topic
+//!   table, group offsets, timer buckets and progress files.
+//! - [`actors`]: the append pipeline (appender → queue actors → writer) and
+//!   every actor that owns state: consumer groups, housekeeper, indexer,
+//!   delay schedulers, timer wheel, transaction checker; the registries that
+//!   find them.
+//! - [`server`]: listener, connections, dispatch and one handler file per
+//!   request area.
+//! - [`broker`]: assembling all of it and the ordered shutdown.
 //!
 //! The wire types live in the `brook-proto` crate, shared with the client.
 

@@ -122,7 +122,7 @@ impl QueueRegistry {
         self.queue_handle(topic, queue).spec
     }
 
-    /// [`Registry::queue`] with the queue's spec.
+    /// [`QueueRegistry::queue`] with the queue's spec.
     pub fn queue_handle(&self, topic: &str, queue: u32) -> QueueHandle {
         if let Some(queues) = self.queues.get(topic) {
             return live_or_start(&queues, &queue, || self.start_queue(topic, queue));

@@ -140,7 +140,7 @@ impl ActiveQueues {
 /// Entries of every write the writer has answered are already appended, so
 /// a barrier sent after a `Sync` covers everything below its position.
 ///
-/// The visits run in slices of [`VISITS_PER_SLICE`] queues (about half a
+/// The visits run in slices of `VISITS_PER_SLICE` queues (about half a
 /// millisecond), yielding in between: this thread is also the writer's, and
 /// 50,000 visits take 17–30 ms. A queue visited late has only more entries,
 /// all above the ones the barrier must cover, so a later visit answers for

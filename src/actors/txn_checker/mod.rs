@@ -24,7 +24,7 @@
 //! until the future hands it back (`ctx.wait`, `AtomicResponse`): requests,
 //! ticks and recovery run one at a time, in order, and nothing is answered
 //! from a half-built table.//!
-//! Files: [`checker`] (the state and each operation on it), [`recover`]
+//! Files: `checker` (the state and each operation on it), `recover`
 //! (rebuilding the state at start, finishing interrupted commits).
 
 mod checker;

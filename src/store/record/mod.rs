@@ -5,7 +5,7 @@
 //! the message. The queue actor patches in the queue offset, and the writer
 //! patches in the commit-log offset and store time and then computes the CRC,
 //! so the io thread only moves bytes and checksums. Reading — the scan
-//! recovery does, checks and decoding — is in [`read`].
+//! recovery does, checks and decoding — is in `read.rs`.
 
 mod read;
 
