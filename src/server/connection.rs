@@ -16,8 +16,9 @@
 
 use crate::actors::consumer_group::ClientHandle;
 use crate::server::context::{BrokerCore, ConnInfo};
-use crate::server::dispatch::{self, Reply};
+use crate::server::dispatch;
 use crate::server::handlers::send::{self, SendBody, SendRequest};
+use crate::server::handlers::Reply;
 use brook_proto::{
     BrokerCodec, CodecError, ErrorCode, Frame, Incoming, Outbound, Request, Response, WireError, PROTOCOL_VERSION,
 };

@@ -3,12 +3,10 @@
 //! error mapping belong to the handlers.
 
 use crate::server::context::{BrokerCore, ConnInfo};
-use crate::server::handlers::{groups, pull, query, retry, send, topics, trace, txn};
+use crate::server::handlers::pull::PulledAnswer;
+use crate::server::handlers::{groups, pull, query, retry, send, topics, trace, txn, Reply};
 use brook_proto::request::QueueRef;
-use brook_proto::{ErrorCode, Frame, Outbound, PulledFrame, Request, Response, WireError};
-
-/// What a request is answered with: a response or why not.
-pub type Reply = Result<Response, WireError>;
+use brook_proto::{ErrorCode, Frame, Outbound, Request, Response, WireError};
 
 /// How a request's answer goes out.
 pub enum Answer {
@@ -16,15 +14,6 @@ pub enum Answer {
     Reply(Reply),
     /// A pull's answer, encoded already but for the request id.
     Pulled(PulledAnswer),
-}
-
-/// A pull's messages in their frame, and the queue's offsets (next, min,
-/// max).
-pub struct PulledAnswer {
-    /// The messages, encoded.
-    pub frame: PulledFrame,
-    /// Next offset to pull, smallest and one past the largest stored.
-    pub offsets: (u64, u64, u64),
 }
 
 impl Answer {

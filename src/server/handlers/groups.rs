@@ -4,7 +4,7 @@ use crate::actors::consumer_group::{Beat, Commit, Describe, Fetch, Leave, Lock, 
 use crate::actors::queue::{OffsetAtTime, Range};
 use crate::error::Error;
 use crate::server::context::{BrokerCore, ConnInfo};
-use crate::server::dispatch::Reply;
+use crate::server::handlers::Reply;
 use brook_proto::names::validate_name;
 use brook_proto::request::{ConsumeMode, Heartbeat, QueueOffset, QueueRef, ResetTo, Subscription};
 use brook_proto::system::retry_topic;

@@ -23,7 +23,10 @@ pub mod txn;
 use crate::error::Error;
 use crate::server::context::BrokerCore;
 use brook_proto::names::validate_name;
-use brook_proto::WireError;
+use brook_proto::{Response, WireError};
+
+/// What a request is answered with: a response or why not.
+pub type Reply = Result<Response, WireError>;
 
 /// The topic's queue count, or the error a request naming it gets.
 pub(crate) fn topic_queues(core: &BrokerCore, topic: &str) -> Result<u32, WireError> {

@@ -7,7 +7,6 @@ use crate::error::Error;
 use crate::filter::sql::{Expr, Fields};
 use crate::filter::TagFilter;
 use crate::server::context::BrokerCore;
-use crate::server::dispatch::PulledAnswer;
 use crate::server::handlers::{check_queue, query, topic_queues};
 use crate::store::commitlog::LogReader;
 use crate::store::consume_queue::CqEntry;
@@ -16,6 +15,15 @@ use brook_proto::{MessageId, MessageOut, PulledFrame, StoredMessageOut, WireErro
 use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A pull's messages in their frame, and the queue's offsets (next, min,
+/// max).
+pub struct PulledAnswer {
+    /// The messages, encoded.
+    pub frame: PulledFrame,
+    /// Next offset to pull, smallest and one past the largest stored.
+    pub offsets: (u64, u64, u64),
+}
 
 /// Longest a pull may be parked.
 pub const MAX_LONG_POLL_MS: u64 = 120_000;

@@ -7,7 +7,7 @@ use crate::actors::queue::OffsetAtTime;
 use crate::error::Error;
 use crate::filter::sql::{self, Expr};
 use crate::server::context::BrokerCore;
-use crate::server::dispatch::Reply;
+use crate::server::handlers::Reply;
 use brook_proto::names::validate_name;
 use brook_proto::request::QueueOffset;
 use brook_proto::{MessageId, Response, WireError};

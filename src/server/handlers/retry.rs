@@ -11,7 +11,7 @@ use crate::actors::scheduler::entries_from;
 use crate::delay::Delay;
 use crate::error::Error;
 use crate::server::context::BrokerCore;
-use crate::server::dispatch::Reply;
+use crate::server::handlers::Reply;
 use crate::store::record;
 use brook_proto::names::validate_name;
 use brook_proto::request::StoredAck;

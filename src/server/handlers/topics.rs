@@ -3,8 +3,8 @@
 use crate::actors::queue::{Destroy, Range};
 use crate::error::Error;
 use crate::server::context::BrokerCore;
-use crate::server::dispatch::Reply;
 use crate::server::handlers::topic_queues;
+use crate::server::handlers::Reply;
 use brook_proto::names::validate_name;
 use brook_proto::request::{QueueStats, TopicInfo};
 use brook_proto::Response;

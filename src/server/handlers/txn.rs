@@ -5,7 +5,7 @@
 use crate::actors::txn_checker::{End, Report};
 use crate::error::Error;
 use crate::server::context::{BrokerCore, ConnInfo};
-use crate::server::dispatch::Reply;
+use crate::server::handlers::Reply;
 use brook_proto::names::validate_name;
 use brook_proto::request::TxnOutcome;
 use brook_proto::system::{

@@ -10,7 +10,7 @@ use crate::actors::queue::fanout::Placements;
 use crate::actors::queue::Placed;
 use crate::error::Error;
 use crate::server::context::{BrokerCore, ConnInfo};
-use crate::server::dispatch::Reply;
+use crate::server::handlers::Reply;
 use crate::server::handlers::{check_queue, topic_queues, trace, txn};
 use crate::store::record;
 use brook_proto::request::StoredAck;
