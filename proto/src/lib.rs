@@ -57,3 +57,27 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
 /// Hard ceiling for a configured maximum frame size; the bincode decode limit
 /// is derived from it so that no claimed length can force a larger allocation.
 pub const MAX_FRAME_BYTES_CEILING: usize = 64 << 20;
+
+/// What the wire-code tests of [`request`] and [`response`] share.
+#[cfg(test)]
+pub(crate) mod pinned {
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+    use std::fmt::Debug;
+
+    /// Checks that `values` hold one variant of each kind in code order,
+    /// that each encodes with its pinned code (its variant index) first,
+    /// and that each decodes back to itself.
+    pub(crate) fn assert_codes<T: Serialize + DeserializeOwned + PartialEq + Debug>(values: &[T], code: fn(&T) -> u32) {
+        let codes: Vec<u32> = values.iter().map(code).collect();
+        assert_eq!(codes, (0..values.len() as u32).collect::<Vec<_>>(), "one of each kind, in code order");
+        let config = bincode::config::standard();
+        for value in values {
+            let bytes = bincode::serde::encode_to_vec(value, config).expect("encode");
+            let (index, _): (u32, usize) = bincode::decode_from_slice(&bytes, config).expect("variant index");
+            assert_eq!(index, code(value), "{value:?}");
+            let (back, _): (T, usize) = bincode::serde::decode_from_slice(&bytes, config).expect("decode");
+            assert_eq!(&back, value);
+        }
+    }
+}

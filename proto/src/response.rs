@@ -199,15 +199,6 @@ mod tests {
             Response::Messages(vec![]),
             Response::QueueOffsets(vec![]),
         ];
-        let codes: Vec<u32> = responses.iter().map(pinned).collect();
-        assert_eq!(codes, (0..responses.len() as u32).collect::<Vec<_>>(), "one response of each kind, in order");
-        let config = bincode::config::standard();
-        for response in &responses {
-            let bytes = bincode::serde::encode_to_vec(response, config).expect("encode");
-            let (code, _): (u32, usize) = bincode::decode_from_slice(&bytes, config).expect("variant index");
-            assert_eq!(code, pinned(response), "{response:?}");
-            let (back, _): (Response, usize) = bincode::serde::decode_from_slice(&bytes, config).expect("decode");
-            assert_eq!(&back, response);
-        }
+        crate::pinned::assert_codes(&responses, pinned);
     }
 }
