@@ -12,7 +12,8 @@ use std::hint::black_box;
 
 fn send_frame(messages: usize) -> Frame {
     let msg = Message::new("bench", vec![b'x'; 128]).with_tags("TagA").with_key("order-1");
-    Frame::Request { id: 1, body: Request::Send { topic: "bench".into(), queue: 0, messages: vec![msg; messages] } }
+    let body = Request::Send { topic: "bench".into(), queue: 0, messages: vec![msg; messages], producer: None };
+    Frame::Request { id: 1, body }
 }
 
 fn wire(c: &mut Criterion) {

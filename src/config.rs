@@ -48,6 +48,12 @@ pub struct Config {
     /// Trace every message (as if each producer had tracing on).
     /// Default: false.
     pub trace: bool,
+    /// An idempotent producer that sent nothing for this long is forgotten
+    /// (its sequence state dropped). Default: 86,400,000 ms (24 h).
+    pub producer_idle_expiry_ms: u64,
+    /// Most idempotent producers whose sequence state is kept; a new one's
+    /// send is refused with `TooManyProducers` beyond it. Default: 100,000.
+    pub max_producers: usize,
 }
 
 pub use brook_proto::time::parse_duration_ms;
@@ -201,6 +207,8 @@ impl Default for Config {
             transaction_check_interval: "30s".into(),
             transaction_check_max: 15,
             trace: false,
+            producer_idle_expiry_ms: 86_400_000,
+            max_producers: 100_000,
         }
     }
 }
@@ -321,6 +329,9 @@ impl Config {
             return Err(Error::Config("max_delay must be positive".into()));
         }
         self.server.sanitize(&mut warnings)?;
+        if self.max_producers == 0 {
+            return Err(Error::Config("max_producers must be positive".into()));
+        }
         self.listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| Error::Config(format!("listen {:?}: {e}", self.listen)))?;

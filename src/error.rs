@@ -90,6 +90,31 @@ pub enum Error {
     /// An actor mailbox was closed or full.
     #[error("broker busy: {0}")]
     Busy(String),
+    /// An idempotent send skipped a sequence number; nothing was stored.
+    #[error("sequence {got} is out of order: the next one expected is {expected}")]
+    OutOfOrderSequence {
+        /// The send's first sequence number.
+        got: u32,
+        /// The one expected.
+        expected: u32,
+    },
+    /// An idempotent send under an epoch older than the producer's latest.
+    #[error("producer epoch {epoch} is fenced: epoch {latest} has started")]
+    ProducerFenced {
+        /// The send's epoch.
+        epoch: u32,
+        /// The latest seen.
+        latest: u32,
+    },
+    /// A repeated sequence whose original answer is no longer kept.
+    #[error("sequence {sequence} was stored before; its answer is no longer kept")]
+    DuplicateSequence {
+        /// The repeated sequence.
+        sequence: u32,
+    },
+    /// The producer table is full.
+    #[error("the broker keeps state for at most {0} idempotent producers (max_producers)")]
+    TooManyProducers(usize),
 }
 
 impl Error {
@@ -135,11 +160,17 @@ impl From<Error> for WireError {
             Error::MessageNotFound(_) => ErrorCode::MessageNotFound,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::Busy(_) => ErrorCode::BrokerBusy,
+            Error::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            Error::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+            Error::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
+            Error::TooManyProducers(_) => ErrorCode::TooManyProducers,
         };
         let wire = WireError::new(code, err.to_string());
         match err {
             Error::BelowRetained { min, .. } => wire.with_detail(min),
             Error::BeyondEnd { max, .. } => wire.with_detail(max),
+            Error::OutOfOrderSequence { expected, .. } => wire.with_detail(u64::from(expected)),
+            Error::ProducerFenced { latest, .. } => wire.with_detail(u64::from(latest)),
             _ => wire,
         }
     }

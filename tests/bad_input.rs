@@ -5,36 +5,13 @@
 
 mod common;
 
-use brook_proto::codec::decode_body;
 use brook_proto::{ErrorCode, Frame, Message, Request, Response, PROTOCOL_VERSION};
+use common::raw::{frame_bytes, hello, raw, read_frame};
 use common::{base_env, drain_queue, Brookd};
 use rand::{Rng, SeedableRng};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-
-fn raw(addr: &str) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    stream
-}
-
-fn frame_bytes(frame: &Frame) -> Vec<u8> {
-    brook_proto::codec::encode_frame(frame).expect("encode")
-}
-
-fn hello(version: u16) -> Vec<u8> {
-    frame_bytes(&Frame::Request { id: 1, body: Request::Hello { version, client_id: "raw".into() } })
-}
-
-/// Reads one frame, or `None` if the broker closed the connection.
-fn read_frame(stream: &mut TcpStream) -> Option<Frame> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut body).ok()?;
-    Some(decode_body(&body).expect("the broker sends well-formed frames"))
-}
 
 fn error_code(frame: Option<Frame>) -> Option<ErrorCode> {
     match frame {
@@ -97,6 +74,7 @@ async fn bad_frames_get_clear_errors_and_change_nothing() {
                     topic: "safe".into(),
                     queue: 0,
                     messages: vec![Message::new("safe", b"never".to_vec())],
+                    producer: None,
                 },
             })
         };
@@ -151,6 +129,7 @@ async fn bad_frames_get_clear_errors_and_change_nothing() {
                 topic: "safe".into(),
                 queue: 0,
                 messages: vec![Message::new("safe", b"cut".to_vec())],
+                producer: None,
             },
         });
         s.write_all(&whole[..whole.len() - 3]).expect("write");
@@ -230,6 +209,7 @@ async fn sends_read_together_are_answered_one_by_one_in_order() {
         topic: topic.into(),
         queue,
         messages: vec![Message::new(topic, body)],
+        producer: None,
     };
     for id in 10..130u64 {
         let (request, outcome) = match id % 9 {
@@ -307,13 +287,15 @@ async fn sends_read_together_are_answered_one_by_one_in_order() {
 /// A send whose one message carries `properties` in the given order, as a
 /// client not built on brook's `Message` (whose map sorts them) may send.
 fn send_with_properties(id: u64, topic: &str, properties: &[(&str, &str)]) -> Vec<u8> {
-    let empty = Request::Send { topic: topic.into(), queue: 0, messages: Vec::new() };
+    let empty = Request::Send { topic: topic.into(), queue: 0, messages: Vec::new(), producer: None };
     let mut body = frame_bytes(&Frame::Request { id, body: empty });
-    // The empty send's bytes end with its message count, a lone 0.
-    assert_eq!(body.pop(), Some(0));
+    // The empty send's bytes end with its message count, a lone 0, and
+    // its producer, `None` (another 0).
+    assert_eq!((body.pop(), body.pop()), (Some(0), Some(0)));
     body.push(1);
     let msg = brook_proto::MessageOut { topic: "", tags: None, keys: &["k"], properties, body: b"foreign", born_ts: 1 };
     body.extend(bincode::serde::encode_to_vec(&msg, bincode::config::standard()).expect("encode"));
+    body.push(0);
     let len = (body.len() - 4) as u32;
     body[..4].copy_from_slice(&len.to_be_bytes());
     body

@@ -5,7 +5,7 @@
 
 use crate::error::ClientError;
 use brook_proto::request::{PullResult, SendAck};
-use brook_proto::{Frame, FrameCodec, Message, Request, Response, PROTOCOL_VERSION};
+use brook_proto::{Frame, FrameCodec, Message, ProducerSeq, Request, Response, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::future::Future;
@@ -256,12 +256,27 @@ impl Connection {
     }
 
     /// Stores messages into one queue, in order; one ack per message. Like
-    /// [`Connection::request`], the send leaves when this is called.
+    /// [`Connection::request`], the send leaves when this is called: sends
+    /// called one after another on a connection are stored in that order.
     pub fn send(
         &self,
         topic: &str,
         queue: u32,
+        messages: Vec<Message>,
+    ) -> impl Future<Output = Result<Vec<SendAck>, ClientError>> + Send + 'static {
+        self.send_as(topic, queue, messages, None)
+    }
+
+    /// [`Connection::send`] as an idempotent producer: `producer` names the
+    /// producer, its epoch on this queue and the first message's sequence
+    /// number. The broker stores a sequence once: a repeat is answered with
+    /// the original acks.
+    pub fn send_as(
+        &self,
+        topic: &str,
+        queue: u32,
         mut messages: Vec<Message>,
+        producer: Option<ProducerSeq>,
     ) -> impl Future<Output = Result<Vec<SendAck>, ClientError>> + Send + 'static {
         // A message naming the send's own topic travels without it (the
         // broker reads an empty topic as the send's), as RocketMQ's batches
@@ -271,7 +286,7 @@ impl Connection {
                 msg.topic = String::new();
             }
         }
-        let answer = self.request(Request::Send { topic: topic.into(), queue, messages });
+        let answer = self.request(Request::Send { topic: topic.into(), queue, messages, producer });
         let broker = self.broker_addr;
         async move {
             match answer.await? {

@@ -194,7 +194,7 @@ impl Producer {
         if msg.born_ts == 0 {
             msg.born_ts = now_ms();
         }
-        self.conn().await?.oneway(Request::Send { topic, queue, messages: vec![msg] }).await
+        self.conn().await?.oneway(Request::Send { topic, queue, messages: vec![msg], producer: None }).await
     }
 
     /// Sends to the queue `sharding_key` hashes to; never to another queue.

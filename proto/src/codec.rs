@@ -408,6 +408,7 @@ mod tests {
                 topic: "t".into(),
                 queue: 1,
                 messages: vec![Message::new("t", b"hello".to_vec()).with_key("k")],
+                producer: None,
             },
         }
     }
@@ -506,8 +507,12 @@ mod tests {
             .with_key("k3")
             .with_property("b", "2")
             .with_property("a", "1");
-        let send =
-            Request::Send { topic: "t".into(), queue: 3, messages: vec![message.clone(), Message::new("", vec![])] };
+        let send = Request::Send {
+            topic: "t".into(),
+            queue: 3,
+            messages: vec![message.clone(), Message::new("", vec![])],
+            producer: Some(crate::ProducerSeq { producer_id: 9, epoch: 2, sequence: 70_000 }),
+        };
         let mut frames: Vec<(Frame, Option<u64>)> = [0, 250, 251, 65_536, u64::MAX]
             .into_iter()
             .map(|id| (Frame::Request { id, body: send.clone() }, Some(id)))
@@ -528,6 +533,10 @@ mod tests {
                     assert_eq!(fields.messages[0].to_message(), message);
                     assert_eq!(fields.messages[0].property("a"), Some("1"));
                     assert_eq!(fields.messages[1].to_message(), Message::new("", vec![]));
+                    assert_eq!(
+                        fields.producer,
+                        Some(crate::ProducerSeq { producer_id: 9, epoch: 2, sequence: 70_000 })
+                    );
                 }
                 other => panic!("expected a send, got {other:?}"),
             }
@@ -566,7 +575,8 @@ mod tests {
             decode_send(&body),
             Err(CodecError::TooManyMessages { count, max }) if count == 1 << 32 && max == crate::MAX_SEND_MESSAGES
         ));
-        let three = Request::Send { topic: "t".into(), queue: 0, messages: vec![Message::new("", vec![]); 3] };
+        let three =
+            Request::Send { topic: "t".into(), queue: 0, messages: vec![Message::new("", vec![]); 3], producer: None };
         let mut buf = BytesMut::new();
         FrameCodec::default().encode(Frame::Oneway { body: three }, &mut buf).expect("encode");
         let Some(Incoming::Send { body, .. }) = BrokerCodec::new(1 << 20).decode(&mut buf).expect("decode") else {

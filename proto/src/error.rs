@@ -50,6 +50,19 @@ pub enum ErrorCode {
     Internal = 19,
     /// A request needs a capability the broker has switched off.
     NotSupported = 20,
+    /// An idempotent send's sequence is past the next one the broker
+    /// expects for its producer and queue (an earlier send is missing);
+    /// nothing was stored. `detail` is the sequence expected.
+    OutOfOrderSequence = 21,
+    /// An idempotent send carries an epoch older than its producer's latest
+    /// on that queue: a stale retry; nothing was stored.
+    ProducerFenced = 22,
+    /// An idempotent send repeats a sequence stored so long ago that its
+    /// original answer is no longer kept: it was stored once, not again.
+    DuplicateSequence = 23,
+    /// The broker keeps sequence state for its maximum number of producers
+    /// (`max_producers`); a new producer's send is refused.
+    TooManyProducers = 24,
 }
 
 impl ErrorCode {
@@ -57,7 +70,7 @@ impl ErrorCode {
     /// [`ErrorCode::Unknown`] so an old client survives a newer broker.
     pub fn from_u32(code: u32) -> Self {
         use ErrorCode::*;
-        const ALL: [ErrorCode; 21] = [
+        const ALL: [ErrorCode; 25] = [
             Unknown,
             UnsupportedVersion,
             HelloRequired,
@@ -79,6 +92,10 @@ impl ErrorCode {
             ShuttingDown,
             Internal,
             NotSupported,
+            OutOfOrderSequence,
+            ProducerFenced,
+            DuplicateSequence,
+            TooManyProducers,
         ];
         ALL.iter().copied().find(|c| *c as u32 == code).unwrap_or(Unknown)
     }
@@ -141,7 +158,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_unknown_maps_to_unknown() {
-        for n in 0..=20 {
+        for n in 0..=24 {
             assert_eq!(ErrorCode::from_u32(n) as u32, n);
         }
         assert_eq!(ErrorCode::from_u32(9999), ErrorCode::Unknown);

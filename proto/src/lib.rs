@@ -16,6 +16,7 @@
 //! - [`msg_id`]: message ids that decode to a broker address and a commit-log
 //!   offset.
 //! - [`names`]: validation rules for topic and group names.
+//! - [`producer`]: the idempotent producer's id, epoch and sequence.
 //! - [`hash`]: the string hash (tag hashes, sharding keys).
 //! - [`system`]: reserved topics and properties (delays, retries, dead
 //!   letters).
@@ -30,6 +31,7 @@ pub mod hash;
 pub mod message;
 pub mod msg_id;
 pub mod names;
+pub mod producer;
 pub mod request;
 pub mod response;
 pub mod system;
@@ -41,12 +43,14 @@ pub use error::{ErrorCode, WireError};
 pub use frame::Frame;
 pub use message::{Message, MessageOut, MessageRef, PropertiesRef, StoredMessage, StoredMessageOut};
 pub use msg_id::MessageId;
+pub use producer::ProducerSeq;
 pub use request::{Request, Response, SendAck, SendRef, StoredAck};
 
 /// The protocol version a hello carries. A broker refuses versions it does not
-/// know with [`ErrorCode::UnsupportedVersion`]. 3: send answers carry log
-/// offsets, not message id strings.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// know with [`ErrorCode::UnsupportedVersion`]. 4: sends carry an idempotent
+/// producer's sequence, and `InitProducer` gives producers their ids. 3:
+/// send answers carry log offsets, not message id strings.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Most messages one send may carry.
 pub const MAX_SEND_MESSAGES: usize = 65_536;

@@ -12,6 +12,7 @@ pub use crate::response::*;
 pub use crate::txn::*;
 
 use crate::message::{Message, StoredMessage};
+use crate::producer::ProducerSeq;
 use serde::{Deserialize, Serialize};
 
 /// Everything a peer can ask. Append only: the variant index is the wire
@@ -52,6 +53,9 @@ pub enum Request {
         queue: u32,
         /// The messages (one for a plain send, many for a batch).
         messages: Vec<Message>,
+        /// An idempotent producer's id, epoch and first sequence number;
+        /// `None` for a plain send (stored every time it is sent).
+        producer: Option<ProducerSeq>,
     },
     /// Reads messages from a queue starting at an offset.
     Pull {
@@ -247,6 +251,9 @@ pub enum Request {
         /// Group name.
         group: String,
     },
+    /// Asks for a new idempotent producer id (answered with
+    /// `Response::Producer`).
+    InitProducer,
 }
 
 #[cfg(test)]
@@ -289,6 +296,7 @@ mod tests {
             Request::CheckTransaction { .. } => 26,
             Request::OffsetsReset { .. } => 27,
             Request::AssignmentChanged { .. } => 28,
+            Request::InitProducer => 29,
         }
     }
 
@@ -302,7 +310,12 @@ mod tests {
             Request::DeleteTopic { name: s() },
             Request::ListTopics,
             Request::DescribeTopic { name: s() },
-            Request::Send { topic: s(), queue: 0, messages: vec![Message::default()] },
+            Request::Send {
+                topic: s(),
+                queue: 0,
+                messages: vec![Message::default()],
+                producer: Some(ProducerSeq { producer_id: 1, epoch: 0, sequence: 0 }),
+            },
             Request::Pull {
                 topic: s(),
                 queue: 0,
@@ -340,6 +353,7 @@ mod tests {
             Request::CheckTransaction { group: group.clone(), msg_id: s(), message: Box::default() },
             Request::OffsetsReset { group: group.clone(), topic },
             Request::AssignmentChanged { group },
+            Request::InitProducer,
         ]
     }
 

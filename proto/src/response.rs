@@ -4,6 +4,7 @@
 use crate::consumer::{GroupInfo, QueueOffset, QueueRef};
 use crate::message::{MessageRef, StoredMessage};
 use crate::msg_id::MessageId;
+use crate::producer::ProducerSeq;
 use crate::txn::TxnReport;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -56,6 +57,13 @@ pub enum Response {
     Messages(Vec<StoredMessage>),
     /// An offset per queue.
     QueueOffsets(Vec<QueueOffset>),
+    /// A new idempotent producer's id and epoch.
+    Producer {
+        /// The id, unique on this broker for as long as its data dir lives.
+        producer_id: u64,
+        /// The epoch its sequences start in.
+        epoch: u32,
+    },
 }
 
 /// A topic and, when described, its queues.
@@ -92,6 +100,8 @@ pub struct SendRef<'a> {
     /// The messages.
     #[serde(borrow)]
     pub messages: Vec<MessageRef<'a>>,
+    /// An idempotent producer's sequence, if any.
+    pub producer: Option<ProducerSeq>,
 }
 
 /// Where one sent message was stored, as a send's answer carries it. Its id
@@ -175,6 +185,7 @@ mod tests {
             Response::Message(_) => 13,
             Response::Messages(_) => 14,
             Response::QueueOffsets(_) => 15,
+            Response::Producer { .. } => 16,
         }
     }
 
@@ -198,6 +209,7 @@ mod tests {
             Response::Message(Box::default()),
             Response::Messages(vec![]),
             Response::QueueOffsets(vec![]),
+            Response::Producer { producer_id: 1, epoch: 0 },
         ];
         crate::pinned::assert_codes(&responses, pinned);
     }

@@ -7,6 +7,7 @@
 //! offsets, acknowledgement and visibility by the same rules.
 
 use crate::actors::queue::fanout::{Part, Placements, Produce};
+use crate::actors::queue::idempotence::PartProducer;
 use crate::actors::queue::{Placed, QueueSpec};
 use crate::actors::queue_registry::QueueRegistry;
 use crate::delay::DelayPolicy;
@@ -14,10 +15,10 @@ use crate::error::{Error, Result};
 use crate::store::commitlog::{AppendBatch, LogReader};
 use crate::store::consume_queue::CqEntry;
 use crate::store::index::key_hash;
-use crate::store::record::{self, DecodedRecord, RecordSource};
+use crate::store::record::{self, DecodedRecord, RecordMeta, RecordSource};
 use crate::store::topics::TopicTable;
 use brook_proto::system::PROP_ORIGIN_LOG_OFFSET;
-use brook_proto::Message;
+use brook_proto::{Message, ProducerSeq};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -46,7 +47,14 @@ impl Encoded {
 
     /// Opens the next part: records for `spec`'s queue, number `queue`.
     pub fn begin(&mut self, spec: Arc<QueueSpec>, queue: u32) {
-        self.parts.push(Part { spec, records: 0 });
+        self.begin_as(spec, queue, None);
+    }
+
+    /// [`Encoded::begin`] for one idempotent producer's send: its records
+    /// carry the producer's id, epoch and their sequence numbers, and the
+    /// part is judged by them before it is admitted.
+    pub fn begin_as(&mut self, spec: Arc<QueueSpec>, queue: u32, producer: Option<PartProducer>) {
+        self.parts.push(Part { spec, records: 0, producer });
         self.queue = queue;
     }
 
@@ -56,7 +64,17 @@ impl Encoded {
             return Err(Error::InvalidArgument("a record needs a part to go to".into()));
         };
         let start = self.batch.buf.len();
-        if let Err(e) = record::encode_with_code(&mut self.batch.buf, msg, self.queue, 0, code) {
+        let producer = match &part.producer {
+            Some(p) => Some(ProducerSeq {
+                sequence: p.seq.of(part.records).ok_or_else(|| {
+                    Error::InvalidArgument("the sequence number passes 2^32: start a new epoch".into())
+                })?,
+                ..p.seq
+            }),
+            None => None,
+        };
+        let meta = RecordMeta { queue_id: self.queue, flags: 0, tag_code: code, producer };
+        if let Err(e) = record::encode_record(&mut self.batch.buf, msg, meta) {
             self.batch.buf.truncate(start);
             return Err(Error::InvalidArgument(e.to_string()));
         }

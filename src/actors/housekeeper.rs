@@ -84,7 +84,7 @@ struct Unreported {
 impl Drop for Unreported {
     fn drop(&mut self) {
         let ids = std::mem::take(&mut self.ids);
-        self.registry.tails_written(ids.into_iter().map(|id| (id, TailWrite::default())).collect(), false);
+        self.registry.tails_written(ids.into_iter().map(|id| (id, TailWrite::default())).collect(), None, false);
     }
 }
 
@@ -157,7 +157,7 @@ impl Housekeeper {
             // below it that an OS crash lost would leave a hole.
             let at = registry.writer().send(WriterSync).await??;
             let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
-            let Barriered { files, unwritten_from: unwritten, tails } =
+            let Barriered { files, unwritten_from: unwritten, tails, producers } =
                 visit_queues(&registry, final_stop, write_pos.saturating_sub(max_replay)).await?;
             let mut unreported =
                 Unreported { registry: registry.clone(), ids: tails.iter().map(|(id, _)| *id).collect() };
@@ -171,8 +171,10 @@ impl Housekeeper {
             // must replay the log from the oldest of them.
             let cq_durable_offset = unwritten.map_or(write_pos, |low| low.min(write_pos));
             let checkpoint = Checkpoint { cq_durable_offset, log_end: write_pos, last_store_ts, clean: final_stop };
+            let snapshot = producers.as_ref().map(|(generation, _)| *generation);
             let (stored, tails) = tokio::task::spawn_blocking(move || {
-                let stored = write_checkpoint(&paths, &tails, dirty, system_files.as_deref(), checkpoint);
+                let written = Written { tails: &tails, dirty, system_files: system_files.as_deref(), producers };
+                let stored = write_checkpoint(&paths, written, checkpoint);
                 (stored, tails)
             })
             .await
@@ -180,7 +182,7 @@ impl Housekeeper {
             // Written and synced, the tails leave the queues' memory; if not,
             // the next checkpoint writes them again.
             unreported.ids.clear();
-            registry.tails_written(tails, stored.is_ok());
+            registry.tails_written(tails, snapshot, stored.is_ok());
             stored.map_err(|e| Error::io("write checkpoint", e))?;
             // A crash recovery would now re-read the log from here: its
             // pages stay in the page cache (`store.log_cache_bytes`).
@@ -334,17 +336,25 @@ async fn visit_queues(registry: &QueueRegistry, final_stop: bool, replay_floor: 
     answer.await.map_err(|_| Error::ShuttingDown)?
 }
 
+/// What a checkpoint writes besides the checkpoint file.
+struct Written<'a> {
+    /// Aged tails the barrier left to it.
+    tails: &'a [(u64, TailWrite)],
+    /// Consume-queue files written since the last checkpoint.
+    dirty: Vec<PathBuf>,
+    /// The progress files of the system actors.
+    system_files: Option<&'a SystemFiles>,
+    /// The producer table's snapshot, if it changed.
+    producers: Option<(u64, Vec<u8>)>,
+}
+
 /// Writes what a checkpoint names durable, on the blocking pool: the aged
 /// tails the barrier left to it (the entries below `cq_durable_offset` must
 /// be in their files first), then fsyncs of every written consume-queue
-/// file and of the system files, then the checkpoint itself.
-fn write_checkpoint(
-    paths: &StorePaths,
-    tails: &[(u64, TailWrite)],
-    mut dirty: Vec<PathBuf>,
-    system_files: Option<&SystemFiles>,
-    checkpoint: Checkpoint,
-) -> std::io::Result<()> {
+/// file and of the system files, the producer state, then the checkpoint
+/// itself.
+fn write_checkpoint(paths: &StorePaths, written: Written<'_>, checkpoint: Checkpoint) -> std::io::Result<()> {
+    let Written { tails, mut dirty, system_files, producers } = written;
     for (_, tail) in tails {
         dirty.extend(tail.run()?);
     }
@@ -353,6 +363,12 @@ fn write_checkpoint(
     // copies a power loss could still take back.
     if let Some(files) = system_files {
         files.sync()?;
+    }
+    // Before the checkpoint: recovery replays the log from the checkpoint's
+    // position into this snapshot, which must hold at least everything
+    // below it.
+    if let Some((_, bytes)) = producers {
+        crate::store::write_atomically(&paths.producers(), &bytes)?;
     }
     checkpoint.store(&paths.checkpoint())
 }

@@ -134,7 +134,7 @@ impl QueueRegistry {
     fn start_queue(&self, topic: &str, queue: u32) -> QueueHandle {
         let spec = Arc::new(queue::QueueSpec::new(
             self.next_id.fetch_add(1, Ordering::Relaxed),
-            format!("{topic}/{queue}"),
+            (topic, queue),
             self.paths.queue_dir(topic, queue),
             (self.cq_per_file, self.segments.min_offset()),
             queue::QueueLinks {
@@ -160,11 +160,22 @@ impl QueueRegistry {
         self.fanout.do_send(queue::fanout::BarrierQueues { barrier, all });
     }
 
-    /// Tells the queues how a checkpoint's tail writes ended.
-    pub fn tails_written(&self, tails: Vec<(u64, crate::store::consume_queue::TailWrite)>, ok: bool) {
-        if !tails.is_empty() {
-            self.fanout.do_send(queue::fanout::TailsWritten { tails, ok });
+    /// Tells the queues how a checkpoint's tail writes ended, and which
+    /// change of the producer table its snapshot holds.
+    pub fn tails_written(
+        &self,
+        tails: Vec<(u64, crate::store::consume_queue::TailWrite)>,
+        producers: Option<u64>,
+        ok: bool,
+    ) {
+        if !tails.is_empty() || producers.is_some() {
+            self.fanout.do_send(queue::fanout::TailsWritten { tails, producers, ok });
         }
+    }
+
+    /// Hands the queues the producer table recovery built; before any send.
+    pub fn install_producers(&self, table: crate::store::producers::ProducerTable) {
+        self.fanout.do_send(queue::fanout::InstallProducers(table));
     }
 
     /// Forgets a topic's actors (after they were told to destroy

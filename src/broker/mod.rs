@@ -19,6 +19,7 @@ use crate::server::{listener, BrokerCore};
 use crate::store::checkpoint::{Checkpoint, DirLock};
 use crate::store::commitlog::{CommitLog, LogReader};
 use crate::store::index::{IndexShape, KeyIndex};
+use crate::store::producers::{ProducerIds, ProducerTable};
 use crate::store::recovery::{self, Recovered};
 use crate::store::retention::{DiskUsage, RetentionPolicy};
 use crate::store::segment::{self, Prealloc, SegmentSet};
@@ -45,6 +46,9 @@ pub struct OpenedStore {
     pub topics: Arc<TopicTable>,
     /// What recovery did.
     pub recovered: Recovered,
+    /// The idempotent producers' state, rebuilt (handed to the queues at
+    /// start).
+    pub producers: ProducerTable,
     /// The writer backend chosen.
     pub backend: ResolvedBackend,
     /// Why `auto` fell back, if it did.
@@ -61,7 +65,8 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
     let (backend, backend_note) =
         io::resolve(config.store.io_backend).ctx(|| "io_uring requested but unavailable".into())?;
     let segments = Arc::new(SegmentSet::new(paths.commitlog(), config.store.segment_bytes));
-    let recovered = recovery::recover(&paths, &segments, config.store.cq_entries_per_file)?;
+    let mut producers = load_producers(&paths, config)?;
+    let recovered = recovery::recover(&paths, &segments, config.store.cq_entries_per_file, &mut producers)?;
     let active = segments.base_of(recovered.write_pos);
     if segments.file(active).is_none() {
         // A fresh store: its first segment is prepared like every later one.
@@ -84,7 +89,18 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
     .store(&paths.checkpoint())
     .ctx(|| "write checkpoint".into())?;
     let topics = Arc::new(TopicTable::load(paths.topics())?);
-    Ok(OpenedStore { paths, segments, topics, recovered, backend, backend_note, lock })
+    Ok(OpenedStore { paths, segments, topics, recovered, producers, backend, backend_note, lock })
+}
+
+/// The idempotent producers' state as the last checkpoint saved it (empty
+/// without a snapshot), with the configured limits.
+fn load_producers(paths: &StorePaths, config: &Config) -> Result<ProducerTable> {
+    let (max, expiry) = (config.max_producers, config.producer_idle_expiry_ms);
+    match std::fs::read(paths.producers()) {
+        Ok(bytes) => ProducerTable::load(&bytes, max, expiry),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProducerTable::new(max, expiry)),
+        Err(e) => Err(Error::io(format!("read {}", paths.producers().display()), e)),
+    }
 }
 
 /// The running actors of a broker.
@@ -133,7 +149,7 @@ impl Running {
 
 /// Starts the actors over an opened store. Must run inside an actix system.
 pub async fn start(
-    store: OpenedStore,
+    mut store: OpenedStore,
     config: &Config,
     logger: slog::Logger,
     clock: Arc<dyn Clock>,
@@ -157,6 +173,8 @@ pub async fn start(
         store.segments.clone(),
         logger.clone(),
     ));
+    // Before any send can reach the queues.
+    registry.install_producers(std::mem::take(&mut store.producers));
     let index_arbiter = Arbiter::new();
     start_indexer(&store, config, &registry, &index_arbiter, &logger)?;
     let groups = Arc::new(GroupRegistry::new(
@@ -338,6 +356,7 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         delays: running.delays.clone(),
         appender: running.appender.clone(),
         producers: running.system.producers.clone(),
+        producer_ids: Arc::new(parking_lot::Mutex::new(ProducerIds::open(running.paths.producer_ids())?)),
         txn: running.system.txn.clone(),
         sql_cache: dashmap::DashMap::new(),
         stopping: stopping.clone(),

@@ -258,7 +258,9 @@ enum Work {
 impl Work {
     fn of(request: Request) -> Self {
         match request {
-            Request::Send { topic, queue, messages } => Work::Send(SendBody::Owned { topic, queue, messages }),
+            Request::Send { topic, queue, messages, producer } => {
+                Work::Send(SendBody::Owned { topic, queue, messages, producer })
+            }
             other => Work::Other(other),
         }
     }

@@ -35,6 +35,8 @@ pub struct BrokerCore {
     pub appender: crate::actors::appender::Appender,
     /// Connections of each producer group.
     pub producers: Arc<crate::actors::producer_registry::ProducerRegistry>,
+    /// Hands out idempotent producers' ids.
+    pub producer_ids: Arc<parking_lot::Mutex<crate::store::producers::ProducerIds>>,
     /// The transaction checker.
     pub txn: actix::Addr<crate::actors::txn_checker::TxnCheckerActor>,
     /// Property filters parsed so far, by text.

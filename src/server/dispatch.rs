@@ -4,6 +4,7 @@
 
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::handlers::pull::PulledAnswer;
+use crate::server::handlers::send::SendBody;
 use crate::server::handlers::{groups, pull, query, retry, send, topics, trace, txn, Reply};
 use brook_proto::request::QueueRef;
 use brook_proto::{ErrorCode, Frame, Outbound, Request, Response, WireError};
@@ -39,7 +40,9 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Ans
         Request::DeleteTopic { name } => topics::delete(core, &name).await,
         Request::ListTopics => topics::list(core),
         Request::DescribeTopic { name } => topics::describe(core, &name).await,
-        Request::Send { topic, queue, messages } => send::one(core, conn, topic, queue, messages).await,
+        Request::Send { topic, queue, messages, producer } => {
+            send::one(core, conn, SendBody::Owned { topic, queue, messages, producer }).await
+        }
         Request::Pull { topic, queue, offset, max_messages, max_bytes, tags, long_poll_ms, sql } => {
             let asked = pull::PullAsk { offset, max_messages, max_bytes, long_poll_ms };
             return match pull::pull(core, &topic, queue, asked, (tags.as_deref(), sql.as_deref())).await {
@@ -75,6 +78,7 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Ans
         Request::EndTransaction { group, msg_id, outcome, .. } => txn::end(core, &group, &msg_id, outcome).await,
         Request::ListTransactions => txn::list(core).await,
         Request::ReportTrace { group, traces } => trace::report(core, conn, &group, traces),
+        Request::InitProducer => send::init_producer(core).await,
         Request::CheckTransaction { .. } => {
             Err(WireError::new(ErrorCode::InvalidArgument, "CheckTransaction is sent by the broker, not to it"))
         }

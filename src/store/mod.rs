@@ -14,6 +14,8 @@
 //! timer/<bucket start ms>      pending exact-time messages due in that span
 //! txn/progress                 oldest unresolved half message, transaction counts
 //! index/<20-digit sequence>    key index files (slot table + chained entries)
+//! producers                    idempotent producers' sequence state (snapshot)
+//! config/producer-ids          the end of the block of producer ids handed out
 //! ```
 
 pub mod checkpoint;
@@ -22,6 +24,7 @@ pub mod consume_queue;
 pub mod fd_cache;
 pub mod group_state;
 pub mod index;
+pub mod producers;
 pub mod progress;
 pub mod record;
 pub mod recovery;
@@ -93,6 +96,16 @@ impl StorePaths {
     /// The key index.
     pub fn index(&self) -> PathBuf {
         self.root.join("index")
+    }
+
+    /// The idempotent producers' state snapshot.
+    pub fn producers(&self) -> PathBuf {
+        self.root.join("producers")
+    }
+
+    /// The producer id reservation.
+    pub fn producer_ids(&self) -> PathBuf {
+        self.root.join("config").join("producer-ids")
     }
 
     /// Creates the directories a store needs.

@@ -9,9 +9,11 @@
 use crate::error::{Error, IoContext, Result};
 use crate::store::checkpoint::Checkpoint;
 use crate::store::consume_queue::{ConsumeQueue, CqEntry};
+use crate::store::producers::{store_id, LaneRef, ProducerTable};
 use crate::store::record::{self, Scan};
 use crate::store::segment::{self, SegmentSet};
 use crate::store::{list_queue_dirs, StorePaths};
+use brook_proto::system::{PROP_REAL_QUEUE, PROP_REAL_TOPIC, SCHEDULE_TOPIC, TIMER_TOPIC, TRANS_HALF_TOPIC};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -40,9 +42,15 @@ pub struct Recovered {
     pub removed_segments: usize,
 }
 
-/// Opens every segment into `set` and brings the consume queues in line with
-/// the log.
-pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> Result<Recovered> {
+/// Opens every segment into `set` and brings the consume queues — and the
+/// idempotent producers' sequence state, loaded from its snapshot — in line
+/// with the log.
+pub fn recover(
+    paths: &StorePaths,
+    set: &Arc<SegmentSet>,
+    cq_per_file: u64,
+    producers: &mut ProducerTable,
+) -> Result<Recovered> {
     let log_dir = paths.commitlog();
     let bases = open_segments(&log_dir, set)?;
     let checkpoint = Checkpoint::load(&paths.checkpoint()).ctx(|| "read checkpoint".into())?.unwrap_or_default();
@@ -66,7 +74,7 @@ pub fn recover(paths: &StorePaths, set: &Arc<SegmentSet>, cq_per_file: u64) -> R
         queues.get(&topic, queue)?.truncate_log_from(scan_from).ctx(|| format!("truncate {topic}/{queue}"))?;
     }
     let mut out = Recovered { scan_from, ..Recovered::default() };
-    let pos = replay(set, scan_from, &mut queues, &mut out)?;
+    let pos = replay(set, scan_from, &mut Derived { queues: &mut queues, producers }, &mut out)?;
     queues.flush()?;
     out.removed_segments = remove_past(&log_dir, set, pos)?;
     if out.last_store_ts == 0 {
@@ -102,10 +110,56 @@ fn open_segments(log_dir: &Path, set: &SegmentSet) -> Result<Vec<u64>> {
     Ok(bases)
 }
 
-/// Replays the log from `from` into the consume queues, segment by segment,
-/// up to its end; cuts a torn tail and clears what lies past the end.
-/// Returns the log's end.
-fn replay(set: &SegmentSet, from: u64, queues: &mut QueueSet, out: &mut Recovered) -> Result<u64> {
+/// What replaying the log rebuilds.
+struct Derived<'a, 'b> {
+    queues: &'a mut QueueSet<'b>,
+    producers: &'a mut ProducerTable,
+}
+
+impl Derived<'_, '_> {
+    /// Takes in one checked record found at log offset `at`.
+    fn apply(&mut self, rec: &[u8], at: u64) -> Result<()> {
+        let head = record::head(rec);
+        let topic = record::topic(rec);
+        if let Some(seq) = head.producer {
+            if let Some((lane_topic, lane_queue)) = producer_lane(rec, topic, head.queue_id) {
+                let lane = LaneRef { producer_id: seq.producer_id, topic: lane_topic, queue: lane_queue };
+                let store = store_id(topic, head.queue_id);
+                self.producers.apply(lane, seq, head.queue_offset, store, head.store_ts);
+            }
+        }
+        self.queues.dispatch(
+            topic,
+            head.queue_id,
+            head.queue_offset,
+            CqEntry { log_offset: at, size: head.len, tag_hash: head.tag_hash },
+        )
+    }
+}
+
+/// The lane an idempotent record belongs to: the topic and queue its send
+/// named — its own, or, for a message waiting in a delay or half-message
+/// queue, the real ones its properties carry.
+fn producer_lane<'a>(rec: &'a [u8], topic: &'a str, queue: u32) -> Option<(&'a str, u32)> {
+    if !matches!(topic, SCHEDULE_TOPIC | TIMER_TOPIC | TRANS_HALF_TOPIC) {
+        return Some((topic, queue));
+    }
+    let view = record::view(rec).ok()?;
+    let (mut real_topic, mut real_queue) = (None, None);
+    for (name, value) in view.properties().flatten() {
+        match name {
+            PROP_REAL_TOPIC => real_topic = Some(value),
+            PROP_REAL_QUEUE => real_queue = value.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((real_topic?, real_queue?))
+}
+
+/// Replays the log from `from` into the derived data (consume queues,
+/// producer state), segment by segment, up to its end; cuts a torn tail and
+/// clears what lies past the end. Returns the log's end.
+fn replay(set: &SegmentSet, from: u64, derived: &mut Derived<'_, '_>, out: &mut Recovered) -> Result<u64> {
     let mut pos = from;
     while let Some(file) = set.file(set.base_of(pos)) {
         let base = set.base_of(pos);
@@ -113,12 +167,7 @@ fn replay(set: &SegmentSet, from: u64, queues: &mut QueueSet, out: &mut Recovere
             let head = record::head(rec);
             out.last_store_ts = out.last_store_ts.max(head.store_ts);
             out.replayed += 1;
-            queues.dispatch(
-                record::topic(rec),
-                head.queue_id,
-                head.queue_offset,
-                CqEntry { log_offset: at, size: head.len, tag_hash: head.tag_hash },
-            )
+            derived.apply(rec, at)
         })?;
         match end {
             SegmentEnd::Full => {

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, reason = "each test binary uses some of these helpers")]
 
+pub mod raw;
+
 use brook_client::Connection;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

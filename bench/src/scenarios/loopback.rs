@@ -20,7 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The frames a sync send of `size` body bytes puts on the wire, and its answer.
 fn frames(size: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let send = Request::Send { topic: "bench".into(), queue: 0, messages: vec![Message::new("", vec![b'x'; size])] };
+    let messages = vec![Message::new("", vec![b'x'; size])];
+    let send = Request::Send { topic: "bench".into(), queue: 0, messages, producer: None };
     let request = brook_proto::codec::encode_frame(&Frame::Request { id: 1 << 20, body: send });
     let ack = StoredAck { log_offset: 1 << 40, queue: 0, queue_offset: 1 << 20, deliver_at: None };
     let answer =

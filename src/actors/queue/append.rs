@@ -20,6 +20,10 @@ pub struct Placed {
     pub queue_offset: u64,
     /// Its place in the log.
     pub pos: RecordPos,
+    /// A repeated idempotent send's delivery time, when it waits in a delay
+    /// queue (the due time its consume-queue entry carries): the repeat is
+    /// answered with the original's, not one computed anew.
+    pub due: Option<i64>,
 }
 
 /// Admits `records` records into `spec`'s queue and returns the first's

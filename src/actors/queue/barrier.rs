@@ -63,6 +63,9 @@ pub struct Barriered {
     /// Aged tails for the checkpoint to write off this thread (by queue
     /// state id); their outcome goes back with [`tails_written_here`].
     pub tails: Vec<(u64, TailWrite)>,
+    /// The producer table's snapshot and the change it holds, if it changed
+    /// since the last one saved (taken once per visit, by the fanout).
+    pub producers: Option<(u64, Vec<u8>)>,
 }
 
 /// One checkpoint's visit to many queues. Each [`Barrier`] holds a share,
@@ -92,6 +95,9 @@ impl BarrierRound {
             (Ok(all), Ok(one)) => {
                 all.files.extend(one.files);
                 all.tails.extend(one.tails);
+                if one.producers.is_some() {
+                    all.producers = one.producers;
+                }
                 all.unwritten_from = match (all.unwritten_from, one.unwritten_from) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -238,7 +244,7 @@ impl QueueState {
             // Still holding entries only in memory: visit again.
             self.list();
         }
-        Ok(Barriered { files, unwritten_from, tails })
+        Ok(Barriered { files, unwritten_from, tails, producers: None })
     }
 
     /// A detached tail's write is over (see [`ConsumeQueue::tail_written`]).

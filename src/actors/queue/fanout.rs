@@ -10,12 +10,14 @@
 //! keep their order.
 
 use crate::actors::queue::append::{self, Placed, Written};
-use crate::actors::queue::barrier::{self, ActiveQueues, Barrier};
+use crate::actors::queue::barrier::{self, ActiveQueues, Barrier, Barriered};
+use crate::actors::queue::idempotence::{self, Admission, PartProducer};
 use crate::actors::queue::spec::QueueSpec;
 use crate::actors::writer::Append;
 use crate::error::{Error, Result};
 use crate::store::commitlog::{AppendBatch, RecordPos};
 use crate::store::consume_queue::TailWrite;
+use crate::store::producers::ProducerTable;
 use actix::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
@@ -51,6 +53,9 @@ pub struct Part {
     pub spec: Arc<QueueSpec>,
     /// How many records.
     pub records: usize,
+    /// The idempotent producer whose send this is, if any: a part is one
+    /// such send, judged by its sequence before it is admitted.
+    pub producer: Option<PartProducer>,
 }
 
 /// Where a [`Produce`]'s records ended up.
@@ -95,15 +100,24 @@ pub struct BarrierQueues {
     pub all: bool,
 }
 
-/// The outcome of a checkpoint's tail writes, for their queues.
+/// The outcome of a checkpoint, for the queues: their tail writes, and the
+/// producer-state snapshot it wrote.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TailsWritten {
     /// The writes, by queue state id.
     pub tails: Vec<(u64, TailWrite)>,
+    /// The change of the producer table the checkpoint's snapshot holds.
+    pub producers: Option<u64>,
     /// Whether they (and the checkpoint's syncs) succeeded.
     pub ok: bool,
 }
+
+/// Makes the producer table recovery built the one the queues admit sends
+/// against (sent before any produce).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InstallProducers(pub ProducerTable);
 
 /// Lives on the queues' thread.
 pub struct Fanout {
@@ -113,6 +127,14 @@ pub struct Fanout {
 
 impl Actor for Fanout {
     type Context = Context<Self>;
+}
+
+impl Handler<InstallProducers> for Fanout {
+    type Result = ();
+
+    fn handle(&mut self, InstallProducers(table): InstallProducers, _: &mut Context<Self>) {
+        idempotence::install(table);
+    }
 }
 
 impl Handler<Produce> for Fanout {
@@ -127,6 +149,10 @@ impl Handler<BarrierQueues> for Fanout {
     type Result = ();
 
     fn handle(&mut self, BarrierQueues { barrier, all }: BarrierQueues, _: &mut Context<Self>) {
+        // The table holds every send the writer answered before this
+        // barrier: what the checkpoint's log position covers.
+        let producers = idempotence::snapshot(crate::clock::now_ms());
+        barrier.round.answer(Ok(Barriered { producers, ..Barriered::default() }));
         barrier::barrier_here(barrier, all, &self.active);
     }
 }
@@ -134,7 +160,10 @@ impl Handler<BarrierQueues> for Fanout {
 impl Handler<TailsWritten> for Fanout {
     type Result = ();
 
-    fn handle(&mut self, TailsWritten { tails, ok }: TailsWritten, _: &mut Context<Self>) {
+    fn handle(&mut self, TailsWritten { tails, producers, ok }: TailsWritten, _: &mut Context<Self>) {
+        if let Some(generation) = producers.filter(|_| ok) {
+            idempotence::saved(generation);
+        }
         barrier::tails_written_here(tails, ok);
     }
 }
@@ -142,14 +171,16 @@ impl Handler<TailsWritten> for Fanout {
 /// Admits every part into its queue (offsets are assigned now, in part
 /// order) and hands the admitted records to the writer, whose answer is
 /// shared out to the queues on this thread. Runs on the queues' thread. A
-/// part whose queue refuses (failed, deleted, its actor stopped) is answered
-/// with why and its records are left out of the write.
+/// part whose queue refuses (failed, deleted, its actor stopped) or whose
+/// sequence is refused is answered with why, and a repeated one with its
+/// original placements; their records are left out of the write.
 pub fn produce_here(produce: Produce) {
     let Produce { mut batch, tag_hashes, key_hashes, parts, reply } = produce;
+    let now = if parts.iter().any(|p| p.producer.is_some()) { crate::clock::now_ms() } else { 0 };
     let mut admitted = Vec::with_capacity(parts.len());
     for (part, records) in parts.iter().zip(record_ranges(&parts)) {
-        let outcome = append::admit(&part.spec, part.records);
-        if let Ok(first_offset) = outcome {
+        let outcome = idempotence::admit_part(part, now);
+        if let Admission::New(first_offset) = outcome {
             for (i, offset) in records.zip(first_offset..) {
                 let (start, end) = batch.bounds(i);
                 if let Some(rec) = batch.buf.get_mut(start..end) {
@@ -159,13 +190,13 @@ pub fn produce_here(produce: Produce) {
         }
         admitted.push(outcome);
     }
-    let Some(writer) = parts.iter().zip(&admitted).find(|(_, a)| a.is_ok()).map(|(p, _)| p.spec.links.writer.clone())
+    let Some(writer) = parts.iter().zip(&admitted).find(|(_, a)| a.is_new()).map(|(p, _)| p.spec.links.writer.clone())
     else {
-        let outcomes = admitted.into_iter().map(|a| a.map(|_| 0..0)).collect();
-        let _ = reply.send(Placements { stored: Vec::new(), outcomes });
+        // Nothing to write: every part refused or repeated.
+        Shares { parts, admitted, tag_hashes, key_hashes, reply }.answer(Ok(Vec::new()));
         return;
     };
-    if admitted.iter().any(Result::is_err) {
+    if !admitted.iter().all(Admission::is_new) {
         batch = admitted_only(&batch, &parts, &admitted);
     }
     let shares = Shares { parts, admitted, tag_hashes, key_hashes, reply };
@@ -182,11 +213,11 @@ fn record_ranges(parts: &[Part]) -> impl Iterator<Item = Range<usize>> + '_ {
 }
 
 /// The records of the admitted parts, copied out of `batch` (the rare case
-/// of a part refused).
-fn admitted_only(batch: &AppendBatch, parts: &[Part], admitted: &[Result<u64>]) -> AppendBatch {
+/// of a part refused or repeated).
+fn admitted_only(batch: &AppendBatch, parts: &[Part], admitted: &[Admission]) -> AppendBatch {
     let mut kept = AppendBatch::default();
     for (records, outcome) in record_ranges(parts).zip(admitted) {
-        if outcome.is_err() {
+        if !outcome.is_new() {
             continue;
         }
         for i in records {
@@ -201,8 +232,8 @@ fn admitted_only(batch: &AppendBatch, parts: &[Part], admitted: &[Result<u64>]) 
 /// What the writer's answer is shared out with.
 struct Shares {
     parts: Vec<Part>,
-    /// Each part's first queue offset, or why its queue refused it.
-    admitted: Vec<Result<u64>>,
+    /// What admission made of each part.
+    admitted: Vec<Admission>,
     tag_hashes: Vec<u64>,
     key_hashes: Vec<(u32, u64)>,
     reply: oneshot::Sender<Placements>,
@@ -231,18 +262,25 @@ impl Shares {
                 key += 1;
             }
             let first_offset = match (outcome, &failure) {
-                (Err(e), _) => {
+                (Admission::Refused(e), _) => {
                     outcomes.push(Err(e));
+                    continue;
+                }
+                (Admission::Duplicate(placed), _) => {
+                    let start = stored.len();
+                    stored.extend(placed);
+                    outcomes.push(Ok(start..stored.len()));
                     continue;
                 }
                 // Writer failures poison it; every share fails the same way,
                 // and nothing after it will be stored either, so no offset
                 // gap can ever become visible.
-                (Ok(_), Some(reason)) => {
+                (Admission::New(_), Some(reason)) => {
+                    idempotence::finished(part, false);
                     outcomes.push(Err(Error::Poisoned(reason.clone())));
                     continue;
                 }
-                (Ok(first_offset), None) => first_offset,
+                (Admission::New(first_offset), None) => first_offset,
             };
             let (own, after) = rest.split_at(part.records.min(rest.len()));
             rest = after;
@@ -253,11 +291,15 @@ impl Shares {
                 key_hashes: key_hashes.get(key_start..key).unwrap_or(&[]),
                 first_record: records.start,
             };
-            outcomes.push(append::written(&part.spec, written, &mut keys).map(|()| {
+            let appended = append::written(&part.spec, written, &mut keys);
+            idempotence::finished(part, appended.is_ok());
+            outcomes.push(appended.map(|()| {
                 let start = stored.len();
-                stored.extend(
-                    own.iter().enumerate().map(|(i, &pos)| Placed { queue_offset: first_offset + i as u64, pos }),
-                );
+                stored.extend(own.iter().enumerate().map(|(i, &pos)| Placed {
+                    queue_offset: first_offset + i as u64,
+                    pos,
+                    due: None,
+                }));
                 start..stored.len()
             }));
         }

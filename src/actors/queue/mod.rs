@@ -28,6 +28,7 @@
 pub mod append;
 pub mod barrier;
 pub mod fanout;
+pub mod idempotence;
 pub mod pull;
 pub mod slots;
 pub mod spec;

@@ -6,6 +6,7 @@ use crate::actors::indexer::KeyBuffer;
 use crate::actors::queue::barrier::ActiveQueues;
 use crate::actors::writer::WriterActor;
 use crate::store::commitlog::LogReader;
+use crate::store::producers::store_id;
 use actix::Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -29,6 +30,11 @@ pub struct QueueSpec {
     /// Identifies the queue's state on its thread.
     pub(super) id: u64,
     pub(super) name: String,
+    /// Its topic and queue number.
+    pub(crate) topic: Box<str>,
+    pub(crate) queue: u32,
+    /// What the producer table knows it by ([`store_id`]).
+    pub(crate) store_id: u64,
     pub(super) dir: PathBuf,
     pub(super) per_file: u64,
     /// Smallest stored log offset when the queue was started.
@@ -48,7 +54,7 @@ impl QueueSpec {
     /// A queue stored in `dir`; `id` must be unique among live queues.
     pub fn new(
         id: u64,
-        name: String,
+        (topic, queue): (&str, u32),
         dir: PathBuf,
         (per_file, log_min): (u64, u64),
         links: QueueLinks,
@@ -56,7 +62,10 @@ impl QueueSpec {
     ) -> Self {
         Self {
             id,
-            name,
+            name: format!("{topic}/{queue}"),
+            topic: topic.into(),
+            queue,
+            store_id: store_id(topic, queue),
             dir,
             per_file,
             log_min,

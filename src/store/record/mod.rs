@@ -11,17 +11,26 @@ mod read;
 
 pub use read::*;
 
-use brook_proto::{Message, MessageRef};
+use brook_proto::{Message, MessageRef, ProducerSeq};
 
 /// Marks a message record.
 pub const RECORD_MAGIC: u32 = 0x4252_4B31; // "BRK1"
 /// Marks the padding that fills a segment's tail when the next record does
 /// not fit; readers skip to the next segment.
 pub const PAD_MAGIC: u32 = 0x4252_4B50; // "BRKP"
-/// Record format version written by this build.
+/// Record format version of a record without an idempotent producer's
+/// fields (every record before version 2 existed, and every record the
+/// broker writes itself).
 pub const FORMAT_VERSION: u8 = 1;
-/// Bytes before the variable-length sections.
+/// Record format version of a record carrying an idempotent producer's id,
+/// epoch and sequence ([`PRODUCER_LEN`] bytes after the fixed header).
+pub const FORMAT_VERSION_PRODUCER: u8 = 2;
+/// Bytes of the fixed header, before the variable-length sections (and
+/// before the producer's fields in a version-2 record).
 pub const HEADER_LEN: usize = 76;
+/// Bytes of a version-2 record's producer fields: id u64, epoch u32,
+/// sequence u32.
+pub const PRODUCER_LEN: usize = 16;
 /// The smallest padding record (length + magic). A segment tail shorter than
 /// this is left as zeros and skipped by position.
 pub const PAD_MIN: usize = 8;
@@ -44,6 +53,9 @@ pub(super) const POS_KEYS_LEN: usize = 70;
 pub(super) const POS_PROPS_LEN: usize = 72;
 /// The CRC covers everything after the CRC field.
 pub(super) const CRC_FROM: usize = 12;
+pub(super) const POS_PRODUCER_ID: usize = 76;
+pub(super) const POS_PRODUCER_EPOCH: usize = 84;
+pub(super) const POS_SEQUENCE: usize = 88;
 
 /// Largest single string (topic, tag, key, property name or value), so that
 /// every length fits its u16 field.
@@ -152,12 +164,14 @@ fn properties_len(msg: &impl RecordSource) -> usize {
     msg.properties().map(|(k, v)| 4 + k.len() + v.len()).sum()
 }
 
-/// A record's size given its keys' and properties' sections.
+/// A record's size given its keys' and properties' sections (without
+/// producer fields).
 fn total_len(msg: &impl RecordSource, keys_len: usize, props_len: usize) -> usize {
     HEADER_LEN + msg.topic().len() + msg.tags().map_or(0, str::len) + keys_len + props_len + msg.body().len()
 }
 
-/// The size a message will take in the log.
+/// The size a message will take in the log without producer fields (an
+/// idempotent send's records take [`PRODUCER_LEN`] more each).
 pub fn encoded_len(msg: &impl RecordSource) -> usize {
     total_len(msg, keys_len(msg), properties_len(msg))
 }
@@ -187,8 +201,9 @@ fn measure(msg: &impl RecordSource) -> Result<Sizes, EncodeError> {
     Ok(Sizes { keys_len, props_len, total: total_len(msg, keys_len, props_len) })
 }
 
-/// The size `msg` will take in the log, or why it cannot be encoded: a
-/// send checks its messages with this before anything is stored.
+/// The size `msg` will take in the log without producer fields, or why it
+/// cannot be encoded: a send checks its messages with this before anything
+/// is stored.
 pub fn checked_len(msg: &impl RecordSource) -> Result<usize, EncodeError> {
     measure(msg).map(|sizes| sizes.total)
 }
@@ -215,7 +230,28 @@ pub fn encode_with_code(
     flags: u32,
     tag_code: u64,
 ) -> Result<usize, EncodeError> {
+    encode_record(out, msg, RecordMeta { queue_id, flags, tag_code, producer: None })
+}
+
+/// What a record carries besides its message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordMeta {
+    /// Queue id.
+    pub queue_id: u32,
+    /// Flags (0: none are assigned yet).
+    pub flags: u32,
+    /// The tag hash (or, in the delay topics, the due time).
+    pub tag_code: u64,
+    /// An idempotent producer's id, epoch and this record's own sequence
+    /// number: the record is written in format version 2.
+    pub producer: Option<ProducerSeq>,
+}
+
+/// Appends one encoded record to `out` with queue offset, log offset, store
+/// time and CRC left zero (they are patched in later). Returns its length.
+pub fn encode_record(out: &mut Vec<u8>, msg: &impl RecordSource, meta: RecordMeta) -> Result<usize, EncodeError> {
     let Sizes { keys_len, props_len, total } = measure(msg)?;
+    let total = total + if meta.producer.is_some() { PRODUCER_LEN } else { 0 };
     let (topic, tags, body) = (msg.topic(), msg.tags().unwrap_or(""), msg.body());
     let (Ok(total32), Ok(body_len), Ok(props32)) =
         (u32::try_from(total), u32::try_from(body.len()), u32::try_from(props_len))
@@ -226,20 +262,25 @@ pub fn encode_with_code(
     out.extend_from_slice(&total32.to_le_bytes());
     out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes()); // crc
-    out.push(FORMAT_VERSION);
+    out.push(if meta.producer.is_some() { FORMAT_VERSION_PRODUCER } else { FORMAT_VERSION });
     out.push(0); // reserved
     out.extend_from_slice(&(topic.len() as u16).to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&queue_id.to_le_bytes());
+    out.extend_from_slice(&meta.flags.to_le_bytes());
+    out.extend_from_slice(&meta.queue_id.to_le_bytes());
     out.extend_from_slice(&0u64.to_le_bytes()); // queue offset
     out.extend_from_slice(&0u64.to_le_bytes()); // log offset
     out.extend_from_slice(&msg.born_ts().to_le_bytes());
     out.extend_from_slice(&0i64.to_le_bytes()); // store ts
-    out.extend_from_slice(&tag_code.to_le_bytes());
+    out.extend_from_slice(&meta.tag_code.to_le_bytes());
     out.extend_from_slice(&body_len.to_le_bytes());
     out.extend_from_slice(&(tags.len() as u16).to_le_bytes());
     out.extend_from_slice(&(keys_len as u16).to_le_bytes());
     out.extend_from_slice(&props32.to_le_bytes());
+    if let Some(producer) = meta.producer {
+        out.extend_from_slice(&producer.producer_id.to_le_bytes());
+        out.extend_from_slice(&producer.epoch.to_le_bytes());
+        out.extend_from_slice(&producer.sequence.to_le_bytes());
+    }
     out.extend_from_slice(topic.as_bytes());
     out.extend_from_slice(tags.as_bytes());
     for key in msg.keys() {
@@ -372,7 +413,12 @@ mod tests {
     fn a_message_read_in_place_encodes_as_its_owned_form() {
         let msg = sample().with_property("b", "2");
         let frame = brook_proto::codec::encode_frame(&brook_proto::Frame::Oneway {
-            body: brook_proto::Request::Send { topic: "orders".into(), queue: 3, messages: vec![msg.clone()] },
+            body: brook_proto::Request::Send {
+                topic: "orders".into(),
+                queue: 3,
+                messages: vec![msg.clone()],
+                producer: None,
+            },
         })
         .expect("frame");
         let mut codec = brook_proto::BrokerCodec::new(1 << 20);
@@ -388,6 +434,44 @@ mod tests {
         encode_into(&mut in_place, &send.messages[0], 3, 0).expect("in place");
         assert_eq!(owned, in_place);
         assert_eq!(checked_len(&send.messages[0]), Ok(owned.len()));
+    }
+
+    /// A version-2 record: the producer's fields after the fixed header.
+    fn sealed_with_producer(msg: &Message, log_offset: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let producer = Some(ProducerSeq { producer_id: 0x0102_0304_0506_0708, epoch: 9, sequence: 77 });
+        let meta = RecordMeta { queue_id: 3, flags: 0, tag_code: tag_hash(msg.tags.as_deref()), producer };
+        encode_record(&mut buf, msg, meta).expect("encode");
+        patch_queue_offset(&mut buf, 42);
+        seal(&mut buf, log_offset, 1234);
+        buf
+    }
+
+    #[test]
+    fn a_record_with_producer_fields_reads_back_whole() {
+        let msg = sample().with_property("b", "2");
+        let plain = sealed(&msg, 4096);
+        let buf = sealed_with_producer(&msg, 4096);
+        assert_eq!(buf.len(), plain.len() + PRODUCER_LEN);
+        assert_eq!(buf[POS_VERSION], FORMAT_VERSION_PRODUCER);
+        assert_eq!(check(&buf, 4096), Ok(buf.len()));
+        assert_eq!(scan(&buf, 4096), Scan::Record(buf.len()));
+        let rec = decode(&buf).expect("decode");
+        assert_eq!(rec.message, msg);
+        assert_eq!(rec.head.producer, Some(ProducerSeq { producer_id: 0x0102_0304_0506_0708, epoch: 9, sequence: 77 }));
+        assert_eq!((rec.head.queue_offset, rec.head.queue_id, rec.head.store_ts), (42, 3, 1234));
+        assert_eq!(topic(&buf), "orders");
+        assert_eq!(decode(&plain).expect("plain").head.producer, None);
+        // A version this build does not know is refused, not misread.
+        let mut future = buf.clone();
+        future[POS_VERSION] = 3;
+        seal(&mut future, 4096, 1234);
+        assert!(matches!(scan(&future, 4096), Scan::Corrupt(reason) if reason.contains("version")));
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x40;
+            assert!(!matches!(scan(&bad, 4096), Scan::Record(_)), "flip at {i} went unnoticed");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::*;
 use brook_proto::system::{PROP_ORIGIN_LOG_OFFSET, PROP_RECONSUME_TIMES};
-use brook_proto::{Message, MessageId, StoredMessage};
+use brook_proto::{Message, MessageId, ProducerSeq, StoredMessage};
 
 /// What lies at a position of a segment, as recovery sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +60,9 @@ pub fn check(buf: &[u8], log_offset: u64) -> Result<usize, String> {
     if crc != stored_crc {
         return Err(format!("crc mismatch: stored {stored_crc:#x}, computed {crc:#x}"));
     }
-    let version = record.get(POS_VERSION).copied().unwrap_or(0);
-    if version != FORMAT_VERSION {
-        return Err(format!("unknown format version {version}"));
-    }
+    let Some(header) = header_len(record) else {
+        return Err(format!("unknown format version {}", record.get(POS_VERSION).copied().unwrap_or(0)));
+    };
     let stored_offset = u64_at(record, POS_LOG_OFFSET);
     if stored_offset != log_offset {
         return Err(format!("record says log offset {stored_offset}, found at {log_offset}"));
@@ -73,10 +72,21 @@ pub fn check(buf: &[u8], log_offset: u64) -> Result<usize, String> {
         + usize::from(u16_at(record, POS_TAGS_LEN))
         + usize::from(u16_at(record, POS_KEYS_LEN))
         + u32_at(record, POS_PROPS_LEN) as usize;
-    if HEADER_LEN + sections != len {
-        return Err(format!("sections add up to {} but length is {len}", HEADER_LEN + sections));
+    if header + sections != len {
+        return Err(format!("sections add up to {} but length is {len}", header + sections));
     }
     Ok(len)
+}
+
+/// Where a record's sections start: after the fixed header, and after the
+/// producer's fields in a version-2 record; `None` for a version this build
+/// does not know.
+fn header_len(record: &[u8]) -> Option<usize> {
+    match record.get(POS_VERSION).copied() {
+        Some(FORMAT_VERSION) => Some(HEADER_LEN),
+        Some(FORMAT_VERSION_PRODUCER) => Some(HEADER_LEN + PRODUCER_LEN),
+        _ => None,
+    }
 }
 
 /// The fixed fields of a record, enough to rebuild a consume-queue entry.
@@ -98,6 +108,9 @@ pub struct RecordHead {
     pub store_ts: i64,
     /// Tag hash.
     pub tag_hash: u64,
+    /// The idempotent producer's id, epoch and this record's sequence
+    /// number (version-2 records only).
+    pub producer: Option<ProducerSeq>,
 }
 
 /// Reads the fixed fields of an already checked record.
@@ -111,13 +124,19 @@ pub fn head(buf: &[u8]) -> RecordHead {
         born_ts: u64_at(buf, POS_BORN_TS) as i64,
         store_ts: u64_at(buf, POS_STORE_TS) as i64,
         tag_hash: u64_at(buf, POS_TAG_HASH),
+        producer: (buf.get(POS_VERSION).copied() == Some(FORMAT_VERSION_PRODUCER)).then(|| ProducerSeq {
+            producer_id: u64_at(buf, POS_PRODUCER_ID),
+            epoch: u32_at(buf, POS_PRODUCER_EPOCH),
+            sequence: u32_at(buf, POS_SEQUENCE),
+        }),
     }
 }
 
 /// The topic of an already checked record.
 pub fn topic(buf: &[u8]) -> &str {
     let len = usize::from(u16_at(buf, POS_TOPIC_LEN));
-    buf.get(HEADER_LEN..HEADER_LEN + len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+    let from = header_len(buf).unwrap_or(HEADER_LEN);
+    buf.get(from..from + len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
 }
 
 /// A record decoded in full.
@@ -190,10 +209,10 @@ impl<'a> Iterator for Strings<'a> {
 /// Keys and properties are checked as they are read ([`RecordView::keys`],
 /// [`RecordView::properties`]), in one pass.
 pub fn view(buf: &[u8]) -> Result<RecordView<'_>, String> {
-    if buf.len() < HEADER_LEN {
-        return Err(format!("record of {} bytes is shorter than its header", buf.len()));
-    }
-    let mut pos = HEADER_LEN;
+    let Some(header) = header_len(buf).filter(|header| buf.len() >= *header) else {
+        return Err(format!("record of {} bytes is shorter than its header or of an unknown version", buf.len()));
+    };
+    let mut pos = header;
     let mut take = |len: usize| -> Result<&[u8], String> {
         let part =
             buf.get(pos..pos + len).ok_or_else(|| format!("section at {pos} of {len} bytes runs past the record"))?;

@@ -7,6 +7,7 @@ mod merge;
 
 use crate::actors::appender::{AppendWait, Encoded};
 use crate::actors::queue::fanout::Placements;
+use crate::actors::queue::idempotence::PartProducer;
 use crate::actors::queue::Placed;
 use crate::error::Error;
 use crate::server::context::{BrokerCore, ConnInfo};
@@ -17,7 +18,7 @@ use brook_proto::request::StoredAck;
 use brook_proto::system::{
     is_reserved_topic, PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_DELIVER_AT, PROP_TRACE, PROP_TRANSACTION,
 };
-use brook_proto::{ErrorCode, Message, MessageId, MessageRef, Response, WireError};
+use brook_proto::{ErrorCode, Message, MessageId, MessageRef, ProducerSeq, Response, WireError};
 use merge::merge_in_order;
 use smallvec::SmallVec;
 
@@ -26,8 +27,8 @@ pub const MAX_BATCH_MESSAGES: usize = brook_proto::MAX_SEND_MESSAGES;
 
 /// A send that came as a decoded request (connections gather their sends
 /// into [`send_many`] themselves; this is the same path for one).
-pub async fn one(core: &BrokerCore, conn: &ConnInfo, topic: String, queue: u32, messages: Vec<Message>) -> Reply {
-    let request = SendRequest { id: None, body: SendBody::Owned { topic, queue, messages } };
+pub async fn one(core: &BrokerCore, conn: &ConnInfo, body: SendBody) -> Reply {
+    let request = SendRequest { id: None, body };
     match send_many(core, conn, vec![request]).await.pop() {
         Some((_, reply)) => reply,
         None => Err(Error::Busy("send produced no answer".into()).into()),
@@ -54,6 +55,8 @@ pub enum SendBody {
         queue: u32,
         /// Its messages.
         messages: Vec<Message>,
+        /// The idempotent producer's sequence, if any.
+        producer: Option<ProducerSeq>,
     },
 }
 
@@ -125,6 +128,15 @@ const REWRITING_PROPERTIES: [&str; 4] = [PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_D
 /// Most encoded bytes one merged store carries; more start another.
 const MERGE_BYTES: usize = 1 << 20;
 
+/// Gives an idempotent producer its id (epoch 0). Ids are reserved in
+/// blocks on disk, so a restart never hands one out twice.
+pub async fn init_producer(core: &BrokerCore) -> Reply {
+    let ids = core.producer_ids.clone();
+    let producer_id =
+        tokio::task::spawn_blocking(move || ids.lock().allocate()).await.map_err(|e| Error::Busy(e.to_string()))??;
+    Ok(Response::Producer { producer_id, epoch: 0 })
+}
+
 /// Answers many send requests that arrived together on one connection.
 /// Requests bound for the same queue are stored as one batch, in arrival
 /// order, so the queue actor and the writer see one append instead of one
@@ -154,15 +166,17 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
         let prepared = match body {
             SendBody::Wire(fields) => match brook_proto::codec::decode_send(fields) {
                 Ok(send) => {
-                    prepare_send(core, conn, send.topic, send.queue, send.messages.into_iter().map(Received::InPlace))
+                    let messages = send.messages.into_iter().map(Received::InPlace);
+                    prepare_send(core, conn, (send.topic, send.queue, send.producer), messages)
                 }
                 Err(e @ brook_proto::CodecError::TooManyMessages { .. }) => {
                     Err(WireError::new(ErrorCode::InvalidArgument, e.to_string()))
                 }
                 Err(e) => Err(WireError::new(ErrorCode::MalformedFrame, e.to_string())),
             },
-            SendBody::Owned { topic, queue, messages } => {
-                prepare_send(core, conn, topic, *queue, std::mem::take(messages).into_iter().map(Received::Owned))
+            SendBody::Owned { topic, queue, messages, producer } => {
+                let messages = std::mem::take(messages).into_iter().map(Received::Owned);
+                prepare_send(core, conn, (topic, *queue, *producer), messages)
             }
         };
         match prepared {
@@ -170,9 +184,11 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
             Err(e) => answers.push((*id, Err(e))),
         }
     }
+    // An idempotent send is a part of its own: it is judged by its
+    // sequence as a whole, before it is admitted.
     let (groups, ready) = merge_in_order(
-        ready.into_iter().map(|(id, items, prepared)| {
-            let dest = (prepared.store_topic(), prepared.store_queue);
+        ready.into_iter().enumerate().map(|(i, (id, items, prepared))| {
+            let dest = (prepared.store_topic(), prepared.store_queue, prepared.producer.map(|_| i));
             (dest, prepared.bytes, (id, items, prepared))
         }),
         MERGE_BYTES,
@@ -186,8 +202,9 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
     let mut members = Vec::with_capacity(ready.len());
     let mut ready = ready.into_iter();
     let mut sizes = Vec::with_capacity(groups.len());
-    for ((topic, queue), count) in groups {
-        encoded.begin(core.appender.queue_spec(topic, queue), queue);
+    for ((topic, queue, idempotent), count) in groups {
+        let producer = idempotent.and_then(|_| ready.as_slice().first()).and_then(|(_, _, prepared)| prepared.lane());
+        encoded.begin_as(core.appender.queue_spec(topic, queue), queue, producer);
         let mut failed = None;
         let first = members.len();
         for (id, items, prepared) in ready.by_ref().take(count) {
@@ -244,6 +261,8 @@ impl SubmittedSends {
 struct PreparedSend<'a> {
     topic: &'a str,
     queue: u32,
+    /// The idempotent producer's sequence, if any.
+    producer: Option<ProducerSeq>,
     /// Where the records are stored: `None` is the request's own topic.
     store_in: Option<&'static str>,
     store_queue: u32,
@@ -258,6 +277,14 @@ struct PreparedSend<'a> {
 impl<'a> PreparedSend<'a> {
     fn store_topic(&self) -> &'a str {
         self.store_in.unwrap_or(self.topic)
+    }
+
+    /// An idempotent send's producer and lane (named only when the records
+    /// wait in another queue than the one the send named).
+    fn lane(&self) -> Option<PartProducer> {
+        let seq = self.producer?;
+        let lane = self.store_in.is_some().then(|| (self.topic.to_string(), self.queue));
+        Some(PartProducer { seq, lane })
     }
 
     /// What answering it needs, apart from the request's bytes.
@@ -308,12 +335,21 @@ fn check_destination(core: &BrokerCore, topic: &str, queue: u32, batch_len: usiz
 fn prepare_send<'a>(
     core: &BrokerCore,
     conn: &ConnInfo,
-    topic: &'a str,
-    queue: u32,
+    (topic, queue, producer): (&'a str, u32, Option<ProducerSeq>),
     messages: impl ExactSizeIterator<Item = Received<'a>>,
 ) -> Result<(Items<'a>, PreparedSend<'a>), WireError> {
     let batch_len = messages.len();
     check_destination(core, topic, queue, batch_len)?;
+    if let Some(p) = producer {
+        if p.producer_id == 0 || p.of(batch_len.saturating_sub(1)).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "producer id must be non-zero and the batch's sequence numbers fit 32 bits, got {p:?}"
+            ))
+            .into());
+        }
+    }
+    // An idempotent send's records carry its id, epoch and sequence.
+    let producer_len = if producer.is_some() { record::PRODUCER_LEN } else { 0 };
     let max_body = core.config.store.max_message_bytes;
     let max_record = core.config.store.segment_bytes as usize;
     let now = crate::clock::now_ms();
@@ -360,7 +396,7 @@ fn prepare_send<'a>(
             }
             Some(_) => {}
         }
-        let size = msg.checked_len().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let size = msg.checked_len().map_err(|e| Error::InvalidArgument(e.to_string()))? + producer_len;
         if size > max_record {
             return Err(Error::MessageTooLarge { size, max: max_record }.into());
         }
@@ -372,7 +408,8 @@ fn prepare_send<'a>(
         Some((waits_in, waits_queue)) => (Some(waits_in), waits_queue),
         None => (None, queue),
     };
-    let prepared = PreparedSend { topic, queue, store_in, store_queue, dues, traced, received_at: now, bytes };
+    let prepared =
+        PreparedSend { topic, queue, producer, store_in, store_queue, dues, traced, received_at: now, bytes };
     Ok((items, prepared))
 }
 
@@ -420,7 +457,7 @@ fn finish_send(core: &BrokerCore, conn: &ConnInfo, answering: Answering, stored:
             log_offset: s.pos.log_offset,
             queue,
             queue_offset: s.queue_offset,
-            deliver_at,
+            deliver_at: s.due.or(deliver_at),
         })
         .collect();
     if traced.contains(&true) {
