@@ -243,6 +243,11 @@ pub fn scan_segment(
     };
     while at < seg_bytes {
         let left = seg_bytes - at;
+        if left < record::PAD_MIN as u64 {
+            // Too short for a record or a padding record: the writer left
+            // it zero and went on in the next segment.
+            return Ok(SegmentEnd::Full);
+        }
         let buf_end = buf_start + buf.len() as u64;
         if at < buf_start || at + left.min(record::HEADER_LEN as u64) > buf_end {
             read_at(&mut buf, at, left.min(SCAN_CHUNK as u64))?;
@@ -356,5 +361,52 @@ impl<'a> QueueSet<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::{encode_into, patch_queue_offset, seal, HEADER_LEN, PAD_MIN};
+    use brook_proto::Message;
+    use std::os::unix::fs::FileExt;
+
+    /// A sealed record of `total` bytes (topic "t", queue 0) at `at`.
+    fn record(total: usize, queue_offset: u64, at: u64) -> Vec<u8> {
+        let body = vec![b'x'; total - HEADER_LEN - 1];
+        let mut buf = Vec::new();
+        encode_into(&mut buf, &Message::new("t", body), 0, 0).expect("encode");
+        assert_eq!(buf.len(), total);
+        patch_queue_offset(&mut buf, queue_offset);
+        seal(&mut buf, at, 1);
+        buf
+    }
+
+    /// A segment whose last record leaves fewer bytes than a padding record
+    /// needs: the tail stays zero and the log goes on in the next segment.
+    /// Recovery must read on, not take those zeros for the log's end (and
+    /// remove every later segment with the acknowledged records in it).
+    #[test]
+    fn a_tail_too_short_for_padding_is_skipped_not_taken_for_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = StorePaths::new(dir.path());
+        paths.create_dirs().expect("dirs");
+        const SEG: u64 = 4096;
+        let tail = PAD_MIN as u64 - 3;
+        for base in [0, SEG] {
+            segment::create_zeroed(&paths.commitlog(), base, SEG).expect("segment");
+        }
+        let first = segment::open_segment(&paths.commitlog(), 0).expect("open");
+        let (big, small) = (2000usize, (SEG - tail) as usize - 2000);
+        first.write_all_at(&record(big, 0, 0), 0).expect("write");
+        first.write_all_at(&record(small, 1, big as u64), big as u64).expect("write");
+        let second = segment::open_segment(&paths.commitlog(), SEG).expect("open");
+        second.write_all_at(&record(300, 2, SEG), 0).expect("write");
+        let set = Arc::new(SegmentSet::new(paths.commitlog(), SEG));
+        let recovered = recover(&paths, &set, 100, &mut ProducerTable::default()).expect("recover");
+        assert_eq!(recovered.replayed, 3, "{recovered:?}");
+        assert_eq!(recovered.write_pos, SEG + 300);
+        assert_eq!(recovered.removed_segments, 0);
+        assert!(recovered.truncated.is_none());
     }
 }
