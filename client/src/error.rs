@@ -20,6 +20,17 @@ pub enum ClientError {
     /// The caller passed something invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An earlier send of the same producer to the same queue failed
+    /// first, and this one was given up with it so that nothing is stored
+    /// after a gap (it may have been stored before the failure showed).
+    #[error("an earlier send to the queue failed first{}: {cause}", sequence.map(|s| format!(" (sequence {s})")).unwrap_or_default())]
+    Aborted {
+        /// The sequence number of the send that failed first (idempotent
+        /// producers).
+        sequence: Option<u32>,
+        /// Why it failed.
+        cause: String,
+    },
 }
 
 impl ClientError {

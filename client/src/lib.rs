@@ -24,6 +24,7 @@
 pub mod connection;
 pub mod consumer;
 pub mod error;
+mod lane;
 pub mod producer;
 mod requests;
 pub mod session;

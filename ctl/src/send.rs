@@ -87,14 +87,17 @@ pub(crate) fn message(args: &SendArgs, body: String) -> Message {
     msg
 }
 
-pub(crate) async fn send_one(
+/// Sends `msg`, by sharding key if given. The send takes its place in the
+/// producer's order now, when this is called, not when the answer is
+/// awaited: lines of standard input are stored in input order.
+pub(crate) fn send_one(
     producer: &Producer,
     ordered_by: Option<&str>,
     msg: Message,
-) -> Result<brook_client::SendAck, ClientError> {
+) -> futures::future::BoxFuture<'static, Result<brook_client::SendAck, ClientError>> {
     match ordered_by {
-        Some(key) => producer.send_ordered(msg, key).await,
-        None => producer.send(msg).await,
+        Some(key) => Box::pin(producer.send_ordered(msg, key)),
+        None => Box::pin(producer.send(msg)),
     }
 }
 
@@ -125,8 +128,7 @@ pub(crate) async fn run(addr: &str, args: SendArgs) -> Result<(), ClientError> {
         tokio::select! {
             line = rx.recv(), if !input_done && in_flight.len() < WINDOW => match line {
                 Some(line) => {
-                    let (producer, msg, key) = (producer.clone(), message(&args, line), args.ordered_by.clone());
-                    in_flight.push_back(async move { send_one(&producer, key.as_deref(), msg).await });
+                    in_flight.push_back(send_one(&producer, args.ordered_by.as_deref(), message(&args, line)));
                 }
                 None => input_done = true,
             },

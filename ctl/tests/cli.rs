@@ -100,3 +100,35 @@ fn topics_sends_consumes_and_groups() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("InvalidName"));
 }
+
+#[test]
+fn piped_ordered_sends_are_stored_in_input_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&base_env(dir.path(), "std"));
+    ok(ctl(&broker, &["topic", "create", "ord", "--queues", "4"]));
+    let mut child = Command::new(common::bin("brookctl"))
+        .args(["--addr", &broker.addr, "send", "ord", "--stdin", "--ordered-by", "k1", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for i in 1..=500 {
+            writeln!(stdin, "o-{i}").expect("write");
+        }
+    }
+    let acks = json_lines(&ok(child.wait_with_output().expect("wait")));
+    assert_eq!(acks.len(), 500);
+    let queue = acks[0]["queue"].as_u64().expect("queue");
+    let offsets: Vec<u64> = acks.iter().map(|a| a["offset"].as_u64().expect("offset")).collect();
+    assert!(acks.iter().all(|a| a["queue"].as_u64() == Some(queue)), "one key, one queue");
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "acks in input order carry increasing offsets");
+    let consumed = json_lines(&ok(ctl(
+        &broker,
+        &["consume", "ord", "--group", "g", "--from", "earliest", "--count", "500", "--json", "--timeout-ms", "20000"],
+    )));
+    let bodies: Vec<&str> = consumed.iter().map(|m| m["body"].as_str().expect("body")).collect();
+    let input: Vec<String> = (1..=500).map(|i| format!("o-{i}")).collect();
+    assert_eq!(bodies, input, "stored order is input order");
+}

@@ -7,13 +7,14 @@
 
 use crate::actors::queue::append::{self, Placed};
 use crate::actors::queue::fanout::Part;
-use crate::actors::queue::slots::local_state;
+use crate::actors::queue::slots::state_for;
 use crate::error::{Error, Result};
 use crate::store::commitlog::RecordPos;
 use crate::store::producers::{LaneRef, ProducerTable, Verdict};
 use brook_proto::system::{SCHEDULE_TOPIC, TIMER_TOPIC};
 use brook_proto::ProducerSeq;
 use std::cell::RefCell;
+use std::sync::atomic::Ordering;
 
 thread_local! {
     /// The producer table of the queues on this thread (installed by the
@@ -115,7 +116,13 @@ pub(crate) fn finished(part: &Part, written: bool) {
 /// Where a repeated part's records were stored: `part.records` entries of
 /// its queue from `first_offset`.
 fn placements(part: &Part, first_offset: u64) -> Result<Vec<Placed>> {
-    let state = local_state(&part.spec).ok_or(Error::ShuttingDown)?;
+    let spec = &part.spec;
+    if spec.destroyed.load(Ordering::Acquire) || spec.stopped.load(Ordering::Acquire) {
+        return Err(Error::ShuttingDown);
+    }
+    // Opened if this is the first the queue sees since the broker started
+    // (its actor may not have run yet).
+    let state = state_for(spec);
     let state = state.borrow();
     let entries = state
         .cq()?
