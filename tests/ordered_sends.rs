@@ -97,7 +97,18 @@ async fn pipelined_ordered_sends_are_stored_in_call_order() {
     }
 }
 
+/// A producer that keeps retrying through a broker restart.
+async fn patient_producer(addr: &str) -> Producer {
+    let config = ProducerConfig {
+        retries: 80,
+        backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(300) },
+        ..ProducerConfig::default()
+    };
+    Producer::with_config(addr, config).await.expect("producer")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn ordered_sends_ride_through_a_sigkill_stored_once_and_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut env = base_env(dir.path(), "std");
@@ -111,12 +122,7 @@ async fn ordered_sends_ride_through_a_sigkill_stored_once_and_in_order() {
     let acked_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut producers = Vec::new();
     for p in 0..3 {
-        let config = ProducerConfig {
-            retries: 80,
-            backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(300) },
-            ..ProducerConfig::default()
-        };
-        let producer = Producer::with_config(&addr, config).await.expect("producer");
+        let producer = patient_producer(&addr).await;
         let acked_count = acked_count.clone();
         producers.push(tokio::spawn(async move {
             let mut outcomes: BTreeMap<usize, Result<SendAck, String>> = BTreeMap::new();
@@ -138,12 +144,7 @@ async fn ordered_sends_ride_through_a_sigkill_stored_once_and_in_order() {
         }));
     }
     let round_robin = {
-        let config = ProducerConfig {
-            retries: 80,
-            backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(300) },
-            ..ProducerConfig::default()
-        };
-        let producer = Producer::with_config(&addr, config).await.expect("producer");
+        let producer = patient_producer(&addr).await;
         tokio::spawn(async move {
             let mut in_flight = FuturesOrdered::new();
             let mut acked = Vec::new();
