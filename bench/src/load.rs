@@ -5,6 +5,7 @@
 
 use crate::stats::{new_histogram, record_ns, Stats};
 use brook_client::{Connection, Message, SendAck};
+use brook_proto::{ProducerSeq, Request, Response};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -75,6 +76,9 @@ pub struct Load {
     pub batch: usize,
     /// Keep (key, topic, queue, offset) of every ack.
     pub keep_acks: bool,
+    /// Send as an idempotent producer (an id per producer task, a sequence
+    /// per target), as the client's producer does by default.
+    pub idempotent: bool,
 }
 
 /// One acknowledged message.
@@ -140,6 +144,18 @@ fn key(producer: usize, seq: u64) -> String {
     key
 }
 
+/// An idempotent producer id for this task (`None`, with a note, if the
+/// broker gives none: the task then sends without).
+async fn init_producer(conn: &Connection) -> Option<u64> {
+    match conn.request(Request::InitProducer).await {
+        Ok(Response::Producer { producer_id, .. }) => Some(producer_id),
+        other => {
+            eprintln!("no producer id ({other:?}); sending without sequences");
+            None
+        }
+    }
+}
+
 /// Runs producer `id` on `conn` until the budget is spent.
 pub async fn run(id: usize, conn: Connection, load: Load, budget: Arc<Budget>, stats: Arc<Stats>) -> Vec<Acked> {
     let mut hist = new_histogram();
@@ -157,6 +173,8 @@ pub async fn run(id: usize, conn: Connection, load: Load, budget: Arc<Budget>, s
     let mut in_flight = FuturesUnordered::new();
     // Borrowed by the requests in flight, which never outlive this call.
     let (conn, targets) = (&conn, &*load.targets);
+    let producer_id = if load.idempotent { init_producer(conn).await } else { None };
+    let mut sequences = vec![0u32; targets.len()];
     loop {
         while in_flight.len() < window {
             let n = budget.claim(per_request);
@@ -164,6 +182,12 @@ pub async fn run(id: usize, conn: Connection, load: Load, budget: Arc<Budget>, s
                 break;
             }
             let (topic, queue) = &targets[target % targets.len()];
+            let producer = producer_id.map(|producer_id| {
+                let sequence = &mut sequences[target % targets.len()];
+                let first = *sequence;
+                *sequence += n as u32;
+                ProducerSeq { producer_id, epoch: 0, sequence: first }
+            });
             target += 1;
             let sent_ns = now_ns();
             let messages: Vec<Message> =
@@ -175,7 +199,7 @@ pub async fn run(id: usize, conn: Connection, load: Load, budget: Arc<Budget>, s
                 Vec::new()
             };
             // The send leaves now; what is kept in flight is its answer.
-            let answer = conn.send(topic, *queue, messages);
+            let answer = conn.send_as(topic, *queue, messages, producer);
             in_flight.push(async move { (sent_ns, topic, keys, answer.await) });
         }
         let Some((sent_ns, topic, keys, result)) = in_flight.next().await else { break };

@@ -76,6 +76,10 @@ pub(crate) struct Common {
     /// Record every ack, read everything back and check it.
     #[arg(long, global = true)]
     verify: bool,
+    /// Send as idempotent producers: an id per producer task and a
+    /// sequence per queue on every send (the client's default).
+    #[arg(long, global = true)]
+    idempotent: bool,
     /// Extra environment for the broker this bench starts (KEY=VALUE,
     /// repeatable), e.g. BROOK_SERVER__WORKERS=1.
     #[arg(long = "broker-env", global = true)]

@@ -42,6 +42,26 @@ fn producers_sharing_connections_are_all_verified() {
 }
 
 #[test]
+fn idempotent_sends_are_verified() {
+    // Every send carries a producer id and sequence: each is stored once,
+    // where its ack says.
+    let (ok, out) = bench(&[
+        "produce",
+        "--mode",
+        "pipelined",
+        "--idempotent",
+        "--producers",
+        "4",
+        "--messages",
+        "4000",
+        "--verify",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("idempotent        true"), "{out}");
+    assert!(out.contains("verify            ok: 4000 acknowledged messages"), "{out}");
+}
+
+#[test]
 fn batches_are_verified() {
     let (ok, out) =
         bench(&["produce", "--mode", "batch", "--batch", "16", "--producers", "2", "--messages", "4000", "--verify"]);

@@ -69,6 +69,7 @@ pub(crate) async fn produce_load(
         inflight: common.inflight,
         batch: common.batch,
         keep_acks: common.verify,
+        idempotent: common.idempotent,
     };
     let producers = common.producers.max(1);
     let conns = producer_connections(broker, common, "bench").await?;
@@ -105,6 +106,7 @@ pub(crate) async fn produce_load(
             ),
             ("size".into(), format!("{} B", common.size)),
             ("flush".into(), common.flush.clone()),
+            ("idempotent".into(), common.idempotent.to_string()),
         ],
     );
     summary.notes.extend(cpu::per_message(&clocks, summary.messages));
