@@ -26,7 +26,7 @@ use std::path::PathBuf;
 /// Runs kept per lane: enough for a client's whole window of sends in
 /// flight on one queue (the client keeps at most 256), so every send of that
 /// window can be recognised when it is sent again.
-const MAX_RUNS: usize = 512;
+const MAX_RUNS: usize = 256;
 const MAGIC: u32 = 0x5350_4B42; // "BKPS"
 const VERSION: u32 = 1;
 
@@ -45,6 +45,20 @@ pub struct LaneRef<'a> {
     pub topic: &'a str,
     /// The queue the send named.
     pub queue: u32,
+    /// [`topic_hash`] of `topic`, computed once by whoever names the lane.
+    pub topic_hash: u64,
+}
+
+/// The hash a lane's topic is looked up by.
+pub fn topic_hash(topic: &str) -> u64 {
+    brook_proto::hash::fnv1a64(topic)
+}
+
+impl<'a> LaneRef<'a> {
+    /// The lane of `producer_id`'s sends to `topic`/`queue`.
+    pub fn new(producer_id: u64, topic: &'a str, queue: u32) -> Self {
+        Self { producer_id, topic, queue, topic_hash: topic_hash(topic) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,7 +70,7 @@ struct LaneId {
 
 impl LaneRef<'_> {
     fn id(&self) -> LaneId {
-        LaneId { producer_id: self.producer_id, topic_hash: brook_proto::hash::fnv1a64(self.topic), queue: self.queue }
+        LaneId { producer_id: self.producer_id, topic_hash: self.topic_hash, queue: self.queue }
     }
 }
 
@@ -114,6 +128,12 @@ impl Lane {
             }
         }
         self.runs.push_back(run);
+        self.trim();
+    }
+
+    /// Forgets the oldest written runs past the limit (runs still being
+    /// written are kept: their outcome is yet to come).
+    fn trim(&mut self) {
         while self.runs.len() > MAX_RUNS && self.runs.front().is_some_and(|r| r.written) {
             self.runs.pop_front();
         }
@@ -244,6 +264,7 @@ impl ProducerTable {
         if let Some(state) = self.lanes.get_mut(&lane.id()) {
             state.next = seq.sequence.saturating_add(count);
             state.runs.push_back(Run { first_seq: seq.sequence, count, first_offset, store, written: false });
+            state.trim();
             self.generation += 1;
         }
     }
@@ -389,7 +410,7 @@ impl ProducerTable {
                 let (first_seq, count, first_offset, store) = (read.u32()?, read.u32()?, read.u64()?, read.u64()?);
                 lane.runs.push_back(Run { first_seq, count, first_offset, store, written: true });
             }
-            let id = LaneRef { producer_id, topic, queue }.id();
+            let id = LaneRef::new(producer_id, topic, queue).id();
             *table.producers.entry(producer_id).or_default() += 1;
             table.lanes.insert(id, lane);
         }
@@ -478,14 +499,16 @@ mod tests {
         ProducerSeq { producer_id: 7, epoch, sequence }
     }
 
-    const LANE: LaneRef<'static> = LaneRef { producer_id: 7, topic: "t", queue: 1 };
+    fn lane() -> LaneRef<'static> {
+        LaneRef::new(7, "t", 1)
+    }
     const STORE: u64 = 42;
 
     /// Checks and admits a send, as the fanout does.
     fn send(table: &mut ProducerTable, s: ProducerSeq, count: u32, offset: u64) -> Verdict {
-        let verdict = table.check(LANE, s, count, STORE, 1);
+        let verdict = table.check(lane(), s, count, STORE, 1);
         if matches!(verdict, Verdict::New) {
-            table.admitted(LANE, s, count, offset, STORE);
+            table.admitted(lane(), s, count, offset, STORE);
         }
         verdict
     }
@@ -496,9 +519,9 @@ mod tests {
         assert!(matches!(send(&mut table, seq(0, 0), 2, 100), Verdict::New));
         // In flight: a repeat now is busy, not stored twice.
         assert!(matches!(send(&mut table, seq(0, 0), 2, 0), Verdict::Refused(Error::Busy(_))));
-        table.finished(LANE, seq(0, 0), true);
+        table.finished(lane(), seq(0, 0), true);
         assert!(matches!(send(&mut table, seq(0, 2), 1, 105), Verdict::New));
-        table.finished(LANE, seq(0, 2), true);
+        table.finished(lane(), seq(0, 2), true);
         assert!(matches!(send(&mut table, seq(0, 0), 2, 0), Verdict::Duplicate { first_offset: 100 }));
         assert!(matches!(send(&mut table, seq(0, 1), 1, 0), Verdict::Duplicate { first_offset: 101 }));
         assert!(matches!(send(&mut table, seq(0, 2), 1, 0), Verdict::Duplicate { first_offset: 105 }));
@@ -515,9 +538,9 @@ mod tests {
         for (s, offset) in [(0, 10), (1, 11), (2, 12)] {
             assert!(matches!(send(&mut table, seq(0, s), 1, offset), Verdict::New));
         }
-        table.finished(LANE, seq(0, 0), true);
-        table.finished(LANE, seq(0, 1), false);
-        table.finished(LANE, seq(0, 2), false);
+        table.finished(lane(), seq(0, 0), true);
+        table.finished(lane(), seq(0, 1), false);
+        table.finished(lane(), seq(0, 2), false);
         assert!(matches!(send(&mut table, seq(0, 1), 1, 20), Verdict::New), "sent again, stored anew");
         assert!(matches!(send(&mut table, seq(0, 0), 1, 0), Verdict::Duplicate { first_offset: 10 }));
     }
@@ -536,27 +559,42 @@ mod tests {
         let mut table = ProducerTable::default();
         for s in 0..5 {
             assert!(matches!(send(&mut table, seq(0, s), 1, 50 + u64::from(s)), Verdict::New));
-            table.finished(LANE, seq(0, s), true);
+            table.finished(lane(), seq(0, s), true);
         }
         let (generation, bytes) = table.snapshot(1).expect("changed");
         table.saved(generation);
         assert!(table.snapshot(1).is_none(), "nothing new to write");
         let mut back = ProducerTable::load(&bytes, 10, 86_400_000).expect("load");
-        assert!(matches!(back.check(LANE, seq(0, 2), 1, STORE, 1), Verdict::Duplicate { first_offset: 52 }));
-        back.apply(LANE, seq(0, 3), 53, STORE, 1);
-        back.apply(LANE, seq(0, 5), 60, STORE, 1);
-        assert!(matches!(back.check(LANE, seq(0, 5), 1, STORE, 1), Verdict::Duplicate { first_offset: 60 }));
-        assert!(matches!(back.check(LANE, seq(0, 6), 1, STORE, 1), Verdict::New));
+        assert!(matches!(back.check(lane(), seq(0, 2), 1, STORE, 1), Verdict::Duplicate { first_offset: 52 }));
+        back.apply(lane(), seq(0, 3), 53, STORE, 1);
+        back.apply(lane(), seq(0, 5), 60, STORE, 1);
+        assert!(matches!(back.check(lane(), seq(0, 5), 1, STORE, 1), Verdict::Duplicate { first_offset: 60 }));
+        assert!(matches!(back.check(lane(), seq(0, 6), 1, STORE, 1), Verdict::New));
         let mut damaged = bytes.clone();
         damaged[10] ^= 1;
         assert!(ProducerTable::load(&damaged, 10, 86_400_000).is_err());
     }
 
     #[test]
+    fn a_lane_keeps_a_bounded_number_of_runs() {
+        let mut table = ProducerTable::default();
+        // Offsets far apart: nothing folds, as with producers interleaving.
+        for s in 0..(MAX_RUNS as u32 * 3) {
+            assert!(matches!(send(&mut table, seq(0, s), 1, u64::from(s) * 10), Verdict::New));
+            table.finished(lane(), seq(0, s), true);
+        }
+        let runs = table.lanes.values().map(|l| l.runs.len()).sum::<usize>();
+        assert_eq!(runs, MAX_RUNS);
+        let newest = MAX_RUNS as u32 * 3 - 1;
+        assert!(matches!(send(&mut table, seq(0, newest), 1, 0), Verdict::Duplicate { .. }));
+        assert!(matches!(send(&mut table, seq(0, 0), 1, 0), Verdict::Refused(Error::DuplicateSequence { .. })));
+    }
+
+    #[test]
     fn producers_are_capped_and_forgotten_when_idle() {
         let mut table = ProducerTable::new(1, 1_000);
-        let other = LaneRef { producer_id: 8, topic: "t", queue: 1 };
-        assert!(matches!(table.check(LANE, seq(0, 0), 1, STORE, 0), Verdict::New));
+        let other = LaneRef { producer_id: 8, ..lane() };
+        assert!(matches!(table.check(lane(), seq(0, 0), 1, STORE, 0), Verdict::New));
         let s = ProducerSeq { producer_id: 8, epoch: 0, sequence: 0 };
         assert!(matches!(table.check(other, s, 1, STORE, 0), Verdict::Refused(Error::TooManyProducers(1))));
         table.expire(5_000);

@@ -123,7 +123,7 @@ impl Derived<'_, '_> {
         let topic = record::topic(rec);
         if let Some(seq) = head.producer {
             if let Some((lane_topic, lane_queue)) = producer_lane(rec, topic, head.queue_id) {
-                let lane = LaneRef { producer_id: seq.producer_id, topic: lane_topic, queue: lane_queue };
+                let lane = LaneRef::new(seq.producer_id, lane_topic, lane_queue);
                 let store = store_id(topic, head.queue_id);
                 self.producers.apply(lane, seq, head.queue_offset, store, head.store_ts);
             }

@@ -10,7 +10,7 @@ use crate::actors::queue::fanout::Part;
 use crate::actors::queue::slots::state_for;
 use crate::error::{Error, Result};
 use crate::store::commitlog::RecordPos;
-use crate::store::producers::{LaneRef, ProducerTable, Verdict};
+use crate::store::producers::{topic_hash, LaneRef, ProducerTable, Verdict};
 use brook_proto::system::{SCHEDULE_TOPIC, TIMER_TOPIC};
 use brook_proto::ProducerSeq;
 use std::cell::RefCell;
@@ -45,15 +45,31 @@ pub(crate) fn saved(generation: u64) {
 pub struct PartProducer {
     /// Producer id, epoch and the first record's sequence number.
     pub seq: ProducerSeq,
-    /// The topic and queue the send named, if not the store queue's.
-    pub lane: Option<(String, u32)>,
+    /// The topic and queue the send named (with the topic's hash), if not
+    /// the store queue's.
+    pub lane: Option<(String, u32, u64)>,
 }
 
 impl PartProducer {
+    /// A part of `seq`'s, naming its lane when it is not the store queue.
+    pub fn new(seq: ProducerSeq, lane: Option<(String, u32)>) -> Self {
+        let lane = lane.map(|(topic, queue)| {
+            let hash = topic_hash(&topic);
+            (topic, queue, hash)
+        });
+        Self { seq, lane }
+    }
+
     fn lane<'a>(&'a self, part: &'a Part) -> LaneRef<'a> {
+        let producer_id = self.seq.producer_id;
         match &self.lane {
-            Some((topic, queue)) => LaneRef { producer_id: self.seq.producer_id, topic, queue: *queue },
-            None => LaneRef { producer_id: self.seq.producer_id, topic: &part.spec.topic, queue: part.spec.queue },
+            Some((topic, queue, topic_hash)) => LaneRef { producer_id, topic, queue: *queue, topic_hash: *topic_hash },
+            None => LaneRef {
+                producer_id,
+                topic: &part.spec.topic,
+                queue: part.spec.queue,
+                topic_hash: part.spec.topic_hash,
+            },
         }
     }
 }

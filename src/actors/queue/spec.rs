@@ -6,7 +6,7 @@ use crate::actors::indexer::KeyBuffer;
 use crate::actors::queue::barrier::ActiveQueues;
 use crate::actors::writer::WriterActor;
 use crate::store::commitlog::LogReader;
-use crate::store::producers::store_id;
+use crate::store::producers::{store_id, topic_hash};
 use actix::Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -35,6 +35,8 @@ pub struct QueueSpec {
     pub(crate) queue: u32,
     /// What the producer table knows it by ([`store_id`]).
     pub(crate) store_id: u64,
+    /// Its topic's hash in the producer table's lanes.
+    pub(crate) topic_hash: u64,
     pub(super) dir: PathBuf,
     pub(super) per_file: u64,
     /// Smallest stored log offset when the queue was started.
@@ -66,6 +68,7 @@ impl QueueSpec {
             topic: topic.into(),
             queue,
             store_id: store_id(topic, queue),
+            topic_hash: topic_hash(topic),
             dir,
             per_file,
             log_min,

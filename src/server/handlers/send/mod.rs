@@ -284,7 +284,7 @@ impl<'a> PreparedSend<'a> {
     fn lane(&self) -> Option<PartProducer> {
         let seq = self.producer?;
         let lane = self.store_in.is_some().then(|| (self.topic.to_string(), self.queue));
-        Some(PartProducer { seq, lane })
+        Some(PartProducer::new(seq, lane))
     }
 
     /// What answering it needs, apart from the request's bytes.
