@@ -123,3 +123,43 @@ async fn a_delayed_send_keeps_its_lane_and_a_repeat_is_not_delayed_twice() {
     let bodies: Vec<_> = delivered.iter().map(|m| String::from_utf8_lossy(&m.message.body).into_owned()).collect();
     assert_eq!(bodies, ["now", "later"]);
 }
+
+/// A retry and new sends read together are merged into one part: the
+/// repeated prefix is answered with its original ack, only the rest is
+/// stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_merged_with_new_sends_stores_only_the_new_ones() {
+    use common::raw::{frame_bytes, read_frame};
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&base_env(dir.path(), "std"));
+    broker.connect().await.create_topic("idem", 1).await.expect("topic");
+    let mut s = connected(&broker.addr);
+    let pid = init(&mut s);
+    let first = send(&mut s, (pid, 0, 0), &["a"]).expect("stored");
+    let frame = |id: u64, seq: u32, body: &str| {
+        let producer = Some(ProducerSeq { producer_id: pid, epoch: 0, sequence: seq });
+        let messages = vec![Message::new("idem", body.as_bytes().to_vec())];
+        frame_bytes(&brook_proto::Frame::Request {
+            id,
+            body: Request::Send { topic: "idem".into(), queue: 0, messages, producer },
+        })
+    };
+    // One write: the broker reads them in one turn.
+    let mut wire = frame(50, 0, "a");
+    wire.extend(frame(51, 1, "b"));
+    wire.extend(frame(52, 2, "c"));
+    s.write_all(&wire).expect("write");
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        match read_frame(&mut s) {
+            Some(brook_proto::Frame::Response { id, body: Ok(Response::Sent(acks)) }) => {
+                answers.insert(id, acks);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(answers[&50], first, "the repeat gets its original ack");
+    assert_eq!((answers[&51][0].queue_offset, answers[&52][0].queue_offset), (1, 2));
+    assert_eq!(stored_bodies(&broker, 3).await, ["a", "b", "c"]);
+}

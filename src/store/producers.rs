@@ -145,14 +145,49 @@ impl Lane {
 pub enum Verdict {
     /// Never seen: store it.
     New,
-    /// Stored before: its messages sit at `first_offset..` of its store
-    /// queue, in order.
+    /// Its first messages were stored before (a retry; sends merged on the
+    /// way may repeat a prefix and carry new messages after it): they sit at
+    /// these `(queue offset, count)` stretches of its store queue, in order,
+    /// and the last `fresh` messages are new, to be stored.
     Duplicate {
-        /// Queue offset of its first message.
-        first_offset: u64,
+        /// Where the repeated messages were placed.
+        placed: Vec<(u64, u32)>,
+        /// How many messages at the end are new.
+        fresh: u32,
     },
     /// Refused; nothing is stored.
     Refused(Error),
+}
+
+/// Where the sequences `wanted` were placed, as `(queue offset, count)`
+/// stretches, from a lane's runs (in sequence order). Refused when one is
+/// still being written (busy: ask again) or no longer kept, or was stored
+/// in another queue than `store` (its answer cannot be read back here).
+fn placed(runs: &VecDeque<Run>, wanted: std::ops::Range<u32>, store: u64) -> Result<Vec<(u64, u32)>> {
+    let gone = || Error::DuplicateSequence { sequence: wanted.start };
+    let first = runs.iter().rposition(|run| run.first_seq <= wanted.start).ok_or_else(gone)?;
+    let mut out = Vec::new();
+    let mut at = wanted.start;
+    for run in runs.iter().skip(first) {
+        if at >= wanted.end {
+            break;
+        }
+        if run.first_seq > at || run.store != store {
+            return Err(gone());
+        }
+        if !run.written {
+            return Err(Error::Busy("an earlier copy of this send is still being stored".into()));
+        }
+        let upto = run.end().min(wanted.end);
+        if upto > at {
+            out.push((run.first_offset + u64::from(at - run.first_seq), upto - at));
+            at = upto;
+        }
+    }
+    if at < wanted.end {
+        return Err(gone());
+    }
+    Ok(out)
 }
 
 /// Every lane's state, bounded by a cap on producers and an idle expiry.
@@ -246,15 +281,10 @@ impl ProducerTable {
         if seq.sequence > state.next {
             return Verdict::Refused(Error::OutOfOrderSequence { got: seq.sequence, expected: state.next });
         }
-        match state.runs.iter().rev().find(|run| run.first_seq <= seq.sequence && seq.sequence < run.end()) {
-            Some(run) if end <= run.end() && run.store == store => {
-                if run.written {
-                    Verdict::Duplicate { first_offset: run.first_offset + u64::from(seq.sequence - run.first_seq) }
-                } else {
-                    Verdict::Refused(Error::Busy("an earlier copy of this send is still being stored".into()))
-                }
-            }
-            _ => Verdict::Refused(Error::DuplicateSequence { sequence: seq.sequence }),
+        let repeated_end = end.min(state.next);
+        match placed(&state.runs, seq.sequence..repeated_end, store) {
+            Ok(placed) => Verdict::Duplicate { placed, fresh: end - repeated_end },
+            Err(e) => Verdict::Refused(e),
         }
     }
 
@@ -504,13 +534,23 @@ mod tests {
     }
     const STORE: u64 = 42;
 
-    /// Checks and admits a send, as the fanout does.
+    /// Checks and admits a send, as the fanout does (the new part of one
+    /// that repeats a prefix goes at `offset`).
     fn send(table: &mut ProducerTable, s: ProducerSeq, count: u32, offset: u64) -> Verdict {
         let verdict = table.check(lane(), s, count, STORE, 1);
-        if matches!(verdict, Verdict::New) {
-            table.admitted(lane(), s, count, offset, STORE);
+        match &verdict {
+            Verdict::New => table.admitted(lane(), s, count, offset, STORE),
+            Verdict::Duplicate { fresh, .. } if *fresh > 0 => {
+                let first = ProducerSeq { sequence: s.sequence + count - fresh, ..s };
+                table.admitted(lane(), first, *fresh, offset, STORE);
+            }
+            _ => {}
         }
         verdict
+    }
+
+    fn at(offset: u64, count: u32) -> Vec<(u64, u32)> {
+        vec![(offset, count)]
     }
 
     #[test]
@@ -522,14 +562,42 @@ mod tests {
         table.finished(lane(), seq(0, 0), true);
         assert!(matches!(send(&mut table, seq(0, 2), 1, 105), Verdict::New));
         table.finished(lane(), seq(0, 2), true);
-        assert!(matches!(send(&mut table, seq(0, 0), 2, 0), Verdict::Duplicate { first_offset: 100 }));
-        assert!(matches!(send(&mut table, seq(0, 1), 1, 0), Verdict::Duplicate { first_offset: 101 }));
-        assert!(matches!(send(&mut table, seq(0, 2), 1, 0), Verdict::Duplicate { first_offset: 105 }));
+        assert!(
+            matches!(send(&mut table, seq(0, 0), 2, 0), Verdict::Duplicate { ref placed, fresh: 0 } if *placed == at(100, 2))
+        );
+        assert!(
+            matches!(send(&mut table, seq(0, 1), 1, 0), Verdict::Duplicate { ref placed, fresh: 0 } if *placed == at(101, 1))
+        );
+        assert!(
+            matches!(send(&mut table, seq(0, 2), 1, 0), Verdict::Duplicate { ref placed, fresh: 0 } if *placed == at(105, 1))
+        );
         assert!(matches!(
             send(&mut table, seq(0, 5), 1, 0),
             Verdict::Refused(Error::OutOfOrderSequence { got: 5, expected: 3 })
         ));
         assert!(matches!(send(&mut table, seq(0, 3), 1, 106), Verdict::New));
+    }
+
+    #[test]
+    fn a_send_repeating_a_prefix_stores_only_what_is_new() {
+        let mut table = ProducerTable::default();
+        // Two sends placed apart (another producer wrote between them).
+        assert!(matches!(send(&mut table, seq(0, 0), 2, 100), Verdict::New));
+        table.finished(lane(), seq(0, 0), true);
+        assert!(matches!(send(&mut table, seq(0, 2), 1, 110), Verdict::New));
+        table.finished(lane(), seq(0, 2), true);
+        // Sent again merged with two new ones: three repeats, two new.
+        let verdict = send(&mut table, seq(0, 0), 5, 200);
+        assert!(
+            matches!(verdict, Verdict::Duplicate { ref placed, fresh: 2 } if *placed == vec![(100, 2), (110, 1)]),
+            "{verdict:?}"
+        );
+        table.finished(lane(), seq(0, 3), true);
+        let verdict = send(&mut table, seq(0, 1), 4, 0);
+        assert!(
+            matches!(verdict, Verdict::Duplicate { ref placed, fresh: 0 } if *placed == vec![(101, 1), (110, 1), (200, 2)]),
+            "{verdict:?}"
+        );
     }
 
     #[test]
@@ -542,7 +610,9 @@ mod tests {
         table.finished(lane(), seq(0, 1), false);
         table.finished(lane(), seq(0, 2), false);
         assert!(matches!(send(&mut table, seq(0, 1), 1, 20), Verdict::New), "sent again, stored anew");
-        assert!(matches!(send(&mut table, seq(0, 0), 1, 0), Verdict::Duplicate { first_offset: 10 }));
+        assert!(
+            matches!(send(&mut table, seq(0, 0), 1, 0), Verdict::Duplicate { ref placed, fresh: 0 } if *placed == at(10, 1))
+        );
     }
 
     #[test]
@@ -565,10 +635,14 @@ mod tests {
         table.saved(generation);
         assert!(table.snapshot(1).is_none(), "nothing new to write");
         let mut back = ProducerTable::load(&bytes, 10, 86_400_000).expect("load");
-        assert!(matches!(back.check(lane(), seq(0, 2), 1, STORE, 1), Verdict::Duplicate { first_offset: 52 }));
+        assert!(
+            matches!(back.check(lane(), seq(0, 2), 1, STORE, 1), Verdict::Duplicate { ref placed, fresh: 0 } if *placed == at(52, 1))
+        );
         back.apply(lane(), seq(0, 3), 53, STORE, 1);
         back.apply(lane(), seq(0, 5), 60, STORE, 1);
-        assert!(matches!(back.check(lane(), seq(0, 5), 1, STORE, 1), Verdict::Duplicate { first_offset: 60 }));
+        assert!(
+            matches!(back.check(lane(), seq(0, 5), 1, STORE, 1), Verdict::Duplicate { ref placed, fresh: 0 } if *placed == at(60, 1))
+        );
         assert!(matches!(back.check(lane(), seq(0, 6), 1, STORE, 1), Verdict::New));
         let mut damaged = bytes.clone();
         damaged[10] ^= 1;

@@ -180,8 +180,8 @@ pub fn produce_here(produce: Produce) {
     let mut admitted = Vec::with_capacity(parts.len());
     for (part, records) in parts.iter().zip(record_ranges(&parts)) {
         let outcome = idempotence::admit_part(part, now);
-        if let Admission::New(first_offset) = outcome {
-            for (i, offset) in records.zip(first_offset..) {
+        if let Admission::Store { first_offset, fresh, .. } = outcome {
+            for (i, offset) in records.skip(part.records - fresh).zip(first_offset..) {
                 let (start, end) = batch.bounds(i);
                 if let Some(rec) = batch.buf.get_mut(start..end) {
                     crate::store::record::patch_queue_offset(rec, offset);
@@ -190,13 +190,14 @@ pub fn produce_here(produce: Produce) {
         }
         admitted.push(outcome);
     }
-    let Some(writer) = parts.iter().zip(&admitted).find(|(_, a)| a.is_new()).map(|(p, _)| p.spec.links.writer.clone())
+    let Some(writer) =
+        parts.iter().zip(&admitted).find(|(_, a)| a.fresh() > 0).map(|(p, _)| p.spec.links.writer.clone())
     else {
         // Nothing to write: every part refused or repeated.
         Shares { parts, admitted, tag_hashes, key_hashes, reply }.answer(Ok(Vec::new()));
         return;
     };
-    if !admitted.iter().all(Admission::is_new) {
+    if parts.iter().zip(&admitted).any(|(p, a)| a.fresh() != p.records) {
         batch = admitted_only(&batch, &parts, &admitted);
     }
     let shares = Shares { parts, admitted, tag_hashes, key_hashes, reply };
@@ -212,15 +213,12 @@ fn record_ranges(parts: &[Part]) -> impl Iterator<Item = Range<usize>> + '_ {
     })
 }
 
-/// The records of the admitted parts, copied out of `batch` (the rare case
-/// of a part refused or repeated).
+/// The records to write, copied out of `batch` (the rare case of a part
+/// refused or repeating records stored before): each part's fresh ones.
 fn admitted_only(batch: &AppendBatch, parts: &[Part], admitted: &[Admission]) -> AppendBatch {
     let mut kept = AppendBatch::default();
-    for (records, outcome) in record_ranges(parts).zip(admitted) {
-        if !outcome.is_new() {
-            continue;
-        }
-        for i in records {
+    for ((part, records), outcome) in parts.iter().zip(record_ranges(parts)).zip(admitted) {
+        for i in records.skip(part.records - outcome.fresh()) {
             let (start, end) = batch.bounds(i);
             kept.starts.push(kept.buf.len());
             kept.buf.extend_from_slice(batch.buf.get(start..end).unwrap_or(&[]));
@@ -261,40 +259,42 @@ impl Shares {
             while key_hashes.get(key).is_some_and(|&(index, _)| (index as usize) < records.end) {
                 key += 1;
             }
-            let first_offset = match (outcome, &failure) {
+            let (repeated, fresh, first_offset) = match (outcome, &failure) {
                 (Admission::Refused(e), _) => {
                     outcomes.push(Err(e));
                     continue;
                 }
-                (Admission::Duplicate(placed), _) => {
+                (Admission::Store { repeated, fresh: 0, .. }, _) => {
                     let start = stored.len();
-                    stored.extend(placed);
+                    stored.extend(repeated);
                     outcomes.push(Ok(start..stored.len()));
                     continue;
                 }
                 // Writer failures poison it; every share fails the same way,
                 // and nothing after it will be stored either, so no offset
                 // gap can ever become visible.
-                (Admission::New(_), Some(reason)) => {
-                    idempotence::finished(part, false);
+                (Admission::Store { repeated, .. }, Some(reason)) => {
+                    idempotence::finished(part, repeated.len(), false);
                     outcomes.push(Err(Error::Poisoned(reason.clone())));
                     continue;
                 }
-                (Admission::New(first_offset), None) => first_offset,
+                (Admission::Store { repeated, fresh, first_offset }, None) => (repeated, fresh, first_offset),
             };
-            let (own, after) = rest.split_at(part.records.min(rest.len()));
+            let (own, after) = rest.split_at(fresh.min(rest.len()));
             rest = after;
+            let written_from = records.start + repeated.len();
             let written = Written {
                 first_offset,
                 positions: own,
-                tag_hashes: tag_hashes.get(records.clone()).unwrap_or(&[]),
+                tag_hashes: tag_hashes.get(written_from..records.end).unwrap_or(&[]),
                 key_hashes: key_hashes.get(key_start..key).unwrap_or(&[]),
-                first_record: records.start,
+                first_record: written_from,
             };
             let appended = append::written(&part.spec, written, &mut keys);
-            idempotence::finished(part, appended.is_ok());
+            idempotence::finished(part, repeated.len(), appended.is_ok());
             outcomes.push(appended.map(|()| {
                 let start = stored.len();
+                stored.extend(repeated);
                 stored.extend(own.iter().enumerate().map(|(i, &pos)| Placed {
                     queue_offset: first_offset + i as u64,
                     pos,

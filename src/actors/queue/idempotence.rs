@@ -76,17 +76,28 @@ impl PartProducer {
 
 /// What admission made of a part.
 pub(crate) enum Admission {
-    /// Admitted at this first queue offset; to be written.
-    New(u64),
-    /// Stored before: answered with these placements, not written again.
-    Duplicate(Vec<Placed>),
+    /// Admitted: the part's last `fresh` records hold offsets from
+    /// `first_offset` and are to be written; the records before them are
+    /// repeats of an idempotent producer's, placed at `repeated` before.
+    Store {
+        /// Placements of the leading repeats (usually none).
+        repeated: Vec<Placed>,
+        /// How many records at the end are written.
+        fresh: usize,
+        /// Queue offset of the first of them.
+        first_offset: u64,
+    },
     /// Refused; nothing stored.
     Refused(Error),
 }
 
 impl Admission {
-    pub(crate) fn is_new(&self) -> bool {
-        matches!(self, Admission::New(_))
+    /// How many of the part's records are written.
+    pub(crate) fn fresh(&self) -> usize {
+        match self {
+            Admission::Store { fresh, .. } => *fresh,
+            Admission::Refused(_) => 0,
+        }
     }
 }
 
@@ -94,44 +105,51 @@ impl Admission {
 pub(crate) fn admit_part(part: &Part, now_ms: i64) -> Admission {
     let Some(producer) = &part.producer else {
         return match append::admit(&part.spec, part.records) {
-            Ok(first) => Admission::New(first),
+            Ok(first_offset) => Admission::Store { repeated: Vec::new(), fresh: part.records, first_offset },
             Err(e) => Admission::Refused(e),
         };
     };
     let count = u32::try_from(part.records).unwrap_or(u32::MAX);
     let lane = producer.lane(part);
-    let verdict =
-        PRODUCERS.with(|producers| producers.borrow_mut().check(lane, producer.seq, count, part.spec.store_id, now_ms));
-    match verdict {
-        Verdict::New => match append::admit(&part.spec, part.records) {
-            Ok(first) => {
-                PRODUCERS.with(|producers| {
-                    producers.borrow_mut().admitted(lane, producer.seq, count, first, part.spec.store_id)
-                });
-                Admission::New(first)
-            }
-            Err(e) => Admission::Refused(e),
+    let store = part.spec.store_id;
+    let verdict = PRODUCERS.with(|producers| producers.borrow_mut().check(lane, producer.seq, count, store, now_ms));
+    let (repeated, fresh) = match verdict {
+        Verdict::New => (Vec::new(), count),
+        Verdict::Duplicate { placed, fresh } => match placements(part, &placed) {
+            Ok(repeated) => (repeated, fresh),
+            Err(e) => return Admission::Refused(e),
         },
-        Verdict::Duplicate { first_offset } => match placements(part, first_offset) {
-            Ok(placed) => Admission::Duplicate(placed),
-            Err(e) => Admission::Refused(e),
-        },
-        Verdict::Refused(e) => Admission::Refused(e),
+        Verdict::Refused(e) => return Admission::Refused(e),
+    };
+    if fresh == 0 {
+        return Admission::Store { repeated, fresh: 0, first_offset: 0 };
+    }
+    match append::admit(&part.spec, fresh as usize) {
+        Ok(first_offset) => {
+            let seq = ProducerSeq { sequence: producer.seq.sequence + (count - fresh), ..producer.seq };
+            PRODUCERS.with(|producers| producers.borrow_mut().admitted(lane, seq, fresh, first_offset, store));
+            Admission::Store { repeated, fresh: fresh as usize, first_offset }
+        }
+        Err(e) => Admission::Refused(e),
     }
 }
 
-/// The writer answered an admitted idempotent part: its run is confirmed,
-/// or taken back so its sequences may be sent again.
-pub(crate) fn finished(part: &Part, written: bool) {
+/// The writer answered the fresh records of an admitted idempotent part
+/// (after its `repeated` leading repeats): their run is confirmed, or taken
+/// back so their sequences may be sent again.
+pub(crate) fn finished(part: &Part, repeated: usize, written: bool) {
     if let Some(producer) = &part.producer {
         let lane = producer.lane(part);
-        PRODUCERS.with(|producers| producers.borrow_mut().finished(lane, producer.seq, written));
+        let offset = u32::try_from(repeated).unwrap_or(u32::MAX);
+        let seq = ProducerSeq { sequence: producer.seq.sequence.saturating_add(offset), ..producer.seq };
+        PRODUCERS.with(|producers| producers.borrow_mut().finished(lane, seq, written));
     }
 }
 
-/// Where a repeated part's records were stored: `part.records` entries of
-/// its queue from `first_offset`.
-fn placements(part: &Part, first_offset: u64) -> Result<Vec<Placed>> {
+/// Where a part's repeated records were stored: the `(offset, count)`
+/// stretches of its queue the table names, read back from the consume
+/// queue.
+fn placements(part: &Part, placed: &[(u64, u32)]) -> Result<Vec<Placed>> {
     let spec = &part.spec;
     if spec.destroyed.load(Ordering::Acquire) || spec.stopped.load(Ordering::Acquire) {
         return Err(Error::ShuttingDown);
@@ -140,24 +158,24 @@ fn placements(part: &Part, first_offset: u64) -> Result<Vec<Placed>> {
     // (its actor may not have run yet).
     let state = state_for(spec);
     let state = state.borrow();
-    let entries = state
-        .cq()?
-        .read(first_offset, part.records)
-        .map_err(|e| Error::io(format!("read consume queue {}", part.spec.name), e))?;
-    if entries.len() != part.records {
-        // Retention took them: stored once, but their answer is gone.
-        let sequence = part.producer.as_ref().map_or(0, |p| p.seq.sequence);
-        return Err(Error::DuplicateSequence { sequence });
-    }
+    let cq = state.cq()?;
     // The delay queues' entries carry the due time in place of a tag hash.
-    let delayed = matches!(&*part.spec.topic, SCHEDULE_TOPIC | TIMER_TOPIC);
-    Ok(entries
-        .into_iter()
-        .zip(first_offset..)
-        .map(|(entry, queue_offset)| Placed {
+    let delayed = matches!(&*spec.topic, SCHEDULE_TOPIC | TIMER_TOPIC);
+    let mut out = Vec::new();
+    for &(first_offset, count) in placed {
+        let entries = cq
+            .read(first_offset, count as usize)
+            .map_err(|e| Error::io(format!("read consume queue {}", spec.name), e))?;
+        if entries.len() != count as usize {
+            // Retention took them: stored once, but their answer is gone.
+            let sequence = part.producer.as_ref().map_or(0, |p| p.seq.sequence);
+            return Err(Error::DuplicateSequence { sequence });
+        }
+        out.extend(entries.into_iter().zip(first_offset..).map(|(entry, queue_offset)| Placed {
             queue_offset,
             pos: RecordPos { log_offset: entry.log_offset, size: entry.size, store_ts: 0 },
             due: delayed.then_some(entry.tag_hash as i64),
-        })
-        .collect())
+        }));
+    }
+    Ok(out)
 }

@@ -184,49 +184,88 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
             Err(e) => answers.push((*id, Err(e))),
         }
     }
-    // An idempotent send is a part of its own: it is judged by its
-    // sequence as a whole, before it is admitted.
+    // An idempotent producer's sends merge only among themselves, by lane
+    // and epoch, and a part holds only consecutive sequences: it is judged
+    // by its sequence as a whole before it is admitted.
     let (groups, ready) = merge_in_order(
-        ready.into_iter().enumerate().map(|(i, (id, items, prepared))| {
-            let dest = (prepared.store_topic(), prepared.store_queue, prepared.producer.map(|_| i));
+        ready.into_iter().map(|(id, items, prepared)| {
+            let dest = (prepared.store_topic(), prepared.store_queue, prepared.lane_key());
             (dest, prepared.bytes, (id, items, prepared))
         }),
         MERGE_BYTES,
     );
-    // Every group is a part of one produce: one buffer and one answer
-    // however many queues the requests name.
+    // Every part goes into one produce: one buffer and one answer however
+    // many queues the requests name.
     let bytes = ready.iter().map(|(_, _, prepared)| prepared.bytes).sum();
     let records = ready.iter().map(|(_, items, _)| items.len()).sum();
-    let mut encoded = Encoded::with_capacity(bytes, records, groups.len());
-    // The requests of every part opened, and how many each part has.
-    let mut members = Vec::with_capacity(ready.len());
+    let mut parts = Parts {
+        encoded: Encoded::with_capacity(bytes, records, groups.len()),
+        members: Vec::with_capacity(ready.len()),
+        sizes: Vec::with_capacity(groups.len()),
+        answers,
+        open: None,
+    };
     let mut ready = ready.into_iter();
-    let mut sizes = Vec::with_capacity(groups.len());
-    for ((topic, queue, idempotent), count) in groups {
-        let producer = idempotent.and_then(|_| ready.as_slice().first()).and_then(|(_, _, prepared)| prepared.lane());
-        encoded.begin_as(core.appender.queue_spec(topic, queue), queue, producer);
-        let mut failed = None;
-        let first = members.len();
-        for (id, items, prepared) in ready.by_ref().take(count) {
-            for (msg, code) in &items {
-                if let Err(e) = msg.encode(&mut encoded, *code) {
+    for ((topic, queue, lane), count) in groups {
+        let spec = core.appender.queue_spec(topic, queue);
+        let mut next_seq = None;
+        for (index, (id, items, prepared)) in ready.by_ref().take(count).enumerate() {
+            let sequence = prepared.producer.map(|p| p.sequence);
+            if index == 0 || (lane.is_some() && sequence != next_seq) {
+                parts.close();
+                parts.open(spec.clone(), queue, prepared.lane());
+            }
+            next_seq = prepared.producer.and_then(|p| p.of(items.len()));
+            parts.add(id, &items, prepared);
+        }
+        parts.close();
+    }
+    let Parts { encoded, members, sizes, answers, .. } = parts;
+    SubmittedSends { answers, members, sizes, stored: core.appender.submit(encoded) }
+}
+
+/// The parts of a produce as the send path builds them: requests are
+/// encoded into the open part, and a part that fails to encode fails its
+/// requests alone.
+struct Parts {
+    encoded: Encoded,
+    members: Vec<(Option<u64>, Answering)>,
+    sizes: Vec<usize>,
+    answers: Vec<(Option<u64>, Reply)>,
+    /// The open part: its first member and the first encoding error.
+    open: Option<(usize, Option<crate::error::Error>)>,
+}
+
+impl Parts {
+    fn open(&mut self, spec: std::sync::Arc<crate::actors::queue::QueueSpec>, queue: u32, lane: Option<PartProducer>) {
+        self.encoded.begin_as(spec, queue, lane);
+        self.open = Some((self.members.len(), None));
+    }
+
+    fn add(&mut self, id: Option<u64>, items: &Items<'_>, prepared: PreparedSend<'_>) {
+        for (msg, code) in items {
+            if let Err(e) = msg.encode(&mut self.encoded, *code) {
+                if let Some((_, failed)) = &mut self.open {
                     failed.get_or_insert(e);
                 }
             }
-            members.push((id, prepared.answering()));
         }
-        match failed {
-            None => sizes.push(count),
+        self.members.push((id, prepared.answering()));
+    }
+
+    fn close(&mut self) {
+        match self.open.take() {
+            None => {}
+            Some((first, None)) => self.sizes.push(self.members.len() - first),
             // Every field was checked while preparing; a failure here is a
-            // bug, and it fails only this group.
-            Some(e) => {
-                encoded.abandon();
+            // bug, and it fails only this part.
+            Some((first, Some(e))) => {
+                self.encoded.abandon();
                 let e = WireError::from(e);
-                answers.extend(members.drain(first..).map(|(id, _)| (id, Err(e.clone()))));
+                self.answers.extend(self.members.drain(first..).map(|(id, _)| (id, Err(e.clone()))));
             }
         }
     }
-    SubmittedSends { answers, members, sizes, stored: core.appender.submit(encoded) }
 }
 
 impl SubmittedSends {
@@ -277,6 +316,11 @@ struct PreparedSend<'a> {
 impl<'a> PreparedSend<'a> {
     fn store_topic(&self) -> &'a str {
         self.store_in.unwrap_or(self.topic)
+    }
+
+    /// What an idempotent send merges by: its producer, epoch and lane.
+    fn lane_key(&self) -> Option<(u64, u32, &'a str, u32)> {
+        self.producer.map(|p| (p.producer_id, p.epoch, self.topic, self.queue))
     }
 
     /// An idempotent send's producer and lane (named only when the records
