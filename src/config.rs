@@ -171,6 +171,34 @@ pub struct StoreConfig {
     /// wake-ups. Larger groups, and every fdatasync, stay off the thread.
     /// 0: never. Default: 64 KiB.
     pub inline_write_max_bytes: u64,
+    /// After the disk filled up, writes resume once the file system holding
+    /// the data dir has this many bytes free again. 0: twice
+    /// `segment_bytes` (room for the next segment and then some).
+    /// Default: 0.
+    pub disk_resume_free_bytes: u64,
+    /// Space the broker keeps for itself (the file `reserve` in the data
+    /// dir) and lets go when it starts or stops on a full disk, so it can
+    /// still write its checkpoint and rebuild its consume queues. 0: none.
+    /// Default: 64 MiB.
+    pub disk_reserve_bytes: u64,
+    /// When the disk passes `disk_max_used_ratio`, keep the segments an
+    /// active consumer group has not consumed yet, until the disk passes
+    /// `disk_hard_max_used_ratio` (RocketMQ deletes them). Default: false.
+    pub retention_protect_unconsumed: bool,
+    /// Past this share of the disk in use, retention deletes the oldest
+    /// segments even if a group still needs them (and says so); never below
+    /// `disk_max_used_ratio` (the larger applies). Default: 0.90.
+    pub disk_hard_max_used_ratio: f64,
+}
+
+impl StoreConfig {
+    /// The free bytes after which writes resume on a full disk.
+    pub fn resume_free_bytes(&self) -> u64 {
+        match self.disk_resume_free_bytes {
+            0 => self.segment_bytes.saturating_mul(2),
+            bytes => bytes,
+        }
+    }
 }
 
 /// Network settings (`[server]`).
@@ -234,6 +262,10 @@ impl Default for StoreConfig {
             preallocate: true,
             log_cache_bytes: 1 << 30,
             inline_write_max_bytes: 64 << 10,
+            disk_resume_free_bytes: 0,
+            disk_reserve_bytes: 64 << 20,
+            retention_protect_unconsumed: false,
+            disk_hard_max_used_ratio: 0.90,
         }
     }
 }
@@ -359,6 +391,12 @@ impl StoreConfig {
             return Err(Error::Config(format!(
                 "store.disk_max_used_ratio must be in (0, 1], got {}",
                 self.disk_max_used_ratio
+            )));
+        }
+        if !(self.disk_hard_max_used_ratio > 0.0 && self.disk_hard_max_used_ratio <= 1.0) {
+            return Err(Error::Config(format!(
+                "store.disk_hard_max_used_ratio must be in (0, 1], got {}",
+                self.disk_hard_max_used_ratio
             )));
         }
         if self.max_batch_messages == 0 || self.max_batch_bytes == 0 {

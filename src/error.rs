@@ -115,12 +115,29 @@ pub enum Error {
     /// The producer table is full.
     #[error("the broker keeps state for at most {0} idempotent producers (max_producers)")]
     TooManyProducers(usize),
+    /// The disk is full: writes are refused until space is freed; nothing
+    /// of the refused send was stored.
+    #[error("disk full since {since_ms} (ms since the epoch): writes are refused until space is freed")]
+    DiskFull {
+        /// When writes began to be refused.
+        since_ms: i64,
+    },
 }
 
 impl Error {
     /// Wraps an `io::Error` with what was being done.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io { context: context.into(), source }
+    }
+
+    /// Whether this failed only for want of space: a write refused with
+    /// ENOSPC or EDQUOT, never a failed fdatasync (see `io::is_out_of_space`).
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => crate::io::is_out_of_space(source),
+            Error::DiskFull { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -164,6 +181,7 @@ impl From<Error> for WireError {
             Error::ProducerFenced { .. } => ErrorCode::ProducerFenced,
             Error::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
             Error::TooManyProducers(_) => ErrorCode::TooManyProducers,
+            Error::DiskFull { .. } => ErrorCode::DiskFull,
         };
         let wire = WireError::new(code, err.to_string());
         match err {
@@ -171,6 +189,7 @@ impl From<Error> for WireError {
             Error::BeyondEnd { max, .. } => wire.with_detail(max),
             Error::OutOfOrderSequence { expected, .. } => wire.with_detail(u64::from(expected)),
             Error::ProducerFenced { latest, .. } => wire.with_detail(u64::from(latest)),
+            Error::DiskFull { since_ms } => wire.with_detail(since_ms.max(0) as u64),
             _ => wire,
         }
     }

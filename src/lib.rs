@@ -17,8 +17,8 @@
 //! - [`io`]: the writer backends (io_uring; pwritev + fdatasync; a
 //!   fault-injecting one for tests).
 //! - [`store`]: the storage engine — commit-log records and segments,
-//!   consume queues, checkpoint, recovery, retention, the key index, topic
-//!   table, group offsets, timer buckets and progress files.
+//!   consume queues, checkpoint, recovery, retention, the space reserve, the
+//!   key index, topic table, group offsets, timer buckets and progress files.
 //! - [`actors`]: the append pipeline (appender → queue actors → writer) and
 //!   every actor that owns state: consumer groups, housekeeper, indexer,
 //!   delay schedulers, timer wheel, transaction checker; the registries that

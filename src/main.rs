@@ -92,7 +92,7 @@ mod anyhow_free {
         if let Some((at, reason)) = &rec.truncated {
             slog::warn!(logger, "cut a torn tail off the commit log"; "at" => at, "reason" => reason);
         }
-        if let Some(note) = &opened.backend_note {
+        for note in opened.backend_note.iter().chain(&opened.space_note) {
             slog::warn!(logger, "{}", note);
         }
         slog::info!(logger, "io backend chosen"; "backend" => ?opened.backend, "configured" => ?config.store.io_backend);
@@ -130,6 +130,11 @@ mod anyhow_free {
             match broker::shutdown(&running).await {
                 Ok(cp) => {
                     slog::info!(logger, "stopped cleanly"; "log_end" => cp.log_end);
+                    0
+                }
+                Err(e) if broker::only_out_of_space(&running, &e) => {
+                    slog::warn!(logger, "disk full: shutdown synced the log but could not write its checkpoint; \
+                        the next start recovers from the log"; "error" => %e);
                     0
                 }
                 Err(e) => {

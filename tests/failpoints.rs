@@ -16,7 +16,7 @@ use brook::io::fault::{FaultIo, FaultPlan};
 use brook::io::{IoBackend, IoStats};
 use brook::store::commitlog::{CommitLog, LogReader};
 use brook::store::record;
-use brook::store::segment::SegmentSet;
+use brook::store::segment::{segment_name, SegmentSet};
 use brook::store::topics::TopicTable;
 use brook::store::StorePaths;
 use brook_proto::Message;
@@ -53,6 +53,7 @@ fn faulty_writer(dir: &std::path::Path, flush: FlushMode, fail_after: u64) -> Fa
         max_batch_messages: 1,
         max_batch_bytes: 1 << 20,
         log_cache_bytes: 0,
+        resume_free_bytes: 1 << 20,
     };
     let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard()).start();
     let topics = Arc::new(TopicTable::load(paths.topics()).expect("topics"));
@@ -119,4 +120,44 @@ async fn a_failed_background_fdatasync_refuses_the_sync_and_poisons() {
     let items = batch("later");
     assert!(matches!(appender.append("f", 0, items).await, Err(Error::Poisoned(_))));
     assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), 4, "a poisoned writer never retries I/O");
+}
+
+/// A write refused for space is not a poison: its group fails with
+/// `DiskFull`, the bytes that did land are cut back (the file reads zeros
+/// there), later sends are refused at once without any I/O, and once the
+/// disk has room again (this test's does: the resume margin is 1 MiB) the
+/// same writer takes sends again, from where the refused group began.
+#[actix_rt::test]
+async fn a_write_refused_for_space_is_cut_back_and_writes_resume_by_themselves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Faulty { appender, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync, 2);
+    plan.out_of_space.store(true, Ordering::SeqCst);
+    for i in 0..2 {
+        let placed = appender.append("f", 0, batch(&format!("ok{i}"))).await.expect("stored");
+        assert_eq!(placed[0].queue_offset, i);
+    }
+    let refused = appender.append("f", 0, batch("no-room")).await;
+    assert!(matches!(refused, Err(Error::DiskFull { .. })), "{refused:?}");
+    let segment = || std::fs::read(dir.path().join("commitlog").join(segment_name(0))).expect("read");
+    assert!(!segment().windows(7).any(|w| w == b"no-room"), "the half-written record was cut back");
+    // Refused at once, without trying the disk.
+    let seen = plan.jobs_seen.load(Ordering::SeqCst);
+    assert!(matches!(appender.append("f", 0, batch("still")).await, Err(Error::DiskFull { .. })));
+    assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), seen);
+    // Room again (the check runs every second): writing resumes, in place.
+    plan.fail_after_jobs.store(u64::MAX, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let placed = loop {
+        match appender.append("f", 0, batch("again")).await {
+            Ok(placed) => break placed,
+            Err(Error::DiskFull { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("writes did not resume: {other:?}"),
+        }
+    };
+    assert_eq!(placed[0].queue_offset, 2, "no offset was used by the refused sends");
+    let ok1 = appender.append("f", 0, batch("ok1")).await.expect("stored");
+    assert_eq!(placed[0].pos.log_offset + u64::from(placed[0].pos.size), ok1[0].pos.log_offset);
+    assert!(segment().windows(5).any(|w| w == b"again"));
 }

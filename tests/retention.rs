@@ -3,7 +3,10 @@
 //! one; past `disk_max_used_ratio` the oldest go regardless of age; consume
 //! queues drop files that only point into deleted segments; and reads below
 //! the oldest offset get "offset below retained range" with the minimum —
-//! both in the store and, over the wire, from a real brookd.
+//! both in the store and, over the wire, from a real brookd. A real brookd
+//! also tells each group what retention deleted before it was consumed
+//! (and its consumer hears of the jump), and with
+//! `retention_protect_unconsumed` keeps what an active group needs.
 
 mod common;
 
@@ -17,7 +20,7 @@ use brook::error::Error;
 use brook::filter::TagFilter;
 use brook::store::record;
 use brook::store::retention::{DiskUsage, Reason};
-use brook_client::{ErrorCode, Message};
+use brook_client::{ConsumeResult, ConsumerEvent, ErrorCode, Message, PushConfig, PushConsumer, ResetTo};
 use common::{base_env, Brookd, BACKENDS};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -178,4 +181,140 @@ async fn a_real_broker_under_disk_pressure_answers_below_retained_range() {
         let tail = conn.pull("r", 0, 399, 10, 0, None, 0).await.expect("the newest record is kept");
         assert_eq!(tail.messages.len(), 1);
     }
+}
+
+/// A broker whose disk is always "too full" (any real disk is past this
+/// ratio): retention keeps only the active segment.
+fn pressed_env(dir: &Path) -> Vec<(String, String)> {
+    let mut env = base_env(dir, "std");
+    env.push(("BROOK_STORE__DISK_MAX_USED_RATIO".into(), "0.000001".into()));
+    env.push(("BROOK_STORE__RETENTION_CHECK_INTERVAL_MS".into(), "100".into()));
+    env
+}
+
+async fn send_many(conn: &brook_client::Connection, topic: &str, queues: u32, per_queue: usize) {
+    for i in 0..per_queue {
+        for queue in 0..queues {
+            let body = format!("{queue}-{i}-{}", "q".repeat(500));
+            conn.send(topic, queue, vec![Message::new(topic, body)]).await.expect("send");
+        }
+    }
+}
+
+/// Each queue's first offset once retention has settled (two looks in a
+/// row agree, and it has moved).
+async fn settled_mins(conn: &brook_client::Connection, topic: &str) -> Vec<u64> {
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        let mins: Vec<u64> =
+            conn.describe_topic(topic).await.expect("describe").queue_stats.iter().map(|q| q.min_offset).collect();
+        if mins == last && mins.iter().all(|m| *m > 0) {
+            return mins;
+        }
+        last = mins;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("retention did not settle: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_tells_a_lagging_group_exactly_what_it_lost_and_its_consumer_hears_of_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&pressed_env(dir.path()));
+    let conn = broker.connect().await;
+    conn.create_topic("lag", 2).await.expect("create");
+    conn.reset_offsets("slow", "lag", ResetTo::Offsets(vec![(0, 0), (1, 0)])).await.expect("slow starts at 0");
+    send_many(&conn, "lag", 2, 300).await;
+    conn.reset_offsets("current", "lag", ResetTo::Latest).await.expect("current is at the end");
+    let mins = settled_mins(&conn, "lag").await;
+    let lost: u64 = mins.iter().sum();
+    // The group's count follows the queues' minimum within a pass.
+    let mut info = conn.describe_group("slow").await.expect("describe");
+    for _ in 0..50 {
+        if info.skipped_by_retention == lost {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        info = conn.describe_group("slow").await.expect("describe");
+    }
+    assert_eq!(info.skipped_by_retention, lost, "exactly the messages below each queue's first offset, once");
+    for row in &info.offsets {
+        assert_eq!(row.skipped_by_retention, mins[row.queue as usize], "queue {}", row.queue);
+    }
+    assert!(info.skipped_since_ms.is_some());
+    let current = conn.describe_group("current").await.expect("describe");
+    assert_eq!((current.skipped_by_retention, current.skipped_since_ms), (0, None), "a group at the end lost nothing");
+    let warned = broker.log_entry("retention deleted messages the group had not consumed").expect("warned");
+    assert_eq!(warned["group"], "slow");
+    let out = std::process::Command::new(common::bin("brookctl"))
+        .args(["--addr", &broker.addr, "group", "describe", "slow"])
+        .output()
+        .expect("brookctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("skipped by retention: {lost} since ")), "{text}");
+
+    // Its consumer is told where it jumped, not left to find out.
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = Arc::new(AtomicU64::new(0));
+    let config = {
+        let events = events.clone();
+        PushConfig::new("slow").subscribe("lag", None).on_event(move |e| events.lock().expect("events").push(e.clone()))
+    };
+    let counter = got.clone();
+    let consumer = PushConsumer::start(&broker.addr, config, move |_m: brook_client::StoredMessage| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { ConsumeResult::Success }
+    })
+    .await
+    .expect("consumer");
+    common::wait_for("the rest consumed", Duration::from_secs(30), || got.load(Ordering::SeqCst) == 600 - lost).await;
+    let mut skipped: Vec<(u32, u64, u64)> = events
+        .lock()
+        .expect("events")
+        .iter()
+        .map(|e| match e {
+            ConsumerEvent::SkippedByRetention { queue, from, to } => (queue.queue, *from, *to),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    skipped.sort_unstable();
+    assert_eq!(skipped, vec![(0, 0, mins[0]), (1, 0, mins[1])]);
+    consumer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_retention_keeps_what_an_active_group_needs_until_it_leaves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = pressed_env(dir.path());
+    env.push(("BROOK_STORE__RETENTION_PROTECT_UNCONSUMED".into(), "true".into()));
+    env.push(("BROOK_STORE__DISK_HARD_MAX_USED_RATIO".into(), "1.0".into()));
+    let broker = Brookd::start(&env);
+    let conn = broker.connect().await;
+    conn.create_topic("kept", 1).await.expect("create");
+    conn.reset_offsets("busy", "kept", ResetTo::Offsets(vec![(0, 0)])).await.expect("busy starts at 0");
+    // A member whose listener never finishes its first message: the group
+    // is active and its offset stays at 0.
+    let consumer = PushConsumer::start(
+        &broker.addr,
+        PushConfig::new("busy").subscribe("kept", None),
+        |_m: brook_client::StoredMessage| std::future::pending::<ConsumeResult>(),
+    )
+    .await
+    .expect("consumer");
+    send_many(&conn, "kept", 1, 400).await;
+    let holding = "disk above disk_max_used_ratio, but retention keeps segments active groups have not consumed \
+                   (retention_protect_unconsumed) until disk_hard_max_used_ratio";
+    common::wait_for("retention to hold back", Duration::from_secs(20), || broker.log_entry(holding).is_some()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let topic = conn.describe_topic("kept").await.expect("describe");
+    assert_eq!(topic.queue_stats[0].min_offset, 0, "nothing the active group needs was deleted");
+    let lines = broker.logs().iter().filter(|l| l.contains("retention keeps segments active groups")).count();
+    assert_eq!(lines, 1, "holding back is said once, not every pass");
+
+    // Once it leaves, the group is no longer active: retention goes on.
+    consumer.shutdown().await;
+    let mins = settled_mins(&conn, "kept").await;
+    assert!(broker.log_entry("retention no longer holds segments back for active groups").is_some());
+    let info = conn.describe_group("busy").await.expect("describe");
+    assert_eq!(info.skipped_by_retention, mins[0]);
 }

@@ -34,9 +34,11 @@ pub use brook_proto::request::{
     ConsumeMode, GroupInfo, PullResult, QueueOffset, QueueRef, QueueStats, ResetTo, SendAck, StartFrom, Subscription,
     TopicInfo, TxnOutcome, TxnReport,
 };
+pub use brook_proto::response::BrokerStatus;
 pub use brook_proto::{ErrorCode, Message, MessageId, StoredMessage, WireError};
 pub use connection::Connection;
 pub use consumer::config::PushConfig;
+pub use consumer::events::ConsumerEvent;
 pub use consumer::pull::{PullConsumer, PullRequest};
 pub use consumer::push::PushConsumer;
 pub use consumer::ConsumeResult;

@@ -5,9 +5,19 @@
 use crate::connection::{unexpected, Connection};
 use crate::error::ClientError;
 use brook_proto::request::{GroupInfo, QueueOffset, ResetTo, SendAck, TopicInfo};
+use brook_proto::response::BrokerStatus;
 use brook_proto::{ErrorCode, Request, Response, StoredMessage};
 
 impl Connection {
+    /// The broker's state: whether it takes writes (or why not), its disk
+    /// and its log.
+    pub async fn broker_status(&self) -> Result<BrokerStatus, ClientError> {
+        match self.request(Request::BrokerStatus).await? {
+            Response::Status(status) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Creates a topic (or grows its queue count).
     pub async fn create_topic(&self, name: &str, queues: u32) -> Result<TopicInfo, ClientError> {
         match self.request(Request::CreateTopic { name: name.into(), queues }).await? {

@@ -1,7 +1,9 @@
 //! `brookctl`: the admin and test CLI for brook — topics, sends (delayed and
 //! transactional too), consumes (with failures on purpose), consumer groups,
-//! dead letters, transactions. Every failure exits non-zero with a message on stderr.
+//! dead letters, transactions, the broker's status. Every failure exits
+//! non-zero with a message on stderr.
 
+mod broker;
 mod consume;
 mod dlq;
 mod group;
@@ -11,6 +13,7 @@ mod send;
 mod topic;
 mod txn;
 
+use broker::BrokerCommand;
 use brook_client::ClientError;
 use clap::{Parser, Subcommand};
 use consume::ConsumeArgs;
@@ -33,6 +36,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The broker itself: status (writable, disk, log).
+    Broker {
+        #[command(subcommand)]
+        command: BrokerCommand,
+    },
     /// Topics: create, list, describe, delete.
     Topic {
         #[command(subcommand)]
@@ -85,6 +93,7 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<(), ClientError> {
     match cli.command {
+        Command::Broker { command } => broker::run(&cli.addr, command).await,
         Command::Topic { command } => topic::run(&cli.addr, command).await,
         Command::Send(args) => send::run(&cli.addr, args).await,
         Command::Consume(args) => consume::run(&cli.addr, args).await,

@@ -88,35 +88,46 @@ pub(crate) fn print_group(json: bool, info: &GroupInfo) {
             .iter()
             .map(|o| {
                 json!({ "topic": o.topic, "queue": o.queue, "member": o.member,
-                "committed": o.committed, "max_offset": o.max_offset, "lag": o.lag })
+                "committed": o.committed, "max_offset": o.max_offset, "lag": o.lag,
+                "skipped_by_retention": o.skipped_by_retention })
             })
             .collect();
         println!(
             "{}",
             json!({ "group": info.group, "mode": format!("{:?}", info.mode), "generation": info.generation,
-                "members": members, "offsets": offsets, "dlq_messages": info.dlq_messages })
+                "members": members, "offsets": offsets, "dlq_messages": info.dlq_messages,
+                "skipped_by_retention": info.skipped_by_retention, "skipped_since_ms": info.skipped_since_ms })
         );
     } else {
         println!(
             "group {} ({:?}, generation {}, {} dead letters)",
             info.group, info.mode, info.generation, info.dlq_messages
         );
+        if let Some(since) = info.skipped_since_ms {
+            println!("skipped by retention: {} since {}", info.skipped_by_retention, when(since));
+        }
         println!("members:");
         for m in &info.members {
             let queues: Vec<String> = m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue)).collect();
             println!("  {} (client {}, idle {} ms): {}", m.member, m.client, m.idle_ms, queues.join(" "));
         }
-        println!("topic\tqueue\tmember\tcommitted\tmax_offset\tlag");
+        println!("topic\tqueue\tmember\tcommitted\tmax_offset\tlag\tskipped_by_retention");
         for o in &info.offsets {
             println!(
-                "{}\t{}\t{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 o.topic,
                 o.queue,
                 o.member.as_deref().unwrap_or("-"),
                 o.committed,
                 o.max_offset,
-                o.lag
+                o.lag,
+                o.skipped_by_retention
             );
         }
     }
+}
+
+/// A time as RFC 3339 (UTC), or the raw number if it is out of range.
+pub(crate) fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
 }

@@ -133,6 +133,8 @@ pub struct QueueLag {
     pub max_offset: u64,
     /// `max_offset - committed`.
     pub lag: u64,
+    /// Messages retention deleted here before the group consumed them.
+    pub skipped_by_retention: u64,
 }
 
 /// A consumer group as `DescribeGroup` shows it.
@@ -150,6 +152,11 @@ pub struct GroupInfo {
     pub offsets: Vec<QueueLag>,
     /// Messages stored in the group's dead-letter topic.
     pub dlq_messages: u64,
+    /// Messages retention deleted before the group consumed them, in all.
+    pub skipped_by_retention: u64,
+    /// When retention first deleted unconsumed messages of the group, ms
+    /// since the epoch.
+    pub skipped_since_ms: Option<i64>,
 }
 
 /// What a consumer did with a traced message.

@@ -63,6 +63,10 @@ pub enum ErrorCode {
     /// The broker keeps sequence state for its maximum number of producers
     /// (`max_producers`); a new producer's send is refused.
     TooManyProducers = 24,
+    /// The broker's disk is full: it refuses writes (nothing of the send was
+    /// stored) until space is freed, and takes them again by itself.
+    /// `detail` is when it began (ms since the epoch). Retriable.
+    DiskFull = 25,
 }
 
 impl ErrorCode {
@@ -70,7 +74,7 @@ impl ErrorCode {
     /// [`ErrorCode::Unknown`] so an old client survives a newer broker.
     pub fn from_u32(code: u32) -> Self {
         use ErrorCode::*;
-        const ALL: [ErrorCode; 25] = [
+        const ALL: [ErrorCode; 26] = [
             Unknown,
             UnsupportedVersion,
             HelloRequired,
@@ -96,13 +100,14 @@ impl ErrorCode {
             ProducerFenced,
             DuplicateSequence,
             TooManyProducers,
+            DiskFull,
         ];
         ALL.iter().copied().find(|c| *c as u32 == code).unwrap_or(Unknown)
     }
 
     /// Whether a client may retry the same request later and expect success.
     pub fn is_retriable(self) -> bool {
-        matches!(self, ErrorCode::BrokerBusy | ErrorCode::ShuttingDown)
+        matches!(self, ErrorCode::BrokerBusy | ErrorCode::ShuttingDown | ErrorCode::DiskFull)
     }
 }
 
@@ -158,7 +163,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_unknown_maps_to_unknown() {
-        for n in 0..=24 {
+        for n in 0..=25 {
             assert_eq!(ErrorCode::from_u32(n) as u32, n);
         }
         assert_eq!(ErrorCode::from_u32(9999), ErrorCode::Unknown);

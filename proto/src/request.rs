@@ -254,6 +254,9 @@ pub enum Request {
     /// Asks for a new idempotent producer id (answered with
     /// `Response::Producer`).
     InitProducer,
+    /// The broker's state: writable or why not, disk, log (answered with
+    /// `Response::Status`).
+    BrokerStatus,
 }
 
 #[cfg(test)]
@@ -297,6 +300,7 @@ mod tests {
             Request::OffsetsReset { .. } => 27,
             Request::AssignmentChanged { .. } => 28,
             Request::InitProducer => 29,
+            Request::BrokerStatus => 30,
         }
     }
 
@@ -354,6 +358,7 @@ mod tests {
             Request::OffsetsReset { group: group.clone(), topic },
             Request::AssignmentChanged { group },
             Request::InitProducer,
+            Request::BrokerStatus,
         ]
     }
 

@@ -64,6 +64,8 @@ pub enum Response {
         /// The epoch its sequences start in.
         epoch: u32,
     },
+    /// The broker's state.
+    Status(BrokerStatus),
 }
 
 /// A topic and, when described, its queues.
@@ -102,6 +104,33 @@ pub struct SendRef<'a> {
     pub messages: Vec<MessageRef<'a>>,
     /// An idempotent producer's sequence, if any.
     pub producer: Option<ProducerSeq>,
+}
+
+/// A broker's state as `BrokerStatus` answers it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BrokerStatus {
+    /// The broker's version.
+    pub version: String,
+    /// The address its message ids name.
+    pub addr: String,
+    /// Whether it takes writes now.
+    pub writable: bool,
+    /// Since when (ms since the epoch) the disk has been full and writes
+    /// refused, if it is.
+    pub disk_full_since_ms: Option<i64>,
+    /// Why every write is refused until a restart, if a write or fdatasync
+    /// failed.
+    pub poisoned: Option<String>,
+    /// Bytes free on the file system holding the data dir.
+    pub disk_free_bytes: u64,
+    /// Share of that file system in use (as `df` counts it).
+    pub disk_used_ratio: f64,
+    /// The oldest log offset retained and one past the newest written.
+    pub log_range: (u64, u64),
+    /// Topics.
+    pub topics: u32,
+    /// Milliseconds since the broker started.
+    pub uptime_ms: u64,
 }
 
 /// Where one sent message was stored, as a send's answer carries it. Its id
@@ -186,6 +215,7 @@ mod tests {
             Response::Messages(_) => 14,
             Response::QueueOffsets(_) => 15,
             Response::Producer { .. } => 16,
+            Response::Status(_) => 17,
         }
     }
 
@@ -210,6 +240,7 @@ mod tests {
             Response::Messages(vec![]),
             Response::QueueOffsets(vec![]),
             Response::Producer { producer_id: 1, epoch: 0 },
+            Response::Status(BrokerStatus::default()),
         ];
         crate::pinned::assert_codes(&responses, pinned);
     }

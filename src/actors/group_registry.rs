@@ -2,7 +2,7 @@
 //! actor, and fans connection-closed notices and the shutdown flush out to
 //! every running group.
 
-use crate::actors::consumer_group::{ConnectionClosed, ConsumerGroupActor, FlushOffsets};
+use crate::actors::consumer_group::{ConnectionClosed, ConsumerGroupActor, FlushOffsets, RetentionDeleted};
 use crate::actors::live_or_start;
 use crate::actors::queue_registry::QueueRegistry;
 use crate::config::GroupsConfig;
@@ -12,7 +12,7 @@ use crate::store::topics::TopicTable;
 use actix::prelude::*;
 use brook_proto::names::validate_name;
 use dashmap::DashMap;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -78,6 +78,21 @@ impl GroupRegistry {
         for entry in self.actors.iter() {
             entry.value().do_send(ConnectionClosed { conn_id });
         }
+    }
+
+    /// Tells every known group which queues' first offsets retention moved
+    /// (starting the actors of stored groups: an idle group loses messages
+    /// too); answers the messages they lost in all.
+    pub async fn retention_deleted(&self, mins: Arc<HashMap<(String, u32), u64>>, at_ms: i64) -> u64 {
+        if mins.is_empty() {
+            return 0;
+        }
+        let mut lost = 0;
+        for group in self.known() {
+            let Ok(addr) = self.get(&group) else { continue };
+            lost += addr.send(RetentionDeleted { mins: mins.clone(), at_ms }).await.unwrap_or(0);
+        }
+        lost
     }
 
     /// Writes every running group's offsets (shutdown).

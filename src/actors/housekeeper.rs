@@ -19,8 +19,10 @@
 //! clean checkpoint goes through the same lock so no periodic one can land
 //! after it.
 
+use crate::actors::consumer_group::NeededOffsets;
+use crate::actors::group_registry::GroupRegistry;
 use crate::actors::indexer::{FlushIndex, RetainIndex};
-use crate::actors::queue::{Barrier, BarrierRound, Barriered, Retain};
+use crate::actors::queue::{Barrier, BarrierRound, Barriered, LogOffsetOf, Retain};
 use crate::actors::queue_registry::QueueRegistry;
 use crate::actors::writer::Sync as WriterSync;
 use crate::clock::Clock;
@@ -28,11 +30,13 @@ use crate::error::{Error, Result};
 use crate::store::checkpoint::{sync_filesystem, Checkpoint};
 use crate::store::consume_queue::TailWrite;
 use crate::store::progress::SystemFiles;
+use crate::store::reserve::Reserve;
 use crate::store::retention::{self, DiskUsage, Reason, RetentionPolicy};
 use crate::store::segment::SegmentSet;
 use crate::store::topics::TopicTable;
 use crate::store::StorePaths;
 use actix::prelude::*;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,11 +53,34 @@ pub struct HousekeeperConfig {
     /// Consume-queue tails whose oldest entry is more than this many log
     /// bytes behind the head are written at a checkpoint however young.
     pub max_replay_bytes: u64,
+    /// The space reserve: laid down again by retention passes once there
+    /// is room, let go for a final checkpoint on a full disk.
+    pub reserve: Reserve,
+    /// Free bytes the disk keeps beside the reserve before it is laid down.
+    pub resume_free_bytes: u64,
+}
+
+/// What the housekeeper looks after: the store's parts and the actors
+/// that hold its state.
+pub struct Housekept {
+    /// The queues.
+    pub registry: Arc<QueueRegistry>,
+    /// The consumer groups (told what retention took from them).
+    pub groups: Arc<GroupRegistry>,
+    /// Topics.
+    pub topics: Arc<TopicTable>,
+    /// Paths.
+    pub paths: StorePaths,
+    /// The log's segments.
+    pub segments: Arc<SegmentSet>,
+    /// The system actors' progress files.
+    pub system_files: Option<Arc<SystemFiles>>,
 }
 
 /// Runs checkpoints and retention.
 pub struct Housekeeper {
     registry: Arc<QueueRegistry>,
+    groups: Arc<GroupRegistry>,
     topics: Arc<TopicTable>,
     paths: StorePaths,
     segments: Arc<SegmentSet>,
@@ -63,7 +90,43 @@ pub struct Housekeeper {
     lock: Arc<tokio::sync::Mutex<bool>>,
     system_files: Option<Arc<SystemFiles>>,
     retention_running: bool,
+    /// Periodic checkpoints failing (on a full disk, every one would).
+    checkpoints: Failing,
+    /// Periodic retention passes failing.
+    retentions: Failing,
+    /// Retention keeps segments an active group needs (said once).
+    holding_back: bool,
     logger: slog::Logger,
+}
+
+/// A periodic job's failures, logged when they begin and when they end
+/// rather than at every run: on a full disk a checkpoint fails every
+/// interval, and a line per second says nothing the first did not.
+struct Failing {
+    job: &'static str,
+    /// Failures in a row so far.
+    failures: u64,
+}
+
+impl Failing {
+    fn new(job: &'static str) -> Self {
+        Self { job, failures: 0 }
+    }
+
+    fn failed(&mut self, logger: &slog::Logger, e: &Error) {
+        if self.failures == 0 {
+            slog::error!(logger, "{} failed; retried every period, logged again when it succeeds", self.job;
+                "error" => %e);
+        }
+        self.failures += 1;
+    }
+
+    fn succeeded(&mut self, logger: &slog::Logger) {
+        if self.failures > 0 {
+            slog::info!(logger, "{} succeeds again", self.job; "failed_runs" => self.failures);
+            self.failures = 0;
+        }
+    }
 }
 
 /// How long a queue's newest consume-queue entries may stay only in memory
@@ -107,21 +170,18 @@ pub struct FinalCheckpoint;
 
 impl Housekeeper {
     /// A housekeeper for the given store.
-    #[expect(clippy::too_many_arguments, reason = "the store's parts and the injected clock and disk, each its own")]
     pub fn new(
-        registry: Arc<QueueRegistry>,
-        topics: Arc<TopicTable>,
-        paths: StorePaths,
-        segments: Arc<SegmentSet>,
+        kept: Housekept,
         config: HousekeeperConfig,
         clock: Arc<dyn Clock>,
         disk: Arc<dyn DiskUsage>,
-        system_files: Option<Arc<SystemFiles>>,
         logger: slog::Logger,
     ) -> Self {
+        let Housekept { registry, groups, topics, paths, segments, system_files } = kept;
         Self {
             system_files,
             registry,
+            groups,
             topics,
             paths,
             segments,
@@ -130,6 +190,9 @@ impl Housekeeper {
             disk,
             lock: Arc::new(tokio::sync::Mutex::new(false)),
             retention_running: false,
+            checkpoints: Failing::new("checkpoint"),
+            retentions: Failing::new("retention"),
+            holding_back: false,
             logger,
         }
     }
@@ -200,29 +263,45 @@ impl Housekeeper {
         let clock = self.clock.clone();
         let disk = self.disk.clone();
         let registry = self.registry.clone();
+        let groups = self.groups.clone();
         let topics = self.topics.clone();
+        let (reserve, margin) = (self.config.reserve.clone(), self.config.resume_free_bytes);
+        let logger = self.logger.clone();
         async move {
-            let deleted = tokio::task::spawn_blocking(move || {
-                retention::run_once(&segments, policy, clock.as_ref(), disk.as_ref())
+            let needed_from = match policy.protect_unconsumed {
+                true => needed_from(&groups, &registry, &topics).await,
+                false => None,
+            };
+            let at_ms = clock.now_ms();
+            let (deleted, restored) = tokio::task::spawn_blocking(move || {
+                let deleted = retention::run_once(&segments, policy, clock.as_ref(), disk.as_ref(), needed_from);
+                // After deleting: the space freed may be what it needs.
+                let root = segments.dir().parent().unwrap_or(segments.dir());
+                (deleted, reserve.restore(root, margin))
             })
             .await
-            .map_err(|e| Error::Busy(e.to_string()))?
-            .map_err(|e| Error::io("retention", e))?;
+            .map_err(|e| Error::Busy(e.to_string()))?;
+            match restored {
+                Ok(true) => slog::info!(logger, "space reserve laid down"),
+                Ok(false) => {}
+                Err(e) => slog::debug!(logger, "space reserve not laid down"; "error" => %e),
+            }
+            let mut deleted = deleted.map_err(|e| Error::io("retention", e))?;
             if !deleted.segments.is_empty() {
-                for (topic, config) in topics.list() {
-                    for queue in 0..config.queues {
-                        registry.queue(&topic, queue).do_send(Retain { log_min: deleted.log_min });
-                    }
-                }
+                let moved = retain_queues(&registry, &topics, deleted.log_min).await;
                 if let Some(indexer) = registry.indexer() {
                     indexer.do_send(RetainIndex { log_min: deleted.log_min });
                 }
+                deleted.unconsumed = groups.retention_deleted(moved, at_ms).await;
             }
             Ok(deleted)
         }
     }
 
-    fn log_retention(logger: &slog::Logger, deleted: &retention::Deleted) {
+    /// One line per deleted segment; protection that holds segments back
+    /// says so when it begins and when it ends.
+    fn log_retention(&mut self, deleted: &retention::Deleted) {
+        let logger = &self.logger;
         for (base, reason) in &deleted.segments {
             match reason {
                 Reason::Expired => {
@@ -232,9 +311,75 @@ impl Housekeeper {
                     slog::warn!(logger, "disk above disk_max_used_ratio: deleted the oldest segment regardless of age";
                     "base" => base, "used_ratio" => deleted.used_ratio)
                 }
+                Reason::HardCeiling => {
+                    slog::warn!(logger, "disk above disk_hard_max_used_ratio: deleted a segment active groups had \
+                        not consumed"; "base" => base, "used_ratio" => deleted.used_ratio)
+                }
+            }
+        }
+        if deleted.unconsumed > 0 {
+            slog::warn!(logger, "retention deleted messages consumer groups had not consumed";
+                "messages" => deleted.unconsumed, "log_min" => deleted.log_min);
+        }
+        match (deleted.held_back, self.holding_back) {
+            (Some(base), false) => {
+                slog::warn!(logger, "disk above disk_max_used_ratio, but retention keeps segments active groups have \
+                    not consumed (retention_protect_unconsumed) until disk_hard_max_used_ratio";
+                    "oldest_kept" => base, "used_ratio" => deleted.used_ratio);
+                self.holding_back = true;
+            }
+            (None, true) => {
+                slog::info!(logger, "retention no longer holds segments back for active groups";
+                    "used_ratio" => deleted.used_ratio);
+                self.holding_back = false;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Tells every queue what retention deleted; answers the queues whose first
+/// offset moved, with where it is now.
+async fn retain_queues(
+    registry: &QueueRegistry,
+    topics: &TopicTable,
+    log_min: u64,
+) -> Arc<HashMap<(String, u32), u64>> {
+    let mut asks = Vec::new();
+    for (topic, config) in topics.list() {
+        for queue in 0..config.queues {
+            let answer = registry.queue(&topic, queue).send(Retain { log_min });
+            let at = (topic.clone(), queue);
+            asks.push(async move { (at, answer.await) });
+        }
+    }
+    let answers = futures::future::join_all(asks).await;
+    let moved = answers
+        .into_iter()
+        .filter_map(|(at, answer)| match answer {
+            Ok(Some((before, after))) if after > before => Some((at, after)),
+            _ => None,
+        })
+        .collect();
+    Arc::new(moved)
+}
+
+/// The lowest log offset an active group (one with live members) has not
+/// consumed: retention keeps it when `retention_protect_unconsumed` is set.
+async fn needed_from(groups: &GroupRegistry, registry: &QueueRegistry, topics: &TopicTable) -> Option<u64> {
+    let mut lowest: Option<u64> = None;
+    for (_, group) in groups.live() {
+        let Ok(offsets) = group.send(NeededOffsets).await else { continue };
+        for (topic, queue, offset) in offsets {
+            if topics.get(&topic).is_none_or(|t| queue >= t.queues) {
+                continue;
+            }
+            if let Ok(Some(at)) = registry.queue(&topic, queue).send(LogOffsetOf { offset }).await {
+                lowest = Some(lowest.map_or(at, |l| l.min(at)));
             }
         }
     }
+    lowest
 }
 
 /// Past this many dirty consume-queue files one `syncfs` is cheaper than an
@@ -262,13 +407,10 @@ impl Actor for Housekeeper {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.config.checkpoint_interval, |act, ctx| {
-            let logger = act.logger.clone();
-            ctx.spawn(act.checkpoint_job(false).into_actor(act).map(move |result, _, _| {
-                if let Err(e) = result {
-                    if !matches!(e, Error::ShuttingDown) {
-                        slog::error!(logger, "checkpoint failed"; "error" => %e);
-                    }
-                }
+            ctx.spawn(act.checkpoint_job(false).into_actor(act).map(move |result, act, _| match result {
+                Ok(_) => act.checkpoints.succeeded(&act.logger),
+                Err(Error::ShuttingDown) => {}
+                Err(e) => act.checkpoints.failed(&act.logger, &e),
             }));
         });
         ctx.run_interval(self.config.retention_interval, |act, ctx| {
@@ -276,12 +418,14 @@ impl Actor for Housekeeper {
                 return;
             }
             act.retention_running = true;
-            let logger = act.logger.clone();
             ctx.spawn(act.retention_job().into_actor(act).map(move |result, act, _| {
                 act.retention_running = false;
                 match result {
-                    Ok(deleted) => Self::log_retention(&logger, &deleted),
-                    Err(e) => slog::error!(logger, "retention failed"; "error" => %e),
+                    Ok(deleted) => {
+                        act.retentions.succeeded(&act.logger);
+                        act.log_retention(&deleted);
+                    }
+                    Err(e) => act.retentions.failed(&act.logger, &e),
                 }
             }));
         });
@@ -298,16 +442,16 @@ impl Handler<CheckpointNow> for Housekeeper {
 }
 
 impl Handler<RetainNow> for Housekeeper {
-    type Result = ResponseFuture<Result<retention::Deleted>>;
+    type Result = ResponseActFuture<Self, Result<retention::Deleted>>;
 
     fn handle(&mut self, _: RetainNow, _: &mut Context<Self>) -> Self::Result {
-        let job = self.retention_job();
-        let logger = self.logger.clone();
-        Box::pin(async move {
-            let deleted = job.await?;
-            Self::log_retention(&logger, &deleted);
-            Ok(deleted)
-        })
+        let job = self.retention_job().into_actor(self).map(|result, act, _| {
+            if let Ok(deleted) = &result {
+                act.log_retention(deleted);
+            }
+            result
+        });
+        Box::pin(job)
     }
 }
 
@@ -315,7 +459,25 @@ impl Handler<FinalCheckpoint> for Housekeeper {
     type Result = ResponseFuture<Result<Checkpoint>>;
 
     fn handle(&mut self, _: FinalCheckpoint, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.checkpoint_job(true))
+        let (first, again) = (self.checkpoint_job(true), self.checkpoint_job(true));
+        let (reserve, logger) = (self.config.reserve.clone(), self.logger.clone());
+        Box::pin(async move {
+            match first.await {
+                Err(e) if e.is_out_of_space() => {
+                    // The reserve exists for this: a clean stop on a full disk.
+                    let freed = tokio::task::spawn_blocking(move || reserve.release()).await;
+                    match freed {
+                        Ok(Ok(bytes)) if bytes > 0 => {
+                            slog::warn!(logger, "disk full at shutdown: let the space reserve go for the final \
+                                checkpoint"; "bytes" => bytes, "error" => %e);
+                            again.await
+                        }
+                        _ => Err(e),
+                    }
+                }
+                done => done,
+            }
+        })
     }
 }
 

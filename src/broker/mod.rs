@@ -6,7 +6,7 @@
 
 use crate::actors::appender::Appender;
 use crate::actors::group_registry::GroupRegistry;
-use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig};
+use crate::actors::housekeeper::{FinalCheckpoint, Housekeeper, HousekeeperConfig, Housekept};
 use crate::actors::indexer::{IndexActor, KeyBuffer};
 use crate::actors::queue_registry::QueueRegistry;
 use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
@@ -21,6 +21,7 @@ use crate::store::commitlog::{CommitLog, LogReader};
 use crate::store::index::{IndexShape, KeyIndex};
 use crate::store::producers::{ProducerIds, ProducerTable};
 use crate::store::recovery::{self, Recovered};
+use crate::store::reserve::Reserve;
 use crate::store::retention::{DiskUsage, RetentionPolicy};
 use crate::store::segment::{self, Prealloc, SegmentSet};
 use crate::store::topics::TopicTable;
@@ -53,6 +54,8 @@ pub struct OpenedStore {
     pub backend: ResolvedBackend,
     /// Why `auto` fell back, if it did.
     pub backend_note: Option<String>,
+    /// What the start did about a full disk, if anything.
+    pub space_note: Option<String>,
     lock: DirLock,
 }
 
@@ -65,6 +68,13 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
     let (backend, backend_note) =
         io::resolve(config.store.io_backend).ctx(|| "io_uring requested but unavailable".into())?;
     let segments = Arc::new(SegmentSet::new(paths.commitlog(), config.store.segment_bytes));
+    let reserve = Reserve::new(paths.reserve(), config.store.disk_reserve_bytes);
+    let space_note = match reserve.release_if_full(&paths.root) {
+        Ok(0) => None,
+        Ok(freed) => Some(format!("disk full at start: let the {freed}-byte space reserve go so recovery can write")),
+        Err(e) => Some(format!("disk full at start, and the space reserve could not be let go: {e}")),
+        // Laid down again by the housekeeper's first retention pass.
+    };
     let mut producers = load_producers(&paths, config)?;
     let recovered = recovery::recover(&paths, &segments, config.store.cq_entries_per_file, &mut producers)?;
     let active = segments.base_of(recovered.write_pos);
@@ -89,7 +99,7 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
     .store(&paths.checkpoint())
     .ctx(|| "write checkpoint".into())?;
     let topics = Arc::new(TopicTable::load(paths.topics())?);
-    Ok(OpenedStore { paths, segments, topics, recovered, producers, backend, backend_note, lock })
+    Ok(OpenedStore { paths, segments, topics, recovered, producers, backend, backend_note, space_note, lock })
 }
 
 /// The idempotent producers' state as the last checkpoint saved it (empty
@@ -189,7 +199,7 @@ pub async fn start(
     let appender =
         Appender::new(registry.clone(), store.topics.clone(), LogReader::new(store.segments.clone()), logger.clone());
     let system = system::start(config, &store, &registry, &appender, &delays, &queue_arbiter, &logger)?;
-    let housekeeper = start_housekeeper(&store, config, &registry, (clock, disk), &system, logger);
+    let housekeeper = start_housekeeper(&store, config, (&registry, &groups), (clock, disk), &system, logger);
     Ok(Running {
         registry,
         groups,
@@ -223,6 +233,7 @@ async fn start_writer(
         max_batch_messages: config.store.max_batch_messages,
         max_batch_bytes: config.store.max_batch_bytes,
         log_cache_bytes: config.store.log_cache_bytes,
+        resume_free_bytes: config.store.resume_free_bytes(),
     };
     let (init_tx, init_rx) = tokio::sync::oneshot::channel();
     let (segments, io_stats, writer_stats, logger, clock) =
@@ -275,23 +286,32 @@ fn start_indexer(
 fn start_housekeeper(
     store: &OpenedStore,
     config: &Config,
-    registry: &Arc<QueueRegistry>,
+    (registry, groups): (&Arc<QueueRegistry>, &Arc<GroupRegistry>),
     (clock, disk): (Arc<dyn Clock>, Arc<dyn DiskUsage>),
     system: &SystemActors,
     logger: slog::Logger,
 ) -> Addr<Housekeeper> {
+    let kept = Housekept {
+        registry: registry.clone(),
+        groups: groups.clone(),
+        topics: store.topics.clone(),
+        paths: store.paths.clone(),
+        segments: store.segments.clone(),
+        system_files: Some(system.files.clone()),
+    };
     Housekeeper::new(
-        registry.clone(),
-        store.topics.clone(),
-        store.paths.clone(),
-        store.segments.clone(),
+        kept,
         HousekeeperConfig {
             checkpoint_interval: Duration::from_millis(config.store.checkpoint_interval_ms),
             retention_interval: Duration::from_millis(config.store.retention_check_interval_ms),
             policy: RetentionPolicy {
                 retention_ms: (config.store.retention_hours as i64).saturating_mul(3_600_000),
                 disk_max_used_ratio: config.store.disk_max_used_ratio,
+                disk_hard_max_used_ratio: config.store.disk_hard_max_used_ratio,
+                protect_unconsumed: config.store.retention_protect_unconsumed,
             },
+            reserve: Reserve::new(store.paths.reserve(), config.store.disk_reserve_bytes),
+            resume_free_bytes: config.store.resume_free_bytes(),
             // Recovery re-reads at most about half the cached window (plus a
             // checkpoint interval of writes), so after a crash of the broker
             // alone it reads from memory.
@@ -302,7 +322,6 @@ fn start_housekeeper(
         },
         clock,
         disk,
-        Some(system.files.clone()),
         logger,
     )
     .start()
@@ -360,6 +379,8 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         txn: running.system.txn.clone(),
         sql_cache: dashmap::DashMap::new(),
         stopping: stopping.clone(),
+        writer_stats: running.writer_stats.clone(),
+        started: std::time::Instant::now(),
         logger: logger.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -398,9 +419,20 @@ impl Drop for Server {
 
 /// The ordered shutdown after the server has stopped: queues drain, the
 /// writer drains and fdatasyncs, and the clean checkpoint is written.
+/// A failed offset flush does not skip the rest: the writer's final sync
+/// matters more than any file written after it.
 pub async fn shutdown(running: &Running) -> Result<Checkpoint> {
-    running.groups.flush_all().await?;
-    let checkpoint = running.housekeeper.send(FinalCheckpoint).await??;
+    let flushed = running.groups.flush_all().await;
+    let checkpoint = running.housekeeper.send(FinalCheckpoint).await.map_err(Error::from).and_then(|r| r);
     running.stop_arbiters();
+    let checkpoint = checkpoint?;
+    flushed?;
     Ok(checkpoint)
+}
+
+/// Whether a shutdown that could not write its files failed only for want
+/// of space, with every acknowledged record synced: then the next start
+/// recovers from the log and nothing is lost.
+pub fn only_out_of_space(running: &Running, error: &Error) -> bool {
+    error.is_out_of_space() && running.writer_stats.poisoned().is_none()
 }

@@ -4,7 +4,7 @@
 use super::std_io::StdIo;
 use super::{IoStats, WriteJob};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// When the fault backend fails.
@@ -14,6 +14,9 @@ pub struct FaultPlan {
     pub fail_after_jobs: AtomicU64,
     /// Jobs run so far.
     pub jobs_seen: AtomicU64,
+    /// Fail as a full disk does instead: each write stops half way with
+    /// ENOSPC (nothing is synced).
+    pub out_of_space: AtomicBool,
 }
 
 /// The std backend, failing once `plan` says so.
@@ -38,15 +41,28 @@ impl FaultIo {
         self.inner.stats()
     }
 
-    /// Runs the job, or fails it the way a failed fdatasync does: the bytes
-    /// were written (they sit in the file) but the call reports EIO.
+    /// Runs the job, or fails it the way a failed fdatasync does (the bytes
+    /// were written — they sit in the file — but the sync reports EIO), or,
+    /// with `out_of_space`, the way a full disk does (half of each write
+    /// lands, then ENOSPC).
     pub async fn run(&mut self, mut job: WriteJob) -> io::Result<()> {
         let seen = self.plan.jobs_seen.fetch_add(1, Ordering::SeqCst);
-        if seen >= self.plan.fail_after_jobs.load(Ordering::SeqCst) {
-            job.sync.clear();
-            self.inner.run(job).await?;
-            return Err(io::Error::from_raw_os_error(libc::EIO));
+        if seen < self.plan.fail_after_jobs.load(Ordering::SeqCst) {
+            return self.inner.run(job).await;
         }
-        self.inner.run(job).await
+        job.sync.clear();
+        if self.plan.out_of_space.load(Ordering::SeqCst) {
+            for write in &mut job.writes {
+                let keep = write.slices.len().div_ceil(2);
+                write.slices.truncate(keep);
+                if let Some(last) = write.slices.last_mut() {
+                    last.end = last.start + (last.end - last.start).div_ceil(2);
+                }
+            }
+            self.inner.run(job).await?;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.inner.run(job).await?;
+        Err(super::sync_failed(io::Error::from_raw_os_error(libc::EIO)))
     }
 }

@@ -16,6 +16,37 @@ pub mod fault;
 pub mod std_io;
 pub mod uring;
 
+/// An fdatasync's failure, carried inside the `io::Error` a job returns so
+/// the writer tells it from a write's: a failed fdatasync may have dropped
+/// pages the kernel will not report again (the log is poisoned), while a
+/// write refused for space can be cut back and tried again later.
+#[derive(Debug)]
+pub struct SyncFailed(pub io::Error);
+
+impl std::fmt::Display for SyncFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fdatasync failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for SyncFailed {}
+
+/// Marks `e` as an fdatasync's failure.
+pub fn sync_failed(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), SyncFailed(e))
+}
+
+/// Whether a job's error came from an fdatasync.
+pub fn is_sync_failure(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<SyncFailed>())
+}
+
+/// Whether an error means the file system is out of space (or the quota is
+/// spent): the write can be undone and tried again once space is back.
+pub fn is_out_of_space(e: &io::Error) -> bool {
+    !is_sync_failure(e) && matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 /// A byte range of one of the job's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slice {

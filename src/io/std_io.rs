@@ -44,7 +44,7 @@ pub(crate) fn run_blocking(job: &WriteJob) -> io::Result<()> {
     for file in &job.sync {
         // fdatasync, not fsync: segments are written in place at full size,
         // so no metadata the data depends on changes.
-        file.sync_data()?;
+        file.sync_data().map_err(super::sync_failed)?;
     }
     Ok(())
 }

@@ -155,7 +155,7 @@ impl UringIo {
         // Writes first (in waves if there are many), then the syncs, so a
         // sync never runs before a write of an earlier wave.
         let result = match self.run_ops(0..writes).await {
-            Ok(()) => self.run_ops(writes..self.ops.len()).await,
+            Ok(()) => self.run_ops(writes..self.ops.len()).await.map_err(super::sync_failed),
             Err(e) => Err(e),
         };
         if let Some(job) = self.job.take() {

@@ -43,6 +43,10 @@ pub struct BrokerCore {
     pub sql_cache: dashmap::DashMap<String, Arc<crate::filter::sql::Expr>>,
     /// Cancelled when the server stops: parked pulls are answered then.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// The writer's counters and state (writable, disk full, poisoned).
+    pub writer_stats: Arc<crate::actors::writer::WriterStats>,
+    /// When the broker started serving.
+    pub started: std::time::Instant,
     /// Logger.
     pub logger: slog::Logger,
 }

@@ -5,7 +5,7 @@
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::handlers::pull::PulledAnswer;
 use crate::server::handlers::send::SendBody;
-use crate::server::handlers::{groups, pull, query, retry, send, topics, trace, txn, Reply};
+use crate::server::handlers::{broker, groups, pull, query, retry, send, topics, trace, txn, Reply};
 use brook_proto::request::QueueRef;
 use brook_proto::{ErrorCode, Frame, Outbound, Request, Response, WireError};
 
@@ -79,6 +79,7 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Ans
         Request::ListTransactions => txn::list(core).await,
         Request::ReportTrace { group, traces } => trace::report(core, conn, &group, traces),
         Request::InitProducer => send::init_producer(core).await,
+        Request::BrokerStatus => broker::status(core),
         Request::CheckTransaction { .. } => {
             Err(WireError::new(ErrorCode::InvalidArgument, "CheckTransaction is sent by the broker, not to it"))
         }

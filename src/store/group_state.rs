@@ -23,6 +23,46 @@ pub struct GroupState {
     pub start: StartFrom,
     /// Committed offsets.
     pub offsets: BTreeMap<OffsetKey, u64>,
+    /// Messages retention deleted before this group consumed them.
+    pub skipped: RetentionLoss,
+}
+
+/// What retention deleted that a group had not consumed yet: per queue (and
+/// member, broadcasting) the count and how far it was counted, so a later
+/// pass does not count the same messages again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionLoss {
+    /// Per offset key: (messages lost, queue offset counted up to).
+    pub queues: BTreeMap<OffsetKey, (u64, u64)>,
+    /// When retention first deleted unconsumed messages, ms since the epoch.
+    pub since_ms: Option<i64>,
+}
+
+impl RetentionLoss {
+    /// Counts what a retention pass took: `min` is the queue's first offset
+    /// after it, `committed` the group's offset there. Returns the messages
+    /// newly lost (those at or past the committed offset and below `min`
+    /// not counted before).
+    pub fn count(&mut self, key: &OffsetKey, committed: u64, min: u64, at_ms: i64) -> u64 {
+        let (lost, upto) = self.queues.get(key).copied().unwrap_or((0, 0));
+        let from = committed.max(upto);
+        if min <= from {
+            return 0;
+        }
+        self.queues.insert(key.clone(), (lost + (min - from), min));
+        self.since_ms.get_or_insert(at_ms);
+        min - from
+    }
+
+    /// Messages lost on queue `key`.
+    pub fn lost(&self, key: &OffsetKey) -> u64 {
+        self.queues.get(key).map_or(0, |(lost, _)| *lost)
+    }
+
+    /// Messages lost in all.
+    pub fn total(&self) -> u64 {
+        self.queues.values().map(|(lost, _)| lost).sum()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -34,10 +74,24 @@ struct OffsetRow {
 }
 
 #[derive(Serialize, Deserialize)]
+struct SkippedRow {
+    member: Option<String>,
+    topic: String,
+    queue: u32,
+    lost: u64,
+    counted_to: u64,
+}
+
+#[derive(Serialize, Deserialize)]
 struct GroupFile {
     mode: ConsumeMode,
     start: StartFrom,
     offsets: Vec<OffsetRow>,
+    /// Absent in files written before retention counted losses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    skipped_by_retention: Vec<SkippedRow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    skipped_since_ms: Option<i64>,
 }
 
 /// The file holding `group`'s state.
@@ -78,6 +132,14 @@ impl GroupState {
             mode: file.mode,
             start: file.start,
             offsets: file.offsets.into_iter().map(|r| ((r.member, r.topic, r.queue), r.offset)).collect(),
+            skipped: RetentionLoss {
+                queues: file
+                    .skipped_by_retention
+                    .into_iter()
+                    .map(|r| ((r.member, r.topic, r.queue), (r.lost, r.counted_to)))
+                    .collect(),
+                since_ms: file.skipped_since_ms,
+            },
         }))
     }
 
@@ -96,6 +158,19 @@ impl GroupState {
                     offset: *offset,
                 })
                 .collect(),
+            skipped_by_retention: self
+                .skipped
+                .queues
+                .iter()
+                .map(|((member, topic, queue), (lost, counted_to))| SkippedRow {
+                    member: member.clone(),
+                    topic: topic.clone(),
+                    queue: *queue,
+                    lost: *lost,
+                    counted_to: *counted_to,
+                })
+                .collect(),
+            skipped_since_ms: self.skipped.since_ms,
         };
         super::write_atomically(path, &serde_json::to_vec_pretty(&file).map_err(io::Error::other)?)
     }
@@ -150,11 +225,25 @@ mod tests {
             GroupState { mode: ConsumeMode::Broadcasting, start: StartFrom::Timestamp(7), ..Default::default() };
         state.offsets.insert((Some("m1".into()), "t".into(), 3), 42);
         state.offsets.insert((None, "t".into(), 0), 9);
+        state.skipped.count(&(None, "t".into(), 0), 9, 20, 1_000);
         let file = path(dir.path(), "g");
         state.store(&file).expect("store");
         assert_eq!(GroupState::load(&file).expect("load"), Some(state));
         assert_eq!(list(dir.path()).expect("list"), vec!["g".to_string()]);
         assert_eq!(GroupState::load(&path(dir.path(), "none")).expect("load"), None);
+    }
+
+    #[test]
+    fn retention_losses_are_counted_once_from_the_committed_offset() {
+        let mut loss = RetentionLoss::default();
+        let key = (None, "t".to_string(), 0);
+        assert_eq!(loss.count(&key, 100, 80, 1), 0, "nothing unconsumed was deleted");
+        assert_eq!(loss.since_ms, None);
+        assert_eq!(loss.count(&key, 100, 150, 2), 50);
+        assert_eq!(loss.count(&key, 100, 150, 3), 0, "the same pass seen again counts nothing");
+        assert_eq!(loss.count(&key, 100, 170, 4), 20, "only what the next pass added");
+        assert_eq!(loss.count(&key, 200, 250, 5), 50, "the group moved past: counted from its offset");
+        assert_eq!((loss.lost(&key), loss.total(), loss.since_ms), (120, 120, Some(2)));
     }
 
     fn at_offset(offset: u64) -> GroupState {

@@ -16,6 +16,7 @@
 //! index/<20-digit sequence>    key index files (slot table + chained entries)
 //! producers                    idempotent producers' sequence state (snapshot)
 //! config/producer-ids          the end of the block of producer ids handed out
+//! reserve                      space kept for a start or stop on a full disk
 //! ```
 
 pub mod checkpoint;
@@ -28,6 +29,7 @@ pub mod producers;
 pub mod progress;
 pub mod record;
 pub mod recovery;
+pub mod reserve;
 pub mod retention;
 pub mod segment;
 pub mod timer;
@@ -103,6 +105,11 @@ impl StorePaths {
         self.root.join("producers")
     }
 
+    /// The space reserve (see `reserve`).
+    pub fn reserve(&self) -> PathBuf {
+        self.root.join("reserve")
+    }
+
     /// The producer id reservation.
     pub fn producer_ids(&self) -> PathBuf {
         self.root.join("config").join("producer-ids")
@@ -126,9 +133,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        // A half-written temporary on a full disk holds space for nothing.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
 }

@@ -86,10 +86,20 @@ pub fn create_zeroed(dir: &Path, base: u64, size: u64) -> io::Result<()> {
     } else {
         None
     };
-    let mut file = match opened {
+    let file = match opened {
         Some(file) => file,
         None => OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?,
     };
+    // A failure (a full disk, say) leaves no half-made file taking space.
+    fill_zeros(file, &tmp, size).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
+    fs::rename(&tmp, &final_path)?;
+    sync_dir(dir)
+}
+
+/// Writes `size` zeros into `file` (opened on `tmp`) and syncs it.
+fn fill_zeros(mut file: File, tmp: &Path, size: u64) -> io::Result<()> {
     let zeros = AlignedZeros::new(ZERO_CHUNK);
     let mut left = size;
     while left > 0 {
@@ -100,7 +110,7 @@ pub fn create_zeroed(dir: &Path, base: u64, size: u64) -> io::Result<()> {
             // filesystem): finish through the page cache.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 let done = size - left;
-                file = OpenOptions::new().write(true).open(&tmp)?;
+                file = OpenOptions::new().write(true).open(tmp)?;
                 std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(done))?;
                 let chunk = vec![0u8; ZERO_CHUNK];
                 while left > 0 {
@@ -112,9 +122,7 @@ pub fn create_zeroed(dir: &Path, base: u64, size: u64) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    file.sync_all()?;
-    fs::rename(&tmp, &final_path)?;
-    sync_dir(dir)
+    file.sync_all()
 }
 
 /// Creates a segment with its blocks allocated but not written
@@ -128,15 +136,30 @@ pub fn create_fallocated(dir: &Path, base: u64, size: u64) -> io::Result<()> {
     }
     let tmp = dir.join(format!("{}.tmp", segment_name(base)));
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-    let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("segment size overflows off_t"))?;
-    // SAFETY: fallocate on a descriptor we own.
-    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } != 0 {
-        // Filesystems without fallocate still get a full-size file.
-        file.set_len(size)?;
+    let allocated = allocate(&file, size).and_then(|()| file.sync_all());
+    if let Err(e) = allocated {
+        // A full disk leaves no half-made file taking space.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    file.sync_all()?;
     fs::rename(&tmp, &final_path)?;
     sync_dir(dir)
+}
+
+/// Reserves `size` bytes of blocks for `file`. Out of space is an error:
+/// a segment whose blocks are not there could run out half way. Only a
+/// file system without `fallocate` gets a plain full-size file.
+fn allocate(file: &File, size: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("segment size overflows off_t"))?;
+    // SAFETY: fallocate on a descriptor we own.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => file.set_len(size),
+        _ => Err(err),
+    }
 }
 
 const ZERO_CHUNK: usize = 1 << 20;

@@ -6,6 +6,7 @@
 #![allow(dead_code, reason = "each test binary uses some of these helpers")]
 
 pub mod raw;
+pub mod small_fs;
 
 use brook_client::Connection;
 use std::io::{BufRead, BufReader};
@@ -56,6 +57,8 @@ pub fn base_env(data_dir: &Path, backend: &str) -> Vec<(String, String)> {
         ("BROOK_STORE__IO_BACKEND".into(), backend.into()),
         ("BROOK_STORE__SEGMENT_BYTES".into(), "65536".into()),
         ("BROOK_STORE__CQ_ENTRIES_PER_FILE".into(), "1000".into()),
+        // Test brokers come and go by the hundred: a small space reserve.
+        ("BROOK_STORE__DISK_RESERVE_BYTES".into(), (1u64 << 20).to_string()),
     ]
 }
 

@@ -2,6 +2,7 @@
 //! start point, concurrency, retries and timings. Both the coordinator
 //! (`push`) and the per-queue workers (`worker`) read it.
 
+use crate::consumer::events::{ConsumerEvent, EventHook};
 use brook_proto::request::{ConsumeMode, StartFrom, Subscription};
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ pub struct PushConfig {
     /// Report every consumed message to the broker's trace (messages sent
     /// with tracing are reported either way). Default: false.
     pub trace: bool,
+    /// Gets the consumer's events (messages skipped by retention, …);
+    /// `None` prints them to standard error. Default: `None`.
+    pub on_event: Option<EventHook>,
 }
 
 static MEMBER_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -81,6 +85,7 @@ impl PushConfig {
             retry_backoff: Vec::new(),
             consume_timeout: Duration::from_secs(15 * 60),
             trace: false,
+            on_event: None,
         }
     }
 
@@ -134,6 +139,14 @@ impl PushConfig {
     pub fn retry(mut self, max: u32, backoff: Vec<Duration>) -> Self {
         self.max_reconsume_times = Some(max);
         self.retry_backoff = backoff;
+        self
+    }
+
+    /// Calls `hook` with each event the consumer reports (see
+    /// [`ConsumerEvent`]) instead of printing it.
+    #[must_use]
+    pub fn on_event(mut self, hook: impl Fn(&ConsumerEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(EventHook(std::sync::Arc::new(hook)));
         self
     }
 

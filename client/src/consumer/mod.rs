@@ -4,8 +4,10 @@
 //!   polling).
 //! - [`push`]: a group member; the broker assigns its queues, and a listener
 //!   is called per message (concurrently) or per queue in order (orderly).
+//! - [`events`]: what a push consumer reports besides messages.
 
 pub mod config;
+pub mod events;
 pub mod pull;
 pub mod push;
 mod worker;

@@ -6,6 +6,7 @@
 //! place and dead-lettered past the limit (orderly).
 
 use super::config::PushConfig;
+use super::events::{self, ConsumerEvent};
 use super::ConsumeResult;
 use crate::error::ClientError;
 use crate::producer::now_ms;
@@ -238,10 +239,18 @@ async fn start_offset(ctx: &Ctx, queue: &QueueRef, stop: &mut watch::Receiver<bo
     }
 }
 
-/// What a failed pull means for the offset.
-fn after_pull_error(err: &ClientError, offset: u64) -> u64 {
+/// What a failed pull means for the offset: below the retained range, the
+/// queue's first offset (and the skip is reported).
+fn after_pull_error(ctx: &Ctx, queue: &QueueRef, err: &ClientError, offset: u64) -> u64 {
     match err {
-        ClientError::Broker(e) if e.code == ErrorCode::OffsetBelowRetained => e.detail.unwrap_or(offset),
+        ClientError::Broker(e) if e.code == ErrorCode::OffsetBelowRetained => {
+            let to = e.detail.unwrap_or(offset);
+            if to > offset {
+                let event = ConsumerEvent::SkippedByRetention { queue: queue.clone(), from: offset, to };
+                events::emit(ctx.config.on_event.as_ref(), &ctx.config.group, &event);
+            }
+            to
+        }
         _ => offset,
     }
 }
@@ -320,7 +329,7 @@ async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bo
                 offset = offset.max(found.next_offset);
             }
             Err(e) => {
-                offset = after_pull_error(&e, offset);
+                offset = after_pull_error(&ctx, &queue, &e, offset);
                 if !pause(&mut stop, Backoff::default().delay(failures)).await {
                     break;
                 }
@@ -432,7 +441,7 @@ async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>
                     }
                 }
                 Err(e) => {
-                    offset = after_pull_error(&e, offset);
+                    offset = after_pull_error(&ctx, &queue, &e, offset);
                     if !pause(&mut stop, Backoff::default().delay(failures)).await {
                         break false;
                     }

@@ -199,6 +199,7 @@ impl Handler<Describe> for ConsumerGroupActor {
             }
         }
         let offsets = self.state.offsets.clone();
+        let skipped = self.state.skipped.clone();
         let registry = self.registry.clone();
         let topics = self.topics.clone();
         let (group, mode, generation) = (self.name.clone(), self.state.mode, self.generation);
@@ -220,6 +221,7 @@ impl Handler<Describe> for ConsumerGroupActor {
                     committed,
                     max_offset,
                     lag: max_offset.saturating_sub(committed),
+                    skipped_by_retention: skipped.lost(&key),
                 });
             }
             let dlq = brook_proto::system::dlq_topic(&group);
@@ -227,7 +229,16 @@ impl Handler<Describe> for ConsumerGroupActor {
                 Some(_) => registry.queue(&dlq, 0).send(Range).await?.map(|(min, max)| max - min)?,
                 None => 0,
             };
-            Ok(GroupInfo { group, mode, generation, members, offsets: lag, dlq_messages })
+            Ok(GroupInfo {
+                group,
+                mode,
+                generation,
+                members,
+                offsets: lag,
+                dlq_messages,
+                skipped_by_retention: skipped.total(),
+                skipped_since_ms: skipped.since_ms,
+            })
         })
     }
 }
@@ -289,5 +300,48 @@ impl Handler<FlushOffsets> for ConsumerGroupActor {
             .map_err(|e| Error::io(format!("write {}", self.file.path().display()), e))?;
         self.dirty = false;
         Ok(())
+    }
+}
+
+impl Handler<RetentionDeleted> for ConsumerGroupActor {
+    type Result = u64;
+
+    fn handle(&mut self, msg: RetentionDeleted, _: &mut Context<Self>) -> u64 {
+        let mut lost = Vec::new();
+        for (key, committed) in &self.state.offsets {
+            let (_, topic, queue) = key;
+            let Some(min) = msg.mins.get(&(topic.clone(), *queue)) else { continue };
+            let n = self.state.skipped.count(key, *committed, *min, msg.at_ms);
+            if n > 0 {
+                lost.push((key.clone(), n));
+            }
+        }
+        if lost.is_empty() {
+            return 0;
+        }
+        self.dirty = true;
+        let total: u64 = lost.iter().map(|(_, n)| n).sum();
+        let queues: Vec<String> = lost
+            .iter()
+            .map(|((member, topic, queue), n)| match member {
+                Some(member) => format!("{topic}:{queue}@{member}={n}"),
+                None => format!("{topic}:{queue}={n}"),
+            })
+            .collect();
+        slog::warn!(self.logger, "retention deleted messages the group had not consumed";
+            "group" => &self.name, "lost" => total, "queues" => queues.join(" "),
+            "lost_in_all" => self.state.skipped.total());
+        total
+    }
+}
+
+impl Handler<NeededOffsets> for ConsumerGroupActor {
+    type Result = Vec<(String, u32, u64)>;
+
+    fn handle(&mut self, _: NeededOffsets, _: &mut Context<Self>) -> Self::Result {
+        if self.members.is_empty() {
+            return Vec::new();
+        }
+        self.state.offsets.iter().map(|((_, topic, queue), offset)| (topic.clone(), *queue, *offset)).collect()
     }
 }

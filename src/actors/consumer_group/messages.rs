@@ -98,3 +98,22 @@ pub struct GetRetryPolicy;
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
 pub struct FlushOffsets;
+
+/// Retention deleted log segments: each queue's first offset now (only the
+/// queues it moved). The group counts, logs and keeps what it had not
+/// consumed; answers the messages it lost in this pass.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub struct RetentionDeleted {
+    /// (topic, queue) → first offset left.
+    pub mins: std::sync::Arc<std::collections::HashMap<(String, u32), u64>>,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// The committed offsets of a group with live members: what retention
+/// keeps when `store.retention_protect_unconsumed` is set. Empty for a
+/// group without members.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, u32, u64)>")]
+pub struct NeededOffsets;

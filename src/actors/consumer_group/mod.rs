@@ -75,6 +75,8 @@ pub struct ConsumerGroupActor {
     reset_generation: u64,
     dirty: bool,
     flushing: bool,
+    /// Offset flushes failed in a row.
+    flush_failures: u64,
     logger: slog::Logger,
 }
 
@@ -112,6 +114,7 @@ impl ConsumerGroupActor {
             reset_generation: 0,
             dirty: false,
             flushing: false,
+            flush_failures: 0,
             logger,
         }
     }
@@ -132,9 +135,27 @@ impl ConsumerGroupActor {
         let work = async move { tokio::task::spawn_blocking(move || file.store(&state, version)).await };
         ctx.spawn(work.into_actor(self).map(|result, act, _| {
             act.flushing = false;
-            if !matches!(result, Ok(Ok(()))) {
-                act.dirty = true;
-                slog::error!(act.logger, "cannot write group offsets"; "group" => &act.name);
+            match result {
+                Ok(Ok(())) if act.flush_failures > 0 => {
+                    slog::info!(act.logger, "group offsets written again"; "group" => &act.name,
+                        "failed_flushes" => act.flush_failures);
+                    act.flush_failures = 0;
+                }
+                Ok(Ok(())) => {}
+                failed => {
+                    act.dirty = true;
+                    // Once per streak: on a full disk every flush fails.
+                    if act.flush_failures == 0 {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            Err(e) => e.to_string(),
+                            Ok(Ok(())) => String::new(),
+                        };
+                        slog::error!(act.logger, "cannot write group offsets; retried every flush, logged again \
+                            when written"; "group" => &act.name, "error" => error);
+                    }
+                    act.flush_failures += 1;
+                }
             }
         }));
     }

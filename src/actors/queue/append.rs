@@ -65,19 +65,54 @@ pub(crate) fn written(spec: &QueueSpec, run: Written<'_>, keys: &mut Vec<KeyEntr
     }
 }
 
+/// The writer refused an admitted run (the disk is full): its offsets are
+/// taken back, with every later run of the queue's, once all are answered.
+pub(crate) fn refused(spec: &QueueSpec, first_offset: u64, records: usize) {
+    if let Some(state) = local_state(spec) {
+        state.borrow_mut().refused(first_offset, records);
+    }
+}
+
 impl QueueState {
     /// Assigns `records` records their offsets; the first's is returned.
     pub(super) fn admit(&mut self, records: usize) -> Result<u64> {
         self.cq()?;
+        if self.rollback_to.is_some() {
+            return Err(Error::Busy(format!("queue {} is taking back sends the disk refused", self.name)));
+        }
         let first_offset = self.next_offset;
         self.next_offset += records as u64;
+        self.outstanding += 1;
         Ok(first_offset)
+    }
+
+    /// A run's write was refused; see [`QueueState::rollback_to`].
+    pub(super) fn refused(&mut self, first_offset: u64, records: usize) {
+        if records == 0 {
+            return;
+        }
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let to = self.rollback_to.map_or(first_offset, |to| to.min(first_offset));
+        self.rollback_to = Some(to);
+        if self.outstanding == 0 {
+            self.next_offset = to;
+            self.rollback_to = None;
+        }
     }
 
     /// The writer's answer to the oldest run admitted: its entries join the
     /// consume queue, and keys of its records go to `keys`, for the indexer.
     pub(super) fn written(&mut self, run: Written<'_>, keys: &mut Vec<KeyEntry>) -> Result<()> {
         let Written { first_offset, positions, tag_hashes, key_hashes, first_record } = run;
+        self.outstanding = self.outstanding.saturating_sub(1);
+        if let Some(to) = self.rollback_to {
+            // The writer refuses every run admitted before it took writes
+            // again; a run written after a refused one would sit above a
+            // gap. Failing loudly beats a silent hole.
+            let reason = format!("run at {first_offset} written after one refused at {to}");
+            self.fail(reason.clone());
+            return Err(Error::Poisoned(reason));
+        }
         // Inline for the one-message appends of pipelined sends.
         let entries: smallvec::SmallVec<[CqEntry; 4]> = positions
             .iter()

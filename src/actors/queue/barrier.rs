@@ -232,6 +232,12 @@ impl QueueState {
         };
         let files = match written {
             Ok(files) => files,
+            // The tail stays in memory and the log holds every entry: the
+            // checkpoint fails for space and recovery rebuilds from the log.
+            Err(e) if crate::io::is_out_of_space(&e) => {
+                self.list();
+                return Err(Error::io(format!("write consume queue {}", self.name), e));
+            }
             Err(e) => {
                 let reason = format!("cannot write consume queue {}: {e}", self.name);
                 self.fail(reason.clone());
@@ -319,6 +325,7 @@ mod tests {
             max_batch_messages: 1,
             max_batch_bytes: 1 << 20,
             log_cache_bytes: 0,
+            resume_free_bytes: 1 << 30,
         };
         let writer = WriterActor::new(log, config, Arc::default(), crate::logging::discard()).start();
         let registry =

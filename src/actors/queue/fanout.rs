@@ -244,9 +244,12 @@ impl Shares {
     /// ~1.4 % of the broker's CPU.
     fn answer(self, result: Result<Vec<RecordPos>>) {
         let Self { parts, admitted, tag_hashes, key_hashes, reply } = self;
+        // Every share of a failed write fails the same way: a full disk
+        // (nothing stored, retriable) or a poisoned writer.
         let failure = result.as_ref().err().map(|e| match e {
-            Error::Poisoned(reason) => reason.clone(),
-            other => other.to_string(),
+            Error::DiskFull { since_ms } => Err(*since_ms),
+            Error::Poisoned(reason) => Ok(reason.clone()),
+            other => Ok(other.to_string()),
         });
         let positions = result.unwrap_or_default();
         let mut rest = &positions[..];
@@ -270,12 +273,16 @@ impl Shares {
                     outcomes.push(Ok(start..stored.len()));
                     continue;
                 }
-                // Writer failures poison it; every share fails the same way,
-                // and nothing after it will be stored either, so no offset
-                // gap can ever become visible.
-                (Admission::Store { repeated, .. }, Some(reason)) => {
+                // A failed write fails every share, and nothing after it is
+                // stored until the writer takes writes again (space freed)
+                // or ever (poisoned), so no offset gap can become visible.
+                (Admission::Store { repeated, fresh, first_offset }, Some(failure)) => {
                     idempotence::finished(part, repeated.len(), false);
-                    outcomes.push(Err(Error::Poisoned(reason.clone())));
+                    append::refused(&part.spec, first_offset, fresh);
+                    outcomes.push(Err(match failure {
+                        Err(since_ms) => Error::DiskFull { since_ms: *since_ms },
+                        Ok(reason) => Error::Poisoned(reason.clone()),
+                    }));
                     continue;
                 }
                 (Admission::Store { repeated, fresh, first_offset }, None) => (repeated, fresh, first_offset),

@@ -92,9 +92,10 @@ pub struct PullEntries {
 pub struct Range;
 
 /// Retention deleted log below `log_min`: drop consume-queue files that only
-/// point there.
+/// point there. Answers the queue's first offset before and after, so
+/// retention can tell groups what they lost.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Option<(u64, u64)>")]
 pub struct Retain {
     /// Smallest log offset still stored.
     pub log_min: u64,
@@ -107,6 +108,15 @@ pub struct Retain {
 pub struct OffsetAtTime {
     /// The time.
     pub ts: i64,
+}
+
+/// Where in the log the message at queue offset `offset` is (`None` if
+/// there is none: past the end, or already deleted).
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct LogOffsetOf {
+    /// The queue offset.
+    pub offset: u64,
 }
 
 /// Delete the queue's files and stop (topic deletion).
@@ -207,10 +217,23 @@ impl Handler<Barrier> for QueueActor {
 }
 
 impl Handler<Retain> for QueueActor {
-    type Result = ();
+    type Result = Option<(u64, u64)>;
 
-    fn handle(&mut self, msg: Retain, _: &mut Context<Self>) {
-        self.state.borrow_mut().retain(msg.log_min);
+    fn handle(&mut self, msg: Retain, _: &mut Context<Self>) -> Self::Result {
+        self.state.borrow_mut().retain(msg.log_min)
+    }
+}
+
+impl Handler<LogOffsetOf> for QueueActor {
+    type Result = Option<u64>;
+
+    fn handle(&mut self, msg: LogOffsetOf, _: &mut Context<Self>) -> Self::Result {
+        let state = self.state.borrow();
+        let cq = state.cq().ok()?;
+        if msg.offset < cq.min_offset() {
+            return None;
+        }
+        cq.entry(msg.offset).ok().flatten().filter(|e| !e.is_hole()).map(|e| e.log_offset)
     }
 }
 

@@ -25,6 +25,13 @@ pub struct QueueState {
     pub(super) cq: Option<ConsumeQueue>,
     pub(super) failed: Option<String>,
     pub(super) next_offset: u64,
+    /// Runs admitted whose write is not answered yet.
+    pub(super) outstanding: u32,
+    /// A run's write was refused (the disk filled up): its offsets, and
+    /// those of every run admitted after it (the writer refuses those too),
+    /// are taken back once all are answered; no run is admitted meanwhile,
+    /// so no entry is ever appended above a gap.
+    pub(super) rollback_to: Option<u64>,
     pub(super) reader: LogReader,
     /// Keys of stored records are handed to the indexer.
     pub(super) indexed: bool,
@@ -50,6 +57,8 @@ impl QueueState {
             cq: None,
             failed: None,
             next_offset: 0,
+            outstanding: 0,
+            rollback_to: None,
             reader: spec.links.reader.clone(),
             indexed: spec.links.keys.is_some(),
             active: spec.links.active.clone(),
@@ -92,13 +101,15 @@ impl QueueState {
         }
     }
 
-    pub(super) fn retain(&mut self, log_min: u64) {
+    /// Drops what retention deleted; the first offset before and after.
+    pub(super) fn retain(&mut self, log_min: u64) -> Option<(u64, u64)> {
         self.log_min = log_min;
-        if let Some(cq) = self.cq.as_mut() {
-            if let Err(e) = cq.retain_from_log(log_min) {
-                slog::warn!(self.logger, "consume-queue retention failed"; "queue" => &self.name, "error" => %e);
-            }
+        let cq = self.cq.as_mut()?;
+        let before = cq.min_offset();
+        if let Err(e) = cq.retain_from_log(log_min) {
+            slog::warn!(self.logger, "consume-queue retention failed"; "queue" => &self.name, "error" => %e);
         }
+        Some((before, cq.min_offset()))
     }
 
     pub(super) fn offset_at_time(&self, ts: i64) -> Result<u64> {

@@ -2,6 +2,7 @@
 //! Each checks its input before anything reaches an actor, so invalid input
 //! changes nothing, and maps every error to its wire code on the way out.
 //!
+//! - [`broker`]: the broker's own status.
 //! - [`topics`]: create, delete, list, describe.
 //! - [`send`]: sends, gathered per connection and stored in arrival order.
 //! - [`pull`]: pulls and the reading of their records.
@@ -11,6 +12,7 @@
 //! - [`txn`]: producer groups and transaction outcomes.
 //! - [`trace`]: message trace records.
 
+pub mod broker;
 pub mod groups;
 pub mod pull;
 pub mod query;

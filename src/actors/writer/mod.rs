@@ -26,17 +26,24 @@
 //! A failed write or fdatasync poisons the writer: the group and everything
 //! after it fail, and nothing is retried (a failed fsync may have dropped
 //! dirty pages the kernel will never report again). A restart recovers.
+//! A group refused for space is the exception: the log is left as it was,
+//! and the writer refuses appends at once until the disk has room again
+//! (see `disk_full`).
+
+mod cache_drops;
+mod disk_full;
 
 use crate::config::FlushMode;
 use crate::error::{Error, Result};
 use crate::io::std_io::StdIo;
 use crate::io::{IoBackend, WriteJob};
-use crate::store::commitlog::{AppendBatch, CommitLog, RecordPos};
+use crate::store::commitlog::{AppendBatch, CommitLog, GroupError, RecordPos};
 use crate::store::segment::SegmentSet;
 use actix::prelude::*;
+use cache_drops::CacheDrops;
+use disk_full::DiskFull;
 use std::collections::VecDeque;
-use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -77,7 +84,8 @@ pub struct SyncedAt {
     pub last_store_ts: i64,
 }
 
-/// Group-commit counters, shared with benches and tests.
+/// Group-commit counters and the writer's state, shared with the broker's
+/// status, benches and tests.
 #[derive(Debug, Default)]
 pub struct WriterStats {
     /// Groups written.
@@ -86,6 +94,31 @@ pub struct WriterStats {
     pub records: AtomicU64,
     /// Append requests answered.
     pub appends: AtomicU64,
+    /// One past the last byte written to the log.
+    pub write_pos: AtomicU64,
+    /// Since when (ms since the epoch) the disk has been full and writes
+    /// refused; 0: it is not.
+    pub disk_full_since_ms: AtomicI64,
+    /// Why the writer is poisoned (refusing every write until a restart),
+    /// if it is.
+    pub poisoned: parking_lot::Mutex<Option<String>>,
+}
+
+impl WriterStats {
+    /// Since when the disk has been full, if it is.
+    pub fn disk_full_since(&self) -> Option<i64> {
+        Some(self.disk_full_since_ms.load(Ordering::Relaxed)).filter(|ms| *ms != 0)
+    }
+
+    /// One past the last byte written to the log.
+    pub fn write_pos(&self) -> u64 {
+        self.write_pos.load(Ordering::Relaxed)
+    }
+
+    /// Why every write is refused until a restart, if one failed.
+    pub fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().clone()
+    }
 }
 
 /// Limits and mode of the writer.
@@ -101,6 +134,9 @@ pub struct WriterConfig {
     pub max_batch_bytes: usize,
     /// Newest log bytes left in the page cache after an fdatasync (0: all).
     pub log_cache_bytes: u64,
+    /// Free bytes the disk must have again before writes resume after it
+    /// filled up.
+    pub resume_free_bytes: u64,
 }
 
 type Marker = oneshot::Sender<Result<SyncedAt>>;
@@ -131,6 +167,8 @@ pub struct WriterActor {
     config: WriterConfig,
     pending: VecDeque<Pending>,
     poisoned: Option<String>,
+    /// Set while the disk is full: appends are refused at once.
+    full: Option<DiskFull>,
     flush_due: bool,
     position: u64,
     last_store_ts: i64,
@@ -146,40 +184,6 @@ pub struct WriterActor {
     logger: slog::Logger,
 }
 
-/// The ranges of the log whose page cache each sync drops.
-///
-/// The kernel skips a page it cannot free at that instant (one whose
-/// writeback is just ending, or that a reader holds), and a page skipped
-/// once would stay cached for good. Each range is therefore dropped twice:
-/// with its own sync and with the next one, even a sync that wrote nothing.
-#[derive(Debug, Clone, Copy)]
-struct CacheDrops {
-    /// The previous range's start: where the next range starts.
-    from: u64,
-    /// The previous range's end.
-    below: u64,
-}
-
-impl CacheDrops {
-    /// Nothing below `offset` is dropped (an earlier run's pages are left
-    /// to the kernel).
-    fn from(offset: u64) -> Self {
-        Self { from: offset, below: offset }
-    }
-
-    /// The range to drop now that the log is durable and may leave the
-    /// cache below `upto`, if any.
-    fn next(&mut self, upto: u64) -> Option<Range<u64>> {
-        let upto = upto.max(self.below);
-        if self.from >= upto {
-            return None;
-        }
-        let range = self.from..upto;
-        (self.from, self.below) = (self.below, upto);
-        Some(range)
-    }
-}
-
 impl WriterActor {
     /// A writer over `log`.
     pub fn new(log: CommitLog, config: WriterConfig, stats: Arc<WriterStats>, logger: slog::Logger) -> Self {
@@ -187,6 +191,7 @@ impl WriterActor {
             slog::warn!(logger, "no second ring for fdatasyncs; they run on the blocking pool"; "error" => %e);
             IoBackend::Std(StdIo::new(log.io_stats()))
         });
+        stats.write_pos.store(log.write_pos(), Ordering::Relaxed);
         Self {
             position: log.write_pos(),
             // Pages of an earlier run are left to the kernel: only what this
@@ -199,6 +204,7 @@ impl WriterActor {
             config,
             pending: VecDeque::new(),
             poisoned: None,
+            full: None,
             flush_due: false,
             last_store_ts: 0,
             stats,
@@ -325,11 +331,58 @@ impl WriterActor {
     }
 
     /// Refuses every write from now on; returns the reason.
-    fn poison(&mut self, what: &str, e: &std::io::Error) -> String {
+    fn poison(&mut self, what: &str, e: &dyn std::fmt::Display) -> String {
         let msg = format!("{what}: {e}");
         slog::crit!(self.logger, "writer poisoned; refusing all writes until restart"; "error" => %msg);
         self.poisoned = Some(msg.clone());
+        *self.stats.poisoned.lock() = Some(msg.clone());
         msg
+    }
+
+    /// Says so, while the active segment still has room, when the next
+    /// one could not be prepared: the disk will be full at the roll unless
+    /// space is freed first.
+    fn report_prepare_failure(&self, log: &mut CommitLog) {
+        if let Some((base, e)) = log.prepare_failure() {
+            slog::warn!(self.logger, "cannot prepare the next commit-log segment; writes will be refused when the \
+                active one fills unless space is freed first";
+                "segment" => base, "active_room_bytes" => log.active_room(), "error" => %e);
+        }
+    }
+
+    /// The disk is full: appends are refused until it has room again.
+    fn enter_full(&mut self, e: &std::io::Error) -> DiskFull {
+        let full = *self.full.get_or_insert_with(|| {
+            let full = DiskFull::now();
+            slog::error!(self.logger, "disk full: refusing writes until space is freed";
+                "error" => %e, "resume_free_bytes" => self.config.resume_free_bytes);
+            self.stats.disk_full_since_ms.store(full.since_ms, Ordering::Relaxed);
+            full
+        });
+        full
+    }
+
+    /// Leaves the full state once the disk has room again.
+    fn check_space(&mut self) {
+        if self.full.is_none() {
+            return;
+        }
+        if let Some(free) = disk_full::has_room(self.segments.dir(), self.config.resume_free_bytes) {
+            slog::info!(self.logger, "disk has room again: writes accepted"; "free_bytes" => free);
+            self.full = None;
+            self.stats.disk_full_since_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Refuses every append waiting (the disk is full); `Sync` markers stay.
+    fn refuse_appends(&mut self, full: DiskFull) {
+        let pending = std::mem::take(&mut self.pending);
+        for item in pending {
+            match item {
+                Pending::Append(a) => (a.done)(Err(full.error())),
+                marker => self.pending.push_back(marker),
+            }
+        }
     }
 
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
@@ -339,6 +392,9 @@ impl WriterActor {
         if let Some(err) = self.poisoned_error() {
             self.fail_pending(&err);
             return;
+        }
+        if let Some(full) = self.full {
+            self.refuse_appends(full);
         }
         let dirty = self.log.as_ref().is_some_and(CommitLog::is_dirty);
         if self.flush_due {
@@ -372,44 +428,68 @@ impl WriterActor {
             let result = log.write_group(batches, sync).await;
             (log, result)
         };
-        ctx.spawn(work.into_actor(self).map(move |(log, result), act, ctx| {
+        ctx.spawn(work.into_actor(self).map(move |(mut log, result), act, ctx| {
             act.position = log.write_pos();
+            act.stats.write_pos.store(act.position, Ordering::Relaxed);
+            act.report_prepare_failure(&mut log);
             act.log = Some(log);
-            match result {
-                Ok(positions) => {
-                    act.stats.groups.fetch_add(1, Ordering::Relaxed);
-                    act.stats.records.fetch_add(records as u64, Ordering::Relaxed);
-                    act.stats.appends.fetch_add(dones.len() as u64, Ordering::Relaxed);
-                    if let Some(ts) = positions.iter().flatten().map(|p| p.store_ts).max() {
-                        act.last_store_ts = act.last_store_ts.max(ts);
-                    }
-                    let mut positions = positions.into_iter();
-                    for (parts, done) in dones {
-                        let pos = match parts {
-                            1 => positions.next().unwrap_or_default(),
-                            _ => positions.by_ref().take(parts).flatten().collect(),
-                        };
-                        done(Ok(pos));
-                    }
-                    if sync {
-                        let at = act.synced_at();
-                        for marker in markers {
-                            let _ = marker.send(Ok(at));
-                        }
-                    } else if !markers.is_empty() {
-                        act.detach_sync(markers, ctx);
-                    }
-                }
-                Err(e) => {
-                    let msg = act.poison("commit-log write failed", &e);
-                    for (_, done) in dones {
-                        done(Err(Error::Poisoned(msg.clone())));
-                    }
-                    fail_markers(markers, &msg);
-                }
-            }
+            act.group_done(result, (dones, markers, records), ctx);
             act.dispatch(ctx);
         }));
+    }
+
+    /// A group is written (or refused): answers its appends and markers.
+    fn group_done(
+        &mut self,
+        result: std::result::Result<Vec<Vec<RecordPos>>, GroupError>,
+        (dones, markers, records): (Vec<(usize, AppendDone)>, Vec<Marker>, usize),
+        ctx: &mut Context<Self>,
+    ) {
+        let sync = self.config.flush == FlushMode::Sync;
+        match result {
+            Ok(positions) => {
+                self.stats.groups.fetch_add(1, Ordering::Relaxed);
+                self.stats.records.fetch_add(records as u64, Ordering::Relaxed);
+                self.stats.appends.fetch_add(dones.len() as u64, Ordering::Relaxed);
+                if let Some(ts) = positions.iter().flatten().map(|p| p.store_ts).max() {
+                    self.last_store_ts = self.last_store_ts.max(ts);
+                }
+                let mut positions = positions.into_iter();
+                for (parts, done) in dones {
+                    let pos = match parts {
+                        1 => positions.next().unwrap_or_default(),
+                        _ => positions.by_ref().take(parts).flatten().collect(),
+                    };
+                    done(Ok(pos));
+                }
+                if sync {
+                    let at = self.synced_at();
+                    for marker in markers {
+                        let _ = marker.send(Ok(at));
+                    }
+                } else if !markers.is_empty() {
+                    self.detach_sync(markers, ctx);
+                }
+            }
+            Err(GroupError::OutOfSpace(e)) => {
+                // Nothing of the group is in the log: refused, and the
+                // markers' sync covers what was written before it.
+                let full = self.enter_full(&e);
+                for (_, done) in dones {
+                    done(Err(full.error()));
+                }
+                if !markers.is_empty() {
+                    self.detach_sync(markers, ctx);
+                }
+            }
+            Err(GroupError::Failed(e)) => {
+                let msg = self.poison("commit-log write failed", &e);
+                for (_, done) in dones {
+                    done(Err(Error::Poisoned(msg.clone())));
+                }
+                fail_markers(markers, &msg);
+            }
+        }
     }
 
     fn fail_pending(&mut self, err: &Error) {
@@ -436,6 +516,14 @@ impl Actor for WriterActor {
             slog::info!(self.logger, "writer started"; "backend" => log.backend_name(),
                 "write_pos" => log.write_pos(), "flush" => ?self.config.flush);
         }
+        // Through the mailbox: every append that was already on its way
+        // when the disk filled up is refused before writes resume, so a
+        // queue never sees a run written after one refused.
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| {
+            if act.full.is_some() {
+                ctx.address().do_send(CheckSpace);
+            }
+        });
         if self.config.flush == FlushMode::Async {
             ctx.run_interval(self.config.flush_interval, |act, ctx| {
                 act.flush_due = true;
@@ -445,12 +533,29 @@ impl Actor for WriterActor {
     }
 }
 
+/// Looks whether the full disk has room again (sent to itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CheckSpace;
+
+impl Handler<CheckSpace> for WriterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CheckSpace, _: &mut Context<Self>) {
+        self.check_space();
+    }
+}
+
 impl Handler<Append> for WriterActor {
     type Result = ();
 
     fn handle(&mut self, msg: Append, ctx: &mut Context<Self>) {
         if let Some(err) = self.poisoned_error() {
             (msg.done)(Err(err));
+            return;
+        }
+        if let Some(full) = self.full {
+            (msg.done)(Err(full.error()));
             return;
         }
         self.pending.push_back(Pending::Append(msg));
@@ -466,23 +571,5 @@ impl Handler<Sync> for WriterActor {
         self.pending.push_back(Pending::Sync(tx));
         self.dispatch(ctx);
         Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::CacheDrops;
-
-    #[test]
-    fn every_dropped_range_is_dropped_again_by_the_next_sync() {
-        let mut drops = CacheDrops::from(100);
-        assert_eq!(drops.next(50), None, "nothing below where this run began");
-        assert_eq!(drops.next(300), Some(100..300));
-        assert_eq!(drops.next(500), Some(100..500), "the next sync repeats 100..300");
-        // Syncs that move nothing forward still repeat the last range once.
-        assert_eq!(drops.next(500), Some(300..500));
-        assert_eq!(drops.next(400), None);
-        assert_eq!(drops.next(500), None);
-        assert_eq!(drops.next(900), Some(500..900));
     }
 }

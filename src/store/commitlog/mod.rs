@@ -4,14 +4,19 @@
 //! padding at segment ends, CRCs) and hands the bytes to the io backend.
 //! [`LogReader`] is the read side, shared by everyone: pread + CRC check.
 
+mod reader;
+mod space;
+
+pub use reader::{LogReader, READ_SPAN};
+pub use space::GroupError;
+
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::io::{FileWrite, IoBackend, Slice, WriteJob};
-use crate::store::record::{self, DecodedRecord, PAD_MIN};
+use crate::store::record::{self, PAD_MIN};
 use crate::store::segment::{self, Prealloc, Preallocator, SegmentSet};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -74,7 +79,9 @@ pub struct CommitLog {
     write_pos: u64,
     backend: IoBackend,
     prealloc: Option<Preallocator>,
-    next_ready: Option<(u64, oneshot::Receiver<io::Result<()>>)>,
+    /// The next segment asked of the preallocator, and its answer (`None`
+    /// until it comes, or once taken: then it was a success).
+    next_ready: Option<(u64, Option<oneshot::Receiver<io::Result<()>>>)>,
     /// The next segment was looked at for this active one (found, or asked
     /// of the preallocator): no lookup per group until the next roll.
     next_asked: bool,
@@ -178,6 +185,32 @@ impl CommitLog {
         !self.dirty.is_empty()
     }
 
+    /// Whether preparing the next segment failed since the last look: then
+    /// the roll tries again, and if the disk still has no room, the group
+    /// that reaches the segment's end is refused for space. Reported as
+    /// soon as the preallocator answers, while the active segment still
+    /// has room (returns the segment and the error).
+    pub fn prepare_failure(&mut self) -> Option<(u64, io::Error)> {
+        let (base, waiting) = self.next_ready.as_mut()?;
+        let failed = match waiting.as_mut()?.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+            Ok(Ok(())) => {
+                *waiting = None;
+                return None;
+            }
+            Ok(Err(e)) => e,
+            Err(oneshot::error::TryRecvError::Closed) => io::Error::other("preallocator dropped the request"),
+        };
+        let base = *base;
+        self.next_ready = None;
+        Some((base, failed))
+    }
+
+    /// Bytes left in the active segment.
+    pub fn active_room(&self) -> u64 {
+        (self.active_base + self.set.segment_bytes()).saturating_sub(self.write_pos)
+    }
+
     /// Asks the preallocator for the next segment once the active one is
     /// half written: soon enough to be ready at the roll, late enough that a
     /// broker just started (or just rolled) is not writing a segment of
@@ -191,7 +224,7 @@ impl CommitLog {
         let next = self.active_base + self.set.segment_bytes();
         if let Some(prealloc) = &self.prealloc {
             if self.set.file(next).is_none() {
-                self.next_ready = Some((next, prealloc.prepare(next)));
+                self.next_ready = Some((next, Some(prealloc.prepare(next))));
             }
         }
     }
@@ -203,15 +236,25 @@ impl CommitLog {
             Some(file) => file,
             None => {
                 let mut file = None;
-                if let Some((base, rx)) = self.next_ready.take() {
-                    if base == next {
-                        rx.await.map_err(|_| io::Error::other("preallocator dropped the request"))??;
+                if let Some((base, waiting)) = self.next_ready.take() {
+                    let prepared = match waiting {
+                        Some(rx) => matches!(rx.await, Ok(Ok(()))),
+                        None => true,
+                    };
+                    // A preparation that failed (for space, most likely) is
+                    // tried once more below: retention may have freed room.
+                    if base == next && prepared {
                         file = Some(segment::open_segment(self.set.dir(), next)?);
                     }
                 }
                 let file = match file {
                     Some(file) => file,
-                    None => segment::create_sparse(self.set.dir(), next, self.set.segment_bytes())?,
+                    // Never a sparse file here: a segment whose blocks are
+                    // not reserved could run out of space half way.
+                    None => {
+                        segment::create_fallocated(self.set.dir(), next, self.set.segment_bytes())?;
+                        segment::open_segment(self.set.dir(), next)?
+                    }
                 };
                 let file = Arc::new(file);
                 self.set.insert(next, file.clone());
@@ -235,8 +278,28 @@ impl CommitLog {
     /// Writes a group of batches: assigns each record its offset and store
     /// time, seals it, pads and rolls at segment ends, and runs one job on
     /// the backend (with one fdatasync per touched file when `sync`).
-    /// Returns the positions per batch, in order.
-    pub async fn write_group(&mut self, batches: Vec<AppendBatch>, sync: bool) -> io::Result<Vec<Vec<RecordPos>>> {
+    /// Returns the positions per batch, in order. A group refused for space
+    /// leaves the log as it was ([`GroupError::OutOfSpace`]).
+    pub async fn write_group(
+        &mut self,
+        batches: Vec<AppendBatch>,
+        sync: bool,
+    ) -> std::result::Result<Vec<Vec<RecordPos>>, GroupError> {
+        let before = (self.write_pos, self.active_base, self.active.clone());
+        match self.lay_out_and_write(batches, sync).await {
+            Err(e) if space::refused_for_space(&e) => {
+                // Nothing of the group may stay: the next group is written
+                // where this one began.
+                (self.write_pos, self.active_base, self.active) = before;
+                self.next_ready = None;
+                self.next_asked = false;
+                Err(GroupError::OutOfSpace(e))
+            }
+            other => other.map_err(GroupError::Failed),
+        }
+    }
+
+    async fn lay_out_and_write(&mut self, batches: Vec<AppendBatch>, sync: bool) -> io::Result<Vec<Vec<RecordPos>>> {
         let seg_bytes = self.set.segment_bytes();
         let group_start = self.write_pos;
         let mut job = WriteJob::default();
@@ -308,182 +371,36 @@ impl CommitLog {
         // The log's advance bounds the group's bytes (a roll's skipped
         // segment end counts too: such a group merely goes to the backend).
         let inline = job.sync.is_empty() && self.write_pos - group_start <= self.inline_write_max;
-        if inline && self.backend.writes_inline() {
-            self.backend.write_inline(&job)?;
-        } else {
-            self.backend.run(job).await?;
-        }
+        self.run_job(job, inline).await?;
         Ok(positions)
+    }
+
+    /// Runs a group's job; if it was refused for space, cuts back whatever
+    /// of it landed before answering (if that fails too, the log cannot be
+    /// trusted).
+    async fn run_job(&mut self, job: WriteJob, inline: bool) -> io::Result<()> {
+        let ranges: Vec<(Arc<File>, u64, u64)> = job
+            .writes
+            .iter()
+            .map(|w| (w.file.clone(), w.offset, w.slices.iter().map(|s| (s.end - s.start) as u64).sum()))
+            .collect();
+        let written = if inline && self.backend.writes_inline() {
+            self.backend.write_inline(&job)
+        } else {
+            self.backend.run(job).await
+        };
+        match written {
+            Err(e) if space::refused_for_space(&e) => {
+                space::cut_back(&ranges).map_err(|cut| io::Error::other(format!("{e}; cutting it back: {cut}")))?;
+                Err(e)
+            }
+            other => other,
+        }
     }
 
     /// fdatasyncs every file written since its last sync.
     pub async fn sync(&mut self) -> io::Result<()> {
-        self.write_group(Vec::new(), true).await.map(|_| ())
-    }
-}
-
-/// Most bytes [`LogReader::read_cached`] and [`LogReader::read_many`] read
-/// in one call: records of one queue sit among other queues' records, so a
-/// run of them spans more than their own bytes; copying a few more is
-/// cheaper than another system call.
-pub const READ_SPAN: u64 = 64 << 10;
-
-/// The read side of the log, cheap to clone and share.
-#[derive(Debug, Clone)]
-pub struct LogReader {
-    set: Arc<SegmentSet>,
-}
-
-impl LogReader {
-    /// A reader over `set`.
-    pub fn new(set: Arc<SegmentSet>) -> Self {
-        Self { set }
-    }
-
-    /// The segments it reads.
-    pub fn segments(&self) -> &Arc<SegmentSet> {
-        &self.set
-    }
-
-    /// The segment holding `log_offset`, and where in it.
-    fn locate(&self, log_offset: u64) -> Result<(Arc<File>, u64)> {
-        let base = self.set.base_of(log_offset);
-        let Some(file) = self.set.file(base) else {
-            let min = self.set.min_offset();
-            return Err(if log_offset < min {
-                Error::BelowRetained { requested: log_offset, min }
-            } else {
-                Error::Corrupt { offset: log_offset, reason: "no segment holds this offset".into() }
-            });
-        };
-        Ok((file, log_offset - base))
-    }
-
-    /// Reads and checks the record of `size` bytes at `log_offset`.
-    pub fn read_raw(&self, log_offset: u64, size: u32) -> Result<Vec<u8>> {
-        let buf = self.read_span(log_offset, u64::from(size))?;
-        record::check(&buf, log_offset).map_err(|reason| Error::Corrupt { offset: log_offset, reason })?;
-        Ok(buf)
-    }
-
-    /// [`LogReader::read_raw`] of each record of `at` (log offset and size,
-    /// in ascending order, as a queue lists them) as long as the page cache
-    /// holds it (`preadv2` with `RWF_NOWAIT`): hands each checked record's
-    /// index and bytes to `each`, from the first on, stops at the first that
-    /// would wait for the disk, and returns how many it handed over.
-    /// Fresh records can then be read on a connection's thread, and only
-    /// cold ones take the trip to a thread that may block. Neighbouring
-    /// records are read together, one call per run of them within
-    /// [`READ_SPAN`] bytes of one segment: a consumer keeping up pulls a
-    /// few records at a time, and a call per record was most of a pull's
-    /// system time.
-    pub fn read_cached(&self, at: &[(u64, u32)], each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<usize> {
-        self.read_runs(at, true, each)
-    }
-
-    /// [`LogReader::read_cached`] that waits for the disk: every record of
-    /// `at` is handed over (for a consumer catching up on a cold backlog,
-    /// on a thread that may block).
-    pub fn read_many(&self, at: &[(u64, u32)], each: impl FnMut(usize, &[u8]) -> Result<()>) -> Result<usize> {
-        self.read_runs(at, false, each)
-    }
-
-    fn read_runs(
-        &self,
-        at: &[(u64, u32)],
-        cached_only: bool,
-        mut each: impl FnMut(usize, &[u8]) -> Result<()>,
-    ) -> Result<usize> {
-        let mut i = 0;
-        while i < at.len() {
-            let (first, _) = at[i];
-            let base = self.set.base_of(first);
-            // The run: records after `first` in its segment, ending within the span.
-            let mut end = i + 1;
-            while end < at.len() {
-                let (offset, size) = at[end];
-                let within = offset >= at[end - 1].0 && offset + u64::from(size) - first <= READ_SPAN;
-                if !within || self.set.base_of(offset) != base {
-                    break;
-                }
-                end += 1;
-            }
-            let (last, last_size) = at[end - 1];
-            let span = (last + u64::from(last_size)).saturating_sub(first).max(u64::from(at[i].1));
-            let buf = if cached_only { self.read_nowait(first, span as usize)? } else { self.read_span(first, span)? };
-            for (n, &(offset, size)) in at[i..end].iter().enumerate() {
-                let from = (offset - first) as usize;
-                let Some(bytes) = buf.get(from..from + size as usize) else {
-                    return Ok(i + n);
-                };
-                record::check(bytes, offset).map_err(|reason| Error::Corrupt { offset, reason })?;
-                each(i + n, bytes)?;
-            }
-            i = end;
-        }
-        Ok(at.len())
-    }
-
-    /// `len` bytes at `log_offset`, all of them in one segment.
-    fn read_span(&self, log_offset: u64, len: u64) -> Result<Vec<u8>> {
-        let (file, at) = self.locate(log_offset)?;
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, at).map_err(|e| Error::io(format!("read log at {log_offset}"), e))?;
-        Ok(buf)
-    }
-
-    /// Up to `len` bytes at `log_offset` that the page cache holds, from the
-    /// first on (none when the first page is not cached).
-    fn read_nowait(&self, log_offset: u64, len: usize) -> Result<Vec<u8>> {
-        let (file, at) = self.locate(log_offset)?;
-        // Not zero-filled first: a span is up to 64 KiB and the read fills it.
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
-        let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
-        let at =
-            i64::try_from(at).map_err(|_| Error::Corrupt { offset: log_offset, reason: "offset too large".into() })?;
-        // SAFETY: `iov` describes `buf`'s capacity, which lives and is
-        // borrowed by nothing else for the duration of the call.
-        let n = unsafe { libc::preadv2(std::os::fd::AsRawFd::as_raw_fd(&*file), &iov, 1, at, libc::RWF_NOWAIT) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
-                // Not cached, or a kernel or file system without the flag.
-                Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => Ok(Vec::new()),
-                _ => Err(Error::io(format!("read log at {log_offset}"), e)),
-            };
-        }
-        // SAFETY: the kernel wrote the first `n` (≤ `len`) bytes.
-        unsafe { buf.set_len((n as usize).min(len)) };
-        // Partly cached: the caller reads the rest where waiting is allowed.
-        Ok(buf)
-    }
-
-    /// Reads, checks and decodes the record at `log_offset` without knowing
-    /// its size (message ids carry only the offset).
-    pub fn read_at(&self, log_offset: u64) -> Result<DecodedRecord> {
-        let base = self.set.base_of(log_offset);
-        let file =
-            self.set.file(base).ok_or(Error::BelowRetained { requested: log_offset, min: self.set.min_offset() })?;
-        let mut len = [0u8; 4];
-        file.read_exact_at(&mut len, log_offset - base)
-            .map_err(|e| Error::io(format!("read log at {log_offset}"), e))?;
-        let size = u32::from_le_bytes(len);
-        // A record arrived in one frame: anything longer is not a record
-        // start (an id naming the middle of one), and is not allocated.
-        let limit = self.set.segment_bytes().min(brook_proto::MAX_FRAME_BYTES_CEILING as u64);
-        if (size as usize) < record::HEADER_LEN || u64::from(size) > limit {
-            return Err(Error::Corrupt {
-                offset: log_offset,
-                reason: format!("no record starts here (length {size})"),
-            });
-        }
-        self.read(log_offset, size)
-    }
-
-    /// Reads, checks and decodes the record at `log_offset`.
-    pub fn read(&self, log_offset: u64, size: u32) -> Result<DecodedRecord> {
-        let buf = self.read_raw(log_offset, size)?;
-        record::decode(&buf).map_err(|reason| Error::Corrupt { offset: log_offset, reason })
+        self.write_group(Vec::new(), true).await.map(|_| ()).map_err(|e| io::Error::new(e.io().kind(), e.to_string()))
     }
 }
 
@@ -518,6 +435,11 @@ mod tests {
         }
         log.write_group(vec![one_record()], false).await.expect("write");
         assert_eq!(log.next_ready.as_ref().map(|(base, _)| *base), Some(seg), "asked for past half way");
+        // Looked at after every group: a success, seen once, stays one.
+        for _ in 0..50 {
+            assert!(log.prepare_failure().is_none(), "a prepared segment is no failure");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         while log.write_pos() < seg {
             log.write_group(vec![one_record()], false).await.expect("write");
         }

@@ -1,0 +1,57 @@
+//! What a push consumer tells its user besides messages: things worth a log
+//! line, such as messages retention deleted before they were read. A hook
+//! set with [`PushConfig::on_event`](crate::PushConfig::on_event) gets
+//! them; without one they go to standard error, so no skip is silent.
+
+use brook_proto::request::QueueRef;
+use std::fmt;
+use std::sync::Arc;
+
+/// Something a push consumer noticed that its user may want to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConsumerEvent {
+    /// Retention deleted messages of `queue` before this consumer read
+    /// them: it was at `from` and goes on from `to`, the queue's first
+    /// offset now (`to - from` messages skipped).
+    SkippedByRetention {
+        /// The queue.
+        queue: QueueRef,
+        /// Where the consumer was.
+        from: u64,
+        /// Where it goes on.
+        to: u64,
+    },
+}
+
+impl fmt::Display for ConsumerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConsumerEvent::SkippedByRetention { queue, from, to } => write!(
+                f,
+                "retention deleted {} messages of {}:{} before they were consumed (offsets {from}..{to})",
+                to - from,
+                queue.topic,
+                queue.queue
+            ),
+        }
+    }
+}
+
+/// A user's event hook.
+#[derive(Clone)]
+pub struct EventHook(pub(crate) Arc<dyn Fn(&ConsumerEvent) + Send + Sync>);
+
+impl fmt::Debug for EventHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EventHook")
+    }
+}
+
+/// Hands `event` to the hook, or to standard error without one.
+pub(crate) fn emit(hook: Option<&EventHook>, group: &str, event: &ConsumerEvent) {
+    match hook {
+        Some(EventHook(hook)) => hook(event),
+        None => eprintln!("brook consumer group {group}: {event}"),
+    }
+}
