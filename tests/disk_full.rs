@@ -204,11 +204,12 @@ async fn a_full_disk_refuses_sends_serves_reads_and_takes_writes_again_once_spac
 
         std::fs::remove_file(&filler).expect("free space");
         std::fs::remove_file(fs.path.join("rest")).expect("free space");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let freed = Instant::now();
+        let deadline = freed + Duration::from_secs(20);
         let mut round = 1;
         loop {
             match send_round(&conn, &acked, round).await {
-                Ok(()) => break,
+                Ok(()) => break eprintln!("writes came back {} ms after space was freed", freed.elapsed().as_millis()),
                 Err(e) if is_disk_full(&e) && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
