@@ -28,7 +28,7 @@ fn batch(body: &str) -> Vec<(Message, u64)> {
     vec![(Message::new("f", body.as_bytes().to_vec()), record::tag_hash(None))]
 }
 
-/// A writer over a fault backend that fails from job `fail_after` on, and
+/// A writer over a fault backend (which fails as its plan is set), and
 /// queue "f"/0 feeding it.
 struct Faulty {
     writer: Addr<WriterActor>,
@@ -38,12 +38,11 @@ struct Faulty {
     stats: Arc<IoStats>,
 }
 
-fn faulty_writer(dir: &std::path::Path, flush: FlushMode, fail_after: u64) -> Faulty {
+fn faulty_writer(dir: &std::path::Path, flush: FlushMode) -> Faulty {
     let paths = StorePaths::new(dir);
     paths.create_dirs().expect("dirs");
     let set = Arc::new(SegmentSet::new(paths.commitlog(), 65536));
     let plan = Arc::new(FaultPlan::default());
-    plan.fail_after_jobs.store(fail_after, Ordering::SeqCst);
     let stats = Arc::new(IoStats::default());
     let backend = IoBackend::Fault(FaultIo::new(stats.clone(), plan.clone()));
     let log = CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(SystemClock)).expect("open");
@@ -55,7 +54,9 @@ fn faulty_writer(dir: &std::path::Path, flush: FlushMode, fail_after: u64) -> Fa
         log_cache_bytes: 0,
         resume_free_bytes: 1 << 20,
     };
-    let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard()).start();
+    let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard())
+        .expect("writer")
+        .start();
     let topics = Arc::new(TopicTable::load(paths.topics()).expect("topics"));
     let registry =
         Arc::new(QueueRegistry::new(writer.clone(), None, paths, 100, set.clone(), brook::logging::discard()));
@@ -67,7 +68,9 @@ fn faulty_writer(dir: &std::path::Path, flush: FlushMode, fail_after: u64) -> Fa
 #[actix_rt::test]
 async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Faulty { writer, queue, appender, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync, 3);
+    let Faulty { writer, queue, appender, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync);
+    // Each append is awaited: one write and one sync round each.
+    plan.fail_after_syncs.store(3, Ordering::SeqCst);
     for i in 0..3 {
         let items = batch(&format!("ok{i}"));
         let stored = appender.append("f", 0, items).await.expect("stored");
@@ -77,11 +80,12 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     let failed = appender.append("f", 0, items).await;
     assert!(matches!(failed, Err(Error::Poisoned(_))), "{failed:?}");
     // Poisoned for good: later appends and syncs fail without I/O.
-    let seen = plan.jobs_seen.load(Ordering::SeqCst);
+    let seen = (plan.jobs_seen.load(Ordering::SeqCst), plan.syncs_seen.load(Ordering::SeqCst));
     let items = batch("later");
     assert!(matches!(appender.append("f", 0, items).await, Err(Error::Poisoned(_))));
     assert!(matches!(writer.send(WriterSync).await.expect("mailbox"), Err(Error::Poisoned(_))));
-    assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), seen, "a poisoned writer never retries I/O");
+    let after = (plan.jobs_seen.load(Ordering::SeqCst), plan.syncs_seen.load(Ordering::SeqCst));
+    assert_eq!(after, seen, "a poisoned writer never retries I/O");
     // The failed message's bytes are in the file, yet no reader sees it.
     let pull = Pull {
         offset: 0,
@@ -100,15 +104,14 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
 }
 
 /// Async flush: the fdatasync a checkpoint's `Sync` waits for runs beside the
-/// writes, on the writer's second backend. When it fails, the `Sync` is
+/// writes, on the writer's syncer thread. When it fails, the `Sync` is
 /// refused — a checkpoint never names a position the disk did not confirm —
 /// and the writer is poisoned like after a failed write.
 #[actix_rt::test]
 async fn a_failed_background_fdatasync_refuses_the_sync_and_poisons() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Three appends are jobs 0-2 on the log's backend; the Sync's fdatasync
-    // is job 3, on the sibling that shares the plan.
-    let Faulty { writer, appender, plan, stats, .. } = faulty_writer(dir.path(), FlushMode::Async, 3);
+    let Faulty { writer, appender, plan, stats, .. } = faulty_writer(dir.path(), FlushMode::Async);
+    plan.fail_after_syncs.store(0, Ordering::SeqCst);
     for i in 0..3 {
         let items = batch(&format!("ok{i}"));
         appender.append("f", 0, items).await.expect("async acks after the write");
@@ -116,10 +119,11 @@ async fn a_failed_background_fdatasync_refuses_the_sync_and_poisons() {
     assert_eq!(stats.fdatasyncs.load(Ordering::SeqCst), 0);
     let synced = writer.send(WriterSync).await.expect("mailbox");
     assert!(matches!(synced, Err(Error::Poisoned(_))), "{synced:?}");
-    assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), 4, "the sync ran as its own job");
+    assert_eq!(plan.syncs_seen.load(Ordering::SeqCst), 1, "the sync ran as a round of its own");
     let items = batch("later");
     assert!(matches!(appender.append("f", 0, items).await, Err(Error::Poisoned(_))));
-    assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), 4, "a poisoned writer never retries I/O");
+    assert_eq!(plan.jobs_seen.load(Ordering::SeqCst), 3, "a poisoned writer never retries I/O");
+    assert_eq!(plan.syncs_seen.load(Ordering::SeqCst), 1);
 }
 
 /// A write refused for space is not a poison: its group fails with
@@ -130,7 +134,8 @@ async fn a_failed_background_fdatasync_refuses_the_sync_and_poisons() {
 #[actix_rt::test]
 async fn a_write_refused_for_space_is_cut_back_and_writes_resume_by_themselves() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Faulty { appender, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync, 2);
+    let Faulty { appender, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync);
+    plan.fail_after_jobs.store(2, Ordering::SeqCst);
     plan.out_of_space.store(true, Ordering::SeqCst);
     for i in 0..2 {
         let placed = appender.append("f", 0, batch(&format!("ok{i}"))).await.expect("stored");

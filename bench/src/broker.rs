@@ -51,6 +51,12 @@ impl Broker {
         Ok(started.elapsed())
     }
 
+    /// A directory on the broker's file system: its data dir, or (for a
+    /// broker someone else runs) the temporary directory.
+    pub fn scratch_dir(&self) -> std::path::PathBuf {
+        self.dir.as_ref().map_or_else(std::env::temp_dir, |d| d.path().to_path_buf())
+    }
+
     /// Bytes of commit log on disk (this bench's broker only).
     pub fn log_bytes(&self) -> Option<u64> {
         let dir = self.dir.as_ref()?.path().join("commitlog");

@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod broker;
 mod cpu;
+mod disk;
 mod load;
 mod pacer;
 mod pauses;

@@ -81,6 +81,7 @@ impl Stats {
             elapsed,
             hist: self.histogram(),
             latency_of,
+            fields: Vec::new(),
             notes,
         }
     }
@@ -120,6 +121,8 @@ pub struct Summary {
     pub latency_of: &'static str,
     /// Extra lines for the table.
     pub notes: Vec<(String, String)>,
+    /// Extra `key=value` fields for the RESULT line.
+    pub fields: Vec<(String, String)>,
 }
 
 impl Summary {
@@ -145,8 +148,9 @@ impl Summary {
         for (k, v) in &self.notes {
             println!("{k:<17} {v}");
         }
+        let fields: String = self.fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
         println!(
-            "RESULT scenario={} msgs_per_s={:.0} mb_per_s={:.1} p50_us={} p99_us={} p999_us={} errors={}",
+            "RESULT scenario={} msgs_per_s={:.0} mb_per_s={:.1} p50_us={} p99_us={} p999_us={} errors={}{fields}",
             self.scenario,
             rate,
             mb,

@@ -243,15 +243,16 @@ async fn start_writer(
         FlushMode::Async => Prealloc::Fallocated,
     });
     let (write_pos, last_ts, kind) = (store.recovered.write_pos, store.recovered.last_store_ts, store.backend);
-    // Sync-flush groups carry their fdatasync, so they never go inline.
     let inline_max = config.store.inline_write_max_bytes;
     arbiter.spawn_fn(move || {
         let built = IoBackend::open(kind, io_stats)
             .map_err(|e| Error::io("open io backend", e))
             .and_then(|backend| CommitLog::open(segments, write_pos, last_ts, backend, preallocate, clock))
             .map(|log| log.with_inline_writes(inline_max));
-        let addr = built.map(|log| WriterActor::new(log, writer_config, writer_stats, logger).start());
-        let _ = init_tx.send(addr);
+        let addr = built.and_then(|log| {
+            WriterActor::new(log, writer_config, writer_stats, logger).map_err(|e| Error::io("start the syncer", e))
+        });
+        let _ = init_tx.send(addr.map(Actor::start));
     });
     init_rx.await.map_err(|_| Error::Config("writer arbiter stopped".into()))?
 }

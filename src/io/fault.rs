@@ -1,5 +1,6 @@
-//! A backend that fails on command, for tests of the poison rule: after a
-//! failed write or fdatasync the writer fails that group and every later one.
+//! A backend that fails on command, for tests of the poison rule (after a
+//! failed write or fdatasync the writer fails that group and every later
+//! one) and of a full disk (a write refused for space is cut back).
 
 use super::std_io::StdIo;
 use super::{IoStats, WriteJob};
@@ -7,16 +8,32 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// When the fault backend fails.
-#[derive(Debug, Default)]
+/// When the fault backend fails (by default: never).
+#[derive(Debug)]
 pub struct FaultPlan {
-    /// Jobs to let through before failing every later one.
+    /// Write jobs to let through before failing every later one.
     pub fail_after_jobs: AtomicU64,
-    /// Jobs run so far.
+    /// Write jobs run so far.
     pub jobs_seen: AtomicU64,
     /// Fail as a full disk does instead: each write stops half way with
-    /// ENOSPC (nothing is synced).
+    /// ENOSPC.
     pub out_of_space: AtomicBool,
+    /// fdatasync rounds to let through before failing every later one.
+    pub fail_after_syncs: AtomicU64,
+    /// fdatasync rounds run so far.
+    pub syncs_seen: AtomicU64,
+}
+
+impl Default for FaultPlan {
+    fn default() -> Self {
+        Self {
+            fail_after_jobs: AtomicU64::new(u64::MAX),
+            jobs_seen: AtomicU64::new(0),
+            out_of_space: AtomicBool::new(false),
+            fail_after_syncs: AtomicU64::new(u64::MAX),
+            syncs_seen: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The std backend, failing once `plan` says so.
@@ -31,9 +48,17 @@ impl FaultIo {
         Self { inner: StdIo::new(stats), plan }
     }
 
-    /// A second backend under the same plan (jobs on either count).
-    pub fn sibling(&self) -> Self {
-        Self { inner: StdIo::new(self.inner.stats()), plan: self.plan.clone() }
+    /// fdatasyncs as the std backend does, failing the way a failed
+    /// fdatasync does (EIO) once the plan says so.
+    pub fn sync_files(&self) -> super::SyncFiles {
+        let (plan, mut plain) = (self.plan.clone(), super::plain_sync(self.inner.stats()));
+        Box::new(move |files| {
+            let seen = plan.syncs_seen.fetch_add(1, Ordering::SeqCst);
+            if seen >= plan.fail_after_syncs.load(Ordering::SeqCst) {
+                return Err(super::sync_failed(io::Error::from_raw_os_error(libc::EIO)));
+            }
+            plain(files)
+        })
     }
 
     /// Its counters.
@@ -41,8 +66,8 @@ impl FaultIo {
         self.inner.stats()
     }
 
-    /// Runs the job, or fails it the way a failed fdatasync does (the bytes
-    /// were written — they sit in the file — but the sync reports EIO), or,
+    /// Runs the job, or fails it the way a failed write does (the bytes
+    /// were written — they sit in the file — but the call reports EIO), or,
     /// with `out_of_space`, the way a full disk does (half of each write
     /// lands, then ENOSPC).
     pub async fn run(&mut self, mut job: WriteJob) -> io::Result<()> {
@@ -63,6 +88,6 @@ impl FaultIo {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
         self.inner.run(job).await?;
-        Err(super::sync_failed(io::Error::from_raw_os_error(libc::EIO)))
+        Err(io::Error::from_raw_os_error(libc::EIO))
     }
 }

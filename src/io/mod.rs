@@ -169,16 +169,15 @@ impl IoBackend {
         Ok(())
     }
 
-    /// Another backend of the same kind, reporting into the same counters:
-    /// the writer fdatasyncs on one while it writes the next group on the
-    /// other.
-    pub fn sibling(&self) -> io::Result<IoBackend> {
-        Ok(match self {
-            IoBackend::Uring(io) => IoBackend::Uring(Box::new(uring::UringIo::new(io.stats())?)),
-            IoBackend::Std(io) => IoBackend::Std(std_io::StdIo::new(io.stats())),
+    /// How the writer's syncer thread fdatasyncs, reporting into the same
+    /// counters: a plain `fdatasync` per file for both real backends (the
+    /// syncer's thread exists to block in it), the plan for the fault one.
+    pub fn sync_files(&self) -> SyncFiles {
+        match self {
+            IoBackend::Uring(_) | IoBackend::Std(_) => plain_sync(self.stats()),
             #[cfg(any(test, feature = "failpoints"))]
-            IoBackend::Fault(io) => IoBackend::Fault(io.sibling()),
-        })
+            IoBackend::Fault(io) => io.sync_files(),
+        }
     }
 
     /// The counters it reports into.
@@ -200,6 +199,20 @@ impl IoBackend {
             IoBackend::Fault(_) => "fault",
         }
     }
+}
+
+/// fdatasyncs one round's files, on the thread that calls it.
+pub type SyncFiles = Box<dyn FnMut(&[Arc<File>]) -> io::Result<()> + Send>;
+
+/// `fdatasync` per file, failures marked as a sync's ([`sync_failed`]).
+pub(crate) fn plain_sync(stats: Arc<IoStats>) -> SyncFiles {
+    Box::new(move |files| {
+        for file in files {
+            file.sync_data().map_err(sync_failed)?;
+        }
+        stats.fdatasyncs.fetch_add(files.len() as u64, Ordering::Relaxed);
+        Ok(())
+    })
 }
 
 /// A backend choice after probing.

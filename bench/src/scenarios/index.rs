@@ -113,6 +113,7 @@ pub fn run(total: u64, shape: IndexShape) -> Result<Summary, String> {
         elapsed: started.elapsed().min(insert_time.max(Duration::from_nanos(1))),
         hist: last_window,
         latency_of: "lookup, time window",
+        fields: Vec::new(),
         notes,
     })
 }

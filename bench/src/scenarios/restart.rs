@@ -42,6 +42,7 @@ pub(crate) async fn run(mut broker: Broker, admin: &Connection, common: &Common,
         elapsed: serving,
         hist,
         latency_of: "kill→serving",
+        fields: Vec::new(),
         notes: vec![
             (
                 "log".into(),

@@ -227,6 +227,7 @@ pub async fn run(broker: &Broker, admin: &Connection, load: TimerLoad) -> Result
         elapsed: load.window,
         hist: stats.histogram(),
         latency_of: "due→stored",
+        fields: Vec::new(),
         notes,
     })
 }

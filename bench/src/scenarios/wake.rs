@@ -133,6 +133,7 @@ pub fn run(round_trips: u64) -> Result<Summary, String> {
         elapsed: measured.elapsed,
         hist: measured.hist,
         latency_of: "round trip",
+        fields: Vec::new(),
         notes,
     })
 }

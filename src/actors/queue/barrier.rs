@@ -327,7 +327,7 @@ mod tests {
             log_cache_bytes: 0,
             resume_free_bytes: 1 << 30,
         };
-        let writer = WriterActor::new(log, config, Arc::default(), crate::logging::discard()).start();
+        let writer = WriterActor::new(log, config, Arc::default(), crate::logging::discard()).expect("writer").start();
         let registry =
             crate::actors::queue_registry::QueueRegistry::new(writer, None, paths, 100, set, crate::logging::discard());
         let spec = registry.queue_spec("t", 0);

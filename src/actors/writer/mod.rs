@@ -2,41 +2,35 @@
 //!
 //! Appends queue up in the mailbox and in `pending`. Whenever the log is idle
 //! the actor takes everything waiting (up to `max_batch_messages` /
-//! `max_batch_bytes`), lays it out, and hands one vectored write to the io
-//! backend. While a group is being written the log is out of the actor
-//! (`log: None`) and the next group gathers: that is group commit.
+//! `max_batch_bytes`), lays it out, and writes it: a group of at most
+//! `store.inline_write_max_bytes` with `pwritev` right here (a small
+//! buffered write costs less than the backend's hop to another thread and
+//! back, see `CommitLog::with_inline_writes`), a larger one as one vectored
+//! write on the io backend, the log out of the actor (`log: None`) while
+//! the next group gathers.
 //!
-//! In sync-flush mode the job also fdatasyncs every touched segment, and the
-//! group's appends are answered after it. (Overlapping the next group's
-//! write with the running fdatasync was tried: the sync after one ended
-//! started before the producers it answered could send again, and records
-//! per fdatasync at 256 in flight fell from 128 to 87, throughput unchanged.)
-//!
-//! In async-flush mode a group of at most `store.inline_write_max_bytes` is
-//! written with `pwritev` right here instead (see `CommitLog::with_inline_writes`):
-//! a small buffered write costs less than the backend's hop to another
-//! thread and back.
-//!
-//! In async-flush mode appends are answered after the write, and fdatasyncs
-//! run beside the writes on a second backend of the same kind, one at a time:
-//! every `flush_interval_ms`, and for each `Sync` (checkpoints, shutdown),
-//! which is answered once everything written before it is on disk. Run as a
-//! writer job, each held appends up for as long as the disk took to flush.
+//! fdatasyncs never run here: the syncer ([`syncer`]), a thread of its own,
+//! runs them beside the writes, one round at a time, each covering
+//! everything written before it began. Under sync flush a group's appends
+//! are answered when the round covering it ends, so the groups written
+//! while one round runs share the next: that is group commit. Under async
+//! flush appends are answered after the write, and rounds run every
+//! `flush_interval_ms` and for each `Sync` (checkpoints, shutdown), which
+//! is answered once everything written before it is on disk.
 //!
 //! A failed write or fdatasync poisons the writer: the group and everything
-//! after it fail, and nothing is retried (a failed fsync may have dropped
-//! dirty pages the kernel will never report again). A restart recovers.
-//! A group refused for space is the exception: the log is left as it was,
-//! and the writer refuses appends at once until the disk has room again
-//! (see `disk_full`).
+//! after it fail, everything waiting for a round fails, and nothing is
+//! retried (a failed fsync may have dropped dirty pages the kernel will
+//! never report again). A restart recovers. A group refused for space is
+//! the exception: the log is left as it was, and the writer refuses appends
+//! at once until the disk has room again (see `disk_full`).
 
 mod cache_drops;
 mod disk_full;
+mod syncer;
 
 use crate::config::FlushMode;
 use crate::error::{Error, Result};
-use crate::io::std_io::StdIo;
-use crate::io::{IoBackend, WriteJob};
 use crate::store::commitlog::{AppendBatch, CommitLog, GroupError, RecordPos};
 use crate::store::segment::SegmentSet;
 use actix::prelude::*;
@@ -46,7 +40,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use syncer::{Awaiting, Marker, Synced, Syncer, Unsynced, Waiter};
+use tokio::sync::{mpsc, oneshot};
 
 /// Called once with where the batches' records landed, in order (or why
 /// not).
@@ -139,23 +134,6 @@ pub struct WriterConfig {
     pub resume_free_bytes: u64,
 }
 
-type Marker = oneshot::Sender<Result<SyncedAt>>;
-
-/// A sync beside the writes: the files to fdatasync, and the `Sync`
-/// markers that wait for it.
-#[derive(Default)]
-struct Detached {
-    files: Vec<Arc<std::fs::File>>,
-    markers: Vec<Marker>,
-    at: SyncedAt,
-}
-
-fn fail_markers(markers: Vec<Marker>, msg: &str) {
-    for marker in markers {
-        let _ = marker.send(Err(Error::Poisoned(msg.to_string())));
-    }
-}
-
 enum Pending {
     Append(Append),
     Sync(Marker),
@@ -173,10 +151,12 @@ pub struct WriterActor {
     position: u64,
     last_store_ts: i64,
     stats: Arc<WriterStats>,
-    /// The backend syncs run on; out of the actor while one runs.
-    syncer: Option<IoBackend>,
-    /// What the next sync covers (gathered while one runs).
-    next_sync: Option<Detached>,
+    /// The thread that fdatasyncs beside the writes.
+    syncer: Syncer,
+    /// Its rounds' ends, until the actor starts listening.
+    synced: Option<mpsc::UnboundedReceiver<Synced>>,
+    /// What waits for a round.
+    awaiting: Awaiting,
     /// Which of the log's pages the next sync drops from the page cache.
     drops: CacheDrops,
     /// The log's segments (the log itself is away while a group is written).
@@ -185,21 +165,25 @@ pub struct WriterActor {
 }
 
 impl WriterActor {
-    /// A writer over `log`.
-    pub fn new(log: CommitLog, config: WriterConfig, stats: Arc<WriterStats>, logger: slog::Logger) -> Self {
-        let syncer = log.sync_backend().unwrap_or_else(|e| {
-            slog::warn!(logger, "no second ring for fdatasyncs; they run on the blocking pool"; "error" => %e);
-            IoBackend::Std(StdIo::new(log.io_stats()))
-        });
+    /// A writer over `log`, with its syncer thread.
+    pub fn new(
+        log: CommitLog,
+        config: WriterConfig,
+        stats: Arc<WriterStats>,
+        logger: slog::Logger,
+    ) -> std::io::Result<Self> {
+        let (done, synced) = mpsc::unbounded_channel();
+        let syncer = Syncer::start(log.sync_files(), done)?;
         stats.write_pos.store(log.write_pos(), Ordering::Relaxed);
-        Self {
+        Ok(Self {
             position: log.write_pos(),
             // Pages of an earlier run are left to the kernel: only what this
             // writer wrote is dropped.
             drops: CacheDrops::from(log.write_pos().saturating_sub(config.log_cache_bytes)),
             segments: log.segment_set().clone(),
-            syncer: Some(syncer),
-            next_sync: None,
+            syncer,
+            synced: Some(synced),
+            awaiting: Awaiting::default(),
             log: Some(log),
             config,
             pending: VecDeque::new(),
@@ -209,7 +193,7 @@ impl WriterActor {
             last_store_ts: 0,
             stats,
             logger,
-        }
+        })
     }
 
     fn poisoned_error(&self) -> Option<Error> {
@@ -256,62 +240,42 @@ impl WriterActor {
     /// Everything written so far gets an fdatasync beside the writes;
     /// `markers` are answered once it (and every sync before it) is done.
     /// Needs the log at rest, so every write handed out is complete.
-    fn detach_sync(&mut self, markers: Vec<Marker>, ctx: &mut Context<Self>) {
-        let files = self.log.as_mut().map(CommitLog::take_unsynced).unwrap_or_default();
-        let at = self.synced_at();
-        let next = self.next_sync.get_or_insert_with(Detached::default);
-        for file in files {
-            if !next.files.iter().any(|f| Arc::ptr_eq(f, &file)) {
-                next.files.push(file);
-            }
-        }
-        next.markers.extend(markers);
-        next.at = at;
-        self.start_detached(ctx);
+    fn detach_sync(&mut self, markers: Vec<Marker>) {
+        self.detach_sync_with(markers, None, 0);
     }
 
-    /// Starts the gathered sync unless one is running: one at a time, so a
-    /// marker is answered only when every write before it is on disk.
-    fn start_detached(&mut self, ctx: &mut Context<Self>) {
-        if self.next_sync.is_none() {
-            return;
-        }
+    /// [`WriterActor::detach_sync`], with a just-written group (sync flush)
+    /// to answer once that sync is done.
+    fn detach_sync_with(&mut self, markers: Vec<Marker>, group: Option<Unsynced>, records: usize) {
+        let waiters = group.map(Waiter::Group).into_iter().chain(markers.into_iter().map(Waiter::Marker));
         if let Some(err) = self.poisoned_error() {
-            if let Some(next) = self.next_sync.take() {
-                fail_markers(next.markers, &err.to_string());
-            }
+            let msg = err.to_string();
+            waiters.for_each(|w| syncer::fail(w, &msg));
             return;
         }
-        let Some(mut syncer) = self.syncer.take() else {
-            return; // running; the one after it picks this up
-        };
-        let Some(Detached { files, markers, at }) = self.next_sync.take() else {
-            self.syncer = Some(syncer);
-            return;
-        };
-        let job = WriteJob { sync: files, ..WriteJob::default() };
-        let work = async move {
-            let result = if job.sync.is_empty() { Ok(()) } else { syncer.run(job).await };
-            (syncer, result)
-        };
-        ctx.spawn(work.into_actor(self).map(move |(syncer, result), act, ctx| {
-            act.syncer = Some(syncer);
-            match result {
-                Ok(()) => {
-                    for marker in markers {
-                        let _ = marker.send(Ok(at));
-                    }
-                    let behind = at.write_pos.saturating_sub(act.config.log_cache_bytes);
-                    act.drop_cached_below(behind.min(act.segments.replay_from()));
-                }
-                Err(e) => {
-                    let msg = act.poison("commit-log fdatasync failed", &e);
-                    fail_markers(markers, &msg);
-                }
+        let files = self.log.as_mut().map(CommitLog::take_unsynced).unwrap_or_default();
+        let asked = self.syncer.ask(files, self.synced_at(), records);
+        for waiter in waiters {
+            self.awaiting.push(asked, waiter);
+        }
+    }
+
+    /// A sync round ended: answers what it covered, or poisons.
+    fn synced(&mut self, Synced { asked, at, result }: Synced) {
+        if self.poisoned.is_some() {
+            return; // everything waiting was failed already
+        }
+        match result {
+            Ok(()) => {
+                self.awaiting.settle(asked, at);
+                let behind = at.write_pos.saturating_sub(self.config.log_cache_bytes);
+                self.drop_cached_below(behind.min(self.segments.replay_from()));
             }
-            act.start_detached(ctx);
-            act.dispatch(ctx);
-        }));
+            Err(e) => {
+                let msg = self.poison("commit-log fdatasync failed", &e);
+                self.awaiting.fail_all(&msg);
+            }
+        }
     }
 
     /// Drops the page cache of the synced log below `upto` (on the blocking
@@ -336,6 +300,9 @@ impl WriterActor {
         slog::crit!(self.logger, "writer poisoned; refusing all writes until restart"; "error" => %msg);
         self.poisoned = Some(msg.clone());
         *self.stats.poisoned.lock() = Some(msg.clone());
+        // Nothing written before is answered as synced any more: a later
+        // round could not vouch for pages an earlier failure dropped.
+        self.awaiting.fail_all(&msg);
         msg
     }
 
@@ -400,7 +367,7 @@ impl WriterActor {
         if self.flush_due {
             self.flush_due = false;
             if dirty {
-                self.detach_sync(Vec::new(), ctx);
+                self.detach_sync(Vec::new());
             }
         }
         if self.pending.is_empty() {
@@ -408,12 +375,10 @@ impl WriterActor {
         }
         let (appends, markers) = self.take_group();
         if appends.is_empty() {
-            // Only a marker: nothing to write first (with sync flush every
-            // write is synced already, and the sync is empty).
-            self.detach_sync(markers, ctx);
+            // Only a marker: nothing to write first.
+            self.detach_sync(markers);
             return self.dispatch(ctx);
         }
-        let sync = self.config.flush == FlushMode::Sync;
         let Some(mut log) = self.log.take() else {
             return;
         };
@@ -425,7 +390,8 @@ impl WriterActor {
         }
         let records: usize = batches.iter().map(AppendBatch::len).sum();
         let work = async move {
-            let result = log.write_group(batches, sync).await;
+            // The fdatasync (sync flush) runs beside, after the write.
+            let result = log.write_group(batches, false).await;
             (log, result)
         };
         ctx.spawn(work.into_actor(self).map(move |(mut log, result), act, ctx| {
@@ -433,7 +399,7 @@ impl WriterActor {
             act.stats.write_pos.store(act.position, Ordering::Relaxed);
             act.report_prepare_failure(&mut log);
             act.log = Some(log);
-            act.group_done(result, (dones, markers, records), ctx);
+            act.group_done(result, (dones, markers, records));
             act.dispatch(ctx);
         }));
     }
@@ -443,9 +409,7 @@ impl WriterActor {
         &mut self,
         result: std::result::Result<Vec<Vec<RecordPos>>, GroupError>,
         (dones, markers, records): (Vec<(usize, AppendDone)>, Vec<Marker>, usize),
-        ctx: &mut Context<Self>,
     ) {
-        let sync = self.config.flush == FlushMode::Sync;
         match result {
             Ok(positions) => {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
@@ -454,21 +418,16 @@ impl WriterActor {
                 if let Some(ts) = positions.iter().flatten().map(|p| p.store_ts).max() {
                     self.last_store_ts = self.last_store_ts.max(ts);
                 }
-                let mut positions = positions.into_iter();
-                for (parts, done) in dones {
-                    let pos = match parts {
-                        1 => positions.next().unwrap_or_default(),
-                        _ => positions.by_ref().take(parts).flatten().collect(),
-                    };
-                    done(Ok(pos));
-                }
-                if sync {
-                    let at = self.synced_at();
-                    for marker in markers {
-                        let _ = marker.send(Ok(at));
+                let group = Unsynced { dones, positions };
+                if self.config.flush == FlushMode::Sync {
+                    // Answered by the next fdatasync to start, which covers
+                    // every group written while the one before it ran.
+                    self.detach_sync_with(markers, Some(group), records);
+                } else {
+                    group.answer();
+                    if !markers.is_empty() {
+                        self.detach_sync(markers);
                     }
-                } else if !markers.is_empty() {
-                    self.detach_sync(markers, ctx);
                 }
             }
             Err(GroupError::OutOfSpace(e)) => {
@@ -479,7 +438,7 @@ impl WriterActor {
                     done(Err(full.error()));
                 }
                 if !markers.is_empty() {
-                    self.detach_sync(markers, ctx);
+                    self.detach_sync(markers);
                 }
             }
             Err(GroupError::Failed(e)) => {
@@ -487,7 +446,7 @@ impl WriterActor {
                 for (_, done) in dones {
                     done(Err(Error::Poisoned(msg.clone())));
                 }
-                fail_markers(markers, &msg);
+                markers.into_iter().for_each(|m| syncer::fail(Waiter::Marker(m), &msg));
             }
         }
     }
@@ -512,6 +471,9 @@ impl Actor for WriterActor {
         // Appends arrive with do_send from queue actors; the bound matters
         // only for `send` callers, which get backpressure.
         ctx.set_mailbox_capacity(4096);
+        if let Some(synced) = self.synced.take() {
+            ctx.add_stream(futures::stream::unfold(synced, |mut rx| async move { rx.recv().await.map(|s| (s, rx)) }));
+        }
         if let Some(log) = &self.log {
             slog::info!(self.logger, "writer started"; "backend" => log.backend_name(),
                 "write_pos" => log.write_pos(), "flush" => ?self.config.flush);
@@ -531,6 +493,16 @@ impl Actor for WriterActor {
             });
         }
     }
+}
+
+impl StreamHandler<Synced> for WriterActor {
+    fn handle(&mut self, synced: Synced, ctx: &mut Context<Self>) {
+        self.synced(synced);
+        self.dispatch(ctx);
+    }
+
+    /// The syncer's thread ends only when the writer drops it.
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 /// Looks whether the full disk has room again (sent to itself).

@@ -164,10 +164,9 @@ impl CommitLog {
         self.dirty.drain(..).map(|(_, f)| f).collect()
     }
 
-    /// A second backend like the log's, for fdatasyncs that run while the
-    /// log writes.
-    pub fn sync_backend(&self) -> io::Result<IoBackend> {
-        self.backend.sibling()
+    /// How its syncer fdatasyncs (see [`IoBackend::sync_files`]).
+    pub fn sync_files(&self) -> crate::io::SyncFiles {
+        self.backend.sync_files()
     }
 
     /// The segments it writes.
