@@ -4,6 +4,7 @@
 //! clamps soft ones, saying so.
 
 use crate::error::{Error, Result};
+use brook_proto::names::validate_name;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -54,7 +55,25 @@ pub struct Config {
     /// Most idempotent producers whose sequence state is kept; a new one's
     /// send is refused with `TooManyProducers` beyond it. Default: 100,000.
     pub max_producers: usize,
+    /// The cluster this broker belongs to. Default: `DefaultCluster`.
+    pub cluster: String,
+    /// Its replica set's name. Default: `broker-a`.
+    pub broker_name: String,
+    /// Its id in the replica set: 0 is the master. Default: 0.
+    pub broker_id: u64,
+    /// Name servers to register with, comma-separated; empty: standalone
+    /// (no registration). Default: empty.
+    pub namesrv_addrs: String,
+    /// The address clients reach this broker at, in routes and message
+    /// ids; empty: the listen address. Default: empty.
+    pub advertised_addr: String,
+    /// How often the broker registers with every name server (and at once
+    /// when a topic changes); clamped to 10,000..=60,000. Default: 30,000.
+    pub register_interval_ms: u64,
 }
+
+/// The shortest and longest registration period (RocketMQ's clamp).
+pub const REGISTER_INTERVAL_MS: std::ops::RangeInclusive<u64> = 10_000..=60_000;
 
 pub use brook_proto::time::parse_duration_ms;
 
@@ -237,6 +256,12 @@ impl Default for Config {
             trace: false,
             producer_idle_expiry_ms: 86_400_000,
             max_producers: 100_000,
+            cluster: "DefaultCluster".into(),
+            broker_name: "broker-a".into(),
+            broker_id: 0,
+            namesrv_addrs: String::new(),
+            advertised_addr: String::new(),
+            register_interval_ms: 30_000,
         }
     }
 }
@@ -367,7 +392,34 @@ impl Config {
         self.listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| Error::Config(format!("listen {:?}: {e}", self.listen)))?;
+        self.sanitize_cluster(&mut warnings)?;
         Ok(warnings)
+    }
+
+    /// The cluster keys' part of [`Config::sanitize`].
+    fn sanitize_cluster(&mut self, warnings: &mut Vec<String>) -> Result<()> {
+        validate_name("cluster", &self.cluster).map_err(Error::Config)?;
+        validate_name("broker", &self.broker_name).map_err(Error::Config)?;
+        if !self.advertised_addr.is_empty() {
+            self.advertised_addr
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| Error::Config(format!("advertised_addr {:?}: {e}", self.advertised_addr)))?;
+        }
+        for addr in self.namesrv() {
+            addr.parse::<std::net::SocketAddr>()
+                .map_err(|e| Error::Config(format!("namesrv_addrs: {addr:?}: {e}")))?;
+        }
+        let clamped = self.register_interval_ms.clamp(*REGISTER_INTERVAL_MS.start(), *REGISTER_INTERVAL_MS.end());
+        if clamped != self.register_interval_ms {
+            warnings.push(format!("register_interval_ms {} clamped to {clamped}", self.register_interval_ms));
+            self.register_interval_ms = clamped;
+        }
+        Ok(())
+    }
+
+    /// The name servers to register with (none: standalone).
+    pub fn namesrv(&self) -> Vec<String> {
+        self.namesrv_addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect()
     }
 }
 

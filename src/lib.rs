@@ -9,7 +9,8 @@
 //!   checked per section.
 //! - [`error`]: the broker's error type and its one mapping to wire codes.
 //! - [`clock`]: time behind a trait, for tests.
-//! - [`logging`]: slog to stderr, readable or JSON.
+//! - [`logging`]: slog to stderr, readable or JSON; [`signals`]: the stop
+//!   signals (both shared with `brook-namesrv`).
 //! - [`failpoint`]: the crash tests' stall at a named step (feature
 //!   `failpoints` only).
 //! - [`delay`]: delay levels and exact delivery times as producers ask.
@@ -25,6 +26,8 @@
 //!   find them.
 //! - [`server`]: listener, connections, dispatch and one handler file per
 //!   request area.
+//! - [`cluster`]: the broker in a cluster — identity, registration with the
+//!   name servers, the cluster-wide queue lists groups allocate over.
 //! - [`broker`]: assembling all of it and the ordered shutdown.
 //!
 //! The wire types live in the `brook-proto` crate, shared with the client.
@@ -32,6 +35,7 @@
 pub mod actors;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod delay;
 pub mod error;
@@ -40,6 +44,7 @@ pub mod filter;
 pub mod io;
 pub mod logging;
 pub mod server;
+pub mod signals;
 pub mod store;
 
 pub use config::Config;

@@ -13,6 +13,7 @@ mod anyhow_free {
     use brook::broker;
     use brook::clock::SystemClock;
     use brook::logging::{self, LogFormat};
+    use brook::signals::Signals;
     use brook::store::retention::StatvfsUsage;
     use brook::Config;
     use clap::Parser;
@@ -143,26 +144,6 @@ mod anyhow_free {
                 }
             }
         })
-    }
-
-    struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
-
-    impl Signals {
-        fn install() -> Self {
-            use tokio::signal::unix::{signal, SignalKind};
-            Self(signal(SignalKind::terminate()).ok().zip(signal(SignalKind::interrupt()).ok()))
-        }
-
-        async fn wait(self) -> &'static str {
-            let Some((mut term, mut int)) = self.0 else {
-                std::future::pending::<()>().await;
-                return "none";
-            };
-            tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            }
-        }
     }
 
     /// Each queue keeps its consume-queue file open, so tens of thousands of

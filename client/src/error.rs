@@ -31,6 +31,15 @@ pub enum ClientError {
         /// Why it failed.
         cause: String,
     },
+    /// The broker a send had to go to (the one holding its sharding key's
+    /// queue, say) is down or out of the route.
+    #[error("broker {broker} is unavailable: {cause}")]
+    Unavailable {
+        /// Its replica set name (or address, for a directly named broker).
+        broker: String,
+        /// Why.
+        cause: String,
+    },
 }
 
 impl ClientError {
@@ -56,7 +65,7 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Broker(e) => e.code.is_retriable(),
-            ClientError::Connection(_) | ClientError::Timeout(_) => true,
+            ClientError::Connection(_) | ClientError::Timeout(_) | ClientError::Unavailable { .. } => true,
             _ => false,
         }
     }

@@ -17,6 +17,7 @@
 
 use crate::connection::Connection;
 use crate::error::ClientError;
+use crate::faults::Faults;
 use crate::session::{Backoff, Session};
 use brook_proto::request::SendAck;
 use brook_proto::{ErrorCode, Message, ProducerSeq, Request};
@@ -25,6 +26,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Where a send's acks go (`None`: one-way).
@@ -49,6 +51,10 @@ pub(crate) struct LaneConfig {
     pub backoff: Backoff,
     /// Most sends in flight.
     pub max_in_flight: usize,
+    /// A round-robin send whose broker is unreachable is given back (as
+    /// [`ClientError::Unavailable`]) for the producer to send elsewhere,
+    /// not retried here (a cluster has other brokers).
+    pub reroute: bool,
 }
 
 /// A send written and not yet answered.
@@ -59,6 +65,8 @@ struct Pending {
     reply: Reply,
     ordered: bool,
     attempts: u32,
+    /// When it was last written (answer times feed the fault tolerance).
+    written: Instant,
 }
 
 type Answer = Pin<Box<dyn Future<Output = Result<Vec<SendAck>, ClientError>> + Send>>;
@@ -76,6 +84,10 @@ pub(crate) struct Lane {
     retries: u32,
     backoff: Backoff,
     max_in_flight: usize,
+    reroute: bool,
+    /// The replica set it writes to (empty: a broker named directly).
+    broker: String,
+    faults: Arc<Faults>,
 }
 
 /// The sends in flight, in order, with their answers in the same order.
@@ -86,8 +98,17 @@ struct InFlight {
 }
 
 impl Lane {
-    pub(crate) fn new(session: Arc<Session>, config: LaneConfig, producer_id: u64, lane: (String, u32)) -> Self {
+    pub(crate) fn new(
+        session: Arc<Session>,
+        config: LaneConfig,
+        producer_id: u64,
+        lane: (String, u32),
+        (broker, faults): (String, Arc<Faults>),
+    ) -> Self {
         Self {
+            reroute: config.reroute,
+            broker,
+            faults,
             session,
             conn: None,
             topic: lane.0,
@@ -111,7 +132,10 @@ impl Lane {
                 Some(result) = flight.answers.next(), if !flight.answers.is_empty() => {
                     let Some(done) = flight.pending.pop_front() else { continue };
                     match result {
-                        Ok(acks) => answer(done.reply, Ok(acks)),
+                        Ok(acks) => {
+                            self.faults.answered(&self.broker, done.written.elapsed());
+                            answer(done.reply, Ok(acks));
+                        }
                         Err(e) => self.recover(done, e, &mut flight).await,
                     }
                 }
@@ -159,7 +183,7 @@ impl Lane {
         }
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(count);
-        let pending = Pending { seq, messages, reply, ordered, attempts: 0 };
+        let pending = Pending { seq, messages, reply, ordered, attempts: 0, written: Instant::now() };
         let answer = self.write(&pending).await;
         flight.pending.push_back(pending);
         flight.answers.push_back(answer);
@@ -183,6 +207,7 @@ impl Lane {
     async fn recover(&mut self, first: Pending, error: ClientError, flight: &mut InFlight) {
         if is_connection_error(&error) {
             self.conn = None;
+            self.faults.failed(&self.broker);
         }
         let mut failed = vec![first];
         while let Some(result) = flight.answers.next().await {
@@ -197,6 +222,15 @@ impl Lane {
                 }
             }
         }
+        if self.reroute && is_connection_error(&error) && failed.iter().all(|p| !p.ordered) {
+            // Another broker takes them: each goes back to the producer.
+            let cause = error.to_string();
+            for pending in failed {
+                answer(pending.reply, Err(ClientError::Unavailable { broker: self.broker.clone(), cause: cause.clone() }));
+            }
+            self.new_epoch();
+            return;
+        }
         let head = &failed[0];
         let retry = retriable(&error)
             && head.attempts < self.retries
@@ -205,6 +239,7 @@ impl Lane {
             tokio::time::sleep(self.backoff.delay(head.attempts)).await;
             for mut pending in failed {
                 pending.attempts += 1;
+                pending.written = Instant::now();
                 let answer = self.write(&pending).await;
                 flight.pending.push_back(pending);
                 flight.answers.push_back(answer);
@@ -214,6 +249,13 @@ impl Lane {
         let mut failed = failed.into_iter();
         if let Some(head) = failed.next() {
             let cause = error.to_string();
+            // An ordered send whose broker is gone names it.
+            let error = match error {
+                e if is_connection_error(&e) && self.reroute => {
+                    ClientError::Unavailable { broker: self.broker.clone(), cause: e.to_string() }
+                }
+                e => e,
+            };
             answer(head.reply, Err(error));
             for later in failed {
                 let aborted =
@@ -221,9 +263,13 @@ impl Lane {
                 answer(later.reply, Err(aborted));
             }
         }
+        self.new_epoch();
+    }
+
+    /// What the broker holds of failed sends is unknown: an idempotent
+    /// lane's sequence starts again, in a new epoch.
+    fn new_epoch(&mut self) {
         if self.idempotent() {
-            // What the broker holds of the failed sends is unknown: the
-            // lane's sequence starts again, in a new epoch.
             self.epoch += 1;
             self.next_seq = 0;
         }

@@ -4,6 +4,8 @@
 //! - [`connection`]: one multiplexed connection — many requests in flight,
 //!   answers matched by id, notices from the broker.
 //! - [`session`]: a connection that reconnects with backoff.
+//! - [`router`]: where brokers are — one named directly, or a cluster's
+//!   name servers — and each topic's queues across the cluster.
 //! - [`producer`]: round-robin, ordered (sharding key), async, one-way and
 //!   batch sends, with retries where they cannot reorder.
 //! - [`consumer`]: the pull consumer (caller-owned offsets, long polling)
@@ -24,9 +26,11 @@
 pub mod connection;
 pub mod consumer;
 pub mod error;
+mod faults;
 mod lane;
 pub mod producer;
 mod requests;
+pub mod router;
 pub mod session;
 pub mod transaction;
 
@@ -44,5 +48,6 @@ pub use consumer::push::PushConsumer;
 pub use consumer::ConsumeResult;
 pub use error::ClientError;
 pub use producer::{Producer, ProducerConfig};
+pub use router::{Endpoint, QueueSlot, Router, TopicView};
 pub use session::{Backoff, Session};
 pub use transaction::TransactionProducer;

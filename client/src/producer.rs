@@ -33,14 +33,16 @@
 //!   a handle; `send_oneway` expects no answer (and carries no sequence).
 
 use crate::error::ClientError;
+use crate::faults::Faults;
 use crate::lane::{Lane, LaneConfig, LaneJob};
+use crate::router::{Endpoint, QueueSlot, Router, TopicView, DIRECT};
 use crate::session::{Backoff, Session};
 use brook_proto::request::SendAck;
 use brook_proto::{ErrorCode, Message, Request, Response};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// How a producer behaves.
@@ -50,7 +52,9 @@ pub struct ProducerConfig {
     pub retries: u32,
     /// Backoff between attempts.
     pub backoff: Backoff,
-    /// How long a topic's queue count is cached. Default: 30 s.
+    /// How long a topic's route (its queues, on which brokers) is used
+    /// before it is asked again; a routing error asks at once. Default:
+    /// 30 s.
     pub route_ttl: Duration,
     /// Client id sent in the hello.
     pub client_id: String,
@@ -63,6 +67,9 @@ pub struct ProducerConfig {
     /// Most sends in flight on one queue; later ones wait their turn (in
     /// order). Default: 256.
     pub max_in_flight_per_queue: usize,
+    /// Name servers to route through instead of the endpoint the producer
+    /// is connected with. Default: none.
+    pub namesrv: Option<Vec<String>>,
 }
 
 impl Default for ProducerConfig {
@@ -75,6 +82,7 @@ impl Default for ProducerConfig {
             trace: false,
             idempotent: true,
             max_in_flight_per_queue: 256,
+            namesrv: None,
         }
     }
 }
@@ -91,6 +99,18 @@ impl ProducerConfig {
     #[must_use]
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Routes through these name servers (whatever endpoint the producer
+    /// is then connected with).
+    #[must_use]
+    pub fn namesrv<I, S>(mut self, addrs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.namesrv = Some(addrs.into_iter().map(Into::into).collect());
         self
     }
 }
@@ -113,11 +133,13 @@ struct Job {
     messages: Vec<Message>,
     /// `None`: one-way.
     reply: Option<oneshot::Sender<Result<Vec<SendAck>, ClientError>>>,
+    /// A replica set this send just failed on: round-robin skips it.
+    avoid: Option<String>,
 }
 
 /// What the producer's handles share.
 struct Inner {
-    session: Arc<Session>,
+    router: Arc<Router>,
     config: ProducerConfig,
     /// The dispatcher: sends in call order.
     jobs: mpsc::UnboundedSender<Job>,
@@ -141,33 +163,35 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl Producer {
-    /// Connects with default settings.
-    pub async fn connect(addr: &str) -> Result<Producer, ClientError> {
-        Self::with_config(addr, ProducerConfig::default()).await
+    /// Connects with default settings, to a broker (`"127.0.0.1:10911"`)
+    /// or through name servers (`Endpoint::namesrv(["127.0.0.1:9876"])`).
+    pub async fn connect(endpoint: impl Into<Endpoint>) -> Result<Producer, ClientError> {
+        Self::with_config(endpoint, ProducerConfig::default()).await
     }
 
-    /// Connects with `config`; an idempotent producer gets its id now.
-    pub async fn with_config(addr: &str, config: ProducerConfig) -> Result<Producer, ClientError> {
-        let session = Arc::new(Session::connect(addr, &config.client_id).await?);
-        let producer_id = if config.idempotent {
-            match session.get().await?.request(Request::InitProducer).await? {
-                Response::Producer { producer_id, .. } => producer_id,
-                other => return Err(ClientError::Protocol(format!("unexpected answer to InitProducer: {other:?}"))),
-            }
-        } else {
-            0
-        };
+    /// Connects with `config` (whose `namesrv`, if set, wins over
+    /// `endpoint`). An idempotent producer gets its id from each broker
+    /// when it first sends there.
+    pub async fn with_config(endpoint: impl Into<Endpoint>, config: ProducerConfig) -> Result<Producer, ClientError> {
+        let endpoint = config.namesrv.clone().map_or_else(|| endpoint.into(), Endpoint::NameServers);
+        let router = Router::connect_with_ttl(endpoint, &config.client_id, config.route_ttl).await?;
         let (jobs, rx) = mpsc::unbounded_channel();
+        let mut producer_ids = HashMap::new();
+        if let (true, Some(addr)) = (config.idempotent, router.direct_addr()) {
+            // A broker named directly is asked at once: a producer that
+            // cannot get an id fails here, not at its first send.
+            producer_ids.insert(DIRECT.to_string(), init_producer(&router.session(addr)).await?);
+        }
         let dispatcher = Dispatcher {
-            session: session.clone(),
+            router: router.clone(),
             config: config.clone(),
-            producer_id,
-            routes: HashMap::new(),
+            producer_ids,
             next: 0,
             lanes: HashMap::new(),
+            faults: Arc::new(Faults::default()),
         };
         tokio::spawn(dispatcher.run(rx));
-        Ok(Producer { inner: Arc::new(Inner { session, config, jobs }) })
+        Ok(Producer { inner: Arc::new(Inner { router, config, jobs }) })
     }
 
     /// Takes the send's place in the producer's order now and returns the
@@ -179,12 +203,37 @@ impl Producer {
         mut messages: Vec<Message>,
     ) -> impl Future<Output = Result<Vec<SendAck>, ClientError>> + Send + 'static {
         self.stamp(&mut messages);
-        let (reply, answer) = oneshot::channel();
-        let queued = self.inner.jobs.send(Job { topic, target, messages, reply: Some(reply) });
+        // A round-robin send the cluster's other brokers could take goes to
+        // one of them when its broker fails: it keeps its messages for that.
+        let again = (matches!(target, Target::Next) && self.inner.router.is_cluster())
+            .then(|| (topic.clone(), messages.clone(), self.inner.jobs.clone()));
+        let first = self.submit(Job { topic, target, messages, reply: None, avoid: None });
+        let (retries, router) = (self.inner.config.retries, self.inner.router.clone());
         async move {
-            queued.map_err(|_| ClientError::Connection("the producer is closed".into()))?;
-            answer.await.map_err(|_| ClientError::Connection("the producer stopped before answering".into()))?
+            let mut outcome = answer_of(first?).await;
+            let mut attempts = 0;
+            while let (Err(ClientError::Unavailable { broker, .. }), Some((topic, messages, jobs))) = (&outcome, &again) {
+                router.invalidate(topic);
+                if attempts >= retries {
+                    break;
+                }
+                attempts += 1;
+                let job = Job {
+                    topic: topic.clone(),
+                    target: Target::Next,
+                    messages: messages.clone(),
+                    reply: None,
+                    avoid: Some(broker.clone()),
+                };
+                outcome = answer_of(submit(jobs, job)?).await;
+            }
+            outcome
         }
+    }
+
+    /// Queues `job` now; the wait for its answer.
+    fn submit(&self, job: Job) -> Result<Answer, ClientError> {
+        submit(&self.inner.jobs, job)
     }
 
     fn stamp(&self, messages: &mut [Message]) {
@@ -199,9 +248,14 @@ impl Producer {
         }
     }
 
-    /// The topic's queue count, asked of the broker.
+    /// The topic's queue count (over every broker, through name servers).
     pub async fn queues(&self, topic: &str) -> Result<u32, ClientError> {
-        Ok(self.inner.session.get().await?.describe_topic(topic).await?.queues)
+        Ok(u32::try_from(self.inner.router.topic(topic).await?.queues.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The router this producer sends through.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.inner.router
     }
 
     /// Sends to the next queue round-robin, retrying retriable failures.
@@ -245,7 +299,7 @@ impl Producer {
         let mut messages = vec![msg];
         self.stamp(&mut messages);
         let topic = messages[0].topic.clone();
-        let queued = self.inner.jobs.send(Job { topic, target: Target::Next, messages, reply: None });
+        let queued = self.inner.jobs.send(Job { topic, target: Target::Next, messages, reply: None, avoid: None });
         async move { queued.map_err(|_| ClientError::Connection("the producer is closed".into())) }
     }
 
@@ -273,24 +327,41 @@ impl Producer {
     }
 }
 
+/// A queued send's answer.
+type Answer = oneshot::Receiver<Result<Vec<SendAck>, ClientError>>;
+
+/// Queues `job` with a reply channel; the receiving end.
+fn submit(jobs: &mpsc::UnboundedSender<Job>, mut job: Job) -> Result<Answer, ClientError> {
+    let (reply, answer) = oneshot::channel();
+    job.reply = Some(reply);
+    jobs.send(job).map_err(|_| ClientError::Connection("the producer is closed".into()))?;
+    Ok(answer)
+}
+
+/// The answer of a queued send.
+async fn answer_of(answer: Answer) -> Result<Vec<SendAck>, ClientError> {
+    answer.await.map_err(|_| ClientError::Connection("the producer stopped before answering".into()))?
+}
+
 /// The one task that takes sends in call order, picks their queues and
 /// hands each to its queue's lane.
 struct Dispatcher {
-    session: Arc<Session>,
+    router: Arc<Router>,
     config: ProducerConfig,
-    producer_id: u64,
-    /// Queue count per topic, and when it was asked.
-    routes: HashMap<String, (u32, Instant)>,
+    /// Each broker's id for this producer (idempotent sends), by replica
+    /// set: sequence state lives on the broker that handed the id out.
+    producer_ids: HashMap<String, u64>,
     next: usize,
-    lanes: HashMap<(String, u32), mpsc::UnboundedSender<LaneJob>>,
+    lanes: HashMap<(String, QueueSlot), mpsc::UnboundedSender<LaneJob>>,
+    faults: Arc<Faults>,
 }
 
 impl Dispatcher {
     async fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
-            let Job { topic, target, messages, reply } = job;
-            let queue = match self.queue_of(&topic, &target).await {
-                Ok(queue) => queue,
+            let Job { topic, target, messages, reply, avoid } = job;
+            let placed = match self.queue_of(&topic, &target, avoid.as_deref()).await {
+                Ok(placed) => placed,
                 Err(e) => {
                     if let Some(reply) = reply {
                         let _ = reply.send(Err(e));
@@ -298,69 +369,129 @@ impl Dispatcher {
                     continue;
                 }
             };
-            let lane = self.lane(&topic, queue);
+            let (slot, addr) = placed;
+            let lane = match self.lane(&topic, slot, &addr).await {
+                Ok(lane) => lane,
+                Err(e) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(e));
+                    }
+                    continue;
+                }
+            };
             let ordered = !matches!(target, Target::Next);
             let _ = lane.send(LaneJob { messages, reply, ordered });
         }
     }
 
-    /// The queue a send goes to; asks the broker for the topic's queue
-    /// count when it is not known or too old (sends behind wait: they keep
-    /// their order).
-    async fn queue_of(&mut self, topic: &str, target: &Target) -> Result<u32, ClientError> {
-        if let Target::Queue(queue) = target {
-            return Ok(*queue);
-        }
-        let queues = match self.routes.get(topic) {
-            Some((queues, at)) if at.elapsed() < self.config.route_ttl => *queues,
-            _ => match self.ask_queues(topic).await {
-                Ok(queues) => {
-                    self.routes.insert(topic.to_string(), (queues, Instant::now()));
-                    queues
-                }
-                // Unknown topic: queue 0 exists on a broker that creates
-                // topics on first send; elsewhere the send fails clearly.
-                Err(e) if e.code() == Some(ErrorCode::TopicNotFound) && matches!(target, Target::Next) => 1,
-                Err(e) => return Err(e),
-            },
+    /// The queue a send goes to, and its broker's address; asks for the
+    /// topic's route when it is not known or too old (sends behind wait:
+    /// they keep their order).
+    async fn queue_of(
+        &mut self,
+        topic: &str,
+        target: &Target,
+        avoid: Option<&str>,
+    ) -> Result<(QueueSlot, String), ClientError> {
+        let view = match self.router.topic(topic).await {
+            Ok(view) => view,
+            // Unknown to a broker named directly: queue 0 exists on a
+            // broker that creates topics on first send; elsewhere the send
+            // fails clearly.
+            Err(e)
+                if e.code() == Some(ErrorCode::TopicNotFound)
+                    && matches!(target, Target::Next)
+                    && !self.router.is_cluster() =>
+            {
+                let addr = self.router.direct_addr().unwrap_or_default().to_string();
+                return Ok((QueueSlot { broker: DIRECT.into(), queue: 0 }, addr));
+            }
+            Err(e) => return Err(e),
         };
-        Ok(match target {
-            Target::Key(key) => queue_for_key(key, queues),
-            _ => {
-                self.next = self.next.wrapping_add(1);
-                (self.next % queues.max(1) as usize) as u32
+        let slot = match target {
+            Target::Queue(queue) => view.queues.get(*queue as usize).cloned().ok_or_else(|| {
+                ClientError::InvalidArgument(format!("topic {topic:?} has {} queues, not {queue}", view.queues.len()))
+            })?,
+            Target::Key(key) => {
+                let queues = u32::try_from(view.queues.len()).unwrap_or(u32::MAX);
+                let index = queue_for_key(key, queues) as usize;
+                view.queues.get(index).cloned().ok_or_else(|| ClientError::InvalidArgument(format!("topic {topic:?} has no queues")))?
             }
-        })
-    }
-
-    async fn ask_queues(&self, topic: &str) -> Result<u32, ClientError> {
-        let mut attempt = 0;
-        loop {
-            let asked = async { self.session.get().await?.describe_topic(topic).await }.await;
-            match asked {
-                Err(e) if e.is_retriable() && attempt < self.config.retries => {
-                    tokio::time::sleep(self.config.backoff.delay(attempt)).await;
-                    attempt += 1;
-                }
-                other => return other.map(|info| info.queues),
-            }
+            Target::Next => self.round_robin(&view, avoid).ok_or_else(|| ClientError::Unavailable {
+                broker: topic.to_string(),
+                cause: "no broker of the topic takes sends".into(),
+            })?,
+        };
+        match view.master(&slot.broker) {
+            Some(addr) => Ok((slot, addr.to_string())),
+            None => Err(ClientError::Unavailable {
+                broker: slot.broker.clone(),
+                cause: format!("it holds queue {} of topic {topic:?} and is not in the route", slot.queue),
+            }),
         }
     }
 
-    /// The lane of `topic`/`queue`, started on first use.
-    fn lane(&mut self, topic: &str, queue: u32) -> &mpsc::UnboundedSender<LaneJob> {
-        let key = (topic.to_string(), queue);
-        self.lanes.entry(key).or_insert_with(|| {
+    /// The next writable queue, skipping brokers avoided for failing or
+    /// answering slowly (and `avoid`), unless every broker is.
+    fn round_robin(&mut self, view: &TopicView, avoid: Option<&str>) -> Option<QueueSlot> {
+        let usable = |slot: &&QueueSlot, strict: bool| {
+            Some(slot.broker.as_str()) != avoid && (!strict || !self.faults.avoided(&slot.broker))
+        };
+        let mut candidates: Vec<&QueueSlot> = view.writable.iter().filter(|s| usable(s, true)).collect();
+        if candidates.is_empty() {
+            candidates = view.writable.iter().filter(|s| usable(s, false)).collect();
+        }
+        if candidates.is_empty() {
+            candidates = view.writable.iter().collect();
+        }
+        self.next = self.next.wrapping_add(1);
+        candidates.get(self.next % candidates.len().max(1)).map(|s| (*s).clone())
+    }
+
+    /// The lane of `topic`/`slot` at `addr`, started on first use.
+    async fn lane(
+        &mut self,
+        topic: &str,
+        slot: QueueSlot,
+        addr: &str,
+    ) -> Result<&mpsc::UnboundedSender<LaneJob>, ClientError> {
+        let key = (topic.to_string(), slot.clone());
+        if !self.lanes.contains_key(&key) {
+            let producer_id = match self.producer_ids.get(&slot.broker) {
+                Some(id) => *id,
+                None if !self.config.idempotent => 0,
+                None => {
+                    let id = init_producer(&self.router.session(addr)).await?;
+                    self.producer_ids.insert(slot.broker.clone(), id);
+                    id
+                }
+            };
             let (tx, rx) = mpsc::unbounded_channel();
             let config = LaneConfig {
                 retries: self.config.retries,
                 backoff: self.config.backoff,
                 max_in_flight: self.config.max_in_flight_per_queue,
+                reroute: self.router.is_cluster(),
             };
-            let lane = Lane::new(self.session.clone(), config, self.producer_id, (topic.to_string(), queue));
+            let lane = Lane::new(
+                self.router.session(addr),
+                config,
+                producer_id,
+                (topic.to_string(), slot.queue),
+                (slot.broker.clone(), self.faults.clone()),
+            );
             tokio::spawn(lane.run(rx));
-            tx
-        })
+            self.lanes.insert(key.clone(), tx);
+        }
+        self.lanes.get(&key).ok_or_else(|| ClientError::Protocol("lane vanished".into()))
+    }
+}
+
+/// Asks a broker for an idempotent producer id.
+async fn init_producer(session: &Session) -> Result<u64, ClientError> {
+    match session.get().await?.request(Request::InitProducer).await? {
+        Response::Producer { producer_id, .. } => Ok(producer_id),
+        other => Err(ClientError::Protocol(format!("unexpected answer to InitProducer: {other:?}"))),
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`response`]: what is answered (`Response`) and what answers carry.
 //! - [`consumer`]: heartbeats, subscriptions, offsets, group descriptions.
 //! - [`txn`]: transaction outcomes and reports.
+//! - [`route`]: clusters and routes as name servers keep them.
 //! - [`message`]: a message as produced (`Message`) and as stored
 //!   (`StoredMessage`).
 //! - [`error`]: the wire error (`WireError`) with stable numeric codes.
@@ -34,6 +35,7 @@ pub mod names;
 pub mod producer;
 pub mod request;
 pub mod response;
+pub mod route;
 pub mod system;
 pub mod time;
 pub mod txn;

@@ -1,5 +1,5 @@
-//! What can be asked ([`Request`]), of the broker or, for notices and
-//! transaction checks, of a client. The types requests and answers carry
+//! What can be asked ([`Request`]), of the broker, of a name server, or,
+//! for notices and transaction checks, of a client. The types requests and answers carry
 //! live beside it: [`crate::consumer`], [`crate::txn`], [`crate::response`];
 //! they are re-exported here, where the wire names them.
 //!
@@ -257,6 +257,29 @@ pub enum Request {
     /// The broker's state: writable or why not, disk, log (answered with
     /// `Response::Status`).
     BrokerStatus,
+    /// Broker to name server: here I am, with my topics (answered with
+    /// `Response::Done`). Sent again every `register_interval_ms` and when
+    /// a topic changes; the name server drops a broker it has not heard
+    /// from in `broker_expiry_ms`, or whose connection closed.
+    RegisterBroker(crate::route::BrokerRegistration),
+    /// Broker to name server: I am stopping (answered with `Done`).
+    UnregisterBroker {
+        /// Cluster name.
+        cluster: String,
+        /// Replica set name.
+        broker_name: String,
+        /// Broker id.
+        broker_id: u64,
+    },
+    /// Asks a name server where a topic lives (answered with
+    /// `Response::Route`, or `TopicNotFound`).
+    GetRoute {
+        /// Topic name.
+        topic: String,
+    },
+    /// Asks a name server for every broker it knows (answered with
+    /// `Response::Cluster`).
+    GetClusterInfo,
 }
 
 #[cfg(test)]
@@ -301,6 +324,10 @@ mod tests {
             Request::AssignmentChanged { .. } => 28,
             Request::InitProducer => 29,
             Request::BrokerStatus => 30,
+            Request::RegisterBroker(_) => 31,
+            Request::UnregisterBroker { .. } => 32,
+            Request::GetRoute { .. } => 33,
+            Request::GetClusterInfo => 34,
         }
     }
 
@@ -359,6 +386,19 @@ mod tests {
             Request::AssignmentChanged { group },
             Request::InitProducer,
             Request::BrokerStatus,
+            Request::RegisterBroker(crate::route::BrokerRegistration {
+                cluster: "c".into(),
+                broker_name: "b".into(),
+                broker_id: 0,
+                addr: "a".into(),
+                version: "v".into(),
+                topics: vec![],
+                msgs_in_per_s: 0.0,
+                msgs_out_per_s: 0.0,
+            }),
+            Request::UnregisterBroker { cluster: "c".into(), broker_name: "b".into(), broker_id: 0 },
+            Request::GetRoute { topic: "t".into() },
+            Request::GetClusterInfo,
         ]
     }
 

@@ -66,6 +66,10 @@ pub enum Response {
     },
     /// The broker's state.
     Status(BrokerStatus),
+    /// Where a topic lives (from a name server).
+    Route(crate::route::TopicRoute),
+    /// Every broker a name server knows.
+    Cluster(Vec<crate::route::ClusterBroker>),
 }
 
 /// A topic and, when described, its queues.
@@ -131,6 +135,16 @@ pub struct BrokerStatus {
     pub topics: u32,
     /// Milliseconds since the broker started.
     pub uptime_ms: u64,
+    /// Its cluster.
+    pub cluster: String,
+    /// Its replica set.
+    pub broker_name: String,
+    /// Its id in the replica set (0: master).
+    pub broker_id: u64,
+    /// Messages stored per second, lately.
+    pub msgs_in_per_s: f64,
+    /// Messages delivered per second, lately.
+    pub msgs_out_per_s: f64,
 }
 
 /// Where one sent message was stored, as a send's answer carries it. Its id
@@ -216,6 +230,8 @@ mod tests {
             Response::QueueOffsets(_) => 15,
             Response::Producer { .. } => 16,
             Response::Status(_) => 17,
+            Response::Route(_) => 18,
+            Response::Cluster(_) => 19,
         }
     }
 
@@ -241,6 +257,8 @@ mod tests {
             Response::QueueOffsets(vec![]),
             Response::Producer { producer_id: 1, epoch: 0 },
             Response::Status(BrokerStatus::default()),
+            Response::Route(crate::route::TopicRoute::default()),
+            Response::Cluster(vec![]),
         ];
         crate::pinned::assert_codes(&responses, pinned);
     }

@@ -2,7 +2,8 @@
 //! actor, and fans connection-closed notices and the shutdown flush out to
 //! every running group.
 
-use crate::actors::consumer_group::{ConnectionClosed, ConsumerGroupActor, FlushOffsets, RetentionDeleted};
+use crate::actors::consumer_group::{ConnectionClosed, ConsumerGroupActor, FlushOffsets, RetentionDeleted, RoutesChanged};
+use crate::cluster::view::ClusterView;
 use crate::actors::live_or_start;
 use crate::actors::queue_registry::QueueRegistry;
 use crate::config::GroupsConfig;
@@ -24,20 +25,34 @@ pub struct GroupRegistry {
     dir: PathBuf,
     config: GroupsConfig,
     arbiter: Option<ArbiterHandle>,
+    view: Arc<ClusterView>,
     logger: slog::Logger,
 }
 
 impl GroupRegistry {
-    /// Groups stored under `dir`, actors started on `arbiter`.
+    /// Groups stored under `dir`, actors started on `arbiter`, allocating
+    /// over `view`'s cluster-wide queue lists. Must run inside a runtime:
+    /// a change of those lists wakes every running group to rebalance.
     pub fn new(
         registry: Arc<QueueRegistry>,
         topics: Arc<TopicTable>,
         dir: PathBuf,
         config: GroupsConfig,
-        arbiter: Option<ArbiterHandle>,
+        (arbiter, view): (Option<ArbiterHandle>, Arc<ClusterView>),
         logger: slog::Logger,
-    ) -> Self {
-        Self { actors: DashMap::new(), registry, topics, dir, config, arbiter, logger }
+    ) -> Arc<Self> {
+        let groups = Arc::new(Self { actors: DashMap::new(), registry, topics, dir, config, arbiter, view, logger });
+        let mut changes = groups.view.changes();
+        let weak = Arc::downgrade(&groups);
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(groups) = weak.upgrade() else { return };
+                for (_, addr) in groups.live() {
+                    addr.do_send(RoutesChanged);
+                }
+            }
+        });
+        groups
     }
 
     /// The actor of `group`, started if needed.
@@ -51,7 +66,7 @@ impl GroupRegistry {
             group.to_string(),
             self.dir.clone(),
             self.config.clone(),
-            self.registry.clone(),
+            (self.registry.clone(), self.view.clone()),
             self.topics.clone(),
             self.logger.clone(),
         );

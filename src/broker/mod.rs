@@ -27,8 +27,13 @@ use crate::store::segment::{self, Prealloc, SegmentSet};
 use crate::store::topics::TopicTable;
 use crate::store::StorePaths;
 use actix::{Actor, Addr, Arbiter};
+use crate::cluster::namesrv::NameServers;
+use crate::cluster::traffic::Traffic;
+use crate::cluster::view::ClusterView;
+use crate::cluster::Identity;
 use system::SystemActors;
 
+mod cluster;
 mod system;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -138,6 +143,12 @@ pub struct Running {
     /// The broker's own readers: delay schedulers, timer wheel,
     /// transaction checker.
     pub system: SystemActors,
+    /// The cluster's name servers (none: standalone).
+    pub names: Option<Arc<NameServers>>,
+    /// The cluster-wide queue lists groups allocate over.
+    pub view: Arc<ClusterView>,
+    /// Messages in and out per second.
+    pub traffic: Arc<Traffic>,
     arbiters: Vec<Arbiter>,
     _lock: DirLock,
 }
@@ -187,14 +198,16 @@ pub async fn start(
     registry.install_producers(std::mem::take(&mut store.producers));
     let index_arbiter = Arbiter::new();
     start_indexer(&store, config, &registry, &index_arbiter, &logger)?;
-    let groups = Arc::new(GroupRegistry::new(
+    let names = cluster::name_servers(config);
+    let view = ClusterView::new(&config.broker_name, names.clone());
+    let groups = GroupRegistry::new(
         registry.clone(),
         store.topics.clone(),
         store.paths.groups(),
         config.groups.clone(),
-        Some(queue_arbiter.handle()),
+        (Some(queue_arbiter.handle()), view.clone()),
         logger.clone(),
-    ));
+    );
     let delays = Arc::new(DelayPolicy::from_config(config)?);
     let appender =
         Appender::new(registry.clone(), store.topics.clone(), LogReader::new(store.segments.clone()), logger.clone());
@@ -212,6 +225,9 @@ pub async fn start(
         delays,
         appender,
         system,
+        names,
+        view,
+        traffic: Arc::default(),
         arbiters: vec![writer_arbiter, queue_arbiter, index_arbiter],
         _lock: store.lock,
     })
@@ -338,17 +354,16 @@ pub struct Server {
     done_rx: mpsc::Receiver<()>,
     /// Where connections run; taken at shutdown.
     connections: Option<tokio::runtime::Runtime>,
+    /// Registration with the name servers (none: standalone).
+    cluster: Option<cluster::ClusterTasks>,
 }
 
 /// Binds the listen address and starts accepting.
 pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger) -> Result<Server> {
     let listener = TcpListener::bind(&config.listen).await.ctx(|| format!("bind {}", config.listen))?;
     let local_addr = listener.local_addr().ctx(|| "local address".into())?;
-    let advertised = if local_addr.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local_addr.port())
-    } else {
-        local_addr
-    };
+    let identity = Identity::of(&config, local_addr);
+    let advertised = identity.addr;
     let _ = running.system.advertised.set(advertised);
     let workers_n = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -382,18 +397,26 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         stopping: stopping.clone(),
         writer_stats: running.writer_stats.clone(),
         started: std::time::Instant::now(),
+        traffic: running.traffic.clone(),
+        identity: identity.clone(),
         logger: logger.clone(),
     });
+    actix::spawn(running.traffic.clone().sample(running.writer_stats.clone()));
+    let cluster = cluster::start(running, &config, identity, &logger);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel(1);
     actix::spawn(listener::run(listener, core, connections.handle().clone(), shutdown_rx, done_tx));
-    Ok(Server { local_addr, shutdown, stopping, done_rx, connections: Some(connections) })
+    Ok(Server { local_addr, shutdown, stopping, done_rx, connections: Some(connections), cluster })
 }
 
 impl Server {
     /// Stops accepting, closes every connection (requests in flight get a
     /// moment to finish) and waits for them, up to `timeout`.
     pub async fn stop(mut self, timeout: Duration) {
+        // Out of the routes first, so clients send elsewhere meanwhile.
+        if let Some(cluster) = self.cluster.take() {
+            cluster.stop().await;
+        }
         let _ = self.shutdown.send(true);
         // Parked pulls would otherwise hold their connections' drain for
         // its whole timeout: they are read-only, so answering them with

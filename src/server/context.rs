@@ -47,6 +47,10 @@ pub struct BrokerCore {
     pub writer_stats: Arc<crate::actors::writer::WriterStats>,
     /// When the broker started serving.
     pub started: std::time::Instant,
+    /// Messages in and out per second (pulls count what they deliver).
+    pub traffic: Arc<crate::cluster::traffic::Traffic>,
+    /// Who this broker is in its cluster.
+    pub identity: crate::cluster::Identity,
     /// Logger.
     pub logger: slog::Logger,
 }

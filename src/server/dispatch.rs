@@ -86,6 +86,12 @@ pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Ans
         Request::AssignmentChanged { .. } | Request::OffsetsReset { .. } => {
             Err(WireError::new(ErrorCode::InvalidArgument, "notices are sent by the broker, not to it"))
         }
+        Request::RegisterBroker(_)
+        | Request::UnregisterBroker { .. }
+        | Request::GetRoute { .. }
+        | Request::GetClusterInfo => {
+            Err(WireError::new(ErrorCode::NotSupported, "this is a broker; routes are asked of a name server"))
+        }
     };
     Answer::Reply(reply)
 }

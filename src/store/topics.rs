@@ -34,6 +34,8 @@ pub struct TopicTable {
     topics: DashMap<String, TopicConfig, foldhash::fast::RandomState>,
     // Serialises writers so the file always reflects one consistent map.
     persist: Mutex<()>,
+    /// Bumped on every change: the name-server registrar waits on it.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// What a create did.
@@ -57,7 +59,17 @@ impl TopicTable {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => TopicFile::default(),
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
-        Ok(TopicTable { path, topics: file.topics.into_iter().collect(), persist: Mutex::new(()) })
+        let (changed, _) = tokio::sync::watch::channel(0);
+        Ok(TopicTable { path, topics: file.topics.into_iter().collect(), persist: Mutex::new(()), changed })
+    }
+
+    /// Tells of every change from now on (its value counts them).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn note_change(&self) {
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// A topic's config.
@@ -94,6 +106,7 @@ impl TopicTable {
         };
         self.topics.insert(name.to_string(), TopicConfig { queues });
         self.save()?;
+        self.note_change();
         Ok(outcome)
     }
 
@@ -103,6 +116,7 @@ impl TopicTable {
         let existed = self.topics.remove(name).is_some();
         if existed {
             self.save()?;
+            self.note_change();
         }
         Ok(existed)
     }

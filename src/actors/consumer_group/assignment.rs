@@ -3,6 +3,7 @@
 //! change bumps the generation and tells each affected member.
 
 use crate::actors::consumer_group::ConsumerGroupActor;
+use crate::cluster::view::GlobalQueues;
 use brook_proto::request::{ConsumeMode, QueueRef};
 use brook_proto::{Frame, Request};
 use std::collections::{BTreeMap, HashMap};
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 /// Average allocation: `queues` (sorted) split into contiguous, near-equal
 /// blocks over `members` (sorted); the first `len % n` members get one more.
-pub fn allocate_averagely<'a>(queues: &[QueueRef], members: &[&'a str]) -> Vec<(&'a str, Vec<QueueRef>)> {
+pub fn allocate_averagely<'a, Q: Clone>(queues: &[Q], members: &[&'a str]) -> Vec<(&'a str, Vec<Q>)> {
     let n = members.len();
     let mut out = Vec::with_capacity(n);
     if n == 0 {
@@ -41,9 +42,10 @@ impl ConsumerGroupActor {
             let Some(config) = self.topics.get(topic) else { continue };
             let queues: Vec<QueueRef> =
                 (0..config.queues).map(|queue| QueueRef { topic: topic.to_string(), queue }).collect();
-            let shares = match self.state.mode {
-                ConsumeMode::Broadcasting => members.iter().map(|m| (*m, queues.clone())).collect(),
-                ConsumeMode::Clustering => allocate_averagely(&queues, &members),
+            let shares = match (self.state.mode, self.view.global_queues(topic, config.queues)) {
+                (ConsumeMode::Broadcasting, _) => members.iter().map(|m| (*m, queues.clone())).collect(),
+                (ConsumeMode::Clustering, None) => allocate_averagely(&queues, &members),
+                (ConsumeMode::Clustering, Some(global)) => self.own_shares(topic, &global, &members),
             };
             for (member, mut share) in shares {
                 out.entry(member.to_string()).or_default().append(&mut share);
@@ -53,6 +55,26 @@ impl ConsumerGroupActor {
             list.sort();
         }
         out
+    }
+
+    /// This broker's part of an allocation over the cluster's queues of
+    /// `topic` (every broker computes the same one from the same members,
+    /// and hands out its own queues of it).
+    fn own_shares<'a>(&self, topic: &str, global: &GlobalQueues, members: &[&'a str]) -> Vec<(&'a str, Vec<QueueRef>)> {
+        let all: Vec<(&str, u32)> =
+            global.iter().flat_map(|(broker, queues)| (0..*queues).map(move |q| (broker.as_str(), q))).collect();
+        let own = self.view.own();
+        allocate_averagely(&all, members)
+            .into_iter()
+            .map(|(member, share)| {
+                let mine = share
+                    .into_iter()
+                    .filter(|(broker, _)| *broker == own)
+                    .map(|(_, queue)| QueueRef { topic: topic.to_string(), queue })
+                    .collect();
+                (member, mine)
+            })
+            .collect()
     }
 
     /// Recomputes the assignment; on a change bumps the generation and

@@ -345,3 +345,11 @@ impl Handler<NeededOffsets> for ConsumerGroupActor {
         self.state.offsets.iter().map(|((_, topic, queue), offset)| (topic.clone(), *queue, *offset)).collect()
     }
 }
+
+impl Handler<RoutesChanged> for ConsumerGroupActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RoutesChanged, _: &mut Context<Self>) {
+        self.rebalance(None);
+    }
+}

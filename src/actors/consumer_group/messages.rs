@@ -117,3 +117,9 @@ pub struct RetentionDeleted {
 #[derive(Message)]
 #[rtype(result = "Vec<(String, u32, u64)>")]
 pub struct NeededOffsets;
+
+/// The cluster-wide queue lists changed (a broker joined or left a
+/// topic's route): allocate again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoutesChanged;

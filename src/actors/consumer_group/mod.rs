@@ -23,6 +23,7 @@ pub use assignment::allocate_averagely;
 pub use messages::*;
 
 use crate::actors::queue_registry::QueueRegistry;
+use crate::cluster::view::ClusterView;
 use crate::config::GroupsConfig;
 use crate::error::Error;
 use crate::store::group_state::{self, GroupState, OffsetKey, StateFile};
@@ -63,6 +64,8 @@ pub struct ConsumerGroupActor {
     state_version: u64,
     config: GroupsConfig,
     registry: Arc<QueueRegistry>,
+    /// The cluster-wide queue lists (standalone: none).
+    view: Arc<ClusterView>,
     topics: Arc<TopicTable>,
     state: GroupState,
     members: BTreeMap<String, Member>,
@@ -86,7 +89,7 @@ impl ConsumerGroupActor {
         name: String,
         dir: PathBuf,
         config: GroupsConfig,
-        registry: Arc<QueueRegistry>,
+        (registry, view): (Arc<QueueRegistry>, Arc<ClusterView>),
         topics: Arc<TopicTable>,
         logger: slog::Logger,
     ) -> Self {
@@ -104,6 +107,7 @@ impl ConsumerGroupActor {
             state_version: 0,
             config,
             registry,
+            view,
             topics,
             state,
             members: BTreeMap::new(),

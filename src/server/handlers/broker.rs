@@ -25,5 +25,10 @@ pub fn status(core: &BrokerCore) -> Reply {
         log_range: (core.reader.segments().min_offset(), stats.write_pos()),
         topics: u32::try_from(core.topics.list().len()).unwrap_or(u32::MAX),
         uptime_ms: u64::try_from(core.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        cluster: core.identity.cluster.clone(),
+        broker_name: core.identity.broker_name.clone(),
+        broker_id: core.identity.broker_id,
+        msgs_in_per_s: core.traffic.rates().0,
+        msgs_out_per_s: core.traffic.rates().1,
     }))
 }

@@ -96,6 +96,7 @@ pub async fn pull(
         .await
         .map_err(|e| Error::Busy(e.to_string()))??;
     }
+    core.traffic.delivered(frame.len());
     Ok(PulledAnswer { frame, offsets: (found.next_offset, found.min_offset, found.max_offset) })
 }
 
