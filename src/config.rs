@@ -406,8 +406,7 @@ impl Config {
                 .map_err(|e| Error::Config(format!("advertised_addr {:?}: {e}", self.advertised_addr)))?;
         }
         for addr in self.namesrv() {
-            addr.parse::<std::net::SocketAddr>()
-                .map_err(|e| Error::Config(format!("namesrv_addrs: {addr:?}: {e}")))?;
+            addr.parse::<std::net::SocketAddr>().map_err(|e| Error::Config(format!("namesrv_addrs: {addr:?}: {e}")))?;
         }
         let clamped = self.register_interval_ms.clamp(*REGISTER_INTERVAL_MS.start(), *REGISTER_INTERVAL_MS.end());
         if clamped != self.register_interval_ms {

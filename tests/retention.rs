@@ -273,7 +273,7 @@ async fn retention_tells_a_lagging_group_exactly_what_it_lost_and_its_consumer_h
         .expect("events")
         .iter()
         .map(|e| match e {
-            ConsumerEvent::SkippedByRetention { queue, from, to } => (queue.queue, *from, *to),
+            ConsumerEvent::SkippedByRetention { queue, from, to, .. } => (queue.queue, *from, *to),
             other => panic!("{other:?}"),
         })
         .collect();

@@ -226,7 +226,10 @@ impl Lane {
             // Another broker takes them: each goes back to the producer.
             let cause = error.to_string();
             for pending in failed {
-                answer(pending.reply, Err(ClientError::Unavailable { broker: self.broker.clone(), cause: cause.clone() }));
+                answer(
+                    pending.reply,
+                    Err(ClientError::Unavailable { broker: self.broker.clone(), cause: cause.clone() }),
+                );
             }
             self.new_epoch();
             return;

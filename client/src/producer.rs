@@ -212,7 +212,8 @@ impl Producer {
         async move {
             let mut outcome = answer_of(first?).await;
             let mut attempts = 0;
-            while let (Err(ClientError::Unavailable { broker, .. }), Some((topic, messages, jobs))) = (&outcome, &again) {
+            while let (Err(ClientError::Unavailable { broker, .. }), Some((topic, messages, jobs))) = (&outcome, &again)
+            {
                 router.invalidate(topic);
                 if attempts >= retries {
                     break;
@@ -415,7 +416,10 @@ impl Dispatcher {
             Target::Key(key) => {
                 let queues = u32::try_from(view.queues.len()).unwrap_or(u32::MAX);
                 let index = queue_for_key(key, queues) as usize;
-                view.queues.get(index).cloned().ok_or_else(|| ClientError::InvalidArgument(format!("topic {topic:?} has no queues")))?
+                view.queues
+                    .get(index)
+                    .cloned()
+                    .ok_or_else(|| ClientError::InvalidArgument(format!("topic {topic:?} has no queues")))?
             }
             Target::Next => self.round_robin(&view, avoid).ok_or_else(|| ClientError::Unavailable {
                 broker: topic.to_string(),

@@ -5,16 +5,21 @@
 //! live producer of the same group later, and the checker answers from the
 //! application's records.
 //!
-//! The connection stays registered in its producer group; a background task
-//! answers the broker's checks on it and re-registers after a reconnect.
+//! Through name servers, halves go round-robin over the writable queues of
+//! every master, and each outcome to the broker that stored its half. The
+//! producer stays registered in its group on every master of the cluster
+//! (and on any broker it sends to later); a background task per broker
+//! answers that broker's checks and re-registers after a reconnect.
 
 use crate::error::ClientError;
+use crate::router::{Endpoint, Router};
 use crate::session::{Backoff, Session};
 use brook_proto::request::{SendAck, TxnOutcome};
 use brook_proto::system::{PROP_PRODUCER_GROUP, PROP_TRANSACTION, PROP_TRANSACTION_TIMEOUT_MS};
 use brook_proto::{Message, Request, Response, StoredMessage};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -26,35 +31,59 @@ pub type Checker = Arc<dyn Fn(&StoredMessage) -> TxnOutcome + Send + Sync>;
 
 /// A producer of transactional messages.
 pub struct TransactionProducer {
-    session: Arc<Session>,
+    router: Arc<Router>,
     group: String,
     executor: Executor,
+    checker: Checker,
     next_queue: AtomicU32,
-    listener: JoinHandle<()>,
+    /// The check answerer on each broker, by address.
+    listeners: Mutex<HashMap<String, JoinHandle<()>>>,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl TransactionProducer {
-    /// Connects to `addr` as a member of producer group `group`.
+    /// Connects as a member of producer group `group`, to one broker
+    /// (`"127.0.0.1:10911"`) or through name servers
+    /// (`Endpoint::namesrv(["127.0.0.1:9876"])`).
     pub async fn new(
-        addr: &str,
+        endpoint: impl Into<Endpoint>,
         group: &str,
         executor: impl Fn(&Message, &SendAck) -> TxnOutcome + Send + Sync + 'static,
         checker: impl Fn(&StoredMessage) -> TxnOutcome + Send + Sync + 'static,
     ) -> Result<TransactionProducer, ClientError> {
         brook_proto::names::validate_name("producer group", group).map_err(ClientError::InvalidArgument)?;
         let client_id = format!("{group}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-        let session = Arc::new(Session::connect(addr, &client_id).await?);
-        register(&session, group).await?;
-        let listener = tokio::spawn(answer_checks(session.clone(), group.to_string(), Arc::new(checker)));
-        Ok(TransactionProducer {
-            session,
+        let router = Router::connect(endpoint.into(), &client_id).await?;
+        let producer = TransactionProducer {
+            router,
             group: group.to_string(),
             executor: Arc::new(executor),
+            checker: Arc::new(checker),
             next_queue: AtomicU32::new(0),
-            listener,
-        })
+            listeners: Mutex::new(HashMap::new()),
+        };
+        // Registered everywhere at once, so a half left by an earlier run of
+        // this group is checked here, whichever broker holds it. A broker
+        // named directly must take the registration; in a cluster one that
+        // is down now is registered with when it answers.
+        for (_, addr) in producer.router.masters().await? {
+            let session = producer.router.session(&addr);
+            let registered = register(&session, group).await;
+            if producer.router.direct_addr().is_some() {
+                registered?;
+            }
+            producer.listen(&addr, session);
+        }
+        Ok(producer)
+    }
+
+    /// Answers checks from the broker at `addr` (once per broker).
+    fn listen(&self, addr: &str, session: Arc<Session>) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(PoisonError::into_inner);
+        listeners
+            .entry(addr.to_string())
+            .or_insert_with(|| tokio::spawn(answer_checks(session, self.group.clone(), self.checker.clone())));
     }
 
     /// Sends `msg` as a half message, runs the executor, and ends the
@@ -81,12 +110,21 @@ impl TransactionProducer {
         if msg.born_ts == 0 {
             msg.born_ts = crate::producer::now_ms();
         }
-        let conn = self.session.get().await?;
-        let queues = conn.describe_topic(&msg.topic).await?.queues.max(1);
-        let queue = self.next_queue.fetch_add(1, Ordering::Relaxed) % queues;
+        let view = self.router.topic(&msg.topic).await?;
+        if view.writable.is_empty() {
+            return Err(ClientError::Unavailable {
+                broker: view.masters.keys().cloned().collect::<Vec<_>>().join(","),
+                cause: format!("no writable queue of topic {}", msg.topic),
+            });
+        }
+        let slot = &view.writable[self.next_queue.fetch_add(1, Ordering::Relaxed) as usize % view.writable.len()];
+        let addr = view.master(&slot.broker).unwrap_or_default().to_string();
+        let session = self.router.session(&addr);
+        self.listen(&addr, session.clone());
+        let conn = session.get().await.inspect_err(|_| self.router.invalidate(&msg.topic))?;
         // Sent once: a retry after a lost ack could store a second half.
         let ack = conn
-            .send(&msg.topic.clone(), queue, vec![msg.clone()])
+            .send(&msg.topic.clone(), slot.queue, vec![msg.clone()])
             .await?
             .pop()
             .ok_or_else(|| ClientError::Protocol("no ack for the half message".into()))?;
@@ -99,21 +137,26 @@ impl TransactionProducer {
                 outcome,
                 from_check: false,
             };
-            self.session.get().await?.request(end).await?;
+            conn.request(end).await?;
         }
         Ok((ack, outcome))
     }
 
     /// Stops answering checks and disconnects.
     pub fn close(self) {
-        self.listener.abort();
-        self.session.close();
+        let addrs: Vec<String> =
+            self.listeners.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        for addr in addrs {
+            self.router.session(&addr).close();
+        }
     }
 }
 
 impl Drop for TransactionProducer {
     fn drop(&mut self) {
-        self.listener.abort();
+        for listener in self.listeners.lock().unwrap_or_else(PoisonError::into_inner).values() {
+            listener.abort();
+        }
     }
 }
 

@@ -131,7 +131,8 @@ impl NameServer {
                     let hello = Response::Hello { version: PROTOCOL_VERSION, broker: self.addr.clone() };
                     return out.send(Frame::Response { id, body: Ok(hello) }).await.is_ok();
                 }
-                let why = format!("protocol version {version} is not supported; this name server speaks {PROTOCOL_VERSION}");
+                let why =
+                    format!("protocol version {version} is not supported; this name server speaks {PROTOCOL_VERSION}");
                 Frame::Response { id, body: Err(WireError::new(ErrorCode::UnsupportedVersion, why)) }
             }
             Ok(Some(Ok(Frame::Request { id, .. }))) => Frame::Response {
@@ -173,9 +174,7 @@ impl NameServer {
                 validate_name("topic", &topic).map_err(|e| WireError::new(ErrorCode::InvalidName, e))?;
                 match self.table.lock().route(&topic) {
                     Some(route) => Ok(Response::Route(route)),
-                    None => {
-                        Err(WireError::new(ErrorCode::TopicNotFound, format!("no broker holds topic {topic:?}")))
-                    }
+                    None => Err(WireError::new(ErrorCode::TopicNotFound, format!("no broker holds topic {topic:?}"))),
                 }
             }
             Request::GetClusterInfo => Ok(Response::Cluster(self.table.lock().cluster(Instant::now()))),

@@ -172,7 +172,10 @@ mod tests {
         assert_eq!(route.broker("a").map(|b| b.addrs.len()), Some(2));
         assert_eq!(route.queues.iter().map(|q| q.write_queues).collect::<Vec<_>>(), [8, 4]);
         assert_eq!(table.route("nope"), None);
-        assert_eq!(table.topics().iter().map(|t| (t.name.as_str(), t.queues)).collect::<Vec<_>>(), [("t", 12), ("u", 1)]);
+        assert_eq!(
+            table.topics().iter().map(|t| (t.name.as_str(), t.queues)).collect::<Vec<_>>(),
+            [("t", 12), ("u", 1)]
+        );
         // The master's connection closes: it is gone, its slave stays.
         assert_eq!(table.connection_closed(2), vec![("a".to_string(), 0)]);
         let route = table.route("t").expect("route");

@@ -2,10 +2,12 @@
 //! actor, and fans connection-closed notices and the shutdown flush out to
 //! every running group.
 
-use crate::actors::consumer_group::{ConnectionClosed, ConsumerGroupActor, FlushOffsets, RetentionDeleted, RoutesChanged};
-use crate::cluster::view::ClusterView;
+use crate::actors::consumer_group::{
+    ConnectionClosed, ConsumerGroupActor, FlushOffsets, RetentionDeleted, RoutesChanged,
+};
 use crate::actors::live_or_start;
 use crate::actors::queue_registry::QueueRegistry;
+use crate::cluster::view::ClusterView;
 use crate::config::GroupsConfig;
 use crate::error::{Error, Result};
 use crate::store::group_state;

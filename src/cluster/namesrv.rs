@@ -21,7 +21,10 @@ pub struct NameServers {
 impl NameServers {
     /// Sessions to `addrs` (dialled on first use).
     pub fn new(addrs: &[String], client_id: &str) -> Self {
-        Self { sessions: addrs.iter().map(|a| Arc::new(Session::new(a, client_id))).collect(), next: AtomicUsize::new(0) }
+        Self {
+            sessions: addrs.iter().map(|a| Arc::new(Session::new(a, client_id))).collect(),
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// Their addresses.

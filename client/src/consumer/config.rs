@@ -57,6 +57,12 @@ pub struct PushConfig {
     /// Gets the consumer's events (messages skipped by retention, …);
     /// `None` prints them to standard error. Default: `None`.
     pub on_event: Option<EventHook>,
+    /// Name servers to find the topics' brokers through, instead of the
+    /// broker address given to `start`.
+    pub namesrv: Option<Vec<String>>,
+    /// How often the subscribed topics' routes are asked for again
+    /// (RocketMQ's `pollNameServerInterval`, 30 s).
+    pub route_refresh: Duration,
 }
 
 static MEMBER_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -86,6 +92,8 @@ impl PushConfig {
             consume_timeout: Duration::from_secs(15 * 60),
             trace: false,
             on_event: None,
+            namesrv: None,
+            route_refresh: Duration::from_secs(30),
         }
     }
 
@@ -147,6 +155,25 @@ impl PushConfig {
     #[must_use]
     pub fn on_event(mut self, hook: impl Fn(&ConsumerEvent) + Send + Sync + 'static) -> Self {
         self.on_event = Some(EventHook(std::sync::Arc::new(hook)));
+        self
+    }
+
+    /// Finds the subscribed topics' brokers through these name servers and
+    /// joins the group on each of them (whatever address `start` is given).
+    #[must_use]
+    pub fn namesrv<I, S>(mut self, addrs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.namesrv = Some(addrs.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// How often routes are asked for again.
+    #[must_use]
+    pub fn route_refresh(mut self, every: Duration) -> Self {
+        self.route_refresh = every;
         self
     }
 

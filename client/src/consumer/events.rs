@@ -15,6 +15,9 @@ pub enum ConsumerEvent {
     /// them: it was at `from` and goes on from `to`, the queue's first
     /// offset now (`to - from` messages skipped).
     SkippedByRetention {
+        /// The replica set holding the queue ("" for a broker named
+        /// directly).
+        broker: String,
         /// The queue.
         queue: QueueRef,
         /// Where the consumer was.
@@ -27,13 +30,16 @@ pub enum ConsumerEvent {
 impl fmt::Display for ConsumerEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConsumerEvent::SkippedByRetention { queue, from, to } => write!(
-                f,
-                "retention deleted {} messages of {}:{} before they were consumed (offsets {from}..{to})",
-                to - from,
-                queue.topic,
-                queue.queue
-            ),
+            ConsumerEvent::SkippedByRetention { broker, queue, from, to } => {
+                let at = if broker.is_empty() { String::new() } else { format!(" on {broker}") };
+                write!(
+                    f,
+                    "retention deleted {} messages of {}:{}{at} before they were consumed (offsets {from}..{to})",
+                    to - from,
+                    queue.topic,
+                    queue.queue
+                )
+            }
         }
     }
 }

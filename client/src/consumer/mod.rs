@@ -7,6 +7,7 @@
 //! - [`events`]: what a push consumer reports besides messages.
 
 pub mod config;
+mod coordinator;
 pub mod events;
 pub mod pull;
 pub mod push;

@@ -20,230 +20,237 @@
 //! Broadcasting consumers retry locally after `suspend`.
 
 use super::config::PushConfig;
-use super::worker::{self, Ctx, Listener};
+use super::coordinator;
+use super::worker::{Ctx, Listener};
 use super::ConsumeResult;
 use crate::error::ClientError;
-use crate::session::{Backoff, Session};
-use brook_proto::request::{Heartbeat, QueueRef, RetryPolicy};
-use brook_proto::{Request, Response, StoredMessage};
+use crate::router::{Endpoint, Router};
+use brook_proto::request::QueueRef;
+use brook_proto::StoredMessage;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use tokio::sync::{broadcast, watch, Semaphore};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 /// A running push consumer.
 pub struct PushConsumer {
     shutdown: watch::Sender<bool>,
-    coordinator: JoinHandle<()>,
+    supervisor: JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+/// What the consumer's parts share.
+struct Shared {
+    router: Arc<Router>,
+    config: PushConfig,
+    listener: Listener,
+    permits: Arc<Semaphore>,
+    /// The part on each broker, by replica set name.
+    parts: Mutex<BTreeMap<String, Part>>,
+}
+
+/// The consumer's membership on one broker.
+struct Part {
+    addr: String,
     ctx: Arc<Ctx>,
+    stop: watch::Sender<bool>,
+    coordinator: JoinHandle<()>,
+}
+
+impl Part {
+    /// Leaves the broker's group gracefully; the returned task ends when
+    /// its workers have committed.
+    fn stop(self) -> JoinHandle<()> {
+        let _ = self.stop.send(true);
+        self.coordinator
+    }
 }
 
 impl PushConsumer {
-    /// Joins the group and calls `listener` for each message.
-    pub async fn start<F, Fut>(addr: &str, config: PushConfig, listener: F) -> Result<PushConsumer, ClientError>
+    /// Joins the group and calls `listener` for each message. `endpoint`
+    /// is a broker's address, or name servers
+    /// (`Endpoint::namesrv(["127.0.0.1:9876"])`, or `PushConfig::namesrv`).
+    pub async fn start<F, Fut>(
+        endpoint: impl Into<Endpoint>,
+        config: PushConfig,
+        listener: F,
+    ) -> Result<PushConsumer, ClientError>
     where
         F: Fn(StoredMessage) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ConsumeResult> + Send + 'static,
     {
         let each: Arc<dyn Fn(StoredMessage) -> BoxFuture<'static, ConsumeResult> + Send + Sync> =
             Arc::new(move |m| listener(m).boxed());
-        Self::start_with(addr, config, Listener::Each(each)).await
+        Self::start_with(endpoint.into(), config, Listener::Each(each)).await
     }
 
     /// Joins the group and calls `listener` with each pulled batch (one
     /// queue's messages in offset order); the answer covers the batch.
-    pub async fn start_batch<F, Fut>(addr: &str, config: PushConfig, listener: F) -> Result<PushConsumer, ClientError>
+    pub async fn start_batch<F, Fut>(
+        endpoint: impl Into<Endpoint>,
+        config: PushConfig,
+        listener: F,
+    ) -> Result<PushConsumer, ClientError>
     where
         F: Fn(Vec<StoredMessage>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ConsumeResult> + Send + 'static,
     {
         let batch: Arc<dyn Fn(Vec<StoredMessage>) -> BoxFuture<'static, ConsumeResult> + Send + Sync> =
             Arc::new(move |m| listener(m).boxed());
-        Self::start_with(addr, config, Listener::Batch(batch)).await
+        Self::start_with(endpoint.into(), config, Listener::Batch(batch)).await
     }
 
-    async fn start_with(addr: &str, config: PushConfig, listener: Listener) -> Result<PushConsumer, ClientError> {
+    async fn start_with(
+        endpoint: Endpoint,
+        config: PushConfig,
+        listener: Listener,
+    ) -> Result<PushConsumer, ClientError> {
         if config.subscriptions.is_empty() {
             return Err(ClientError::InvalidArgument("subscribe to at least one topic".into()));
         }
-        let session = Session::connect(addr, &config.member).await?;
-        let ctx = Arc::new(Ctx {
+        let endpoint = config.namesrv.clone().map_or(endpoint, Endpoint::NameServers);
+        let router = Router::connect_with_ttl(endpoint, &config.member, config.route_refresh).await?;
+        let shared = Arc::new(Shared {
+            router,
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-            session,
             config,
             listener,
-            assignment: Mutex::new(Vec::new()),
-            generation: std::sync::atomic::AtomicU64::new(0),
+            parts: Mutex::new(BTreeMap::new()),
         });
-        // A subscription the broker refuses (a malformed filter, say) fails
-        // here, with the broker's reason, instead of in every heartbeat.
-        let mut notices = None;
-        if let Err(e) = heartbeat(&ctx, &mut notices).await {
-            if !e.is_retriable() {
-                return Err(e);
-            }
+        let brokers = shared.brokers().await?;
+        for (name, addr) in brokers {
+            // A subscription the broker refuses (a malformed filter, say)
+            // fails here, with the broker's reason, instead of in every
+            // heartbeat.
+            shared.join(&name, &addr, true).await?;
         }
         let (shutdown, stop) = watch::channel(false);
-        let coordinator = tokio::spawn(coordinate(ctx.clone(), stop));
-        Ok(PushConsumer { shutdown, coordinator, ctx })
+        let supervisor = tokio::spawn(supervise(shared.clone(), stop));
+        Ok(PushConsumer { shutdown, supervisor, shared })
     }
 
-    /// The queues this member consumes now.
+    /// The queues this member consumes now, on every broker.
     pub fn assignment(&self) -> Vec<QueueRef> {
-        self.ctx.assignment.lock().map(|a| a.clone()).unwrap_or_default()
+        self.assignment_by_broker().into_iter().map(|(_, q)| q).collect()
+    }
+
+    /// The queues this member consumes now, with their replica set name
+    /// ("" for a broker named directly).
+    pub fn assignment_by_broker(&self) -> Vec<(String, QueueRef)> {
+        let parts = self.shared.parts.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = Vec::new();
+        for (name, part) in parts.iter() {
+            let queues = part.ctx.assignment.lock().map(|a| a.clone()).unwrap_or_default();
+            all.extend(queues.into_iter().map(|q| (name.clone(), q)));
+        }
+        all
     }
 
     /// The member id.
     pub fn member(&self) -> &str {
-        &self.ctx.config.member
+        &self.shared.config.member
     }
 
     /// Leaves gracefully: stops pulling, lets messages in the listener
-    /// finish, commits, releases locks and leaves the group.
+    /// finish, commits, releases locks and leaves the group on every
+    /// broker.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.coordinator.await;
+        let _ = self.supervisor.await;
     }
 
     /// Stops dead, as a crash would: no commit, no unlock, no leave; the
-    /// connection simply closes.
+    /// connections simply close.
     pub async fn kill(self) {
-        self.coordinator.abort();
-        let _ = self.coordinator.await;
-        self.ctx.session.close();
-    }
-}
-
-/// A queue worker. Dropping it (the coordinator was aborted: a kill)
-/// aborts the task too, so nothing keeps consuming.
-struct Running {
-    stop: watch::Sender<bool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Running {
-    /// Signals the worker and hands back its task to await.
-    fn stop(mut self) -> Option<JoinHandle<()>> {
-        let _ = self.stop.send(true);
-        self.handle.take()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(handle) = &self.handle {
-            handle.abort();
+        self.supervisor.abort();
+        let _ = self.supervisor.await;
+        let parts = std::mem::take(&mut *self.shared.parts.lock().unwrap_or_else(PoisonError::into_inner));
+        for part in parts.into_values() {
+            part.coordinator.abort();
+            let _ = part.coordinator.await;
+            part.ctx.session.close();
         }
     }
 }
 
-async fn coordinate(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
-    let mut workers: HashMap<QueueRef, Running> = HashMap::new();
-    let mut notices: Option<(usize, broadcast::Receiver<Request>)> = None;
-    let mut failures = 0u32;
-    let mut reset: Option<String> = None;
-    loop {
-        if let Some(topic) = reset.take() {
-            // Offsets moved under the workers of this topic: stop them (their
-            // last commits are stale and ignored) and start again below.
-            let queues: Vec<QueueRef> = workers.keys().filter(|q| q.topic == topic).cloned().collect();
-            let stopping: Vec<JoinHandle<()>> =
-                queues.iter().filter_map(|q| workers.remove(q)).filter_map(Running::stop).collect();
-            for handle in stopping {
-                let _ = handle.await;
+impl Shared {
+    /// The brokers to be a member on: every master holding a subscribed
+    /// topic (the broker itself when named directly).
+    async fn brokers(&self) -> Result<BTreeMap<String, String>, ClientError> {
+        let mut brokers = BTreeMap::new();
+        for sub in &self.config.subscriptions {
+            let view = self.router.topic(&sub.topic).await?;
+            for (name, addr) in view.live_masters() {
+                brokers.insert(name.to_string(), addr.to_string());
             }
         }
-        match heartbeat(&ctx, &mut notices).await {
-            Ok(queues) => {
-                failures = 0;
-                reconcile(&ctx, &mut workers, queues).await;
-            }
-            Err(_) => failures = failures.saturating_add(1),
-        }
-        let wait = if failures == 0 { ctx.config.heartbeat_interval } else { Backoff::default().delay(failures) };
-        let changed = async {
-            match notices.as_mut() {
-                Some((_, rx)) => loop {
-                    match rx.recv().await {
-                        Ok(Request::AssignmentChanged { group }) if group == ctx.config.group => return None,
-                        Ok(Request::OffsetsReset { group, topic }) if group == ctx.config.group => return Some(topic),
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                },
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            topic = changed => reset = topic,
-            _ = stop.changed() => break,
-        }
+        Ok(brokers)
     }
-    let stopping: Vec<JoinHandle<()>> = workers.drain().filter_map(|(_, running)| running.stop()).collect();
-    for handle in stopping {
-        let _ = handle.await;
-    }
-    if let Ok(conn) = ctx.session.get().await {
-        let leave = Request::LeaveGroup { group: ctx.config.group.clone(), member: ctx.config.member.clone() };
-        let _ = conn.request(leave).await;
-    }
-}
 
-async fn heartbeat(
-    ctx: &Ctx,
-    notices: &mut Option<(usize, broadcast::Receiver<Request>)>,
-) -> Result<Vec<QueueRef>, ClientError> {
-    let conn = ctx.session.get().await?;
-    if notices.as_ref().map(|(id, _)| *id) != Some(conn.id()) {
-        *notices = Some((conn.id(), conn.notices()));
-    }
-    let config = &ctx.config;
-    let beat = Heartbeat {
-        group: config.group.clone(),
-        member: config.member.clone(),
-        subscriptions: config.subscriptions.clone(),
-        mode: config.mode,
-        start: config.start,
-        orderly: config.orderly,
-        session_timeout_ms: config.session_timeout.as_millis() as u64,
-        retry: RetryPolicy {
-            max_reconsume_times: config.max_reconsume_times,
-            backoff_ms: config.retry_backoff.iter().map(|d| d.as_millis() as u64).collect(),
-        },
-    };
-    match conn.request(Request::Heartbeat(beat)).await? {
-        Response::Assignment { queues, generation } => {
-            ctx.generation.store(generation, std::sync::atomic::Ordering::Release);
-            Ok(queues)
-        }
-        other => Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),
-    }
-}
-
-/// Stops workers of revoked queues and starts workers for new ones. A
-/// queue's old worker is always finished before a new one starts.
-async fn reconcile(ctx: &Arc<Ctx>, workers: &mut HashMap<QueueRef, Running>, queues: Vec<QueueRef>) {
-    if let Ok(mut assignment) = ctx.assignment.lock() {
-        assignment.clone_from(&queues);
-    }
-    let revoked: Vec<QueueRef> = workers.keys().filter(|q| !queues.contains(q)).cloned().collect();
-    let stopping: Vec<JoinHandle<()>> =
-        revoked.iter().filter_map(|q| workers.remove(q)).filter_map(Running::stop).collect();
-    // Revoked queues are committed (and unlocked) before anything new
-    // starts, which keeps re-delivery after a rebalance to the head.
-    for handle in stopping {
-        let _ = handle.await;
-    }
-    for queue in queues {
-        if workers.contains_key(&queue) {
-            continue;
+    /// Starts the part on broker `name` at `addr`. With `strict`, a first
+    /// heartbeat the broker refuses is returned.
+    async fn join(self: &Arc<Self>, name: &str, addr: &str, strict: bool) -> Result<(), ClientError> {
+        let ctx = Arc::new(Ctx {
+            broker: name.to_string(),
+            session: self.router.session(addr),
+            permits: self.permits.clone(),
+            config: self.config.clone(),
+            listener: self.listener.clone(),
+            assignment: Mutex::new(Vec::new()),
+            generation: AtomicU64::new(0),
+        });
+        let mut notices = None;
+        if let Err(e) = coordinator::heartbeat(&ctx, &mut notices).await {
+            if strict && !e.is_retriable() {
+                return Err(e);
+            }
         }
         let (stop, rx) = watch::channel(false);
-        let handle = tokio::spawn(worker::run(ctx.clone(), queue.clone(), rx));
-        workers.insert(queue, Running { stop, handle: Some(handle) });
+        let coordinator = tokio::spawn(coordinator::coordinate(ctx.clone(), rx));
+        let part = Part { addr: addr.to_string(), ctx, stop, coordinator };
+        let old = self.parts.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_string(), part);
+        if let Some(old) = old {
+            tokio::spawn(old.stop());
+        }
+        Ok(())
+    }
+}
+
+/// Follows the routes: joins brokers that appear (or whose master moved),
+/// leaves those that are gone; on shutdown, leaves every one.
+async fn supervise(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.route_refresh), if shared.router.is_cluster() => {}
+            _ = stop.changed() => break,
+        }
+        for sub in &shared.config.subscriptions {
+            shared.router.invalidate(&sub.topic);
+        }
+        // No name server answers: the last route stands.
+        let Ok(brokers) = shared.brokers().await else { continue };
+        let gone: Vec<Part> = {
+            let mut parts = shared.parts.lock().unwrap_or_else(PoisonError::into_inner);
+            let names: Vec<String> = parts.keys().filter(|n| !brokers.contains_key(*n)).cloned().collect();
+            names.iter().filter_map(|n| parts.remove(n)).collect()
+        };
+        for part in gone {
+            tokio::spawn(part.stop());
+        }
+        for (name, addr) in brokers {
+            let known = shared.parts.lock().unwrap_or_else(PoisonError::into_inner).get(&name).map(|p| p.addr.clone());
+            if known.as_deref() != Some(addr.as_str()) {
+                let _ = shared.join(&name, &addr, false).await;
+            }
+        }
+    }
+    let parts = std::mem::take(&mut *shared.parts.lock().unwrap_or_else(PoisonError::into_inner));
+    let leaving: Vec<JoinHandle<()>> = parts.into_values().map(Part::stop).collect();
+    for handle in leaving {
+        let _ = handle.await;
     }
 }

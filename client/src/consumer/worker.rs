@@ -62,7 +62,10 @@ impl Listener {
 
 /// What every worker of one consumer shares.
 pub(crate) struct Ctx {
-    pub(crate) session: Session,
+    /// The replica set this part of the consumer reads ("" for a broker
+    /// named directly).
+    pub(crate) broker: String,
+    pub(crate) session: Arc<Session>,
     pub(crate) config: PushConfig,
     pub(crate) listener: Listener,
     pub(crate) permits: Arc<Semaphore>,
@@ -246,7 +249,12 @@ fn after_pull_error(ctx: &Ctx, queue: &QueueRef, err: &ClientError, offset: u64)
         ClientError::Broker(e) if e.code == ErrorCode::OffsetBelowRetained => {
             let to = e.detail.unwrap_or(offset);
             if to > offset {
-                let event = ConsumerEvent::SkippedByRetention { queue: queue.clone(), from: offset, to };
+                let event = ConsumerEvent::SkippedByRetention {
+                    broker: ctx.broker.clone(),
+                    queue: queue.clone(),
+                    from: offset,
+                    to,
+                };
                 events::emit(ctx.config.on_event.as_ref(), &ctx.config.group, &event);
             }
             to
