@@ -222,17 +222,22 @@ impl Lane {
                 }
             }
         }
-        if self.reroute && is_connection_error(&error) && failed.iter().all(|p| !p.ordered) {
-            // Another broker takes them: each goes back to the producer.
+        if self.reroute && is_connection_error(&error) {
+            // Another broker takes the unordered ones: each goes back to the
+            // producer. Ordered ones stay with their queue, below.
             let cause = error.to_string();
-            for pending in failed {
+            let (ordered, unordered): (Vec<_>, Vec<_>) = failed.into_iter().partition(|p| p.ordered);
+            for pending in unordered {
                 answer(
                     pending.reply,
                     Err(ClientError::Unavailable { broker: self.broker.clone(), cause: cause.clone() }),
                 );
             }
-            self.new_epoch();
-            return;
+            if ordered.is_empty() {
+                self.new_epoch();
+                return;
+            }
+            failed = ordered;
         }
         let head = &failed[0];
         let retry = retriable(&error)

@@ -245,8 +245,10 @@ impl Router {
                 self.views.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(topic.to_string(), cached);
                 Ok(view)
             }
-            // Nobody answers (not "no such topic"): the last view stands.
-            (Err(e), Some(before)) if e.code().is_none() => Ok(before),
+            // Nobody answers, or only name servers that know nothing yet
+            // (restarted, not refilled): the last view stands. Brokers
+            // still refuse sends to a topic that is really gone.
+            (Err(_), Some(before)) => Ok(before),
             (Err(e), _) => Err(e),
         }
     }
@@ -268,16 +270,17 @@ impl Router {
         }
     }
 
-    /// Asks the name servers, one after another, until one answers (an
-    /// error answer counts: the question is settled).
+    /// Asks the name servers, one after another, until one answers. An
+    /// error answer ("no such topic") is final only when every name server
+    /// gives one: a name server restarted a moment ago knows nothing yet.
     pub async fn ask_names(&self, request: Request) -> Result<Response, ClientError> {
         let mut last = ClientError::Connection("no name servers".into());
         for session in &self.names {
             let asked = async { session.get().await?.request(request.clone()).await };
             match tokio::time::timeout(ASK_TIMEOUT, asked).await.unwrap_or(Err(ClientError::Timeout(ASK_TIMEOUT))) {
                 Ok(answer) => return Ok(answer),
-                Err(e) if e.code().is_some() => return Err(e),
-                Err(e) => last = e,
+                Err(e) if e.code().is_some() || last.code().is_none() => last = e,
+                Err(_) => {}
             }
         }
         Err(last)

@@ -2,14 +2,15 @@
 //! log range.
 
 use crate::output::when;
-use brook_client::{BrokerStatus, ClientError, Connection};
+use crate::target::Target;
+use brook_client::{BrokerStatus, ClientError};
 use clap::Subcommand;
 use serde_json::json;
 
 #[derive(Subcommand)]
 pub(crate) enum BrokerCommand {
     /// Whether the broker takes writes (or why not, since when), its disk
-    /// and its log.
+    /// and its log (with --namesrv: every master's).
     Status {
         /// JSON output.
         #[arg(long)]
@@ -17,15 +18,16 @@ pub(crate) enum BrokerCommand {
     },
 }
 
-pub(crate) async fn run(addr: &str, command: BrokerCommand) -> Result<(), ClientError> {
-    let conn = Connection::connect_as(addr, "brookctl").await?;
+pub(crate) async fn run(target: &Target, command: BrokerCommand) -> Result<(), ClientError> {
     match command {
         BrokerCommand::Status { json } => {
-            let status = conn.broker_status().await?;
-            if json {
-                println!("{}", as_json(&status));
-            } else {
-                print_status(&status);
+            for (_, conn) in target.masters().await? {
+                let status = conn.broker_status().await?;
+                if json {
+                    println!("{}", as_json(&status));
+                } else {
+                    print_status(&status);
+                }
             }
         }
     }
@@ -42,17 +44,30 @@ fn state_line(status: &BrokerStatus) -> String {
 }
 
 fn print_status(status: &BrokerStatus) {
-    println!("broker {} (brookd {})", status.addr, status.version);
+    if status.broker_name.is_empty() {
+        println!("broker {} (brookd {})", status.addr, status.version);
+    } else {
+        println!(
+            "broker {} id {} of cluster {} at {} (brookd {})",
+            status.broker_name, status.broker_id, status.cluster, status.addr, status.version
+        );
+    }
     println!("state: {}", state_line(status));
     println!("disk: {:.1}% used, {} MiB free", status.disk_used_ratio * 100.0, status.disk_free_bytes / (1024 * 1024));
     println!("log: offsets {}..{}", status.log_range.0, status.log_range.1);
     println!("topics: {}", status.topics);
+    println!("traffic: {:.1} msgs/s in, {:.1} msgs/s out", status.msgs_in_per_s, status.msgs_out_per_s);
     println!("uptime: {} s", status.uptime_ms / 1000);
 }
 
 fn as_json(status: &BrokerStatus) -> serde_json::Value {
     json!({
         "addr": status.addr,
+        "cluster": status.cluster,
+        "broker_name": status.broker_name,
+        "broker_id": status.broker_id,
+        "msgs_in_per_s": status.msgs_in_per_s,
+        "msgs_out_per_s": status.msgs_out_per_s,
         "version": status.version,
         "writable": status.writable,
         "state": state_line(status),

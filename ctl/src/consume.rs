@@ -2,6 +2,7 @@
 //! optionally failing on purpose to show retries.
 
 use crate::output::print_message;
+use crate::target::Target;
 use brook_client::{ClientError, ConsumeResult, PushConfig, PushConsumer, StartFrom, StoredMessage};
 use brook_proto::time::{now_ms, parse_duration_ms};
 use clap::ValueEnum;
@@ -65,7 +66,7 @@ pub(crate) struct ConsumeArgs {
     trace: bool,
 }
 
-pub(crate) async fn run(addr: &str, args: ConsumeArgs) -> Result<(), ClientError> {
+pub(crate) async fn run(target: &Target, args: ConsumeArgs) -> Result<(), ClientError> {
     let mut config = PushConfig::new(&args.group)
         .member(&format!("brookctl-{}-{}", std::process::id(), now_ms()))
         .start_from(match args.from {
@@ -94,7 +95,7 @@ pub(crate) async fn run(addr: &str, args: ConsumeArgs) -> Result<(), ClientError
             .map_err(ClientError::InvalidArgument)?;
     }
     let (tx, mut rx) = mpsc::channel::<(StoredMessage, oneshot::Sender<bool>)>(1);
-    let consumer = PushConsumer::start(addr, config, move |m| {
+    let consumer = PushConsumer::start(target.endpoint(), config, move |m| {
         let tx = tx.clone();
         async move {
             let (done, printed) = oneshot::channel();

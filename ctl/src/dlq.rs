@@ -1,7 +1,8 @@
 //! `brookctl dlq`: a group's dead letters, listed and resent.
 
 use crate::output::print_message;
-use brook_client::{ClientError, Connection};
+use crate::target::Target;
+use brook_client::ClientError;
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -24,11 +25,14 @@ pub(crate) enum DlqCommand {
     },
 }
 
-pub(crate) async fn run(addr: &str, command: DlqCommand) -> Result<(), ClientError> {
-    let conn = Connection::connect_as(addr, "brookctl").await?;
+pub(crate) async fn run(target: &Target, command: DlqCommand) -> Result<(), ClientError> {
     match command {
         DlqCommand::List { group, json } => {
-            for m in conn.dlq_list(&group).await? {
+            let mut dead = Vec::new();
+            for (_, conn) in target.masters().await? {
+                dead.extend(conn.dlq_list(&group).await?);
+            }
+            for m in dead {
                 if json {
                     print_message(true, &m, "dead");
                 } else {
@@ -46,7 +50,7 @@ pub(crate) async fn run(addr: &str, command: DlqCommand) -> Result<(), ClientErr
             }
         }
         DlqCommand::Resend { group, id } => {
-            let ack = conn.dlq_resend(&group, &id).await?;
+            let ack = target.storing(&id).await?.dlq_resend(&group, &id).await?;
             println!("resent id={} queue={} offset={}", ack.msg_id, ack.queue, ack.queue_offset);
         }
     }

@@ -3,7 +3,8 @@
 
 use crate::output::print_group;
 use crate::parse_time;
-use brook_client::{ClientError, Connection, ResetTo};
+use crate::target::{tagged, Target};
+use brook_client::{ClientError, ErrorCode, ResetTo};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -37,18 +38,37 @@ pub(crate) enum GroupCommand {
         /// QUEUE:OFFSET (repeatable).
         #[arg(long, group = "target")]
         to_offset: Vec<String>,
+        /// With --namesrv: only the queues of this replica set (needed
+        /// with --to-offset when the topic spans several).
+        #[arg(long)]
+        broker: Option<String>,
     },
 }
 
-pub(crate) async fn run(addr: &str, command: GroupCommand) -> Result<(), ClientError> {
-    let conn = Connection::connect_as(addr, "brookctl").await?;
+pub(crate) async fn run(target: &Target, command: GroupCommand) -> Result<(), ClientError> {
+    let mut masters = target.masters().await?;
     match command {
         GroupCommand::List => {
-            for g in conn.list_groups().await? {
+            let mut groups = std::collections::BTreeSet::new();
+            for (_, conn) in &masters {
+                groups.extend(conn.list_groups().await?);
+            }
+            for g in groups {
                 println!("{g}");
             }
         }
-        GroupCommand::Reset { group, topic, to_time, to_earliest, to_latest, to_offset } => {
+        GroupCommand::Reset { group, topic, to_time, to_earliest, to_latest, to_offset, broker } => {
+            if let Some(name) = &broker {
+                masters.retain(|(b, _)| b == name);
+                if masters.is_empty() {
+                    return Err(ClientError::InvalidArgument(format!("no master of replica set {name}")));
+                }
+            }
+            if !to_offset.is_empty() && masters.len() > 1 {
+                return Err(ClientError::InvalidArgument(
+                    "--to-offset names queues of one replica set: add --broker".into(),
+                ));
+            }
             let to = match (to_time, to_earliest, to_latest) {
                 (Some(t), _, _) => ResetTo::Time(t),
                 (_, true, _) => ResetTo::Earliest,
@@ -69,11 +89,36 @@ pub(crate) async fn run(addr: &str, command: GroupCommand) -> Result<(), ClientE
                     ))
                 }
             };
-            for o in conn.reset_offsets(&group, &topic, to).await? {
-                println!("{}\t{}\t{}", o.topic, o.queue, o.offset);
+            let mut reset = 0;
+            for (broker, conn) in &masters {
+                let offsets = match conn.reset_offsets(&group, &topic, to.clone()).await {
+                    Ok(offsets) => offsets,
+                    Err(e) if masters.len() > 1 && e.code() == Some(ErrorCode::TopicNotFound) => continue,
+                    Err(e) => return Err(e),
+                };
+                reset += 1;
+                for o in offsets {
+                    println!("{}", tagged(broker, format!("{}\t{}\t{}", o.topic, o.queue, o.offset)));
+                }
+            }
+            if reset == 0 {
+                return Err(ClientError::InvalidArgument(format!("topic {topic} is on no broker")));
             }
         }
-        GroupCommand::Describe { group, json } => print_group(json, &conn.describe_group(&group).await?),
+        GroupCommand::Describe { group, json } => {
+            let mut parts = Vec::new();
+            for (broker, conn) in masters {
+                match conn.describe_group(&group).await {
+                    Ok(info) => parts.push((broker, info)),
+                    Err(e) if target.is_cluster() && e.code() == Some(ErrorCode::GroupNotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if parts.is_empty() {
+                return Err(ClientError::InvalidArgument(format!("group {group} is on no broker")));
+            }
+            print_group(json, &parts);
+        }
     }
     Ok(())
 }

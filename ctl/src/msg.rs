@@ -2,7 +2,8 @@
 
 use crate::output::print_found;
 use crate::parse_time;
-use brook_client::{ClientError, Connection};
+use crate::target::{tagged, Target};
+use brook_client::{ClientError, Connection, ErrorCode, StoredMessage};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -56,18 +57,20 @@ pub(crate) enum MsgCommand {
     },
 }
 
-pub(crate) async fn run(addr: &str, command: MsgCommand) -> Result<(), ClientError> {
-    let conn = Connection::connect_as(addr, "brookctl").await?;
+pub(crate) async fn run(target: &Target, command: MsgCommand) -> Result<(), ClientError> {
+    let masters = target.masters().await?;
     match command {
-        MsgCommand::Get { id, json } => print_found(json, &conn.get_message(&id).await?),
+        MsgCommand::Get { id, json } => print_found(json, &target.storing(&id).await?.get_message(&id).await?),
         MsgCommand::ByKey { topic, key, from, to, max, json } => {
-            let found = conn.query_by_key(&topic, &key, from.unwrap_or(0), to.unwrap_or(i64::MAX), max).await?;
+            let (from, to) = (from.unwrap_or(0), to.unwrap_or(i64::MAX));
+            let mut found = by_key(&masters, &topic, &key, (from, to), max).await?;
+            found.truncate(max as usize);
             for m in &found {
                 print_found(json, m);
             }
         }
         MsgCommand::Trace { id, json } => {
-            let records = conn.query_by_key(brook_proto::system::TRACE_TOPIC, &id, 0, i64::MAX, 1024).await?;
+            let records = by_key(&masters, brook_proto::system::TRACE_TOPIC, &id, (0, i64::MAX), 1024).await?;
             let rank = |e: &str| ["sent", "stored", "delivered", "consumed", "retry"].iter().position(|x| *x == e);
             let mut events: Vec<serde_json::Value> =
                 records.iter().filter_map(|r| serde_json::from_slice(&r.message.body).ok()).collect();
@@ -92,14 +95,45 @@ pub(crate) async fn run(addr: &str, command: MsgCommand) -> Result<(), ClientErr
             }
         }
         MsgCommand::At { topic, time, json } => {
-            for o in conn.offsets_at_time(&topic, time).await? {
-                if json {
-                    println!("{}", json!({ "topic": o.topic, "queue": o.queue, "offset": o.offset }));
-                } else {
-                    println!("{}\t{}\t{}", o.topic, o.queue, o.offset);
+            for (broker, conn) in &masters {
+                let offsets = match conn.offsets_at_time(&topic, time).await {
+                    Ok(offsets) => offsets,
+                    Err(e) if target.is_cluster() && e.code() == Some(ErrorCode::TopicNotFound) => continue,
+                    Err(e) => return Err(e),
+                };
+                for o in offsets {
+                    if json {
+                        let mut obj = json!({ "topic": o.topic, "queue": o.queue, "offset": o.offset });
+                        if !broker.is_empty() {
+                            obj["broker"] = json!(broker);
+                        }
+                        println!("{obj}");
+                    } else {
+                        println!("{}", tagged(broker, format!("{}\t{}\t{}", o.topic, o.queue, o.offset)));
+                    }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Messages with `key` on every broker holding `topic`, newest first.
+async fn by_key(
+    masters: &[(String, Connection)],
+    topic: &str,
+    key: &str,
+    (from, to): (i64, i64),
+    max: u32,
+) -> Result<Vec<StoredMessage>, ClientError> {
+    let mut found = Vec::new();
+    for (_, conn) in masters {
+        match conn.query_by_key(topic, key, from, to, max).await {
+            Ok(part) => found.extend(part),
+            Err(e) if masters.len() > 1 && e.code() == Some(ErrorCode::TopicNotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    found.sort_by_key(|m| std::cmp::Reverse(m.store_ts));
+    Ok(found)
 }

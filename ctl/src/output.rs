@@ -72,48 +72,70 @@ pub(crate) fn print_found(json: bool, m: &StoredMessage) {
     println!();
 }
 
-/// A group's members, assignment, offsets and lag.
-pub(crate) fn print_group(json: bool, info: &GroupInfo) {
+/// A group's members, assignment, offsets and lag, merged over the
+/// brokers that answered (`broker` "" for one broker named directly; with
+/// names, queues read `broker/topic:queue` and offsets carry a broker).
+pub(crate) fn print_group(json: bool, parts: &[(String, GroupInfo)]) {
+    let Some((_, first)) = parts.first() else { return };
+    let label = |broker: &str, q: &brook_client::QueueRef| {
+        if broker.is_empty() {
+            format!("{}:{}", q.topic, q.queue)
+        } else {
+            format!("{broker}/{}:{}", q.topic, q.queue)
+        }
+    };
+    // Member → (client, idle, queues on every broker).
+    let mut members: std::collections::BTreeMap<&str, (&str, u64, Vec<String>)> = Default::default();
+    for (broker, info) in parts {
+        for m in &info.members {
+            let entry = members.entry(&m.member).or_insert((&m.client, m.idle_ms, Vec::new()));
+            entry.1 = entry.1.min(m.idle_ms);
+            entry.2.extend(m.queues.iter().map(|q| label(broker, q)));
+        }
+    }
+    let generation = parts.iter().map(|(_, i)| i.generation).max().unwrap_or(0);
+    let dlq: u64 = parts.iter().map(|(_, i)| i.dlq_messages).sum();
+    let skipped: u64 = parts.iter().map(|(_, i)| i.skipped_by_retention).sum();
+    let since = parts.iter().filter_map(|(_, i)| i.skipped_since_ms).min();
     if json {
-        let members: Vec<_> = info
-            .members
+        let members: Vec<_> = members
             .iter()
-            .map(|m| {
-                let queues: Vec<String> = m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue)).collect();
-                json!({ "member": m.member, "client": m.client, "idle_ms": m.idle_ms, "queues": queues })
-            })
+            .map(|(m, (client, idle, queues))| json!({ "member": m, "client": client, "idle_ms": idle, "queues": queues }))
             .collect();
-        let offsets: Vec<_> = info
-            .offsets
+        let offsets: Vec<_> = parts
             .iter()
-            .map(|o| {
-                json!({ "topic": o.topic, "queue": o.queue, "member": o.member,
+            .flat_map(|(broker, info)| info.offsets.iter().map(move |o| (broker, o)))
+            .map(|(broker, o)| {
+                let mut obj = json!({ "topic": o.topic, "queue": o.queue, "member": o.member,
                 "committed": o.committed, "max_offset": o.max_offset, "lag": o.lag,
-                "skipped_by_retention": o.skipped_by_retention })
+                "skipped_by_retention": o.skipped_by_retention });
+                if !broker.is_empty() {
+                    obj["broker"] = json!(broker);
+                }
+                obj
             })
             .collect();
         println!(
             "{}",
-            json!({ "group": info.group, "mode": format!("{:?}", info.mode), "generation": info.generation,
-                "members": members, "offsets": offsets, "dlq_messages": info.dlq_messages,
-                "skipped_by_retention": info.skipped_by_retention, "skipped_since_ms": info.skipped_since_ms })
+            json!({ "group": first.group, "mode": format!("{:?}", first.mode), "generation": generation,
+                "members": members, "offsets": offsets, "dlq_messages": dlq,
+                "skipped_by_retention": skipped, "skipped_since_ms": since })
         );
-    } else {
-        println!(
-            "group {} ({:?}, generation {}, {} dead letters)",
-            info.group, info.mode, info.generation, info.dlq_messages
-        );
-        if let Some(since) = info.skipped_since_ms {
-            println!("skipped by retention: {} since {}", info.skipped_by_retention, when(since));
-        }
-        println!("members:");
-        for m in &info.members {
-            let queues: Vec<String> = m.queues.iter().map(|q| format!("{}:{}", q.topic, q.queue)).collect();
-            println!("  {} (client {}, idle {} ms): {}", m.member, m.client, m.idle_ms, queues.join(" "));
-        }
-        println!("topic\tqueue\tmember\tcommitted\tmax_offset\tlag\tskipped_by_retention");
+        return;
+    }
+    println!("group {} ({:?}, generation {generation}, {dlq} dead letters)", first.group, first.mode);
+    if let Some(since) = since {
+        println!("skipped by retention: {skipped} since {}", when(since));
+    }
+    println!("members:");
+    for (m, (client, idle, queues)) in &members {
+        println!("  {m} (client {client}, idle {idle} ms): {}", queues.join(" "));
+    }
+    let column = if parts.iter().any(|(b, _)| !b.is_empty()) { "broker\t" } else { "" };
+    println!("{column}topic\tqueue\tmember\tcommitted\tmax_offset\tlag\tskipped_by_retention");
+    for (broker, info) in parts {
         for o in &info.offsets {
-            println!(
+            let row = format!(
                 "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 o.topic,
                 o.queue,
@@ -123,6 +145,7 @@ pub(crate) fn print_group(json: bool, info: &GroupInfo) {
                 o.lag,
                 o.skipped_by_retention
             );
+            println!("{}", crate::target::tagged(broker, row));
         }
     }
 }

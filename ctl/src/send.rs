@@ -3,7 +3,8 @@
 //! transactional.
 
 use crate::output::print_ack;
-use brook_client::{ClientError, Connection, Message, Producer, StoredMessage, TransactionProducer, TxnOutcome};
+use crate::target::Target;
+use brook_client::{ClientError, Message, Producer, StoredMessage, TransactionProducer, TxnOutcome};
 use clap::ValueEnum;
 use futures::stream::{FuturesOrdered, StreamExt};
 use serde_json::json;
@@ -101,11 +102,11 @@ pub(crate) fn send_one(
     }
 }
 
-pub(crate) async fn run(addr: &str, args: SendArgs) -> Result<(), ClientError> {
+pub(crate) async fn run(target: &Target, args: SendArgs) -> Result<(), ClientError> {
     if let Some(mode) = args.txn {
-        return send_txn(addr, &args, mode).await;
+        return send_txn(target, &args, mode).await;
     }
-    let producer = Producer::connect(addr).await?;
+    let producer = Producer::connect(target.endpoint()).await?;
     if !args.stdin {
         let body = args.body.clone().ok_or_else(|| ClientError::InvalidArgument("give a BODY or --stdin".into()))?;
         let ack = send_one(&producer, args.ordered_by.as_deref(), message(&args, body)).await?;
@@ -142,7 +143,7 @@ pub(crate) async fn run(addr: &str, args: SendArgs) -> Result<(), ClientError> {
 
 /// `send --txn`: a half message, then commit or rollback now, or stay
 /// connected and answer the broker's check as told.
-pub(crate) async fn send_txn(addr: &str, args: &SendArgs, mode: TxnMode) -> Result<(), ClientError> {
+pub(crate) async fn send_txn(target: &Target, args: &SendArgs, mode: TxnMode) -> Result<(), ClientError> {
     let body = args.body.clone().ok_or_else(|| ClientError::InvalidArgument("give a BODY".into()))?;
     let (checked_tx, mut checked_rx) = mpsc::unbounded_channel::<TxnOutcome>();
     let executor = move |_: &Message, _: &brook_client::SendAck| match mode {
@@ -155,7 +156,7 @@ pub(crate) async fn send_txn(addr: &str, args: &SendArgs, mode: TxnMode) -> Resu
         let _ = checked_tx.send(outcome);
         outcome
     };
-    let producer = TransactionProducer::new(addr, &args.producer_group, executor, checker).await?;
+    let producer = TransactionProducer::new(target.endpoint(), &args.producer_group, executor, checker).await?;
     let (ack, outcome) = producer.send(message(args, body)).await?;
     let word = |o: TxnOutcome| format!("{o:?}").to_lowercase();
     if args.json {
@@ -175,7 +176,7 @@ pub(crate) async fn send_txn(addr: &str, args: &SendArgs, mode: TxnMode) -> Resu
         .map_err(|_| ClientError::Connection(format!("no check from the broker within {} ms", args.wait_check_ms)))?
         .ok_or_else(|| ClientError::Connection("check listener stopped".into()))?;
     // The answer goes out on its own task: wait until the broker has it.
-    let conn = Connection::connect_as(addr, "brookctl").await?;
+    let conn = target.storing(&ack.msg_id.to_string()).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let id = ack.msg_id.to_string();
     while conn.list_transactions().await?.pending.iter().any(|p| p.msg_id == id) && Instant::now() < deadline {

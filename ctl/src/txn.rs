@@ -1,6 +1,9 @@
-//! `brookctl txn`: pending half messages and transaction counts.
+//! `brookctl txn`: pending half messages and transaction counts (summed
+//! over every master with `--namesrv`).
 
-use brook_client::{ClientError, Connection};
+use crate::target::Target;
+use brook_client::ClientError;
+use brook_proto::txn::TxnReport;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -14,11 +17,18 @@ pub(crate) enum TxnCommand {
     },
 }
 
-pub(crate) async fn run(addr: &str, command: TxnCommand) -> Result<(), ClientError> {
-    let conn = Connection::connect_as(addr, "brookctl").await?;
+pub(crate) async fn run(target: &Target, command: TxnCommand) -> Result<(), ClientError> {
     match command {
         TxnCommand::List { json } => {
-            let report = conn.list_transactions().await?;
+            let mut report = TxnReport::default();
+            for (_, conn) in target.masters().await? {
+                let part = conn.list_transactions().await?;
+                report.committed += part.committed;
+                report.rolled_back += part.rolled_back;
+                report.checked += part.checked;
+                report.expired += part.expired;
+                report.pending.extend(part.pending);
+            }
             if json {
                 let pending: Vec<_> = report
                     .pending

@@ -2,9 +2,16 @@
 //! topics, when it was last heard from and on which connection. Nothing of
 //! it is on disk (as RocketMQ's name server): a restarted name server is
 //! filled again by the brokers' next registrations.
+//!
+//! A replica set whose last broker left (connection closed, expired or
+//! unregistered) keeps its topics' queues in routes, with no address, until
+//! a broker of that name registers again: clients then keep mapping a
+//! sharding key to the queue it mapped to, and fail its sends, instead of
+//! moving the key to another broker and breaking its order
+//! (apache/rocketmq#248).
 
 use brook_proto::request::TopicInfo;
-use brook_proto::route::{BrokerData, BrokerRegistration, ClusterBroker, QueueData, TopicRoute};
+use brook_proto::route::{BrokerData, BrokerRegistration, ClusterBroker, QueueData, TopicConf, TopicRoute};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -18,10 +25,15 @@ struct Registered {
     conn: u64,
 }
 
+/// A replica set's queues as one of its brokers (by id) registered them.
+type QueuesOf = (u64, QueueData);
+
 /// Every registered broker.
 #[derive(Default)]
 pub struct RouteTable {
     brokers: HashMap<BrokerKey, Registered>,
+    /// Replica sets with no broker left: their cluster and topics.
+    departed: HashMap<String, (String, Vec<TopicConf>)>,
 }
 
 impl RouteTable {
@@ -29,13 +41,15 @@ impl RouteTable {
     pub fn register(&mut self, registration: BrokerRegistration, conn: u64) -> bool {
         let key = (registration.broker_name.clone(), registration.broker_id);
         let new = !self.brokers.contains_key(&key);
+        self.departed.remove(&registration.broker_name);
         self.brokers.insert(key, Registered { registration, last_seen: Instant::now(), conn });
         new
     }
 
     /// Forgets a broker; true if it was known.
     pub fn unregister(&mut self, broker_name: &str, broker_id: u64) -> bool {
-        self.brokers.remove(&(broker_name.to_string(), broker_id)).is_some()
+        let key = (broker_name.to_string(), broker_id);
+        !self.remove_where(|r| (&r.registration.broker_name, r.registration.broker_id) == (&key.0, key.1)).is_empty()
     }
 
     /// Forgets every broker last registered on connection `conn`.
@@ -51,7 +65,11 @@ impl RouteTable {
     fn remove_where(&mut self, gone: impl Fn(&Registered) -> bool) -> Vec<BrokerKey> {
         let keys: Vec<BrokerKey> = self.brokers.iter().filter(|(_, r)| gone(r)).map(|(k, _)| k.clone()).collect();
         for key in &keys {
-            self.brokers.remove(key);
+            let Some(gone) = self.brokers.remove(key) else { continue };
+            let reg = gone.registration;
+            if !self.brokers.keys().any(|(name, _)| *name == reg.broker_name) {
+                self.departed.insert(reg.broker_name, (reg.cluster, reg.topics));
+            }
         }
         keys
     }
@@ -60,7 +78,8 @@ impl RouteTable {
     /// its addresses by id, and its queues as its master registered them
     /// (or its lowest id, with no master registered).
     pub fn route(&self, topic: &str) -> Option<TopicRoute> {
-        let mut sets: BTreeMap<&str, (BrokerData, Option<(u64, QueueData)>)> = BTreeMap::new();
+        // Replica set → its addresses, and the queues of its lowest id.
+        let mut sets: BTreeMap<&str, (BrokerData, Option<QueuesOf>)> = BTreeMap::new();
         for r in self.brokers.values() {
             let reg = &r.registration;
             let Some(conf) = reg.topics.iter().find(|t| t.name == topic) else { continue };
@@ -82,6 +101,17 @@ impl RouteTable {
             if queues.as_ref().is_none_or(|(id, _)| reg.broker_id < *id) {
                 *queues = Some((reg.broker_id, mine));
             }
+        }
+        for (name, (cluster, topics)) in &self.departed {
+            let Some(conf) = topics.iter().find(|t| t.name == topic) else { continue };
+            let data = BrokerData { cluster: cluster.clone(), broker_name: name.clone(), addrs: BTreeMap::new() };
+            let queues = QueueData {
+                broker_name: name.clone(),
+                write_queues: conf.write_queues,
+                read_queues: conf.read_queues,
+                perm: conf.perm,
+            };
+            sets.insert(name, (data, Some((0, queues))));
         }
         if sets.is_empty() {
             return None;
@@ -182,7 +212,17 @@ mod tests {
         assert_eq!(route.broker("a").and_then(BrokerData::master), None);
         assert!(table.unregister("b", 0));
         assert!(!table.unregister("b", 0));
+        // b left: its queues stay in the route, with no address.
+        let route = table.route("t").expect("route");
+        assert_eq!(route.broker("b").map(|b| b.addrs.len()), Some(0));
+        assert_eq!(route.queues.iter().map(|q| q.write_queues).collect::<Vec<_>>(), [8, 4]);
+        assert!(table.cluster(Instant::now()).iter().all(|b| b.broker_name != "b"), "no address to list");
         assert_eq!(table.expire(Instant::now() + Duration::from_secs(10), Duration::from_secs(5)).len(), 1);
-        assert!(table.cluster(Instant::now()).is_empty());
+        // a's last broker expired: a is departed too; b registering again
+        // with fewer topics replaces what it left.
+        assert_eq!(table.route("t").map(|r| r.queues.len()), Some(2));
+        assert!(table.register(reg("b", 0, "127.0.0.2:1", &[("u", 2)]), 4));
+        assert_eq!(table.route("t").map(|r| r.broker("b").is_some()), Some(false), "b no longer holds t");
+        assert_eq!(table.cluster(Instant::now()).len(), 1, "only b");
     }
 }

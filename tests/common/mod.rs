@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// Both writer backends; every storage test runs against each.
 pub const BACKENDS: [&str; 2] = ["uring", "std"];
 
-/// A running `brookd`.
+/// A running `brookd` (or `brook-namesrv`).
 pub struct Brookd {
     child: Option<Child>,
     /// Address it listens on.
@@ -76,7 +76,20 @@ impl Brookd {
     pub fn start(env: &[(String, String)]) -> Brookd {
         let data_dir =
             env.iter().find(|(k, _)| k == "BROOK_DATA_DIR").map(|(_, v)| PathBuf::from(v)).expect("BROOK_DATA_DIR");
-        let mut command = Command::new(bin("brookd"));
+        Self::spawn("brookd", &[], env, data_dir)
+    }
+
+    /// Starts `brook-namesrv` on `listen` (port 0: any) and waits until it
+    /// logs its address. It keeps no disk state.
+    pub fn namesrv(listen: &str) -> Brookd {
+        Self::spawn("brook-namesrv", &["--listen", listen], &[], PathBuf::new())
+    }
+
+    /// Starts workspace binary `name` with JSON logs and waits until it
+    /// logs the address it listens on.
+    fn spawn(name: &str, args: &[&str], env: &[(String, String)], data_dir: PathBuf) -> Brookd {
+        let mut command = Command::new(bin(name));
+        command.args(args);
         command.arg("--log-format").arg("json").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         for (key, value) in env {
             command.env(key, value);
@@ -102,7 +115,7 @@ impl Brookd {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                panic!("brookd did not start; logs:\n{}", logs.lock().expect("logs").join("\n"));
+                panic!("{name} did not start; logs:\n{}", logs.lock().expect("logs").join("\n"));
             }
         };
         Brookd { child: Some(child), addr, data_dir, logs }
