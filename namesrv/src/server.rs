@@ -21,8 +21,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most queues a registered topic may have (per replica set).
-const MAX_QUEUES: u32 = 65_536;
+/// Most queues a registered topic may have (per replica set): what a
+/// broker allows.
+const MAX_QUEUES: u32 = brook::config::MAX_QUEUES_PER_TOPIC;
 
 /// A name server's shared state.
 pub struct NameServer {
