@@ -35,6 +35,17 @@ impl Broker {
         Ok(Broker { addr, child: Some(child), dir: Some(dir), env })
     }
 
+    /// Kills the broker with SIGKILL (and reaps it).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signals our own child.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+
     /// Kills the broker with SIGKILL and starts it again on the same data
     /// dir; returns how long until it was listening again.
     pub fn kill_and_restart(&mut self) -> Result<Duration, String> {
@@ -127,10 +138,40 @@ fn brookd_path() -> Result<PathBuf, String> {
     Ok(std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("brookd"))
 }
 
+/// A `brook-namesrv` (the one next to this binary) this bench started.
+pub struct NameServer {
+    /// Where it listens.
+    pub addr: String,
+    child: Child,
+}
+
+impl NameServer {
+    /// Starts one on `listen` (port 0: any).
+    pub fn start(listen: &str) -> Result<NameServer, String> {
+        let path = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("brook-namesrv");
+        let (child, addr) = spawn_program(&path, &["--listen", listen], &[])?;
+        Ok(NameServer { addr, child })
+    }
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Spawns `brookd` with `env`; returns it and its address once listening.
 fn spawn(env: &[(String, String)]) -> Result<(Child, String), String> {
-    let brookd = brookd_path()?;
-    let mut child = Command::new(&brookd)
+    spawn_program(&brookd_path()?, &[], env)
+}
+
+/// Spawns `program` with `args` and `env` and JSON logs; returns it and its
+/// address once it logs that it listens.
+fn spawn_program(program: &std::path::Path, args: &[&str], env: &[(String, String)]) -> Result<(Child, String), String> {
+    let brookd = program;
+    let mut child = Command::new(brookd)
+        .args(args)
         .args(["--log-format", "json"])
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
@@ -140,18 +181,20 @@ fn spawn(env: &[(String, String)]) -> Result<(Child, String), String> {
         .map_err(|e| format!("start {}: {e}", brookd.display()))?;
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
+    let name = brookd.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                 if v["msg"] == "listening" {
                     let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
                 } else if v["level"] == "WARN" || v["level"] == "ERRO" || v["level"] == "CRIT" {
-                    eprintln!("brookd: {line}");
+                    eprintln!("{name}: {line}");
                 }
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| "brookd did not start".to_string())?;
+    let addr =
+        rx.recv_timeout(Duration::from_secs(120)).map_err(|_| format!("{} did not start", brookd.display()))?;
     Ok((child, addr))
 }
 

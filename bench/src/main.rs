@@ -3,7 +3,8 @@
 //! `RESULT scenario=… msgs_per_s=… mb_per_s=… p50_us=… p99_us=… p999_us=… errors=…`
 //!
 //! Scenarios: `produce`, `consume`, `e2e`, `queues`, `backlog`, `restart`,
-//! `timers`, and `index` and `loopback` (no broker). By default
+//! `timers`, `cluster` (name server and brokers of its own), and `index`
+//! and `loopback` (no broker). By default
 //! it starts its own broker on a temporary data dir; `--addr` targets a
 //! running one. See BENCHMARKS.md for the commands and numbers.
 
@@ -26,7 +27,7 @@ use broker::Broker;
 use brook_client::Connection;
 use clap::{Parser, Subcommand};
 use load::Mode;
-use scenarios::{backlog, consume, e2e, index, loopback, produce, queues, restart, timers, wake};
+use scenarios::{backlog, cluster, consume, e2e, index, loopback, produce, queues, restart, timers, wake};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -170,6 +171,21 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         log_gib: u64,
     },
+    /// Name server and brokers of its own: sends through the name server
+    /// against sends to the broker named directly (alternated), then the
+    /// time from SIGKILL of one of `--brokers` to the producers' rate back
+    /// at 2/3 of before.
+    Cluster {
+        /// Brokers in the recovery part.
+        #[arg(long, default_value_t = 3)]
+        brokers: usize,
+        /// Direct/routed pairs in the routing part.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Load before the kill.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        kill_after: Duration,
+    },
     /// No broker: a server process that only answers, driven like `produce
     /// --mode sync` (frames of a real send and answer). The ceiling this
     /// machine's loopback and scheduler put on sync producers.
@@ -219,6 +235,9 @@ async fn run(cli: Cli) -> Result<bool, String> {
             summary.print();
             return Ok(true);
         }
+        Scenario::Cluster { brokers, rounds, kill_after } => {
+            return cluster::run(&common, cluster::ClusterRun { brokers, rounds, kill_after }).await;
+        }
         Scenario::Loopback => {
             let total = common.messages.unwrap_or(0);
             let summary = loopback::run(common.producers, common.size, scenarios::budget(&common), total).await?;
@@ -250,7 +269,11 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Scenario::Queues { count, warmup } => queues::run(&broker, &admin, &common, count, warmup).await,
         Scenario::Backlog { stored } => backlog::run(&broker, &admin, &common, stored).await,
         Scenario::Restart { log_gib } => restart::run(broker, &admin, &common, log_gib).await,
-        Scenario::Index { .. } | Scenario::Loopback | Scenario::LoopbackServer | Scenario::Wake => Ok(true),
+        Scenario::Index { .. }
+        | Scenario::Loopback
+        | Scenario::LoopbackServer
+        | Scenario::Wake
+        | Scenario::Cluster { .. } => Ok(true),
         Scenario::Timers { pending, spread, lead, rate } => {
             let load = timers::TimerLoad {
                 pending,

@@ -29,8 +29,25 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
+/// A send's outcome: its acks, or why not.
+pub(crate) type Outcome = Result<Vec<SendAck>, Refused>;
+
+/// A failed send: the error, and its messages handed back when another
+/// broker may take them (so the producer need not keep a copy of every
+/// send in case its broker dies).
+pub(crate) struct Refused {
+    pub error: ClientError,
+    pub unsent: Option<Vec<Message>>,
+}
+
+impl From<ClientError> for Refused {
+    fn from(error: ClientError) -> Self {
+        Refused { error, unsent: None }
+    }
+}
+
 /// Where a send's acks go (`None`: one-way).
-type Reply = Option<oneshot::Sender<Result<Vec<SendAck>, ClientError>>>;
+type Reply = Option<oneshot::Sender<Outcome>>;
 
 /// A send handed to a lane.
 pub(crate) struct LaneJob {
@@ -228,10 +245,10 @@ impl Lane {
             let cause = error.to_string();
             let (ordered, unordered): (Vec<_>, Vec<_>) = failed.into_iter().partition(|p| p.ordered);
             for pending in unordered {
-                answer(
-                    pending.reply,
-                    Err(ClientError::Unavailable { broker: self.broker.clone(), cause: cause.clone() }),
-                );
+                if let Some(reply) = pending.reply {
+                    let error = ClientError::Unavailable { broker: self.broker.clone(), cause: cause.clone() };
+                    let _ = reply.send(Err(Refused { error, unsent: Some(pending.messages) }));
+                }
             }
             if ordered.is_empty() {
                 self.new_epoch();
@@ -286,7 +303,7 @@ impl Lane {
 
 fn answer(reply: Reply, result: Result<Vec<SendAck>, ClientError>) {
     if let Some(reply) = reply {
-        let _ = reply.send(result);
+        let _ = reply.send(result.map_err(Refused::from));
     }
 }
 

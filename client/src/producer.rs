@@ -34,7 +34,7 @@
 
 use crate::error::ClientError;
 use crate::faults::Faults;
-use crate::lane::{Lane, LaneConfig, LaneJob};
+use crate::lane::{Lane, LaneConfig, LaneJob, Outcome, Refused};
 use crate::router::{Endpoint, QueueSlot, Router, TopicView, DIRECT};
 use crate::session::{Backoff, Session};
 use brook_proto::request::SendAck;
@@ -132,7 +132,7 @@ struct Job {
     target: Target,
     messages: Vec<Message>,
     /// `None`: one-way.
-    reply: Option<oneshot::Sender<Result<Vec<SendAck>, ClientError>>>,
+    reply: Option<oneshot::Sender<Outcome>>,
     /// A replica set this send just failed on: round-robin skips it.
     avoid: Option<String>,
 }
@@ -204,31 +204,34 @@ impl Producer {
     ) -> impl Future<Output = Result<Vec<SendAck>, ClientError>> + Send + 'static {
         self.stamp(&mut messages);
         // A round-robin send the cluster's other brokers could take goes to
-        // one of them when its broker fails: it keeps its messages for that.
+        // one of them when its broker fails (its lane hands the messages
+        // back for that).
         let again = (matches!(target, Target::Next) && self.inner.router.is_cluster())
-            .then(|| (topic.clone(), messages.clone(), self.inner.jobs.clone()));
+            .then(|| (topic.clone(), self.inner.jobs.clone()));
         let first = self.submit(Job { topic, target, messages, reply: None, avoid: None });
         let (retries, router) = (self.inner.config.retries, self.inner.router.clone());
         async move {
             let mut outcome = answer_of(first?).await;
             let mut attempts = 0;
-            while let (Err(ClientError::Unavailable { broker, .. }), Some((topic, messages, jobs))) = (&outcome, &again)
-            {
+            loop {
+                let refused = match outcome {
+                    Ok(acks) => return Ok(acks),
+                    Err(refused) => refused,
+                };
+                let (ClientError::Unavailable { broker, .. }, Some(messages), Some((topic, jobs))) =
+                    (&refused.error, refused.unsent, &again)
+                else {
+                    return Err(refused.error);
+                };
                 router.invalidate(topic);
                 if attempts >= retries {
-                    break;
+                    return Err(refused.error);
                 }
                 attempts += 1;
-                let job = Job {
-                    topic: topic.clone(),
-                    target: Target::Next,
-                    messages: messages.clone(),
-                    reply: None,
-                    avoid: Some(broker.clone()),
-                };
+                let job =
+                    Job { topic: topic.clone(), target: Target::Next, messages, reply: None, avoid: Some(broker.clone()) };
                 outcome = answer_of(submit(jobs, job)?).await;
             }
-            outcome
         }
     }
 
@@ -329,7 +332,7 @@ impl Producer {
 }
 
 /// A queued send's answer.
-type Answer = oneshot::Receiver<Result<Vec<SendAck>, ClientError>>;
+type Answer = oneshot::Receiver<Outcome>;
 
 /// Queues `job` with a reply channel; the receiving end.
 fn submit(jobs: &mpsc::UnboundedSender<Job>, mut job: Job) -> Result<Answer, ClientError> {
@@ -340,8 +343,8 @@ fn submit(jobs: &mpsc::UnboundedSender<Job>, mut job: Job) -> Result<Answer, Cli
 }
 
 /// The answer of a queued send.
-async fn answer_of(answer: Answer) -> Result<Vec<SendAck>, ClientError> {
-    answer.await.map_err(|_| ClientError::Connection("the producer stopped before answering".into()))?
+async fn answer_of(answer: Answer) -> Outcome {
+    answer.await.map_err(|_| Refused::from(ClientError::Connection("the producer stopped before answering".into())))?
 }
 
 /// The one task that takes sends in call order, picks their queues and
@@ -365,7 +368,8 @@ impl Dispatcher {
                 Ok(placed) => placed,
                 Err(e) => {
                     if let Some(reply) = reply {
-                        let _ = reply.send(Err(e));
+                        let unsent = matches!(e, ClientError::Unavailable { .. }).then_some(messages);
+                        let _ = reply.send(Err(Refused { error: e, unsent }));
                     }
                     continue;
                 }
@@ -375,7 +379,7 @@ impl Dispatcher {
                 Ok(lane) => lane,
                 Err(e) => {
                     if let Some(reply) = reply {
-                        let _ = reply.send(Err(e));
+                        let _ = reply.send(Err(e.into()));
                     }
                     continue;
                 }

@@ -3,6 +3,7 @@
 //! summary (with `--verify`, every acknowledged message read back).
 
 pub(crate) mod backlog;
+pub(crate) mod cluster;
 pub(crate) mod consume;
 pub(crate) mod e2e;
 pub(crate) mod index;
