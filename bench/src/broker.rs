@@ -168,7 +168,11 @@ fn spawn(env: &[(String, String)]) -> Result<(Child, String), String> {
 
 /// Spawns `program` with `args` and `env` and JSON logs; returns it and its
 /// address once it logs that it listens.
-fn spawn_program(program: &std::path::Path, args: &[&str], env: &[(String, String)]) -> Result<(Child, String), String> {
+fn spawn_program(
+    program: &std::path::Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Result<(Child, String), String> {
     let brookd = program;
     let mut child = Command::new(brookd)
         .args(args)
@@ -193,8 +197,7 @@ fn spawn_program(program: &std::path::Path, args: &[&str], env: &[(String, Strin
             }
         }
     });
-    let addr =
-        rx.recv_timeout(Duration::from_secs(120)).map_err(|_| format!("{} did not start", brookd.display()))?;
+    let addr = rx.recv_timeout(Duration::from_secs(120)).map_err(|_| format!("{} did not start", brookd.display()))?;
     Ok((child, addr))
 }
 

@@ -228,8 +228,13 @@ impl Producer {
                     return Err(refused.error);
                 }
                 attempts += 1;
-                let job =
-                    Job { topic: topic.clone(), target: Target::Next, messages, reply: None, avoid: Some(broker.clone()) };
+                let job = Job {
+                    topic: topic.clone(),
+                    target: Target::Next,
+                    messages,
+                    reply: None,
+                    avoid: Some(broker.clone()),
+                };
                 outcome = answer_of(submit(jobs, job)?).await;
             }
         }

@@ -87,9 +87,8 @@ const TOPIC: &str = "bench";
 
 /// Waits until the name server routes the topic to `sets` replica sets.
 async fn wait_routed(names: &str, sets: usize) -> Result<(), String> {
-    let router = brook_client::Router::connect(Endpoint::namesrv_list(names), "brook-bench")
-        .await
-        .map_err(|e| e.to_string())?;
+    let router =
+        brook_client::Router::connect(Endpoint::namesrv_list(names), "brook-bench").await.map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(route) = router.route(TOPIC).await {
