@@ -61,7 +61,8 @@ pub struct PushConfig {
     /// broker address given to `start`.
     pub namesrv: Option<Vec<String>>,
     /// How often the subscribed topics' routes are asked for again
-    /// (RocketMQ's `pollNameServerInterval`, 30 s).
+    /// (RocketMQ's `pollNameServerInterval`, 30 s); also half a second
+    /// after a broker stops answering heartbeats.
     pub route_refresh: Duration,
 }
 

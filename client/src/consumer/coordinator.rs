@@ -57,7 +57,12 @@ pub(super) async fn coordinate(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
                 failures = 0;
                 reconcile(&ctx, &mut workers, queues).await;
             }
-            Err(_) => failures = failures.saturating_add(1),
+            Err(e) => {
+                if e.code().is_none() {
+                    ctx.route_stale.notify_one();
+                }
+                failures = failures.saturating_add(1);
+            }
         }
         let wait = if failures == 0 { ctx.config.heartbeat_interval } else { Backoff::default().delay(failures) };
         let changed = async {

@@ -33,8 +33,12 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+
+/// How long after a broker stops answering its route is asked for again.
+const STALE_ROUTE_DELAY: Duration = Duration::from_millis(500);
 
 /// A running push consumer.
 pub struct PushConsumer {
@@ -51,6 +55,8 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// The part on each broker, by replica set name.
     parts: Mutex<BTreeMap<String, Part>>,
+    /// A part's broker stopped answering.
+    route_stale: Arc<tokio::sync::Notify>,
 }
 
 /// The consumer's membership on one broker.
@@ -120,6 +126,7 @@ impl PushConsumer {
             config,
             listener,
             parts: Mutex::new(BTreeMap::new()),
+            route_stale: Arc::new(tokio::sync::Notify::new()),
         });
         let brokers = shared.brokers().await?;
         for (name, addr) in brokers {
@@ -202,6 +209,7 @@ impl Shared {
             listener: self.listener.clone(),
             assignment: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
+            route_stale: self.route_stale.clone(),
         });
         let mut notices = None;
         if let Err(e) = coordinator::heartbeat(&ctx, &mut notices).await {
@@ -220,12 +228,18 @@ impl Shared {
     }
 }
 
-/// Follows the routes: joins brokers that appear (or whose master moved),
-/// leaves those that are gone; on shutdown, leaves every one.
+/// Follows the routes, every `route_refresh` and soon after a broker stops
+/// answering: joins brokers that appear (or whose master moved), leaves
+/// those that are gone; on shutdown, leaves every one.
 async fn supervise(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let cluster = shared.router.is_cluster();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(shared.config.route_refresh), if shared.router.is_cluster() => {}
+            _ = tokio::time::sleep(shared.config.route_refresh), if cluster => {}
+            // Not at once: the name server may not have noticed yet.
+            _ = shared.route_stale.notified(), if cluster => {
+                tokio::time::sleep(STALE_ROUTE_DELAY.min(shared.config.route_refresh)).await;
+            }
             _ = stop.changed() => break,
         }
         for sub in &shared.config.subscriptions {

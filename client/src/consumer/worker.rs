@@ -72,6 +72,9 @@ pub(crate) struct Ctx {
     pub(crate) assignment: Mutex<Vec<QueueRef>>,
     /// The group's assignment generation, from the latest heartbeat.
     pub(crate) generation: std::sync::atomic::AtomicU64,
+    /// Told when this broker stops answering: the consumer asks for the
+    /// routes again at once.
+    pub(crate) route_stale: Arc<tokio::sync::Notify>,
 }
 
 /// Retries before dead-lettering when neither the consumer nor the broker
