@@ -26,6 +26,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Network settings.
     pub server: ServerConfig,
+    /// The HTTP listener (`[http]`): metrics and health.
+    pub http: HttpConfig,
     /// Consumer-group settings.
     pub groups: GroupsConfig,
     /// Delay levels, space-separated durations (units ms, s, m, h, d);
@@ -246,6 +248,7 @@ impl Default for Config {
             default_queues: 4,
             store: StoreConfig::default(),
             server: ServerConfig::default(),
+            http: HttpConfig::default(),
             groups: GroupsConfig::default(),
             delay_levels: "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".into(),
             max_delay: "3d".into(),
@@ -303,6 +306,21 @@ impl Default for ServerConfig {
             workers: 0,
             disable_thp: true,
         }
+    }
+}
+
+/// The HTTP listener (`[http]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; empty turns
+    /// the listener off. Default: 127.0.0.1:8080.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into() }
     }
 }
 
@@ -392,6 +410,11 @@ impl Config {
         self.listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| Error::Config(format!("listen {:?}: {e}", self.listen)))?;
+        let http = self.http.listen.trim();
+        if !http.is_empty() {
+            http.parse::<std::net::SocketAddr>()
+                .map_err(|e| Error::Config(format!("http.listen {http:?}: {e} (empty turns it off)")))?;
+        }
         self.sanitize_cluster(&mut warnings)?;
         Ok(warnings)
     }

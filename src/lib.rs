@@ -2,13 +2,15 @@
 //!
 //! # Layout
 //! Layers import downward only: `brook_proto` ← {[`config`], [`error`],
-//! [`clock`]} ← [`io`] ← [`store`] ← [`actors`] ← [`server`] ← [`broker`] ←
-//! `main.rs`.
+//! [`clock`], [`metrics`]} ← [`io`] ← [`store`] ← [`actors`] ← [`server`],
+//! [`http`] ← [`broker`] ← `main.rs`.
 //!
 //! - [`config`]: layered configuration (defaults, TOML, `BROOK_*` env),
 //!   checked per section.
 //! - [`error`]: the broker's error type and its one mapping to wire codes.
 //! - [`clock`]: time behind a trait, for tests.
+//! - [`metrics`]: the counters and histograms `/metrics` shows, recorded
+//!   with relaxed atomics where things happen.
 //! - [`logging`]: slog to stderr, readable or JSON; [`signals`]: the stop
 //!   signals (both shared with `brook-namesrv`).
 //! - [`failpoint`]: the crash tests' stall at a named step (feature
@@ -26,6 +28,8 @@
 //!   find them.
 //! - [`server`]: listener, connections, dispatch and one handler file per
 //!   request area.
+//! - [`http`]: the HTTP listener: `/metrics` (Prometheus, RocketMQ's
+//!   names), `/healthz`, `/readyz`.
 //! - [`cluster`]: the broker in a cluster — identity, registration with the
 //!   name servers, the cluster-wide queue lists groups allocate over.
 //! - [`broker`]: assembling all of it and the ordered shutdown.
@@ -41,8 +45,10 @@ pub mod delay;
 pub mod error;
 pub mod failpoint;
 pub mod filter;
+pub mod http;
 pub mod io;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod signals;
 pub mod store;

@@ -121,6 +121,9 @@ mod anyhow_free {
                     return 1;
                 }
             };
+            if let Some(http) = server.http_addr {
+                slog::info!(logger, "http listening"; "addr" => %http);
+            }
             slog::info!(logger, "listening"; "addr" => %server.local_addr, "data_dir" => %config.data_dir.display(),
                 "flush" => ?config.store.flush);
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

@@ -26,6 +26,7 @@ impl Broker {
         let dir = tempfile::Builder::new().prefix("brook-bench-").tempdir().map_err(|e| e.to_string())?;
         let mut env = vec![
             ("BROOK_LISTEN".to_string(), "127.0.0.1:0".to_string()),
+            ("BROOK_HTTP__LISTEN".to_string(), "127.0.0.1:0".to_string()),
             ("BROOK_DATA_DIR".to_string(), dir.path().display().to_string()),
             ("BROOK_STORE__FLUSH".to_string(), flush.to_string()),
         ];

@@ -149,6 +149,10 @@ pub struct Running {
     pub view: Arc<ClusterView>,
     /// Messages in and out per second.
     pub traffic: Arc<Traffic>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The writer backend in use.
+    pub backend: crate::io::ResolvedBackend,
     arbiters: Vec<Arbiter>,
     _lock: DirLock,
 }
@@ -228,6 +232,8 @@ pub async fn start(
         names,
         view,
         traffic: Arc::default(),
+        metrics: Arc::default(),
+        backend: store.backend,
         arbiters: vec![writer_arbiter, queue_arbiter, index_arbiter],
         _lock: store.lock,
     })
@@ -356,6 +362,10 @@ pub struct Server {
     connections: Option<tokio::runtime::Runtime>,
     /// Registration with the name servers (none: standalone).
     cluster: Option<cluster::ClusterTasks>,
+    /// The HTTP listener (none: `http.listen` is empty).
+    http: Option<crate::http::Http>,
+    /// Where the HTTP listener listens.
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// Binds the listen address and starts accepting.
@@ -398,15 +408,27 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         writer_stats: running.writer_stats.clone(),
         started: std::time::Instant::now(),
         traffic: running.traffic.clone(),
+        metrics: running.metrics.clone(),
         identity: identity.clone(),
         logger: logger.clone(),
     });
     actix::spawn(running.traffic.clone().sample(running.writer_stats.clone()));
+    let http = match config.http.listen.trim() {
+        "" => None,
+        listen => {
+            let backend = match running.backend {
+                crate::io::ResolvedBackend::Uring => "uring",
+                crate::io::ResolvedBackend::Std => "std",
+            };
+            Some(crate::http::start(listen, core.clone(), backend)?)
+        }
+    };
+    let http_addr = http.as_ref().map(|h| h.local_addr);
     let cluster = cluster::start(running, &config, identity, &logger);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel(1);
     actix::spawn(listener::run(listener, core, connections.handle().clone(), shutdown_rx, done_tx));
-    Ok(Server { local_addr, shutdown, stopping, done_rx, connections: Some(connections), cluster })
+    Ok(Server { local_addr, shutdown, stopping, done_rx, connections: Some(connections), cluster, http, http_addr })
 }
 
 impl Server {
@@ -418,6 +440,9 @@ impl Server {
             cluster.stop().await;
         }
         let _ = self.shutdown.send(true);
+        if let Some(http) = self.http.take() {
+            http.stop().await;
+        }
         // Parked pulls would otherwise hold their connections' drain for
         // its whole timeout: they are read-only, so answering them with
         // what is there loses nothing.

@@ -49,6 +49,8 @@ pub struct BrokerCore {
     pub started: std::time::Instant,
     /// Messages in and out per second (pulls count what they deliver).
     pub traffic: Arc<crate::cluster::traffic::Traffic>,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Who this broker is in its cluster.
     pub identity: crate::cluster::Identity,
     /// Logger.

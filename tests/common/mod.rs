@@ -23,6 +23,8 @@ pub struct Brookd {
     child: Option<Child>,
     /// Address it listens on.
     pub addr: String,
+    /// Where its HTTP listener is (metrics, health), if it logged one.
+    pub http_addr: Option<String>,
     /// Its data dir.
     pub data_dir: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
@@ -53,6 +55,7 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn base_env(data_dir: &Path, backend: &str) -> Vec<(String, String)> {
     vec![
         ("BROOK_LISTEN".into(), "127.0.0.1:0".into()),
+        ("BROOK_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
         ("BROOK_DATA_DIR".into(), data_dir.display().to_string()),
         ("BROOK_STORE__IO_BACKEND".into(), backend.into()),
         ("BROOK_STORE__SEGMENT_BYTES".into(), "65536".into()),
@@ -118,7 +121,14 @@ impl Brookd {
                 panic!("{name} did not start; logs:\n{}", logs.lock().expect("logs").join("\n"));
             }
         };
-        Brookd { child: Some(child), addr, data_dir, logs }
+        let http_addr = logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["msg"] == "http listening")
+            .and_then(|v| v["addr"].as_str().map(str::to_string));
+        Brookd { child: Some(child), addr, http_addr, data_dir, logs }
     }
 
     /// Its process id.

@@ -31,6 +31,7 @@ mod syncer;
 
 use crate::config::FlushMode;
 use crate::error::{Error, Result};
+use crate::metrics::histogram::Histogram;
 use crate::store::commitlog::{AppendBatch, CommitLog, GroupError, RecordPos};
 use crate::store::segment::SegmentSet;
 use actix::prelude::*;
@@ -80,8 +81,8 @@ pub struct SyncedAt {
 }
 
 /// Group-commit counters and the writer's state, shared with the broker's
-/// status, benches and tests.
-#[derive(Debug, Default)]
+/// status and metrics, benches and tests.
+#[derive(Debug)]
 pub struct WriterStats {
     /// Groups written.
     pub groups: AtomicU64,
@@ -97,6 +98,28 @@ pub struct WriterStats {
     /// Why the writer is poisoned (refusing every write until a restart),
     /// if it is.
     pub poisoned: parking_lot::Mutex<Option<String>>,
+    /// One past the last byte an fdatasync covered.
+    pub synced_pos: AtomicU64,
+    /// fdatasync times, µs.
+    pub fsync_us: Histogram,
+    /// Records per group commit.
+    pub group_records: Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        Self {
+            groups: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            appends: AtomicU64::new(0),
+            write_pos: AtomicU64::new(0),
+            disk_full_since_ms: AtomicI64::new(0),
+            poisoned: parking_lot::Mutex::new(None),
+            synced_pos: AtomicU64::new(0),
+            fsync_us: Histogram::new(crate::metrics::histogram::SYNC_US),
+            group_records: Histogram::new(crate::metrics::histogram::GROUP_RECORDS),
+        }
+    }
 }
 
 impl WriterStats {
@@ -261,12 +284,16 @@ impl WriterActor {
     }
 
     /// A sync round ended: answers what it covered, or poisons.
-    fn synced(&mut self, Synced { asked, at, result }: Synced) {
+    fn synced(&mut self, Synced { asked, at, result, took }: Synced) {
         if self.poisoned.is_some() {
             return; // everything waiting was failed already
         }
+        if let Some(took) = took {
+            self.stats.fsync_us.observe(took.as_micros() as u64);
+        }
         match result {
             Ok(()) => {
+                self.stats.synced_pos.fetch_max(at.write_pos, Ordering::Relaxed);
                 self.awaiting.settle(asked, at);
                 let behind = at.write_pos.saturating_sub(self.config.log_cache_bytes);
                 self.drop_cached_below(behind.min(self.segments.replay_from()));
@@ -415,6 +442,7 @@ impl WriterActor {
                 self.stats.groups.fetch_add(1, Ordering::Relaxed);
                 self.stats.records.fetch_add(records as u64, Ordering::Relaxed);
                 self.stats.appends.fetch_add(dones.len() as u64, Ordering::Relaxed);
+                self.stats.group_records.observe(records as u64);
                 if let Some(ts) = positions.iter().flatten().map(|p| p.store_ts).max() {
                     self.last_store_ts = self.last_store_ts.max(ts);
                 }

@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 pub(super) struct Synced {
     /// The last request the round covered.
     pub asked: u64,
+    /// How long its fdatasyncs took (`None`: nothing needed one).
+    pub took: Option<std::time::Duration>,
     /// Where the log stood when that request was made.
     pub at: SyncedAt,
     /// The round's outcome (a failure poisons the writer).
@@ -109,9 +111,11 @@ fn run(shared: &Shared, mut sync: SyncFiles, done: &mpsc::UnboundedSender<Synced
         };
         let began = std::time::Instant::now();
         let result = if files.is_empty() { Ok(()) } else { sync(&files) };
-        pace.took(began.elapsed());
+        let took = began.elapsed();
+        pace.took(took);
         synced = asked;
-        if done.send(Synced { asked, at, result }).is_err() {
+        let took = (!files.is_empty()).then_some(took);
+        if done.send(Synced { asked, at, result, took }).is_err() {
             return; // the writer is gone
         }
     }

@@ -6,6 +6,7 @@ use crate::actors::queue::Pull;
 use crate::error::Error;
 use crate::filter::sql::{Expr, Fields};
 use crate::filter::TagFilter;
+use crate::metrics::MessageType;
 use crate::server::context::BrokerCore;
 use crate::server::handlers::{check_queue, query, topic_queues};
 use crate::store::commitlog::LogReader;
@@ -62,6 +63,7 @@ pub async fn pull(
     // Keep every answer well inside one frame.
     let byte_cap = (core.config.server.max_frame_bytes / 2) as u32;
     let max_bytes = if max_bytes == 0 { 1 << 20 } else { max_bytes }.min(byte_cap);
+    let waiting = Waiting::new(&core.metrics.long_polls);
     let found = core
         .registry
         .queue(topic, queue)
@@ -75,6 +77,7 @@ pub async fn pull(
         })
         .await
         .map_err(Error::from)??;
+    drop(waiting);
     // Fresh records are read right here: all of them for a consumer that
     // this pull brings to the queue's end (it is keeping up; a thread hop
     // would only add latency), the first few for one catching up on a
@@ -97,7 +100,26 @@ pub async fn pull(
         .map_err(|e| Error::Busy(e.to_string()))??;
     }
     core.traffic.delivered(frame.len());
+    if !frame.is_empty() {
+        core.metrics.delivered(topic).add(MessageType::Normal, frame.len() as u64, bytes as u64);
+    }
     Ok(PulledAnswer { frame, offsets: (found.next_offset, found.min_offset, found.max_offset) })
+}
+
+/// A pull waiting at its queue (parked, mostly), counted while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a std::sync::atomic::AtomicI64) -> Self {
+        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Records a pull that leaves a backlog behind it reads on the

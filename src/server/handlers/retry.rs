@@ -50,6 +50,7 @@ pub async fn send_back(core: &BrokerCore, group: &str, log_offset: u64, to_dlq: 
         msg.topic.clone_from(&dlq);
         let code = record::tag_hash(msg.tags.as_deref());
         core.appender.append(&dlq, 0, vec![(msg, code)]).await?;
+        core.metrics.dead_lettered(group, &origin_topic);
         slog::info!(core.logger, "message dead-lettered";
             "group" => group, "topic" => &origin_topic, "log_offset" => log_offset, "reconsume_times" => times);
         return Ok(Response::Done);

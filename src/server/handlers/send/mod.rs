@@ -10,6 +10,7 @@ use crate::actors::queue::fanout::Placements;
 use crate::actors::queue::idempotence::PartProducer;
 use crate::actors::queue::Placed;
 use crate::error::Error;
+use crate::metrics::{MessageType, Metrics, TopicCounts};
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::handlers::Reply;
 use crate::server::handlers::{check_queue, topic_queues, trace, txn};
@@ -153,7 +154,50 @@ pub struct SubmittedSends {
     /// The rest, in store order, and how many belong to each stored part.
     members: Vec<(Option<u64>, Answering)>,
     sizes: Vec<usize>,
+    tallies: Vec<Tally>,
     stored: AppendWait,
+}
+
+/// A part's messages by topic and type (RocketMQ's `messages_in` labels),
+/// counted once the part is stored.
+#[derive(Default)]
+struct Tally {
+    counts: SmallVec<[Counted; 1]>,
+}
+
+/// A topic's counters, the messages' type, how many and their body bytes.
+type Counted = (std::sync::Arc<TopicCounts>, MessageType, u64, u64);
+
+impl Tally {
+    fn add(&mut self, metrics: &Metrics, prepared: &PreparedSend<'_>, items: &Items<'_>) {
+        let kind = if prepared.store_in == Some(brook_proto::system::TRANS_HALF_TOPIC) {
+            MessageType::Transaction
+        } else if prepared.dues.iter().any(Option::is_some) {
+            MessageType::Delay
+        } else {
+            MessageType::Normal
+        };
+        let mut bytes = 0;
+        for (msg, _) in items {
+            let len = msg.body_len() as u64;
+            metrics.message_size.observe(len);
+            bytes += len;
+        }
+        let counts = metrics.stored(prepared.topic);
+        match self.counts.last_mut() {
+            Some((c, k, n, b)) if std::sync::Arc::ptr_eq(c, &counts) && *k == kind => {
+                *n += items.len() as u64;
+                *b += bytes;
+            }
+            _ => self.counts.push((counts, kind, items.len() as u64, bytes)),
+        }
+    }
+
+    fn count(self) {
+        for (counts, kind, messages, bytes) in self.counts {
+            counts.add(kind, messages, bytes);
+        }
+    }
 }
 
 /// Checks, encodes and hands to the queues the sends of [`send_many`], all
@@ -202,6 +246,8 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
         encoded: Encoded::with_capacity(bytes, records, groups.len()),
         members: Vec::with_capacity(ready.len()),
         sizes: Vec::with_capacity(groups.len()),
+        tallies: Vec::with_capacity(groups.len()),
+        tally: Tally::default(),
         answers,
         open: None,
     };
@@ -216,12 +262,12 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
                 parts.open(spec.clone(), queue, prepared.lane());
             }
             next_seq = prepared.producer.and_then(|p| p.of(items.len()));
-            parts.add(id, &items, prepared);
+            parts.add(id, &items, prepared, &core.metrics);
         }
         parts.close();
     }
-    let Parts { encoded, members, sizes, answers, .. } = parts;
-    SubmittedSends { answers, members, sizes, stored: core.appender.submit(encoded) }
+    let Parts { encoded, members, sizes, tallies, answers, .. } = parts;
+    SubmittedSends { answers, members, sizes, tallies, stored: core.appender.submit(encoded) }
 }
 
 /// The parts of a produce as the send path builds them: requests are
@@ -231,6 +277,10 @@ struct Parts {
     encoded: Encoded,
     members: Vec<(Option<u64>, Answering)>,
     sizes: Vec<usize>,
+    /// What each part counts once stored (one per entry of `sizes`).
+    tallies: Vec<Tally>,
+    /// The open part's.
+    tally: Tally,
     answers: Vec<(Option<u64>, Reply)>,
     /// The open part: its first member and the first encoding error.
     open: Option<(usize, Option<crate::error::Error>)>,
@@ -242,7 +292,8 @@ impl Parts {
         self.open = Some((self.members.len(), None));
     }
 
-    fn add(&mut self, id: Option<u64>, items: &Items<'_>, prepared: PreparedSend<'_>) {
+    fn add(&mut self, id: Option<u64>, items: &Items<'_>, prepared: PreparedSend<'_>, metrics: &Metrics) {
+        self.tally.add(metrics, &prepared, items);
         for (msg, code) in items {
             if let Err(e) = msg.encode(&mut self.encoded, *code) {
                 if let Some((_, failed)) = &mut self.open {
@@ -254,9 +305,13 @@ impl Parts {
     }
 
     fn close(&mut self) {
+        let tally = std::mem::take(&mut self.tally);
         match self.open.take() {
             None => {}
-            Some((first, None)) => self.sizes.push(self.members.len() - first),
+            Some((first, None)) => {
+                self.sizes.push(self.members.len() - first);
+                self.tallies.push(tally);
+            }
             // Every field was checked while preparing; a failure here is a
             // bug, and it fails only this part.
             Some((first, Some(e))) => {
@@ -271,13 +326,14 @@ impl Parts {
 impl SubmittedSends {
     /// Waits for the stores and answers every request.
     pub async fn answers(self, core: &BrokerCore, conn: &ConnInfo) -> Vec<(Option<u64>, Reply)> {
-        let SubmittedSends { mut answers, members, sizes, stored } = self;
+        let SubmittedSends { mut answers, members, sizes, tallies, stored } = self;
         let Placements { stored, outcomes } = stored.wait().await;
         let mut members = members.into_iter();
-        for (outcome, size) in outcomes.into_iter().zip(sizes) {
+        for ((outcome, size), tally) in outcomes.into_iter().zip(sizes).zip(tallies) {
             let group = members.by_ref().take(size);
             match outcome {
                 Ok(range) => {
+                    tally.count();
                     let mut rest = stored.get(range).unwrap_or(&[]);
                     for (id, answering) in group {
                         let (own, after) = rest.split_at(answering.dues.len().min(rest.len()));

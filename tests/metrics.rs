@@ -1,0 +1,140 @@
+//! brookd's HTTP listener against a real broker: `/healthz`, `/readyz`, and
+//! `/metrics` in the Prometheus text format under RocketMQ's names, whose
+//! numbers follow what was sent, consumed and left unconsumed.
+
+mod common;
+
+use brook_client::{ConsumeResult, Message, Producer, PushConfig, PushConsumer, StartFrom};
+use common::{base_env, wait_for, Brookd};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `method path` over a fresh connection: (status, content type, body).
+fn http(addr: &str, method: &str, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: brook\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        .expect("write");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let content_type = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    (status, content_type, body.to_string())
+}
+
+/// The value of the series named `name` whose labels include every pair
+/// of `labels`.
+fn value(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        if metric != name || !labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))) {
+            return None;
+        }
+        value.parse().ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_follow_the_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = base_env(dir.path(), "std");
+    env.push(("BROOK_BROKER_NAME".into(), "broker-m".into()));
+    env.push(("BROOK_GROUPS__OFFSET_FLUSH_INTERVAL_MS".into(), "200".into()));
+    let broker = Brookd::start(&env);
+    let web = broker.http_addr.clone().expect("brookd logs its http address");
+
+    assert_eq!(http(&web, "GET", "/healthz").0, 200);
+    let (status, _, body) = http(&web, "GET", "/readyz");
+    assert_eq!((status, body.trim()), (200, "ready"));
+    assert_eq!(http(&web, "GET", "/nope").0, 404);
+    assert_ne!(http(&web, "POST", "/metrics").0, 200, "metrics are read-only");
+
+    let conn = broker.connect().await;
+    conn.create_topic("orders", 2).await.expect("create");
+    let producer = Producer::connect(broker.addr.as_str()).await.expect("producer");
+    for i in 0..10 {
+        producer.send(Message::new("orders", format!("order {i}"))).await.expect("send");
+    }
+    producer.send(Message::new("orders", "later").with_delay_level(1)).await.expect("delayed send");
+
+    // A group reads the ten, then five more arrive unread.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let config = PushConfig::new("billing").subscribe("orders", None).start_from(StartFrom::Earliest);
+    let consumer = PushConsumer::start(broker.addr.as_str(), config, move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async { ConsumeResult::Success }
+    })
+    .await
+    .expect("consumer");
+    wait_for("the group reads the messages", Duration::from_secs(30), || seen.load(Ordering::Relaxed) >= 10).await;
+    consumer.shutdown().await;
+    for i in 0..5 {
+        producer.send(Message::new("orders", format!("unread {i}"))).await.expect("send");
+    }
+
+    let (status, content_type, page) = http(&web, "GET", "/metrics");
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(page.trim_end().ends_with("# EOF"), "a complete exposition");
+    let common = [("cluster", "DefaultCluster"), ("node_type", "broker"), ("node_id", "broker-m")];
+    let normal = [("topic", "orders"), ("message_type", "NORMAL"), ("is_system", "false")];
+    assert_eq!(value(&page, "rocketmq_messages_in_total", &normal), Some(15.0), "{page}");
+    assert_eq!(
+        value(&page, "rocketmq_messages_in_total", &[("topic", "orders"), ("message_type", "DELAY")]),
+        Some(1.0)
+    );
+    assert!(value(&page, "rocketmq_messages_in_total", &common).is_some(), "common labels on every series");
+    let body_bytes: f64 = (0..10).map(|i| format!("order {i}").len() as f64).sum::<f64>()
+        + (0..5).map(|i| format!("unread {i}").len() as f64).sum::<f64>();
+    assert_eq!(value(&page, "rocketmq_throughput_in_total", &normal), Some(body_bytes));
+    assert_eq!(value(&page, "rocketmq_message_size_count", &[]), Some(16.0));
+    assert_eq!(value(&page, "rocketmq_message_size_bucket", &[("le", "1024.0")]), Some(16.0), "all under 1 KiB");
+    assert_eq!(value(&page, "rocketmq_message_size_bucket", &[("le", "+Inf")]), Some(16.0), "cumulative");
+    assert!(value(&page, "rocketmq_messages_out_total", &[("topic", "orders")]) >= Some(10.0));
+    assert_eq!(value(&page, "rocketmq_topic_number", &[]).map(|n| n >= 1.0), Some(true));
+    assert_eq!(value(&page, "rocketmq_consumer_group_number", &[]), Some(1.0));
+    let lag = [("consumer_group", "billing"), ("topic", "orders"), ("is_retry", "false")];
+    assert_eq!(value(&page, "rocketmq_consumer_lag_messages", &lag), Some(5.0), "five sent after the group left");
+    assert!(value(&page, "rocketmq_storage_size", &[]) > Some(0.0));
+    assert_eq!(value(&page, "brook_io_backend", &[("backend", "std")]), Some(1.0));
+    assert_eq!(value(&page, "brook_writable", &[]), Some(1.0));
+    assert!(value(&page, "brook_records_written_total", &[]) >= Some(16.0));
+    assert!(value(&page, "brook_group_commit_records_count", &[]) >= Some(1.0));
+    // Async flush: an fdatasync within flush_interval_ms (500) of a write.
+    wait_for("an fdatasync is timed", Duration::from_secs(30), || {
+        value(&http(&web, "GET", "/metrics").2, "brook_fdatasync_latency_us_count", &[]) > Some(0.0)
+    })
+    .await;
+    // Every series line is `name{labels} value`.
+    for line in page.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (_, number) = line.rsplit_once(' ').expect("name and value");
+        assert!(number.parse::<f64>().is_ok() || number == "+Inf", "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_http_listen_turns_the_listener_off_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = base_env(dir.path(), "std");
+    env.retain(|(k, _)| k != "BROOK_HTTP__LISTEN");
+    env.push(("BROOK_HTTP__LISTEN".into(), String::new()));
+    let broker = Brookd::start(&env);
+    assert_eq!(broker.http_addr, None, "no http listener");
+    drop(broker);
+    let out = std::process::Command::new(common::bin("brookd"))
+        .arg("--print-config")
+        .env("BROOK_HTTP__LISTEN", "not an address")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"));
+}
