@@ -4,13 +4,14 @@
 //! together are stored as one batch per queue, in arrival order.
 
 mod merge;
+mod tally;
 
 use crate::actors::appender::{AppendWait, Encoded};
 use crate::actors::queue::fanout::Placements;
 use crate::actors::queue::idempotence::PartProducer;
 use crate::actors::queue::Placed;
 use crate::error::Error;
-use crate::metrics::{MessageType, Metrics, TopicCounts};
+use crate::metrics::Metrics;
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::handlers::Reply;
 use crate::server::handlers::{check_queue, topic_queues, trace, txn};
@@ -22,6 +23,7 @@ use brook_proto::system::{
 use brook_proto::{ErrorCode, Message, MessageId, MessageRef, ProducerSeq, Response, WireError};
 use merge::merge_in_order;
 use smallvec::SmallVec;
+use tally::Tally;
 
 /// Most messages in one send request.
 pub const MAX_BATCH_MESSAGES: usize = brook_proto::MAX_SEND_MESSAGES;
@@ -156,48 +158,6 @@ pub struct SubmittedSends {
     sizes: Vec<usize>,
     tallies: Vec<Tally>,
     stored: AppendWait,
-}
-
-/// A part's messages by topic and type (RocketMQ's `messages_in` labels),
-/// counted once the part is stored.
-#[derive(Default)]
-struct Tally {
-    counts: SmallVec<[Counted; 1]>,
-}
-
-/// A topic's counters, the messages' type, how many and their body bytes.
-type Counted = (std::sync::Arc<TopicCounts>, MessageType, u64, u64);
-
-impl Tally {
-    fn add(&mut self, metrics: &Metrics, prepared: &PreparedSend<'_>, items: &Items<'_>) {
-        let kind = if prepared.store_in == Some(brook_proto::system::TRANS_HALF_TOPIC) {
-            MessageType::Transaction
-        } else if prepared.dues.iter().any(Option::is_some) {
-            MessageType::Delay
-        } else {
-            MessageType::Normal
-        };
-        let mut bytes = 0;
-        for (msg, _) in items {
-            let len = msg.body_len() as u64;
-            metrics.message_size.observe(len);
-            bytes += len;
-        }
-        let counts = metrics.stored(prepared.topic);
-        match self.counts.last_mut() {
-            Some((c, k, n, b)) if std::sync::Arc::ptr_eq(c, &counts) && *k == kind => {
-                *n += items.len() as u64;
-                *b += bytes;
-            }
-            _ => self.counts.push((counts, kind, items.len() as u64, bytes)),
-        }
-    }
-
-    fn count(self) {
-        for (counts, kind, messages, bytes) in self.counts {
-            counts.add(kind, messages, bytes);
-        }
-    }
 }
 
 /// Checks, encodes and hands to the queues the sends of [`send_many`], all
