@@ -71,6 +71,19 @@ impl Cluster {
         Cluster { names, brokers, envs, _dir: dir }
     }
 
+    /// Waits until every name server lists every broker (registration
+    /// follows a broker's start by a moment).
+    async fn registered(self) -> Cluster {
+        for ns in &self.names {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while listed(&ns.addr).await.len() < self.brokers.len() {
+                assert!(tokio::time::Instant::now() < deadline, "brokers did not register with {}", ns.addr);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        self
+    }
+
     fn namesrv_list(&self) -> String {
         self.names.iter().map(|n| n.addr.clone()).collect::<Vec<_>>().join(",")
     }
@@ -113,7 +126,11 @@ async fn routed_sets(namesrv: &str, topic: &str) -> BTreeSet<String> {
 async fn wait_routed(namesrv: &str, sets: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while routed_sets(namesrv, TOPIC).await.len() != sets {
-        assert!(tokio::time::Instant::now() < deadline, "{namesrv} did not route {sets} replica sets of {TOPIC}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{namesrv} did not route {sets} replica sets of {TOPIC}: {:?}",
+            routed_sets(namesrv, TOPIC).await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -368,7 +385,7 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_shares_queues_and_survives_a_killed_broker() {
-    let mut cluster = Cluster::start(2, 3);
+    let mut cluster = Cluster::start(2, 3).registered().await;
     let list = cluster.namesrv_list();
 
     admin_through_name_servers(&cluster).await;
@@ -449,7 +466,7 @@ async fn a_cluster_shares_queues_and_survives_a_killed_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_go_on_without_name_servers_and_a_restarted_one_is_refilled() {
-    let mut cluster = Cluster::start(2, 2);
+    let mut cluster = Cluster::start(2, 2).registered().await;
     cluster.ctl(&["topic", "create", TOPIC, "--queues", "2"]);
     for ns in &cluster.names {
         wait_routed(&ns.addr, 2).await;
@@ -504,7 +521,7 @@ async fn bad_input_at_a_name_server_gets_clear_errors_and_changes_nothing() {
     use common::raw::{ask as raw_ask, connected, raw, read_frame};
     use std::io::Write;
 
-    let cluster = Cluster::start(1, 1);
+    let cluster = Cluster::start(1, 1).registered().await;
     let ns = cluster.names[0].addr.clone();
     cluster.ctl(&["topic", "create", TOPIC, "--queues", "2"]);
     wait_routed(&ns, 1).await;
