@@ -42,6 +42,26 @@ fn value(page: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
+/// Every metric the shipped Grafana dashboard asks for is on `page`.
+fn dashboard_metrics_are_on(page: &str) {
+    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/brook.json"))
+        .expect("deploy/grafana/brook.json");
+    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("valid JSON");
+    let mut asked = std::collections::BTreeSet::new();
+    for (i, _) in dashboard.match_indices("rocketmq_").chain(dashboard.match_indices("brook_")) {
+        let name: String = dashboard[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        asked.insert(name);
+    }
+    assert!(asked.len() >= 10, "{asked:?}");
+    for name in asked {
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        assert!(page.contains(&format!("# TYPE {family} ")), "the dashboard asks for {name}, not on the page");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_follow_the_broker() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -114,23 +134,7 @@ async fn metrics_and_health_follow_the_broker() {
         value(&http(&web, "GET", "/metrics").2, "brook_fdatasync_latency_us_count", &[]) > Some(0.0)
     })
     .await;
-    // Every metric the shipped Grafana dashboard asks for is on the page.
-    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/brook.json"))
-        .expect("deploy/grafana/brook.json");
-    let _: serde_json::Value = serde_json::from_str(&dashboard).expect("valid JSON");
-    let mut asked = std::collections::BTreeSet::new();
-    for (i, _) in dashboard.match_indices("rocketmq_").chain(dashboard.match_indices("brook_")) {
-        let name: String = dashboard[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        asked.insert(name);
-    }
-    assert!(asked.len() >= 10, "{asked:?}");
-    for name in asked {
-        let family = ["_total", "_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|suffix| name.strip_suffix(suffix))
-            .unwrap_or(&name);
-        assert!(page.contains(&format!("# TYPE {family} ")), "the dashboard asks for {name}, not on the page");
-    }
+    dashboard_metrics_are_on(&page);
     // Every series line is `name{labels} value`.
     for line in page.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         let (_, number) = line.rsplit_once(' ').expect("name and value");
