@@ -84,6 +84,7 @@ async fn metrics_and_health_follow_the_broker() {
         producer.send(Message::new("orders", format!("order {i}"))).await.expect("send");
     }
     producer.send(Message::new("orders", "later").with_delay_level(1)).await.expect("delayed send");
+    producer.send(Message::new("orders", "at a time").with_delay_ms(200)).await.expect("timed send");
 
     // A group reads the ten, then five more arrive unread.
     let seen = Arc::new(AtomicUsize::new(0));
@@ -110,15 +111,15 @@ async fn metrics_and_health_follow_the_broker() {
     assert_eq!(value(&page, "rocketmq_messages_in_total", &normal), Some(15.0), "{page}");
     assert_eq!(
         value(&page, "rocketmq_messages_in_total", &[("topic", "orders"), ("message_type", "DELAY")]),
-        Some(1.0)
+        Some(2.0)
     );
     assert!(value(&page, "rocketmq_messages_in_total", &common).is_some(), "common labels on every series");
     let body_bytes: f64 = (0..10).map(|i| format!("order {i}").len() as f64).sum::<f64>()
         + (0..5).map(|i| format!("unread {i}").len() as f64).sum::<f64>();
     assert_eq!(value(&page, "rocketmq_throughput_in_total", &normal), Some(body_bytes));
-    assert_eq!(value(&page, "rocketmq_message_size_count", &[]), Some(16.0));
-    assert_eq!(value(&page, "rocketmq_message_size_bucket", &[("le", "1024.0")]), Some(16.0), "all under 1 KiB");
-    assert_eq!(value(&page, "rocketmq_message_size_bucket", &[("le", "+Inf")]), Some(16.0), "cumulative");
+    assert_eq!(value(&page, "rocketmq_message_size_count", &[]), Some(17.0));
+    assert_eq!(value(&page, "rocketmq_message_size_bucket", &[("le", "1024.0")]), Some(17.0), "all under 1 KiB");
+    assert_eq!(value(&page, "rocketmq_message_size_bucket", &[("le", "+Inf")]), Some(17.0), "cumulative");
     assert!(value(&page, "rocketmq_messages_out_total", &[("topic", "orders")]) >= Some(10.0));
     assert_eq!(value(&page, "rocketmq_topic_number", &[]).map(|n| n >= 1.0), Some(true));
     assert_eq!(value(&page, "rocketmq_consumer_group_number", &[]), Some(1.0));
@@ -127,11 +128,19 @@ async fn metrics_and_health_follow_the_broker() {
     assert!(value(&page, "rocketmq_storage_size", &[]) > Some(0.0));
     assert_eq!(value(&page, "brook_io_backend", &[("backend", "std")]), Some(1.0));
     assert_eq!(value(&page, "brook_writable", &[]), Some(1.0));
-    assert!(value(&page, "brook_records_written_total", &[]) >= Some(16.0));
+    let sends = [("request_code", "5"), ("result", "success"), ("le", "+Inf")];
+    assert!(value(&page, "rocketmq_rpc_latency_bucket", &sends) >= Some(17.0), "every send timed");
+    assert!(value(&page, "rocketmq_rpc_latency_count", &[("request_code", "1")]) >= Some(1.0), "create topic");
+    assert!(value(&page, "brook_connections", &[]) >= Some(1.0));
+    assert!(value(&page, "brook_records_written_total", &[]) >= Some(17.0));
     assert!(value(&page, "brook_group_commit_records_count", &[]) >= Some(1.0));
-    // Async flush: an fdatasync within flush_interval_ms (500) of a write.
-    wait_for("an fdatasync is timed", Duration::from_secs(30), || {
-        value(&http(&web, "GET", "/metrics").2, "brook_fdatasync_latency_us_count", &[]) > Some(0.0)
+    // Async flush: an fdatasync within flush_interval_ms (500) of a write;
+    // the timed message goes into the wheel and out at its time.
+    wait_for("an fdatasync is timed and the timer fires", Duration::from_secs(30), || {
+        let page = http(&web, "GET", "/metrics").2;
+        value(&page, "brook_fdatasync_latency_us_count", &[]) > Some(0.0)
+            && value(&page, "rocketmq_timer_enqueue_total", &[]) == Some(1.0)
+            && value(&page, "rocketmq_timer_dequeue_total", &[]) == Some(1.0)
     })
     .await;
     dashboard_metrics_are_on(&page);

@@ -282,17 +282,18 @@ pub enum Request {
     GetClusterInfo,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::message::Message;
-    use crate::txn::TxnOutcome;
+impl Request {
+    /// The wire code of `Send`.
+    pub const SEND_CODE: u32 = 5;
+    /// The wire code of `Pull`.
+    pub const PULL_CODE: u32 = 6;
 
-    /// The wire code of every request. A new request gets the next number
-    /// here, at the end of the enum; this match fails to compile until it
-    /// does.
-    fn pinned(request: &Request) -> u32 {
-        match request {
+    /// The request's wire code (its variant index; metrics label requests
+    /// by it). A new request gets the next number here, at the end of the
+    /// enum; this match fails to compile until it does, and a test checks
+    /// it against the encoding.
+    pub fn code(&self) -> u32 {
+        match self {
             Request::Hello { .. } => 0,
             Request::CreateTopic { .. } => 1,
             Request::DeleteTopic { .. } => 2,
@@ -329,6 +330,17 @@ mod tests {
             Request::GetRoute { .. } => 33,
             Request::GetClusterInfo => 34,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use crate::txn::TxnOutcome;
+
+    fn pinned(request: &Request) -> u32 {
+        request.code()
     }
 
     /// One request of each kind, in wire-code order.
@@ -405,6 +417,14 @@ mod tests {
     #[test]
     fn every_request_is_encoded_with_its_pinned_code() {
         let requests = one_of_each();
+        assert_eq!(
+            requests.iter().find(|r| matches!(r, Request::Send { .. })).map(Request::code),
+            Some(Request::SEND_CODE)
+        );
+        assert_eq!(
+            requests.iter().find(|r| matches!(r, Request::Pull { .. })).map(Request::code),
+            Some(Request::PULL_CODE)
+        );
         crate::pinned::assert_codes(&requests, pinned);
     }
 }

@@ -49,6 +49,7 @@ impl TimerWheelActor {
         appender: Appender,
         buckets: Arc<Buckets>,
         progress: (Arc<ProgressFile>, [u64; crate::store::progress::MAX_VALUES]),
+        metrics: Arc<crate::metrics::Metrics>,
         logger: slog::Logger,
     ) -> Self {
         let (file, values) = progress;
@@ -64,6 +65,7 @@ impl TimerWheelActor {
             loaded: BTreeMap::new(),
             heap: BinaryHeap::new(),
             in_heap: HashSet::new(),
+            metrics,
             logger: logger.new(slog::o!("actor" => "timer_wheel")),
         };
         Self { wheel: Some(wheel) }
@@ -91,6 +93,8 @@ struct Wheel {
     loaded_until: i64,
     /// Buckets on disk not loaded yet.
     pending: BTreeSet<i64>,
+    /// Timers taken in and delivered (`rocketmq_timer_*`).
+    metrics: Arc<crate::metrics::Metrics>,
     /// Loaded buckets, each with the largest `(due, log offset)` it holds:
     /// it is deleted once the watermark passes that.
     loaded: BTreeMap<i64, (i64, u64)>,
@@ -179,6 +183,7 @@ impl Wheel {
         for e in &due {
             self.in_heap.remove(&e.log_offset);
         }
+        self.metrics.timers_dequeued.fetch_add(due.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.watermark = (last.due, last.log_offset);
         self.save();
         let fired: Vec<i64> =
@@ -250,6 +255,7 @@ impl Wheel {
                 self.pending.insert(self.buckets.start_of(e.due));
             }
         }
+        self.metrics.timers_enqueued.fetch_add(found.entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.ingested = found.next_offset;
         self.save();
     }

@@ -215,7 +215,8 @@ pub async fn start(
     let delays = Arc::new(DelayPolicy::from_config(config)?);
     let appender =
         Appender::new(registry.clone(), store.topics.clone(), LogReader::new(store.segments.clone()), logger.clone());
-    let system = system::start(config, &store, &registry, &appender, &delays, &queue_arbiter, &logger)?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let system = system::start(config, &store, &registry, &appender, &delays, (&queue_arbiter, &metrics), &logger)?;
     let housekeeper = start_housekeeper(&store, config, (&registry, &groups), (clock, disk), &system, logger);
     Ok(Running {
         registry,
@@ -232,7 +233,7 @@ pub async fn start(
         names,
         view,
         traffic: Arc::default(),
-        metrics: Arc::default(),
+        metrics,
         backend: store.backend,
         arbiters: vec![writer_arbiter, queue_arbiter, index_arbiter],
         _lock: store.lock,

@@ -52,7 +52,7 @@ pub fn start(
     registry: &Arc<QueueRegistry>,
     appender: &Appender,
     delays: &DelayPolicy,
-    arbiter: &Arbiter,
+    (arbiter, metrics): (&Arbiter, &Arc<crate::metrics::Metrics>),
     logger: &slog::Logger,
 ) -> Result<SystemActors> {
     let levels = delays.levels_ms().len() as u32;
@@ -77,8 +77,14 @@ pub fn start(
             .ctx(|| format!("open {}", timer_dir.display()))?,
     );
     let wheel_progress = open_progress(&timer_dir.join("progress"), &mut progress)?;
-    let actor =
-        TimerWheelActor::new(registry.clone(), appender.clone(), buckets.clone(), wheel_progress, logger.clone());
+    let actor = TimerWheelActor::new(
+        registry.clone(),
+        appender.clone(),
+        buckets.clone(),
+        wheel_progress,
+        metrics.clone(),
+        logger.clone(),
+    );
     let wheel = TimerWheelActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
 
     let (timeout_ms, check_interval_ms) = config.transaction_times_ms()?;

@@ -120,9 +120,19 @@ fn gauges(
 }
 
 fn histogram(encoder: &mut DescriptorEncoder, name: &str, help: &str, h: &Histogram) -> fmt::Result {
-    let (sum, count, buckets) = h.snapshot();
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    metric.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    histograms(encoder, name, help, [(Labels::new(), h)])
+}
+
+fn histograms<'h>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels, &'h Histogram)>,
+) -> fmt::Result {
+    family(encoder, (name, help, MetricType::Histogram), series, |m, h| {
+        let (sum, count, buckets) = h.snapshot();
+        m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    })
 }
 
 impl Collector for Scrape {
@@ -131,6 +141,7 @@ impl Collector for Scrape {
         self.consumers(&mut e)?;
         self.transactions(&mut e)?;
         self.storage(&mut e)?;
+        self.requests(&mut e)?;
         self.brook(&mut e)
     }
 }
@@ -244,6 +255,36 @@ impl Scrape {
             "Bytes written, not yet fdatasynced.",
             [(medium(), behind as i64)],
         )
+    }
+
+    /// Request latencies by wire code (`docs/PROTOCOL.md`) and outcome.
+    fn requests(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let series = self.core.metrics.all_rpc().map(|(code, ok, h)| {
+            let labels = vec![
+                ("protocol_type", "brook".to_string()),
+                ("request_code", code.to_string()),
+                ("is_long_polling", (code == brook_proto::Request::PULL_CODE).to_string()),
+                ("result", if ok { "success" } else { "failure" }.to_string()),
+            ];
+            (labels, h)
+        });
+        histograms(e, "rocketmq_rpc_latency", "Request latencies, ms, from receipt to answer.", series)?;
+        let metrics = &self.core.metrics;
+        let total = |n: &std::sync::atomic::AtomicU64| [(Labels::new(), n.load(Ordering::Relaxed))];
+        counters(
+            e,
+            "rocketmq_timer_enqueue",
+            "Exact-time messages taken into the timer wheel.",
+            total(&metrics.timers_enqueued),
+        )?;
+        counters(
+            e,
+            "rocketmq_timer_dequeue",
+            "Exact-time messages the timer wheel delivered.",
+            total(&metrics.timers_dequeued),
+        )?;
+        let open = self.core.metrics.connections.load(Ordering::Relaxed);
+        gauges(e, "brook_connections", "Client connections open.", [(Labels::new(), open)])
     }
 
     /// brook's own: the writer and the pulls.

@@ -47,6 +47,10 @@ pub const MESSAGE_BYTES: &[u64] = &[1 << 10, 4 << 10, 512 << 10, 1 << 20, 2 << 2
 /// fdatasync times in microseconds.
 pub const SYNC_US: &[u64] = &[50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 100_000, 1_000_000];
 
+/// Request latencies in milliseconds (RocketMQ's `rocketmq_rpc_latency`
+/// buckets).
+pub const RPC_MS: &[u64] = &[1, 3, 5, 10, 30, 100, 1_000, 3_000];
+
 /// Records per group commit.
 pub const GROUP_RECORDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096];
 

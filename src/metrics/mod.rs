@@ -79,7 +79,18 @@ pub struct Metrics {
     dead_lettered: DashMap<(String, String), u64>,
     /// Pulls parked waiting for messages now.
     pub long_polls: AtomicI64,
+    /// Client connections open now.
+    pub connections: AtomicI64,
+    /// Exact-time messages taken into the timer wheel, since start.
+    pub timers_enqueued: AtomicU64,
+    /// Exact-time messages the wheel delivered, since start.
+    pub timers_dequeued: AtomicU64,
+    /// Request latencies, ms, by request code: [answered, refused].
+    rpc: Box<[[Histogram; 2]]>,
 }
+
+/// Request codes with a latency histogram (codes past it share the last).
+const RPC_CODES: usize = 64;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -89,6 +100,12 @@ impl Default for Metrics {
             message_size: Histogram::new(histogram::MESSAGE_BYTES),
             dead_lettered: DashMap::new(),
             long_polls: AtomicI64::new(0),
+            connections: AtomicI64::new(0),
+            timers_enqueued: AtomicU64::new(0),
+            timers_dequeued: AtomicU64::new(0),
+            rpc: (0..RPC_CODES)
+                .map(|_| [Histogram::new(histogram::RPC_MS), Histogram::new(histogram::RPC_MS)])
+                .collect(),
         }
     }
 }
@@ -122,6 +139,19 @@ impl Metrics {
         *self.dead_lettered.entry((group.to_string(), topic.to_string())).or_default() += 1;
     }
 
+    /// A request with wire code `code` was answered after `ms`, or refused.
+    pub fn rpc(&self, code: u32, ok: bool, ms: u64) {
+        let slot = (code as usize).min(RPC_CODES - 1);
+        self.rpc[slot][usize::from(!ok)].observe(ms);
+    }
+
+    /// Request latencies seen: (code, answered, histogram).
+    pub fn all_rpc(&self) -> impl Iterator<Item = (u32, bool, &Histogram)> {
+        self.rpc.iter().enumerate().flat_map(|(code, pair)| {
+            pair.iter().enumerate().filter(|(_, h)| h.snapshot().1 > 0).map(move |(i, h)| (code as u32, i == 0, h))
+        })
+    }
+
     /// Every topic's stored counts, by name.
     pub fn all_stored(&self) -> Vec<(String, Arc<TopicCounts>)> {
         read(&self.stored)
@@ -137,5 +167,26 @@ impl Metrics {
         let mut all: Vec<_> = self.dead_lettered.iter().map(|e| (e.key().clone(), *e.value())).collect();
         all.sort();
         all
+    }
+}
+
+/// One unit of a gauge (open connections, waiting pulls), held while this
+/// lives.
+pub struct Held {
+    metrics: Arc<Metrics>,
+    gauge: fn(&Metrics) -> &AtomicI64,
+}
+
+impl Held {
+    /// Adds one to `gauge` of `metrics` until dropped.
+    pub fn new(metrics: &Arc<Metrics>, gauge: fn(&Metrics) -> &AtomicI64) -> Self {
+        gauge(metrics).fetch_add(1, Ordering::Relaxed);
+        Held { metrics: metrics.clone(), gauge }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        (self.gauge)(&self.metrics).fetch_sub(1, Ordering::Relaxed);
     }
 }

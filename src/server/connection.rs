@@ -56,6 +56,7 @@ type Frames = FramedRead<tokio::net::tcp::OwnedReadHalf, BrokerCodec>;
 
 /// Serves one connection until EOF, a broken frame, or shutdown.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, shutdown: watch::Receiver<bool>) {
+    let _open = crate::metrics::Held::new(&core.metrics, |m| &m.connections);
     let _ = stream.set_nodelay(true);
     let max_frame = core.config.server.max_frame_bytes;
     let (read_half, write_half) = stream.into_split();

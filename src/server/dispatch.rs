@@ -31,8 +31,19 @@ impl Answer {
     }
 }
 
-/// Answers one request.
+/// Answers one request, timing it for `rocketmq_rpc_latency`.
 pub async fn handle(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Answer {
+    let (code, started) = (request.code(), std::time::Instant::now());
+    let answer = route(core, conn, request).await;
+    let ok = match &answer {
+        Answer::Reply(reply) => reply.is_ok(),
+        Answer::Pulled(_) => true,
+    };
+    core.metrics.rpc(code, ok, started.elapsed().as_millis() as u64);
+    answer
+}
+
+async fn route(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Answer {
     let reply = match request {
         Request::Hello { .. } => Err(WireError::new(ErrorCode::InvalidArgument, "hello was already received")),
         Request::Ping => Ok(Response::Pong),

@@ -63,7 +63,7 @@ pub async fn pull(
     // Keep every answer well inside one frame.
     let byte_cap = (core.config.server.max_frame_bytes / 2) as u32;
     let max_bytes = if max_bytes == 0 { 1 << 20 } else { max_bytes }.min(byte_cap);
-    let waiting = Waiting::new(&core.metrics.long_polls);
+    let waiting = crate::metrics::Held::new(&core.metrics, |m| &m.long_polls);
     let found = core
         .registry
         .queue(topic, queue)
@@ -104,22 +104,6 @@ pub async fn pull(
         core.metrics.delivered(topic).add(MessageType::Normal, frame.len() as u64, bytes as u64);
     }
     Ok(PulledAnswer { frame, offsets: (found.next_offset, found.min_offset, found.max_offset) })
-}
-
-/// A pull waiting at its queue (parked, mostly), counted while it lives.
-struct Waiting<'a>(&'a std::sync::atomic::AtomicI64);
-
-impl<'a> Waiting<'a> {
-    fn new(gauge: &'a std::sync::atomic::AtomicI64) -> Self {
-        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Waiting(gauge)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Records a pull that leaves a backlog behind it reads on the

@@ -288,6 +288,8 @@ impl SubmittedSends {
     pub async fn answers(self, core: &BrokerCore, conn: &ConnInfo) -> Vec<(Option<u64>, Reply)> {
         let SubmittedSends { mut answers, members, sizes, tallies, stored } = self;
         let Placements { stored, outcomes } = stored.wait().await;
+        let now = brook_proto::time::now_ms();
+        let send_code = brook_proto::Request::SEND_CODE;
         let mut members = members.into_iter();
         for ((outcome, size), tally) in outcomes.into_iter().zip(sizes).zip(tallies) {
             let group = members.by_ref().take(size);
@@ -298,12 +300,16 @@ impl SubmittedSends {
                     for (id, answering) in group {
                         let (own, after) = rest.split_at(answering.dues.len().min(rest.len()));
                         rest = after;
+                        core.metrics.rpc(send_code, true, now.saturating_sub(answering.received_at) as u64);
                         answers.push((id, Ok(finish_send(core, conn, answering, own))));
                     }
                 }
                 Err(e) => {
                     let e = WireError::from(e);
-                    answers.extend(group.map(|(id, _)| (id, Err(e.clone()))));
+                    for (id, answering) in group {
+                        core.metrics.rpc(send_code, false, now.saturating_sub(answering.received_at) as u64);
+                        answers.push((id, Err(e.clone())));
+                    }
                 }
             }
         }
