@@ -125,6 +125,8 @@ async fn metrics_and_health_follow_the_broker() {
     assert_eq!(value(&page, "rocketmq_consumer_group_number", &[]), Some(1.0));
     let lag = [("consumer_group", "billing"), ("topic", "orders"), ("is_retry", "false")];
     assert_eq!(value(&page, "rocketmq_consumer_lag_messages", &lag), Some(5.0), "five sent after the group left");
+    assert!(value(&page, "rocketmq_consumer_lag_latency", &lag) >= Some(0.0), "the oldest unread one's age");
+    assert_eq!(value(&page, "rocketmq_producer_connections", &[("language", "rust")]), Some(1.0), "the producer");
     assert!(value(&page, "rocketmq_storage_size", &[]) > Some(0.0));
     assert_eq!(value(&page, "brook_io_backend", &[("backend", "std")]), Some(1.0));
     assert_eq!(value(&page, "brook_writable", &[]), Some(1.0));

@@ -6,7 +6,7 @@
 
 use crate::metrics::histogram::Histogram;
 use crate::server::context::BrokerCore;
-use crate::server::handlers::{groups, topics, txn};
+use crate::server::handlers::{groups, pull, topics, txn};
 use brook_proto::consumer::GroupInfo;
 use brook_proto::system::{is_reserved_topic, DLQ_PREFIX, RETRY_PREFIX};
 use brook_proto::txn::TxnReport;
@@ -29,6 +29,9 @@ type Labels = Vec<(&'static str, String)>;
 struct Asked {
     topics: usize,
     groups: Vec<GroupInfo>,
+    /// (group, topic) → ms since the oldest message not yet consumed was
+    /// stored.
+    lag_ms: BTreeMap<(String, String), i64>,
     txn: TxnReport,
     storage_bytes: u64,
 }
@@ -58,6 +61,15 @@ async fn ask(core: &BrokerCore) -> Asked {
         for name in names {
             if let Ok(Response::Group(info)) = groups::describe(core, &name).await {
                 asked.groups.push(info);
+            }
+        }
+    }
+    let now = brook_proto::time::now_ms();
+    for info in &asked.groups {
+        for o in info.offsets.iter().filter(|o| o.lag > 0) {
+            if let Some(stored) = pull::stored_at(core, &o.topic, o.queue, o.committed).await {
+                let age = asked.lag_ms.entry((info.group.clone(), o.topic.clone())).or_default();
+                *age = (*age).max(now.saturating_sub(stored));
             }
         }
     }
@@ -206,6 +218,16 @@ impl Scrape {
             (labels, lag as i64)
         });
         gauges(e, "rocketmq_consumer_lag_messages", "Messages stored and not yet committed by the group.", rows)?;
+        let ages = asked.lag_ms.iter().map(|((group, topic), ms)| {
+            let labels = vec![
+                ("consumer_group", group.clone()),
+                ("topic", topic.clone()),
+                ("is_retry", topic.starts_with(RETRY_PREFIX).to_string()),
+                ("is_system", is_system(topic)),
+            ];
+            (labels, *ms)
+        });
+        gauges(e, "rocketmq_consumer_lag_latency", "Age of the oldest message the group has not consumed, ms.", ages)?;
         let members = asked.groups.iter().map(|info| {
             let mode = format!("{:?}", info.mode).to_lowercase();
             let labels = vec![
@@ -218,6 +240,13 @@ impl Scrape {
             (labels, info.members.len() as i64)
         });
         gauges(e, "rocketmq_consumer_connections", "Live members of each consumer group.", members)?;
+        let producers = self.core.metrics.producer_connections.load(Ordering::Relaxed);
+        let labels = vec![
+            ("language", "rust".to_string()),
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("protocol_type", "brook".to_string()),
+        ];
+        gauges(e, "rocketmq_producer_connections", "Open connections that have sent messages.", [(labels, producers)])?;
         let dead = self.core.metrics.all_dead_lettered().into_iter().map(|((group, topic), n)| {
             let system = is_system(&topic);
             (vec![("consumer_group", group), ("topic", topic), ("is_system", system)], n)

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub long_polls: AtomicI64,
     /// Client connections open now.
     pub connections: AtomicI64,
+    /// Of those, the ones that have sent messages.
+    pub producer_connections: AtomicI64,
     /// Exact-time messages taken into the timer wheel, since start.
     pub timers_enqueued: AtomicU64,
     /// Exact-time messages the wheel delivered, since start.
@@ -101,6 +103,7 @@ impl Default for Metrics {
             dead_lettered: DashMap::new(),
             long_polls: AtomicI64::new(0),
             connections: AtomicI64::new(0),
+            producer_connections: AtomicI64::new(0),
             timers_enqueued: AtomicU64::new(0),
             timers_dequeued: AtomicU64::new(0),
             rpc: (0..RPC_CODES)

@@ -104,7 +104,12 @@ async fn hello(
                 let _ = tx.send(Frame::Response { id, body: Ok(hello) }.into()).await;
                 let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                 let client = ClientHandle { conn_id, client_id, notify: tx.clone() };
-                return Some(ConnInfo { peer, client, in_group: AtomicBool::new(false) });
+                return Some(ConnInfo {
+                    peer,
+                    client,
+                    in_group: AtomicBool::new(false),
+                    producer: AtomicBool::new(false),
+                });
             }
             let why = format!("protocol version {version} is not supported; this broker speaks {PROTOCOL_VERSION}");
             error_frame(id, ErrorCode::UnsupportedVersion, why)
@@ -236,6 +241,9 @@ impl Reader {
         }
         if self.info.in_group.load(Ordering::Relaxed) {
             self.core.groups.connection_closed(self.info.client.conn_id);
+        }
+        if self.info.producer.load(Ordering::Relaxed) {
+            self.core.metrics.producer_connections.fetch_sub(1, Ordering::Relaxed);
         }
         // The writer ends once every sender is gone, including the one group
         // actors hold for notices, and the sends it waits for are answered;

@@ -67,4 +67,6 @@ pub struct ConnInfo {
     /// Set once the connection carried a group heartbeat, so its end is
     /// reported to the groups.
     pub in_group: AtomicBool,
+    /// Set once the connection sent a message (`rocketmq_producer_connections`).
+    pub producer: AtomicBool,
 }

@@ -106,6 +106,24 @@ pub async fn pull(
     Ok(PulledAnswer { frame, offsets: (found.next_offset, found.min_offset, found.max_offset) })
 }
 
+/// When the message at `offset` of `topic`/`queue` was stored, if there is
+/// one (the age of a group's oldest unconsumed message, for metrics).
+pub async fn stored_at(core: &BrokerCore, topic: &str, queue: u32, offset: u64) -> Option<i64> {
+    let ask = Pull {
+        offset,
+        max_messages: 1,
+        max_bytes: 1 << 20,
+        filter: Arc::new(TagFilter::All),
+        long_poll: Duration::ZERO,
+        cut_short: None,
+    };
+    let found = core.registry.queue(topic, queue).send(ask).await.ok()?.ok()?;
+    let (_, entry) = found.entries.first()?;
+    let (reader, (at, size)) = (core.reader.clone(), (entry.log_offset, entry.size));
+    let record = tokio::task::spawn_blocking(move || reader.read(at, size)).await.ok()?.ok()?;
+    Some(record.head.store_ts)
+}
+
 /// Records a pull that leaves a backlog behind it reads on the
 /// connection's thread at most.
 const INLINE_READS: usize = 32;

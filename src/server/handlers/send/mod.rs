@@ -164,6 +164,11 @@ pub struct SubmittedSends {
 /// before returning: sends submitted one after another are stored in that
 /// order, however their waits are scheduled.
 pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRequest>) -> SubmittedSends {
+    if !conn.producer.load(std::sync::atomic::Ordering::Relaxed)
+        && !conn.producer.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        core.metrics.producer_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut answers = Vec::with_capacity(requests.len());
     let mut ready = Vec::with_capacity(requests.len());
     for SendRequest { id, body } in &mut requests {
