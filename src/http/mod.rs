@@ -1,9 +1,11 @@
-//! The HTTP listener (`http.listen`, actix-web): `GET /metrics` in the
-//! Prometheus text format ([`exposition`]), `GET /healthz` (the process
-//! answers) and `GET /readyz` (recovered, serving, and taking writes).
+//! The HTTP listener (`http.listen`, actix-web): the console at `/` and its
+//! JSON under `/api/` ([`console`]), `GET /metrics` in the Prometheus text
+//! format ([`exposition`]), `GET /healthz` (the process answers) and
+//! `GET /readyz` (recovered, serving, and taking writes).
 //! It runs on a thread of its own, so a slow scrape never holds a
 //! connection's thread.
 
+pub mod console;
 pub mod exposition;
 
 use crate::error::{Error, Result};
@@ -30,6 +32,7 @@ pub fn start(listen: &str, core: Arc<BrokerCore>, backend: &'static str) -> Resu
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .configure(console::routes)
             .route("/metrics", web::get().to(metrics))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
