@@ -590,6 +590,11 @@ async fn bad_input_at_a_name_server_gets_clear_errors_and_changes_nothing() {
     let err = raw_ask(&mut stream, 52, Request::GetRoute { topic: "unknown".into() }).expect_err("unknown");
     assert_eq!(err.code, ErrorCode::TopicNotFound);
     assert_eq!(listed(&ns).await, before, "nothing registered");
+    // The broker's console shows the route the name server gives.
+    let web = cluster.brokers[0].http_addr.clone().expect("http listener");
+    let (status, _, route) = common::http::request(&web, "GET", &format!("/api/topics/{TOPIC}/route"), "");
+    assert_eq!(status, 200, "{route}");
+    assert!(route.contains("broker-1") && route.contains(&cluster.brokers[0].addr), "{route}");
     assert_eq!(ask(&ns, Request::GetRoute { topic: TOPIC.into() }).await.expect("route"), route_before);
     // Still serving.
     assert!(matches!(raw_ask(&mut stream, 53, Request::Ping), Ok(Response::Pong)));

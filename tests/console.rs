@@ -10,7 +10,7 @@ mod common;
 
 use common::{base_env, Brookd};
 use fantoccini::{Client, ClientBuilder, Locator};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -205,20 +205,9 @@ async fn the_console_works_in_a_real_browser() {
     browser.close().await.expect("close");
 }
 
-/// `method path body` over a fresh connection: (status, body).
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: brook\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
-    (head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status"), body.to_string())
+    let (status, _, body) = common::http::request(addr, method, path, body);
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,27 +6,12 @@ mod common;
 
 use brook_client::{ConsumeResult, Message, Producer, PushConfig, PushConsumer, StartFrom};
 use common::{base_env, wait_for, Brookd};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// `method path` over a fresh connection: (status, content type, body).
 fn http(addr: &str, method: &str, path: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: brook\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-        .expect("write");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
-    let content_type = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type:").map(|v| v.trim().to_string()))
-        .unwrap_or_default();
-    (status, content_type, body.to_string())
+    common::http::request(addr, method, path, "")
 }
 
 /// The value of the series named `name` whose labels include every pair
@@ -60,6 +45,19 @@ fn dashboard_metrics_are_on(page: &str) {
             .unwrap_or(&name);
         assert!(page.contains(&format!("# TYPE {family} ")), "the dashboard asks for {name}, not on the page");
     }
+}
+
+/// The group's lag, age, ready and in-flight gauges after it read ten and
+/// five more arrived; the storage and connection gauges.
+fn group_and_storage_gauges(page: &str) {
+    let lag = [("consumer_group", "billing"), ("topic", "orders"), ("is_retry", "false")];
+    assert_eq!(value(page, "rocketmq_consumer_lag_messages", &lag), Some(5.0), "five sent after the group left");
+    assert!(value(page, "rocketmq_consumer_lag_latency", &lag) >= Some(0.0), "the oldest unread one's age");
+    assert_eq!(value(page, "rocketmq_consumer_ready_messages", &lag), Some(5.0), "never pulled");
+    assert_eq!(value(page, "rocketmq_consumer_inflight_messages", &lag), Some(0.0), "all it pulled it committed");
+    assert!(value(page, "rocketmq_storage_dispatch_behind_bytes", &[]) >= Some(0.0));
+    assert!(value(page, "brook_writer_queue_depth", &[]) >= Some(0.0));
+    assert_eq!(value(page, "rocketmq_producer_connections", &[("language", "rust")]), Some(1.0), "the producer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,10 +121,7 @@ async fn metrics_and_health_follow_the_broker() {
     assert!(value(&page, "rocketmq_messages_out_total", &[("topic", "orders")]) >= Some(10.0));
     assert_eq!(value(&page, "rocketmq_topic_number", &[]).map(|n| n >= 1.0), Some(true));
     assert_eq!(value(&page, "rocketmq_consumer_group_number", &[]), Some(1.0));
-    let lag = [("consumer_group", "billing"), ("topic", "orders"), ("is_retry", "false")];
-    assert_eq!(value(&page, "rocketmq_consumer_lag_messages", &lag), Some(5.0), "five sent after the group left");
-    assert!(value(&page, "rocketmq_consumer_lag_latency", &lag) >= Some(0.0), "the oldest unread one's age");
-    assert_eq!(value(&page, "rocketmq_producer_connections", &[("language", "rust")]), Some(1.0), "the producer");
+    group_and_storage_gauges(&page);
     assert!(value(&page, "rocketmq_storage_size", &[]) > Some(0.0));
     assert_eq!(value(&page, "brook_io_backend", &[("backend", "std")]), Some(1.0));
     assert_eq!(value(&page, "brook_writable", &[]), Some(1.0));

@@ -23,6 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/topics", web::post().to(create_topic))
         .route("/api/topics/{name}", web::get().to(describe_topic))
         .route("/api/topics/{name}", web::delete().to(delete_topic))
+        .route("/api/topics/{name}/route", web::get().to(topic_route))
         .route("/api/groups", web::get().to(list_groups))
         .route("/api/groups/{group}", web::get().to(describe_group))
         .route("/api/groups/{group}/reset", web::post().to(reset_group))
@@ -106,8 +107,42 @@ async fn overview(state: web::Data<State>) -> HttpResponse {
     }))
 }
 
+/// Topics with their queues and the messages they hold now.
 async fn list_topics(state: web::Data<State>) -> HttpResponse {
-    answer(topics::list(&state.core))
+    let list = match topics::list(&state.core) {
+        Ok(Response::Topics(list)) => list,
+        Ok(other) => return HttpResponse::Ok().json(payload(other)),
+        Err(e) => return refused(&e),
+    };
+    let mut rows = Vec::with_capacity(list.len());
+    for t in list {
+        let messages = match topics::describe(&state.core, &t.name).await {
+            Ok(Response::Topic(info)) => info.queue_stats.iter().map(|q| q.max_offset - q.min_offset).sum::<u64>(),
+            _ => 0,
+        };
+        rows.push(json!({ "name": t.name, "queues": t.queues, "messages": messages }));
+    }
+    HttpResponse::Ok().json(rows)
+}
+
+/// The topic's route as the name servers give it (null when standalone).
+async fn topic_route(state: web::Data<State>, name: web::Path<String>) -> HttpResponse {
+    let names = state.core.config.namesrv();
+    if names.is_empty() {
+        return HttpResponse::Ok().json(serde_json::Value::Null);
+    }
+    let router = match brook_client::Router::connect(brook_client::Endpoint::NameServers(names), "brook-console").await
+    {
+        Ok(router) => router,
+        Err(e) => {
+            return HttpResponse::ServiceUnavailable().json(json!({ "error": "NameServers", "message": e.to_string() }))
+        }
+    };
+    match router.route(&name).await {
+        Ok(route) => HttpResponse::Ok().json(route),
+        Err(brook_client::ClientError::Broker(e)) => refused(&e),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": "NameServers", "message": e.to_string() })),
+    }
 }
 
 #[derive(Deserialize)]

@@ -218,6 +218,35 @@ impl Scrape {
             (labels, lag as i64)
         });
         gauges(e, "rocketmq_consumer_lag_messages", "Messages stored and not yet committed by the group.", rows)?;
+        // Pulled but not committed (in flight), and stored but not pulled
+        // (ready), by what each member's client pulled of its queues.
+        let mut flight: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+        for info in &asked.groups {
+            for o in &info.offsets {
+                let client = o
+                    .member
+                    .as_ref()
+                    .and_then(|m| info.members.iter().find(|x| &x.member == m))
+                    .map(|m| m.client.as_str());
+                let pulled = client.and_then(|c| self.core.metrics.pulled_to(c, &o.topic, o.queue));
+                let pulled = pulled.unwrap_or(o.committed).clamp(o.committed, o.max_offset.max(o.committed));
+                let entry = flight.entry((&info.group, &o.topic)).or_default();
+                entry.0 += pulled - o.committed;
+                entry.1 += o.max_offset.saturating_sub(pulled);
+            }
+        }
+        let lag_labels = |group: &str, topic: &str| {
+            vec![
+                ("consumer_group", group.to_string()),
+                ("topic", topic.to_string()),
+                ("is_retry", topic.starts_with(RETRY_PREFIX).to_string()),
+                ("is_system", is_system(topic)),
+            ]
+        };
+        let inflight = flight.iter().map(|((g, t), (n, _))| (lag_labels(g, t), *n as i64));
+        gauges(e, "rocketmq_consumer_inflight_messages", "Messages pulled by the group, not yet committed.", inflight)?;
+        let ready = flight.iter().map(|((g, t), (_, n))| (lag_labels(g, t), *n as i64));
+        gauges(e, "rocketmq_consumer_ready_messages", "Messages stored, not yet pulled by the group.", ready)?;
         let ages = asked.lag_ms.iter().map(|((group, topic), ms)| {
             let labels = vec![
                 ("consumer_group", group.clone()),
@@ -283,6 +312,16 @@ impl Scrape {
             "rocketmq_storage_flush_behind_bytes",
             "Bytes written, not yet fdatasynced.",
             [(medium(), behind as i64)],
+        )?;
+        // Consume queues and the key index are built as records are stored;
+        // what a crash would make recovery dispatch again is the log above
+        // the last checkpoint's durable point.
+        let dispatch = stats.write_pos().saturating_sub(self.core.reader.segments().replay_from());
+        gauges(
+            e,
+            "rocketmq_storage_dispatch_behind_bytes",
+            "Log bytes whose consume-queue entries are not yet durable (replayed by a crash recovery).",
+            [(medium(), dispatch as i64)],
         )
     }
 
@@ -324,6 +363,8 @@ impl Scrape {
         let total = |n: &std::sync::atomic::AtomicU64| [(Labels::new(), n.load(Ordering::Relaxed))];
         counters(e, "brook_group_commits", "Group commits written.", total(&stats.groups))?;
         counters(e, "brook_records_written", "Records written to the commit log.", total(&stats.records))?;
+        let depth = stats.queued.load(Ordering::Relaxed);
+        gauges(e, "brook_writer_queue_depth", "Appends waiting for the writer.", [(Labels::new(), depth as i64)])?;
         let waiting = self.core.metrics.long_polls.load(Ordering::Relaxed);
         gauges(
             e,

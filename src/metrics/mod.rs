@@ -89,7 +89,14 @@ pub struct Metrics {
     pub timers_dequeued: AtomicU64,
     /// Request latencies, ms, by request code: [answered, refused].
     rpc: Box<[[Histogram; 2]]>,
+    /// How far each client has pulled each queue: hash of (client, topic,
+    /// queue) → next offset (in-flight and ready messages per group).
+    pulled: DashMap<u64, u64, foldhash::fast::FixedState>,
 }
+
+/// Most (client, queue) pull positions kept; past it they start over (a
+/// gauge's reading, not state anything depends on).
+const MAX_PULLED: usize = 100_000;
 
 /// Request codes with a latency histogram (codes past it share the last).
 const RPC_CODES: usize = 64;
@@ -106,11 +113,17 @@ impl Default for Metrics {
             producer_connections: AtomicI64::new(0),
             timers_enqueued: AtomicU64::new(0),
             timers_dequeued: AtomicU64::new(0),
+            pulled: DashMap::default(),
             rpc: (0..RPC_CODES)
                 .map(|_| [Histogram::new(histogram::RPC_MS), Histogram::new(histogram::RPC_MS)])
                 .collect(),
         }
     }
+}
+
+fn pull_key(client: &str, topic: &str, queue: u32) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one((client, topic, queue))
 }
 
 fn counts(map: &DashMap<String, Arc<TopicCounts>>, topic: &str) -> Arc<TopicCounts> {
@@ -153,6 +166,19 @@ impl Metrics {
         self.rpc.iter().enumerate().flat_map(|(code, pair)| {
             pair.iter().enumerate().filter(|(_, h)| h.snapshot().1 > 0).map(move |(i, h)| (code as u32, i == 0, h))
         })
+    }
+
+    /// `client` pulled `topic`/`queue` up to `next_offset`.
+    pub fn pulled(&self, client: &str, topic: &str, queue: u32, next_offset: u64) {
+        if self.pulled.len() >= MAX_PULLED {
+            self.pulled.clear();
+        }
+        self.pulled.insert(pull_key(client, topic, queue), next_offset);
+    }
+
+    /// How far `client` has pulled `topic`/`queue`, if it has.
+    pub fn pulled_to(&self, client: &str, topic: &str, queue: u32) -> Option<u64> {
+        self.pulled.get(&pull_key(client, topic, queue)).map(|n| *n)
     }
 
     /// Every topic's stored counts, by name.

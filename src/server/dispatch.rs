@@ -57,7 +57,10 @@ async fn route(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Answer {
         Request::Pull { topic, queue, offset, max_messages, max_bytes, tags, long_poll_ms, sql } => {
             let asked = pull::PullAsk { offset, max_messages, max_bytes, long_poll_ms };
             return match pull::pull(core, &topic, queue, asked, (tags.as_deref(), sql.as_deref())).await {
-                Ok(pulled) => Answer::Pulled(pulled),
+                Ok(pulled) => {
+                    core.metrics.pulled(&conn.client.client_id, &topic, queue, pulled.offsets.0);
+                    Answer::Pulled(pulled)
+                }
                 Err(e) => Answer::Reply(Err(e)),
             };
         }

@@ -5,6 +5,7 @@
 
 #![allow(dead_code, reason = "each test binary uses some of these helpers")]
 
+pub mod http;
 pub mod raw;
 pub mod small_fs;
 

@@ -100,6 +100,8 @@ pub struct WriterStats {
     pub poisoned: parking_lot::Mutex<Option<String>>,
     /// One past the last byte an fdatasync covered.
     pub synced_pos: AtomicU64,
+    /// Appends (and sync requests) waiting for the writer.
+    pub queued: AtomicU64,
     /// fdatasync times, µs.
     pub fsync_us: Histogram,
     /// Records per group commit.
@@ -116,6 +118,7 @@ impl Default for WriterStats {
             disk_full_since_ms: AtomicI64::new(0),
             poisoned: parking_lot::Mutex::new(None),
             synced_pos: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
             fsync_us: Histogram::new(crate::metrics::histogram::SYNC_US),
             group_records: Histogram::new(crate::metrics::histogram::GROUP_RECORDS),
         }
@@ -253,6 +256,7 @@ impl WriterActor {
                 }
             }
         }
+        self.stats.queued.store(self.pending.len() as u64, Ordering::Relaxed);
         (appends, markers)
     }
 
@@ -559,6 +563,7 @@ impl Handler<Append> for WriterActor {
             return;
         }
         self.pending.push_back(Pending::Append(msg));
+        self.stats.queued.store(self.pending.len() as u64, Ordering::Relaxed);
         self.dispatch(ctx);
     }
 }
