@@ -163,6 +163,7 @@ async fn the_console_works_in_a_real_browser() {
     ctl(&broker, &["send", "shop", "--stdin"], &lines);
     let after = text_when(&browser, None, "#stored-15m", |t| t.parse::<u64>().is_ok_and(|n| n >= before + 21)).await;
     println!("overview: records stored in 15 min {before} → {after}");
+    text_when(&browser, None, "#oldest", |t| t.starts_with("20")).await;
     screenshot(&browser, "overview").await;
 
     // Find the message by key.

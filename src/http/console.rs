@@ -96,8 +96,18 @@ async fn overview(state: web::Data<State>) -> HttpResponse {
         Ok(response) => payload(response),
         Err(e) => return refused(&e),
     };
+    // The retention horizon: when the oldest message still on disk was
+    // stored (none while the log is empty).
+    let (min, end) = (core.reader.segments().min_offset(), core.writer_stats.write_pos());
+    let reader = core.reader.clone();
+    let oldest_ms = if min < end {
+        tokio::task::spawn_blocking(move || reader.read_at(min).map(|r| r.head.store_ts).ok()).await.ok().flatten()
+    } else {
+        None
+    };
     HttpResponse::Ok().json(json!({
         "status": status,
+        "oldest_ms": oldest_ms,
         "history": core.traffic.history(),
         "connections": core.metrics.connections.load(std::sync::atomic::Ordering::Relaxed),
         "retention_hours": core.config.store.retention_hours,
