@@ -63,6 +63,9 @@ pub fn base_env(data_dir: &Path, backend: &str) -> Vec<(String, String)> {
         ("BROOK_STORE__CQ_ENTRIES_PER_FILE".into(), "1000".into()),
         // Test brokers come and go by the hundred: a small space reserve.
         ("BROOK_STORE__DISK_RESERVE_BYTES".into(), (1u64 << 20).to_string()),
+        // Retention by disk ratio follows the host's disk, not the test:
+        // off unless a test asks for it.
+        ("BROOK_STORE__DISK_MAX_USED_RATIO".into(), "1.0".into()),
     ]
 }
 
