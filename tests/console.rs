@@ -80,7 +80,9 @@ async fn text_when(browser: &Client, reload: Option<&str>, css: &str, ok: impl F
     let mut last = String::new();
     while Instant::now() < deadline {
         if let Some(url) = reload {
+            // The same URL again is only a fragment: reload the page.
             browser.goto(url).await.expect("goto");
+            browser.refresh().await.expect("reload");
         }
         if let Ok(element) = browser.find(Locator::Css(css)).await {
             last = element.text().await.unwrap_or_default();
@@ -93,14 +95,15 @@ async fn text_when(browser: &Client, reload: Option<&str>, css: &str, ok: impl F
     panic!("{css} never became what was expected; last {last:?}");
 }
 
+/// The page renders after its data arrives: wait for the element.
 async fn fill(browser: &Client, css: &str, text: &str) {
-    let field = browser.find(Locator::Css(css)).await.expect(css);
+    let field = browser.wait().for_element(Locator::Css(css)).await.expect(css);
     field.clear().await.expect("clear");
     field.send_keys(text).await.expect("type");
 }
 
 async fn click(browser: &Client, css: &str) {
-    browser.find(Locator::Css(css)).await.expect(css).click().await.expect("click");
+    browser.wait().for_element(Locator::Css(css)).await.expect(css).click().await.expect("click");
 }
 
 fn ctl(broker: &Brookd, args: &[&str], stdin: &str) {
@@ -192,9 +195,10 @@ async fn the_console_works_in_a_real_browser() {
     text_when(&browser, None, "#group-lag", |t| t == "21").await;
     screenshot(&browser, "group").await;
 
-    for page in ["topic/shop", "groups", "cluster"] {
+    // Each page, once its own content is there.
+    for (page, mark) in [("topic/shop", "#queues"), ("groups", "#groups"), ("cluster", "#brokers")] {
         browser.goto(&format!("{web}/#/{page}")).await.expect("page");
-        browser.wait().for_element(Locator::Css("#page h2")).await.expect("a page");
+        browser.wait().for_element(Locator::Css(mark)).await.expect("the page's content");
         screenshot(&browser, &page.replace('/', "-")).await;
     }
     // A refusal is shown, not swallowed.
