@@ -4,6 +4,7 @@
 //! together are stored as one batch per queue, in arrival order.
 
 mod merge;
+mod received;
 mod tally;
 
 use crate::actors::appender::{AppendWait, Encoded};
@@ -20,8 +21,9 @@ use brook_proto::request::StoredAck;
 use brook_proto::system::{
     is_reserved_topic, PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_DELIVER_AT, PROP_TRACE, PROP_TRANSACTION,
 };
-use brook_proto::{ErrorCode, Message, MessageId, MessageRef, ProducerSeq, Response, WireError};
+use brook_proto::{ErrorCode, Message, MessageId, ProducerSeq, Response, WireError};
 use merge::merge_in_order;
+use received::Received;
 use smallvec::SmallVec;
 use tally::Tally;
 
@@ -61,63 +63,6 @@ pub enum SendBody {
         /// The idempotent producer's sequence, if any.
         producer: Option<ProducerSeq>,
     },
-}
-
-/// A message on its way to the log: read in place from its frame, or owned
-/// because the broker rewrites it (delays, transactions, tracing).
-enum Received<'a> {
-    InPlace(MessageRef<'a>),
-    Owned(Message),
-}
-
-impl<'a> Received<'a> {
-    fn encode(&self, into: &mut Encoded, code: u64) -> crate::error::Result<()> {
-        match self {
-            Received::InPlace(m) => into.push(m, code),
-            Received::Owned(m) => into.push(m, code),
-        }
-    }
-
-    fn checked_len(&self) -> Result<usize, record::EncodeError> {
-        match self {
-            Received::InPlace(m) => record::checked_len(m),
-            Received::Owned(m) => record::checked_len(m),
-        }
-    }
-
-    /// Makes the message name the request's topic (an empty name means it),
-    /// or refuses one that names another: a batch goes to one topic.
-    fn claim_topic<'b>(&mut self, topic: &'b str) -> Result<(), WireError>
-    where
-        'b: 'a,
-    {
-        let named = match self {
-            Received::InPlace(m) if m.topic.is_empty() => topic,
-            Received::InPlace(m) => m.topic,
-            Received::Owned(m) if m.topic.is_empty() => {
-                m.topic = topic.to_string();
-                topic
-            }
-            Received::Owned(m) => &m.topic,
-        };
-        if named != topic {
-            return Err(Error::InvalidArgument(format!(
-                "a batch goes to one topic: {topic:?}, but a message names {named:?}"
-            ))
-            .into());
-        }
-        if let Received::InPlace(m) = self {
-            m.topic = topic;
-        }
-        Ok(())
-    }
-
-    fn body_len(&self) -> usize {
-        match self {
-            Received::InPlace(m) => m.body.len(),
-            Received::Owned(m) => m.body.len(),
-        }
-    }
 }
 
 /// A prepared send's messages with their tag codes. Most sends under

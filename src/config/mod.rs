@@ -3,8 +3,12 @@
 //! `BROOK_STORE__FLUSH=sync`). `sanitize` refuses impossible combinations and
 //! clamps soft ones, saying so.
 
+mod cluster;
+mod http;
+
+pub use http::HttpConfig;
+
 use crate::error::{Error, Result};
-use brook_proto::names::validate_name;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -309,25 +313,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// The HTTP listener (`[http]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HttpConfig {
-    /// Where the console, `/metrics`, `/healthz` and `/readyz` are served;
-    /// empty turns the listener off. Default: 127.0.0.1:8080.
-    pub listen: String,
-    /// Whether the console may change anything (create, grow and delete
-    /// topics, reset offsets, resend dead letters). It has no login yet, so
-    /// by default it only reads. Default: false.
-    pub console_writes: bool,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), console_writes: false }
-    }
-}
-
 /// Most delay levels (each has its own queue and scheduler).
 pub const MAX_DELAY_LEVELS: usize = 64;
 
@@ -421,31 +406,6 @@ impl Config {
         }
         self.sanitize_cluster(&mut warnings)?;
         Ok(warnings)
-    }
-
-    /// The cluster keys' part of [`Config::sanitize`].
-    fn sanitize_cluster(&mut self, warnings: &mut Vec<String>) -> Result<()> {
-        validate_name("cluster", &self.cluster).map_err(Error::Config)?;
-        validate_name("broker", &self.broker_name).map_err(Error::Config)?;
-        if !self.advertised_addr.is_empty() {
-            self.advertised_addr
-                .parse::<std::net::SocketAddr>()
-                .map_err(|e| Error::Config(format!("advertised_addr {:?}: {e}", self.advertised_addr)))?;
-        }
-        for addr in self.namesrv() {
-            addr.parse::<std::net::SocketAddr>().map_err(|e| Error::Config(format!("namesrv_addrs: {addr:?}: {e}")))?;
-        }
-        let clamped = self.register_interval_ms.clamp(*REGISTER_INTERVAL_MS.start(), *REGISTER_INTERVAL_MS.end());
-        if clamped != self.register_interval_ms {
-            warnings.push(format!("register_interval_ms {} clamped to {clamped}", self.register_interval_ms));
-            self.register_interval_ms = clamped;
-        }
-        Ok(())
-    }
-
-    /// The name servers to register with (none: standalone).
-    pub fn namesrv(&self) -> Vec<String> {
-        self.namesrv_addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect()
     }
 }
 
