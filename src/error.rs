@@ -122,6 +122,26 @@ pub enum Error {
         /// When writes began to be refused.
         since_ms: i64,
     },
+    /// Sync replication: the in-sync replicas did not all confirm the
+    /// write in time; it is stored on the master but not acknowledged.
+    #[error("not every in-sync replica confirmed the write within {timeout_ms} ms (log end {end})")]
+    ReplicationTimeout {
+        /// `replication_timeout_ms`.
+        timeout_ms: u64,
+        /// One past the write's last byte.
+        end: u64,
+    },
+    /// Sync replication: too few in-sync replicas; nothing was stored.
+    #[error("{in_sync} in-sync replicas, min_insync_replicas = {min}: writes refused")]
+    NotEnoughReplicas {
+        /// In the set now, the master included.
+        in_sync: u32,
+        /// The minimum.
+        min: u32,
+    },
+    /// This broker is a slave.
+    #[error("broker {0} is a slave: send writes to its master")]
+    NotMaster(String),
 }
 
 impl Error {
@@ -182,6 +202,9 @@ impl From<Error> for WireError {
             Error::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
             Error::TooManyProducers(_) => ErrorCode::TooManyProducers,
             Error::DiskFull { .. } => ErrorCode::DiskFull,
+            Error::ReplicationTimeout { .. } => ErrorCode::ReplicationTimeout,
+            Error::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+            Error::NotMaster(_) => ErrorCode::NotMaster,
         };
         let wire = WireError::new(code, err.to_string());
         match err {

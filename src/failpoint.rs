@@ -11,3 +11,12 @@ pub async fn stall(_name: &str) {
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
     }
 }
+
+/// [`stall`] for a step that runs outside the runtime (start-up work done
+/// before any actor runs).
+pub fn stall_blocking(_name: &str) {
+    #[cfg(feature = "failpoints")]
+    if std::env::var("BROOK_FAILPOINT").is_ok_and(|v| v == _name) {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}

@@ -45,6 +45,7 @@ pub mod delay;
 pub mod error;
 pub mod failpoint;
 pub mod filter;
+pub mod ha;
 pub mod http;
 pub mod io;
 pub mod logging;

@@ -558,6 +558,7 @@ async fn bad_input_at_a_name_server_gets_clear_errors_and_changes_nothing() {
         topics: vec![TopicConf { name: TOPIC.into(), write_queues: 2, read_queues: 2, perm: PERM_READ_WRITE }],
         msgs_in_per_s: 0.0,
         msgs_out_per_s: 0.0,
+        replica: Default::default(),
     };
     let bogus = [
         BrokerRegistration { broker_name: "bad name!".into(), ..good.clone() },

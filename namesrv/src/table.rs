@@ -142,6 +142,7 @@ impl RouteTable {
                     msgs_out_per_s: reg.msgs_out_per_s,
                     last_seen_ms: u64::try_from(now.saturating_duration_since(r.last_seen).as_millis())
                         .unwrap_or(u64::MAX),
+                    replica: reg.replica.clone(),
                 }
             })
             .collect();
@@ -185,6 +186,7 @@ mod tests {
                 .collect(),
             msgs_in_per_s: 0.0,
             msgs_out_per_s: 0.0,
+            replica: Default::default(),
         }
     }
 

@@ -67,6 +67,16 @@ pub enum ErrorCode {
     /// stored) until space is freed, and takes them again by itself.
     /// `detail` is when it began (ms since the epoch). Retriable.
     DiskFull = 25,
+    /// Under `sync` replication the send was stored on the master but not
+    /// every in-sync replica confirmed it within `replication_timeout_ms`:
+    /// it is not acknowledged (and not delivered until it is replicated or
+    /// the lagging replica leaves the in-sync set).
+    ReplicationTimeout = 26,
+    /// Under `sync` replication the in-sync set is smaller than
+    /// `min_insync_replicas`: nothing of the send was stored. Retriable.
+    NotEnoughReplicas = 27,
+    /// The broker is a slave: it serves reads, and writes go to its master.
+    NotMaster = 28,
 }
 
 impl ErrorCode {
@@ -74,7 +84,7 @@ impl ErrorCode {
     /// [`ErrorCode::Unknown`] so an old client survives a newer broker.
     pub fn from_u32(code: u32) -> Self {
         use ErrorCode::*;
-        const ALL: [ErrorCode; 26] = [
+        const ALL: [ErrorCode; 29] = [
             Unknown,
             UnsupportedVersion,
             HelloRequired,
@@ -101,13 +111,19 @@ impl ErrorCode {
             DuplicateSequence,
             TooManyProducers,
             DiskFull,
+            ReplicationTimeout,
+            NotEnoughReplicas,
+            NotMaster,
         ];
         ALL.iter().copied().find(|c| *c as u32 == code).unwrap_or(Unknown)
     }
 
     /// Whether a client may retry the same request later and expect success.
     pub fn is_retriable(self) -> bool {
-        matches!(self, ErrorCode::BrokerBusy | ErrorCode::ShuttingDown | ErrorCode::DiskFull)
+        matches!(
+            self,
+            ErrorCode::BrokerBusy | ErrorCode::ShuttingDown | ErrorCode::DiskFull | ErrorCode::NotEnoughReplicas
+        )
     }
 }
 
@@ -163,7 +179,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_unknown_maps_to_unknown() {
-        for n in 0..=25 {
+        for n in 0..=28 {
             assert_eq!(ErrorCode::from_u32(n) as u32, n);
         }
         assert_eq!(ErrorCode::from_u32(9999), ErrorCode::Unknown);

@@ -10,6 +10,7 @@
 //! - [`consumer`]: heartbeats, subscriptions, offsets, group descriptions.
 //! - [`txn`]: transaction outcomes and reports.
 //! - [`route`]: clusters and routes as name servers keep them.
+//! - [`ha`]: replication between a master and its slaves.
 //! - [`message`]: a message as produced (`Message`) and as stored
 //!   (`StoredMessage`).
 //! - [`error`]: the wire error (`WireError`) with stable numeric codes.
@@ -28,6 +29,7 @@ pub mod codec;
 pub mod consumer;
 pub mod error;
 pub mod frame;
+pub mod ha;
 pub mod hash;
 pub mod message;
 pub mod msg_id;
@@ -49,10 +51,11 @@ pub use producer::ProducerSeq;
 pub use request::{Request, Response, SendAck, SendRef, StoredAck};
 
 /// The protocol version a hello carries. A broker refuses versions it does not
-/// know with [`ErrorCode::UnsupportedVersion`]. 4: sends carry an idempotent
+/// know with [`ErrorCode::UnsupportedVersion`]. 5: statuses and registrations
+/// carry replication (`ReplicaStatus`). 4: sends carry an idempotent
 /// producer's sequence, and `InitProducer` gives producers their ids. 3:
 /// send answers carry log offsets, not message id strings.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Most messages one send may carry.
 pub const MAX_SEND_MESSAGES: usize = 65_536;

@@ -407,6 +407,7 @@ mod tests {
                 topics: vec![],
                 msgs_in_per_s: 0.0,
                 msgs_out_per_s: 0.0,
+                replica: crate::route::ReplicaStatus::default(),
             }),
             Request::UnregisterBroker { cluster: "c".into(), broker_name: "b".into(), broker_id: 0 },
             Request::GetRoute { topic: "t".into() },

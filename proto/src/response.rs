@@ -145,6 +145,8 @@ pub struct BrokerStatus {
     pub msgs_in_per_s: f64,
     /// Messages delivered per second, lately.
     pub msgs_out_per_s: f64,
+    /// Its replication.
+    pub replica: crate::route::ReplicaStatus,
 }
 
 /// Where one sent message was stored, as a send's answer carries it. Its id

@@ -17,6 +17,50 @@ pub const PERM_READ_WRITE: u8 = PERM_READ | PERM_WRITE;
 /// The broker id of a replica set's master.
 pub const MASTER_ID: u64 = 0;
 
+/// A broker's part in replication, as its status, its registrations and
+/// the cluster list show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// `master` or `slave`.
+    pub role: String,
+    /// `async` or `sync` (the master's `replication`).
+    pub mode: String,
+    /// The current master epoch (as this broker knows it).
+    pub epoch: u32,
+    /// One past its last log byte.
+    pub end: u64,
+    /// The high watermark: what every in-sync replica holds (a slave: as
+    /// its master last said).
+    pub confirmed: u64,
+    /// A slave: bytes it is behind its master's end (as last heard).
+    pub lag_bytes: u64,
+    /// Where its replication listener is (a master), or its master's (a
+    /// slave).
+    pub ha_addr: String,
+    /// A slave: whether it is connected to its master now.
+    pub connected: bool,
+    /// A master: its slaves.
+    pub slaves: Vec<SlaveStatus>,
+}
+
+/// One slave as its master sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaveStatus {
+    /// Its broker id.
+    pub broker_id: u64,
+    /// Where it connected from.
+    pub addr: String,
+    /// One past the last byte it confirmed (written, or synced under sync
+    /// flush).
+    pub acked: u64,
+    /// Bytes it is behind the master.
+    pub lag_bytes: u64,
+    /// In the in-sync set.
+    pub in_sync: bool,
+    /// Connected now.
+    pub connected: bool,
+}
+
 /// One topic as a broker registers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConf {
@@ -50,6 +94,8 @@ pub struct BrokerRegistration {
     pub msgs_in_per_s: f64,
     /// Messages delivered per second, lately.
     pub msgs_out_per_s: f64,
+    /// Its replication.
+    pub replica: ReplicaStatus,
 }
 
 /// A replica set in a route: its addresses by broker id.
@@ -122,4 +168,6 @@ pub struct ClusterBroker {
     pub msgs_out_per_s: f64,
     /// Milliseconds since its last registration.
     pub last_seen_ms: u64,
+    /// Its replication, as last registered.
+    pub replica: ReplicaStatus,
 }

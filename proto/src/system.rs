@@ -7,6 +7,9 @@
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 /// Messages waiting for an exact delivery time (the timer wheel's source).
 pub const TIMER_TOPIC: &str = "BROOK_SYS_TIMER";
+/// The broker's own metadata as log records (topics, group offsets, delay
+/// progress), so that a slave holds it at the same point of the log.
+pub const META_TOPIC: &str = "BROOK_SYS_META";
 /// Transactional half messages, waiting for their producer's outcome.
 pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 /// Outcomes of half messages (op records).

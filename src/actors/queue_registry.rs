@@ -46,6 +46,8 @@ pub struct QueueRegistry {
     segments: Arc<crate::store::segment::SegmentSet>,
     indexer: std::sync::OnceLock<(Addr<indexer::IndexActor>, Arc<indexer::KeyBuffer>)>,
     active: Arc<queue::ActiveQueues>,
+    /// Set on a slave (its name): every write is refused.
+    read_only: std::sync::OnceLock<String>,
     logger: slog::Logger,
 }
 
@@ -79,6 +81,7 @@ impl QueueRegistry {
             segments,
             indexer: std::sync::OnceLock::new(),
             active,
+            read_only: std::sync::OnceLock::new(),
             logger,
         }
     }
@@ -93,6 +96,17 @@ impl QueueRegistry {
         self.indexer.get().map(|(addr, _)| addr)
     }
 
+    /// Where stored messages' keys wait for the indexer.
+    pub fn key_buffer(&self) -> Option<&Arc<indexer::KeyBuffer>> {
+        self.indexer.get().map(|(_, keys)| keys)
+    }
+
+    /// Refuses every write from now on: this broker (`name`) is a slave,
+    /// its log its master's, written only by replication.
+    pub fn refuse_writes(&self, name: String) {
+        let _ = self.read_only.set(name);
+    }
+
     /// The writer.
     pub fn writer(&self) -> &Addr<WriterActor> {
         &self.writer
@@ -102,6 +116,12 @@ impl QueueRegistry {
     /// queues' thread. Every store from a connection goes through here, so
     /// its appends to a queue keep their order.
     pub fn produce_all(&self, produce: queue::fanout::Produce) {
+        if let Some(name) = self.read_only.get() {
+            let parts = produce.parts.len();
+            let outcomes = (0..parts).map(|_| Err(crate::error::Error::NotMaster(name.clone()))).collect();
+            let _ = produce.reply.send(queue::fanout::Placements { stored: Vec::new(), outcomes });
+            return;
+        }
         self.fanout.do_send(produce);
     }
 

@@ -14,6 +14,7 @@ use crate::actors::queue::{Pull, PullEntries};
 use crate::actors::queue_registry::QueueRegistry;
 use crate::error::{Error, Result};
 use crate::filter::TagFilter;
+use crate::ha::meta::{self, MetaEvent};
 use crate::store::consume_queue::CqEntry;
 use crate::store::progress::ProgressFile;
 use actix::prelude::*;
@@ -99,6 +100,14 @@ impl SchedulerActor {
         let logger = logger.new(slog::o!("delay_level" => level));
         Self { level: Some(Level { queue: level.saturating_sub(1), registry, appender, progress, offset, logger }) }
     }
+
+    /// A slave's scheduler: it delivers nothing (its master does, and the
+    /// master's progress reaches its file through the log).
+    #[must_use]
+    pub fn standby(mut self) -> Self {
+        self.level = None;
+        self
+    }
 }
 
 impl Actor for SchedulerActor {
@@ -166,7 +175,15 @@ impl Level {
 
     async fn deliver(&mut self, due: &[CqEntry], next: u64) {
         match self.appender.deliver(due).await {
-            Ok(()) => self.advance(next),
+            Ok(()) => {
+                self.advance(next);
+                // A slave keeps the progress too: promoted, it resumes here
+                // instead of delivering these again.
+                let event = MetaEvent::DelayProgress { level: self.queue + 1, offset: next };
+                if let Err(e) = meta::record(&self.appender, &event).await {
+                    slog::warn!(self.logger, "delay progress not written to the log"; "error" => %e);
+                }
+            }
             Err(e) => {
                 slog::warn!(self.logger, "delivery failed; will retry"; "error" => %e);
                 tokio::time::sleep(RETRY_PAUSE).await;

@@ -70,6 +70,13 @@ impl TimerWheelActor {
         };
         Self { wheel: Some(wheel) }
     }
+
+    /// A slave's wheel: it delivers nothing (its master does).
+    #[must_use]
+    pub fn standby(mut self) -> Self {
+        self.wheel = None;
+        self
+    }
 }
 
 impl Actor for TimerWheelActor {

@@ -51,6 +51,7 @@ pub(super) fn start(
         identity,
         topics: running.topics.clone(),
         traffic: running.traffic.clone(),
+        replication: running.replication.clone(),
         interval: Duration::from_millis(config.register_interval_ms),
         logger: logger.clone(),
     });

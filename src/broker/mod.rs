@@ -34,6 +34,7 @@ use actix::{Actor, Addr, Arbiter};
 use system::SystemActors;
 
 mod cluster;
+mod replication;
 mod system;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,6 +80,14 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
         Ok(freed) => Some(format!("disk full at start: let the {freed}-byte space reserve go so recovery can write")),
         Err(e) => Some(format!("disk full at start, and the space reserve could not be let go: {e}")),
         // Laid down again by the housekeeper's first retention pass.
+    };
+    // A cut of the log a slave marked (its log ran past its master's) is
+    // carried out before anything reads the log.
+    let cut_note = crate::store::truncation::finish_pending(&paths, config.store.segment_bytes)?
+        .map(|to| format!("log cut at {to}: it ran past the master's"));
+    let space_note = match (space_note, cut_note) {
+        (Some(space), Some(cut)) => Some(format!("{space}; {cut}")),
+        (space, cut) => space.or(cut),
     };
     let mut producers = load_producers(&paths, config)?;
     let recovered = recovery::recover(&paths, &segments, config.store.cq_entries_per_file, &mut producers)?;
@@ -153,6 +162,10 @@ pub struct Running {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The writer backend in use.
     pub backend: crate::io::ResolvedBackend,
+    /// Replication.
+    pub replication: Arc<crate::ha::Replication>,
+    /// A slave's: makes replicated records readable.
+    pub applier: Option<Arc<parking_lot::Mutex<crate::ha::apply::Applier>>>,
     arbiters: Vec<Arbiter>,
     _lock: DirLock,
 }
@@ -184,6 +197,16 @@ pub async fn start(
     let io_stats = Arc::new(IoStats::default());
     let writer_stats = Arc::new(WriterStats::default());
     let writer = start_writer(&store, config, &writer_arbiter, (&io_stats, &writer_stats), &clock, &logger).await?;
+    let replication = crate::ha::Replication::open(
+        config,
+        &store.paths,
+        (writer.clone(), writer_stats.clone()),
+        store.recovered.write_pos,
+        &logger,
+    )?;
+    if replication.is_sync() {
+        writer.do_send(crate::actors::writer::ReplicaGateConfig { replicated_to: replication.replicated_to() });
+    }
     let queue_arbiter = Arbiter::new();
     // Queue actors share the writer's thread: every append goes queue →
     // writer → queue, and on one thread those hops are plain mailbox pushes
@@ -200,6 +223,9 @@ pub async fn start(
     ));
     // Before any send can reach the queues.
     registry.install_producers(std::mem::take(&mut store.producers));
+    if replication.is_slave() {
+        registry.refuse_writes(format!("{}/{}", config.broker_name, config.broker_id));
+    }
     let index_arbiter = Arbiter::new();
     start_indexer(&store, config, &registry, &index_arbiter, &logger)?;
     let names = cluster::name_servers(config);
@@ -218,7 +244,18 @@ pub async fn start(
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let system = system::start(config, &store, &registry, &appender, &delays, (&queue_arbiter, &metrics), &logger)?;
     let housekeeper = start_housekeeper(&store, config, (&registry, &groups), (clock, disk), &system, logger);
+    let applier = replication.is_slave().then(|| {
+        let applier = crate::ha::apply::Applier::new(
+            registry.clone(),
+            store.topics.clone(),
+            store.segments.clone(),
+            store.recovered.write_pos,
+        );
+        Arc::new(parking_lot::Mutex::new(applier))
+    });
     Ok(Running {
+        replication,
+        applier,
         registry,
         groups,
         housekeeper,
@@ -411,6 +448,7 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         traffic: running.traffic.clone(),
         metrics: running.metrics.clone(),
         identity: identity.clone(),
+        replication: running.replication.clone(),
         logger: logger.clone(),
     });
     actix::spawn(running.traffic.clone().sample(running.writer_stats.clone()));
@@ -425,6 +463,7 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         }
     };
     let http_addr = http.as_ref().map(|h| h.local_addr);
+    replication::start(running, &config, local_addr, connections.handle(), stopping.clone(), &logger).await?;
     let cluster = cluster::start(running, &config, identity, &logger);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel(1);

@@ -15,7 +15,7 @@ use crate::error::{IoContext, Result};
 use crate::store::progress::{ProgressFile, SystemFiles, MAX_VALUES};
 use crate::store::timer::Buckets;
 use actix::{Actor, Addr, Arbiter};
-use brook_proto::system::{SCHEDULE_TOPIC, TIMER_TOPIC, TRACE_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC};
+use brook_proto::system::{META_TOPIC, SCHEDULE_TOPIC, TIMER_TOPIC, TRACE_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -45,7 +45,7 @@ fn open_progress(path: &Path, all: &mut Vec<Arc<ProgressFile>>) -> Result<(Arc<P
 
 /// Creates the system topics (one schedule queue per delay level, one timer
 /// queue, the transaction half and op queues) and starts their actors on
-/// `arbiter`.
+/// `arbiter` (idle on a slave).
 pub fn start(
     config: &Config,
     store: &OpenedStore,
@@ -55,11 +55,14 @@ pub fn start(
     (arbiter, metrics): (&Arbiter, &Arc<crate::metrics::Metrics>),
     logger: &slog::Logger,
 ) -> Result<SystemActors> {
+    // A slave's log is its master's: its readers wait (and resume from the
+    // progress the master's log carries once it is promoted).
+    let standby = config.is_slave();
     let levels = delays.levels_ms().len() as u32;
     if store.topics.get(SCHEDULE_TOPIC).is_none_or(|t| t.queues < levels) {
         store.topics.create(SCHEDULE_TOPIC, levels)?;
     }
-    for topic in [TIMER_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC, TRACE_TOPIC] {
+    for topic in [TIMER_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_TOPIC, TRACE_TOPIC, META_TOPIC] {
         if store.topics.get(topic).is_none() {
             store.topics.create(topic, 1)?;
         }
@@ -69,6 +72,7 @@ pub fn start(
     for level in 1..=levels {
         let (file, values) = open_progress(&store.paths.schedule().join(format!("level-{level}")), &mut progress)?;
         let actor = SchedulerActor::new(level, registry.clone(), appender.clone(), file, values[0], logger);
+        let actor = if standby { actor.standby() } else { actor };
         schedulers.push(SchedulerActor::start_in_arbiter(&arbiter.handle(), move |_| actor));
     }
     let timer_dir = store.paths.timer();
@@ -85,6 +89,7 @@ pub fn start(
         metrics.clone(),
         logger.clone(),
     );
+    let actor = if standby { actor.standby() } else { actor };
     let wheel = TimerWheelActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
 
     let (timeout_ms, check_interval_ms) = config.transaction_times_ms()?;
@@ -101,6 +106,7 @@ pub fn start(
         txn_config,
         logger,
     );
+    let actor = if standby { actor.standby() } else { actor };
     let txn = TxnCheckerActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
     Ok(SystemActors {
         schedulers,

@@ -62,6 +62,19 @@ impl NameServers {
         futures::future::join_all(asks).await;
     }
 
+    /// The cluster's brokers from the first name server that answers.
+    pub async fn cluster(&self) -> Result<Vec<brook_proto::route::ClusterBroker>, ClientError> {
+        let mut last = ClientError::Connection("no name servers".into());
+        for session in &self.sessions {
+            match Self::ask(session, Request::GetClusterInfo).await {
+                Ok(Response::Cluster(brokers)) => return Ok(brokers),
+                Ok(other) => last = ClientError::Protocol(format!("unexpected answer {other:?}")),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// A topic's route from the first name server that answers.
     pub async fn route(&self, topic: &str) -> Result<TopicRoute, ClientError> {
         let first = self.next.fetch_add(1, Ordering::Relaxed);

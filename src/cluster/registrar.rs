@@ -23,6 +23,8 @@ pub struct Registrar {
     pub topics: Arc<TopicTable>,
     /// Its rates, reported with each registration.
     pub traffic: Arc<Traffic>,
+    /// Replication (registered for slaves to find their master).
+    pub replication: Arc<crate::ha::Replication>,
     /// Registration period.
     pub interval: Duration,
     /// Logger.
@@ -52,6 +54,7 @@ impl Registrar {
                 .collect(),
             msgs_in_per_s,
             msgs_out_per_s,
+            replica: self.replication.status(),
         }
     }
 

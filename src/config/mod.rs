@@ -5,6 +5,7 @@
 
 mod cluster;
 mod http;
+mod replication;
 
 pub use http::HttpConfig;
 
@@ -76,6 +77,36 @@ pub struct Config {
     /// How often the broker registers with every name server (and at once
     /// when a topic changes); clamped to 10,000..=60,000. Default: 30,000.
     pub register_interval_ms: u64,
+    /// `async`: the master acks as it stores and its slaves follow; `sync`
+    /// (double write): a send is acked only once every in-sync replica
+    /// holds it. Default: `async`.
+    pub replication: ReplicationMode,
+    /// Under `sync`, sends are refused (`NotEnoughReplicas`, nothing
+    /// stored) while the in-sync set, the master included, is smaller than
+    /// this. Default: 1.
+    pub min_insync_replicas: u32,
+    /// Under `sync`, how long a send waits for its replicas before it fails
+    /// with `ReplicationTimeout`. Default: 3,000 ms.
+    pub replication_timeout_ms: u64,
+    /// Where the master listens for its slaves; empty: the client port + 1
+    /// on the listen address. Default: empty.
+    pub ha_listen: String,
+    /// A slave's master's replication address; empty: found through the
+    /// name servers. Default: empty.
+    pub master_ha_addr: String,
+    /// A slave that has not caught up with the master for this long leaves
+    /// the in-sync set (at once when it disconnects). Default: 15,000 ms.
+    pub ha_max_catchup_lag_ms: u64,
+}
+
+/// How a master acknowledges sends to its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// Acks as the master stores; slaves follow.
+    Async,
+    /// Acks once every in-sync replica holds the record.
+    Sync,
 }
 
 /// The shortest and longest registration period (RocketMQ's clamp).
@@ -269,6 +300,12 @@ impl Default for Config {
             namesrv_addrs: String::new(),
             advertised_addr: String::new(),
             register_interval_ms: 30_000,
+            replication: ReplicationMode::Async,
+            min_insync_replicas: 1,
+            replication_timeout_ms: 3_000,
+            ha_listen: String::new(),
+            master_ha_addr: String::new(),
+            ha_max_catchup_lag_ms: 15_000,
         }
     }
 }
@@ -405,6 +442,7 @@ impl Config {
                 .map_err(|e| Error::Config(format!("http.listen {http:?}: {e} (empty turns it off)")))?;
         }
         self.sanitize_cluster(&mut warnings)?;
+        self.sanitize_replication()?;
         Ok(warnings)
     }
 }

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 /// What request handlers need: handles, never state of their own.
 pub struct BrokerCore {
+    /// Replication: role, in-sync set, acks.
+    pub replication: Arc<crate::ha::Replication>,
     /// Actor addresses.
     pub registry: Arc<QueueRegistry>,
     /// Topic table.

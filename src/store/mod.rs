@@ -17,11 +17,15 @@
 //! producers                    idempotent producers' sequence state (snapshot)
 //! config/producer-ids          the end of the block of producer ids handed out
 //! reserve                      space kept for a start or stop on a full disk
+//! epochs                       JSON: (master epoch, start offset) pairs
+//! truncate                     JSON: a cut of the log not yet finished
+//! in-sync                      JSON: a master's in-sync slaves
 //! ```
 
 pub mod checkpoint;
 pub mod commitlog;
 pub mod consume_queue;
+pub mod epochs;
 pub mod fd_cache;
 pub mod group_state;
 pub mod index;
@@ -34,6 +38,7 @@ pub mod retention;
 pub mod segment;
 pub mod timer;
 pub mod topics;
+pub mod truncation;
 
 use std::path::{Path, PathBuf};
 
@@ -103,6 +108,21 @@ impl StorePaths {
     /// The idempotent producers' state snapshot.
     pub fn producers(&self) -> PathBuf {
         self.root.join("producers")
+    }
+
+    /// The epoch file (see `epochs`).
+    pub fn epochs(&self) -> PathBuf {
+        self.root.join("epochs")
+    }
+
+    /// A pending cut of the log (see `truncation`).
+    pub fn truncation(&self) -> PathBuf {
+        self.root.join("truncate")
+    }
+
+    /// The master's in-sync set (see `ha`).
+    pub fn in_sync(&self) -> PathBuf {
+        self.root.join("in-sync")
     }
 
     /// The space reserve (see `reserve`).

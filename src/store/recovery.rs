@@ -116,24 +116,37 @@ struct Derived<'a, 'b> {
     producers: &'a mut ProducerTable,
 }
 
-impl Derived<'_, '_> {
-    /// Takes in one checked record found at log offset `at`.
-    fn apply(&mut self, rec: &[u8], at: u64) -> Result<()> {
-        let head = record::head(rec);
-        let topic = record::topic(rec);
-        if let Some(seq) = head.producer {
-            if let Some((lane_topic, lane_queue)) = producer_lane(rec, topic, head.queue_id) {
-                let lane = LaneRef::new(seq.producer_id, lane_topic, lane_queue);
-                let store = store_id(topic, head.queue_id);
-                self.producers.apply(lane, seq, head.queue_offset, store, head.store_ts);
-            }
+/// Where replayed records go: recovery's consume-queue files, or a running
+/// slave's live queues (`ha::apply`). Both take records through
+/// [`apply_record`], so a slave derives exactly what recovery would.
+pub trait Replayed {
+    /// An idempotent producer's record: its sequence state advances.
+    fn producer(&mut self, lane: LaneRef<'_>, seq: brook_proto::ProducerSeq, queue_offset: u64, store: u64, ts: i64);
+    /// A record's consume-queue entry (`rec` is the whole record).
+    fn entry(&mut self, rec: &[u8], topic: &str, queue: u32, queue_offset: u64, entry: CqEntry) -> Result<()>;
+}
+
+/// Takes in one checked record found at log offset `at`.
+pub fn apply_record(rec: &[u8], at: u64, to: &mut impl Replayed) -> Result<()> {
+    let head = record::head(rec);
+    let topic = record::topic(rec);
+    if let Some(seq) = head.producer {
+        if let Some((lane_topic, lane_queue)) = producer_lane(rec, topic, head.queue_id) {
+            let lane = LaneRef::new(seq.producer_id, lane_topic, lane_queue);
+            to.producer(lane, seq, head.queue_offset, store_id(topic, head.queue_id), head.store_ts);
         }
-        self.queues.dispatch(
-            topic,
-            head.queue_id,
-            head.queue_offset,
-            CqEntry { log_offset: at, size: head.len, tag_hash: head.tag_hash },
-        )
+    }
+    let entry = CqEntry { log_offset: at, size: head.len, tag_hash: head.tag_hash };
+    to.entry(rec, topic, head.queue_id, head.queue_offset, entry)
+}
+
+impl Replayed for Derived<'_, '_> {
+    fn producer(&mut self, lane: LaneRef<'_>, seq: brook_proto::ProducerSeq, queue_offset: u64, store: u64, ts: i64) {
+        self.producers.apply(lane, seq, queue_offset, store, ts);
+    }
+
+    fn entry(&mut self, _: &[u8], topic: &str, queue: u32, queue_offset: u64, entry: CqEntry) -> Result<()> {
+        self.queues.dispatch(topic, queue, queue_offset, entry)
     }
 }
 
@@ -167,7 +180,7 @@ fn replay(set: &SegmentSet, from: u64, derived: &mut Derived<'_, '_>, out: &mut 
             let head = record::head(rec);
             out.last_store_ts = out.last_store_ts.max(head.store_ts);
             out.replayed += 1;
-            derived.apply(rec, at)
+            apply_record(rec, at, derived)
         })?;
         match end {
             SegmentEnd::Full => {
@@ -234,6 +247,20 @@ pub fn scan_segment(
     from: u64,
     on_record: &mut dyn FnMut(&[u8], u64) -> Result<()>,
 ) -> Result<SegmentEnd> {
+    scan_segment_until(file, (base, seg_bytes), from, seg_bytes, on_record)
+}
+
+/// [`scan_segment`] reading nothing at or past `until` (an offset within
+/// the segment): a slave scans what it has just received, and a record
+/// that runs past `until` ends the scan as damaged (it is not whole yet).
+pub fn scan_segment_until(
+    file: &File,
+    (base, seg_bytes): (u64, u64),
+    from: u64,
+    until: u64,
+    on_record: &mut dyn FnMut(&[u8], u64) -> Result<()>,
+) -> Result<SegmentEnd> {
+    let until = until.min(seg_bytes);
     let mut at = from;
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_start = 0u64;
@@ -242,11 +269,14 @@ pub fn scan_segment(
         file.read_exact_at(buf, at).ctx(|| format!("read segment {base} at {at}"))
     };
     while at < seg_bytes {
-        let left = seg_bytes - at;
-        if left < record::PAD_MIN as u64 {
+        if seg_bytes - at < record::PAD_MIN as u64 {
             // Too short for a record or a padding record: the writer left
             // it zero and went on in the next segment.
             return Ok(SegmentEnd::Full);
+        }
+        let left = until.saturating_sub(at);
+        if left == 0 {
+            return Ok(SegmentEnd::End(at));
         }
         let buf_end = buf_start + buf.len() as u64;
         if at < buf_start || at + left.min(record::HEADER_LEN as u64) > buf_end {

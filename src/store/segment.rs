@@ -245,10 +245,12 @@ impl SegmentSet {
         self.segments.write().insert(base, SegmentEntry { file, last_store_ts: None });
     }
 
-    /// Records the newest store time of a sealed segment.
+    /// Records the newest store time of a sealed segment (it only ever
+    /// grows: a slave learns it from the records it applies, and its
+    /// writer's roll, which parses none, must not set it back).
     pub fn set_last_store_ts(&self, base: u64, ts: i64) {
         if let Some(entry) = self.segments.write().get_mut(&base) {
-            entry.last_store_ts = Some(ts);
+            entry.last_store_ts = Some(entry.last_store_ts.map_or(ts, |had| had.max(ts)));
         }
     }
 

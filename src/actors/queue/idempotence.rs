@@ -179,3 +179,15 @@ fn placements(part: &Part, placed: &[(u64, u32)]) -> Result<Vec<Placed>> {
     }
     Ok(out)
 }
+
+/// A slave's replicated record of an idempotent producer: its sequence
+/// state advances as recovery's would (on the writer's thread).
+pub(crate) fn apply_replicated(
+    lane: crate::store::producers::LaneRef<'_>,
+    seq: ProducerSeq,
+    queue_offset: u64,
+    store: u64,
+    store_ts: i64,
+) {
+    PRODUCERS.with(|producers| producers.borrow_mut().apply(lane, seq, queue_offset, store, store_ts));
+}

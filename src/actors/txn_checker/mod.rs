@@ -114,6 +114,14 @@ impl TxnCheckerActor {
         Self { checker: Some(checker) }
     }
 
+    /// A slave's checker: it checks nothing (its master does; outcomes
+    /// reach the slave as op records in the log).
+    #[must_use]
+    pub fn standby(mut self) -> Self {
+        self.checker = None;
+        self
+    }
+
     /// Lends the state to `op` and takes it back when `op` is done; the
     /// context handles nothing else meanwhile. The answer is `op`'s, or
     /// `Busy` in the one case the state is out (never, while the context

@@ -27,9 +27,11 @@
 
 mod cache_drops;
 mod disk_full;
+mod replica;
 mod stats;
 mod syncer;
 
+pub use replica::{ReplicaGateConfig, ReplicasAdvanced, Replicate, ReplicatedTo};
 pub use stats::WriterStats;
 
 use crate::config::FlushMode;
@@ -39,6 +41,7 @@ use crate::store::segment::SegmentSet;
 use actix::prelude::*;
 use cache_drops::CacheDrops;
 use disk_full::DiskFull;
+use replica::ReplicaGate;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -125,6 +128,10 @@ pub struct WriterActor {
     awaiting: Awaiting,
     /// Which of the log's pages the next sync drops from the page cache.
     drops: CacheDrops,
+    /// Groups held back until their replicas have them (sync replication).
+    gate: ReplicaGate,
+    /// A slave's replicated bytes waiting for the log.
+    replicas: VecDeque<Replicate>,
     /// The log's segments (the log itself is away while a group is written).
     segments: Arc<SegmentSet>,
     logger: slog::Logger,
@@ -150,6 +157,8 @@ impl WriterActor {
             syncer,
             synced: Some(synced),
             awaiting: Awaiting::default(),
+            gate: ReplicaGate::default(),
+            replicas: VecDeque::new(),
             log: Some(log),
             config,
             pending: VecDeque::new(),
@@ -238,7 +247,10 @@ impl WriterActor {
         match result {
             Ok(()) => {
                 self.stats.synced_pos.fetch_max(at.write_pos, Ordering::Relaxed);
-                self.awaiting.settle(asked, at);
+                self.stats.moved();
+                let mut settled = Vec::new();
+                self.awaiting.settle(asked, at, |group| settled.push(group));
+                settled.into_iter().for_each(|group| self.release(group));
                 let behind = at.write_pos.saturating_sub(self.config.log_cache_bytes);
                 self.drop_cached_below(behind.min(self.segments.replay_from()));
             }
@@ -274,6 +286,7 @@ impl WriterActor {
         // Nothing written before is answered as synced any more: a later
         // round could not vouch for pages an earlier failure dropped.
         self.awaiting.fail_all(&msg);
+        self.gate.fail_all(&msg);
         msg
     }
 
@@ -331,6 +344,9 @@ impl WriterActor {
             self.fail_pending(&err);
             return;
         }
+        if let Some(replicated) = self.replicas.pop_front() {
+            return self.write_replicated(replicated, ctx);
+        }
         if let Some(full) = self.full {
             self.refuse_appends(full);
         }
@@ -368,6 +384,7 @@ impl WriterActor {
         ctx.spawn(work.into_actor(self).map(move |(mut log, result), act, ctx| {
             act.position = log.write_pos();
             act.stats.write_pos.store(act.position, Ordering::Relaxed);
+            act.stats.moved();
             act.report_prepare_failure(&mut log);
             act.log = Some(log);
             act.group_done(result, (dones, markers, records));
@@ -396,7 +413,7 @@ impl WriterActor {
                     // every group written while the one before it ran.
                     self.detach_sync_with(markers, Some(group), records);
                 } else {
-                    group.answer();
+                    self.release(group);
                     if !markers.is_empty() {
                         self.detach_sync(markers);
                     }
@@ -425,6 +442,9 @@ impl WriterActor {
 
     fn fail_pending(&mut self, err: &Error) {
         let msg = err.to_string();
+        for replicated in self.replicas.drain(..) {
+            (replicated.done)(Err(Error::Poisoned(msg.clone())));
+        }
         for item in self.pending.drain(..) {
             match item {
                 Pending::Append(a) => (a.done)(Err(Error::Poisoned(msg.clone()))),

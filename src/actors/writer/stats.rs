@@ -30,6 +30,9 @@ pub struct WriterStats {
     pub fsync_us: Histogram,
     /// Records per group commit.
     pub group_records: Histogram,
+    /// Bumped whenever `write_pos` or `synced_pos` moves: replication
+    /// waits on it.
+    pub progress: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for WriterStats {
@@ -45,6 +48,7 @@ impl Default for WriterStats {
             queued: AtomicU64::new(0),
             fsync_us: Histogram::new(crate::metrics::histogram::SYNC_US),
             group_records: Histogram::new(crate::metrics::histogram::GROUP_RECORDS),
+            progress: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -53,6 +57,11 @@ impl WriterStats {
     /// Since when the disk has been full, if it is.
     pub fn disk_full_since(&self) -> Option<i64> {
         Some(self.disk_full_since_ms.load(Ordering::Relaxed)).filter(|ms| *ms != 0)
+    }
+
+    /// Tells whoever waits on `progress` that the log moved.
+    pub fn moved(&self) {
+        self.progress.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// One past the last byte written to the log.

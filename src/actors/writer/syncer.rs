@@ -160,6 +160,11 @@ pub(super) struct Unsynced {
 }
 
 impl Unsynced {
+    /// One past the group's last byte.
+    pub fn end(&self) -> u64 {
+        self.positions.iter().flatten().map(|p| p.log_offset + u64::from(p.size)).max().unwrap_or(0)
+    }
+
     /// Answers each append with its records' positions.
     pub fn answer(self) {
         let mut positions = self.positions.into_iter();
@@ -191,10 +196,10 @@ impl Awaiting {
 
     /// A round covering every request up to `asked` ended well: answers
     /// what it covered.
-    pub fn settle(&mut self, asked: u64, at: SyncedAt) {
+    pub fn settle(&mut self, asked: u64, at: SyncedAt, mut release: impl FnMut(Unsynced)) {
         while self.0.front().is_some_and(|(n, _)| *n <= asked) {
             match self.0.pop_front() {
-                Some((_, Waiter::Group(group))) => group.answer(),
+                Some((_, Waiter::Group(group))) => release(group),
                 Some((_, Waiter::Marker(marker))) => {
                     let _ = marker.send(Ok(at));
                 }
@@ -269,7 +274,7 @@ mod tests {
         let (tx2, mut rx2) = tokio::sync::oneshot::channel();
         awaiting.push(1, Waiter::Marker(tx1));
         awaiting.push(2, Waiter::Marker(tx2));
-        awaiting.settle(1, at(10));
+        awaiting.settle(1, at(10), Unsynced::answer);
         assert!(matches!(rx1.try_recv(), Ok(Ok(a)) if a == at(10)));
         assert!(rx2.try_recv().is_err(), "request 2 was made after round 1 began");
         awaiting.fail_all("broken");

@@ -15,7 +15,7 @@ pub fn status(core: &BrokerCore) -> Reply {
     Ok(Response::Status(BrokerStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         addr: core.advertised.to_string(),
-        writable: disk_full_since_ms.is_none() && poisoned.is_none(),
+        writable: disk_full_since_ms.is_none() && poisoned.is_none() && core.replication.refusal().is_none(),
         disk_full_since_ms,
         poisoned,
         // A file system that cannot be read shows as empty, not as an error:
@@ -30,5 +30,6 @@ pub fn status(core: &BrokerCore) -> Reply {
         broker_id: core.identity.broker_id,
         msgs_in_per_s: core.traffic.rates().0,
         msgs_out_per_s: core.traffic.rates().1,
+        replica: core.replication.status(),
     }))
 }

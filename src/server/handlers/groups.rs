@@ -3,6 +3,7 @@
 use crate::actors::consumer_group::{Beat, Commit, Describe, Fetch, Leave, Lock, Reset, Unlock};
 use crate::actors::queue::{OffsetAtTime, Range};
 use crate::error::Error;
+use crate::ha::meta::{self, MetaEvent};
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::handlers::Reply;
 use brook_proto::names::validate_name;
@@ -50,7 +51,14 @@ pub async fn commit(
     offsets: Vec<QueueOffset>,
     generation: u64,
 ) -> Reply {
+    // Offsets are the master's; a slave's consumers hold theirs until it
+    // is back.
+    if let Some(e) = core.replication.refusal().filter(|_| core.replication.is_slave()) {
+        return Err(e.into());
+    }
+    let event = MetaEvent::Offsets { group: group.to_string(), offsets: offsets.clone() };
     core.groups.get(group)?.send(Commit { member, offsets, generation }).await.map_err(Error::from)??;
+    meta::record(&core.appender, &event).await?;
     Ok(Response::Done)
 }
 
@@ -81,11 +89,15 @@ pub async fn reset(core: &BrokerCore, group: &str, topic: &str, to: ResetTo) -> 
             }
         }
     }
+    if let Some(e) = core.replication.refusal().filter(|_| core.replication.is_slave()) {
+        return Err(e.into());
+    }
     core.groups
         .get(group)?
         .send(Reset { topic: topic.to_string(), offsets: targets.clone() })
         .await
         .map_err(Error::from)?;
+    meta::record(&core.appender, &MetaEvent::Offsets { group: group.to_string(), offsets: targets.clone() }).await?;
     slog::info!(core.logger, "group offsets reset"; "group" => group, "topic" => topic);
     Ok(Response::QueueOffsets(targets))
 }

@@ -5,6 +5,7 @@
 //! [`LogReader`] is the read side, shared by everyone: pread + CRC check.
 
 mod reader;
+mod replica;
 mod space;
 
 pub use reader::{LogReader, READ_SPAN};

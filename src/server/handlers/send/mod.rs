@@ -116,7 +116,14 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
     }
     let mut answers = Vec::with_capacity(requests.len());
     let mut ready = Vec::with_capacity(requests.len());
+    // A slave takes no writes; under sync replication none is taken while
+    // the in-sync set is too small. Refused before anything is stored.
+    let refusal = core.replication.refusal().map(WireError::from);
     for SendRequest { id, body } in &mut requests {
+        if let Some(e) = &refusal {
+            answers.push((*id, Err(e.clone())));
+            continue;
+        }
         let prepared = match body {
             SendBody::Wire(fields) => match brook_proto::codec::decode_send(fields) {
                 Ok(send) => {
@@ -237,7 +244,18 @@ impl SubmittedSends {
     /// Waits for the stores and answers every request.
     pub async fn answers(self, core: &BrokerCore, conn: &ConnInfo) -> Vec<(Option<u64>, Reply)> {
         let SubmittedSends { mut answers, members, sizes, tallies, stored } = self;
-        let Placements { stored, outcomes } = stored.wait().await;
+        let Placements { stored, outcomes } = match core.replication.is_sync() {
+            // The store stays as it is (readable once replicated); only
+            // this answer gives up waiting.
+            true => tokio::time::timeout(core.replication.timeout, stored.wait()).await.unwrap_or_else(|_| {
+                let timeout_ms = core.replication.timeout.as_millis() as u64;
+                let failed = (0..sizes.len())
+                    .map(|_| Err(Error::ReplicationTimeout { timeout_ms, end: core.writer_stats.write_pos() }))
+                    .collect();
+                Placements { stored: Vec::new(), outcomes: failed }
+            }),
+            false => stored.wait().await,
+        };
         let now = brook_proto::time::now_ms();
         let send_code = brook_proto::Request::SEND_CODE;
         let mut members = members.into_iter();

@@ -1,0 +1,85 @@
+//! The broker's replication tasks, started once it listens: a master's
+//! listener for its slaves and the in-sync set's expiry, or a slave's
+//! follower of its master.
+
+use crate::broker::Running;
+use crate::config::Config;
+use crate::error::Result;
+use crate::ha::master::{self, Source};
+use crate::ha::meta::{self, MetaTargets};
+use crate::ha::slave::{hello_of, Follower};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often slaves that stopped catching up are looked for.
+const EXPIRY_CHECK: Duration = Duration::from_millis(250);
+
+/// Starts replication on `runtime` until `stop`.
+pub(super) async fn start(
+    running: &Running,
+    config: &Config,
+    client: SocketAddr,
+    runtime: &tokio::runtime::Handle,
+    stop: CancellationToken,
+    logger: &slog::Logger,
+) -> Result<()> {
+    let repl = running.replication.clone();
+    let logger = logger.new(slog::o!("part" => "replication"));
+    if let Some(applier) = &running.applier {
+        let master_addr = Some(config.master_ha_addr.trim().to_string()).filter(|a| !a.is_empty());
+        let follower = Follower {
+            repl,
+            writer: running.registry.writer().clone(),
+            stats: running.writer_stats.clone(),
+            applier: applier.clone(),
+            meta: MetaTargets {
+                topics: running.topics.clone(),
+                registry: running.registry.clone(),
+                groups: running.groups.clone(),
+                paths: running.paths.clone(),
+                delay_progress: running
+                    .system
+                    .files
+                    .progress
+                    .iter()
+                    .take(running.system.schedulers.len())
+                    .cloned()
+                    .collect(),
+            },
+            paths: running.paths.clone(),
+            hello: hello_of(config),
+            master_addr,
+            names: running.names.clone(),
+            local_ip: Some(client.ip()).filter(|ip| !ip.is_unspecified()),
+            logger,
+        };
+        runtime.spawn(follower.run(stop));
+        return Ok(());
+    }
+    runtime.spawn(meta::watch_topics(running.topics.clone(), running.appender.clone(), logger.clone()));
+    let source = Source {
+        repl: repl.clone(),
+        segments: running.reader.segments().clone(),
+        stats: running.writer_stats.clone(),
+        cluster: config.cluster.clone(),
+        broker_name: config.broker_name.clone(),
+        logger,
+    };
+    let bound = master::listen(config.ha_listen_addr(client), source, runtime, stop.clone()).await?;
+    // Slaves find it through the name servers: named as clients name the
+    // broker (its advertised host), at the bound port.
+    let host = crate::cluster::advertised(config, client).ip();
+    *repl.ha_addr.lock() =
+        SocketAddr::new(if bound.ip().is_unspecified() { host } else { bound.ip() }, bound.port()).to_string();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRY_CHECK);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => repl.expire_laggards(),
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+    Ok(())
+}

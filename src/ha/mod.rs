@@ -1,0 +1,265 @@
+//! Replication (RocketMQ's master/slave, Kafka's ISR): a master streams its
+//! commit log byte for byte to the slaves of its replica set
+//! ([`master`]); a slave writes the bytes at the same offsets and makes
+//! their records readable with the code recovery uses ([`slave`],
+//! [`apply`]). The master keeps the in-sync set ([`followers`]); under
+//! `replication = sync` a write is acknowledged — and readable — only once
+//! every member holds it. Epochs (`store::epochs`) tell a slave where its
+//! log stops agreeing with its master's; it cuts there (`store::truncation`)
+//! before it streams.
+
+pub mod apply;
+pub mod followers;
+pub mod master;
+pub mod meta;
+pub mod slave;
+
+use crate::actors::writer::{ReplicasAdvanced, ReplicatedTo, WriterActor, WriterStats};
+use crate::config::{Config, FlushMode, ReplicationMode};
+use crate::error::{Error, IoContext, Result};
+use crate::store::epochs::EpochFile;
+use crate::store::StorePaths;
+use actix::Addr;
+use brook_proto::ha::EpochEntry;
+use brook_proto::route::{ReplicaStatus, SlaveStatus};
+use followers::Followers;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a slave knows of its master.
+#[derive(Debug, Clone, Default)]
+pub struct Upstream {
+    /// The master's replication address, once known.
+    pub addr: Option<String>,
+    /// Connected now.
+    pub connected: bool,
+    /// The master's log end, as last heard.
+    pub master_end: u64,
+    /// The master's high watermark, as last heard.
+    pub confirmed: u64,
+}
+
+/// One broker's replication state, shared by its send path, its status and
+/// its replication tasks.
+pub struct Replication {
+    /// `async` or `sync`.
+    pub mode: ReplicationMode,
+    flush: FlushMode,
+    min_insync: u32,
+    /// How long a sync send waits for its replicas.
+    pub timeout: Duration,
+    slave: bool,
+    epoch: AtomicU32,
+    epochs: Mutex<EpochFile>,
+    followers: Mutex<Followers>,
+    replicated_to: ReplicatedTo,
+    writer: Addr<WriterActor>,
+    stats: Arc<WriterStats>,
+    upstream: Mutex<Upstream>,
+    /// The replication listener's address (a master), once bound.
+    pub ha_addr: Mutex<String>,
+    name: String,
+    logger: slog::Logger,
+}
+
+impl Replication {
+    /// The state of a broker whose log ends at `log_end`: a master takes a
+    /// new epoch starting there (durably, before it writes anything); a
+    /// slave keeps the epochs its master gave it.
+    pub fn open(
+        config: &Config,
+        paths: &StorePaths,
+        (writer, stats): (Addr<WriterActor>, Arc<WriterStats>),
+        log_end: u64,
+        logger: &slog::Logger,
+    ) -> Result<Arc<Self>> {
+        let mut epochs = EpochFile::load(paths.epochs()).ctx(|| "read the epoch file".into())?;
+        let slave = config.is_slave();
+        let epoch = if slave {
+            epochs.last().map_or(0, |e| e.epoch)
+        } else {
+            let next = epochs.last().map_or(1, |e| e.epoch + 1);
+            epochs.begin(next, log_end).ctx(|| "write the epoch file".into())?;
+            next
+        };
+        let followers = Followers::load(paths.in_sync(), Duration::from_millis(config.ha_max_catchup_lag_ms));
+        Ok(Arc::new(Self {
+            mode: config.replication,
+            flush: config.store.flush,
+            min_insync: config.min_insync_replicas,
+            timeout: Duration::from_millis(config.replication_timeout_ms),
+            slave,
+            epoch: AtomicU32::new(epoch),
+            epochs: Mutex::new(epochs),
+            followers: Mutex::new(followers),
+            replicated_to: Arc::new(AtomicU64::new(u64::MAX)),
+            writer,
+            stats,
+            upstream: Mutex::new(Upstream::default()),
+            ha_addr: Mutex::new(String::new()),
+            name: format!("{}/{}", config.broker_name, config.broker_id),
+            logger: logger.new(slog::o!("part" => "replication")),
+        }))
+    }
+
+    /// Whether this broker is a slave.
+    pub fn is_slave(&self) -> bool {
+        self.slave
+    }
+
+    /// Whether writes wait for the in-sync replicas.
+    pub fn is_sync(&self) -> bool {
+        !self.slave && self.mode == ReplicationMode::Sync
+    }
+
+    /// What the writer's gate reads.
+    pub fn replicated_to(&self) -> ReplicatedTo {
+        self.replicated_to.clone()
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The epochs, oldest first.
+    pub fn epochs(&self) -> Vec<EpochEntry> {
+        self.epochs.lock().entries().to_vec()
+    }
+
+    /// A slave: starts `epoch` at `start` (durably) before writing into it.
+    pub fn follow_epoch(&self, epoch: u32, start: u64) -> Result<()> {
+        let mut epochs = self.epochs.lock();
+        if epochs.last().is_some_and(|e| e.epoch == epoch) {
+            return Ok(());
+        }
+        epochs.begin(epoch, start).ctx(|| "write the epoch file".into())?;
+        self.epoch.store(epoch, Ordering::Release);
+        Ok(())
+    }
+
+    /// Why a write is refused now, if it is: a slave takes none; under
+    /// `sync`, none while the in-sync set is below `min_insync_replicas`.
+    pub fn refusal(&self) -> Option<Error> {
+        if self.slave {
+            return Some(Error::NotMaster(self.name.clone()));
+        }
+        if self.mode == ReplicationMode::Sync {
+            let in_sync = self.followers.lock().in_sync_count() + 1;
+            if in_sync < self.min_insync {
+                return Some(Error::NotEnoughReplicas { in_sync, min: self.min_insync });
+            }
+        }
+        None
+    }
+
+    /// The master's own end that counts: synced under sync flush, written
+    /// otherwise.
+    fn own_end(&self) -> u64 {
+        match self.flush {
+            FlushMode::Sync => self.stats.synced_pos.load(Ordering::Relaxed).min(self.stats.write_pos()),
+            FlushMode::Async => self.stats.write_pos(),
+        }
+    }
+
+    /// The high watermark: what every in-sync replica holds.
+    pub fn confirmed(&self) -> u64 {
+        if self.slave {
+            return self.upstream.lock().confirmed.min(self.stats.write_pos());
+        }
+        self.own_end().min(self.replicated_to.load(Ordering::Acquire))
+    }
+
+    /// Applies a change of the followers and tells the writer when what
+    /// they hold moved.
+    fn with_followers<T>(&self, change: impl FnOnce(&mut Followers) -> T) -> T {
+        let mut followers = self.followers.lock();
+        let out = change(&mut followers);
+        let to = followers.replicated_to(self.flush);
+        if let Some(joined) = followers.take_membership_change() {
+            slog::info!(self.logger, "in-sync set changed"; "in_sync" => ?joined);
+            if let Err(e) = followers.persist() {
+                slog::warn!(self.logger, "in-sync set not saved"; "error" => %e);
+            }
+        }
+        drop(followers);
+        let before = self.replicated_to.swap(to, Ordering::AcqRel);
+        if to > before {
+            self.writer.do_send(ReplicasAdvanced);
+        }
+        out
+    }
+
+    /// A slave connected, its log at `at`: returns the connection's
+    /// generation.
+    pub fn connected(&self, id: u64, addr: String, at: u64) -> u64 {
+        self.with_followers(|f| f.connected(id, addr, at))
+    }
+
+    /// A slave's connection ended: it leaves the in-sync set at once.
+    pub fn disconnected(&self, id: u64, generation: u64) {
+        self.with_followers(|f| f.disconnected(id, generation));
+    }
+
+    /// Bytes up to `end` were sent to slave `id`, reaching the log's end
+    /// then: an ack of them shows it caught up.
+    pub fn sent(&self, id: u64, end: u64, reached_end: bool) {
+        self.followers.lock().sent(id, end, reached_end);
+    }
+
+    /// Slave `id` holds its log up to `written` (`synced` on its disk).
+    pub fn acked(&self, id: u64, written: u64, synced: u64) {
+        let flush = self.flush;
+        let confirmed_floor = self.confirmed();
+        self.with_followers(|f| f.acked(id, (written, synced), flush, confirmed_floor));
+    }
+
+    /// Drops slaves that have not caught up for too long (run
+    /// periodically).
+    pub fn expire_laggards(&self) {
+        self.with_followers(|f| f.expire());
+    }
+
+    /// A slave: what it knows of its master now.
+    pub fn set_upstream(&self, change: impl FnOnce(&mut Upstream)) {
+        change(&mut self.upstream.lock());
+    }
+
+    /// This broker's replication, for status and registration.
+    pub fn status(&self) -> ReplicaStatus {
+        let end = self.stats.write_pos();
+        let mode = match self.mode {
+            ReplicationMode::Async => "async",
+            ReplicationMode::Sync => "sync",
+        };
+        let confirmed = self.confirmed();
+        if self.slave {
+            let up = self.upstream.lock().clone();
+            return ReplicaStatus {
+                role: "slave".into(),
+                mode: mode.into(),
+                epoch: self.epoch(),
+                end,
+                confirmed,
+                lag_bytes: up.master_end.saturating_sub(end),
+                ha_addr: up.addr.unwrap_or_default(),
+                connected: up.connected,
+                slaves: Vec::new(),
+            };
+        }
+        let slaves: Vec<SlaveStatus> = self.followers.lock().status(end, self.flush);
+        ReplicaStatus {
+            role: "master".into(),
+            mode: mode.into(),
+            epoch: self.epoch(),
+            end,
+            confirmed,
+            lag_bytes: 0,
+            ha_addr: self.ha_addr.lock().clone(),
+            connected: true,
+            slaves,
+        }
+    }
+}

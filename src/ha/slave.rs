@@ -1,0 +1,269 @@
+//! The slave's side of replication: connect to the master's `ha_listen`
+//! (`master_ha_addr`, or the master the name servers list), say who it is,
+//! cut its log back if the master says it ran past their common point
+//! (durably marked first, carried out by a restart of the process before
+//! recovery), then write what the master streams at the same offsets,
+//! acknowledging how far it has written and synced. Reconnects for as long
+//! as the broker runs.
+
+use crate::actors::writer::{Replicate, WriterActor, WriterStats};
+use crate::cluster::namesrv::NameServers;
+use crate::error::{Error, Result};
+use crate::ha::apply::Applier;
+use crate::ha::meta::{MetaEvent, MetaTargets};
+use crate::ha::Replication;
+use crate::store::StorePaths;
+use actix::Addr;
+use brook_proto::ha::{HaCodec, HaFrame, HaHello, HaWelcome, HA_MAGIC, HA_VERSION};
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+/// How long connecting and the handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause between attempts.
+const RETRY: Duration = Duration::from_secs(1);
+/// A master silent for this long (it sends a heartbeat every half second)
+/// is given up on, and the slave reconnects.
+const SILENCE: Duration = Duration::from_secs(5);
+
+/// What a slave follows its master with.
+pub struct Follower {
+    /// Replication state.
+    pub repl: Arc<Replication>,
+    /// The writer (replicated bytes go through it).
+    pub writer: Addr<WriterActor>,
+    /// Where the log ends.
+    pub stats: Arc<WriterStats>,
+    /// Makes replicated records readable.
+    pub applier: Arc<Mutex<Applier>>,
+    /// Where the metadata the records carry goes.
+    pub meta: MetaTargets,
+    /// The store (for a cut).
+    pub paths: StorePaths,
+    /// Who this slave is.
+    pub hello: HaHello,
+    /// `master_ha_addr`, if set.
+    pub master_addr: Option<String>,
+    /// Otherwise the name servers say.
+    pub names: Option<Arc<NameServers>>,
+    /// The address connections leave from (the broker's own, so that
+    /// each broker of a machine is told apart by address).
+    pub local_ip: Option<std::net::IpAddr>,
+    /// Logger.
+    pub logger: slog::Logger,
+}
+
+impl Follower {
+    /// Follows the master until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut last_error = String::new();
+        loop {
+            let outcome = tokio::select! {
+                outcome = self.session() => outcome,
+                () = stop.cancelled() => return,
+            };
+            self.repl.set_upstream(|up| up.connected = false);
+            if let Err(e) = outcome {
+                let msg = e.to_string();
+                if msg != last_error {
+                    slog::warn!(self.logger, "not replicating from the master"; "error" => &msg);
+                    last_error = msg;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RETRY) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// The master's replication address.
+    async fn master(&self) -> Result<String> {
+        if let Some(addr) = &self.master_addr {
+            return Ok(addr.clone());
+        }
+        let names = self.names.as_ref().ok_or_else(|| Error::Config("no master_ha_addr and no name servers".into()))?;
+        let brokers = names.cluster().await.map_err(|e| Error::Busy(format!("name servers: {e}")))?;
+        brokers
+            .into_iter()
+            .find(|b| {
+                b.cluster == self.hello.cluster
+                    && b.broker_name == self.hello.broker_name
+                    && b.broker_id == brook_proto::route::MASTER_ID
+            })
+            .map(|b| b.replica.ha_addr)
+            .filter(|addr| !addr.is_empty())
+            .ok_or_else(|| Error::Busy(format!("no master of {} is registered", self.hello.broker_name)))
+    }
+
+    async fn connect(&self, addr: &str) -> std::io::Result<TcpStream> {
+        let Some(ip) = self.local_ip else { return TcpStream::connect(addr).await };
+        let target = tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {addr}")))?;
+        let socket = if target.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        if ip.is_ipv4() == target.is_ipv4() {
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        }
+        socket.connect(target).await
+    }
+
+    /// One connection to the master, until it fails.
+    async fn session(&self) -> Result<()> {
+        let addr = self.master().await?;
+        let io = |e: std::io::Error| Error::io(format!("replicate from {addr}"), e);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(&addr))
+            .await
+            .map_err(|_| Error::Busy(format!("connect to {addr} timed out")))?
+            .map_err(io)?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, HaCodec);
+        let end = self.stats.write_pos();
+        let hello = HaHello { end, epochs: self.repl.epochs(), ..self.hello.clone() };
+        framed.send(HaFrame::Hello(hello)).await.map_err(|e| Error::Busy(e.to_string()))?;
+        let welcome = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
+            Ok(Some(Ok(HaFrame::Welcome(welcome)))) => welcome,
+            Ok(Some(Ok(HaFrame::Refused(reason)))) => return Err(Error::Config(format!("master refused: {reason}"))),
+            Ok(Some(Err(e))) => return Err(Error::Busy(e.to_string())),
+            _ => return Err(Error::Busy(format!("no welcome from {addr}"))),
+        };
+        if welcome.start < end {
+            return Err(self.cut_and_restart(&welcome, end));
+        }
+        if welcome.start > end {
+            return Err(Error::Config(format!("master starts at {} past this log's end {end}", welcome.start)));
+        }
+        slog::info!(self.logger, "replicating from the master"; "master" => &addr, "from" => end,
+            "master_end" => welcome.master_end, "epoch" => welcome.epoch);
+        self.repl.set_upstream(|up| {
+            up.addr = Some(addr.clone());
+            up.connected = true;
+            up.master_end = welcome.master_end;
+        });
+        self.follow(framed, end).await
+    }
+
+    /// Streams until the connection fails: writes every frame's bytes, then
+    /// acknowledges; acknowledges again whenever the log syncs.
+    async fn follow(&self, framed: Framed<TcpStream, HaCodec>, mut end: u64) -> Result<()> {
+        let (mut sink, mut frames) = framed.split();
+        let (ack_tx, mut ack_rx) = tokio::sync::watch::channel(());
+        let stats = self.stats.clone();
+        let acks = async move {
+            // Each wake sends the newest position; bursts coalesce.
+            while ack_rx.changed().await.is_ok() {
+                let synced = stats.synced_pos.load(Ordering::Relaxed);
+                let ack = HaFrame::Ack { written: stats.write_pos(), synced };
+                if sink.send(ack).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let mut progress = self.stats.progress.subscribe();
+        let synced_moves = {
+            let ack_tx = ack_tx.clone();
+            async move {
+                while progress.changed().await.is_ok() {
+                    let _ = ack_tx.send(());
+                }
+            }
+        };
+        let take = async {
+            loop {
+                let frame = match tokio::time::timeout(SILENCE, frames.next()).await {
+                    Ok(Some(Ok(frame))) => frame,
+                    Ok(Some(Err(e))) => return Err(Error::Busy(format!("replication stream: {e}"))),
+                    Ok(None) => return Err(Error::Busy("the master closed the stream".into())),
+                    Err(_) => return Err(Error::Busy(format!("the master was silent for {SILENCE:?}"))),
+                };
+                let HaFrame::Data { offset, epoch, epoch_start, confirmed, bytes } = frame else {
+                    return Err(Error::Busy("unexpected frame from the master".into()));
+                };
+                let len = bytes.len() as u64;
+                self.repl.set_upstream(|up| {
+                    up.confirmed = confirmed;
+                    up.master_end = up.master_end.max(offset + len);
+                });
+                if epoch != self.repl.epoch() {
+                    self.repl.follow_epoch(epoch, epoch_start)?;
+                }
+                if len > 0 {
+                    if offset != end {
+                        return Err(Error::Busy(format!("master sent bytes at {offset}, the log ends at {end}")));
+                    }
+                    let events;
+                    (end, events) = self.write(offset, bytes.to_vec()).await?;
+                    for event in events {
+                        self.meta.apply(event).await?;
+                    }
+                }
+                let _ = ack_tx.send(());
+            }
+        };
+        tokio::select! {
+            outcome = take => outcome,
+            () = acks => Err(Error::Busy("the master stopped taking acks".into())),
+            () = synced_moves => Ok(()),
+        }
+    }
+
+    /// Writes replicated bytes through the writer and makes their records
+    /// readable; returns the log's new end and the metadata they carried.
+    async fn write(&self, offset: u64, bytes: Vec<u8>) -> Result<(u64, Vec<MetaEvent>)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let applier = self.applier.clone();
+        let done = Box::new(move |written: Result<u64>| {
+            let outcome = written.and_then(|end| applier.lock().advance(end).map(|events| (end, events)));
+            let _ = tx.send(outcome);
+        });
+        self.writer.do_send(Replicate { offset, bytes, done });
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// The log ran past the point it shares with the master: marks the cut
+    /// durably and starts this process again, which carries it out before
+    /// recovery (a crash at any step leaves the mark, and the next start
+    /// cuts). Returns only if the restart failed.
+    fn cut_and_restart(&self, welcome: &HaWelcome, end: u64) -> Error {
+        slog::warn!(self.logger, "this log ran past the master's: cutting it and restarting";
+            "cut_at" => welcome.start, "log_end" => end, "master_epoch" => welcome.epoch);
+        if let Err(e) = crate::store::truncation::mark(&self.paths, welcome.start) {
+            return e;
+        }
+        restart_process()
+    }
+}
+
+/// Replaces this process with a fresh start of the same program, same
+/// arguments and environment (same pid, so a supervisor sees no exit).
+fn restart_process() -> Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return Error::io("find this program to restart it", e),
+    };
+    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec();
+    Error::io("restart to cut the log", err)
+}
+
+/// The hello a slave of `config` opens with (its log end and epochs are
+/// filled in at each connection).
+pub fn hello_of(config: &crate::config::Config) -> HaHello {
+    HaHello {
+        magic: HA_MAGIC,
+        version: HA_VERSION,
+        cluster: config.cluster.clone(),
+        broker_name: config.broker_name.clone(),
+        broker_id: config.broker_id,
+        segment_bytes: config.store.segment_bytes,
+        end: 0,
+        epochs: Vec::new(),
+    }
+}

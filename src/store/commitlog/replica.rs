@@ -1,0 +1,53 @@
+//! A slave's writes: bytes of its master's log, already sealed, placed at
+//! the same offsets. The master padded and rolled its segments; the bytes
+//! carry that, so a slave's segments fill and roll at the same places.
+
+use super::space::{self, GroupError};
+use super::{CommitLog, FileWrite, Slice, WriteJob};
+use std::io;
+
+impl CommitLog {
+    /// Writes `bytes` — the master's log from `offset`, which must be this
+    /// log's end — rolling into the next segment where the master did. A
+    /// write refused for space leaves the log as it was.
+    pub async fn write_replicated(&mut self, offset: u64, bytes: Vec<u8>) -> Result<(), GroupError> {
+        if offset != self.write_pos {
+            let msg = format!("replicated bytes at {offset}, but the log ends at {}", self.write_pos);
+            return Err(GroupError::Failed(io::Error::new(io::ErrorKind::InvalidInput, msg)));
+        }
+        let before = (self.write_pos, self.active_base, self.active.clone());
+        match self.place_replicated(bytes).await {
+            Err(e) if space::refused_for_space(&e) => {
+                (self.write_pos, self.active_base, self.active) = before;
+                self.next_ready = None;
+                self.next_asked = false;
+                Err(GroupError::OutOfSpace(e))
+            }
+            other => other.map_err(GroupError::Failed),
+        }
+    }
+
+    async fn place_replicated(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        let len = bytes.len();
+        let mut job = WriteJob { bufs: vec![bytes], ..WriteJob::default() };
+        let mut at = 0;
+        while at < len {
+            if self.active_room() == 0 {
+                self.roll().await?;
+            }
+            let n = (self.active_room() as usize).min(len - at);
+            let write = FileWrite {
+                file: self.active.clone(),
+                offset: self.write_pos - self.active_base,
+                slices: vec![Slice { buf: 0, start: at, end: at + n }],
+            };
+            let (base, file) = (self.active_base, self.active.clone());
+            self.mark_dirty(base, &file);
+            job.writes.push(write);
+            self.write_pos += n as u64;
+            at += n;
+        }
+        self.prepare_next();
+        self.run_job(job, false).await
+    }
+}
