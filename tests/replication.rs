@@ -375,3 +375,71 @@ async fn garbage_at_the_replication_port_counts_for_nothing() {
     );
     assert!(master.log_entry("replication connection dropped: not a slave's hello").is_some());
 }
+
+async fn topics_on(broker: &Brookd) -> Vec<(String, u32)> {
+    match broker.connect().await.request(Request::ListTopics).await.expect("list") {
+        Response::Topics(list) => list.into_iter().map(|t| (t.name, t.queues)).collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn committed_on(broker: &Brookd, group: &str) -> Vec<(u32, u64)> {
+    match broker.connect().await.request(Request::DescribeGroup { group: group.into() }).await {
+        Ok(Response::Group(info)) => {
+            info.offsets.into_iter().filter(|o| o.topic == TOPIC).map(|o| (o.queue, o.committed)).collect()
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_offsets_and_delay_progress_reach_the_slave_through_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sync = [("BROOK_REPLICATION", "sync"), ("BROOK_DELAY_LEVELS", "1s 2s")];
+    let mut master = Brookd::start(&with(member_env(&dir.path().join("m"), "127.0.0.71", 0, None), &sync));
+    let ha = ha_addr(&master);
+    let slave_env = with(member_env(&dir.path().join("s"), "127.0.0.72", 1, Some(&ha)), &sync[1..]);
+    let mut slave = Brookd::start(&slave_env);
+    create_topic(&master).await;
+    wait_in_sync(&master, 1).await;
+    let conn = master.connect().await;
+    // A topic with queues and no message yet, one created and deleted.
+    conn.request(Request::CreateTopic { name: "empty-yet".into(), queues: 6 }).await.expect("create");
+    conn.request(Request::CreateTopic { name: "short-lived".into(), queues: 1 }).await.expect("create");
+    conn.request(Request::DeleteTopic { name: "short-lived".into() }).await.expect("delete");
+    // A group's offsets, moved by a reset.
+    send_pipelined(&conn, "m", 40, 8).await;
+    let to = brook_proto::request::ResetTo::Offsets(vec![(0, 3), (1, 5)]);
+    conn.request(Request::ResetOffsets { group: "auditors".into(), topic: TOPIC.into(), to }).await.expect("reset");
+    // A delayed message, delivered by the master.
+    conn.send(TOPIC, 2, vec![Message::new(TOPIC, "delayed-once").with_delay_level(1)]).await.expect("delayed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !bodies_on(&master, 1).await.contains("delayed-once") {
+        assert!(tokio::time::Instant::now() < deadline, "the master never delivered the delayed message");
+    }
+    wait_caught_up(&slave, replica(&master).await.end).await;
+
+    let topics = topics_on(&slave).await;
+    assert!(topics.contains(&("empty-yet".to_string(), 6)), "{topics:?}");
+    assert!(topics.contains(&(TOPIC.to_string(), QUEUES)), "{topics:?}");
+    assert!(!topics.iter().any(|(name, _)| name == "short-lived"), "{topics:?}");
+    let offsets = committed_on(&slave, "auditors").await;
+    assert!(offsets.contains(&(0, 3)) && offsets.contains(&(1, 5)), "{offsets:?}");
+
+    // Promoted (the master gone, the slave restarted as id 0), it neither
+    // delivers the delayed message again nor forgets the group's place.
+    master.kill9();
+    slave.terminate();
+    let promoted_env: Vec<_> = with(pinned(&slave_env, &slave), &[("BROOK_BROKER_ID", "0")])
+        .into_iter()
+        .filter(|(k, _)| k != "BROOK_MASTER_HA_ADDR")
+        .collect();
+    slave = Brookd::start(&promoted_env);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let conn = slave.connect().await;
+    let delivered = common::drain_queue(&conn, TOPIC, 2, 0, usize::MAX, Duration::from_millis(1500)).await;
+    let copies = delivered.iter().filter(|m| m.message.body == b"delayed-once").count();
+    assert_eq!(copies, 1, "the promoted slave resumed the delay level where the master was");
+    let offsets = committed_on(&slave, "auditors").await;
+    assert!(offsets.contains(&(0, 3)) && offsets.contains(&(1, 5)), "{offsets:?}");
+}

@@ -13,12 +13,38 @@ pub struct Broker {
     child: Option<Child>,
     dir: Option<tempfile::TempDir>,
     env: Vec<(String, String)>,
+    /// A slave following it (`--slave`), on a data dir of its own.
+    pub slave: Option<Slave>,
+}
+
+/// A `brookd` started as broker id 1, following a master.
+pub struct Slave {
+    /// Where it listens.
+    pub addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Slave {
+    fn drop(&mut self) {
+        // SAFETY: signals our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port on loopback (bound and let go).
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 impl Broker {
     /// A broker someone else runs.
     pub fn external(addr: &str) -> Broker {
-        Broker { addr: addr.to_string(), child: None, dir: None, env: Vec::new() }
+        Broker { addr: addr.to_string(), child: None, dir: None, env: Vec::new(), slave: None }
     }
 
     /// Starts the `brookd` next to this binary with `flush` and extra env.
@@ -33,7 +59,39 @@ impl Broker {
         env.extend(extra.iter().cloned());
         warn_if_retention_will_run(dir.path(), &env);
         let (child, addr) = spawn(&env)?;
-        Ok(Broker { addr, child: Some(child), dir: Some(dir), env })
+        Ok(Broker { addr, child: Some(child), dir: Some(dir), env, slave: None })
+    }
+
+    /// [`Broker::start`] with its replication listener on a known port, so
+    /// that a slave can follow it ([`Broker::start_slave`]).
+    pub fn start_master(flush: &str, extra: &[(String, String)]) -> Result<Broker, String> {
+        let mut env = vec![("BROOK_HA_LISTEN".to_string(), format!("127.0.0.1:{}", free_port()?))];
+        env.extend(extra.iter().cloned());
+        Broker::start(flush, &env)
+    }
+
+    /// The master's replication address.
+    pub fn ha_addr(&self) -> Option<String> {
+        self.env.iter().rev().find(|(k, _)| k == "BROOK_HA_LISTEN").map(|(_, v)| v.clone())
+    }
+
+    /// Starts a slave (broker id 1) of this broker, with the same settings
+    /// (segment size, flush) on a data dir of its own.
+    pub fn start_slave(&mut self) -> Result<(), String> {
+        let ha = self.ha_addr().ok_or("the broker was not started as a master")?;
+        let dir = tempfile::Builder::new().prefix("brook-bench-slave-").tempdir().map_err(|e| e.to_string())?;
+        let mut env: Vec<(String, String)> =
+            self.env.iter().filter(|(k, _)| k != "BROOK_HA_LISTEN" && k != "BROOK_REPLICATION").cloned().collect();
+        env.extend([
+            ("BROOK_LISTEN".to_string(), "127.0.0.1:0".to_string()),
+            ("BROOK_HTTP__LISTEN".to_string(), String::new()),
+            ("BROOK_DATA_DIR".to_string(), dir.path().display().to_string()),
+            ("BROOK_BROKER_ID".to_string(), "1".to_string()),
+            ("BROOK_MASTER_HA_ADDR".to_string(), ha),
+        ]);
+        let (child, addr) = spawn(&env)?;
+        self.slave = Some(Slave { addr, child, _dir: dir });
+        Ok(())
     }
 
     /// Kills the broker with SIGKILL (and reaps it).

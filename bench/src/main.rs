@@ -27,7 +27,7 @@ use broker::Broker;
 use brook_client::Connection;
 use clap::{Parser, Subcommand};
 use load::Mode;
-use scenarios::{backlog, cluster, consume, e2e, index, loopback, produce, queues, restart, timers, wake};
+use scenarios::{backlog, cluster, consume, e2e, index, loopback, produce, queues, replication, restart, timers, wake};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -75,6 +75,11 @@ pub(crate) struct Common {
     /// Use a running broker instead of starting one.
     #[arg(long, global = true)]
     addr: Option<String>,
+    /// Start a slave beside the broker (broker id 1, its own data dir)
+    /// and wait until it is in sync before measuring; with
+    /// `--broker-env BROOK_REPLICATION=sync` every send waits for it.
+    #[arg(long, global = true)]
+    slave: bool,
     /// Record every ack, read everything back and check it.
     #[arg(long, global = true)]
     verify: bool,
@@ -190,6 +195,14 @@ enum Scenario {
     /// --mode sync` (frames of a real send and answer). The ceiling this
     /// machine's loopback and scheduler put on sync producers.
     Loopback,
+    /// Replication: how far a slave trails its master (async replication)
+    /// under pipelined load, then how fast a slave started `--catchup-gib`
+    /// behind catches up.
+    Replication {
+        /// Log to write before the catching-up slave starts, GiB.
+        #[arg(long, default_value_t = 5)]
+        catchup_gib: u64,
+    },
     /// The server process of `loopback` (started by it).
     #[command(hide = true)]
     LoopbackServer,
@@ -238,6 +251,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
         Scenario::Cluster { brokers, rounds, kill_after } => {
             return cluster::run(&common, cluster::ClusterRun { brokers, rounds, kill_after }).await;
         }
+        Scenario::Replication { catchup_gib } => return replication::run(&common, catchup_gib).await,
         Scenario::Loopback => {
             let total = common.messages.unwrap_or(0);
             let summary = loopback::run(common.producers, common.size, scenarios::budget(&common), total).await?;
@@ -254,10 +268,20 @@ async fn run(cli: Cli) -> Result<bool, String> {
                 .iter()
                 .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
                 .collect();
-            Broker::start(&common.flush, &env)?
+            match common.slave {
+                true => {
+                    let mut broker = Broker::start_master(&common.flush, &env)?;
+                    broker.start_slave()?;
+                    broker
+                }
+                false => Broker::start(&common.flush, &env)?,
+            }
         }
     };
     let admin = Connection::connect_as(&broker.addr, "brook-bench").await.map_err(|e| e.to_string())?;
+    if broker.slave.is_some() {
+        replication::wait_in_sync(&admin).await?;
+    }
     match cli.scenario {
         Scenario::Produce => produce::run(&broker, &admin, &common).await,
         Scenario::Consume => consume::run(&broker, &admin, &common).await,
@@ -273,7 +297,8 @@ async fn run(cli: Cli) -> Result<bool, String> {
         | Scenario::Loopback
         | Scenario::LoopbackServer
         | Scenario::Wake
-        | Scenario::Cluster { .. } => Ok(true),
+        | Scenario::Cluster { .. }
+        | Scenario::Replication { .. } => Ok(true),
         Scenario::Timers { pending, spread, lead, rate } => {
             let load = timers::TimerLoad {
                 pending,

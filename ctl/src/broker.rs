@@ -1,5 +1,5 @@
 //! `brookctl broker`: the broker's own state — writable or why not, disk,
-//! log range.
+//! log range, replication.
 
 use crate::output::when;
 use crate::target::Target;
@@ -58,6 +58,35 @@ fn print_status(status: &BrokerStatus) {
     println!("topics: {}", status.topics);
     println!("traffic: {:.1} msgs/s in, {:.1} msgs/s out", status.msgs_in_per_s, status.msgs_out_per_s);
     println!("uptime: {} s", status.uptime_ms / 1000);
+    let r = &status.replica;
+    match r.role.as_str() {
+        "slave" => println!(
+            "replication: slave of {} ({}), epoch {}, end {}, lag {} bytes, confirmed {}",
+            if r.ha_addr.is_empty() { "an unknown master" } else { &r.ha_addr },
+            if r.connected { "connected" } else { "disconnected" },
+            r.epoch,
+            r.end,
+            r.lag_bytes,
+            r.confirmed
+        ),
+        _ => {
+            println!(
+                "replication: master ({}) at {}, epoch {}, end {}, confirmed {}",
+                r.mode, r.ha_addr, r.epoch, r.end, r.confirmed
+            );
+            for s in &r.slaves {
+                println!(
+                    "  slave {} from {}: acked {}, lag {} bytes, {}, {}",
+                    s.broker_id,
+                    s.addr,
+                    s.acked,
+                    s.lag_bytes,
+                    if s.in_sync { "in sync" } else { "not in sync" },
+                    if s.connected { "connected" } else { "disconnected" }
+                );
+            }
+        }
+    }
 }
 
 fn as_json(status: &BrokerStatus) -> serde_json::Value {
@@ -79,5 +108,24 @@ fn as_json(status: &BrokerStatus) -> serde_json::Value {
         "log_max_offset": status.log_range.1,
         "topics": status.topics,
         "uptime_ms": status.uptime_ms,
+        "replica": replica_json(&status.replica),
+    })
+}
+
+/// A broker's replication as JSON (shared with `cluster list`).
+pub(crate) fn replica_json(r: &brook_proto::route::ReplicaStatus) -> serde_json::Value {
+    json!({
+        "role": r.role,
+        "mode": r.mode,
+        "epoch": r.epoch,
+        "end": r.end,
+        "confirmed": r.confirmed,
+        "lag_bytes": r.lag_bytes,
+        "ha_addr": r.ha_addr,
+        "connected": r.connected,
+        "slaves": r.slaves.iter().map(|s| json!({
+            "broker_id": s.broker_id, "addr": s.addr, "acked": s.acked, "lag_bytes": s.lag_bytes,
+            "in_sync": s.in_sync, "connected": s.connected,
+        })).collect::<Vec<_>>(),
     })
 }

@@ -54,19 +54,23 @@ pub(super) async fn start(
             local_ip: Some(client.ip()).filter(|ip| !ip.is_unspecified()),
             logger,
         };
-        runtime.spawn(follower.run(stop));
+        // On the writer's thread: a received frame reaches the writer, and
+        // its write comes back to be acknowledged, without a hop.
+        running.writer_arbiter().unwrap_or_else(actix::Arbiter::current).spawn(follower.run(stop));
         return Ok(());
     }
     runtime.spawn(meta::watch_topics(running.topics.clone(), running.appender.clone(), logger.clone()));
     let source = Source {
         repl: repl.clone(),
         segments: running.reader.segments().clone(),
+        reader: running.reader.clone(),
         stats: running.writer_stats.clone(),
         cluster: config.cluster.clone(),
         broker_name: config.broker_name.clone(),
         logger,
     };
-    let bound = master::listen(config.ha_listen_addr(client), source, runtime, stop.clone()).await?;
+    let serve_on = running.writer_arbiter().unwrap_or_else(actix::Arbiter::current);
+    let bound = master::listen(config.ha_listen_addr(client), source, (runtime, serve_on), stop.clone()).await?;
     // Slaves find it through the name servers: named as clients name the
     // broker (its advertised host), at the bound port.
     let host = crate::cluster::advertised(config, client).ip();

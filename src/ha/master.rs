@@ -8,6 +8,7 @@
 use crate::actors::writer::WriterStats;
 use crate::error::{IoContext, Result};
 use crate::ha::Replication;
+use crate::store::commitlog::LogReader;
 use crate::store::epochs::consistent_point;
 use crate::store::segment::SegmentSet;
 use brook_proto::ha::{EpochEntry, HaCodec, HaFrame, HaHello, HaWelcome, HA_MAGIC, HA_VERSION};
@@ -35,6 +36,8 @@ pub struct Source {
     pub repl: Arc<Replication>,
     /// The log's segments.
     pub segments: Arc<SegmentSet>,
+    /// Reads of them.
+    pub reader: LogReader,
     /// Where the log ends.
     pub stats: Arc<WriterStats>,
     /// This replica set's cluster and name.
@@ -45,11 +48,14 @@ pub struct Source {
     pub logger: slog::Logger,
 }
 
-/// Binds `addr` and serves slaves on `runtime` until `stop`.
+/// Binds `addr` (accepting on `runtime`) and serves each slave on `serve_on`
+/// — the writer's thread: the log's progress wakes the stream there, and
+/// the slave's acks reach the writer, without a hop between threads —
+/// until `stop`.
 pub async fn listen(
     addr: SocketAddr,
     source: Source,
-    runtime: &tokio::runtime::Handle,
+    (runtime, serve_on): (&tokio::runtime::Handle, actix::ArbiterHandle),
     stop: CancellationToken,
 ) -> Result<SocketAddr> {
     let listener = runtime
@@ -65,9 +71,16 @@ pub async fn listen(
                 accepted = listener.accept() => accepted,
                 () = stop.cancelled() => return,
             };
-            match accepted {
+            match accepted.and_then(|(stream, peer)| Ok((stream.into_std()?, peer))) {
                 Ok((stream, peer)) => {
-                    tokio::spawn(serve(stream, peer, source.clone(), stop.clone()));
+                    let (source, stop) = (source.clone(), stop.clone());
+                    serve_on.spawn(async move {
+                        // Registered anew with the serving thread's runtime.
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => serve(stream, peer, source, stop).await,
+                            Err(e) => slog::warn!(source.logger, "replication connection lost"; "error" => %e),
+                        }
+                    });
                 }
                 Err(e) => {
                     slog::warn!(source.logger, "replication accept failed"; "error" => %e);
@@ -208,7 +221,7 @@ async fn stream_log(
         let (epoch, next_epoch) = epoch_at(epochs, pos);
         let seg_end = pos - pos % seg + seg;
         let upto = end.min(pos + CHUNK).min(seg_end).min(next_epoch.unwrap_or(u64::MAX));
-        let bytes = read(&source.segments, pos, upto)?;
+        let bytes = read(&source.reader, pos, upto).await?;
         let frame = HaFrame::Data {
             offset: pos,
             epoch: epoch.epoch,
@@ -224,15 +237,26 @@ async fn stream_log(
     }
 }
 
-/// The log's bytes `[from, to)`, within one segment.
-fn read(segments: &SegmentSet, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
-    let base = segments.base_of(from);
-    let file = segments
-        .file(base)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no segment holds {from}")))?;
-    let mut buf = vec![0u8; (to - from) as usize];
-    // Page-cache reads mostly; a slave far behind reads from the disk, off
-    // the runtime's other tasks.
-    tokio::task::block_in_place(|| file.read_exact_at(&mut buf, from - base))?;
-    Ok(buf)
+/// The log's bytes from `from` (within one segment, before `to`): what
+/// the page cache holds, read right here; if it holds none of it (a slave
+/// far behind), read on the blocking pool — the writer's thread never
+/// waits for the disk.
+async fn read(reader: &LogReader, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
+    let len = (to - from) as usize;
+    let cached = reader.read_nowait(from, len).map_err(std::io::Error::other)?;
+    if !cached.is_empty() {
+        return Ok(cached);
+    }
+    let segments = reader.segments().clone();
+    tokio::task::spawn_blocking(move || {
+        let base = segments.base_of(from);
+        let file = segments
+            .file(base)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no segment holds {from}")))?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, from - base)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }

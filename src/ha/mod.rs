@@ -109,6 +109,11 @@ impl Replication {
         self.slave
     }
 
+    /// Whether every write is fdatasynced before it counts (sync flush).
+    pub fn syncs_each_write(&self) -> bool {
+        self.flush == FlushMode::Sync
+    }
+
     /// Whether writes wait for the in-sync replicas.
     pub fn is_sync(&self) -> bool {
         !self.slave && self.mode == ReplicationMode::Sync

@@ -15,7 +15,7 @@ use crate::ha::Replication;
 use crate::store::StorePaths;
 use actix::Addr;
 use brook_proto::ha::{HaCodec, HaFrame, HaHello, HaWelcome, HA_MAGIC, HA_VERSION};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,6 +23,32 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
+
+/// Most bytes of frames already received that one write takes together.
+const COALESCE_BYTES: usize = 4 << 20;
+
+/// Frames taken together into one write.
+struct Run {
+    confirmed: u64,
+    bytes: Vec<u8>,
+}
+
+impl Run {
+    /// Adds `frame` if it follows the run (same epoch, next offset), or
+    /// hands it back.
+    fn take(&mut self, frame: HaFrame, offset: u64, epoch: u32) -> Option<HaFrame> {
+        match frame {
+            HaFrame::Data { offset: at, epoch: e, confirmed, bytes, .. }
+                if e == epoch && at == offset + self.bytes.len() as u64 =>
+            {
+                self.confirmed = self.confirmed.max(confirmed);
+                self.bytes.extend_from_slice(&bytes);
+                None
+            }
+            other => Some(other),
+        }
+    }
+}
 
 /// How long connecting and the handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -166,18 +192,29 @@ impl Follower {
                 }
             }
         };
+        // Under sync flush the synced end moves after the write: it is
+        // acknowledged as it moves.
         let mut progress = self.stats.progress.subscribe();
+        let sync_flush = self.repl.syncs_each_write();
         let synced_moves = {
             let ack_tx = ack_tx.clone();
             async move {
+                if !sync_flush {
+                    return std::future::pending().await;
+                }
                 while progress.changed().await.is_ok() {
                     let _ = ack_tx.send(());
                 }
             }
         };
         let take = async {
+            let mut held_back = None;
             loop {
-                let frame = match tokio::time::timeout(SILENCE, frames.next()).await {
+                let next = match held_back.take() {
+                    Some(frame) => Ok(Some(Ok(frame))),
+                    None => tokio::time::timeout(SILENCE, frames.next()).await,
+                };
+                let frame = match next {
                     Ok(Some(Ok(frame))) => frame,
                     Ok(Some(Err(e))) => return Err(Error::Busy(format!("replication stream: {e}"))),
                     Ok(None) => return Err(Error::Busy("the master closed the stream".into())),
@@ -186,9 +223,19 @@ impl Follower {
                 let HaFrame::Data { offset, epoch, epoch_start, confirmed, bytes } = frame else {
                     return Err(Error::Busy("unexpected frame from the master".into()));
                 };
-                let len = bytes.len() as u64;
+                // Frames that came meanwhile go in the same write (one
+                // hop to the writer and one ack for all of them).
+                let mut run = Run { confirmed, bytes: Vec::from(bytes) };
+                while run.bytes.len() < COALESCE_BYTES {
+                    let Some(Some(Ok(next))) = frames.next().now_or_never() else { break };
+                    held_back = run.take(next, offset, epoch);
+                    if held_back.is_some() {
+                        break;
+                    }
+                }
+                let len = run.bytes.len() as u64;
                 self.repl.set_upstream(|up| {
-                    up.confirmed = confirmed;
+                    up.confirmed = run.confirmed;
                     up.master_end = up.master_end.max(offset + len);
                 });
                 if epoch != self.repl.epoch() {
@@ -199,7 +246,7 @@ impl Follower {
                         return Err(Error::Busy(format!("master sent bytes at {offset}, the log ends at {end}")));
                     }
                     let events;
-                    (end, events) = self.write(offset, bytes.to_vec()).await?;
+                    (end, events) = self.write(offset, run.bytes).await?;
                     for event in events {
                         self.meta.apply(event).await?;
                     }

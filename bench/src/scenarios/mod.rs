@@ -10,6 +10,7 @@ pub(crate) mod index;
 pub(crate) mod loopback;
 pub(crate) mod produce;
 pub(crate) mod queues;
+pub(crate) mod replication;
 pub(crate) mod restart;
 pub(crate) mod timers;
 pub(crate) mod wake;

@@ -121,7 +121,7 @@ impl LogReader {
 
     /// Up to `len` bytes at `log_offset` that the page cache holds, from the
     /// first on (none when the first page is not cached).
-    fn read_nowait(&self, log_offset: u64, len: usize) -> Result<Vec<u8>> {
+    pub(crate) fn read_nowait(&self, log_offset: u64, len: usize) -> Result<Vec<u8>> {
         let (file, at) = self.locate(log_offset)?;
         // Not zero-filled first: a span is up to 64 KiB and the read fills it.
         let mut buf: Vec<u8> = Vec::with_capacity(len);

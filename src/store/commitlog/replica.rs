@@ -48,6 +48,8 @@ impl CommitLog {
             at += n;
         }
         self.prepare_next();
-        self.run_job(job, false).await
+        // Small writes on this thread, as the master's own groups are.
+        let inline = len as u64 <= self.inline_write_max;
+        self.run_job(job, inline).await
     }
 }
