@@ -220,6 +220,9 @@ impl Housekeeper {
             // below it that an OS crash lost would leave a hole.
             let at = registry.writer().send(WriterSync).await??;
             let (write_pos, last_store_ts) = (at.write_pos, at.last_store_ts);
+            // Records sync replication still holds back from their queues
+            // have no entries yet: recovery must replay them.
+            let visible_to = at.visible_to.min(write_pos);
             let Barriered { files, unwritten_from: unwritten, tails, producers } =
                 visit_queues(&registry, final_stop, write_pos.saturating_sub(max_replay)).await?;
             let mut unreported =
@@ -228,12 +231,15 @@ impl Housekeeper {
             // Every key below write_pos reached the indexer before the
             // barriers were answered.
             if let Some(indexer) = registry.indexer() {
-                indexer.send(FlushIndex { covered_to: write_pos }).await??;
+                indexer.send(FlushIndex { covered_to: visible_to }).await??;
             }
             // Entries still only in memory are below write_pos: recovery
             // must replay the log from the oldest of them.
-            let cq_durable_offset = unwritten.map_or(write_pos, |low| low.min(write_pos));
-            let checkpoint = Checkpoint { cq_durable_offset, log_end: write_pos, last_store_ts, clean: final_stop };
+            let cq_durable_offset = unwritten.map_or(visible_to, |low| low.min(visible_to));
+            // A stop with records held back is not clean: the next start
+            // scans from them.
+            let clean = final_stop && visible_to >= write_pos;
+            let checkpoint = Checkpoint { cq_durable_offset, log_end: write_pos, last_store_ts, clean };
             let snapshot = producers.as_ref().map(|(generation, _)| *generation);
             let (stored, tails) = tokio::task::spawn_blocking(move || {
                 let written = Written { tails: &tails, dirty, system_files: system_files.as_deref(), producers };

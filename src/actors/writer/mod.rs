@@ -81,6 +81,10 @@ pub struct Sync;
 pub struct SyncedAt {
     /// One past the last written byte.
     pub write_pos: u64,
+    /// Every record below this is in its queue (readable, its key handed
+    /// to the indexer): `write_pos`, unless sync replication holds written
+    /// records back from their queues until their slaves have them.
+    pub visible_to: u64,
     /// Store time of the last record.
     pub last_store_ts: i64,
 }
@@ -210,7 +214,7 @@ impl WriterActor {
     }
 
     fn synced_at(&self) -> SyncedAt {
-        SyncedAt { write_pos: self.position, last_store_ts: self.last_store_ts }
+        SyncedAt { write_pos: self.position, visible_to: self.position, last_store_ts: self.last_store_ts }
     }
 
     /// Everything written so far gets an fdatasync beside the writes;
@@ -249,8 +253,15 @@ impl WriterActor {
                 self.stats.synced_pos.fetch_max(at.write_pos, Ordering::Relaxed);
                 self.stats.moved();
                 let mut settled = Vec::new();
-                self.awaiting.settle(asked, at, |group| settled.push(group));
-                settled.into_iter().for_each(|group| self.release(group));
+                self.awaiting.settle(asked, |waiter| settled.push(waiter));
+                for waiter in settled {
+                    match waiter {
+                        Waiter::Group(group) => self.release(group),
+                        Waiter::Marker(marker) => {
+                            let _ = marker.send(Ok(self.gate.visible(at)));
+                        }
+                    }
+                }
                 let behind = at.write_pos.saturating_sub(self.config.log_cache_bytes);
                 self.drop_cached_below(behind.min(self.segments.replay_from()));
             }

@@ -59,6 +59,13 @@ impl ReplicaGate {
         self.replicated_to.as_ref().is_none_or(|to| to.load(Ordering::Acquire) >= end)
     }
 
+    /// `at` with what is visible capped at the first held group: its
+    /// records (and everything after) are not in their queues yet.
+    pub(super) fn visible(&self, at: super::SyncedAt) -> super::SyncedAt {
+        let held_from = self.held.front().map_or(u64::MAX, |(_, group)| group.start());
+        super::SyncedAt { visible_to: at.visible_to.min(held_from), ..at }
+    }
+
     /// Fails every held group (the writer is poisoned).
     pub(super) fn fail_all(&mut self, msg: &str) {
         for (_, group) in self.held.drain(..) {

@@ -160,6 +160,11 @@ pub(super) struct Unsynced {
 }
 
 impl Unsynced {
+    /// The group's first byte.
+    pub fn start(&self) -> u64 {
+        self.positions.iter().flatten().map(|p| p.log_offset).min().unwrap_or(u64::MAX)
+    }
+
     /// One past the group's last byte.
     pub fn end(&self) -> u64 {
         self.positions.iter().flatten().map(|p| p.log_offset + u64::from(p.size)).max().unwrap_or(0)
@@ -196,13 +201,12 @@ impl Awaiting {
 
     /// A round covering every request up to `asked` ended well: answers
     /// what it covered.
-    pub fn settle(&mut self, asked: u64, at: SyncedAt, mut release: impl FnMut(Unsynced)) {
+    /// Hands over, in order, every waiter the round that covered request
+    /// `asked` settles.
+    pub fn settle(&mut self, asked: u64, mut each: impl FnMut(Waiter)) {
         while self.0.front().is_some_and(|(n, _)| *n <= asked) {
             match self.0.pop_front() {
-                Some((_, Waiter::Group(group))) => release(group),
-                Some((_, Waiter::Marker(marker))) => {
-                    let _ = marker.send(Ok(at));
-                }
+                Some((_, waiter)) => each(waiter),
                 None => break,
             }
         }
@@ -233,7 +237,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn at(write_pos: u64) -> SyncedAt {
-        SyncedAt { write_pos, last_store_ts: 0 }
+        SyncedAt { write_pos, visible_to: write_pos, last_store_ts: 0 }
     }
 
     /// Asks made while a round runs share the next round, and rounds end in
@@ -274,7 +278,12 @@ mod tests {
         let (tx2, mut rx2) = tokio::sync::oneshot::channel();
         awaiting.push(1, Waiter::Marker(tx1));
         awaiting.push(2, Waiter::Marker(tx2));
-        awaiting.settle(1, at(10), Unsynced::answer);
+        awaiting.settle(1, |waiter| match waiter {
+            Waiter::Group(group) => group.answer(),
+            Waiter::Marker(marker) => {
+                let _ = marker.send(Ok(at(10)));
+            }
+        });
         assert!(matches!(rx1.try_recv(), Ok(Ok(a)) if a == at(10)));
         assert!(rx2.try_recv().is_err(), "request 2 was made after round 1 began");
         awaiting.fail_all("broken");
