@@ -13,6 +13,7 @@ use common::{base_env, wait_for, Brookd};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const TOPIC: &str = "payments";
@@ -388,6 +389,7 @@ async fn committed_on(broker: &Brookd, group: &str) -> Vec<(u32, u64)> {
         Ok(Response::Group(info)) => {
             info.offsets.into_iter().filter(|o| o.topic == TOPIC).map(|o| (o.queue, o.committed)).collect()
         }
+        Err(ClientError::Broker(e)) if e.code == ErrorCode::GroupNotFound => Vec::new(),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -479,4 +481,77 @@ async fn records_held_for_their_replicas_survive_a_checkpoint_and_a_crash() {
     assert_eq!(bodies, ["replicated", "held-0", "held-1", "held-2"]);
     let next = conn.send(TOPIC, 0, vec![Message::new(TOPIC, "after")]).await.expect("send");
     assert_eq!(next[0].queue_offset, 4, "offsets stay dense");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slave_found_through_the_name_server_serves_consumers_while_its_master_is_down() {
+    use brook_client::{ConsumeResult, PushConfig, PushConsumer, StartFrom, StoredMessage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = Brookd::namesrv("127.0.0.90:0");
+    let in_cluster = [("BROOK_NAMESRV_ADDRS", ns.addr.as_str()), ("BROOK_REGISTER_INTERVAL_MS", "10000")];
+    let master_env = with(member_env(&dir.path().join("m"), "127.0.0.91", 0, None), &in_cluster);
+    let mut master = Brookd::start(&master_env);
+    // No master_ha_addr: the slave asks the name server where its master is.
+    let slave = Brookd::start(&with(member_env(&dir.path().join("s"), "127.0.0.92", 1, None), &in_cluster));
+    create_topic(&master).await;
+    wait_in_sync(&master, 1).await;
+    let (acked, failed) = send_pipelined(&master.connect().await, "r", 400, 16).await;
+    assert_eq!((acked.len(), failed), (400, 0));
+    wait_caught_up(&slave, replica(&master).await.end).await;
+
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut config = PushConfig::new("readers")
+        .subscribe(TOPIC, None)
+        .start_from(StartFrom::Earliest)
+        .heartbeat(Duration::from_millis(500), Duration::from_secs(3))
+        .namesrv([ns.addr.as_str()])
+        .route_refresh(Duration::from_secs(1));
+    config.commit_interval = Duration::from_millis(100);
+    let record = seen.clone();
+    let from = Arc::new(Mutex::new(BTreeSet::new()));
+    let sources = from.clone();
+    let deliveries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = deliveries.clone();
+    let consumer = PushConsumer::start("unused:0", config, move |m: StoredMessage| {
+        let (record, sources) = (record.clone(), sources.clone());
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let id: brook_client::MessageId = m.msg_id.parse().expect("message id");
+            sources.lock().expect("sources").insert(id.broker.to_string());
+            record.lock().expect("seen").insert(String::from_utf8_lossy(&m.message.body).into_owned());
+            ConsumeResult::Success
+        }
+    })
+    .await
+    .expect("consumer");
+    wait_for("some consumed from the master", Duration::from_secs(30), || seen.lock().expect("seen").len() >= 20).await;
+    master.kill9();
+    // The rest comes from the slave.
+    wait_for("every message, the rest from the slave", Duration::from_secs(60), || {
+        seen.lock().expect("seen").len() == 400
+    })
+    .await;
+    assert!(from.lock().expect("sources").contains(&slave.addr), "read from the slave: {:?}", from.lock());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered_before = deliveries.load(std::sync::atomic::Ordering::SeqCst);
+    // The master returns: the commits the slave could not take land there.
+    let master = Brookd::start(&pinned(&master_env, &master));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let committed: u64 = committed_on(&master, "readers").await.iter().map(|(_, o)| o).sum();
+        if committed == 400 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "held commits never reached the master: {committed} of 400");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Back on the master, nothing read from the slave comes again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        deliveries.load(std::sync::atomic::Ordering::SeqCst),
+        delivered_before,
+        "re-delivered after the master came back"
+    );
+    consumer.shutdown().await;
 }

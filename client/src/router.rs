@@ -85,6 +85,9 @@ pub struct TopicView {
     pub writable: Vec<QueueSlot>,
     /// Master address by replica set.
     pub masters: BTreeMap<String, Option<String>>,
+    /// Where each replica set is read: its master, or while the route has
+    /// none, one of its slaves (RocketMQ's `slaveReadEnable`).
+    pub readers: BTreeMap<String, String>,
 }
 
 impl TopicView {
@@ -98,12 +101,23 @@ impl TopicView {
         self.masters.iter().filter_map(|(name, addr)| addr.as_deref().map(|a| (name.as_str(), a)))
     }
 
+    /// Every replica set that can be read, and where: its master, or a
+    /// slave while the master is gone.
+    pub fn live_readers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.readers.iter().map(|(name, addr)| (name.as_str(), addr.as_str()))
+    }
+
     /// The view a route gives, keeping what `before` knew of replica sets
     /// that are no longer in it.
     fn from_route(route: &TopicRoute, before: Option<&TopicView>) -> Self {
         let mut view = TopicView::default();
         for q in &route.queues {
-            let master = route.broker(&q.broker_name).and_then(|b| b.master()).map(str::to_string);
+            let set = route.broker(&q.broker_name);
+            let master = set.and_then(|b| b.master()).map(str::to_string);
+            let reader = master.clone().or_else(|| set.and_then(|b| b.addrs.values().next().cloned()));
+            if let Some(reader) = reader {
+                view.readers.insert(q.broker_name.clone(), reader);
+            }
             let count = if q.perm & PERM_READ != 0 { q.read_queues.max(q.write_queues) } else { q.write_queues };
             for queue in 0..count {
                 let slot = QueueSlot { broker: q.broker_name.clone(), queue };
@@ -134,7 +148,8 @@ impl TopicView {
     fn direct(addr: &str, queues: u32) -> Self {
         let queues: Vec<QueueSlot> = (0..queues).map(|queue| QueueSlot { broker: DIRECT.into(), queue }).collect();
         let masters = BTreeMap::from([(DIRECT.to_string(), Some(addr.to_string()))]);
-        TopicView { writable: queues.clone(), queues, masters }
+        let readers = BTreeMap::from([(DIRECT.to_string(), addr.to_string())]);
+        TopicView { writable: queues.clone(), queues, masters, readers }
     }
 }
 

@@ -57,6 +57,8 @@ struct Shared {
     parts: Mutex<BTreeMap<String, Part>>,
     /// A part's broker stopped answering.
     route_stale: Arc<tokio::sync::Notify>,
+    /// Commits a slave refused, by replica set, until its master is back.
+    held: Arc<super::worker::HeldCommits>,
 }
 
 /// The consumer's membership on one broker.
@@ -127,6 +129,7 @@ impl PushConsumer {
             listener,
             parts: Mutex::new(BTreeMap::new()),
             route_stale: Arc::new(tokio::sync::Notify::new()),
+            held: Arc::default(),
         });
         let brokers = shared.brokers().await?;
         for (name, addr) in brokers {
@@ -185,13 +188,16 @@ impl PushConsumer {
 }
 
 impl Shared {
-    /// The brokers to be a member on: every master holding a subscribed
-    /// topic (the broker itself when named directly).
+    /// The brokers to be a member on: every replica set holding a
+    /// subscribed topic, at its master — or, while the master is gone, at
+    /// a slave, whose offsets are the master's as of its log; commits it
+    /// cannot take are held and made when the master is back (the broker
+    /// itself when named directly).
     async fn brokers(&self) -> Result<BTreeMap<String, String>, ClientError> {
         let mut brokers = BTreeMap::new();
         for sub in &self.config.subscriptions {
             let view = self.router.topic(&sub.topic).await?;
-            for (name, addr) in view.live_masters() {
+            for (name, addr) in view.live_readers() {
                 brokers.insert(name.to_string(), addr.to_string());
             }
         }
@@ -210,6 +216,7 @@ impl Shared {
             assignment: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             route_stale: self.route_stale.clone(),
+            held: self.held.clone(),
         });
         let mut notices = None;
         if let Err(e) = coordinator::heartbeat(&ctx, &mut notices).await {
@@ -217,6 +224,9 @@ impl Shared {
                 return Err(e);
             }
         }
+        // Commits a slave could not take go to the master first, before
+        // any worker of this part asks where to start.
+        ctx.commit_held().await;
         let (stop, rx) = watch::channel(false);
         let coordinator = tokio::spawn(coordinator::coordinate(ctx.clone(), rx));
         let part = Part { addr: addr.to_string(), ctx, stop, coordinator };

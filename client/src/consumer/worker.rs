@@ -17,7 +17,7 @@ use brook_proto::system::{PROP_RETRY_TOPIC, PROP_TRACE, RETRY_PREFIX};
 use brook_proto::{ErrorCode, Request, Response, StoredMessage};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
@@ -75,6 +75,26 @@ pub(crate) struct Ctx {
     /// Told when this broker stops answering: the consumer asks for the
     /// routes again at once.
     pub(crate) route_stale: Arc<tokio::sync::Notify>,
+    /// Commits a slave could not take (shared by every part).
+    pub(crate) held: Arc<HeldCommits>,
+}
+
+/// Offsets consumed from a slave, which takes no commits: held per replica
+/// set (the newest per queue) and committed to the master once a part
+/// joins it again.
+#[derive(Default)]
+pub(crate) struct HeldCommits(Mutex<BTreeMap<String, BTreeMap<QueueRef, u64>>>);
+
+impl HeldCommits {
+    fn hold(&self, broker: &str, queue: &QueueRef, offset: u64) {
+        let mut held = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = held.entry(broker.to_string()).or_default().entry(queue.clone()).or_insert(offset);
+        *slot = (*slot).max(offset);
+    }
+
+    fn take(&self, broker: &str) -> BTreeMap<QueueRef, u64> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(broker).unwrap_or_default()
+    }
 }
 
 /// Retries before dead-lettering when neither the consumer nor the broker
@@ -111,7 +131,32 @@ impl Ctx {
             offsets: vec![QueueOffset { topic: queue.topic.clone(), queue: queue.queue, offset }],
             generation,
         };
-        self.call(req).await.map(|_| ())
+        let outcome = self.call(req).await.map(|_| ());
+        if matches!(&outcome, Err(e) if e.code() == Some(ErrorCode::NotMaster)) {
+            self.held.hold(&self.broker, queue, offset);
+        }
+        outcome
+    }
+
+    /// Commits what a slave held back for this part's replica set (a part
+    /// on a slave holds them again).
+    pub(crate) async fn commit_held(&self) {
+        let held = self.held.take(&self.broker);
+        if held.is_empty() {
+            return;
+        }
+        let offsets = held.iter().map(|(q, o)| QueueOffset { topic: q.topic.clone(), queue: q.queue, offset: *o });
+        let req = Request::CommitOffsets {
+            group: self.config.group.clone(),
+            member: self.config.member.clone(),
+            offsets: offsets.collect(),
+            generation: 0,
+        };
+        if self.call(req).await.is_err() {
+            for (queue, offset) in held {
+                self.held.hold(&self.broker, &queue, offset);
+            }
+        }
     }
 
     async fn lock(&self, queue: &QueueRef) -> Result<u64, ClientError> {
