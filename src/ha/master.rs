@@ -222,6 +222,9 @@ async fn stream_log(
         let seg_end = pos - pos % seg + seg;
         let upto = end.min(pos + CHUNK).min(seg_end).min(next_epoch.unwrap_or(u64::MAX));
         let bytes = read(&source.reader, pos, upto).await?;
+        // What the page cache held may be less than asked: the rest is the
+        // next frame's.
+        let upto = pos + bytes.len() as u64;
         let frame = HaFrame::Data {
             offset: pos,
             epoch: epoch.epoch,

@@ -17,6 +17,7 @@ use actix::Addr;
 use brook_proto::ha::{HaCodec, HaFrame, HaHello, HaWelcome, HA_MAGIC, HA_VERSION};
 use futures::{FutureExt, SinkExt, StreamExt};
 use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +25,14 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+/// A write handed to the writer: the metadata its records carried.
+type Written = tokio::sync::oneshot::Receiver<Result<Vec<MetaEvent>>>;
+
+/// Most writes handed to the writer and not yet answered.
+const MAX_WRITING: usize = 4;
+
 /// Most bytes of frames already received that one write takes together.
-const COALESCE_BYTES: usize = 4 << 20;
+const COALESCE_BYTES: usize = 256 << 10;
 
 /// Frames taken together into one write.
 struct Run {
@@ -209,7 +216,27 @@ impl Follower {
         };
         let take = async {
             let mut held_back = None;
+            // Writes handed to the writer, oldest first: the next frames are
+            // read while they are written.
+            let mut writing: VecDeque<Written> = VecDeque::new();
             loop {
+                if held_back.is_none() && !writing.is_empty() {
+                    held_back = match frames.next().now_or_never() {
+                        Some(Some(Ok(frame))) => Some(frame),
+                        Some(Some(Err(e))) => return Err(Error::Busy(format!("replication stream: {e}"))),
+                        Some(None) | None => None,
+                    };
+                }
+                if writing.len() >= MAX_WRITING || (held_back.is_none() && !writing.is_empty()) {
+                    if let Some(written) = writing.pop_front() {
+                        let events = written.await.map_err(|_| Error::ShuttingDown)??;
+                        for event in events {
+                            self.meta.apply(event).await?;
+                        }
+                        let _ = ack_tx.send(());
+                    }
+                    continue;
+                }
                 let next = match held_back.take() {
                     Some(frame) => Ok(Some(Ok(frame))),
                     None => tokio::time::timeout(SILENCE, frames.next()).await,
@@ -227,7 +254,12 @@ impl Follower {
                 // hop to the writer and one ack for all of them).
                 let mut run = Run { confirmed, bytes: Vec::from(bytes) };
                 while run.bytes.len() < COALESCE_BYTES {
-                    let Some(Some(Ok(next))) = frames.next().now_or_never() else { break };
+                    let next = match frames.next().now_or_never() {
+                        Some(Some(Ok(next))) => next,
+                        Some(Some(Err(e))) => return Err(Error::Busy(format!("replication stream: {e}"))),
+                        // Nothing more yet, or the end (seen at the next read).
+                        Some(None) | None => break,
+                    };
                     held_back = run.take(next, offset, epoch);
                     if held_back.is_some() {
                         break;
@@ -241,17 +273,17 @@ impl Follower {
                 if epoch != self.repl.epoch() {
                     self.repl.follow_epoch(epoch, epoch_start)?;
                 }
-                if len > 0 {
-                    if offset != end {
-                        return Err(Error::Busy(format!("master sent bytes at {offset}, the log ends at {end}")));
+                if len == 0 {
+                    if writing.is_empty() {
+                        let _ = ack_tx.send(());
                     }
-                    let events;
-                    (end, events) = self.write(offset, run.bytes).await?;
-                    for event in events {
-                        self.meta.apply(event).await?;
-                    }
+                    continue;
                 }
-                let _ = ack_tx.send(());
+                if offset != end {
+                    return Err(Error::Busy(format!("master sent bytes at {offset}, the log ends at {end}")));
+                }
+                writing.push_back(self.write(offset, run.bytes));
+                end = offset + len;
             }
         };
         tokio::select! {
@@ -261,17 +293,16 @@ impl Follower {
         }
     }
 
-    /// Writes replicated bytes through the writer and makes their records
-    /// readable; returns the log's new end and the metadata they carried.
-    async fn write(&self, offset: u64, bytes: Vec<u8>) -> Result<(u64, Vec<MetaEvent>)> {
+    /// Hands replicated bytes to the writer, which writes them and makes
+    /// their records readable; the answer is the metadata they carried.
+    fn write(&self, offset: u64, bytes: Vec<u8>) -> Written {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let applier = self.applier.clone();
         let done = Box::new(move |written: Result<u64>| {
-            let outcome = written.and_then(|end| applier.lock().advance(end).map(|events| (end, events)));
-            let _ = tx.send(outcome);
+            let _ = tx.send(written.and_then(|end| applier.lock().advance(end)));
         });
         self.writer.do_send(Replicate { offset, bytes, done });
-        rx.await.map_err(|_| Error::ShuttingDown)?
+        rx
     }
 
     /// The log ran past the point it shares with the master: marks the cut
