@@ -579,7 +579,7 @@ async fn bad_input_at_a_name_server_gets_clear_errors_and_changes_nothing() {
     ];
     let mut stream = connected(&ns);
     for (i, reg) in bogus.into_iter().enumerate() {
-        let answer = raw_ask(&mut stream, i as u64 + 1, Request::RegisterBroker(reg));
+        let answer = raw_ask(&mut stream, i as u64 + 1, Request::RegisterBroker(Box::new(reg)));
         let err = answer.expect_err("refused");
         assert_eq!(err.code, ErrorCode::InvalidArgument, "{err:?}");
     }

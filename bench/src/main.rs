@@ -221,6 +221,25 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     brook_proto::time::parse_duration_ms(text).map(Duration::from_millis)
 }
 
+/// The broker `common` names (`--addr`), or one this bench starts (with a
+/// slave under `--slave`).
+fn broker_under_test(common: &Common) -> Result<Broker, String> {
+    if let Some(addr) = &common.addr {
+        return Ok(Broker::external(addr));
+    }
+    let env: Vec<(String, String)> = common
+        .broker_env
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    if !common.slave {
+        return Broker::start(&common.flush, &env);
+    }
+    let mut broker = Broker::start_master(&common.flush, &env)?;
+    broker.start_slave()?;
+    Ok(broker)
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -260,24 +279,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
         }
         _ => {}
     }
-    let broker = match &common.addr {
-        Some(addr) => Broker::external(addr),
-        None => {
-            let env: Vec<(String, String)> = common
-                .broker_env
-                .iter()
-                .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-                .collect();
-            match common.slave {
-                true => {
-                    let mut broker = Broker::start_master(&common.flush, &env)?;
-                    broker.start_slave()?;
-                    broker
-                }
-                false => Broker::start(&common.flush, &env)?,
-            }
-        }
-    };
+    let broker = broker_under_test(&common)?;
     let admin = Connection::connect_as(&broker.addr, "brook-bench").await.map_err(|e| e.to_string())?;
     if broker.slave.is_some() {
         replication::wait_in_sync(&admin).await?;

@@ -13,7 +13,7 @@ impl Connection {
     /// and its log.
     pub async fn broker_status(&self) -> Result<BrokerStatus, ClientError> {
         match self.request(Request::BrokerStatus).await? {
-            Response::Status(status) => Ok(status),
+            Response::Status(status) => Ok(*status),
             other => Err(unexpected(other)),
         }
     }

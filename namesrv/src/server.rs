@@ -159,7 +159,7 @@ impl NameServer {
                 let (name, id, addr) =
                     (registration.broker_name.clone(), registration.broker_id, registration.addr.clone());
                 let topics = registration.topics.len();
-                if self.table.lock().register(registration, conn) {
+                if self.table.lock().register(*registration, conn) {
                     slog::info!(self.logger, "broker registered";
                         "broker_name" => name, "broker_id" => id, "addr" => addr, "topics" => topics);
                 }

@@ -261,7 +261,7 @@ pub enum Request {
     /// `Response::Done`). Sent again every `register_interval_ms` and when
     /// a topic changes; the name server drops a broker it has not heard
     /// from in `broker_expiry_ms`, or whose connection closed.
-    RegisterBroker(crate::route::BrokerRegistration),
+    RegisterBroker(Box<crate::route::BrokerRegistration>),
     /// Broker to name server: I am stopping (answered with `Done`).
     UnregisterBroker {
         /// Cluster name.
@@ -398,7 +398,7 @@ mod tests {
             Request::AssignmentChanged { group },
             Request::InitProducer,
             Request::BrokerStatus,
-            Request::RegisterBroker(crate::route::BrokerRegistration {
+            Request::RegisterBroker(Box::new(crate::route::BrokerRegistration {
                 cluster: "c".into(),
                 broker_name: "b".into(),
                 broker_id: 0,
@@ -408,7 +408,7 @@ mod tests {
                 msgs_in_per_s: 0.0,
                 msgs_out_per_s: 0.0,
                 replica: crate::route::ReplicaStatus::default(),
-            }),
+            })),
             Request::UnregisterBroker { cluster: "c".into(), broker_name: "b".into(), broker_id: 0 },
             Request::GetRoute { topic: "t".into() },
             Request::GetClusterInfo,

@@ -65,7 +65,7 @@ pub enum Response {
         epoch: u32,
     },
     /// The broker's state.
-    Status(BrokerStatus),
+    Status(Box<BrokerStatus>),
     /// Where a topic lives (from a name server).
     Route(crate::route::TopicRoute),
     /// Every broker a name server knows.
@@ -258,7 +258,7 @@ mod tests {
             Response::Messages(vec![]),
             Response::QueueOffsets(vec![]),
             Response::Producer { producer_id: 1, epoch: 0 },
-            Response::Status(BrokerStatus::default()),
+            Response::Status(Box::default()),
             Response::Route(crate::route::TopicRoute::default()),
             Response::Cluster(vec![]),
         ];

@@ -1,6 +1,6 @@
-//! Assembling a broker: open and recover the store (before any actor runs),
-//! start the writer on its own arbiter, the queue arbiters, the registry and
-//! the housekeeper, then serve; and the ordered shutdown that undoes it:
+//! Assembling a broker: open and recover the store (`store`, before any
+//! actor runs), start the writer on its own arbiter, the queue arbiters,
+//! the registry, the housekeeper and replication, then serve; and the ordered shutdown that undoes it:
 //! stop accepting → close connections → queues drain → the writer drains and
 //! fdatasyncs → clean checkpoint.
 
@@ -18,16 +18,16 @@ use crate::cluster::Identity;
 use crate::config::{Config, FlushMode};
 use crate::delay::DelayPolicy;
 use crate::error::{Error, IoContext, Result};
-use crate::io::{self, IoBackend, IoStats, ResolvedBackend};
+use crate::io::{IoBackend, IoStats};
 use crate::server::{listener, BrokerCore};
 use crate::store::checkpoint::{Checkpoint, DirLock};
 use crate::store::commitlog::{CommitLog, LogReader};
 use crate::store::index::{IndexShape, KeyIndex};
-use crate::store::producers::{ProducerIds, ProducerTable};
-use crate::store::recovery::{self, Recovered};
+use crate::store::producers::ProducerIds;
+
 use crate::store::reserve::Reserve;
 use crate::store::retention::{DiskUsage, RetentionPolicy};
-use crate::store::segment::{self, Prealloc, SegmentSet};
+use crate::store::segment::Prealloc;
 use crate::store::topics::TopicTable;
 use crate::store::StorePaths;
 use actix::{Actor, Addr, Arbiter};
@@ -35,97 +35,16 @@ use system::SystemActors;
 
 mod cluster;
 mod replication;
+mod store;
 mod system;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+pub use store::{open_store, OpenedStore};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-
-/// A store opened and recovered, ready for actors.
-pub struct OpenedStore {
-    /// Paths.
-    pub paths: StorePaths,
-    /// Segments.
-    pub segments: Arc<SegmentSet>,
-    /// Topics.
-    pub topics: Arc<TopicTable>,
-    /// What recovery did.
-    pub recovered: Recovered,
-    /// The idempotent producers' state, rebuilt (handed to the queues at
-    /// start).
-    pub producers: ProducerTable,
-    /// The writer backend chosen.
-    pub backend: ResolvedBackend,
-    /// Why `auto` fell back, if it did.
-    pub backend_note: Option<String>,
-    /// What the start did about a full disk, if anything.
-    pub space_note: Option<String>,
-    lock: DirLock,
-}
-
-/// Locks the data dir, recovers the store and marks it in use (a crash from
-/// here on is noticed at the next start).
-pub fn open_store(config: &Config) -> Result<OpenedStore> {
-    let paths = StorePaths::new(&config.data_dir);
-    paths.create_dirs().ctx(|| format!("create data dir {}", paths.root.display()))?;
-    let lock = DirLock::acquire(&paths.root).ctx(|| format!("lock {}", paths.root.display()))?;
-    let (backend, backend_note) =
-        io::resolve(config.store.io_backend).ctx(|| "io_uring requested but unavailable".into())?;
-    let segments = Arc::new(SegmentSet::new(paths.commitlog(), config.store.segment_bytes));
-    let reserve = Reserve::new(paths.reserve(), config.store.disk_reserve_bytes);
-    let space_note = match reserve.release_if_full(&paths.root) {
-        Ok(0) => None,
-        Ok(freed) => Some(format!("disk full at start: let the {freed}-byte space reserve go so recovery can write")),
-        Err(e) => Some(format!("disk full at start, and the space reserve could not be let go: {e}")),
-        // Laid down again by the housekeeper's first retention pass.
-    };
-    // A cut of the log a slave marked (its log ran past its master's) is
-    // carried out before anything reads the log.
-    let cut_note = crate::store::truncation::finish_pending(&paths, config.store.segment_bytes)?
-        .map(|to| format!("log cut at {to}: it ran past the master's"));
-    let space_note = match (space_note, cut_note) {
-        (Some(space), Some(cut)) => Some(format!("{space}; {cut}")),
-        (space, cut) => space.or(cut),
-    };
-    let mut producers = load_producers(&paths, config)?;
-    let recovered = recovery::recover(&paths, &segments, config.store.cq_entries_per_file, &mut producers)?;
-    let active = segments.base_of(recovered.write_pos);
-    if segments.file(active).is_none() {
-        // A fresh store: its first segment is prepared like every later one.
-        let dir = paths.commitlog();
-        let size = config.store.segment_bytes;
-        match config.store.flush {
-            FlushMode::Sync => segment::create_zeroed(&dir, active, size),
-            FlushMode::Async => segment::create_fallocated(&dir, active, size),
-        }
-        .and_then(|()| segment::open_segment(&paths.commitlog(), active))
-        .map(|file| segments.insert(active, Arc::new(file)))
-        .ctx(|| format!("create segment {active}"))?;
-    }
-    Checkpoint {
-        cq_durable_offset: recovered.write_pos,
-        log_end: 0,
-        last_store_ts: recovered.last_store_ts,
-        clean: false,
-    }
-    .store(&paths.checkpoint())
-    .ctx(|| "write checkpoint".into())?;
-    let topics = Arc::new(TopicTable::load(paths.topics())?);
-    Ok(OpenedStore { paths, segments, topics, recovered, producers, backend, backend_note, space_note, lock })
-}
-
-/// The idempotent producers' state as the last checkpoint saved it (empty
-/// without a snapshot), with the configured limits.
-fn load_producers(paths: &StorePaths, config: &Config) -> Result<ProducerTable> {
-    let (max, expiry) = (config.max_producers, config.producer_idle_expiry_ms);
-    match std::fs::read(paths.producers()) {
-        Ok(bytes) => ProducerTable::load(&bytes, max, expiry),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProducerTable::new(max, expiry)),
-        Err(e) => Err(Error::io(format!("read {}", paths.producers().display()), e)),
-    }
-}
 
 /// The running actors of a broker.
 pub struct Running {
@@ -197,16 +116,7 @@ pub async fn start(
     let io_stats = Arc::new(IoStats::default());
     let writer_stats = Arc::new(WriterStats::default());
     let writer = start_writer(&store, config, &writer_arbiter, (&io_stats, &writer_stats), &clock, &logger).await?;
-    let replication = crate::ha::Replication::open(
-        config,
-        &store.paths,
-        (writer.clone(), writer_stats.clone()),
-        store.recovered.write_pos,
-        &logger,
-    )?;
-    if replication.is_sync() {
-        writer.do_send(crate::actors::writer::ReplicaGateConfig { replicated_to: replication.replicated_to() });
-    }
+    let replication = replication::open(config, &store, (&writer, &writer_stats), &logger)?;
     let queue_arbiter = Arbiter::new();
     // Queue actors share the writer's thread: every append goes queue →
     // writer → queue, and on one thread those hops are plain mailbox pushes
@@ -223,9 +133,7 @@ pub async fn start(
     ));
     // Before any send can reach the queues.
     registry.install_producers(std::mem::take(&mut store.producers));
-    if replication.is_slave() {
-        registry.refuse_writes(format!("{}/{}", config.broker_name, config.broker_id));
-    }
+    let applier = replication::applier(config, &store, &registry, &replication);
     let index_arbiter = Arbiter::new();
     start_indexer(&store, config, &registry, &index_arbiter, &logger)?;
     let names = cluster::name_servers(config);
@@ -244,15 +152,6 @@ pub async fn start(
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let system = system::start(config, &store, &registry, &appender, &delays, (&queue_arbiter, &metrics), &logger)?;
     let housekeeper = start_housekeeper(&store, config, (&registry, &groups), (clock, disk), &system, logger);
-    let applier = replication.is_slave().then(|| {
-        let applier = crate::ha::apply::Applier::new(
-            registry.clone(),
-            store.topics.clone(),
-            store.segments.clone(),
-            store.recovered.write_pos,
-        );
-        Arc::new(parking_lot::Mutex::new(applier))
-    });
     Ok(Running {
         replication,
         applier,

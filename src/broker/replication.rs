@@ -2,18 +2,57 @@
 //! listener for its slaves and the in-sync set's expiry, or a slave's
 //! follower of its master.
 
-use crate::broker::Running;
+use crate::actors::queue_registry::QueueRegistry;
+use crate::actors::writer::{ReplicaGateConfig, WriterActor, WriterStats};
+use crate::broker::{OpenedStore, Running};
 use crate::config::Config;
 use crate::error::Result;
+use crate::ha::apply::Applier;
 use crate::ha::master::{self, Source};
 use crate::ha::meta::{self, MetaTargets};
 use crate::ha::slave::{hello_of, Follower};
+use crate::ha::Replication;
+use actix::Addr;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often slaves that stopped catching up are looked for.
 const EXPIRY_CHECK: Duration = Duration::from_millis(250);
+
+/// The broker's replication state over an opened store (a master takes
+/// its new epoch here); under `sync` the writer holds groups back for it.
+pub(super) fn open(
+    config: &Config,
+    store: &OpenedStore,
+    (writer, stats): (&Addr<WriterActor>, &Arc<WriterStats>),
+    logger: &slog::Logger,
+) -> Result<Arc<Replication>> {
+    let replication =
+        Replication::open(config, &store.paths, (writer.clone(), stats.clone()), store.recovered.write_pos, logger)?;
+    if replication.is_sync() {
+        writer.do_send(ReplicaGateConfig { replicated_to: replication.replicated_to() });
+    }
+    Ok(replication)
+}
+
+/// A slave's: its queues take no writes but replication's, which the
+/// returned applier makes readable (none on a master).
+pub(super) fn applier(
+    config: &Config,
+    store: &OpenedStore,
+    registry: &Arc<QueueRegistry>,
+    replication: &Replication,
+) -> Option<Arc<parking_lot::Mutex<Applier>>> {
+    if !replication.is_slave() {
+        return None;
+    }
+    registry.refuse_writes(format!("{}/{}", config.broker_name, config.broker_id));
+    let applier =
+        Applier::new(registry.clone(), store.topics.clone(), store.segments.clone(), store.recovered.write_pos);
+    Some(Arc::new(parking_lot::Mutex::new(applier)))
+}
 
 /// Starts replication on `runtime` until `stop`.
 pub(super) async fn start(

@@ -41,7 +41,7 @@ impl NameServers {
     /// address.
     pub async fn register(&self, registration: &BrokerRegistration) -> Vec<(String, Result<(), ClientError>)> {
         let asks = self.sessions.iter().map(|s| async move {
-            let outcome = Self::ask(s, Request::RegisterBroker(registration.clone())).await.map(|_| ());
+            let outcome = Self::ask(s, Request::RegisterBroker(Box::new(registration.clone()))).await.map(|_| ());
             (s.addr().to_string(), outcome)
         });
         futures::future::join_all(asks).await

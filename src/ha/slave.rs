@@ -25,6 +25,49 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+/// Where a run of frames starts.
+struct Head {
+    offset: u64,
+    epoch: u32,
+    epoch_start: u64,
+}
+
+type Frames = futures::stream::SplitStream<Framed<TcpStream, HaCodec>>;
+
+/// The next run of data: the next frame (`held_back`, or the next to
+/// arrive), with the frames already received that follow it (one hop to
+/// the writer and one ack for all of them). A frame that does not follow
+/// is held back for the next run.
+async fn next_run(frames: &mut Frames, held_back: &mut Option<HaFrame>) -> Result<(Head, Run)> {
+    let next = match held_back.take() {
+        Some(frame) => Ok(Some(Ok(frame))),
+        None => tokio::time::timeout(SILENCE, frames.next()).await,
+    };
+    let frame = match next {
+        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Err(e))) => return Err(Error::Busy(format!("replication stream: {e}"))),
+        Ok(None) => return Err(Error::Busy("the master closed the stream".into())),
+        Err(_) => return Err(Error::Busy(format!("the master was silent for {SILENCE:?}"))),
+    };
+    let HaFrame::Data { offset, epoch, epoch_start, confirmed, bytes } = frame else {
+        return Err(Error::Busy("unexpected frame from the master".into()));
+    };
+    let mut run = Run { confirmed, bytes: Vec::from(bytes) };
+    while run.bytes.len() < COALESCE_BYTES {
+        let next = match frames.next().now_or_never() {
+            Some(Some(Ok(next))) => next,
+            Some(Some(Err(e))) => return Err(Error::Busy(format!("replication stream: {e}"))),
+            // Nothing more yet, or the end (seen at the next read).
+            Some(None) | None => break,
+        };
+        *held_back = run.take(next, offset, epoch);
+        if held_back.is_some() {
+            break;
+        }
+    }
+    Ok((Head { offset, epoch, epoch_start }, run))
+}
+
 /// A write handed to the writer: the metadata its records carried.
 type Written = tokio::sync::oneshot::Receiver<Result<Vec<MetaEvent>>>;
 
@@ -237,34 +280,7 @@ impl Follower {
                     }
                     continue;
                 }
-                let next = match held_back.take() {
-                    Some(frame) => Ok(Some(Ok(frame))),
-                    None => tokio::time::timeout(SILENCE, frames.next()).await,
-                };
-                let frame = match next {
-                    Ok(Some(Ok(frame))) => frame,
-                    Ok(Some(Err(e))) => return Err(Error::Busy(format!("replication stream: {e}"))),
-                    Ok(None) => return Err(Error::Busy("the master closed the stream".into())),
-                    Err(_) => return Err(Error::Busy(format!("the master was silent for {SILENCE:?}"))),
-                };
-                let HaFrame::Data { offset, epoch, epoch_start, confirmed, bytes } = frame else {
-                    return Err(Error::Busy("unexpected frame from the master".into()));
-                };
-                // Frames that came meanwhile go in the same write (one
-                // hop to the writer and one ack for all of them).
-                let mut run = Run { confirmed, bytes: Vec::from(bytes) };
-                while run.bytes.len() < COALESCE_BYTES {
-                    let next = match frames.next().now_or_never() {
-                        Some(Some(Ok(next))) => next,
-                        Some(Some(Err(e))) => return Err(Error::Busy(format!("replication stream: {e}"))),
-                        // Nothing more yet, or the end (seen at the next read).
-                        Some(None) | None => break,
-                    };
-                    held_back = run.take(next, offset, epoch);
-                    if held_back.is_some() {
-                        break;
-                    }
-                }
+                let (Head { offset, epoch, epoch_start }, run) = next_run(&mut frames, &mut held_back).await?;
                 let len = run.bytes.len() as u64;
                 self.repl.set_upstream(|up| {
                     up.confirmed = run.confirmed;

@@ -37,6 +37,24 @@ impl CacheDrops {
     }
 }
 
+impl super::WriterActor {
+    /// Drops the page cache of the synced log below `upto` (on the blocking
+    /// pool: freeing hundreds of MB of pages takes milliseconds, which the
+    /// appends queued here should not wait for).
+    pub(super) fn drop_cached_below(&mut self, upto: u64) {
+        if self.config.log_cache_bytes == 0 {
+            return;
+        }
+        let Some(range) = self.drops.next(upto) else { return };
+        let (segments, logger) = (self.segments.clone(), self.logger.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = segments.drop_cached(range.start, range.end) {
+                slog::warn!(logger, "commit-log page cache not dropped"; "error" => %e);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::CacheDrops;

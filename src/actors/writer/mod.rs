@@ -40,7 +40,7 @@ use crate::store::commitlog::{AppendBatch, CommitLog, GroupError, RecordPos};
 use crate::store::segment::SegmentSet;
 use actix::prelude::*;
 use cache_drops::CacheDrops;
-use disk_full::DiskFull;
+use disk_full::{CheckSpace, DiskFull};
 use replica::ReplicaGate;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -272,22 +272,6 @@ impl WriterActor {
         }
     }
 
-    /// Drops the page cache of the synced log below `upto` (on the blocking
-    /// pool: freeing hundreds of MB of pages takes milliseconds, which the
-    /// appends queued here should not wait for).
-    fn drop_cached_below(&mut self, upto: u64) {
-        if self.config.log_cache_bytes == 0 {
-            return;
-        }
-        let Some(range) = self.drops.next(upto) else { return };
-        let (segments, logger) = (self.segments.clone(), self.logger.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = segments.drop_cached(range.start, range.end) {
-                slog::warn!(logger, "commit-log page cache not dropped"; "error" => %e);
-            }
-        });
-    }
-
     /// Refuses every write from now on; returns the reason.
     fn poison(&mut self, what: &str, e: &dyn std::fmt::Display) -> String {
         let msg = format!("{what}: {e}");
@@ -309,41 +293,6 @@ impl WriterActor {
             slog::warn!(self.logger, "cannot prepare the next commit-log segment; writes will be refused when the \
                 active one fills unless space is freed first";
                 "segment" => base, "active_room_bytes" => log.active_room(), "error" => %e);
-        }
-    }
-
-    /// The disk is full: appends are refused until it has room again.
-    fn enter_full(&mut self, e: &std::io::Error) -> DiskFull {
-        let full = *self.full.get_or_insert_with(|| {
-            let full = DiskFull::now();
-            slog::error!(self.logger, "disk full: refusing writes until space is freed";
-                "error" => %e, "resume_free_bytes" => self.config.resume_free_bytes);
-            self.stats.disk_full_since_ms.store(full.since_ms, Ordering::Relaxed);
-            full
-        });
-        full
-    }
-
-    /// Leaves the full state once the disk has room again.
-    fn check_space(&mut self) {
-        if self.full.is_none() {
-            return;
-        }
-        if let Some(free) = disk_full::has_room(self.segments.dir(), self.config.resume_free_bytes) {
-            slog::info!(self.logger, "disk has room again: writes accepted"; "free_bytes" => free);
-            self.full = None;
-            self.stats.disk_full_since_ms.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// Refuses every append waiting (the disk is full); `Sync` markers stay.
-    fn refuse_appends(&mut self, full: DiskFull) {
-        let pending = std::mem::take(&mut self.pending);
-        for item in pending {
-            match item {
-                Pending::Append(a) => (a.done)(Err(full.error())),
-                marker => self.pending.push_back(marker),
-            }
         }
     }
 
@@ -506,19 +455,6 @@ impl StreamHandler<Synced> for WriterActor {
 
     /// The syncer's thread ends only when the writer drops it.
     fn finished(&mut self, _: &mut Context<Self>) {}
-}
-
-/// Looks whether the full disk has room again (sent to itself).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct CheckSpace;
-
-impl Handler<CheckSpace> for WriterActor {
-    type Result = ();
-
-    fn handle(&mut self, _: CheckSpace, _: &mut Context<Self>) {
-        self.check_space();
-    }
 }
 
 impl Handler<Append> for WriterActor {

@@ -12,7 +12,7 @@ pub fn status(core: &BrokerCore) -> Reply {
     let stats = &core.writer_stats;
     let (disk_full_since_ms, poisoned) = (stats.disk_full_since(), stats.poisoned());
     let dir = core.reader.segments().dir();
-    Ok(Response::Status(BrokerStatus {
+    Ok(Response::Status(Box::new(BrokerStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         addr: core.advertised.to_string(),
         writable: disk_full_since_ms.is_none() && poisoned.is_none() && core.replication.refusal().is_none(),
@@ -31,5 +31,5 @@ pub fn status(core: &BrokerCore) -> Reply {
         msgs_in_per_s: core.traffic.rates().0,
         msgs_out_per_s: core.traffic.rates().1,
         replica: core.replication.status(),
-    }))
+    })))
 }
