@@ -4,7 +4,18 @@
 
 use super::Config;
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+
+/// How a master acknowledges sends to its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// Acks as the master stores; slaves follow.
+    Async,
+    /// Acks once every in-sync replica holds the record.
+    Sync,
+}
 
 impl Config {
     /// The replication keys' part of [`Config::sanitize`].

@@ -9,6 +9,7 @@
 pub mod config;
 mod coordinator;
 pub mod events;
+mod held;
 pub mod pull;
 pub mod push;
 mod worker;

@@ -58,7 +58,7 @@ struct Shared {
     /// A part's broker stopped answering.
     route_stale: Arc<tokio::sync::Notify>,
     /// Commits a slave refused, by replica set, until its master is back.
-    held: Arc<super::worker::HeldCommits>,
+    held: Arc<super::held::HeldCommits>,
 }
 
 /// The consumer's membership on one broker.

@@ -7,6 +7,7 @@
 
 use super::config::PushConfig;
 use super::events::{self, ConsumerEvent};
+use super::held::HeldCommits;
 use super::ConsumeResult;
 use crate::error::ClientError;
 use crate::producer::now_ms;
@@ -17,7 +18,7 @@ use brook_proto::system::{PROP_RETRY_TOPIC, PROP_TRACE, RETRY_PREFIX};
 use brook_proto::{ErrorCode, Request, Response, StoredMessage};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
@@ -77,24 +78,6 @@ pub(crate) struct Ctx {
     pub(crate) route_stale: Arc<tokio::sync::Notify>,
     /// Commits a slave could not take (shared by every part).
     pub(crate) held: Arc<HeldCommits>,
-}
-
-/// Offsets consumed from a slave, which takes no commits: held per replica
-/// set (the newest per queue) and committed to the master once a part
-/// joins it again.
-#[derive(Default)]
-pub(crate) struct HeldCommits(Mutex<BTreeMap<String, BTreeMap<QueueRef, u64>>>);
-
-impl HeldCommits {
-    fn hold(&self, broker: &str, queue: &QueueRef, offset: u64) {
-        let mut held = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let slot = held.entry(broker.to_string()).or_default().entry(queue.clone()).or_insert(offset);
-        *slot = (*slot).max(offset);
-    }
-
-    fn take(&self, broker: &str) -> BTreeMap<QueueRef, u64> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(broker).unwrap_or_default()
-    }
 }
 
 /// Retries before dead-lettering when neither the consumer nor the broker

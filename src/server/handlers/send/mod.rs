@@ -5,6 +5,7 @@
 
 mod merge;
 mod received;
+mod replicated;
 mod tally;
 
 use crate::actors::appender::{AppendWait, Encoded};
@@ -244,18 +245,7 @@ impl SubmittedSends {
     /// Waits for the stores and answers every request.
     pub async fn answers(self, core: &BrokerCore, conn: &ConnInfo) -> Vec<(Option<u64>, Reply)> {
         let SubmittedSends { mut answers, members, sizes, tallies, stored } = self;
-        let Placements { stored, outcomes } = match core.replication.is_sync() {
-            // The store stays as it is (readable once replicated); only
-            // this answer gives up waiting.
-            true => tokio::time::timeout(core.replication.timeout, stored.wait()).await.unwrap_or_else(|_| {
-                let timeout_ms = core.replication.timeout.as_millis() as u64;
-                let failed = (0..sizes.len())
-                    .map(|_| Err(Error::ReplicationTimeout { timeout_ms, end: core.writer_stats.write_pos() }))
-                    .collect();
-                Placements { stored: Vec::new(), outcomes: failed }
-            }),
-            false => stored.wait().await,
-        };
+        let Placements { stored, outcomes } = replicated::wait(core, stored, sizes.len()).await;
         let now = brook_proto::time::now_ms();
         let send_code = brook_proto::Request::SEND_CODE;
         let mut members = members.into_iter();
