@@ -247,7 +247,9 @@ async fn a_restarted_slave_catches_up_and_a_diverged_log_is_cut_even_across_a_cr
         pinned(&a_env, &a),
         &[("BROOK_BROKER_ID", "1"), ("BROOK_MASTER_HA_ADDR", &b_ha), ("BROOK_FAILPOINT", "truncation.cut")],
     );
-    a = Brookd::start(&a_slave_env);
+    // It may restart itself before it says it listens: waited for by the
+    // cut it announces.
+    a = Brookd::start_until(&a_slave_env, "this log ran past the master's: cutting it and restarting");
     wait_for("a marks the cut", Duration::from_secs(30), || a_dir.join("truncate").exists()).await;
     // It restarts itself to cut, and stalls in the middle of it.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -106,6 +106,7 @@ pub(super) async fn start(
         stats: running.writer_stats.clone(),
         cluster: config.cluster.clone(),
         broker_name: config.broker_name.clone(),
+        refused: Arc::default(),
         logger,
     };
     let serve_on = running.writer_arbiter().unwrap_or_else(actix::Arbiter::current);

@@ -44,6 +44,8 @@ pub struct Source {
     pub cluster: String,
     /// Replica set name.
     pub broker_name: String,
+    /// Why each slave was last refused.
+    pub refused: Arc<parking_lot::Mutex<std::collections::HashMap<u64, String>>>,
     /// Logger.
     pub logger: slog::Logger,
 }
@@ -152,8 +154,12 @@ async fn serve(stream: TcpStream, peer: SocketAddr, source: Source, stop: Cancel
     let start = match check_hello(&hello, &source).and_then(|()| start_point(&hello, &source, &epochs, end)) {
         Ok(start) => start,
         Err(reason) => {
-            slog::warn!(source.logger, "slave refused"; "peer" => %peer, "broker_id" => hello.broker_id,
-                "reason" => &reason);
+            // A slave retries every second: said once per reason.
+            let fresh = source.refused.lock().insert(hello.broker_id, reason.clone()).as_ref() != Some(&reason);
+            if fresh {
+                slog::warn!(source.logger, "slave refused"; "peer" => %peer, "broker_id" => hello.broker_id,
+                    "reason" => &reason);
+            }
             let _ = framed.send(HaFrame::Refused(reason)).await;
             return;
         }
@@ -163,6 +169,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, source: Source, stop: Cancel
         return;
     }
     let id = hello.broker_id;
+    source.refused.lock().remove(&id);
     slog::info!(source.logger, "slave connected"; "broker_id" => id, "peer" => %peer, "from" => start,
         "slave_end" => hello.end, "master_end" => end);
     let generation = source.repl.connected(id, peer.to_string(), start);

@@ -86,6 +86,15 @@ impl Brookd {
         Self::spawn("brookd", &[], env, data_dir)
     }
 
+    /// Starts `brookd` with `env` (listening on a fixed address) and waits
+    /// until it logs `msg` instead of its address: for a start that may
+    /// never reach listening (one that restarts itself, or stalls).
+    pub fn start_until(env: &[(String, String)], msg: &str) -> Brookd {
+        let data_dir =
+            env.iter().find(|(k, _)| k == "BROOK_DATA_DIR").map(|(_, v)| PathBuf::from(v)).expect("BROOK_DATA_DIR");
+        Self::spawn_until("brookd", &[], env, data_dir, msg)
+    }
+
     /// Starts `brook-namesrv` on `listen` (port 0: any) and waits until it
     /// logs its address. It keeps no disk state.
     pub fn namesrv(listen: &str) -> Brookd {
@@ -95,6 +104,12 @@ impl Brookd {
     /// Starts workspace binary `name` with JSON logs and waits until it
     /// logs the address it listens on.
     fn spawn(name: &str, args: &[&str], env: &[(String, String)], data_dir: PathBuf) -> Brookd {
+        Self::spawn_until(name, args, env, data_dir, "listening")
+    }
+
+    /// [`Brookd::spawn`], waiting for log line `msg` (its `addr`, or the
+    /// configured listen address, is the broker's address).
+    fn spawn_until(name: &str, args: &[&str], env: &[(String, String)], data_dir: PathBuf, msg: &str) -> Brookd {
         let mut command = Command::new(bin(name));
         command.args(args);
         command.arg("--log-format").arg("json").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -107,11 +122,13 @@ impl Brookd {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         {
             let logs = logs.clone();
+            let wanted = msg.to_string();
+            let listen = env.iter().find(|(k, _)| k == "BROOK_LISTEN").map(|(_, v)| v.clone()).unwrap_or_default();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                        if v["msg"] == "listening" {
-                            let _ = addr_tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                        if v["msg"] == wanted.as_str() {
+                            let _ = addr_tx.send(v["addr"].as_str().unwrap_or(&listen).to_string());
                         }
                     }
                     logs.lock().expect("logs").push(line);
