@@ -331,6 +331,9 @@ impl Follower {
         if let Err(e) = crate::store::truncation::mark(&self.paths, welcome.start) {
             return e;
         }
+        // Log lines are written by a thread of their own, which the restart
+        // replaces with everything else: a moment for it to write them.
+        std::thread::sleep(std::time::Duration::from_millis(200));
         restart_process()
     }
 }

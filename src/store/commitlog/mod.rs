@@ -285,11 +285,26 @@ impl CommitLog {
         batches: Vec<AppendBatch>,
         sync: bool,
     ) -> std::result::Result<Vec<Vec<RecordPos>>, GroupError> {
-        let before = (self.write_pos, self.active_base, self.active.clone());
-        match self.lay_out_and_write(batches, sync).await {
+        let before = self.place();
+        let written = self.lay_out_and_write(batches, sync).await;
+        self.unless_out_of_space(before, written)
+    }
+
+    /// Where the log stands now (for [`CommitLog::unless_out_of_space`]).
+    fn place(&self) -> (u64, u64, Arc<File>) {
+        (self.write_pos, self.active_base, self.active.clone())
+    }
+
+    /// A write's outcome; one the disk refused for space leaves the log
+    /// where it stood `before`: nothing of it may stay, the next write goes
+    /// where this one began.
+    fn unless_out_of_space<T>(
+        &mut self,
+        before: (u64, u64, Arc<File>),
+        written: io::Result<T>,
+    ) -> std::result::Result<T, GroupError> {
+        match written {
             Err(e) if space::refused_for_space(&e) => {
-                // Nothing of the group may stay: the next group is written
-                // where this one began.
                 (self.write_pos, self.active_base, self.active) = before;
                 self.next_ready = None;
                 self.next_asked = false;

@@ -2,7 +2,7 @@
 //! the same offsets. The master padded and rolled its segments; the bytes
 //! carry that, so a slave's segments fill and roll at the same places.
 
-use super::space::{self, GroupError};
+use super::space::GroupError;
 use super::{CommitLog, FileWrite, Slice, WriteJob};
 use std::io;
 
@@ -15,16 +15,9 @@ impl CommitLog {
             let msg = format!("replicated bytes at {offset}, but the log ends at {}", self.write_pos);
             return Err(GroupError::Failed(io::Error::new(io::ErrorKind::InvalidInput, msg)));
         }
-        let before = (self.write_pos, self.active_base, self.active.clone());
-        match self.place_replicated(bytes).await {
-            Err(e) if space::refused_for_space(&e) => {
-                (self.write_pos, self.active_base, self.active) = before;
-                self.next_ready = None;
-                self.next_asked = false;
-                Err(GroupError::OutOfSpace(e))
-            }
-            other => other.map_err(GroupError::Failed),
-        }
+        let before = self.place();
+        let written = self.place_replicated(bytes).await;
+        self.unless_out_of_space(before, written)
     }
 
     async fn place_replicated(&mut self, bytes: Vec<u8>) -> io::Result<()> {
