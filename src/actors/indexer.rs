@@ -78,10 +78,10 @@ pub struct IndexActor {
 }
 
 /// The index entries of one encoded record (one per key).
+/// Read in place: nothing is decoded but the keys.
 pub fn record_keys(rec: &[u8], log_offset: u64, store_ts: i64) -> Vec<KeyEntry> {
-    let Ok(decoded) = record::decode(rec) else { return Vec::new() };
-    let topic = decoded.message.topic;
-    decoded.message.keys.iter().map(|k| KeyEntry { hash: key_hash(&topic, k), log_offset, store_ts }).collect()
+    let Ok(view) = record::view(rec) else { return Vec::new() };
+    view.keys().flatten().map(|k| KeyEntry { hash: key_hash(view.topic, k), log_offset, store_ts }).collect()
 }
 
 impl IndexActor {

@@ -5,6 +5,7 @@
 //! admission and consume-queue append a master's write takes, so parked
 //! pulls wake, keys reach the index and producer sequences advance.
 
+use crate::actors::indexer::record_keys;
 use crate::actors::queue::append::{self, Written};
 use crate::actors::queue::idempotence;
 use crate::actors::queue_registry::QueueRegistry;
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::ha::meta::MetaEvent;
 use crate::store::commitlog::RecordPos;
 use crate::store::consume_queue::CqEntry;
-use crate::store::index::{key_hash, KeyEntry};
+use crate::store::index::KeyEntry;
 use crate::store::producers::LaneRef;
 use crate::store::record;
 use crate::store::recovery::{apply_record, scan_segment_until, Replayed, SegmentEnd};
@@ -138,17 +139,11 @@ impl Replayed for Live<'_> {
             first_record: 0,
         };
         append::written(&spec, written, &mut Vec::new())?;
-        let view = record::view(rec).map_err(|reason| Error::Corrupt { offset: entry.log_offset, reason })?;
         if topic == META_TOPIC {
+            let view = record::view(rec).map_err(|reason| Error::Corrupt { offset: entry.log_offset, reason })?;
             self.meta.push(MetaEvent::decode(view.body)?);
         }
-        for key in view.keys().flatten() {
-            self.keys.push(KeyEntry {
-                hash: key_hash(topic, key),
-                log_offset: entry.log_offset,
-                store_ts: head.store_ts,
-            });
-        }
+        self.keys.extend(record_keys(rec, entry.log_offset, head.store_ts));
         Ok(())
     }
 }

@@ -148,8 +148,8 @@ impl Replication {
     /// Why a write is refused now, if it is: a slave takes none; under
     /// `sync`, none while the in-sync set is below `min_insync_replicas`.
     pub fn refusal(&self) -> Option<Error> {
-        if self.slave {
-            return Some(Error::NotMaster(self.name.clone()));
+        if let Some(e) = self.not_master() {
+            return Some(e);
         }
         if self.mode == ReplicationMode::Sync {
             let in_sync = self.followers.lock().in_sync_count() + 1;
@@ -158,6 +158,12 @@ impl Replication {
             }
         }
         None
+    }
+
+    /// `NotMaster` on a slave (for what only a master does: topic changes,
+    /// offset commits and resets).
+    pub fn not_master(&self) -> Option<Error> {
+        self.slave.then(|| Error::NotMaster(self.name.clone()))
     }
 
     /// The master's own end that counts: synced under sync flush, written

@@ -53,7 +53,7 @@ pub async fn commit(
 ) -> Reply {
     // Offsets are the master's; a slave's consumers hold theirs until it
     // is back.
-    if let Some(e) = core.replication.refusal().filter(|_| core.replication.is_slave()) {
+    if let Some(e) = core.replication.not_master() {
         return Err(e.into());
     }
     let event = MetaEvent::Offsets { group: group.to_string(), offsets: offsets.clone() };
@@ -89,7 +89,7 @@ pub async fn reset(core: &BrokerCore, group: &str, topic: &str, to: ResetTo) -> 
             }
         }
     }
-    if let Some(e) = core.replication.refusal().filter(|_| core.replication.is_slave()) {
+    if let Some(e) = core.replication.not_master() {
         return Err(e.into());
     }
     core.groups

@@ -15,7 +15,7 @@ use brook_proto::Response;
 /// Creates a topic, or changes its queue count.
 pub fn create(core: &BrokerCore, name: &str, queues: u32) -> Reply {
     // A slave's topics are its master's (they arrive through the log).
-    if let Some(e) = core.replication.refusal().filter(|_| core.replication.is_slave()) {
+    if let Some(e) = core.replication.not_master() {
         return Err(e.into());
     }
     core.topics.create(name, queues)?;
@@ -26,7 +26,7 @@ pub fn create(core: &BrokerCore, name: &str, queues: u32) -> Reply {
 /// Deletes a topic: its queue actors stop and its consume queues go.
 pub async fn delete(core: &BrokerCore, name: &str) -> Reply {
     validate_name("topic", name).map_err(Error::InvalidName)?;
-    if let Some(e) = core.replication.refusal().filter(|_| core.replication.is_slave()) {
+    if let Some(e) = core.replication.not_master() {
         return Err(e.into());
     }
     if !remove(&core.topics, &core.registry, &core.paths, name).await? {

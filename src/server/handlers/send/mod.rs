@@ -4,6 +4,7 @@
 //! together are stored as one batch per queue, in arrival order.
 
 mod merge;
+mod parts;
 mod received;
 mod replicated;
 mod tally;
@@ -13,7 +14,6 @@ use crate::actors::queue::fanout::Placements;
 use crate::actors::queue::idempotence::PartProducer;
 use crate::actors::queue::Placed;
 use crate::error::Error;
-use crate::metrics::Metrics;
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::handlers::Reply;
 use crate::server::handlers::{check_queue, topic_queues, trace, txn};
@@ -24,6 +24,7 @@ use brook_proto::system::{
 };
 use brook_proto::{ErrorCode, Message, MessageId, ProducerSeq, Response, WireError};
 use merge::merge_in_order;
+use parts::Parts;
 use received::Received;
 use smallvec::SmallVec;
 use tally::Tally;
@@ -186,59 +187,6 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
     }
     let Parts { encoded, members, sizes, tallies, answers, .. } = parts;
     SubmittedSends { answers, members, sizes, tallies, stored: core.appender.submit(encoded) }
-}
-
-/// The parts of a produce as the send path builds them: requests are
-/// encoded into the open part, and a part that fails to encode fails its
-/// requests alone.
-struct Parts {
-    encoded: Encoded,
-    members: Vec<(Option<u64>, Answering)>,
-    sizes: Vec<usize>,
-    /// What each part counts once stored (one per entry of `sizes`).
-    tallies: Vec<Tally>,
-    /// The open part's.
-    tally: Tally,
-    answers: Vec<(Option<u64>, Reply)>,
-    /// The open part: its first member and the first encoding error.
-    open: Option<(usize, Option<crate::error::Error>)>,
-}
-
-impl Parts {
-    fn open(&mut self, spec: std::sync::Arc<crate::actors::queue::QueueSpec>, queue: u32, lane: Option<PartProducer>) {
-        self.encoded.begin_as(spec, queue, lane);
-        self.open = Some((self.members.len(), None));
-    }
-
-    fn add(&mut self, id: Option<u64>, items: &Items<'_>, prepared: PreparedSend<'_>, metrics: &Metrics) {
-        self.tally.add(metrics, &prepared, items);
-        for (msg, code) in items {
-            if let Err(e) = msg.encode(&mut self.encoded, *code) {
-                if let Some((_, failed)) = &mut self.open {
-                    failed.get_or_insert(e);
-                }
-            }
-        }
-        self.members.push((id, prepared.answering()));
-    }
-
-    fn close(&mut self) {
-        let tally = std::mem::take(&mut self.tally);
-        match self.open.take() {
-            None => {}
-            Some((first, None)) => {
-                self.sizes.push(self.members.len() - first);
-                self.tallies.push(tally);
-            }
-            // Every field was checked while preparing; a failure here is a
-            // bug, and it fails only this part.
-            Some((first, Some(e))) => {
-                self.encoded.abandon();
-                let e = WireError::from(e);
-                self.answers.extend(self.members.drain(first..).map(|(id, _)| (id, Err(e.clone()))));
-            }
-        }
-    }
 }
 
 impl SubmittedSends {

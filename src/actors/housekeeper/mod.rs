@@ -19,6 +19,8 @@
 //! clean checkpoint goes through the same lock so no periodic one can land
 //! after it.
 
+mod durable;
+
 use crate::actors::consumer_group::NeededOffsets;
 use crate::actors::group_registry::GroupRegistry;
 use crate::actors::indexer::{FlushIndex, RetainIndex};
@@ -27,7 +29,7 @@ use crate::actors::queue_registry::QueueRegistry;
 use crate::actors::writer::Sync as WriterSync;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::store::checkpoint::{sync_filesystem, Checkpoint};
+use crate::store::checkpoint::Checkpoint;
 use crate::store::consume_queue::TailWrite;
 use crate::store::progress::SystemFiles;
 use crate::store::reserve::Reserve;
@@ -36,8 +38,8 @@ use crate::store::segment::SegmentSet;
 use crate::store::topics::TopicTable;
 use crate::store::StorePaths;
 use actix::prelude::*;
+use durable::{write_checkpoint, Written};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -388,26 +390,6 @@ async fn needed_from(groups: &GroupRegistry, registry: &QueueRegistry, topics: &
     lowest
 }
 
-/// Past this many dirty consume-queue files one `syncfs` is cheaper than an
-/// fdatasync each (it also flushes unrelated data on the filesystem, which is
-/// why it is not the default).
-const SYNCFS_THRESHOLD: usize = 512;
-
-fn sync_queue_files(root: &std::path::Path, dirty: &[std::path::PathBuf]) -> std::io::Result<()> {
-    if dirty.len() > SYNCFS_THRESHOLD {
-        return sync_filesystem(root);
-    }
-    for path in dirty {
-        match crate::store::fd_cache::get(path, false) {
-            Ok(file) => file.sync_data()?,
-            // Deleted meanwhile (retention, topic deletion): nothing to sync.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 impl Actor for Housekeeper {
     type Context = Context<Self>;
 
@@ -502,41 +484,4 @@ async fn visit_queues(registry: &QueueRegistry, final_stop: bool, replay_floor: 
     // The answer comes once the visit is over and its share gone.
     registry.barrier_queues(msg, final_stop);
     answer.await.map_err(|_| Error::ShuttingDown)?
-}
-
-/// What a checkpoint writes besides the checkpoint file.
-struct Written<'a> {
-    /// Aged tails the barrier left to it.
-    tails: &'a [(u64, TailWrite)],
-    /// Consume-queue files written since the last checkpoint.
-    dirty: Vec<PathBuf>,
-    /// The progress files of the system actors.
-    system_files: Option<&'a SystemFiles>,
-    /// The producer table's snapshot, if it changed.
-    producers: Option<(u64, Vec<u8>)>,
-}
-
-/// Writes what a checkpoint names durable, on the blocking pool: the aged
-/// tails the barrier left to it (the entries below `cq_durable_offset` must
-/// be in their files first), then fsyncs of every written consume-queue
-/// file and of the system files, the producer state, then the checkpoint
-/// itself.
-fn write_checkpoint(paths: &StorePaths, written: Written<'_>, checkpoint: Checkpoint) -> std::io::Result<()> {
-    let Written { tails, mut dirty, system_files, producers } = written;
-    for (_, tail) in tails {
-        dirty.extend(tail.run()?);
-    }
-    sync_queue_files(&paths.root, &dirty)?;
-    // After the log: a synced progress must not name deliveries whose
-    // copies a power loss could still take back.
-    if let Some(files) = system_files {
-        files.sync()?;
-    }
-    // Before the checkpoint: recovery replays the log from the checkpoint's
-    // position into this snapshot, which must hold at least everything
-    // below it.
-    if let Some((_, bytes)) = producers {
-        crate::store::write_atomically(&paths.producers(), &bytes)?;
-    }
-    checkpoint.store(&paths.checkpoint())
 }
