@@ -78,7 +78,8 @@ mod anyhow_free {
             disable_thp(logger);
         }
         let started = std::time::Instant::now();
-        let opened = match broker::open_store(&config) {
+        let mut config = config;
+        let mut opened = match broker::open_store(&config) {
             Ok(o) => o,
             Err(e) => {
                 slog::crit!(logger, "cannot open the store"; "error" => %e, "data_dir" => %config.data_dir.display());
@@ -97,6 +98,21 @@ mod anyhow_free {
             slog::warn!(logger, "{}", note);
         }
         slog::info!(logger, "io backend chosen"; "backend" => ?opened.backend, "configured" => ?config.store.io_backend);
+        if config.controller_mode {
+            let epoch = brook::store::epochs::EpochFile::load(opened.paths.epochs())
+                .ok()
+                .and_then(|e| e.last().map(|e| e.epoch));
+            match brook::ha::controller::join(&config, &opened.paths, (epoch.unwrap_or(0), rec.write_pos), logger) {
+                Ok(joined) => {
+                    config.broker_id = joined.role_id();
+                    opened.joined = Some(joined);
+                }
+                Err(e) => {
+                    slog::crit!(logger, "cannot join the controller"; "error" => %e);
+                    return 1;
+                }
+            }
+        }
         let config = Arc::new(config);
         let system = actix::System::new();
         let logger = logger.clone();

@@ -98,6 +98,20 @@ pub struct Connection {
 /// own park time on top).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Dials `addr`, from `local` when given (and of the same family).
+async fn dial(addr: &str, local: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = local.filter(|ip| !ip.is_unspecified()) else { return TcpStream::connect(addr).await };
+    let target = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {addr}")))?;
+    let socket = if target.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    if ip.is_ipv4() == target.is_ipv4() {
+        socket.bind(std::net::SocketAddr::new(ip, 0))?;
+    }
+    socket.connect(target).await
+}
+
 impl Connection {
     /// Connects and says hello.
     pub async fn connect(addr: &str) -> Result<Connection, ClientError> {
@@ -111,7 +125,17 @@ impl Connection {
 
     /// Connects with a chosen client id.
     pub async fn connect_as(addr: &str, client_id: &str) -> Result<Connection, ClientError> {
-        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr))
+        Self::connect_from(addr, client_id, None).await
+    }
+
+    /// Connects from local address `local` (a broker's own address, so
+    /// its traffic is told apart from other processes' on one host).
+    pub async fn connect_from(
+        addr: &str,
+        client_id: &str,
+        local: Option<std::net::IpAddr>,
+    ) -> Result<Connection, ClientError> {
+        let stream = tokio::time::timeout(Duration::from_secs(10), dial(addr, local))
             .await
             .map_err(|_| ClientError::Timeout(Duration::from_secs(10)))?
             .map_err(|e| ClientError::Connection(format!("connect {addr}: {e}")))?;

@@ -47,13 +47,19 @@ enum State {
 pub struct Session {
     addr: String,
     client_id: String,
+    local: Option<std::net::IpAddr>,
     state: Mutex<State>,
 }
 
 impl Session {
     /// A session to `addr`; nothing is dialled until first use.
     pub fn new(addr: &str, client_id: &str) -> Self {
-        Self { addr: addr.to_string(), client_id: client_id.to_string(), state: Mutex::new(State::Idle) }
+        Self::bound(addr, client_id, None)
+    }
+
+    /// A session whose connections leave from local address `local`.
+    pub fn bound(addr: &str, client_id: &str, local: Option<std::net::IpAddr>) -> Self {
+        Self { addr: addr.to_string(), client_id: client_id.to_string(), local, state: Mutex::new(State::Idle) }
     }
 
     /// Dials at once, so a bad address fails early.
@@ -81,7 +87,8 @@ impl Session {
                 State::Live(conn) if !conn.is_closed() => return Ok(conn.clone()),
                 State::Dialing(dial) => dial.clone(),
                 _ => {
-                    let task = tokio::spawn(Connection::connect_as_owned(self.addr.clone(), self.client_id.clone()));
+                    let (addr, client_id, local) = (self.addr.clone(), self.client_id.clone(), self.local);
+                    let task = tokio::spawn(async move { Connection::connect_from(&addr, &client_id, local).await });
                     let dial: Dial = async move {
                         task.await.map_err(|e| ClientError::Connection(format!("dial task failed: {e}")))?
                     }

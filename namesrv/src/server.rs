@@ -5,7 +5,9 @@
 //! nothing.
 
 use crate::config::NamesrvConfig;
+use crate::controller::Controller;
 use crate::table::RouteTable;
+use brook_proto::controller::ControllerRequest;
 use brook_proto::names::validate_name;
 use brook_proto::route::{BrokerRegistration, PERM_READ_WRITE};
 use brook_proto::{CodecError, ErrorCode, Frame, FrameCodec, Request, Response, WireError, PROTOCOL_VERSION};
@@ -32,17 +34,25 @@ pub struct NameServer {
     /// The address it answers hellos with.
     addr: String,
     next_conn: AtomicU64,
+    /// The controller voter here, if this name server runs one.
+    controller: Option<Arc<Controller>>,
     logger: slog::Logger,
 }
 
 impl NameServer {
     /// A name server with an empty table.
-    pub fn new(config: NamesrvConfig, addr: SocketAddr, logger: slog::Logger) -> Arc<Self> {
+    pub fn new(
+        config: NamesrvConfig,
+        addr: SocketAddr,
+        controller: Option<Arc<Controller>>,
+        logger: slog::Logger,
+    ) -> Arc<Self> {
         Arc::new(Self {
             table: Mutex::new(RouteTable::default()),
             config,
             addr: addr.to_string(),
             next_conn: AtomicU64::new(1),
+            controller,
             logger,
         })
     }
@@ -97,6 +107,9 @@ impl NameServer {
         }
         while let Some(frame) = frames.next().await {
             let answer = match frame {
+                Ok(Frame::Request { id, body: Request::Controller(request) }) => {
+                    Frame::Response { id, body: self.ask_controller(request).await }
+                }
                 Ok(Frame::Request { id, body }) => Frame::Response { id, body: self.answer(conn, body) },
                 Ok(Frame::Oneway { body }) => {
                     let _ = self.answer(conn, body);
@@ -151,6 +164,15 @@ impl NameServer {
         false
     }
 
+    /// A controller request: answered by the controller voter here (which
+    /// forwards to its leader).
+    async fn ask_controller(&self, request: ControllerRequest) -> Result<Response, WireError> {
+        match &self.controller {
+            Some(controller) => controller.handle(request).await.map(Response::Controller),
+            None => Err(WireError::new(ErrorCode::ControllerUnavailable, "this name server runs no controller")),
+        }
+    }
+
     /// The answer to one request.
     fn answer(&self, conn: u64, request: Request) -> Result<Response, WireError> {
         match request {
@@ -159,9 +181,11 @@ impl NameServer {
                 let (name, id, addr) =
                     (registration.broker_name.clone(), registration.broker_id, registration.addr.clone());
                 let topics = registration.topics.len();
-                if self.table.lock().register(*registration, conn) {
-                    slog::info!(self.logger, "broker registered";
-                        "broker_name" => name, "broker_id" => id, "addr" => addr, "topics" => topics);
+                match self.table.lock().register(*registration, conn) {
+                    Ok(true) => slog::info!(self.logger, "broker registered";
+                        "broker_name" => name, "broker_id" => id, "addr" => addr, "topics" => topics),
+                    Ok(false) => {}
+                    Err(why) => return Err(WireError::new(ErrorCode::Fenced, why)),
                 }
                 Ok(Response::Done)
             }

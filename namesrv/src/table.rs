@@ -38,12 +38,23 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Records a registration; true if the broker is new (or came back).
-    pub fn register(&mut self, registration: BrokerRegistration, conn: u64) -> bool {
+    /// Two brokers claiming one id (two masters after a failover): the one
+    /// of the higher epoch stands, the other is refused.
+    pub fn register(&mut self, registration: BrokerRegistration, conn: u64) -> Result<bool, String> {
         let key = (registration.broker_name.clone(), registration.broker_id);
+        if let Some(held) = self.brokers.get(&key) {
+            let (old, new) = (&held.registration, &registration);
+            if old.addr != new.addr && old.replica.epoch > new.replica.epoch {
+                return Err(format!(
+                    "{}/{} is held by {} in epoch {}; {} claims it in epoch {}",
+                    new.broker_name, new.broker_id, old.addr, old.replica.epoch, new.addr, new.replica.epoch
+                ));
+            }
+        }
         let new = !self.brokers.contains_key(&key);
         self.departed.remove(&registration.broker_name);
         self.brokers.insert(key, Registered { registration, last_seen: Instant::now(), conn });
-        new
+        Ok(new)
     }
 
     /// Forgets a broker; true if it was known.
@@ -193,10 +204,10 @@ mod tests {
     #[test]
     fn routes_gather_every_replica_set_holding_the_topic() {
         let mut table = RouteTable::default();
-        assert!(table.register(reg("b", 0, "127.0.0.2:1", &[("t", 4)]), 1));
-        assert!(table.register(reg("a", 0, "127.0.0.1:1", &[("t", 8), ("u", 1)]), 2));
-        assert!(table.register(reg("a", 1, "127.0.0.3:1", &[("t", 8)]), 3));
-        assert!(!table.register(reg("a", 0, "127.0.0.1:1", &[("t", 8), ("u", 1)]), 2), "again: not new");
+        assert_eq!(table.register(reg("b", 0, "127.0.0.2:1", &[("t", 4)]), 1), Ok(true));
+        assert_eq!(table.register(reg("a", 0, "127.0.0.1:1", &[("t", 8), ("u", 1)]), 2), Ok(true));
+        assert_eq!(table.register(reg("a", 1, "127.0.0.3:1", &[("t", 8)]), 3), Ok(true));
+        assert_eq!(table.register(reg("a", 0, "127.0.0.1:1", &[("t", 8), ("u", 1)]), 2), Ok(false), "again: not new");
         let route = table.route("t").expect("route");
         let names: Vec<&str> = route.brokers.iter().map(|b| b.broker_name.as_str()).collect();
         assert_eq!(names, ["a", "b"], "in name order");
@@ -223,8 +234,25 @@ mod tests {
         // a's last broker expired: a is departed too; b registering again
         // with fewer topics replaces what it left.
         assert_eq!(table.route("t").map(|r| r.queues.len()), Some(2));
-        assert!(table.register(reg("b", 0, "127.0.0.2:1", &[("u", 2)]), 4));
+        assert_eq!(table.register(reg("b", 0, "127.0.0.2:1", &[("u", 2)]), 4), Ok(true));
         assert_eq!(table.route("t").map(|r| r.broker("b").is_some()), Some(false), "b no longer holds t");
         assert_eq!(table.cluster(Instant::now()).len(), 1, "only b");
+    }
+
+    #[test]
+    fn of_two_masters_the_higher_epoch_stands() {
+        let mut table = RouteTable::default();
+        let at = |addr: &str, epoch: u32| {
+            let mut r = reg("a", 0, addr, &[("t", 1)]);
+            r.replica.epoch = epoch;
+            r
+        };
+        assert_eq!(table.register(at("127.0.0.1:1", 3), 1), Ok(true));
+        assert_eq!(table.register(at("127.0.0.2:1", 4), 2), Ok(false), "the new master replaces it");
+        assert!(table.register(at("127.0.0.1:1", 3), 1).is_err(), "the old one is refused");
+        assert_eq!(
+            table.route("t").and_then(|r| r.broker("a").and_then(|b| b.master().map(String::from))),
+            Some("127.0.0.2:1".to_string())
+        );
     }
 }

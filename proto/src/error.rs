@@ -77,6 +77,11 @@ pub enum ErrorCode {
     NotEnoughReplicas = 27,
     /// The broker is a slave: it serves reads, and writes go to its master.
     NotMaster = 28,
+    /// The controller has no leader (no quorum of its voters), or none
+    /// runs where the request was sent. Retriable.
+    ControllerUnavailable = 29,
+    /// A controller request from a stale master or epoch: refused.
+    Fenced = 30,
 }
 
 impl ErrorCode {
@@ -84,7 +89,7 @@ impl ErrorCode {
     /// [`ErrorCode::Unknown`] so an old client survives a newer broker.
     pub fn from_u32(code: u32) -> Self {
         use ErrorCode::*;
-        const ALL: [ErrorCode; 29] = [
+        const ALL: [ErrorCode; 31] = [
             Unknown,
             UnsupportedVersion,
             HelloRequired,
@@ -114,6 +119,8 @@ impl ErrorCode {
             ReplicationTimeout,
             NotEnoughReplicas,
             NotMaster,
+            ControllerUnavailable,
+            Fenced,
         ];
         ALL.iter().copied().find(|c| *c as u32 == code).unwrap_or(Unknown)
     }
@@ -122,7 +129,11 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::BrokerBusy | ErrorCode::ShuttingDown | ErrorCode::DiskFull | ErrorCode::NotEnoughReplicas
+            ErrorCode::BrokerBusy
+                | ErrorCode::ShuttingDown
+                | ErrorCode::DiskFull
+                | ErrorCode::NotEnoughReplicas
+                | ErrorCode::ControllerUnavailable
         )
     }
 }

@@ -27,6 +27,7 @@
 
 pub mod codec;
 pub mod consumer;
+pub mod controller;
 pub mod error;
 pub mod frame;
 pub mod ha;
@@ -55,7 +56,7 @@ pub use request::{Request, Response, SendAck, SendRef, StoredAck};
 /// carry replication (`ReplicaStatus`). 4: sends carry an idempotent
 /// producer's sequence, and `InitProducer` gives producers their ids. 3:
 /// send answers carry log offsets, not message id strings.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Most messages one send may carry.
 pub const MAX_SEND_MESSAGES: usize = 65_536;

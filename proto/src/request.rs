@@ -280,6 +280,9 @@ pub enum Request {
     /// Asks a name server for every broker it knows (answered with
     /// `Response::Cluster`).
     GetClusterInfo,
+    /// A request for the controller (answered with `Response::Controller`
+    /// by a name server that runs one).
+    Controller(crate::controller::ControllerRequest),
 }
 
 impl Request {
@@ -329,6 +332,7 @@ impl Request {
             Request::UnregisterBroker { .. } => 32,
             Request::GetRoute { .. } => 33,
             Request::GetClusterInfo => 34,
+            Request::Controller(_) => 35,
         }
     }
 }
@@ -412,6 +416,7 @@ mod tests {
             Request::UnregisterBroker { cluster: "c".into(), broker_name: "b".into(), broker_id: 0 },
             Request::GetRoute { topic: "t".into() },
             Request::GetClusterInfo,
+            Request::Controller(crate::controller::ControllerRequest::Info),
         ]
     }
 

@@ -70,6 +70,8 @@ pub enum Response {
     Route(crate::route::TopicRoute),
     /// Every broker a name server knows.
     Cluster(Vec<crate::route::ClusterBroker>),
+    /// The controller's answer.
+    Controller(crate::controller::ControllerResponse),
 }
 
 /// A topic and, when described, its queues.
@@ -234,6 +236,7 @@ mod tests {
             Response::Status(_) => 17,
             Response::Route(_) => 18,
             Response::Cluster(_) => 19,
+            Response::Controller(_) => 20,
         }
     }
 
@@ -261,6 +264,7 @@ mod tests {
             Response::Status(Box::default()),
             Response::Route(crate::route::TopicRoute::default()),
             Response::Cluster(vec![]),
+            Response::Controller(crate::controller::ControllerResponse::Set(Default::default())),
         ];
         crate::pinned::assert_codes(&responses, pinned);
     }

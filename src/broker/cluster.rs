@@ -18,7 +18,8 @@ const VIEW_REFRESH: Duration = Duration::from_secs(3);
 /// The name servers `config` names, if any.
 pub(super) fn name_servers(config: &Config) -> Option<Arc<NameServers>> {
     let addrs = config.namesrv();
-    (!addrs.is_empty()).then(|| Arc::new(NameServers::new(&addrs, &format!("broker-{}", config.broker_name))))
+    let local = crate::ha::controller::local_ip(config);
+    (!addrs.is_empty()).then(|| Arc::new(NameServers::new(&addrs, &format!("broker-{}", config.broker_name), local)))
 }
 
 /// The running registration.

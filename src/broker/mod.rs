@@ -83,6 +83,8 @@ pub struct Running {
     pub backend: crate::io::ResolvedBackend,
     /// Replication.
     pub replication: Arc<crate::ha::Replication>,
+    /// In controller mode: this broker's id and role as given at start.
+    pub joined: Option<crate::ha::controller::Joined>,
     /// A slave's: makes replicated records readable.
     pub applier: Option<Arc<parking_lot::Mutex<crate::ha::apply::Applier>>>,
     arbiters: Vec<Arbiter>,
@@ -154,6 +156,7 @@ pub async fn start(
     let housekeeper = start_housekeeper(&store, config, (&registry, &groups), (clock, disk), &system, logger);
     Ok(Running {
         replication,
+        joined: store.joined.clone(),
         applier,
         registry,
         groups,

@@ -8,6 +8,7 @@ use crate::broker::{OpenedStore, Running};
 use crate::config::Config;
 use crate::error::Result;
 use crate::ha::apply::Applier;
+use crate::ha::controller::{self, Heartbeats};
 use crate::ha::master::{self, Source};
 use crate::ha::meta::{self, MetaTargets};
 use crate::ha::slave::{hello_of, Follower};
@@ -29,8 +30,13 @@ pub(super) fn open(
     (writer, stats): (&Addr<WriterActor>, &Arc<WriterStats>),
     logger: &slog::Logger,
 ) -> Result<Arc<Replication>> {
-    let replication =
-        Replication::open(config, &store.paths, (writer.clone(), stats.clone()), store.recovered.write_pos, logger)?;
+    let replication = Replication::open(
+        config,
+        &store.paths,
+        (writer.clone(), stats.clone()),
+        (store.recovered.write_pos, store.joined.as_ref()),
+        logger,
+    )?;
     if replication.is_sync() {
         writer.do_send(ReplicaGateConfig { replicated_to: replication.replicated_to() });
     }
@@ -65,6 +71,16 @@ pub(super) async fn start(
 ) -> Result<()> {
     let repl = running.replication.clone();
     let logger = logger.new(slog::o!("part" => "replication"));
+    if let (Some(joined), Some(names)) = (&running.joined, &running.names) {
+        let heartbeats = Heartbeats {
+            repl: repl.clone(),
+            names: names.clone(),
+            beat: controller::running_beat(config, joined.broker_id, client),
+            interval: Duration::from_millis(config.controller_heartbeat_ms),
+            logger: logger.new(slog::o!("part" => "controller")),
+        };
+        runtime.spawn(heartbeats.run(stop.clone()));
+    }
     if let Some(applier) = &running.applier {
         let master_addr = Some(config.master_ha_addr.trim().to_string()).filter(|a| !a.is_empty());
         let follower = Follower {

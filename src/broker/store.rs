@@ -33,6 +33,9 @@ pub struct OpenedStore {
     pub backend_note: Option<String>,
     /// What the start did about a full disk, if anything.
     pub space_note: Option<String>,
+    /// In controller mode: this broker's id and role, as the controller
+    /// gave them (see [`crate::ha::controller::join`]).
+    pub joined: Option<crate::ha::controller::Joined>,
     pub(super) lock: DirLock,
 }
 
@@ -84,7 +87,18 @@ pub fn open_store(config: &Config) -> Result<OpenedStore> {
     .store(&paths.checkpoint())
     .ctx(|| "write checkpoint".into())?;
     let topics = Arc::new(TopicTable::load(paths.topics())?);
-    Ok(OpenedStore { paths, segments, topics, recovered, producers, backend, backend_note, space_note, lock })
+    Ok(OpenedStore {
+        paths,
+        segments,
+        topics,
+        recovered,
+        producers,
+        backend,
+        backend_note,
+        space_note,
+        joined: None,
+        lock,
+    })
 }
 
 /// The idempotent producers' state as the last checkpoint saved it (empty

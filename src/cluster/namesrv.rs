@@ -3,8 +3,9 @@
 //! asked of one after another until one answers.
 
 use brook_client::{ClientError, Session};
+use brook_proto::controller::{ControllerRequest, ControllerResponse};
 use brook_proto::route::{BrokerRegistration, TopicRoute};
-use brook_proto::{Request, Response};
+use brook_proto::{ErrorCode, Request, Response};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +20,30 @@ pub struct NameServers {
 }
 
 impl NameServers {
-    /// Sessions to `addrs` (dialled on first use).
-    pub fn new(addrs: &[String], client_id: &str) -> Self {
+    /// Sessions to `addrs` (dialled on first use, from `local`).
+    pub fn new(addrs: &[String], client_id: &str, local: Option<std::net::IpAddr>) -> Self {
         Self {
-            sessions: addrs.iter().map(|a| Arc::new(Session::new(a, client_id))).collect(),
+            sessions: addrs.iter().map(|a| Arc::new(Session::bound(a, client_id, local))).collect(),
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// Asks the controller, through one name server after another until
+    /// one answers (a name server forwards to the controller's leader).
+    pub async fn controller(&self, request: ControllerRequest) -> Result<ControllerResponse, ClientError> {
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = ClientError::Connection("no name servers".into());
+        for i in 0..self.sessions.len() {
+            let Some(session) = self.sessions.get((first + i) % self.sessions.len()) else { continue };
+            match Self::ask(session, Request::Controller(request.clone())).await {
+                Ok(Response::Controller(answer)) => return Ok(answer),
+                Ok(other) => last = ClientError::Protocol(format!("unexpected answer {other:?}")),
+                // Refused on its merits: another name server says the same.
+                Err(e) if matches!(e.code(), Some(ErrorCode::InvalidArgument | ErrorCode::Fenced)) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Their addresses.

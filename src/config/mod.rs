@@ -100,6 +100,13 @@ pub struct Config {
     /// A slave that has not caught up with the master for this long leaves
     /// the in-sync set (at once when it disconnects). Default: 15,000 ms.
     pub ha_max_catchup_lag_ms: u64,
+    /// Let the controller (in the name servers) decide this broker's role:
+    /// its id comes from the controller and is kept on its disk, and a
+    /// dead master is replaced by an in-sync slave. Default: false.
+    pub controller_mode: bool,
+    /// How often a broker in controller mode heartbeats to the controller.
+    /// Default: 1,000.
+    pub controller_heartbeat_ms: u64,
 }
 
 /// The shortest and longest registration period (RocketMQ's clamp).
@@ -276,6 +283,8 @@ impl Default for Config {
             ha_listen: String::new(),
             master_ha_addr: String::new(),
             ha_max_catchup_lag_ms: 15_000,
+            controller_mode: false,
+            controller_heartbeat_ms: 1_000,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The replication keys (`replication`, `min_insync_replicas`,
 //! `replication_timeout_ms`, `ha_listen`, `master_ha_addr`,
-//! `ha_max_catchup_lag_ms`): checks and the replication listener's address.
+//! `ha_max_catchup_lag_ms`, `controller_mode`, `controller_heartbeat_ms`): checks and the replication listener's address.
 
 use super::Config;
 use crate::error::{Error, Result};
@@ -28,6 +28,14 @@ impl Config {
         }
         if self.ha_max_catchup_lag_ms == 0 {
             return Err(Error::Config("ha_max_catchup_lag_ms must be positive".into()));
+        }
+        if self.controller_heartbeat_ms == 0 {
+            return Err(Error::Config("controller_heartbeat_ms must be positive".into()));
+        }
+        if self.controller_mode && self.namesrv().is_empty() {
+            return Err(Error::Config(
+                "controller_mode needs name servers (namesrv_addrs): the controller runs in them".into(),
+            ));
         }
         for (key, value) in [("ha_listen", &self.ha_listen), ("master_ha_addr", &self.master_ha_addr)] {
             let value = value.trim();

@@ -4,10 +4,15 @@
 //! for `ha_max_catchup_lag_ms`, and at once when its connection ends. The
 //! set is saved at every change (`in-sync` in the data dir); after a
 //! restart every slave earns its place again by catching up.
+//!
+//! In controller mode these decisions are proposals: the controller
+//! commits the set, and until it has, a write waits for the union of what
+//! it committed and what the master decided — so a master that cannot
+//! reach the controller cannot drop a slave and acknowledge alone.
 
 use crate::config::FlushMode;
 use brook_proto::route::SlaveStatus;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -42,12 +47,40 @@ pub struct Followers {
     slaves: BTreeMap<u64, Follower>,
     generation: u64,
     changed: bool,
+    /// Controller mode: the set the controller committed (slaves only)
+    /// and its epoch.
+    committed: Option<(BTreeSet<u64>, u32)>,
 }
 
 impl Followers {
     /// No slave is in sync until it connects and catches up.
     pub fn load(path: PathBuf, lag: Duration) -> Self {
-        Self { path, lag, slaves: BTreeMap::new(), generation: 0, changed: false }
+        Self { path, lag, slaves: BTreeMap::new(), generation: 0, changed: false, committed: None }
+    }
+
+    /// Controller mode: the controller committed `slaves` as in sync, in
+    /// `epoch`.
+    pub fn set_committed(&mut self, slaves: BTreeSet<u64>, epoch: u32) {
+        self.committed = Some((slaves, epoch));
+    }
+
+    /// Controller mode: the set this master would have (its slaves), and
+    /// the committed epoch it changes, when it differs from the committed
+    /// one.
+    pub fn proposal(&self) -> Option<(BTreeSet<u64>, u32)> {
+        let (committed, epoch) = self.committed.as_ref()?;
+        let wanted: BTreeSet<u64> = self.members().into_iter().collect();
+        (wanted != *committed).then_some((wanted, *epoch))
+    }
+
+    /// The slaves a write waits for: in sync here, or committed by the
+    /// controller.
+    fn gating(&self) -> BTreeSet<u64> {
+        let mut ids: BTreeSet<u64> = self.members().into_iter().collect();
+        if let Some((committed, _)) = &self.committed {
+            ids.extend(committed.iter().copied());
+        }
+        ids
     }
 
     /// A slave's connection began, its log at `at`: returns the
@@ -134,12 +167,13 @@ impl Followers {
 
     /// Slaves in the set (the master not counted).
     pub fn in_sync_count(&self) -> u32 {
-        self.slaves.values().filter(|f| f.in_sync).count() as u32
+        u32::try_from(self.gating().len()).unwrap_or(u32::MAX)
     }
 
-    /// What every in-sync slave holds (`u64::MAX`: none is in the set).
+    /// What every in-sync slave holds (`u64::MAX`: none is in the set). A
+    /// committed member never heard from holds nothing yet.
     pub fn replicated_to(&self, flush: FlushMode) -> u64 {
-        self.slaves.values().filter(|f| f.in_sync).map(|f| f.acked(flush)).min().unwrap_or(u64::MAX)
+        self.gating().iter().map(|id| self.slaves.get(id).map_or(0, |f| f.acked(flush))).min().unwrap_or(u64::MAX)
     }
 
     /// The set's members if it changed since last asked.
@@ -205,6 +239,27 @@ mod tests {
         assert_eq!(f.in_sync_count(), 1, "an old connection's end changes nothing");
         f.disconnected(1, generation);
         assert_eq!(f.in_sync_count(), 0);
+    }
+
+    #[test]
+    fn under_a_controller_a_slave_counts_until_its_leaving_is_committed() {
+        let mut f = followers();
+        f.set_committed(BTreeSet::new(), 1);
+        let generation = f.connected(1, "a".into(), 0);
+        f.sent(1, 100, true);
+        f.acked(1, (100, 100), FlushMode::Async, 0);
+        assert_eq!(f.proposal(), Some((BTreeSet::from([1]), 1)), "joined here: proposed");
+        assert_eq!(f.replicated_to(FlushMode::Async), 100, "counted at once");
+        f.set_committed(BTreeSet::from([1]), 2);
+        assert_eq!(f.proposal(), None);
+        f.disconnected(1, generation);
+        assert_eq!(f.proposal(), Some((BTreeSet::new(), 2)), "leaving is proposed");
+        assert_eq!(f.in_sync_count(), 1, "and not in force until committed");
+        assert_eq!(f.replicated_to(FlushMode::Async), 100, "writes past it wait");
+        f.set_committed(BTreeSet::from([1, 2]), 3);
+        assert_eq!(f.replicated_to(FlushMode::Async), 0, "a committed member never heard from holds nothing");
+        f.set_committed(BTreeSet::new(), 4);
+        assert_eq!((f.in_sync_count(), f.replicated_to(FlushMode::Async)), (0, u64::MAX));
     }
 
     #[test]

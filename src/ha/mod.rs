@@ -9,6 +9,7 @@
 //! before it streams.
 
 pub mod apply;
+pub mod controller;
 pub mod followers;
 pub mod master;
 pub mod meta;
@@ -39,6 +40,11 @@ pub struct Upstream {
     pub master_end: u64,
     /// The master's high watermark, as last heard.
     pub confirmed: u64,
+    /// The epoch the master said it is in when this slave connected.
+    pub master_epoch: u32,
+    /// Controller mode: the master the controller names (replication
+    /// address, epoch).
+    pub controller_master: Option<(String, u32)>,
 }
 
 /// One broker's replication state, shared by its send path, its status and
@@ -60,31 +66,46 @@ pub struct Replication {
     upstream: Mutex<Upstream>,
     /// The replication listener's address (a master), once bound.
     pub ha_addr: Mutex<String>,
+    /// Controller mode: this broker's persistent id.
+    controller_id: Option<u64>,
     name: String,
     logger: slog::Logger,
 }
 
 impl Replication {
     /// The state of a broker whose log ends at `log_end`: a master takes a
-    /// new epoch starting there (durably, before it writes anything); a
-    /// slave keeps the epochs its master gave it.
+    /// new epoch starting there (durably, before it writes anything) — the
+    /// controller's, in controller mode; a slave keeps the epochs its
+    /// master gave it.
     pub fn open(
         config: &Config,
         paths: &StorePaths,
         (writer, stats): (Addr<WriterActor>, Arc<WriterStats>),
-        log_end: u64,
+        (log_end, joined): (u64, Option<&controller::Joined>),
         logger: &slog::Logger,
     ) -> Result<Arc<Self>> {
         let mut epochs = EpochFile::load(paths.epochs()).ctx(|| "read the epoch file".into())?;
         let slave = config.is_slave();
-        let epoch = if slave {
-            epochs.last().map_or(0, |e| e.epoch)
-        } else {
-            let next = epochs.last().map_or(1, |e| e.epoch + 1);
-            epochs.begin(next, log_end).ctx(|| "write the epoch file".into())?;
-            next
+        let last = epochs.last().map_or(0, |e| e.epoch);
+        let epoch = match (slave, joined.and_then(|j| j.master_epoch)) {
+            (true, _) => last,
+            (false, Some(given)) if given <= last => {
+                return Err(Error::Config(format!(
+                    "the controller made this broker master of epoch {given}, but its log is already in epoch {last}"
+                )))
+            }
+            (false, given) => {
+                let next = given.unwrap_or(last + 1);
+                epochs.begin(next, log_end).ctx(|| "write the epoch file".into())?;
+                next
+            }
         };
-        let followers = Followers::load(paths.in_sync(), Duration::from_millis(config.ha_max_catchup_lag_ms));
+        let mut followers = Followers::load(paths.in_sync(), Duration::from_millis(config.ha_max_catchup_lag_ms));
+        if let Some(joined) = joined {
+            let in_sync_epoch = joined.set.as_ref().map_or(0, |s| s.in_sync_epoch);
+            let slaves = joined.set.iter().flat_map(|s| s.in_sync.iter().copied()).filter(|id| *id != joined.broker_id);
+            followers.set_committed(slaves.collect(), in_sync_epoch);
+        }
         Ok(Arc::new(Self {
             mode: config.replication,
             flush: config.store.flush,
@@ -97,8 +118,15 @@ impl Replication {
             replicated_to: Arc::new(AtomicU64::new(u64::MAX)),
             writer,
             stats,
-            upstream: Mutex::new(Upstream::default()),
+            upstream: Mutex::new(Upstream {
+                controller_master: joined.and_then(|j| j.set.as_ref()).and_then(|s| {
+                    (s.master.is_some() && !s.master_ha_addr.is_empty())
+                        .then(|| (s.master_ha_addr.clone(), s.master_epoch))
+                }),
+                ..Upstream::default()
+            }),
             ha_addr: Mutex::new(String::new()),
+            controller_id: joined.map(|j| j.broker_id),
             name: format!("{}/{}", config.broker_name, config.broker_id),
             logger: logger.new(slog::o!("part" => "replication")),
         }))
@@ -107,6 +135,50 @@ impl Replication {
     /// Whether this broker is a slave.
     pub fn is_slave(&self) -> bool {
         self.slave
+    }
+
+    /// Whether the controller decides this broker's role.
+    pub fn controlled(&self) -> bool {
+        self.controller_id.is_some()
+    }
+
+    /// The log's end.
+    pub fn end(&self) -> u64 {
+        self.stats.write_pos()
+    }
+
+    /// A slave: whether it is connected to its master.
+    pub fn upstream_connected(&self) -> bool {
+        self.upstream.lock().connected
+    }
+
+    /// A slave: connected, and the epoch its master was in when it
+    /// connected.
+    pub fn upstream_epoch(&self) -> (bool, u32) {
+        let up = self.upstream.lock();
+        (up.connected, up.master_epoch)
+    }
+
+    /// A slave in controller mode: the master the controller names.
+    pub fn controller_master(&self) -> Option<(String, u32)> {
+        self.upstream.lock().controller_master.clone()
+    }
+
+    /// A slave in controller mode: the controller named this master.
+    pub fn set_controller_master(&self, master: Option<(String, u32)>) {
+        self.upstream.lock().controller_master = master;
+    }
+
+    /// A master in controller mode: the controller committed `slaves` as
+    /// its in-sync set, in `epoch`.
+    pub fn set_committed(&self, slaves: std::collections::BTreeSet<u64>, epoch: u32) {
+        self.with_followers(|f| f.set_committed(slaves, epoch));
+    }
+
+    /// A master in controller mode: the in-sync set it wants committed,
+    /// if it differs from the committed one (and the epoch it changes).
+    pub fn in_sync_proposal(&self) -> Option<(std::collections::BTreeSet<u64>, u32)> {
+        self.followers.lock().proposal()
     }
 
     /// Whether every write is fdatasynced before it counts (sync flush).
@@ -273,4 +345,20 @@ impl Replication {
             slaves,
         }
     }
+}
+
+/// Replaces this process with a fresh start of the same program, same
+/// arguments and environment (same pid, so a supervisor sees no exit):
+/// returns only if that fails. `why` names the failure.
+pub fn restart_process(why: &str) -> Error {
+    use std::os::unix::process::CommandExt;
+    // Log lines are written by a thread of their own, which the restart
+    // replaces with everything else: a moment for it to write them.
+    std::thread::sleep(Duration::from_millis(100));
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return Error::io("find this program to restart it", e),
+    };
+    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec();
+    Error::io(why, err)
 }

@@ -164,6 +164,15 @@ impl Follower {
         if let Some(addr) = &self.master_addr {
             return Ok(addr.clone());
         }
+        if self.repl.controlled() {
+            // Only the controller's word counts: a name server may still
+            // list a deposed master.
+            return self
+                .repl
+                .controller_master()
+                .map(|(addr, _)| addr)
+                .ok_or_else(|| Error::Busy("the controller names no master yet".into()));
+        }
         let names = self.names.as_ref().ok_or_else(|| Error::Config("no master_ha_addr and no name servers".into()))?;
         let brokers = names.cluster().await.map_err(|e| Error::Busy(format!("name servers: {e}")))?;
         brokers
@@ -210,6 +219,14 @@ impl Follower {
             Ok(Some(Err(e))) => return Err(Error::Busy(e.to_string())),
             _ => return Err(Error::Busy(format!("no welcome from {addr}"))),
         };
+        if let Some((_, epoch)) = self.repl.controller_master().filter(|_| self.repl.controlled()) {
+            if welcome.epoch < epoch {
+                return Err(Error::Busy(format!(
+                    "{addr} is master of epoch {}, the controller's master is of epoch {epoch}",
+                    welcome.epoch
+                )));
+            }
+        }
         if welcome.start < end {
             return Err(self.cut_and_restart(&welcome, end));
         }
@@ -222,6 +239,7 @@ impl Follower {
             up.addr = Some(addr.clone());
             up.connected = true;
             up.master_end = welcome.master_end;
+            up.master_epoch = welcome.epoch;
         });
         self.follow(framed, end).await
     }
@@ -331,23 +349,8 @@ impl Follower {
         if let Err(e) = crate::store::truncation::mark(&self.paths, welcome.start) {
             return e;
         }
-        // Log lines are written by a thread of their own, which the restart
-        // replaces with everything else: a moment for it to write them.
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        restart_process()
+        crate::ha::restart_process("restart to cut the log")
     }
-}
-
-/// Replaces this process with a fresh start of the same program, same
-/// arguments and environment (same pid, so a supervisor sees no exit).
-fn restart_process() -> Error {
-    use std::os::unix::process::CommandExt;
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => return Error::io("find this program to restart it", e),
-    };
-    let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec();
-    Error::io("restart to cut the log", err)
 }
 
 /// The hello a slave of `config` opens with (its log end and epochs are

@@ -103,7 +103,8 @@ async fn route(core: &BrokerCore, conn: &ConnInfo, request: Request) -> Answer {
         Request::RegisterBroker(_)
         | Request::UnregisterBroker { .. }
         | Request::GetRoute { .. }
-        | Request::GetClusterInfo => {
+        | Request::GetClusterInfo
+        | Request::Controller(_) => {
             Err(WireError::new(ErrorCode::NotSupported, "this is a broker; routes are asked of a name server"))
         }
     };

@@ -125,6 +125,11 @@ impl StorePaths {
         self.root.join("in-sync")
     }
 
+    /// The id the controller gave this broker (see `ha::controller`).
+    pub fn controller_id(&self) -> PathBuf {
+        self.root.join("controller-id")
+    }
+
     /// The space reserve (see `reserve`).
     pub fn reserve(&self) -> PathBuf {
         self.root.join("reserve")
