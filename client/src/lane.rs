@@ -57,6 +57,9 @@ pub(crate) struct LaneJob {
     pub reply: Reply,
     /// Sent to a chosen queue (by sharding key or number), not round-robin.
     pub ordered: bool,
+    /// The replica set's master as the route named it when the send was
+    /// placed.
+    pub session: Arc<Session>,
 }
 
 /// How a lane retries and how much it keeps in flight.
@@ -183,7 +186,12 @@ impl Lane {
 
     /// Numbers a new send and writes it.
     async fn start(&mut self, job: LaneJob, flight: &mut InFlight) {
-        let LaneJob { messages, reply, ordered } = job;
+        let LaneJob { messages, reply, ordered, session } = job;
+        if session.addr() != self.session.addr() {
+            // The master moved (a failover): the same sequences go on there.
+            self.session = session;
+            self.conn = None;
+        }
         if reply.is_none() {
             // One-way: no answer, so nothing to number or retry.
             if let Ok(conn) = self.connection().await {

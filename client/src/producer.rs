@@ -208,6 +208,7 @@ impl Producer {
         // back for that).
         let again = (matches!(target, Target::Next) && self.inner.router.is_cluster())
             .then(|| (topic.clone(), self.inner.jobs.clone()));
+        let routed = topic.clone();
         let first = self.submit(Job { topic, target, messages, reply: None, avoid: None });
         let (retries, router) = (self.inner.config.retries, self.inner.router.clone());
         async move {
@@ -218,6 +219,14 @@ impl Producer {
                     Ok(acks) => return Ok(acks),
                     Err(refused) => refused,
                 };
+                if matches!(refused.error.code(), Some(ErrorCode::NotMaster | ErrorCode::ReplicationTimeout))
+                    || matches!(refused.error, ClientError::Unavailable { .. })
+                {
+                    // The route may name a deposed, cut-off or dead master
+                    // (a failover): the next send asks the name servers
+                    // again instead of waiting for the route's refresh.
+                    router.invalidate(&routed);
+                }
                 let (ClientError::Unavailable { broker, .. }, Some(messages), Some((topic, jobs))) =
                     (&refused.error, refused.unsent, &again)
                 else {
@@ -380,6 +389,10 @@ impl Dispatcher {
                 }
             };
             let (slot, addr) = placed;
+            // Where the replica set's master is now: after a failover, the
+            // lane follows it with its producer id and sequences (the new
+            // master holds the old one's producer table).
+            let session = self.router.session(&addr);
             let lane = match self.lane(&topic, slot, &addr).await {
                 Ok(lane) => lane,
                 Err(e) => {
@@ -390,7 +403,7 @@ impl Dispatcher {
                 }
             };
             let ordered = !matches!(target, Target::Next);
-            let _ = lane.send(LaneJob { messages, reply, ordered });
+            let _ = lane.send(LaneJob { messages, reply, ordered, session });
         }
     }
 

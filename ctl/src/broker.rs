@@ -16,6 +16,17 @@ pub(crate) enum BrokerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Asks the controller to make another member of a replica set its
+    /// master (planned maintenance): the one given, or the best live
+    /// in-sync member but the current master.
+    Elect {
+        /// The replica set (broker name).
+        #[arg(long)]
+        broker: String,
+        /// The member to make master (its persistent id).
+        #[arg(long)]
+        id: Option<u64>,
+    },
 }
 
 pub(crate) async fn run(target: &Target, command: BrokerCommand) -> Result<(), ClientError> {
@@ -28,6 +39,19 @@ pub(crate) async fn run(target: &Target, command: BrokerCommand) -> Result<(), C
                 } else {
                     print_status(&status);
                 }
+            }
+        }
+        BrokerCommand::Elect { broker, id } => {
+            let request =
+                brook_proto::controller::ControllerRequest::Elect { broker_name: broker.clone(), broker_id: id };
+            match target.controller(request).await? {
+                brook_proto::controller::ControllerResponse::Set(set) => println!(
+                    "{broker}: master {} in epoch {} (in-sync {:?}); it takes over within a heartbeat",
+                    set.master.map_or_else(|| "none".to_string(), |m| m.to_string()),
+                    set.master_epoch,
+                    set.in_sync
+                ),
+                other => return Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),
             }
         }
     }

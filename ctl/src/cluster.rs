@@ -1,8 +1,10 @@
 //! `brookctl cluster`: the brokers the name servers know, with their role
-//! and traffic.
+//! and traffic, and the controller (its voters and leader, each replica
+//! set's master, epoch and in-sync set) when the name servers run one.
 
 use crate::target::Target;
 use brook_client::ClientError;
+use brook_proto::controller::{ControllerInfo, ControllerRequest, ControllerResponse};
 use brook_proto::route::MASTER_ID;
 use brook_proto::route::{ClusterBroker, ReplicaStatus};
 use clap::Subcommand;
@@ -95,7 +97,63 @@ pub(crate) async fn run(target: &Target, command: ClusterCommand) -> Result<(), 
                     );
                 }
             }
+            print_controller(target, json).await;
         }
     }
     Ok(())
+}
+
+/// The controller's part of `cluster list`: nothing when the name servers
+/// run none.
+async fn print_controller(target: &Target, json: bool) {
+    let info = match target.controller(ControllerRequest::Info).await {
+        Ok(ControllerResponse::Info(info)) => info,
+        Ok(_) => return,
+        Err(e) if e.to_string().contains("runs no controller") => return,
+        Err(e) => {
+            eprintln!("controller: {e}");
+            return;
+        }
+    };
+    if json {
+        println!("{}", json!({ "controller": controller_json(&info) }));
+        return;
+    }
+    let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    println!();
+    match info.leader {
+        Some(leader) => println!("controller: leader {leader} (asked voter {})", info.answered_by),
+        None => println!("controller: no leader (asked voter {}): failover is stopped", info.answered_by),
+    }
+    println!("voter	peer_addr	leader");
+    for m in &info.members {
+        println!("{}	{}	{}", m.id, m.peer_addr, if info.leader == Some(m.id) { "yes" } else { "no" });
+    }
+    println!("replica_set	master	master_epoch	in_sync	in_sync_epoch	alive	members");
+    for set in &info.sets {
+        let members: Vec<String> = set.members.iter().map(|(id, addr)| format!("{id}={addr}")).collect();
+        println!(
+            "{}	{}	{}	{}	{}	{}	{}",
+            set.broker_name,
+            set.master.map_or_else(|| "none".to_string(), |m| m.to_string()),
+            set.master_epoch,
+            ids(&set.in_sync),
+            set.in_sync_epoch,
+            ids(&set.alive),
+            members.join(",")
+        );
+    }
+}
+
+fn controller_json(info: &ControllerInfo) -> serde_json::Value {
+    json!({
+        "leader": info.leader,
+        "answered_by": info.answered_by,
+        "members": info.members.iter().map(|m| json!({ "id": m.id, "peer_addr": m.peer_addr })).collect::<Vec<_>>(),
+        "sets": info.sets.iter().map(|s| json!({
+            "cluster": s.cluster, "broker_name": s.broker_name, "master": s.master,
+            "master_epoch": s.master_epoch, "in_sync": s.in_sync, "in_sync_epoch": s.in_sync_epoch,
+            "alive": s.alive, "members": s.members, "master_ha_addr": s.master_ha_addr,
+        })).collect::<Vec<_>>(),
+    })
 }

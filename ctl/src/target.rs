@@ -45,6 +45,20 @@ impl Target {
         }
     }
 
+    /// Asks the controller (through the name servers).
+    pub(crate) async fn controller(
+        &self,
+        request: brook_proto::controller::ControllerRequest,
+    ) -> Result<brook_proto::controller::ControllerResponse, ClientError> {
+        if !self.is_cluster() {
+            return Err(ClientError::InvalidArgument("the controller is reached through --namesrv".into()));
+        }
+        match self.router().await?.ask_names(brook_proto::Request::Controller(request)).await? {
+            brook_proto::Response::Controller(answer) => Ok(answer),
+            other => Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     /// A connection to every master, by replica set name ("" for the one
     /// broker named with `--addr`).
     pub(crate) async fn masters(&self) -> Result<Vec<(String, Connection)>, ClientError> {

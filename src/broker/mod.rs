@@ -23,7 +23,7 @@ use crate::server::{listener, BrokerCore};
 use crate::store::checkpoint::{Checkpoint, DirLock};
 use crate::store::commitlog::{CommitLog, LogReader};
 use crate::store::index::{IndexShape, KeyIndex};
-use crate::store::producers::ProducerIds;
+use crate::store::producer_ids::ProducerIds;
 
 use crate::store::reserve::Reserve;
 use crate::store::retention::{DiskUsage, RetentionPolicy};
@@ -341,7 +341,10 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         delays: running.delays.clone(),
         appender: running.appender.clone(),
         producers: running.system.producers.clone(),
-        producer_ids: Arc::new(parking_lot::Mutex::new(ProducerIds::open(running.paths.producer_ids())?)),
+        producer_ids: Arc::new(parking_lot::Mutex::new(ProducerIds::open(
+            running.paths.producer_ids(),
+            running.replication.epoch(),
+        )?)),
         txn: running.system.txn.clone(),
         sql_cache: dashmap::DashMap::new(),
         stopping: stopping.clone(),

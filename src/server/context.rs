@@ -38,7 +38,7 @@ pub struct BrokerCore {
     /// Connections of each producer group.
     pub producers: Arc<crate::actors::producer_registry::ProducerRegistry>,
     /// Hands out idempotent producers' ids.
-    pub producer_ids: Arc<parking_lot::Mutex<crate::store::producers::ProducerIds>>,
+    pub producer_ids: Arc<parking_lot::Mutex<crate::store::producer_ids::ProducerIds>>,
     /// The transaction checker.
     pub txn: actix::Addr<crate::actors::txn_checker::TxnCheckerActor>,
     /// Property filters parsed so far, by text.

@@ -29,6 +29,7 @@ pub mod epochs;
 pub mod fd_cache;
 pub mod group_state;
 pub mod index;
+pub mod producer_ids;
 pub mod producers;
 pub mod progress;
 pub mod record;

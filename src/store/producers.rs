@@ -21,7 +21,6 @@
 use crate::error::{Error, Result};
 use brook_proto::ProducerSeq;
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 
 /// Runs kept per lane: enough for a client's whole window of sends in
 /// flight on one queue (the client keeps at most 256), so every send of that
@@ -478,47 +477,6 @@ impl<'a> Reader<'a> {
 /// The hash a store queue is known by in the table.
 pub fn store_id(topic: &str, queue: u32) -> u64 {
     brook_proto::hash::fnv1a64_parts(&[topic.as_bytes(), b"/", &queue.to_le_bytes()])
-}
-
-/// Hands out producer ids, never the same twice for as long as the data
-/// dir lives: ids are reserved in blocks, and the end of the reserved block
-/// is written (and synced) before any id of it is given out.
-#[derive(Debug)]
-pub struct ProducerIds {
-    path: PathBuf,
-    next: u64,
-    reserved: u64,
-}
-
-/// Ids reserved per write of the id file.
-const ID_BLOCK: u64 = 1024;
-
-impl ProducerIds {
-    /// Resumes after every id a previous run may have handed out.
-    pub fn open(path: PathBuf) -> Result<Self> {
-        let next = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|_| Error::Corrupt {
-                offset: 0,
-                reason: format!("{} does not hold a number", path.display()),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
-        };
-        Ok(Self { path, next: next.max(1), reserved: next.max(1) })
-    }
-
-    /// A new id.
-    pub fn allocate(&mut self) -> Result<u64> {
-        if self.next >= self.reserved {
-            let reserved = self.next + ID_BLOCK;
-            super::write_atomically(&self.path, reserved.to_string().as_bytes())
-                .map_err(|e| Error::io(format!("write {}", self.path.display()), e))?;
-            self.reserved = reserved;
-        }
-        let id = self.next;
-        self.next += 1;
-        Ok(id)
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 #![allow(dead_code, reason = "each test binary uses some of these helpers")]
 
+pub mod failover;
 pub mod http;
 pub mod raw;
 pub mod small_fs;
@@ -99,6 +100,25 @@ impl Brookd {
     /// logs its address. It keeps no disk state.
     pub fn namesrv(listen: &str) -> Brookd {
         Self::spawn("brook-namesrv", &["--listen", listen], &[], PathBuf::new())
+    }
+
+    /// Starts `brook-namesrv` on `listen` running controller voter `id` of
+    /// `peers`, its Raft state in `dir`, with `env`.
+    pub fn controller(listen: &str, id: u64, peers: &str, dir: &Path, env: &[(String, String)]) -> Brookd {
+        let id = id.to_string();
+        let dir_arg = dir.display().to_string();
+        let args = [
+            "--listen",
+            listen,
+            "--controller",
+            "--controller-id",
+            &id,
+            "--controller-peers",
+            peers,
+            "--data-dir",
+            &dir_arg,
+        ];
+        Self::spawn("brook-namesrv", &args, env, dir.to_path_buf())
     }
 
     /// Starts workspace binary `name` with JSON logs and waits until it
