@@ -99,18 +99,9 @@ mod anyhow_free {
         }
         slog::info!(logger, "io backend chosen"; "backend" => ?opened.backend, "configured" => ?config.store.io_backend);
         if config.controller_mode {
-            let epoch = brook::store::epochs::EpochFile::load(opened.paths.epochs())
-                .ok()
-                .and_then(|e| e.last().map(|e| e.epoch));
-            match brook::ha::controller::join(&config, &opened.paths, (epoch.unwrap_or(0), rec.write_pos), logger) {
-                Ok(joined) => {
-                    config.broker_id = joined.role_id();
-                    opened.joined = Some(joined);
-                }
-                Err(e) => {
-                    slog::crit!(logger, "cannot join the controller"; "error" => %e);
-                    return 1;
-                }
+            if let Err(e) = join_controller(&mut config, &mut opened, logger) {
+                slog::crit!(logger, "cannot join the controller"; "error" => %e);
+                return 1;
             }
         }
         let config = Arc::new(config);
@@ -163,6 +154,22 @@ mod anyhow_free {
                 }
             }
         })
+    }
+
+    /// Controller mode: asks the controller for this broker's id and role
+    /// before anything starts; the role decides `broker_id` (0: master).
+    fn join_controller(
+        config: &mut Config,
+        opened: &mut broker::OpenedStore,
+        logger: &slog::Logger,
+    ) -> brook::error::Result<()> {
+        let epochs = brook::store::epochs::EpochFile::load(opened.paths.epochs())
+            .map_err(|e| brook::error::Error::io("read the epoch file", e))?;
+        let epoch = epochs.last().map_or(0, |e| e.epoch);
+        let joined = brook::ha::controller::join(config, &opened.paths, (epoch, opened.recovered.write_pos), logger)?;
+        config.broker_id = joined.role_id();
+        opened.joined = Some(joined);
+        Ok(())
     }
 
     /// Each queue keeps its consume-queue file open, so tens of thousands of

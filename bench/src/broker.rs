@@ -105,6 +105,16 @@ impl Broker {
         }
     }
 
+    /// Starts a broker killed with [`Broker::kill`] again on its data dir.
+    pub fn restart(&mut self) -> Result<(), String> {
+        if self.child.is_none() {
+            let (child, addr) = spawn(&self.env)?;
+            self.child = Some(child);
+            self.addr = addr;
+        }
+        Ok(())
+    }
+
     /// Kills the broker with SIGKILL and starts it again on the same data
     /// dir; returns how long until it was listening again.
     pub fn kill_and_restart(&mut self) -> Result<Duration, String> {
@@ -209,6 +219,35 @@ impl NameServer {
     pub fn start(listen: &str) -> Result<NameServer, String> {
         let path = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("brook-namesrv");
         let (child, addr) = spawn_program(&path, &["--listen", listen], &[])?;
+        Ok(NameServer { addr, child })
+    }
+}
+
+impl NameServer {
+    /// Starts controller voter `id` of `peers` on `listen`, its Raft state
+    /// in a temporary directory kept in `dirs`.
+    pub fn start_voter(
+        listen: &str,
+        id: u64,
+        peers: &str,
+        dirs: &mut Vec<tempfile::TempDir>,
+    ) -> Result<NameServer, String> {
+        let dir = tempfile::Builder::new().prefix("brook-bench-controller-").tempdir().map_err(|e| e.to_string())?;
+        let path = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("brook-namesrv");
+        let (id, data) = (id.to_string(), dir.path().display().to_string());
+        let args = [
+            "--listen",
+            listen,
+            "--controller",
+            "--controller-id",
+            &id,
+            "--controller-peers",
+            peers,
+            "--data-dir",
+            &data,
+        ];
+        let (child, addr) = spawn_program(&path, &args, &[])?;
+        dirs.push(dir);
         Ok(NameServer { addr, child })
     }
 }

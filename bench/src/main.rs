@@ -27,7 +27,9 @@ use broker::Broker;
 use brook_client::Connection;
 use clap::{Parser, Subcommand};
 use load::Mode;
-use scenarios::{backlog, cluster, consume, e2e, index, loopback, produce, queues, replication, restart, timers, wake};
+use scenarios::{
+    backlog, cluster, consume, e2e, failover, index, loopback, produce, queues, replication, restart, timers, wake,
+};
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -203,6 +205,19 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         catchup_gib: u64,
     },
+    /// Failover: three controller voters and three brokers in controller
+    /// mode on loopback addresses; the master SIGKILLed under load
+    /// `--rounds` times. Prints the time from the kill to the first ack
+    /// through the new master and to the consumers' first new message,
+    /// and throughput before, during and after.
+    Failover {
+        /// Masters killed, one after another.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Load before each kill.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        kill_after: Duration,
+    },
     /// The server process of `loopback` (started by it).
     #[command(hide = true)]
     LoopbackServer,
@@ -271,6 +286,9 @@ async fn run(cli: Cli) -> Result<bool, String> {
             return cluster::run(&common, cluster::ClusterRun { brokers, rounds, kill_after }).await;
         }
         Scenario::Replication { catchup_gib } => return replication::run(&common, catchup_gib).await,
+        Scenario::Failover { rounds, kill_after } => {
+            return failover::run(&common, failover::FailoverRun { rounds, kill_after }).await;
+        }
         Scenario::Loopback => {
             let total = common.messages.unwrap_or(0);
             let summary = loopback::run(common.producers, common.size, scenarios::budget(&common), total).await?;
@@ -300,7 +318,8 @@ async fn run(cli: Cli) -> Result<bool, String> {
         | Scenario::LoopbackServer
         | Scenario::Wake
         | Scenario::Cluster { .. }
-        | Scenario::Replication { .. } => Ok(true),
+        | Scenario::Replication { .. }
+        | Scenario::Failover { .. } => Ok(true),
         Scenario::Timers { pending, spread, lead, rate } => {
             let load = timers::TimerLoad {
                 pending,

@@ -270,6 +270,15 @@ fn nft(args: &str) -> Result<(), String> {
 }
 
 impl Partition {
+    /// Whether partitions can be made here (root, `nft`): why not.
+    pub fn unavailable() -> Option<String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Some("not root: nftables rules need root (CI runs as root)".into());
+        }
+        Command::new("nft").arg("--version").output().is_err().then(|| "nft is not installed (nftables)".into())
+    }
+
     /// A table named `name` with an output chain (loopback traffic between
     /// two addresses passes it once each way).
     pub fn new(name: &str) -> Partition {

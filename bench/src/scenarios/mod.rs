@@ -6,6 +6,7 @@ pub(crate) mod backlog;
 pub(crate) mod cluster;
 pub(crate) mod consume;
 pub(crate) mod e2e;
+pub(crate) mod failover;
 pub(crate) mod index;
 pub(crate) mod loopback;
 pub(crate) mod produce;

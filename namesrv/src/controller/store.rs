@@ -3,6 +3,8 @@
 //! fsynced at every change: the controller's log is short — a few commands
 //! per failover — and snapshots keep it so), and the state machine with
 //! its snapshot (`raft-snapshot`). Both encoded with bincode.
+// openraft's storage traits return its `StorageError`, large as it is.
+#![allow(clippy::result_large_err)]
 
 use super::state::{ControllerState, Outcome};
 use super::TypeConfig;
