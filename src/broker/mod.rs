@@ -117,8 +117,9 @@ pub async fn start(
     let writer_arbiter = Arbiter::new();
     let io_stats = Arc::new(IoStats::default());
     let writer_stats = Arc::new(WriterStats::default());
+    let epochs = crate::ha::take_epoch(config, &store.paths, store.recovered.write_pos, store.joined.as_ref())?;
     let writer = start_writer(&store, config, &writer_arbiter, (&io_stats, &writer_stats), &clock, &logger).await?;
-    let replication = replication::open(config, &store, (&writer, &writer_stats), &logger)?;
+    let replication = replication::open(config, &store, (&writer, &writer_stats), epochs, &logger)?;
     let queue_arbiter = Arbiter::new();
     // Queue actors share the writer's thread: every append goes queue →
     // writer → queue, and on one thread those hops are plain mailbox pushes

@@ -13,6 +13,7 @@ use crate::ha::master::{self, Source};
 use crate::ha::meta::{self, MetaTargets};
 use crate::ha::slave::{hello_of, Follower};
 use crate::ha::Replication;
+use crate::store::epochs::EpochFile;
 use actix::Addr;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,19 +23,21 @@ use tokio_util::sync::CancellationToken;
 /// How often slaves that stopped catching up are looked for.
 const EXPIRY_CHECK: Duration = Duration::from_millis(250);
 
-/// The broker's replication state over an opened store (a master takes
-/// its new epoch here); under `sync` the writer holds groups back for it.
+/// The broker's replication state over an opened store, its epoch taken
+/// ([`crate::ha::take_epoch`]); under `sync` the writer holds groups back
+/// for it.
 pub(super) fn open(
     config: &Config,
     store: &OpenedStore,
     (writer, stats): (&Addr<WriterActor>, &Arc<WriterStats>),
+    epochs: (EpochFile, u32),
     logger: &slog::Logger,
 ) -> Result<Arc<Replication>> {
     let replication = Replication::open(
         config,
         &store.paths,
         (writer.clone(), stats.clone()),
-        (store.recovered.write_pos, store.joined.as_ref()),
+        (epochs, store.joined.as_ref()),
         logger,
     )?;
     if replication.is_sync() {

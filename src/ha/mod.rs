@@ -73,33 +73,15 @@ pub struct Replication {
 }
 
 impl Replication {
-    /// The state of a broker whose log ends at `log_end`: a master takes a
-    /// new epoch starting there (durably, before it writes anything) — the
-    /// controller's, in controller mode; a slave keeps the epochs its
-    /// master gave it.
+    /// The state of a broker over its epochs (see [`take_epoch`]).
     pub fn open(
         config: &Config,
         paths: &StorePaths,
         (writer, stats): (Addr<WriterActor>, Arc<WriterStats>),
-        (log_end, joined): (u64, Option<&controller::Joined>),
+        ((epochs, epoch), joined): ((EpochFile, u32), Option<&controller::Joined>),
         logger: &slog::Logger,
     ) -> Result<Arc<Self>> {
-        let mut epochs = EpochFile::load(paths.epochs()).ctx(|| "read the epoch file".into())?;
         let slave = config.is_slave();
-        let last = epochs.last().map_or(0, |e| e.epoch);
-        let epoch = match (slave, joined.and_then(|j| j.master_epoch)) {
-            (true, _) => last,
-            (false, Some(given)) if given <= last => {
-                return Err(Error::Config(format!(
-                    "the controller made this broker master of epoch {given}, but its log is already in epoch {last}"
-                )))
-            }
-            (false, given) => {
-                let next = given.unwrap_or(last + 1);
-                epochs.begin(next, log_end).ctx(|| "write the epoch file".into())?;
-                next
-            }
-        };
         let mut followers = Followers::load(paths.in_sync(), Duration::from_millis(config.ha_max_catchup_lag_ms));
         if let Some(joined) = joined {
             let in_sync_epoch = joined.set.as_ref().map_or(0, |s| s.in_sync_epoch);
@@ -345,6 +327,35 @@ impl Replication {
             slaves,
         }
     }
+}
+
+/// A broker's epochs at start, its log ending at `log_end`: a master takes
+/// a new epoch starting there — the controller's, in controller mode —
+/// durably, before the writer starts (and before it prepares a segment
+/// that would take the last free space of a full disk); a slave keeps the
+/// epochs its master gave it. Returns them with the current epoch.
+pub fn take_epoch(
+    config: &Config,
+    paths: &StorePaths,
+    log_end: u64,
+    joined: Option<&controller::Joined>,
+) -> Result<(EpochFile, u32)> {
+    let mut epochs = EpochFile::load(paths.epochs()).ctx(|| "read the epoch file".into())?;
+    let last = epochs.last().map_or(0, |e| e.epoch);
+    let epoch = match (config.is_slave(), joined.and_then(|j| j.master_epoch)) {
+        (true, _) => last,
+        (false, Some(given)) if given <= last => {
+            return Err(Error::Config(format!(
+                "the controller made this broker master of epoch {given}, but its log is already in epoch {last}"
+            )))
+        }
+        (false, given) => {
+            let next = given.unwrap_or(last + 1);
+            epochs.begin(next, log_end).ctx(|| "write the epoch file".into())?;
+            next
+        }
+    };
+    Ok((epochs, epoch))
 }
 
 /// Replaces this process with a fresh start of the same program, same
