@@ -25,6 +25,7 @@
 
 pub mod connection;
 pub mod consumer;
+mod dispatcher;
 pub mod error;
 mod faults;
 mod lane;
