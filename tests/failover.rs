@@ -101,6 +101,20 @@ async fn judge(load: Load, voters: &Voters, members: &[Member], extra: Record) {
     }
 }
 
+/// After the first master and the controller leader died: a new master
+/// in a new epoch takes sends; both come back, the old master as a slave
+/// in sync; then the judgement.
+async fn recover_and_judge(load: Load, (voters, leader): (&mut Voters, usize), members: &mut [Member]) {
+    let (_, epoch) = wait_master(voters, members, Some(0), Duration::from_secs(30)).await;
+    assert!(epoch >= 2, "a new epoch");
+    load.progress(50, Duration::from_secs(30)).await;
+    voters.restart(leader);
+    members[0].start();
+    wait_in_sync(voters, 3, Duration::from_secs(30)).await;
+    load.progress(30, Duration::from_secs(30)).await;
+    judge(load, voters, members, Record::default()).await;
+}
+
 /// What each member did, for a failure's message.
 fn dump(members: &[Member]) {
     const TOLD: [&str; 11] = [
@@ -209,14 +223,7 @@ fn the_controller_leader_dies_during_an_election() {
         tokio::time::sleep(Duration::from_millis(2000) + jitter(&mut rng, 2000)).await;
         let leader = voters.leader().await;
         voters.kill(leader);
-        let (_, epoch) = wait_master(&voters, &members, Some(0), Duration::from_secs(30)).await;
-        assert!(epoch >= 2);
-        load.progress(50, Duration::from_secs(30)).await;
-        voters.restart(leader);
-        members[0].start();
-        wait_in_sync(&voters, 3, Duration::from_secs(30)).await;
-        load.progress(30, Duration::from_secs(30)).await;
-        judge(load, &voters, &members, Record::default()).await;
+        recover_and_judge(load, (&mut voters, leader), &mut members).await;
     });
 }
 
@@ -230,13 +237,7 @@ fn the_master_and_the_controller_leader_die_together() {
         let leader = voters.leader().await;
         members[0].kill9();
         voters.kill(leader);
-        wait_master(&voters, &members, Some(0), Duration::from_secs(30)).await;
-        load.progress(50, Duration::from_secs(30)).await;
-        voters.restart(leader);
-        members[0].start();
-        wait_in_sync(&voters, 3, Duration::from_secs(30)).await;
-        load.progress(30, Duration::from_secs(30)).await;
-        judge(load, &voters, &members, Record::default()).await;
+        recover_and_judge(load, (&mut voters, leader), &mut members).await;
     });
 }
 

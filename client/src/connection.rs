@@ -98,8 +98,10 @@ pub struct Connection {
 /// own park time on top).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Dials `addr`, from `local` when given (and of the same family).
-async fn dial(addr: &str, local: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+/// Dials `addr`, from `local` when given (and of the same family): a
+/// broker's connections leave from its own address, so each broker of one
+/// host is told apart by address.
+pub async fn dial(addr: &str, local: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
     let Some(ip) = local.filter(|ip| !ip.is_unspecified()) else { return TcpStream::connect(addr).await };
     let target = tokio::net::lookup_host(addr)
         .await?

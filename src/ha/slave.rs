@@ -188,16 +188,7 @@ impl Follower {
     }
 
     async fn connect(&self, addr: &str) -> std::io::Result<TcpStream> {
-        let Some(ip) = self.local_ip else { return TcpStream::connect(addr).await };
-        let target = tokio::net::lookup_host(addr)
-            .await?
-            .next()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {addr}")))?;
-        let socket = if target.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-        if ip.is_ipv4() == target.is_ipv4() {
-            socket.bind(std::net::SocketAddr::new(ip, 0))?;
-        }
-        socket.connect(target).await
+        brook_client::connection::dial(addr, self.local_ip).await
     }
 
     /// One connection to the master, until it fails.
