@@ -330,3 +330,50 @@ fn brookctl_shows_the_controller_and_switches_a_master_on_request() {
         judge(load, &voters, &members, Record::default()).await;
     });
 }
+
+#[test]
+fn bad_controller_requests_and_garbage_at_the_peer_port_change_nothing() {
+    run("bad controller input", |_rng, root| async move {
+        use brook_proto::controller::{BrokerBeat, ControllerResponse};
+        use std::io::Write;
+        let ips: Vec<String> = (1..=3).map(|i| format!("127.1.9.{i}")).collect();
+        let voters = Voters::start(&ips.iter().map(String::as_str).collect::<Vec<_>>(), &root);
+        let leader = voters.leader().await;
+        let beat = |name: &str, addr: &str, id: Option<u64>| BrokerBeat {
+            cluster: "c".into(),
+            broker_name: name.into(),
+            broker_id: id,
+            addr: addr.into(),
+            ..BrokerBeat::default()
+        };
+        for (request, why) in [
+            (ControllerRequest::Register(beat("bad name!", "127.0.0.1:1", None)), "an invalid name"),
+            (ControllerRequest::Register(beat("b", "nowhere", None)), "an address that is not host:port"),
+            (ControllerRequest::Register(beat("b", "127.0.0.1:1", Some(0))), "id 0"),
+            (ControllerRequest::Heartbeat(beat("b", "127.0.0.1:1", Some(7))), "a heartbeat before registering"),
+            (ControllerRequest::Elect { broker_name: "nope".into(), broker_id: None }, "an unknown replica set"),
+        ] {
+            let refused = voters.ask(request).await.expect_err(why);
+            assert_eq!(refused.code(), Some(brook_proto::ErrorCode::InvalidArgument), "{why}: {refused}");
+        }
+        // Garbage and an oversized frame at every voter's Raft port.
+        for ip in &ips {
+            let mut raw = std::net::TcpStream::connect(format!("{ip}:9880")).expect("peer port");
+            let _ = raw.write_all(b"\x00\x00\x00\x05hello GET / HTTP/1.1\r\n\r\n");
+            let mut big = std::net::TcpStream::connect(format!("{ip}:9880")).expect("peer port");
+            let _ = big.write_all(&u32::MAX.to_be_bytes());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = voters.leader().await;
+        println!("leader before the garbage: voter {}, after: voter {}", leader + 1, after + 1);
+        match voters.ask(ControllerRequest::Info).await.expect("info") {
+            ControllerResponse::Info(info) => assert!(info.sets.is_empty(), "nothing was registered: {:?}", info.sets),
+            other => panic!("unexpected {other:?}"),
+        }
+        // A name server without a controller says so.
+        let plain = common::Brookd::namesrv("127.1.9.9:0");
+        let conn = brook_client::Connection::connect(&plain.addr).await.expect("connect");
+        let refused = conn.request(brook_proto::Request::Controller(ControllerRequest::Info)).await.expect_err("none");
+        assert_eq!(refused.code(), Some(brook_proto::ErrorCode::ControllerUnavailable));
+    });
+}

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 pub(crate) struct Dispatcher {
     router: Arc<Router>,
     config: ProducerConfig,
-    /// Each broker's id for this producer (idempotent sends), by replica
-    /// set: sequence state lives on the broker that handed the id out.
+    /// Each replica set's id for this producer (idempotent sends): the
+    /// sequence state lives in its master's log, so it follows a failover.
     producer_ids: HashMap<String, u64>,
     next: usize,
     lanes: HashMap<(String, QueueSlot), mpsc::UnboundedSender<LaneJob>>,

@@ -298,7 +298,9 @@ impl Controller {
             state.sets.get(name).ok_or_else(|| wire(ErrorCode::InvalidArgument, format!("no replica set {name:?}")))?;
         let now = Instant::now();
         let live = self.live.lock().clone();
-        let alive: Vec<u64> = set.members.keys().copied().filter(|id| self.alive(name, *id, now)).collect();
+        // Candidates must have been heard from: the grace a new leader
+        // gives the silent only keeps it from declaring a master gone.
+        let alive: Vec<u64> = set.members.keys().copied().filter(|id| self.heard_within(name, *id, now)).collect();
         let report = |id: &u64| live.get(&(name.to_string(), *id)).map_or((0, 0), |l| (l.epoch, l.end));
         let first_time = set.master_epoch == 0;
         let clean = |id: &u64| first_time || set.in_sync.contains(id);
