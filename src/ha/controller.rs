@@ -124,7 +124,10 @@ pub fn join(config: &Config, paths: &StorePaths, (epoch, end): (u32, u64), logge
         crate::store::write_atomically(&paths.controller_id(), broker_id.to_string().as_bytes())
             .map_err(|e| Error::io("write the controller id", e))?;
     }
-    let master_epoch = (set.master == Some(broker_id)).then_some(set.master_epoch);
+    // Master only of an epoch past its own log's: one that already served
+    // the controller's epoch (no new election could be held) waits as a
+    // slave for one.
+    let master_epoch = (set.master == Some(broker_id) && set.master_epoch > epoch).then_some(set.master_epoch);
     slog::info!(logger, "joined the controller"; "broker_id" => broker_id, "master" => ?set.master,
         "master_epoch" => set.master_epoch, "role" => if master_epoch.is_some() { "master" } else { "slave" });
     Ok(Joined { broker_id, master_epoch, set: Some(set) })
@@ -202,7 +205,7 @@ impl Heartbeats {
             }
             return;
         }
-        if view.master == Some(me) {
+        if view.master == Some(me) && view.master_epoch > self.repl.epoch() {
             restart(&self.logger, "elected master", &view);
         }
         let (connected, following) = self.repl.upstream_epoch();
