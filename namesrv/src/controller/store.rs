@@ -268,3 +268,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map(|s| Snapshot { meta: s.meta.clone(), snapshot: Box::new(Cursor::new(s.data.clone())) }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::state::Command;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64, addr: &str) -> Entry<TypeConfig> {
+        let add = Command::AddBroker { cluster: "c".into(), broker_name: "b".into(), addr: addr.into(), wanted: None };
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(add) }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_the_vote_and_the_snapshot_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = LogStore::open(dir.path()).expect("open");
+        log.save_vote(&Vote::new(3, 2)).await.expect("vote");
+        for i in 1..=5 {
+            log.data.lock().entries.insert(i, entry(i, &format!("127.0.0.1:{i}")));
+        }
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 5)).await.expect("truncate");
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 2)).await.expect("purge");
+        let mut reopened = LogStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.read_vote().await.expect("vote"), Some(Vote::new(3, 2)));
+        let kept: Vec<u64> =
+            reopened.try_get_log_entries(0..).await.expect("read").iter().map(|e| e.log_id.index).collect();
+        assert_eq!(kept, [3, 4], "above the purge, below the cut");
+        let state = reopened.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(2));
+
+        let mut machine = StateMachine::open(dir.path()).expect("machine");
+        let outcomes = machine.apply((1..=3).map(|i| entry(i, &format!("127.0.0.1:{i}")))).await.expect("apply");
+        assert_eq!(outcomes.iter().map(|o| o.broker_id).collect::<Vec<_>>(), [Some(1), Some(2), Some(3)]);
+        let snapshot = machine.build_snapshot().await.expect("snapshot");
+        let restarted = StateMachine::open(dir.path()).expect("restart");
+        assert_eq!(restarted.applied.read().state, machine.applied.read().state, "from the snapshot file");
+        let other = tempfile::tempdir().expect("tempdir");
+        let mut follower = StateMachine::open(other.path()).expect("follower");
+        follower.install_snapshot(&snapshot.meta, snapshot.snapshot).await.expect("install");
+        assert_eq!(follower.applied.read().state.sets["b"].members.len(), 3, "a follower installs it");
+        assert_eq!(follower.applied_state().await.expect("applied").0.map(|l| l.index), Some(3));
+        // A damaged file is an error, not an empty state.
+        std::fs::write(dir.path().join("raft-snapshot"), b"garbage").expect("write");
+        assert!(StateMachine::open(dir.path()).is_err());
+    }
+}
