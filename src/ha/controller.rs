@@ -159,7 +159,7 @@ impl Heartbeats {
     pub async fn run(self, stop: CancellationToken) {
         let mut last_error = String::new();
         loop {
-            let pause = if self.repl.is_slave() && !self.repl.upstream_connected() {
+            let pause = if self.repl.is_slave() && !self.repl.upstream_epoch().0 {
                 self.interval / EAGER
             } else {
                 self.interval

@@ -129,11 +129,6 @@ impl Replication {
         self.stats.write_pos()
     }
 
-    /// A slave: whether it is connected to its master.
-    pub fn upstream_connected(&self) -> bool {
-        self.upstream.lock().connected
-    }
-
     /// A slave: connected, and the epoch its master was in when it
     /// connected.
     pub fn upstream_epoch(&self) -> (bool, u32) {

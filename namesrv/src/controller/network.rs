@@ -17,10 +17,10 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 type NodeId = u64;
@@ -89,14 +89,7 @@ impl PeerClient {
     }
 
     async fn dial(&self) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
-        let target: SocketAddr = tokio::net::lookup_host(&self.addr).await?.next().ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {}", self.addr))
-        })?;
-        let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        if let Some(ip) = self.local.filter(|ip| ip.is_ipv4() == target.is_ipv4() && !ip.is_unspecified()) {
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
-        let stream = tokio::time::timeout(DIAL_TIMEOUT, socket.connect(target))
+        let stream = tokio::time::timeout(DIAL_TIMEOUT, brook_client::connection::dial(&self.addr, self.local))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "dial timed out"))??;
         stream.set_nodelay(true)?;
