@@ -75,6 +75,29 @@ fn a_second_broker_on_the_same_data_dir_is_refused() {
     drop(first);
 }
 
+/// A port found taken after the connection threads started (here the
+/// replication listener's) ends the start with the bind error, not a panic
+/// while those threads are torn down.
+#[test]
+fn a_taken_port_late_in_the_start_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr").to_string();
+    let out = brookd()
+        .env_clear()
+        .env("BROOK_LISTEN", "127.0.0.1:0")
+        .env("BROOK_HTTP__LISTEN", "")
+        .env("BROOK_HA_LISTEN", &taken_addr)
+        .env("BROOK_DATA_DIR", dir.path())
+        .env("BROOK_STORE__SEGMENT_BYTES", "1048576")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&taken_addr), "the error names the address: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn readiness_is_notified_to_systemd() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -300,7 +300,7 @@ pub struct Server {
     stopping: CancellationToken,
     done_rx: mpsc::Receiver<()>,
     /// Where connections run; taken at shutdown.
-    connections: Option<tokio::runtime::Runtime>,
+    connections: Option<ConnectionRuntime>,
     /// Registration with the name servers (none: standalone).
     cluster: Option<cluster::ClusterTasks>,
     /// The HTTP listener (none: `http.listen` is empty).
@@ -324,12 +324,14 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
     // dealt round-robin: there a connection kept its thread, and one busy
     // connection (a consumer pulling every queue) saturated its thread
     // while the other idled, which set the delivery latency's tail.
-    let connections = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers_n)
-        .thread_name("brook-conn")
-        .enable_all()
-        .build()
-        .ctx(|| "connection runtime".into())?;
+    let connections = ConnectionRuntime::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers_n)
+            .thread_name("brook-conn")
+            .enable_all()
+            .build()
+            .ctx(|| "connection runtime".into())?,
+    );
     let stopping = CancellationToken::new();
     let core = Arc::new(BrokerCore {
         registry: running.registry.clone(),
@@ -398,10 +400,33 @@ impl Server {
     }
 
     fn stop_connections(&mut self) {
-        // In the background: this runs on an async thread, where waiting
-        // for the runtime's threads (or dropping it outright) is refused.
-        if let Some(connections) = self.connections.take() {
-            connections.shutdown_background();
+        self.connections.take();
+    }
+}
+
+/// The connections' runtime. Dropped on an async thread — at shutdown, or
+/// when the start fails after it was built (a port taken) — where waiting
+/// for its threads, as a plain drop does, panics: it is shut down in the
+/// background instead.
+struct ConnectionRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl ConnectionRuntime {
+    fn new(runtime: tokio::runtime::Runtime) -> Self {
+        Self { handle: runtime.handle().clone(), runtime: Some(runtime) }
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for ConnectionRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
