@@ -54,12 +54,18 @@ fn faulty_writer(dir: &std::path::Path, flush: FlushMode) -> Faulty {
         log_cache_bytes: 0,
         resume_free_bytes: 1 << 20,
     };
-    let writer = WriterActor::new(log, config, Arc::new(WriterStats::default()), brook::logging::discard())
-        .expect("writer")
-        .start();
+    let writer_stats = Arc::new(WriterStats::default());
+    let writer =
+        WriterActor::new(log, config, writer_stats.clone(), brook::logging::discard()).expect("writer").start();
     let topics = Arc::new(TopicTable::load(paths.topics()).expect("topics"));
-    let registry =
-        Arc::new(QueueRegistry::new(writer.clone(), None, paths, 100, set.clone(), brook::logging::discard()));
+    let registry = Arc::new(QueueRegistry::new(
+        (writer.clone(), writer_stats),
+        None,
+        paths,
+        100,
+        set.clone(),
+        brook::logging::discard(),
+    ));
     let queue = registry.queue("f", 0);
     let appender = Appender::new(registry, topics, LogReader::new(set), brook::logging::discard());
     Faulty { writer, queue, appender, plan, stats }
@@ -101,6 +107,26 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     let segment =
         std::fs::read(dir.path().join("commitlog").join(brook::store::segment::segment_name(0))).expect("read");
     assert!(segment.windows(6).any(|w| w == b"doomed"), "the failed write did reach the file");
+}
+
+/// Sync flush: appends that arrive together share fdatasync rounds (a lone
+/// one is synced on the writer's own thread, the rest by the syncer beside
+/// the writes), and when a round fails, every append waiting for it fails.
+#[actix_rt::test]
+async fn appends_arriving_together_share_rounds_and_fail_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Faulty { appender, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync);
+    // Each group is one append (`max_batch_messages = 1`): only the rounds
+    // can gather them.
+    let together =
+        |tag: &str| futures::future::join_all((0..8).map(|i| appender.append("f", 0, batch(&format!("{tag}{i}")))));
+    let stored = together("ok").await;
+    assert!(stored.iter().all(Result::is_ok), "{stored:?}");
+    let rounds = plan.syncs_seen.load(Ordering::SeqCst);
+    assert!((1..8).contains(&rounds), "{rounds} fdatasync rounds for 8 appends sent together");
+    plan.fail_after_syncs.store(rounds, Ordering::SeqCst);
+    let failed = together("doomed").await;
+    assert!(failed.iter().all(|r| matches!(r, Err(Error::Poisoned(_)))), "{failed:?}");
 }
 
 /// Async flush: the fdatasync a checkpoint's `Sync` waits for runs beside the

@@ -5,7 +5,7 @@
 
 use crate::actors::indexer;
 use crate::actors::queue::{self, QueueActor};
-use crate::actors::writer::WriterActor;
+use crate::actors::writer::{WriterActor, WriterStats};
 use crate::actors::{live_or_start, FastHash, Live};
 use crate::store::StorePaths;
 use actix::{Actor, Addr, ArbiterHandle};
@@ -40,6 +40,8 @@ pub struct QueueRegistry {
     arbiter: Option<ArbiterHandle>,
     /// On the queue actors' thread.
     fanout: Addr<queue::fanout::Fanout>,
+    /// The writer's counters (produces on their way to it).
+    writer_stats: Arc<WriterStats>,
     next_id: AtomicU64,
     paths: StorePaths,
     cq_per_file: u64,
@@ -55,7 +57,7 @@ impl QueueRegistry {
     /// A registry starting queue actors on `arbiter`, the writer's (or on
     /// the caller's thread, which then runs the writer).
     pub fn new(
-        writer: Addr<WriterActor>,
+        (writer, writer_stats): (Addr<WriterActor>, Arc<WriterStats>),
         arbiter: Option<ArbiterHandle>,
         paths: StorePaths,
         cq_per_file: u64,
@@ -64,14 +66,15 @@ impl QueueRegistry {
     ) -> Self {
         let active: Arc<queue::ActiveQueues> = Arc::default();
         let fanout = {
-            let active = active.clone();
+            let fanout = queue::fanout::Fanout { active: active.clone(), writer_stats: writer_stats.clone() };
             match &arbiter {
-                Some(arbiter) => queue::fanout::Fanout::start_in_arbiter(arbiter, |_| queue::fanout::Fanout { active }),
-                None => queue::fanout::Fanout { active }.start(),
+                Some(arbiter) => queue::fanout::Fanout::start_in_arbiter(arbiter, |_| fanout),
+                None => fanout.start(),
             }
         };
         Self {
             writer,
+            writer_stats,
             queues: DashMap::with_hasher(FastHash::default()),
             arbiter,
             fanout,
@@ -122,6 +125,8 @@ impl QueueRegistry {
             let _ = produce.reply.send(queue::fanout::Placements { stored: Vec::new(), outcomes });
             return;
         }
+        // Counted off by the writer's thread when it takes the produce in.
+        self.writer_stats.arriving.fetch_add(1, Ordering::Relaxed);
         self.fanout.do_send(produce);
     }
 

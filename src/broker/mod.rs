@@ -127,7 +127,7 @@ pub async fn start(
     // throughput on 2 cores). The writer never blocks that thread: its I/O
     // is awaited. Group actors get their own.
     let registry = Arc::new(QueueRegistry::new(
-        writer,
+        (writer, writer_stats.clone()),
         Some(writer_arbiter.handle()),
         store.paths.clone(),
         config.store.cq_entries_per_file,

@@ -327,9 +327,16 @@ mod tests {
             log_cache_bytes: 0,
             resume_free_bytes: 1 << 30,
         };
-        let writer = WriterActor::new(log, config, Arc::default(), crate::logging::discard()).expect("writer").start();
-        let registry =
-            crate::actors::queue_registry::QueueRegistry::new(writer, None, paths, 100, set, crate::logging::discard());
+        let stats: Arc<crate::actors::writer::WriterStats> = Arc::default();
+        let writer = WriterActor::new(log, config, stats.clone(), crate::logging::discard()).expect("writer").start();
+        let registry = crate::actors::queue_registry::QueueRegistry::new(
+            (writer, stats),
+            None,
+            paths,
+            100,
+            set,
+            crate::logging::discard(),
+        );
         let spec = registry.queue_spec("t", 0);
         assert_eq!(admit(&spec, 1).expect("admitted"), 0);
         let early = visit(&spec);

@@ -123,6 +123,9 @@ pub struct InstallProducers(pub ProducerTable);
 pub struct Fanout {
     /// Queues that took appends since their last barrier.
     pub active: Arc<ActiveQueues>,
+    /// The writer's counters: a produce taken in here is no longer on its
+    /// way (the writer syncs a lone group itself when nothing is).
+    pub writer_stats: Arc<crate::actors::writer::WriterStats>,
 }
 
 impl Actor for Fanout {
@@ -141,6 +144,7 @@ impl Handler<Produce> for Fanout {
     type Result = ();
 
     fn handle(&mut self, produce: Produce, _: &mut Context<Self>) {
+        self.writer_stats.arriving.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         produce_here(produce);
     }
 }

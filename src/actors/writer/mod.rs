@@ -9,14 +9,21 @@
 //! write on the io backend, the log out of the actor (`log: None`) while
 //! the next group gathers.
 //!
-//! fdatasyncs never run here: the syncer ([`syncer`]), a thread of its own,
-//! runs them beside the writes, one round at a time, each covering
-//! everything written before it began. Under sync flush a group's appends
-//! are answered when the round covering it ends, so the groups written
-//! while one round runs share the next: that is group commit. Under async
-//! flush appends are answered after the write, and rounds run every
-//! `flush_interval_ms` and for each `Sync` (checkpoints, shutdown), which
-//! is answered once everything written before it is on disk.
+//! fdatasyncs run beside the writes on the syncer ([`syncer`]), a thread of
+//! its own, one round at a time, each covering everything written before
+//! it began. Under sync flush a group's appends are answered when the
+//! round covering it ends, so the groups written while one round runs
+//! share the next: that is group commit. Under async flush appends are
+//! answered after the write, and rounds run every `flush_interval_ms` and
+//! for each `Sync` (checkpoints, shutdown), which is answered once
+//! everything written before it is on disk.
+//!
+//! One exception: a lone sync append — the syncer idle, nothing else
+//! waiting or on its way, the last round covering no other — is synced
+//! right here and answered at once. With no group to gather, the syncer's
+//! two thread hops (there and back) were most of such a send's time beyond
+//! the disk's; whatever arrives meanwhile waits one fdatasync for the
+//! thread and then goes the usual way.
 //!
 //! A failed write or fdatasync poisons the writer: the group and everything
 //! after it fail, everything waiting for a round fails, and nothing is
@@ -36,6 +43,7 @@ pub use stats::WriterStats;
 
 use crate::config::FlushMode;
 use crate::error::{Error, Result};
+use crate::io::SyncFiles;
 use crate::store::commitlog::{AppendBatch, CommitLog, GroupError, RecordPos};
 use crate::store::segment::SegmentSet;
 use actix::prelude::*;
@@ -126,6 +134,14 @@ pub struct WriterActor {
     stats: Arc<WriterStats>,
     /// The thread that fdatasyncs beside the writes.
     syncer: Syncer,
+    /// The last request made of it, and the last whose round ended: equal
+    /// when it is idle.
+    asked: u64,
+    settled: u64,
+    /// Appends the last round answered (1: sends arrive one at a time).
+    last_round_appends: usize,
+    /// fdatasyncs of a lone append, run here.
+    own_sync: SyncFiles,
     /// Its rounds' ends, until the actor starts listening.
     synced: Option<mpsc::UnboundedReceiver<Synced>>,
     /// What waits for a round.
@@ -151,6 +167,7 @@ impl WriterActor {
     ) -> std::io::Result<Self> {
         let (done, synced) = mpsc::unbounded_channel();
         let syncer = Syncer::start(log.sync_files(), done)?;
+        let own_sync = log.sync_files();
         stats.write_pos.store(log.write_pos(), Ordering::Relaxed);
         Ok(Self {
             position: log.write_pos(),
@@ -159,6 +176,10 @@ impl WriterActor {
             drops: CacheDrops::from(log.write_pos().saturating_sub(config.log_cache_bytes)),
             segments: log.segment_set().clone(),
             syncer,
+            asked: 0,
+            settled: 0,
+            last_round_appends: 0,
+            own_sync,
             synced: Some(synced),
             awaiting: Awaiting::default(),
             gate: ReplicaGate::default(),
@@ -235,13 +256,44 @@ impl WriterActor {
         }
         let files = self.log.as_mut().map(CommitLog::take_unsynced).unwrap_or_default();
         let asked = self.syncer.ask(files, self.synced_at(), records);
+        self.asked = asked;
         for waiter in waiters {
             self.awaiting.push(asked, waiter);
         }
     }
 
+    /// Whether `group` (just written under sync flush) is a lone append
+    /// nobody else waits beside: see the module's notes.
+    fn alone(&self, group: &Unsynced) -> bool {
+        group.dones.len() == 1
+            && self.last_round_appends <= 1
+            && self.asked == self.settled
+            && self.pending.is_empty()
+            && self.replicas.is_empty()
+            && self.poisoned.is_none()
+            && self.stats.arriving.load(Ordering::Relaxed) == 0
+    }
+
+    /// Syncs a lone group on this thread and answers it (and `markers`):
+    /// a round of its own, run while the syncer is idle.
+    fn sync_here(&mut self, markers: Vec<Marker>, group: Unsynced) {
+        let files = self.log.as_mut().map(CommitLog::take_unsynced).unwrap_or_default();
+        let began = std::time::Instant::now();
+        let result = if files.is_empty() { Ok(()) } else { (self.own_sync)(&files) };
+        let took = (!files.is_empty()).then(|| began.elapsed());
+        // Every request made of the syncer is settled: the round settles
+        // these alone.
+        let asked = self.settled;
+        self.awaiting.push(asked, Waiter::Group(group));
+        for marker in markers {
+            self.awaiting.push(asked, Waiter::Marker(marker));
+        }
+        self.synced(Synced { asked, at: self.synced_at(), result, took });
+    }
+
     /// A sync round ended: answers what it covered, or poisons.
     fn synced(&mut self, Synced { asked, at, result, took }: Synced) {
+        self.settled = self.settled.max(asked);
         if self.poisoned.is_some() {
             return; // everything waiting was failed already
         }
@@ -254,6 +306,11 @@ impl WriterActor {
                 self.stats.moved();
                 let mut settled = Vec::new();
                 self.awaiting.settle(asked, |waiter| settled.push(waiter));
+                let appends: usize =
+                    settled.iter().map(|w| if let Waiter::Group(g) = w { g.dones.len() } else { 0 }).sum();
+                if appends > 0 {
+                    self.last_round_appends = appends;
+                }
                 for waiter in settled {
                     match waiter {
                         Waiter::Group(group) => self.release(group),
@@ -368,7 +425,9 @@ impl WriterActor {
                     self.last_store_ts = self.last_store_ts.max(ts);
                 }
                 let group = Unsynced { dones, positions };
-                if self.config.flush == FlushMode::Sync {
+                if self.config.flush == FlushMode::Sync && self.alone(&group) {
+                    self.sync_here(markers, group);
+                } else if self.config.flush == FlushMode::Sync {
                     // Answered by the next fdatasync to start, which covers
                     // every group written while the one before it ran.
                     self.detach_sync_with(markers, Some(group), records);

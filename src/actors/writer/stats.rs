@@ -26,6 +26,9 @@ pub struct WriterStats {
     pub synced_pos: AtomicU64,
     /// Appends (and sync requests) waiting for the writer.
     pub queued: AtomicU64,
+    /// Produce requests handed to the queues' thread and not yet taken in
+    /// there: whether anything is about to reach the writer.
+    pub arriving: AtomicU64,
     /// fdatasync times, µs.
     pub fsync_us: Histogram,
     /// Records per group commit.
@@ -46,6 +49,7 @@ impl Default for WriterStats {
             poisoned: parking_lot::Mutex::new(None),
             synced_pos: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            arriving: AtomicU64::new(0),
             fsync_us: Histogram::new(crate::metrics::histogram::SYNC_US),
             group_records: Histogram::new(crate::metrics::histogram::GROUP_RECORDS),
             progress: tokio::sync::watch::channel(0).0,
