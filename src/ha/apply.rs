@@ -16,7 +16,7 @@ use crate::store::consume_queue::CqEntry;
 use crate::store::index::KeyEntry;
 use crate::store::producers::LaneRef;
 use crate::store::record;
-use crate::store::recovery::{apply_record, scan_segment_until, Replayed, SegmentEnd};
+use crate::store::recovery::{apply_record, scan_segment_held, Replayed, SegmentEnd};
 use crate::store::segment::SegmentSet;
 use crate::store::topics::TopicTable;
 use brook_proto::system::META_TOPIC;
@@ -30,18 +30,31 @@ pub struct Applier {
     topics: Arc<TopicTable>,
     segments: Arc<SegmentSet>,
     applied: u64,
+    /// The bytes from `applied` on that the last write brought: a record
+    /// not whole yet, scanned again with the next write's bytes.
+    tail: Vec<u8>,
 }
 
 impl Applier {
     /// Records below `from` are readable already (recovery saw to them).
     pub fn new(registry: Arc<QueueRegistry>, topics: Arc<TopicTable>, segments: Arc<SegmentSet>, from: u64) -> Self {
-        Self { registry, topics, segments, applied: from }
+        Self { registry, topics, segments, applied: from, tail: Vec::new() }
     }
 
     /// Makes every whole record below `end` readable (on the writer's
-    /// thread). A record cut off at `end` waits for the rest of its bytes.
-    /// Returns the metadata events the records carried, in log order.
-    pub fn advance(&mut self, end: u64) -> Result<Vec<MetaEvent>> {
+    /// thread), given the bytes just written and where they start: records
+    /// are scanned in them (and in the tail the last write left), the file
+    /// is read only for what they do not hold. A record cut off at `end`
+    /// waits for the rest of its bytes. Returns the metadata events the
+    /// records carried, in log order.
+    pub fn advance(&mut self, end: u64, (written, written_at): (&[u8], u64)) -> Result<Vec<MetaEvent>> {
+        let mut tail = std::mem::take(&mut self.tail);
+        let (held, held_at): (&[u8], u64) = if !tail.is_empty() && self.applied + tail.len() as u64 == written_at {
+            tail.extend_from_slice(written);
+            (&tail, self.applied)
+        } else {
+            (written, written_at)
+        };
         let seg = self.segments.segment_bytes();
         let mut sink = Live {
             registry: &self.registry,
@@ -57,15 +70,20 @@ impl Applier {
                 .file(base)
                 .ok_or_else(|| Error::Config(format!("replicated log has no segment at {base}")))?;
             let until = (end - base).min(seg);
-            let scanned = scan_segment_until(&file, (base, seg), self.applied - base, until, &mut |rec, at| {
-                sink.newest.insert(base, record::head(rec).store_ts);
-                apply_record(rec, at, &mut sink)
-            })?;
+            let in_segment = match held_at.checked_sub(base) {
+                Some(at) => (held, at),
+                None => (held.get((base - held_at) as usize..).unwrap_or(&[]), 0),
+            };
+            let scanned =
+                scan_segment_held(&file, (base, seg), self.applied - base, until, in_segment, &mut |rec, at| {
+                    sink.newest.insert(base, record::head(rec).store_ts);
+                    apply_record(rec, at, &mut sink)
+                })?;
             match scanned {
                 SegmentEnd::Full => self.applied = base + seg,
                 SegmentEnd::End(at) | SegmentEnd::Corrupt(at, _) => {
                     self.applied = base + at;
-                    let claimed = claimed_len(&file, at);
+                    let claimed = claimed_len(&file, at, in_segment);
                     if claimed > 0 && self.applied + claimed <= end {
                         let reason = match scanned {
                             SegmentEnd::Corrupt(_, reason) => reason,
@@ -83,17 +101,25 @@ impl Applier {
         if let Some(buffer) = self.registry.key_buffer().filter(|_| !sink.keys.is_empty()) {
             buffer.push(sink.keys);
         }
+        self.tail = match self.applied.checked_sub(held_at) {
+            Some(from) if self.applied < end => held.get(from as usize..).unwrap_or(&[]).to_vec(),
+            _ => Vec::new(),
+        };
         Ok(sink.meta)
     }
 }
 
-/// The length a record at `at` of `file` claims (0: unreadable).
-fn claimed_len(file: &std::fs::File, at: u64) -> u64 {
+/// The length a record at `at` of `file` claims (0: unreadable), from the
+/// held bytes (starting at `held_at` in the file) when they cover it.
+fn claimed_len(file: &std::fs::File, at: u64, (held, held_at): (&[u8], u64)) -> u64 {
     let mut len = [0u8; 4];
-    match file.read_exact_at(&mut len, at) {
-        Ok(()) => u64::from(u32::from_le_bytes(len)).max(record::HEADER_LEN as u64),
-        Err(_) => 0,
+    let from_held = at.checked_sub(held_at).and_then(|i| held.get(i as usize..i as usize + 4));
+    match from_held {
+        Some(bytes) => len.copy_from_slice(bytes),
+        None if file.read_exact_at(&mut len, at).is_ok() => {}
+        None => return 0,
     }
+    u64::from(u32::from_le_bytes(len)).max(record::HEADER_LEN as u64)
 }
 
 /// The live queues as recovery's sink.
