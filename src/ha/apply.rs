@@ -83,7 +83,12 @@ impl Applier {
                 SegmentEnd::Full => self.applied = base + seg,
                 SegmentEnd::End(at) | SegmentEnd::Corrupt(at, _) => {
                     self.applied = base + at;
-                    let claimed = claimed_len(&file, at, in_segment);
+                    // Only a record that claims to end by `end` can be damaged
+                    // rather than not whole yet; one that starts at `end` has
+                    // no bytes to look at (reading them would wait on the
+                    // frontier page's writeback).
+                    let whole_header = self.applied + record::HEADER_LEN as u64 <= end;
+                    let claimed = if whole_header { claimed_len(&file, at, in_segment) } else { 0 };
                     if claimed > 0 && self.applied + claimed <= end {
                         let reason = match scanned {
                             SegmentEnd::Corrupt(_, reason) => reason,
