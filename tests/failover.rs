@@ -353,7 +353,7 @@ fn bad_controller_requests_and_garbage_at_the_peer_port_change_nothing() {
             (ControllerRequest::Heartbeat(beat("b", "127.0.0.1:1", Some(7))), "a heartbeat before registering"),
             (ControllerRequest::Elect { broker_name: "nope".into(), broker_id: None }, "an unknown replica set"),
         ] {
-            let refused = voters.ask(request).await.expect_err(why);
+            let refused = voters.ask_led(request).await.expect_err(why);
             assert_eq!(refused.code(), Some(brook_proto::ErrorCode::InvalidArgument), "{why}: {refused}");
         }
         // Garbage and an oversized frame at every voter's Raft port.
@@ -366,7 +366,7 @@ fn bad_controller_requests_and_garbage_at_the_peer_port_change_nothing() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = voters.leader().await;
         println!("leader before the garbage: voter {}, after: voter {}", leader + 1, after + 1);
-        match voters.ask(ControllerRequest::Info).await.expect("info") {
+        match voters.ask_led(ControllerRequest::Info).await.expect("info") {
             ControllerResponse::Info(info) => assert!(info.sets.is_empty(), "nothing was registered: {:?}", info.sets),
             other => panic!("unexpected {other:?}"),
         }

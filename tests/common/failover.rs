@@ -106,6 +106,23 @@ impl Voters {
         }
     }
 
+    /// [`Voters::ask`], asked again while the answer is that no voter leads
+    /// right now (retriable: a leadership change under a loaded machine),
+    /// for up to 15 s.
+    pub async fn ask_led(&self, request: ControllerRequest) -> Result<ControllerResponse, ClientError> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.ask(request.clone()).await {
+                Err(e)
+                    if e.code() == Some(brook_proto::ErrorCode::ControllerUnavailable) && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The leading voter's index, once there is one.
     pub async fn leader(&self) -> usize {
         let deadline = Instant::now() + Duration::from_secs(30);
