@@ -299,7 +299,8 @@ pub struct Server {
     /// The connections' `BrokerCore::stopping`.
     stopping: CancellationToken,
     done_rx: mpsc::Receiver<()>,
-    /// Where connections run; taken at shutdown.
+    /// Where connections run; taken at shutdown (or dropped with the
+    /// server).
     connections: Option<ConnectionRuntime>,
     /// Registration with the name servers (none: standalone).
     cluster: Option<cluster::ClusterTasks>,
@@ -396,10 +397,6 @@ impl Server {
         // what is there loses nothing.
         self.stopping.cancel();
         let _ = tokio::time::timeout(timeout, self.done_rx.recv()).await;
-        self.stop_connections();
-    }
-
-    fn stop_connections(&mut self) {
         self.connections.take();
     }
 }
@@ -428,12 +425,6 @@ impl Drop for ConnectionRuntime {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop_connections();
     }
 }
 
