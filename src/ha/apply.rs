@@ -118,13 +118,13 @@ impl Applier {
 /// held bytes (starting at `held_at` in the file) when they cover it.
 fn claimed_len(file: &std::fs::File, at: u64, (held, held_at): (&[u8], u64)) -> u64 {
     let mut len = [0u8; 4];
-    let from_held = at.checked_sub(held_at).and_then(|i| held.get(i as usize..i as usize + 4));
-    match from_held {
-        Some(bytes) => len.copy_from_slice(bytes),
-        None if file.read_exact_at(&mut len, at).is_ok() => {}
-        None => return 0,
-    }
-    u64::from(u32::from_le_bytes(len)).max(record::HEADER_LEN as u64)
+    let from_held = at.checked_sub(held_at).and_then(|i| held.get(i as usize..));
+    let stated = match from_held {
+        Some(bytes) if bytes.len() >= len.len() => record::stated_len(bytes),
+        _ if file.read_exact_at(&mut len, at).is_ok() => record::stated_len(&len),
+        _ => return 0,
+    };
+    stated.max(record::HEADER_LEN as u64)
 }
 
 /// The live queues as recovery's sink.

@@ -303,7 +303,7 @@ pub fn scan_segment_held(
                     buf_start = at;
                 }
                 let start = (at - buf_start) as usize;
-                let len = claimed(buf.get(start..).unwrap_or(&[]));
+                let len = record::stated_len(buf.get(start..).unwrap_or(&[]));
                 if at + len > buf_start + buf.len() as u64 && len <= left {
                     // The record runs past what is buffered: read it whole.
                     read_at(&mut buf, at, len.max(left.min(SCAN_CHUNK as u64)))?;
@@ -325,12 +325,6 @@ pub fn scan_segment_held(
     Ok(SegmentEnd::Full)
 }
 
-/// The length the record at the start of `bytes` claims (0: too short to
-/// say).
-fn claimed(bytes: &[u8]) -> u64 {
-    bytes.get(..4).map_or(0, |b| u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-}
-
 /// The held bytes from `at` up to `until`, when they hold the record there
 /// whole, or when they reach `until`: they are then exactly what the file
 /// would show the scan.
@@ -343,7 +337,7 @@ fn held_window(held: &[u8], held_at: u64, until: u64, at: u64) -> Option<&[u8]> 
     if held_end >= until {
         return Some(window);
     }
-    (window.len() >= record::HEADER_LEN && claimed(window) <= window.len() as u64).then_some(window)
+    (window.len() >= record::HEADER_LEN && record::stated_len(window) <= window.len() as u64).then_some(window)
 }
 
 /// Zeroes a torn tail from `at`, chunk by chunk, until a chunk that is

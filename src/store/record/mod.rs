@@ -329,6 +329,12 @@ pub fn pad_header(len: u32) -> [u8; PAD_MIN] {
     out
 }
 
+/// The length the record at the start of `buf` states in its header (0:
+/// too few bytes to say); whether it is whole or sound is for [`scan`].
+pub fn stated_len(buf: &[u8]) -> u64 {
+    u64::from(u32_at(buf, 0))
+}
+
 pub(super) fn u16_at(buf: &[u8], pos: usize) -> u16 {
     buf.get(pos..pos + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
 }
