@@ -326,10 +326,28 @@ async fn a_slave_that_stops_catching_up_leaves_the_in_sync_set_and_rejoins() {
     }
 }
 
+/// Sends `sig`; a SIGSTOP returns once every thread has stopped (`kill`
+/// returns before a thread running on another CPU has, and in that window
+/// a slave could still acknowledge a write).
 fn signal(broker: &Brookd, sig: i32) {
     // SAFETY: a signal to our own child process.
     unsafe {
         libc::kill(broker.pid() as i32, sig);
+    }
+    if sig != libc::SIGSTOP {
+        return;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let stopped = |stat: String| stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) == Some("T");
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", broker.pid())).expect("tasks");
+        let states: Vec<bool> =
+            tasks.flatten().map(|t| std::fs::read_to_string(t.path().join("stat")).is_ok_and(stopped)).collect();
+        if states.iter().all(|s| *s) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the broker did not stop");
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
