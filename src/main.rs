@@ -125,6 +125,13 @@ mod anyhow_free {
                 Ok(s) => s,
                 Err(e) => {
                     slog::crit!(logger, "cannot listen"; "error" => %e);
+                    // The actors are running: stop them in order. Left to the
+                    // runtime's drop, an actor not yet started (the
+                    // housekeeper, on this thread) would start there, outside
+                    // the runtime, and panic setting its timers.
+                    if let Err(e) = broker::shutdown(&running).await {
+                        slog::warn!(logger, "shutdown after a failed start"; "error" => %e);
+                    }
                     return 1;
                 }
             };
