@@ -129,9 +129,7 @@ mod anyhow_free {
                     // runtime's drop, an actor not yet started (the
                     // housekeeper, on this thread) would start there, outside
                     // the runtime, and panic setting its timers.
-                    if let Err(e) = broker::shutdown(&running).await {
-                        slog::warn!(logger, "shutdown after a failed start"; "error" => %e);
-                    }
+                    stop_in_order(&running, &logger).await;
                     return 1;
                 }
             };
@@ -145,22 +143,27 @@ mod anyhow_free {
             slog::info!(logger, "shutting down"; "signal" => signal);
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             server.stop(Duration::from_secs(5)).await;
-            match broker::shutdown(&running).await {
-                Ok(cp) => {
-                    slog::info!(logger, "stopped cleanly"; "log_end" => cp.log_end);
-                    0
-                }
-                Err(e) if broker::only_out_of_space(&running, &e) => {
-                    slog::warn!(logger, "disk full: shutdown synced the log but could not write its checkpoint; \
-                        the next start recovers from the log"; "error" => %e);
-                    0
-                }
-                Err(e) => {
-                    slog::error!(logger, "shutdown could not checkpoint; the next start will recover"; "error" => %e);
-                    1
-                }
-            }
+            stop_in_order(&running, &logger).await
         })
+    }
+
+    /// The ordered shutdown of the running actors; returns the exit code.
+    async fn stop_in_order(running: &broker::Running, logger: &slog::Logger) -> i32 {
+        match broker::shutdown(running).await {
+            Ok(cp) => {
+                slog::info!(logger, "stopped cleanly"; "log_end" => cp.log_end);
+                0
+            }
+            Err(e) if broker::only_out_of_space(running, &e) => {
+                slog::warn!(logger, "disk full: shutdown synced the log but could not write its checkpoint; \
+                    the next start recovers from the log"; "error" => %e);
+                0
+            }
+            Err(e) => {
+                slog::error!(logger, "shutdown could not checkpoint; the next start will recover"; "error" => %e);
+                1
+            }
+        }
     }
 
     /// Controller mode: asks the controller for this broker's id and role
