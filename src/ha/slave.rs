@@ -323,8 +323,9 @@ impl Follower {
     fn write(&self, offset: u64, bytes: Vec<u8>) -> Written {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let applier = self.applier.clone();
-        // Kept for the applier, which scans the records here instead of
+        // Shared with the applier, which scans the records here instead of
         // reading them back from the file it just wrote.
+        let bytes = bytes::Bytes::from(bytes);
         let held = bytes.clone();
         let done = Box::new(move |written: Result<u64>| {
             let _ = tx.send(written.and_then(|end| applier.lock().advance(end, (&held, offset))));

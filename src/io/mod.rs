@@ -58,6 +58,39 @@ pub struct Slice {
     pub end: usize,
 }
 
+/// A buffer a job writes from: the job's own, or one it shares (a slave's
+/// replicated bytes, which its applier scans too).
+#[derive(Debug)]
+pub enum Buf {
+    /// Owned by the job.
+    Owned(Vec<u8>),
+    /// Shared, immutable while anyone holds it.
+    Shared(bytes::Bytes),
+}
+
+impl Default for Buf {
+    fn default() -> Self {
+        Buf::Owned(Vec::new())
+    }
+}
+
+impl From<Vec<u8>> for Buf {
+    fn from(buf: Vec<u8>) -> Self {
+        Buf::Owned(buf)
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Buf::Owned(buf) => buf,
+            Buf::Shared(buf) => buf,
+        }
+    }
+}
+
 /// Contiguous bytes for one file, gathered from several buffers.
 #[derive(Debug)]
 pub struct FileWrite {
@@ -74,7 +107,7 @@ pub struct FileWrite {
 pub struct WriteJob {
     /// Owned buffers the slices point into; they live until the job is done,
     /// which is what lets the kernel read them asynchronously.
-    pub bufs: Vec<Vec<u8>>,
+    pub bufs: Vec<Buf>,
     /// Writes in log order.
     pub writes: Vec<FileWrite>,
     /// Files to fdatasync after every write has completed (empty: no sync).

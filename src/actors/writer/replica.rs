@@ -41,8 +41,8 @@ pub struct ReplicasAdvanced;
 pub struct Replicate {
     /// Log offset of the first byte.
     pub offset: u64,
-    /// The bytes.
-    pub bytes: Vec<u8>,
+    /// The bytes (shared: the slave's applier scans them too).
+    pub bytes: bytes::Bytes,
     /// Called with the log's end after the write (or why not).
     pub done: Box<dyn FnOnce(Result<u64>) + Send>,
 }

@@ -13,7 +13,7 @@ pub use space::GroupError;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::io::{FileWrite, IoBackend, Slice, WriteJob};
+use crate::io::{Buf, FileWrite, IoBackend, Slice, WriteJob};
 use crate::store::record::{self, PAD_MIN};
 use crate::store::segment::{self, Prealloc, Preallocator, SegmentSet};
 use std::fs::File;
@@ -323,7 +323,7 @@ impl CommitLog {
             FileWrite { file: self.active.clone(), offset: self.write_pos - self.active_base, slices: Vec::new() };
         let mut touched_base = self.active_base;
         let now = self.clock.now_ms();
-        job.bufs = batches.iter().map(|_| Vec::new()).collect();
+        job.bufs = batches.iter().map(|_| Buf::default()).collect();
         for (index, mut batch) in batches.into_iter().enumerate() {
             let mut batch_pos = Vec::with_capacity(batch.len());
             let mut slice_start = 0;
@@ -342,7 +342,7 @@ impl CommitLog {
                     }
                     let rem = seg_bytes - (self.write_pos - self.active_base);
                     if rem >= PAD_MIN as u64 {
-                        job.bufs.push(record::pad_header(rem as u32).to_vec());
+                        job.bufs.push(record::pad_header(rem as u32).to_vec().into());
                         current.slices.push(Slice { buf: job.bufs.len() - 1, start: 0, end: PAD_MIN });
                     }
                     let done = std::mem::replace(
@@ -371,7 +371,7 @@ impl CommitLog {
                 current.slices.push(Slice { buf: index, start: slice_start, end: batch.buf.len() });
             }
             if let Some(slot) = job.bufs.get_mut(index) {
-                *slot = std::mem::take(&mut batch.buf);
+                *slot = std::mem::take(&mut batch.buf).into();
             }
             positions.push(batch_pos);
         }

@@ -3,14 +3,14 @@
 //! carry that, so a slave's segments fill and roll at the same places.
 
 use super::space::GroupError;
-use super::{CommitLog, FileWrite, Slice, WriteJob};
+use super::{Buf, CommitLog, FileWrite, Slice, WriteJob};
 use std::io;
 
 impl CommitLog {
     /// Writes `bytes` — the master's log from `offset`, which must be this
     /// log's end — rolling into the next segment where the master did. A
     /// write refused for space leaves the log as it was.
-    pub async fn write_replicated(&mut self, offset: u64, bytes: Vec<u8>) -> Result<(), GroupError> {
+    pub async fn write_replicated(&mut self, offset: u64, bytes: bytes::Bytes) -> Result<(), GroupError> {
         if offset != self.write_pos {
             let msg = format!("replicated bytes at {offset}, but the log ends at {}", self.write_pos);
             return Err(GroupError::Failed(io::Error::new(io::ErrorKind::InvalidInput, msg)));
@@ -20,9 +20,9 @@ impl CommitLog {
         self.unless_out_of_space(before, written)
     }
 
-    async fn place_replicated(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+    async fn place_replicated(&mut self, bytes: bytes::Bytes) -> io::Result<()> {
         let len = bytes.len();
-        let mut job = WriteJob { bufs: vec![bytes], ..WriteJob::default() };
+        let mut job = WriteJob { bufs: vec![Buf::Shared(bytes)], ..WriteJob::default() };
         let mut at = 0;
         while at < len {
             if self.active_room() == 0 {
