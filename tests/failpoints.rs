@@ -109,21 +109,32 @@ async fn a_failed_fdatasync_poisons_the_writer_and_hides_the_message() {
     assert!(segment.windows(6).any(|w| w == b"doomed"), "the failed write did reach the file");
 }
 
-/// Sync flush: appends that arrive together share fdatasync rounds (a lone
-/// one is synced on the writer's own thread, the rest by the syncer beside
-/// the writes), and when a round fails, every append waiting for it fails.
+/// Sync flush: appends that arrive while an fdatasync runs share the next
+/// round (only a lone one is synced on the writer's own thread), and when a
+/// round fails, every append waiting for it fails.
 #[actix_rt::test]
 async fn appends_arriving_together_share_rounds_and_fail_together() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Faulty { appender, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync);
+    let Faulty { writer, appender, plan, .. } = faulty_writer(dir.path(), FlushMode::Sync);
     // Each group is one append (`max_batch_messages = 1`): only the rounds
     // can gather them.
     let together =
         |tag: &str| futures::future::join_all((0..8).map(|i| appender.append("f", 0, batch(&format!("{tag}{i}")))));
+    // A sync request goes first, its round slowed down on the syncer's
+    // thread: the appends find the syncer busy (none is lone), are written
+    // meanwhile, and share the next round — however slowly this machine
+    // runs them, within the delay (or share the request's own round, if the
+    // syncer took it after they were written).
+    plan.sync_delay_ms.store(1000, Ordering::SeqCst);
+    let first = writer.send(WriterSync);
     let stored = together("ok").await;
     assert!(stored.iter().all(Result::is_ok), "{stored:?}");
+    first.await.expect("mailbox").expect("synced");
+    plan.sync_delay_ms.store(0, Ordering::SeqCst);
+    // The appends' rounds, and the sync request's (which may have covered
+    // appends too, if the syncer took it late).
     let rounds = plan.syncs_seen.load(Ordering::SeqCst);
-    assert!((1..8).contains(&rounds), "{rounds} fdatasync rounds for 8 appends sent together");
+    assert!((1..8).contains(&rounds), "{rounds} fdatasync rounds for a sync and 8 appends sent together");
     plan.fail_after_syncs.store(rounds, Ordering::SeqCst);
     let failed = together("doomed").await;
     assert!(failed.iter().all(|r| matches!(r, Err(Error::Poisoned(_)))), "{failed:?}");

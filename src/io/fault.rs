@@ -22,6 +22,9 @@ pub struct FaultPlan {
     pub fail_after_syncs: AtomicU64,
     /// fdatasync rounds run so far.
     pub syncs_seen: AtomicU64,
+    /// How long each fdatasync takes at least, ms (a slow disk: what
+    /// arrives meanwhile waits for the next round).
+    pub sync_delay_ms: AtomicU64,
 }
 
 impl Default for FaultPlan {
@@ -32,6 +35,7 @@ impl Default for FaultPlan {
             out_of_space: AtomicBool::new(false),
             fail_after_syncs: AtomicU64::new(u64::MAX),
             syncs_seen: AtomicU64::new(0),
+            sync_delay_ms: AtomicU64::new(0),
         }
     }
 }
@@ -54,6 +58,7 @@ impl FaultIo {
         let (plan, mut plain) = (self.plan.clone(), super::plain_sync(self.inner.stats()));
         Box::new(move |files| {
             let seen = plan.syncs_seen.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(plan.sync_delay_ms.load(Ordering::SeqCst)));
             if seen >= plan.fail_after_syncs.load(Ordering::SeqCst) {
                 return Err(super::sync_failed(io::Error::from_raw_os_error(libc::EIO)));
             }
