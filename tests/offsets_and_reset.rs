@@ -81,3 +81,67 @@ async fn offsets_by_time_and_a_reset_replays_exactly_what_was_stored_since() {
     assert_eq!(bad.code(), Some(ErrorCode::QueueOutOfRange));
     consumer.shutdown().await;
 }
+
+/// A consumer whose offset stands beyond its queue's end — the queue is
+/// shorter than where the group read to, as on a slave that was behind and
+/// became master — goes back to the end and takes what is stored next,
+/// instead of waiting for the queue to pass its offset and skipping all in
+/// between. It says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_beyond_its_queue_end_goes_on_from_the_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&small_index_env(dir.path()));
+    let conn = broker.connect().await;
+    conn.create_topic("short", 1).await.expect("create");
+    for i in 0..3 {
+        conn.send("short", 0, vec![Message::new("short", format!("old{i}"))]).await.expect("send");
+    }
+    // Offsets only move forward, and a reset is kept within the queue: a
+    // commit puts the group at 1000 of a queue of 3.
+    let ahead = brook_client::QueueOffset { topic: "short".into(), queue: 0, offset: 1000 };
+    let commit = brook_proto::Request::CommitOffsets {
+        group: "ahead".into(),
+        member: "m0".into(),
+        offsets: vec![ahead],
+        generation: 0,
+    };
+    conn.request(commit).await.expect("commit");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let config = {
+        let events = events.clone();
+        PushConfig::new("ahead")
+            .subscribe("short", None)
+            .member("m0")
+            .on_event(move |e| events.lock().expect("events").push(e.clone()))
+    };
+    let seen = got.clone();
+    let consumer = PushConsumer::start(&broker.addr, config, move |m: StoredMessage| {
+        seen.lock().expect("got").push(body(&m));
+        async { ConsumeResult::Success }
+    })
+    .await
+    .expect("consumer");
+    common::wait_for("the consumer meets the end", Duration::from_secs(30), || {
+        !events.lock().expect("events").is_empty()
+    })
+    .await;
+    for i in 0..5 {
+        conn.send("short", 0, vec![Message::new("short", format!("new{i}"))]).await.expect("send");
+    }
+    common::wait_for("the new messages consumed", Duration::from_secs(30), || {
+        got.lock().expect("got").iter().filter(|b| b.starts_with("new")).count() == 5
+    })
+    .await;
+    let moved: Vec<(u64, u64)> = events
+        .lock()
+        .expect("events")
+        .iter()
+        .map(|e| match e {
+            brook_client::ConsumerEvent::BeyondQueueEnd { from, to, .. } => (*from, *to),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(moved, vec![(1000, 3)]);
+    consumer.shutdown().await;
+}

@@ -25,6 +25,21 @@ pub enum ConsumerEvent {
         /// Where it goes on.
         to: u64,
     },
+    /// `queue` ends at `to`, before this consumer's offset `from`: the
+    /// queue is shorter than where it was read to (a slave that was behind
+    /// became master, say). The consumer goes on from the queue's end, so
+    /// the next messages stored there are not skipped.
+    BeyondQueueEnd {
+        /// The replica set holding the queue ("" for a broker named
+        /// directly).
+        broker: String,
+        /// The queue.
+        queue: QueueRef,
+        /// Where the consumer was.
+        from: u64,
+        /// The queue's end, where it goes on.
+        to: u64,
+    },
 }
 
 impl fmt::Display for ConsumerEvent {
@@ -38,6 +53,14 @@ impl fmt::Display for ConsumerEvent {
                     to - from,
                     queue.topic,
                     queue.queue
+                )
+            }
+            ConsumerEvent::BeyondQueueEnd { broker, queue, from, to } => {
+                let at = if broker.is_empty() { String::new() } else { format!(" on {broker}") };
+                write!(
+                    f,
+                    "{}:{}{at} ends at offset {to}, before this consumer's {from}: going on from its end",
+                    queue.topic, queue.queue
                 )
             }
         }
