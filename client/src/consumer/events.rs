@@ -3,7 +3,9 @@
 //! set with [`PushConfig::on_event`](crate::PushConfig::on_event) gets
 //! them; without one they go to standard error, so no skip is silent.
 
+use crate::error::ClientError;
 use brook_proto::request::QueueRef;
+use brook_proto::ErrorCode;
 use std::fmt;
 use std::sync::Arc;
 
@@ -75,6 +77,29 @@ impl fmt::Debug for EventHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("EventHook")
     }
+}
+
+/// Where a queue worker goes on after a pull at `offset` failed with `err`,
+/// and the event saying so if it moved: below the retained range, to the
+/// queue's first offset (retention deleted the rest); beyond the queue's
+/// end, back to the end — waiting there for the queue to reach the offset
+/// would skip every message stored in between.
+pub(crate) fn after_pull_error(
+    err: &ClientError,
+    offset: u64,
+    (broker, queue): (&str, &QueueRef),
+) -> (u64, Option<ConsumerEvent>) {
+    let ClientError::Broker(e) = err else { return (offset, None) };
+    let to = e.detail.unwrap_or(offset);
+    let (broker, queue) = (broker.to_string(), queue.clone());
+    let event = match e.code {
+        ErrorCode::OffsetBelowRetained if to > offset => {
+            ConsumerEvent::SkippedByRetention { broker, queue, from: offset, to }
+        }
+        ErrorCode::OffsetBeyondEnd if to < offset => ConsumerEvent::BeyondQueueEnd { broker, queue, from: offset, to },
+        _ => return (offset, None),
+    };
+    (to, Some(event))
 }
 
 /// Hands `event` to the hook, or to standard error without one.

@@ -6,7 +6,7 @@
 //! place and dead-lettered past the limit (orderly).
 
 use super::config::PushConfig;
-use super::events::{self, ConsumerEvent};
+use super::events;
 use super::held::HeldCommits;
 use super::ConsumeResult;
 use crate::error::ClientError;
@@ -273,40 +273,13 @@ async fn start_offset(ctx: &Ctx, queue: &QueueRef, stop: &mut watch::Receiver<bo
     }
 }
 
-/// What a failed pull means for the offset: below the retained range, the
-/// queue's first offset (and the skip is reported); beyond the queue's end,
-/// the end (reported too) — waiting there for the queue to reach the
-/// offset would skip every message stored in between.
+/// Where the worker goes on after a failed pull (reporting a jump).
 fn after_pull_error(ctx: &Ctx, queue: &QueueRef, err: &ClientError, offset: u64) -> u64 {
-    match err {
-        ClientError::Broker(e) if e.code == ErrorCode::OffsetBeyondEnd => {
-            let to = e.detail.unwrap_or(offset).min(offset);
-            if to < offset {
-                let event = ConsumerEvent::BeyondQueueEnd {
-                    broker: ctx.broker.clone(),
-                    queue: queue.clone(),
-                    from: offset,
-                    to,
-                };
-                events::emit(ctx.config.on_event.as_ref(), &ctx.config.group, &event);
-            }
-            to
-        }
-        ClientError::Broker(e) if e.code == ErrorCode::OffsetBelowRetained => {
-            let to = e.detail.unwrap_or(offset);
-            if to > offset {
-                let event = ConsumerEvent::SkippedByRetention {
-                    broker: ctx.broker.clone(),
-                    queue: queue.clone(),
-                    from: offset,
-                    to,
-                };
-                events::emit(ctx.config.on_event.as_ref(), &ctx.config.group, &event);
-            }
-            to
-        }
-        _ => offset,
+    let (to, event) = events::after_pull_error(err, offset, (&ctx.broker, queue));
+    if let Some(event) = event {
+        events::emit(ctx.config.on_event.as_ref(), &ctx.config.group, &event);
     }
+    to
 }
 
 /// Runs the worker for `queue` until told to stop.
