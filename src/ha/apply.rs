@@ -48,14 +48,6 @@ impl Applier {
     /// waits for the rest of its bytes. Returns the metadata events the
     /// records carried, in log order.
     pub fn advance(&mut self, end: u64, (written, written_at): (&[u8], u64)) -> Result<Vec<MetaEvent>> {
-        let mut tail = std::mem::take(&mut self.tail);
-        let (held, held_at): (&[u8], u64) = if !tail.is_empty() && self.applied + tail.len() as u64 == written_at {
-            tail.extend_from_slice(written);
-            (&tail, self.applied)
-        } else {
-            (written, written_at)
-        };
-        let seg = self.segments.segment_bytes();
         let mut sink = Live {
             registry: &self.registry,
             topics: &self.topics,
@@ -63,42 +55,27 @@ impl Applier {
             newest: BTreeMap::new(),
             meta: Vec::new(),
         };
-        while self.applied < end {
-            let base = self.segments.base_of(self.applied);
-            let file = self
-                .segments
-                .file(base)
-                .ok_or_else(|| Error::Config(format!("replicated log has no segment at {base}")))?;
-            let until = (end - base).min(seg);
-            let in_segment = match held_at.checked_sub(base) {
-                Some(at) => (held, at),
-                None => (held.get((base - held_at) as usize..).unwrap_or(&[]), 0),
-            };
-            let scanned =
-                scan_segment_held(&file, (base, seg), self.applied - base, until, in_segment, &mut |rec, at| {
-                    sink.newest.insert(base, record::head(rec).store_ts);
-                    apply_record(rec, at, &mut sink)
-                })?;
-            match scanned {
-                SegmentEnd::Full => self.applied = base + seg,
-                SegmentEnd::End(at) | SegmentEnd::Corrupt(at, _) => {
-                    self.applied = base + at;
-                    // Only a record that claims to end by `end` can be damaged
-                    // rather than not whole yet; one that starts at `end` has
-                    // no bytes to look at (reading them would wait on the
-                    // frontier page's writeback).
-                    let whole_header = self.applied + record::HEADER_LEN as u64 <= end;
-                    let claimed = if whole_header { claimed_len(&file, at, in_segment) } else { 0 };
-                    if claimed > 0 && self.applied + claimed <= end {
-                        let reason = match scanned {
-                            SegmentEnd::Corrupt(_, reason) => reason,
-                            _ => "zeros inside replicated bytes".into(),
-                        };
-                        return Err(Error::Corrupt { offset: self.applied, reason });
-                    }
-                    break;
-                }
+        let tail = std::mem::take(&mut self.tail);
+        let joined: Vec<u8>;
+        let (rest, rest_at) = if !tail.is_empty() && self.applied + tail.len() as u64 == written_at {
+            // Only the record the last write cut off is joined (copied);
+            // the rest is scanned where it lies. A catch-up's runs end
+            // inside records, so joining the whole run copied all of it.
+            let joined_at = self.applied;
+            joined = join_cut_off(tail, written);
+            let joined_end = joined_at + joined.len() as u64;
+            scan_held(&self.segments, &mut self.applied, end.min(joined_end), (&joined, joined_at), &mut sink)?;
+            if self.applied < joined_end {
+                // Still not whole: `joined` holds every byte received.
+                (&joined[..], joined_at)
+            } else {
+                (written, written_at)
             }
+        } else {
+            (written, written_at)
+        };
+        if rest_at == written_at {
+            scan_held(&self.segments, &mut self.applied, end, (written, written_at), &mut sink)?;
         }
         for (base, ts) in sink.newest {
             self.segments.set_last_store_ts(base, ts);
@@ -106,12 +83,78 @@ impl Applier {
         if let Some(buffer) = self.registry.key_buffer().filter(|_| !sink.keys.is_empty()) {
             buffer.push(sink.keys);
         }
-        self.tail = match self.applied.checked_sub(held_at) {
-            Some(from) if self.applied < end => held.get(from as usize..).unwrap_or(&[]).to_vec(),
+        self.tail = match self.applied.checked_sub(rest_at) {
+            Some(from) if self.applied < end => rest.get(from as usize..).unwrap_or(&[]).to_vec(),
             _ => Vec::new(),
         };
         Ok(sink.meta)
     }
+}
+
+/// The cut-off record's bytes (`tail`, which starts it) followed by as many
+/// of `written`'s first bytes as it still lacks: all of them when it is
+/// still not whole. A length below a header's is read as a header's, so
+/// zeros where a record should start are judged as [`Applier::advance`]
+/// judges them elsewhere.
+fn join_cut_off(mut tail: Vec<u8>, written: &[u8]) -> Vec<u8> {
+    const LEN_BYTES: usize = 4;
+    let mut taken = 0;
+    if tail.len() < LEN_BYTES {
+        taken = (LEN_BYTES - tail.len()).min(written.len());
+        tail.extend_from_slice(&written[..taken]);
+    }
+    let len = usize::try_from(record::stated_len(&tail)).unwrap_or(usize::MAX).max(record::HEADER_LEN);
+    let more = len.saturating_sub(tail.len()).min(written.len() - taken);
+    tail.extend_from_slice(&written[taken..taken + more]);
+    tail
+}
+
+/// Applies every whole record from `*applied` below `end`, from the held
+/// bytes (starting at log offset `held_at`) where they cover it and from the
+/// file where not, moving `*applied` past each.
+fn scan_held(
+    segments: &SegmentSet,
+    applied: &mut u64,
+    end: u64,
+    (held, held_at): (&[u8], u64),
+    sink: &mut Live<'_>,
+) -> Result<()> {
+    let seg = segments.segment_bytes();
+    while *applied < end {
+        let base = segments.base_of(*applied);
+        let file =
+            segments.file(base).ok_or_else(|| Error::Config(format!("replicated log has no segment at {base}")))?;
+        let until = (end - base).min(seg);
+        let in_segment = match held_at.checked_sub(base) {
+            Some(at) => (held, at),
+            None => (held.get((base - held_at) as usize..).unwrap_or(&[]), 0),
+        };
+        let scanned = scan_segment_held(&file, (base, seg), *applied - base, until, in_segment, &mut |rec, at| {
+            sink.newest.insert(base, record::head(rec).store_ts);
+            apply_record(rec, at, sink)
+        })?;
+        match scanned {
+            SegmentEnd::Full => *applied = base + seg,
+            SegmentEnd::End(at) | SegmentEnd::Corrupt(at, _) => {
+                *applied = base + at;
+                // Only a record that claims to end by `end` can be damaged
+                // rather than not whole yet; one that starts at `end` has
+                // no bytes to look at (reading them would wait on the
+                // frontier page's writeback).
+                let whole_header = *applied + record::HEADER_LEN as u64 <= end;
+                let claimed = if whole_header { claimed_len(&file, at, in_segment) } else { 0 };
+                if claimed > 0 && *applied + claimed <= end {
+                    let reason = match scanned {
+                        SegmentEnd::Corrupt(_, reason) => reason,
+                        _ => "zeros inside replicated bytes".into(),
+                    };
+                    return Err(Error::Corrupt { offset: *applied, reason });
+                }
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The length a record at `at` of `file` claims (0: unreadable), from the
@@ -176,5 +219,100 @@ impl Replayed for Live<'_> {
         }
         self.keys.extend(record_keys(rec, entry.log_offset, head.store_ts));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::queue::append::admit;
+    use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
+    use crate::store::commitlog::CommitLog;
+    use crate::store::record::{encode_into, patch_queue_offset, seal};
+    use crate::store::{segment, StorePaths};
+    use actix::Actor;
+    use brook_proto::Message;
+    use std::time::Duration;
+
+    const SEG: u64 = 1 << 16;
+
+    fn applier(dir: &std::path::Path) -> (Applier, Arc<QueueRegistry>) {
+        let paths = StorePaths::new(dir);
+        paths.create_dirs().expect("dirs");
+        segment::create_zeroed(&paths.commitlog(), 0, SEG).expect("segment");
+        let set = Arc::new(SegmentSet::new(paths.commitlog(), SEG));
+        let backend = crate::io::IoBackend::Std(crate::io::std_io::StdIo::new(Arc::default()));
+        let log = CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(crate::clock::SystemClock)).expect("log");
+        let config = WriterConfig {
+            flush: crate::config::FlushMode::Async,
+            flush_interval: Duration::from_secs(3600),
+            max_batch_messages: 1,
+            max_batch_bytes: 1 << 20,
+            log_cache_bytes: 0,
+            resume_free_bytes: 1 << 30,
+        };
+        let stats: Arc<WriterStats> = Arc::default();
+        let writer = WriterActor::new(log, config, stats.clone(), crate::logging::discard()).expect("writer").start();
+        let topics = Arc::new(TopicTable::load(dir.join("topics.json")).expect("topics"));
+        let registry =
+            Arc::new(QueueRegistry::new((writer, stats), None, paths, 100, set.clone(), crate::logging::discard()));
+        (Applier::new(registry.clone(), topics, set, 0), registry)
+    }
+
+    /// `count` sealed records of growing sizes for queue t/0, back to back
+    /// from offset 0; and where each ends.
+    fn log_of(count: u64) -> (Vec<u8>, Vec<u64>) {
+        let (mut log, mut ends) = (Vec::new(), Vec::new());
+        for i in 0..count {
+            let mut rec = Vec::new();
+            let body = vec![b'x'; 40 + (i as usize * 37) % 600];
+            encode_into(&mut rec, &Message::new("t", body), 0, 0).expect("encode");
+            patch_queue_offset(&mut rec, i);
+            seal(&mut rec, log.len() as u64, 1);
+            log.extend(rec);
+            ends.push(log.len() as u64);
+        }
+        (log, ends)
+    }
+
+    /// Runs cut anywhere — inside a record's length, its header, its body,
+    /// a run shorter than what a cut-off record still lacks, a run ending on
+    /// a record's end — each make exactly the records they complete
+    /// readable, from memory alone (the file holds only zeros here).
+    #[actix_rt::test]
+    async fn runs_cut_inside_records_apply_each_record_once_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut applier, registry) = applier(dir.path());
+        let (log, ends) = log_of(60);
+        let total = log.len() as u64;
+        let mut cuts = vec![2, ends[0] + 1, ends[0] + 50, ends[0] + 60, ends[1], ends[3] - 5];
+        cuts.extend((1..).map(|i| ends[3] + i * 211).take_while(|c| *c < total));
+        cuts.push(total);
+        let mut at = 0;
+        for cut in cuts {
+            let run = &log[at as usize..cut as usize];
+            let meta = applier.advance(cut, (run, at)).expect("advance");
+            assert!(meta.is_empty());
+            let whole = ends.iter().copied().filter(|e| *e <= cut).max().unwrap_or(0);
+            assert_eq!(applier.applied, whole, "after a run ending at {cut}");
+            assert_eq!(applier.applied + applier.tail.len() as u64, cut, "the cut-off record is held");
+            at = cut;
+        }
+        let spec = registry.queue_spec("t", 0);
+        assert_eq!(admit(&spec, 1).expect("admit"), 60, "every record admitted once");
+    }
+
+    /// A record whose bytes are damaged inside what was received is an
+    /// error, not a record still on its way.
+    #[actix_rt::test]
+    async fn a_damaged_cut_off_record_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut applier, _registry) = applier(dir.path());
+        let (mut log, ends) = log_of(3);
+        log[ends[0] as usize + 100] ^= 0xff;
+        let cut = ends[0] + 10;
+        applier.advance(cut, (&log[..cut as usize], 0)).expect("first run");
+        let err = applier.advance(ends[2], (&log[cut as usize..], cut)).expect_err("damaged");
+        assert!(matches!(err, Error::Corrupt { offset, .. } if offset == ends[0]), "{err:?}");
     }
 }
