@@ -143,5 +143,40 @@ async fn a_consumer_beyond_its_queue_end_goes_on_from_the_end() {
         })
         .collect();
     assert_eq!(moved, vec![(1000, 3)]);
+    // Its commits take the group's offset back from past the end: a
+    // consumer started later resumes after what was consumed, not at 1000.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = committed(&conn, "ahead", "short").await;
+        if now == vec![(0, 8)] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the group's offset stays past the queue's end: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     consumer.shutdown().await;
+    conn.send("short", 0, vec![Message::new("short", "later")]).await.expect("send");
+    let seen = got.clone();
+    let consumer = PushConsumer::start(&broker.addr, PushConfig::new("ahead").subscribe("short", None), move |m| {
+        seen.lock().expect("got").push(body(&m));
+        async { ConsumeResult::Success }
+    })
+    .await
+    .expect("consumer");
+    common::wait_for("the next message consumed", Duration::from_secs(30), || {
+        got.lock().expect("got").iter().any(|b| b == "later")
+    })
+    .await;
+    consumer.shutdown().await;
+    assert_eq!(events.lock().expect("events").len(), 1, "no second trip past the end");
+}
+
+/// A group's committed offsets on `topic`, by queue.
+async fn committed(conn: &brook_client::Connection, group: &str, topic: &str) -> Vec<(u32, u64)> {
+    match conn.request(brook_proto::Request::DescribeGroup { group: group.into() }).await {
+        Ok(brook_proto::Response::Group(info)) => {
+            info.offsets.into_iter().filter(|o| o.topic == topic).map(|o| (o.queue, o.committed)).collect()
+        }
+        other => panic!("unexpected {other:?}"),
+    }
 }

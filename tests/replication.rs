@@ -6,7 +6,7 @@
 
 mod common;
 
-use brook_client::{ClientError, Connection, Message, SendAck};
+use brook_client::{ClientError, Connection, Message, QueueOffset, SendAck};
 use brook_proto::route::ReplicaStatus;
 use brook_proto::{ErrorCode, Request, Response};
 use common::{base_env, wait_for, Brookd};
@@ -441,6 +441,12 @@ async fn topics_offsets_and_delay_progress_reach_the_slave_through_the_log() {
     send_pipelined(&conn, "m", 40, 8).await;
     let to = brook_proto::request::ResetTo::Offsets(vec![(0, 3), (1, 5)]);
     conn.request(Request::ResetOffsets { group: "auditors".into(), topic: TOPIC.into(), to }).await.expect("reset");
+    // A member's commit moves another queue's; a late, lower one does not.
+    for offset in [4, 1] {
+        let offsets = vec![QueueOffset { topic: TOPIC.into(), queue: 2, offset }];
+        let commit = Request::CommitOffsets { group: "auditors".into(), member: "a1".into(), offsets, generation: 0 };
+        conn.request(commit).await.expect("commit");
+    }
     // A delayed message, delivered by the master.
     conn.send(TOPIC, 2, vec![Message::new(TOPIC, "delayed-once").with_delay_level(1)]).await.expect("delayed");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -454,7 +460,7 @@ async fn topics_offsets_and_delay_progress_reach_the_slave_through_the_log() {
     assert!(topics.contains(&(TOPIC.to_string(), QUEUES)), "{topics:?}");
     assert!(!topics.iter().any(|(name, _)| name == "short-lived"), "{topics:?}");
     let offsets = committed_on(&slave, "auditors").await;
-    assert!(offsets.contains(&(0, 3)) && offsets.contains(&(1, 5)), "{offsets:?}");
+    assert!(offsets.contains(&(0, 3)) && offsets.contains(&(1, 5)) && offsets.contains(&(2, 4)), "{offsets:?}");
 
     // Promoted (the master gone, the slave restarted as id 0), it neither
     // delivers the delayed message again nor forgets the group's place.
@@ -471,7 +477,7 @@ async fn topics_offsets_and_delay_progress_reach_the_slave_through_the_log() {
     let copies = delivered.iter().filter(|m| m.message.body == b"delayed-once").count();
     assert_eq!(copies, 1, "the promoted slave resumed the delay level where the master was");
     let offsets = committed_on(&slave, "auditors").await;
-    assert!(offsets.contains(&(0, 3)) && offsets.contains(&(1, 5)), "{offsets:?}");
+    assert!(offsets.contains(&(0, 3)) && offsets.contains(&(1, 5)) && offsets.contains(&(2, 4)), "{offsets:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,11 @@ pub enum MetaEvent {
         group: String,
         /// Where it now is.
         offsets: Vec<QueueOffset>,
+        /// The member whose commit moved them, applied by the commit's
+        /// rule (its own offsets in a broadcasting group, never back but
+        /// from past a queue's end); none for a reset, which sets them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit_by: Option<String>,
     },
     /// A delay level delivered everything below `offset` of its queue.
     DelayProgress {
@@ -113,7 +118,11 @@ impl MetaTargets {
                     crate::server::handlers::topics::remove(&self.topics, &self.registry, &self.paths, &name).await?;
                 }
             }
-            MetaEvent::Offsets { group, offsets } => {
+            MetaEvent::Offsets { group, offsets, commit_by: Some(member) } => {
+                let commit = crate::actors::consumer_group::messages::Commit { member, offsets, generation: 0 };
+                self.groups.get(&group)?.send(commit).await??;
+            }
+            MetaEvent::Offsets { group, offsets, commit_by: None } => {
                 let mut by_topic: BTreeMap<String, Vec<QueueOffset>> = BTreeMap::new();
                 for offset in offsets {
                     by_topic.entry(offset.topic.clone()).or_default().push(offset);

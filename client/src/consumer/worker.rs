@@ -273,11 +273,24 @@ async fn start_offset(ctx: &Ctx, queue: &QueueRef, stop: &mut watch::Receiver<bo
     }
 }
 
-/// Where the worker goes on after a failed pull (reporting a jump).
-fn after_pull_error(ctx: &Ctx, queue: &QueueRef, err: &ClientError, offset: u64) -> u64 {
+/// Where the worker goes on after a failed pull (reporting a jump). A jump
+/// back below what the worker committed (from past the queue's end) is
+/// committed at once, as RocketMQ's client stores a corrected offset: left
+/// there, the group's offset would send a restarted consumer past every
+/// message stored up to it. A failed commit is retried by the next.
+async fn after_pull_error(
+    ctx: &Ctx,
+    queue: &QueueRef,
+    err: &ClientError,
+    offset: u64,
+    (committed, generation): (&mut u64, u64),
+) -> u64 {
     let (to, event) = events::after_pull_error(err, offset, (&ctx.broker, queue));
     if let Some(event) = event {
         events::emit(ctx.config.on_event.as_ref(), &ctx.config.group, &event);
+    }
+    if to < *committed {
+        *committed = if ctx.commit(queue, to, generation).await.is_ok() { to } else { to.saturating_sub(1) };
     }
     to
 }
@@ -356,7 +369,7 @@ async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bo
                 offset = offset.max(found.next_offset);
             }
             Err(e) => {
-                offset = after_pull_error(&ctx, &queue, &e, offset);
+                offset = after_pull_error(&ctx, &queue, &e, offset, (&mut committed, generation)).await;
                 if !pause(&mut stop, Backoff::default().delay(failures)).await {
                     break;
                 }
@@ -468,7 +481,7 @@ async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>
                     }
                 }
                 Err(e) => {
-                    offset = after_pull_error(&ctx, &queue, &e, offset);
+                    offset = after_pull_error(&ctx, &queue, &e, offset, (&mut committed, generation)).await;
                     if !pause(&mut stop, Backoff::default().delay(failures)).await {
                         break false;
                     }

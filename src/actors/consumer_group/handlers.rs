@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::store::group_state::OffsetKey;
 use actix::prelude::*;
 use brook_proto::names::validate_name;
-use brook_proto::request::{ConsumeMode, GroupInfo, MemberInfo, QueueLag, QueueRef, StartFrom};
+use brook_proto::request::{ConsumeMode, GroupInfo, MemberInfo, QueueLag, QueueOffset, QueueRef, StartFrom};
 use brook_proto::{Frame, Request};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -82,23 +82,52 @@ impl Handler<ConnectionClosed> for ConsumerGroupActor {
 }
 
 impl Handler<Commit> for ConsumerGroupActor {
-    type Result = Result<()>;
+    type Result = ResponseActFuture<Self, Result<Vec<QueueOffset>>>;
 
     fn handle(&mut self, msg: Commit, _: &mut Context<Self>) -> Self::Result {
         if msg.generation != 0 && msg.generation < self.reset_generation {
-            return Ok(());
+            return Box::pin(fut::ready(Ok(Vec::new())));
         }
+        let mut moved = Vec::new();
+        let mut lower = Vec::new();
         for offset in msg.offsets {
-            let queue = QueueRef { topic: offset.topic, queue: offset.queue };
+            let queue = QueueRef { topic: offset.topic.clone(), queue: offset.queue };
             let key = self.offset_key(&msg.member, &queue);
-            let slot = self.state.offsets.entry(key).or_insert(0);
-            // A late commit from a previous owner never moves an offset back.
+            let slot = self.state.offsets.entry(key.clone()).or_insert(0);
             if offset.offset > *slot {
                 *slot = offset.offset;
                 self.dirty = true;
+                moved.push(offset);
+            } else if offset.offset < *slot {
+                lower.push((key, offset));
             }
         }
-        Ok(())
+        if lower.is_empty() {
+            return Box::pin(fut::ready(Ok(moved)));
+        }
+        // A late commit from a previous owner never moves an offset back;
+        // but an offset past its queue's end (a log that lost its tail, a
+        // promoted replica that was behind) is no place to keep: a commit
+        // within the queue replaces it, as a consumer that went back to
+        // the end makes. Otherwise a restarted consumer would start past
+        // every message stored up to there.
+        let ends: Vec<_> = lower.iter().map(|(_, o)| self.registry.queue(&o.topic, o.queue).send(Range)).collect();
+        let work = async move { futures::future::join_all(ends).await };
+        Box::pin(work.into_actor(self).map(move |ends, act, _| {
+            for ((key, offset), end) in lower.into_iter().zip(ends) {
+                let Ok(Ok((_, end))) = end else { continue };
+                let Some(slot) = act.state.offsets.get_mut(&key) else { continue };
+                if *slot > end && offset.offset <= end && offset.offset < *slot {
+                    slog::info!(act.logger, "group offset past its queue's end taken back";
+                        "group" => &act.name, "topic" => &offset.topic, "queue" => offset.queue,
+                        "from" => *slot, "to" => offset.offset, "queue_end" => end);
+                    *slot = offset.offset;
+                    act.dirty = true;
+                    moved.push(offset);
+                }
+            }
+            Ok(moved)
+        }))
     }
 }
 

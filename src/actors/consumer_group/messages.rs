@@ -31,9 +31,9 @@ pub struct ConnectionClosed {
     pub conn_id: u64,
 }
 
-/// Commit offsets.
+/// Commit offsets. Answers the offsets it moved, where they now are.
 #[derive(Message)]
-#[rtype(result = "Result<()>")]
+#[rtype(result = "Result<Vec<QueueOffset>>")]
 pub struct Commit {
     /// Committing member.
     pub member: String,

@@ -56,9 +56,14 @@ pub async fn commit(
     if let Some(e) = core.replication.not_master() {
         return Err(e.into());
     }
-    let event = MetaEvent::Offsets { group: group.to_string(), offsets: offsets.clone() };
-    core.groups.get(group)?.send(Commit { member, offsets, generation }).await.map_err(Error::from)??;
-    meta::record(&core.appender, &event).await?;
+    let commit = Commit { member: member.clone(), offsets, generation };
+    let moved = core.groups.get(group)?.send(commit).await.map_err(Error::from)??;
+    // What the commit moved, where it now is, travels in the log; a commit
+    // that moved nothing writes nothing.
+    if !moved.is_empty() {
+        let event = MetaEvent::Offsets { group: group.to_string(), offsets: moved, commit_by: Some(member) };
+        meta::record(&core.appender, &event).await?;
+    }
     Ok(Response::Done)
 }
 
@@ -97,7 +102,8 @@ pub async fn reset(core: &BrokerCore, group: &str, topic: &str, to: ResetTo) -> 
         .send(Reset { topic: topic.to_string(), offsets: targets.clone() })
         .await
         .map_err(Error::from)?;
-    meta::record(&core.appender, &MetaEvent::Offsets { group: group.to_string(), offsets: targets.clone() }).await?;
+    let event = MetaEvent::Offsets { group: group.to_string(), offsets: targets.clone(), commit_by: None };
+    meta::record(&core.appender, &event).await?;
     slog::info!(core.logger, "group offsets reset"; "group" => group, "topic" => topic);
     Ok(Response::QueueOffsets(targets))
 }
