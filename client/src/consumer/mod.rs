@@ -10,6 +10,7 @@ pub mod config;
 mod coordinator;
 pub mod events;
 mod held;
+mod orderly;
 pub mod pull;
 pub mod push;
 mod worker;

@@ -1,9 +1,8 @@
 //! One worker per assigned queue: pull (long polling), hand messages to the
-//! listener, commit. `concurrent` runs many messages at once and commits the
-//! smallest offset not yet done; `orderly` holds the queue's broker lock and
-//! consumes one message at a time in offset order. A message the listener
-//! fails is handed back to the broker for a retry (concurrent) or retried in
-//! place and dead-lettered past the limit (orderly).
+//! listener, commit. `concurrent` (here) runs many messages at once and
+//! commits the smallest offset not yet done, handing a message the listener
+//! fails back to the broker for a retry; the orderly worker is
+//! [`super::orderly`].
 
 use super::config::PushConfig;
 use super::events;
@@ -38,7 +37,7 @@ pub(crate) enum Listener {
 
 impl Listener {
     /// How a pull's messages are handed over: one by one, or all at once.
-    fn chunks(&self, messages: Vec<StoredMessage>) -> Vec<Vec<StoredMessage>> {
+    pub(super) fn chunks(&self, messages: Vec<StoredMessage>) -> Vec<Vec<StoredMessage>> {
         match self {
             Listener::Each(_) => messages.into_iter().map(|m| vec![m]).collect(),
             Listener::Batch(_) if messages.is_empty() => Vec::new(),
@@ -82,17 +81,17 @@ pub(crate) struct Ctx {
 
 /// Retries before dead-lettering when neither the consumer nor the broker
 /// says otherwise (the broker's default `max_reconsume_times`).
-const DEFAULT_MAX_RECONSUME_TIMES: u32 = 16;
+pub(super) const DEFAULT_MAX_RECONSUME_TIMES: u32 = 16;
 
 /// How long a stopping worker lets messages in the listener finish.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 impl Ctx {
-    async fn call(&self, request: Request) -> Result<Response, ClientError> {
+    pub(super) async fn call(&self, request: Request) -> Result<Response, ClientError> {
         self.session.get().await?.request(request).await
     }
 
-    async fn fetch(&self, queue: &QueueRef) -> Result<u64, ClientError> {
+    pub(super) async fn fetch(&self, queue: &QueueRef) -> Result<u64, ClientError> {
         let req = Request::FetchOffset {
             group: self.config.group.clone(),
             member: self.config.member.clone(),
@@ -107,7 +106,7 @@ impl Ctx {
 
     /// Commits under the generation the worker started in, so a commit
     /// from before an offset reset cannot undo it.
-    async fn commit(&self, queue: &QueueRef, offset: u64, generation: u64) -> Result<(), ClientError> {
+    pub(super) async fn commit(&self, queue: &QueueRef, offset: u64, generation: u64) -> Result<(), ClientError> {
         let req = Request::CommitOffsets {
             group: self.config.group.clone(),
             member: self.config.member.clone(),
@@ -142,7 +141,7 @@ impl Ctx {
         }
     }
 
-    async fn lock(&self, queue: &QueueRef) -> Result<u64, ClientError> {
+    pub(super) async fn lock(&self, queue: &QueueRef) -> Result<u64, ClientError> {
         let req = Request::LockQueue {
             group: self.config.group.clone(),
             member: self.config.member.clone(),
@@ -155,7 +154,7 @@ impl Ctx {
         }
     }
 
-    async fn unlock(&self, queue: &QueueRef) {
+    pub(super) async fn unlock(&self, queue: &QueueRef) {
         let req = Request::UnlockQueue {
             group: self.config.group.clone(),
             member: self.config.member.clone(),
@@ -167,7 +166,7 @@ impl Ctx {
 
     /// Runs the listener, counting a panic or a run past `consume_timeout`
     /// as "later".
-    async fn consume(&self, messages: &[StoredMessage]) -> ConsumeResult {
+    pub(super) async fn consume(&self, messages: &[StoredMessage]) -> ConsumeResult {
         let (started, clock) = (Instant::now(), now_ms());
         let call = std::panic::AssertUnwindSafe(self.listener.call(messages)).catch_unwind();
         let result = match tokio::time::timeout(self.config.consume_timeout, call).await {
@@ -180,7 +179,13 @@ impl Ctx {
 
     /// Reports traced messages (or all, with `trace` on) to the broker, in
     /// the background.
-    async fn trace(&self, messages: &[StoredMessage], delivered_at: i64, cost: Duration, result: ConsumeResult) {
+    pub(super) async fn trace(
+        &self,
+        messages: &[StoredMessage],
+        delivered_at: i64,
+        cost: Duration,
+        result: ConsumeResult,
+    ) {
         let traces: Vec<ConsumeTrace> = messages
             .iter()
             .filter(|m| self.config.trace || m.message.flag(PROP_TRACE))
@@ -206,7 +211,7 @@ impl Ctx {
     /// group's retry topic, or dead-lettered. False if the broker did not
     /// take them all (or the group broadcasts, where retries stay local):
     /// the caller retries in place.
-    async fn hand_back(&self, messages: &[StoredMessage], to_dlq: bool) -> bool {
+    pub(super) async fn hand_back(&self, messages: &[StoredMessage], to_dlq: bool) -> bool {
         if self.config.mode == ConsumeMode::Broadcasting {
             return false;
         }
@@ -219,7 +224,12 @@ impl Ctx {
         true
     }
 
-    async fn pull(&self, queue: &QueueRef, offset: u64, long_poll: Duration) -> Result<PullResult, ClientError> {
+    pub(super) async fn pull(
+        &self,
+        queue: &QueueRef,
+        offset: u64,
+        long_poll: Duration,
+    ) -> Result<PullResult, ClientError> {
         let sub = self.config.subscriptions.iter().find(|s| s.topic == queue.topic);
         let (tags, sql) = (sub.and_then(|s| s.tags.clone()), sub.and_then(|s| s.sql.clone()));
         let mut found = self
@@ -247,7 +257,7 @@ impl Ctx {
 }
 
 /// Sleeps, or returns false at once if the worker is told to stop.
-async fn pause(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+pub(super) async fn pause(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
     if *stop.borrow() {
         return false;
     }
@@ -258,7 +268,7 @@ async fn pause(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
 }
 
 /// The committed offset to start from, retrying until it is known.
-async fn start_offset(ctx: &Ctx, queue: &QueueRef, stop: &mut watch::Receiver<bool>) -> Option<u64> {
+pub(super) async fn start_offset(ctx: &Ctx, queue: &QueueRef, stop: &mut watch::Receiver<bool>) -> Option<u64> {
     let mut attempt = 0;
     loop {
         match ctx.fetch(queue).await {
@@ -278,7 +288,7 @@ async fn start_offset(ctx: &Ctx, queue: &QueueRef, stop: &mut watch::Receiver<bo
 /// committed at once, as RocketMQ's client stores a corrected offset: left
 /// there, the group's offset would send a restarted consumer past every
 /// message stored up to it. A failed commit is retried by the next.
-async fn after_pull_error(
+pub(super) async fn after_pull_error(
     ctx: &Ctx,
     queue: &QueueRef,
     err: &ClientError,
@@ -298,7 +308,7 @@ async fn after_pull_error(
 /// Runs the worker for `queue` until told to stop.
 pub(crate) async fn run(ctx: Arc<Ctx>, queue: QueueRef, stop: watch::Receiver<bool>) {
     if ctx.config.orderly {
-        orderly(ctx, queue, stop).await;
+        super::orderly::orderly(ctx, queue, stop).await;
     } else {
         concurrent(ctx, queue, stop).await;
     }
@@ -386,116 +396,5 @@ async fn concurrent(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bo
     let upto = low_water(&in_flight, offset);
     if upto > committed {
         let _ = ctx.commit(&queue, upto, generation).await;
-    }
-}
-
-/// Takes the queue's broker-side lock, waiting while another member holds
-/// it (the previous owner holds it until it commits and unlocks, or its lock
-/// expires); its time to live, or `None` once told to stop.
-async fn lock_queue(ctx: &Ctx, queue: &QueueRef, stop: &mut watch::Receiver<bool>) -> Option<u64> {
-    let mut attempt = 0;
-    loop {
-        match ctx.lock(queue).await {
-            Ok(ttl) => return Some(ttl),
-            Err(_) => {
-                if !pause(stop, Duration::from_millis(50).saturating_mul(1 << attempt.min(4))).await {
-                    return None;
-                }
-                attempt += 1;
-            }
-        }
-    }
-}
-
-/// Hands `messages` to the listener in order: the next waits until this one
-/// succeeds, or has failed past the retry limit and is dead-lettered so the
-/// queue can move on. Returns the offset after the last one done.
-async fn consume_in_order(
-    ctx: &Ctx,
-    messages: Vec<StoredMessage>,
-    mut offset: u64,
-    stop: &mut watch::Receiver<bool>,
-) -> u64 {
-    let max_retries = ctx.config.max_reconsume_times.unwrap_or(DEFAULT_MAX_RECONSUME_TIMES);
-    for mut chunk in ctx.listener.chunks(messages) {
-        let mut failures = 0;
-        while ctx.consume(&chunk).await == ConsumeResult::Later {
-            failures += 1;
-            if failures > max_retries && ctx.hand_back(&chunk, true).await {
-                break;
-            }
-            if !pause(stop, ctx.config.suspend).await {
-                break;
-            }
-            for msg in &mut chunk {
-                msg.reconsume_times = failures;
-            }
-        }
-        if *stop.borrow() {
-            break;
-        }
-        offset = chunk.last().map_or(offset, |m| m.queue_offset + 1);
-    }
-    offset
-}
-
-async fn orderly(ctx: Arc<Ctx>, queue: QueueRef, mut stop: watch::Receiver<bool>) {
-    'locking: loop {
-        let Some(ttl) = lock_queue(&ctx, &queue, &mut stop).await else {
-            return;
-        };
-        let renew_every = ctx.config.lock_renew.min(Duration::from_millis(ttl / 3)).max(Duration::from_millis(10));
-        let mut renew_at = Instant::now() + renew_every;
-        let generation = ctx.generation.load(std::sync::atomic::Ordering::Acquire);
-        let Some(mut offset) = start_offset(&ctx, &queue, &mut stop).await else {
-            ctx.unlock(&queue).await;
-            return;
-        };
-        let mut committed = offset;
-        let mut failures = 0;
-        let lost_lock = loop {
-            if *stop.borrow() {
-                break false;
-            }
-            if Instant::now() >= renew_at {
-                match ctx.lock(&queue).await {
-                    Ok(_) => renew_at = Instant::now() + renew_every,
-                    Err(e) if e.code() == Some(ErrorCode::NotQueueOwner) => break true,
-                    Err(_) => {}
-                }
-            }
-            let poll = ctx.config.long_poll.min(renew_at.saturating_duration_since(Instant::now()));
-            let result = tokio::select! {
-                result = ctx.pull(&queue, offset, poll) => result,
-                _ = stop.changed() => break false,
-            };
-            match result {
-                Ok(found) => {
-                    failures = 0;
-                    offset = consume_in_order(&ctx, found.messages, offset, &mut stop).await;
-                    if !*stop.borrow() {
-                        offset = offset.max(found.next_offset);
-                    }
-                    if offset > committed && ctx.commit(&queue, offset, generation).await.is_ok() {
-                        committed = offset;
-                    }
-                }
-                Err(e) => {
-                    offset = after_pull_error(&ctx, &queue, &e, offset, (&mut committed, generation)).await;
-                    if !pause(&mut stop, Backoff::default().delay(failures)).await {
-                        break false;
-                    }
-                    failures += 1;
-                }
-            }
-        };
-        if offset > committed {
-            let _ = ctx.commit(&queue, offset, generation).await;
-        }
-        if lost_lock {
-            continue 'locking;
-        }
-        ctx.unlock(&queue).await;
-        return;
     }
 }
