@@ -1,9 +1,11 @@
 //! One connection to a broker, shared by any number of tasks. Requests get
-//! ids and go out through a single writer task; a reader task matches each
-//! answer to its waiting caller, so answers may arrive in any order and many
-//! requests are in flight at once.
+//! ids and go out through the connection's [`Outbox`] (written by the
+//! caller on an idle connection, else gathered by a writer task); a reader
+//! task matches each answer to its waiting caller, so answers may arrive in
+//! any order and many requests are in flight at once.
 
 use crate::error::ClientError;
+use crate::outbox::Outbox;
 use brook_proto::request::{PullResult, SendAck};
 use brook_proto::{Frame, FrameCodec, Message, ProducerSeq, Request, Response, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// A caller waiting for its answer, until `deadline`.
@@ -40,6 +42,12 @@ struct Shared {
     /// not input: a fast hasher is safe (SipHash showed in client profiles).
     pending: Mutex<HashMap<u64, Waiter, foldhash::fast::RandomState>>,
     closed: AtomicBool,
+    /// Whether the last request found no answer awaited (set under the
+    /// `pending` lock). A request is written by its caller only when it and
+    /// the one before found the connection idle: a lone synchronous caller
+    /// does, while a pipeline refilled after its answers came back
+    /// together would otherwise send its first request alone.
+    last_idle: AtomicBool,
     /// Requests the broker sends on its own (notices), for whoever listens.
     notices: broadcast::Sender<Request>,
 }
@@ -85,7 +93,7 @@ async fn sweep_loop(shared: Arc<Shared>) {
 /// A multiplexed connection.
 #[derive(Clone)]
 pub struct Connection {
-    tx: mpsc::Sender<Frame>,
+    out: Arc<Outbox>,
     shared: Arc<Shared>,
     next_id: Arc<AtomicU64>,
     broker: String,
@@ -145,7 +153,7 @@ impl Connection {
         let (read_half, write_half) = stream.into_split();
         let codec = FrameCodec::new(brook_proto::MAX_FRAME_BYTES_CEILING);
         let mut reader = FramedRead::new(read_half, codec.clone());
-        let mut writer = FramedWrite::new(write_half, codec);
+        let mut writer = FramedWrite::new(write_half, codec.clone());
         writer
             .send(Frame::Request {
                 id: 0,
@@ -165,14 +173,18 @@ impl Connection {
             .parse()
             .map_err(|_| ClientError::Protocol(format!("the broker named itself {broker:?}, not an address")))?;
         let (notices, _) = broadcast::channel(64);
-        let shared =
-            Arc::new(Shared { pending: Mutex::new(HashMap::default()), closed: AtomicBool::new(false), notices });
-        let (tx, rx) = mpsc::channel::<Frame>(4096);
-        tokio::spawn(write_loop(writer, rx, shared.clone()));
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::default()),
+            closed: AtomicBool::new(false),
+            last_idle: AtomicBool::new(false),
+            notices,
+        });
+        let failed = shared.clone();
+        let out = Arc::new(Outbox::start(writer.into_inner(), codec, move || failed.fail_all()));
         tokio::spawn(read_loop(reader, shared.clone()));
         tokio::spawn(sweep_loop(shared.clone()));
         Ok(Connection {
-            tx,
+            out,
             shared,
             next_id: Arc::new(AtomicU64::new(1)),
             broker,
@@ -242,19 +254,24 @@ impl Connection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let waiter = Waiter { deadline: Instant::now() + limit, limit, tx };
-        self.shared.pending.lock().map_err(|_| ClientError::Connection("poisoned".into()))?.insert(id, waiter);
-        match self.tx.try_send(Frame::Request { id, body }) {
-            Ok(()) => Ok((None, rx)),
+        let idle = {
+            let mut pending = self.shared.pending.lock().map_err(|_| ClientError::Connection("poisoned".into()))?;
+            let idle = pending.is_empty();
+            let last_idle = self.shared.last_idle.swap(idle, Ordering::Relaxed);
+            pending.insert(id, waiter);
+            idle && last_idle
+        };
+        match self.out.push(Frame::Request { id, body }, idle) {
+            Ok(None) => Ok((None, rx)),
             // The writer is behind: wait for room, within the same limit (a
             // stalled writer must not hang the caller). Boxed: rare, and it
             // would otherwise size every request's future for a timer and a
             // send.
-            Err(mpsc::error::TrySendError::Full(frame)) => {
-                let (queue, shared) = (self.tx.clone(), self.shared.clone());
+            Ok(Some(item)) => {
+                let (out, shared) = (self.out.clone(), self.shared.clone());
                 let room = Box::pin(async move {
-                    let queued = match tokio::time::timeout(limit, queue.send(frame)).await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(_)) => Err(ClientError::Connection("connection closed".into())),
+                    let queued = match tokio::time::timeout(limit, out.send_queued(item)).await {
+                        Ok(queued) => queued,
                         Err(_) => Err(ClientError::Timeout(limit)),
                     };
                     if queued.is_err() {
@@ -264,9 +281,9 @@ impl Connection {
                 });
                 Ok((Some(room), rx))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(e) => {
                 self.shared.forget(id);
-                Err(ClientError::Connection("connection closed".into()))
+                Err(e)
             }
         }
     }
@@ -278,7 +295,10 @@ impl Connection {
 
     /// Sends a request that gets no answer.
     pub async fn oneway(&self, body: Request) -> Result<(), ClientError> {
-        self.tx.send(Frame::Oneway { body }).await.map_err(|_| ClientError::Connection("connection closed".into()))
+        match self.out.push(Frame::Oneway { body }, false)? {
+            Some(item) => self.out.send_queued(item).await,
+            None => Ok(()),
+        }
     }
 
     /// Stores messages into one queue, in order; one ack per message. Like
@@ -385,28 +405,6 @@ fn pull_body(
 
 pub(crate) fn unexpected(response: Response) -> ClientError {
     ClientError::Protocol(format!("unexpected answer {response:?}"))
-}
-
-async fn write_loop(
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, FrameCodec>,
-    mut rx: mpsc::Receiver<Frame>,
-    shared: Arc<Shared>,
-) {
-    while let Some(frame) = rx.recv().await {
-        let mut ok = sink.feed(frame).await.is_ok();
-        // Let other callers queue their requests so one write carries many.
-        tokio::task::yield_now().await;
-        while ok {
-            match rx.try_recv() {
-                Ok(frame) => ok = sink.feed(frame).await.is_ok(),
-                Err(_) => break,
-            }
-        }
-        if !ok || sink.flush().await.is_err() {
-            break;
-        }
-    }
-    shared.fail_all();
 }
 
 async fn read_loop(mut stream: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>, shared: Arc<Shared>) {

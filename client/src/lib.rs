@@ -29,6 +29,7 @@ mod dispatcher;
 pub mod error;
 mod faults;
 mod lane;
+mod outbox;
 pub mod producer;
 mod requests;
 pub mod router;

@@ -250,7 +250,8 @@ impl Encoder<Frame> for FrameCodec {
 pub enum Outbound {
     /// A frame, encoded as it is written.
     Frame(Frame),
-    /// A whole frame, length prefix included, within the codec's maximum.
+    /// A whole frame, length prefix included, within the codec's maximum;
+    /// or the rest of one whose start a client wrote itself.
     Encoded(Bytes),
 }
 
@@ -260,18 +261,28 @@ impl From<Frame> for Outbound {
     }
 }
 
-/// The broker writes frames and frames encoded already.
-impl Encoder<Outbound> for BrokerCodec {
+/// Frames and frames encoded already (or what is left of one a caller
+/// began to write itself), in the order given.
+impl Encoder<Outbound> for FrameCodec {
     type Error = CodecError;
 
     fn encode(&mut self, out: Outbound, dst: &mut BytesMut) -> Result<(), CodecError> {
         match out {
-            Outbound::Frame(frame) => self.0.encode(frame, dst),
+            Outbound::Frame(frame) => self.encode(frame, dst),
             Outbound::Encoded(bytes) => {
                 dst.extend_from_slice(&bytes);
                 Ok(())
             }
         }
+    }
+}
+
+/// The broker writes frames and frames encoded already.
+impl Encoder<Outbound> for BrokerCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, out: Outbound, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.0.encode(out, dst)
     }
 }
 
