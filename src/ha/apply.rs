@@ -226,13 +226,9 @@ impl Replayed for Live<'_> {
 mod tests {
     use super::*;
     use crate::actors::queue::append::admit;
-    use crate::actors::writer::{WriterActor, WriterConfig, WriterStats};
-    use crate::store::commitlog::CommitLog;
     use crate::store::record::{encode_into, patch_queue_offset, seal};
     use crate::store::{segment, StorePaths};
-    use actix::Actor;
     use brook_proto::Message;
-    use std::time::Duration;
 
     const SEG: u64 = 1 << 16;
 
@@ -241,18 +237,7 @@ mod tests {
         paths.create_dirs().expect("dirs");
         segment::create_zeroed(&paths.commitlog(), 0, SEG).expect("segment");
         let set = Arc::new(SegmentSet::new(paths.commitlog(), SEG));
-        let backend = crate::io::IoBackend::Std(crate::io::std_io::StdIo::new(Arc::default()));
-        let log = CommitLog::open(set.clone(), 0, 0, backend, None, Arc::new(crate::clock::SystemClock)).expect("log");
-        let config = WriterConfig {
-            flush: crate::config::FlushMode::Async,
-            flush_interval: Duration::from_secs(3600),
-            max_batch_messages: 1,
-            max_batch_bytes: 1 << 20,
-            log_cache_bytes: 0,
-            resume_free_bytes: 1 << 30,
-        };
-        let stats: Arc<WriterStats> = Arc::default();
-        let writer = WriterActor::new(log, config, stats.clone(), crate::logging::discard()).expect("writer").start();
+        let (writer, stats) = crate::actors::writer::test_writer(set.clone());
         let topics = Arc::new(TopicTable::load(dir.join("topics.json")).expect("topics"));
         let registry =
             Arc::new(QueueRegistry::new((writer, stats), None, paths, 100, set.clone(), crate::logging::discard()));

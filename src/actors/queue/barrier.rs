@@ -310,25 +310,11 @@ mod tests {
     /// loses it.
     #[actix_rt::test]
     async fn an_entry_appended_after_a_visit_brings_its_queue_to_the_next() {
-        use crate::actors::writer::{WriterActor, WriterConfig};
-        use crate::store::commitlog::CommitLog;
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = crate::store::StorePaths::new(dir.path());
         paths.create_dirs().expect("dirs");
         let set = Arc::new(crate::store::segment::SegmentSet::new(paths.commitlog(), 65536));
-        let backend = crate::io::IoBackend::Std(crate::io::std_io::StdIo::new(Arc::default()));
-        let clock = Arc::new(crate::clock::SystemClock);
-        let log = CommitLog::open(set.clone(), 0, 0, backend, None, clock).expect("open");
-        let config = WriterConfig {
-            flush: crate::config::FlushMode::Async,
-            flush_interval: Duration::from_secs(3600),
-            max_batch_messages: 1,
-            max_batch_bytes: 1 << 20,
-            log_cache_bytes: 0,
-            resume_free_bytes: 1 << 30,
-        };
-        let stats: Arc<crate::actors::writer::WriterStats> = Arc::default();
-        let writer = WriterActor::new(log, config, stats.clone(), crate::logging::discard()).expect("writer").start();
+        let (writer, stats) = crate::actors::writer::test_writer(set.clone());
         let registry = crate::actors::queue_registry::QueueRegistry::new(
             (writer, stats),
             None,

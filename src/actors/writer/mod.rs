@@ -454,3 +454,22 @@ impl Handler<Sync> for WriterActor {
         Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
     }
 }
+
+/// A started writer over `set` from offset 0 for unit tests: async flush
+/// with no background flushes, no log cache, the plain io backend.
+#[cfg(test)]
+pub(crate) fn test_writer(set: Arc<SegmentSet>) -> (Addr<WriterActor>, Arc<WriterStats>) {
+    let backend = crate::io::IoBackend::Std(crate::io::std_io::StdIo::new(Arc::default()));
+    let log = CommitLog::open(set, 0, 0, backend, None, Arc::new(crate::clock::SystemClock)).expect("log");
+    let config = WriterConfig {
+        flush: FlushMode::Async,
+        flush_interval: Duration::from_secs(3600),
+        max_batch_messages: 1,
+        max_batch_bytes: 1 << 20,
+        log_cache_bytes: 0,
+        resume_free_bytes: 1 << 30,
+    };
+    let stats: Arc<WriterStats> = Arc::default();
+    let writer = WriterActor::new(log, config, stats.clone(), crate::logging::discard()).expect("writer").start();
+    (writer, stats)
+}
