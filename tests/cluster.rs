@@ -63,8 +63,7 @@ impl Cluster {
             let broker = Brookd::start(&env);
             // Restarts come back on the same address.
             let mut env = env;
-            env.retain(|(k, _)| k != "BROOK_LISTEN");
-            env.push(("BROOK_LISTEN".into(), broker.addr.clone()));
+            common::pin_listen(&mut env, &broker.addr);
             brokers.push(broker);
             envs.push(env);
         }

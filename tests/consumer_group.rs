@@ -187,8 +187,7 @@ async fn committed_offsets_and_start_policies_decide_where_a_member_begins() {
     assert!(broker.terminate().success());
     let port = broker.addr.rsplit(':').next().expect("port").to_string();
     let mut env = env(dir.path());
-    env.retain(|(k, _)| k != "BROOK_LISTEN");
-    env.push(("BROOK_LISTEN".into(), format!("127.0.0.1:{port}")));
+    common::pin_listen(&mut env, &format!("127.0.0.1:{port}"));
     broker = Brookd::start(&env);
     let producer = Producer::connect(&broker.addr).await.expect("producer");
     produce(&producer, "log", "later", 5).await;

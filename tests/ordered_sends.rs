@@ -115,8 +115,7 @@ async fn ordered_sends_ride_through_a_sigkill_stored_once_and_in_order() {
     env.push(("BROOK_STORE__FLUSH".into(), "sync".into()));
     let mut broker = Brookd::start(&env);
     let addr = broker.addr.clone();
-    env.retain(|(k, _)| k != "BROOK_LISTEN");
-    env.push(("BROOK_LISTEN".into(), addr.clone()));
+    common::pin_listen(&mut env, &addr);
     broker.connect().await.create_topic("kill", QUEUES).await.expect("topic");
     const PER_PRODUCER: usize = 3_000;
     let acked_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

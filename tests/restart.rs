@@ -22,8 +22,7 @@ async fn clients_ride_through_a_broker_restart() {
     env.push(("BROOK_GROUPS__OFFSET_FLUSH_INTERVAL_MS".into(), "200".into()));
     let mut broker = Brookd::start(&env);
     let addr = broker.addr.clone();
-    env.retain(|(k, _)| k != "BROOK_LISTEN");
-    env.push(("BROOK_LISTEN".into(), addr.clone()));
+    common::pin_listen(&mut env, &addr);
     broker.connect().await.create_topic("stream", 4).await.expect("create");
 
     let consumed: Arc<Mutex<HashSet<String>>> = Arc::default();

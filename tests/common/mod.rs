@@ -70,6 +70,17 @@ pub fn base_env(data_dir: &Path, backend: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// Pins `env`'s client listener to `addr`, where a restart must come back,
+/// and its replication listener to an ephemeral port on the same address:
+/// by default that takes the client port + 1, which the local end of some
+/// connection may hold by the time of the restart.
+pub fn pin_listen(env: &mut Vec<(String, String)>, addr: &str) {
+    let ip = addr.rsplit_once(':').map_or(addr, |(ip, _)| ip);
+    env.retain(|(k, _)| k != "BROOK_LISTEN" && k != "BROOK_HA_LISTEN");
+    env.push(("BROOK_LISTEN".into(), addr.into()));
+    env.push(("BROOK_HA_LISTEN".into(), format!("{ip}:0")));
+}
+
 /// [`base_env`] on the std backend with a tiny key index (64 slots, 50
 /// entries per file), so tests roll index files.
 pub fn small_index_env(data_dir: &Path) -> Vec<(String, String)> {
