@@ -270,10 +270,7 @@ impl Connection {
             Ok(Some(item)) => {
                 let (out, shared) = (self.out.clone(), self.shared.clone());
                 let room = Box::pin(async move {
-                    let queued = match tokio::time::timeout(limit, out.send_queued(item)).await {
-                        Ok(queued) => queued,
-                        Err(_) => Err(ClientError::Timeout(limit)),
-                    };
+                    let queued = out.send_queued(item, limit).await;
                     if queued.is_err() {
                         shared.forget(id);
                     }
@@ -296,7 +293,7 @@ impl Connection {
     /// Sends a request that gets no answer.
     pub async fn oneway(&self, body: Request) -> Result<(), ClientError> {
         match self.out.push(Frame::Oneway { body }, false)? {
-            Some(item) => self.out.send_queued(item).await,
+            Some(item) => self.out.send_queued(item, self.timeout).await,
             None => Ok(()),
         }
     }

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -107,12 +108,17 @@ impl Outbox {
         }
     }
 
-    /// Queues an item [`Outbox::push`] could not, once there is room.
-    pub(crate) async fn send_queued(&self, item: Outbound) -> Result<(), ClientError> {
-        self.tx.send(item).await.map_err(|_| {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            ClientError::Connection("connection closed".into())
-        })
+    /// Queues an item [`Outbox::push`] could not, once there is room,
+    /// waiting up to `limit`. An item that never enters the queue is no
+    /// longer counted.
+    pub(crate) async fn send_queued(&self, item: Outbound, limit: Duration) -> Result<(), ClientError> {
+        let queued = match tokio::time::timeout(limit, self.tx.send(item)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => Err(ClientError::Connection("connection closed".into())),
+            Err(_) => Err(ClientError::Timeout(limit)),
+        };
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        queued
     }
 }
 
@@ -226,7 +232,7 @@ mod tests {
                     let body = Request::Send { topic: "t".into(), queue: 0, messages, producer: None };
                     let frame = Frame::Request { id: task << 32 | i, body };
                     if let Some(item) = out.push(frame, i % 3 != 0).expect("push") {
-                        out.send_queued(item).await.expect("queued");
+                        out.send_queued(item, std::time::Duration::from_secs(20)).await.expect("queued");
                     }
                     if i % 16 == 0 {
                         tokio::task::yield_now().await;
