@@ -147,7 +147,7 @@ async fn a_consumer_beyond_its_queue_end_goes_on_from_the_end() {
     // consumer started later resumes after what was consumed, not at 1000.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let now = committed(&conn, "ahead", "short").await;
+        let now = common::committed(&conn, "ahead", "short").await;
         if now == vec![(0, 8)] {
             break;
         }
@@ -169,14 +169,4 @@ async fn a_consumer_beyond_its_queue_end_goes_on_from_the_end() {
     .await;
     consumer.shutdown().await;
     assert_eq!(events.lock().expect("events").len(), 1, "no second trip past the end");
-}
-
-/// A group's committed offsets on `topic`, by queue.
-async fn committed(conn: &brook_client::Connection, group: &str, topic: &str) -> Vec<(u32, u64)> {
-    match conn.request(brook_proto::Request::DescribeGroup { group: group.into() }).await {
-        Ok(brook_proto::Response::Group(info)) => {
-            info.offsets.into_iter().filter(|o| o.topic == topic).map(|o| (o.queue, o.committed)).collect()
-        }
-        other => panic!("unexpected {other:?}"),
-    }
 }

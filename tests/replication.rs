@@ -413,13 +413,7 @@ async fn topics_on(broker: &Brookd) -> Vec<(String, u32)> {
 }
 
 async fn committed_on(broker: &Brookd, group: &str) -> Vec<(u32, u64)> {
-    match broker.connect().await.request(Request::DescribeGroup { group: group.into() }).await {
-        Ok(Response::Group(info)) => {
-            info.offsets.into_iter().filter(|o| o.topic == TOPIC).map(|o| (o.queue, o.committed)).collect()
-        }
-        Err(ClientError::Broker(e)) if e.code == ErrorCode::GroupNotFound => Vec::new(),
-        other => panic!("unexpected {other:?}"),
-    }
+    common::committed(&broker.connect().await, group, TOPIC).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

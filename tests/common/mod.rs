@@ -70,6 +70,18 @@ pub fn base_env(data_dir: &Path, backend: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// A group's committed offsets on `topic`, by queue (none for a group the
+/// broker does not know).
+pub async fn committed(conn: &Connection, group: &str, topic: &str) -> Vec<(u32, u64)> {
+    match conn.request(brook_proto::Request::DescribeGroup { group: group.into() }).await {
+        Ok(brook_proto::Response::Group(info)) => {
+            info.offsets.into_iter().filter(|o| o.topic == topic).map(|o| (o.queue, o.committed)).collect()
+        }
+        Err(brook_client::ClientError::Broker(e)) if e.code == brook_proto::ErrorCode::GroupNotFound => Vec::new(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 /// Pins `env`'s client listener to `addr`, where a restart must come back,
 /// and its replication listener to an ephemeral port on the same address:
 /// by default that takes the client port + 1, which the local end of some

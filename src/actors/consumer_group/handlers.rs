@@ -92,14 +92,13 @@ impl Handler<Commit> for ConsumerGroupActor {
         let mut lower = Vec::new();
         for offset in msg.offsets {
             let queue = QueueRef { topic: offset.topic.clone(), queue: offset.queue };
-            let key = self.offset_key(&msg.member, &queue);
-            let slot = self.state.offsets.entry(key.clone()).or_insert(0);
+            let slot = self.state.offsets.entry(self.offset_key(&msg.member, &queue)).or_insert(0);
             if offset.offset > *slot {
                 *slot = offset.offset;
                 self.dirty = true;
                 moved.push(offset);
             } else if offset.offset < *slot {
-                lower.push((key, offset));
+                lower.push(offset);
             }
         }
         if lower.is_empty() {
@@ -111,11 +110,12 @@ impl Handler<Commit> for ConsumerGroupActor {
         // within the queue replaces it, as a consumer that went back to
         // the end makes. Otherwise a restarted consumer would start past
         // every message stored up to there.
-        let ends: Vec<_> = lower.iter().map(|(_, o)| self.registry.queue(&o.topic, o.queue).send(Range)).collect();
+        let ends: Vec<_> = lower.iter().map(|o| self.registry.queue(&o.topic, o.queue).send(Range)).collect();
         let work = async move { futures::future::join_all(ends).await };
         Box::pin(work.into_actor(self).map(move |ends, act, _| {
-            for ((key, offset), end) in lower.into_iter().zip(ends) {
+            for (offset, end) in lower.into_iter().zip(ends) {
                 let Ok(Ok((_, end))) = end else { continue };
+                let key = act.offset_key(&msg.member, &QueueRef { topic: offset.topic.clone(), queue: offset.queue });
                 let Some(slot) = act.state.offsets.get_mut(&key) else { continue };
                 if *slot > end && offset.offset <= end && offset.offset < *slot {
                     slog::info!(act.logger, "group offset past its queue's end taken back";
