@@ -340,3 +340,40 @@ async fn unsorted_and_repeated_properties_are_pulled_as_a_map_holds_them() {
         assert_eq!(pulled.iter().map(|m| m.queue_offset).collect::<Vec<_>>(), offsets, "{sql}");
     }
 }
+
+/// A hello and a send written together: the send, alone on its
+/// connection, is answered straight from where it was stored, and still
+/// after the hello's answer, which leads on every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hellos_answer_leads_a_lone_send_written_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&base_env(dir.path(), "std"));
+    broker.connect().await.create_topic("lead", 1).await.expect("create");
+    let addr = broker.addr.clone();
+    tokio::task::spawn_blocking(move || {
+        for id in 1..=100u64 {
+            let mut wire = hello(PROTOCOL_VERSION);
+            let send = Request::Send {
+                topic: "lead".into(),
+                queue: 0,
+                messages: vec![Message::new("lead", format!("{id}"))],
+                producer: None,
+            };
+            wire.extend(frame_bytes(&Frame::Request { id, body: send }));
+            let mut s = raw(&addr);
+            s.write_all(&wire).expect("one write");
+            assert!(
+                matches!(read_frame(&mut s), Some(Frame::Response { body: Ok(Response::Hello { .. }), .. })),
+                "connection {id}: the hello's answer comes first"
+            );
+            match read_frame(&mut s) {
+                Some(Frame::Response { id: answered, body: Ok(Response::Sent(acks)) }) => {
+                    assert_eq!((answered, acks[0].queue_offset), (id, id - 1));
+                }
+                other => panic!("connection {id}: expected the send's answer, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("client");
+}

@@ -6,7 +6,7 @@
 //! letters, resends, transaction records — take the same path, so they get
 //! offsets, acknowledgement and visibility by the same rules.
 
-use crate::actors::queue::fanout::{Part, Placements, Produce};
+use crate::actors::queue::fanout::{Part, Placements, PlacementsCall, PlacementsTo, Produce};
 use crate::actors::queue::idempotence::PartProducer;
 use crate::actors::queue::{Placed, QueueSpec};
 use crate::actors::queue_registry::QueueRegistry;
@@ -108,7 +108,7 @@ impl Encoded {
         self.parts.len()
     }
 
-    fn into_produce(self, reply: oneshot::Sender<Placements>) -> Produce {
+    fn into_produce(self, reply: PlacementsTo) -> Produce {
         Produce {
             batch: self.batch,
             tag_hashes: self.tag_hashes,
@@ -220,8 +220,20 @@ impl Appender {
             return AppendWait { parts, answer: None };
         }
         let (reply, answer) = oneshot::channel();
-        self.registry.produce_all(encoded.into_produce(reply));
+        self.registry.produce_all(encoded.into_produce(PlacementsTo::Channel(reply)));
         AppendWait { parts, answer: Some(answer) }
+    }
+
+    /// [`Appender::submit`] with the answer handed to `then` wherever it is
+    /// ready (the writer's thread, most often) instead of awaited: `then`
+    /// must not block.
+    pub fn submit_then(&self, encoded: Encoded, then: impl FnOnce(Placements) + Send + 'static) {
+        let parts = encoded.parts();
+        if parts == 0 {
+            return then(Placements::default());
+        }
+        let call = PlacementsCall::new(parts, then);
+        self.registry.produce_all(encoded.into_produce(PlacementsTo::Call(call)));
     }
 
     /// Creates `topic` with one queue unless it exists (retry and

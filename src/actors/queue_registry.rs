@@ -122,7 +122,7 @@ impl QueueRegistry {
         if let Some(name) = self.read_only.get() {
             let parts = produce.parts.len();
             let outcomes = (0..parts).map(|_| Err(crate::error::Error::NotMaster(name.clone()))).collect();
-            let _ = produce.reply.send(queue::fanout::Placements { stored: Vec::new(), outcomes });
+            produce.reply.send(queue::fanout::Placements { stored: Vec::new(), outcomes });
             return;
         }
         // Counted off by the writer's thread when it takes the produce in.

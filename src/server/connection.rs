@@ -8,6 +8,11 @@
 //! writer task batches answers into the socket and flushes when it runs out
 //! of work.
 //!
+//! A lone send — the only request in flight on its connection — is
+//! answered by whoever has its placements first (the log writer's thread,
+//! most often), straight into the socket when the writer task is idle
+//! ([`Wire`]): that spares the answer a wake-up of the connection's thread.
+//!
 //! Oversized or undecodable frames get one error answer (id 0) and the
 //! connection is closed: after them the byte stream cannot be trusted. A
 //! send's messages are decoded later, in place, by the send path; a send
@@ -19,6 +24,7 @@ use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::dispatch;
 use crate::server::handlers::send::{self, SendBody, SendRequest};
 use crate::server::handlers::Reply;
+use crate::server::wire::{Offered, Wire};
 use brook_proto::{
     BrokerCodec, CodecError, ErrorCode, Frame, Incoming, Outbound, Request, Response, WireError, PROTOCOL_VERSION,
 };
@@ -59,13 +65,20 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, s
     let _open = crate::metrics::Held::new(&core.metrics, |m| &m.connections);
     let _ = stream.set_nodelay(true);
     let max_frame = core.config.server.max_frame_bytes;
+    // A second descriptor for direct answers; without one (out of
+    // descriptors) every answer goes through the writer task.
+    let wire = std::os::fd::AsFd::as_fd(&stream)
+        .try_clone_to_owned()
+        .ok()
+        .map(|fd| Arc::new(Wire::new(std::net::TcpStream::from(fd), max_frame)));
     let (read_half, write_half) = stream.into_split();
     let mut frames = FramedRead::new(read_half, BrokerCodec::new(max_frame));
     let (tx, rx) = mpsc::channel::<Outbound>(1024);
     // Unbounded: the permits bound how many sends wait.
     let (sends_tx, sends_rx) = mpsc::unbounded_channel();
     let outbox = Outbox { frames: rx, sends: sends_rx, sends_open: true, waiting: FuturesUnordered::new() };
-    let writer = tokio::spawn(write_loop(FramedWrite::new(write_half, BrokerCodec::new(max_frame)), outbox));
+    let writer =
+        tokio::spawn(write_loop(FramedWrite::new(write_half, BrokerCodec::new(max_frame)), outbox, wire.clone()));
     let logger = core.logger.new(slog::o!("peer" => peer.to_string()));
     let Some(info) = hello(&mut frames, &core, peer, &tx).await else {
         drop((tx, sends_tx));
@@ -82,6 +95,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, s
         permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         tasks: JoinSet::new(),
         sends: SendGroup::default(),
+        wire,
         max_frame,
         logger,
     };
@@ -140,6 +154,8 @@ struct Reader {
     permits: Arc<Semaphore>,
     tasks: JoinSet<()>,
     sends: SendGroup,
+    /// The socket as direct answers write it.
+    wire: Option<Arc<Wire>>,
     max_frame: usize,
     logger: slog::Logger,
 }
@@ -228,7 +244,12 @@ impl Reader {
     }
 
     fn hand_on(&mut self) {
-        self.sends.hand_on(&self.core, &self.info, &self.sends_tx);
+        // Lone: one send, awaited, and nothing else in flight here.
+        let lone = self.sends.requests.len() == 1
+            && self.sends.requests.iter().all(|r| r.id.is_some())
+            && self.permits.available_permits() == MAX_IN_FLIGHT - 1;
+        let wire = self.wire.as_ref().filter(|_| lone && !self.core.replication.is_sync());
+        self.sends.hand_on((&self.core, &self.info), &self.sends_tx, wire);
     }
 
     /// Lets requests already accepted finish briefly, tells the groups the
@@ -292,7 +313,15 @@ impl SendGroup {
     /// their answers to the connection's writer. The writer awaits them
     /// itself: a task of their own cost a spawn, and a wake-up and a channel
     /// push to reach the writer, for every answer.
-    fn hand_on(&mut self, core: &Arc<BrokerCore>, info: &Arc<ConnInfo>, writer: &mpsc::UnboundedSender<PendingSends>) {
+    /// A lone send (`wire` given) is answered where its placements are
+    /// (see [`Wire`]); its answer goes to the writer only when the writer
+    /// is busy, or to finish a cut write.
+    fn hand_on(
+        &mut self,
+        (core, info): (&Arc<BrokerCore>, &Arc<ConnInfo>),
+        writer: &mpsc::UnboundedSender<PendingSends>,
+        wire: Option<&Arc<Wire>>,
+    ) {
         if self.requests.is_empty() {
             return;
         }
@@ -300,7 +329,26 @@ impl SendGroup {
         // Handed to the queues here, in the read loop, not later: the
         // connection runtime steals and reorders tasks, and a connection's
         // sends must be stored in the order they arrived.
-        let submitted = send::submit_sends(core, info, std::mem::take(&mut self.requests));
+        let prepared = send::prepare_sends(core, info, std::mem::take(&mut self.requests));
+        // Traced sends record their trace events from a task: not from
+        // the writer's thread.
+        if let Some(wire) = wire.filter(|_| !prepared.traced()) {
+            let (wire, writer) = (wire.clone(), writer.clone());
+            prepared.submit_then((core.clone(), info.clone()), move |answers| {
+                let answers = match wire.answer(answers) {
+                    Offered::Written => return drop(permits),
+                    // Woken with nothing new: it writes the rest first.
+                    Offered::Cut => Vec::new(),
+                    Offered::Busy(answers) => answers,
+                };
+                let _ = writer.send(Box::pin(async move {
+                    drop(permits);
+                    answers
+                }));
+            });
+            return;
+        }
+        let submitted = prepared.submit(core);
         let (core, info) = (core.clone(), info.clone());
         // A writer gone (its socket failed) drops the wait: the sends are
         // stored all the same, and nobody is left to answer.
@@ -370,11 +418,36 @@ fn codec_error_frame(e: &CodecError) -> Outbound {
 }
 
 /// Writes answers as they come, flushing only when no more are waiting, so
-/// many answers share one syscall under load.
-async fn write_loop(mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>, mut outbox: Outbox) {
-    while let Some(ready) = outbox.next().await {
+/// many answers share one syscall under load. Lone sends' answers may be
+/// written directly meanwhile (see [`Wire`]) while this waits idle.
+async fn write_loop(
+    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>,
+    mut outbox: Outbox,
+    wire: Option<Arc<Wire>>,
+) {
+    write_all(&mut sink, &mut outbox, wire.as_deref()).await;
+    if let Some(wire) = &wire {
+        wire.close();
+    }
+    let _ = sink.close().await;
+}
+
+async fn write_all(
+    sink: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>,
+    outbox: &mut Outbox,
+    wire: Option<&Wire>,
+) {
+    loop {
+        let Some(ready) = outbox.next().await else {
+            return;
+        };
+        if let Some(rest) = wire.and_then(Wire::take_turn) {
+            if tokio::io::AsyncWriteExt::write_all(sink.get_mut(), &rest).await.is_err() {
+                return;
+            }
+        }
         let from_task = matches!(ready, Ready::Frame(_));
-        if feed(&mut sink, ready).await.is_err() {
+        if feed(sink, ready).await.is_err() {
             return;
         }
         // Give the request tasks woken with this one a turn to queue their
@@ -385,15 +458,19 @@ async fn write_loop(mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, Broke
             tokio::task::yield_now().await;
         }
         while let Some(Some(ready)) = outbox.next().now_or_never() {
-            if feed(&mut sink, ready).await.is_err() {
+            if feed(sink, ready).await.is_err() {
                 return;
             }
         }
         if sink.flush().await.is_err() {
             return;
         }
+        // Everything taken so far is in the socket (the hello's answer
+        // first: nothing is written directly before it).
+        if let Some(wire) = wire {
+            wire.set_idle();
+        }
     }
-    let _ = sink.close().await;
 }
 
 async fn feed(

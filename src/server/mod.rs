@@ -9,5 +9,6 @@ pub mod context;
 pub mod dispatch;
 pub mod handlers;
 pub mod listener;
+pub mod wire;
 
 pub use context::{BrokerCore, ConnInfo};

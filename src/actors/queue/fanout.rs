@@ -44,7 +44,57 @@ pub struct Produce {
     /// The runs of records and their queues.
     pub parts: Vec<Part>,
     /// Where the answer goes.
-    pub reply: oneshot::Sender<Placements>,
+    pub reply: PlacementsTo,
+}
+
+/// Where a [`Produce`]'s answer goes: a channel someone awaits, or a call
+/// made with it on the thread that has it (the writer's, most often), which
+/// saves the awaiting task's wake-up where that matters (a lone send whose
+/// answer is written from there).
+pub enum PlacementsTo {
+    /// Sent down a channel.
+    Channel(oneshot::Sender<Placements>),
+    /// Called with it; dropped uncalled (the queues' thread stopping), called
+    /// with [`Placements::shutting_down`].
+    Call(PlacementsCall),
+}
+
+impl PlacementsTo {
+    /// Delivers the answer.
+    pub fn send(self, placements: Placements) {
+        match self {
+            PlacementsTo::Channel(tx) => {
+                let _ = tx.send(placements);
+            }
+            PlacementsTo::Call(mut call) => {
+                if let Some(f) = call.f.take() {
+                    f(placements);
+                }
+            }
+        }
+    }
+}
+
+/// A call to make with a produce's answer, made exactly once: with the
+/// answer, or, dropped without one, with [`Placements::shutting_down`].
+pub struct PlacementsCall {
+    f: Option<Box<dyn FnOnce(Placements) + Send>>,
+    parts: usize,
+}
+
+impl PlacementsCall {
+    /// `f`, for a produce of `parts` parts.
+    pub fn new(parts: usize, f: impl FnOnce(Placements) + Send + 'static) -> Self {
+        Self { f: Some(Box::new(f)), parts }
+    }
+}
+
+impl Drop for PlacementsCall {
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            f(Placements::shutting_down(self.parts));
+        }
+    }
 }
 
 /// A run of a [`Produce`]'s records bound for one queue.
@@ -238,7 +288,7 @@ struct Shares {
     admitted: Vec<Admission>,
     tag_hashes: Vec<u64>,
     key_hashes: Vec<(u32, u64)>,
-    reply: oneshot::Sender<Placements>,
+    reply: PlacementsTo,
 }
 
 impl Shares {
@@ -321,6 +371,6 @@ impl Shares {
         {
             buffer.push(keys);
         }
-        let _ = reply.send(Placements { stored, outcomes });
+        reply.send(Placements { stored, outcomes });
     }
 }

@@ -27,6 +27,7 @@ use merge::merge_in_order;
 use parts::Parts;
 use received::Received;
 use smallvec::SmallVec;
+use std::sync::Arc;
 use tally::Tally;
 
 /// Most messages in one send request.
@@ -98,19 +99,35 @@ pub async fn send_many(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendReq
 
 /// Sends handed to the queues, waiting for their stores.
 pub struct SubmittedSends {
+    answering: AnswerSends,
+    stored: AppendWait,
+}
+
+/// Sends checked and encoded, not yet handed to the queues.
+pub struct PreparedSends {
+    encoded: Encoded,
+    answering: AnswerSends,
+}
+
+/// What answering a produce's requests takes once it is stored.
+struct AnswerSends {
     /// Requests already answered (refused).
     answers: Vec<(Option<u64>, Reply)>,
     /// The rest, in store order, and how many belong to each stored part.
     members: Vec<(Option<u64>, Answering)>,
     sizes: Vec<usize>,
     tallies: Vec<Tally>,
-    stored: AppendWait,
 }
 
 /// Checks, encodes and hands to the queues the sends of [`send_many`], all
 /// before returning: sends submitted one after another are stored in that
 /// order, however their waits are scheduled.
-pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRequest>) -> SubmittedSends {
+pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, requests: Vec<SendRequest>) -> SubmittedSends {
+    prepare_sends(core, conn, requests).submit(core)
+}
+
+/// Checks and encodes the sends of [`send_many`]; nothing is stored yet.
+pub fn prepare_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRequest>) -> PreparedSends {
     if !conn.producer.load(std::sync::atomic::Ordering::Relaxed)
         && !conn.producer.swap(true, std::sync::atomic::Ordering::Relaxed)
     {
@@ -186,14 +203,50 @@ pub fn submit_sends(core: &BrokerCore, conn: &ConnInfo, mut requests: Vec<SendRe
         parts.close();
     }
     let Parts { encoded, members, sizes, tallies, answers, .. } = parts;
-    SubmittedSends { answers, members, sizes, tallies, stored: core.appender.submit(encoded) }
+    PreparedSends { encoded, answering: AnswerSends { answers, members, sizes, tallies } }
+}
+
+impl PreparedSends {
+    /// Hands the sends to the queues; their answers come through the wait.
+    pub fn submit(self, core: &BrokerCore) -> SubmittedSends {
+        SubmittedSends { stored: core.appender.submit(self.encoded), answering: self.answering }
+    }
+
+    /// Hands the sends to the queues; `then` gets their answers on the
+    /// thread that has them first (the writer's, most often), so it must not
+    /// block. Not for sync replication, whose answers wait for replicas.
+    pub fn submit_then(
+        self,
+        (core, conn): (Arc<BrokerCore>, Arc<ConnInfo>),
+        then: impl FnOnce(Vec<(Option<u64>, Reply)>) + Send + 'static,
+    ) {
+        let PreparedSends { encoded, answering } = self;
+        let answering_core = core.clone();
+        core.appender.submit_then(encoded, move |placements| {
+            then(answering.answer(&answering_core, &conn, placements));
+        });
+    }
+
+    /// Whether any message is traced (its answer records trace events).
+    pub fn traced(&self) -> bool {
+        self.answering.members.iter().any(|(_, a)| a.traced.contains(&true))
+    }
 }
 
 impl SubmittedSends {
     /// Waits for the stores and answers every request.
     pub async fn answers(self, core: &BrokerCore, conn: &ConnInfo) -> Vec<(Option<u64>, Reply)> {
-        let SubmittedSends { mut answers, members, sizes, tallies, stored } = self;
-        let Placements { stored, outcomes } = replicated::wait(core, stored, sizes.len()).await;
+        let SubmittedSends { answering, stored } = self;
+        let placements = replicated::wait(core, stored, answering.sizes.len()).await;
+        answering.answer(core, conn, placements)
+    }
+}
+
+impl AnswerSends {
+    /// Every request's answer, its stores' placements known.
+    fn answer(self, core: &BrokerCore, conn: &ConnInfo, placements: Placements) -> Vec<(Option<u64>, Reply)> {
+        let AnswerSends { mut answers, members, sizes, tallies } = self;
+        let Placements { stored, outcomes } = placements;
         let now = brook_proto::time::now_ms();
         let send_code = brook_proto::Request::SEND_CODE;
         let mut members = members.into_iter();
