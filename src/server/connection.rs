@@ -313,6 +313,7 @@ impl SendGroup {
     /// their answers to the connection's writer. The writer awaits them
     /// itself: a task of their own cost a spawn, and a wake-up and a channel
     /// push to reach the writer, for every answer.
+    ///
     /// A lone send (`wire` given) is answered where its placements are
     /// (see [`Wire`]); its answer goes to the writer only when the writer
     /// is busy, or to finish a cut write.

@@ -1,8 +1,9 @@
 //! The network edge: the accept loop ([`listener`]), one handler per
 //! connection ([`connection`]), the routing of each request
-//! ([`dispatch`]) to its handler ([`handlers`]), and what those share
-//! ([`context`]). Nothing here holds broker state; errors are mapped to wire
-//! codes here and nowhere else.
+//! ([`dispatch`]) to its handler ([`handlers`]), what those share
+//! ([`context`]), and a connection's socket as the writer's thread writes
+//! a lone send's answer into it ([`wire`]). Nothing here holds broker
+//! state; errors are mapped to wire codes here and nowhere else.
 
 pub mod connection;
 pub mod context;

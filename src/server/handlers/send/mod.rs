@@ -3,6 +3,7 @@
 //! transactions, tracing) are rewritten here; the sends a connection read
 //! together are stored as one batch per queue, in arrival order.
 
+mod answer;
 mod merge;
 mod parts;
 mod received;
@@ -10,19 +11,17 @@ mod replicated;
 mod tally;
 
 use crate::actors::appender::{AppendWait, Encoded};
-use crate::actors::queue::fanout::Placements;
 use crate::actors::queue::idempotence::PartProducer;
-use crate::actors::queue::Placed;
 use crate::error::Error;
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::handlers::Reply;
 use crate::server::handlers::{check_queue, topic_queues, trace, txn};
 use crate::store::record;
-use brook_proto::request::StoredAck;
+use answer::{AnswerSends, Answering};
 use brook_proto::system::{
     is_reserved_topic, PROP_DELAY_LEVEL, PROP_DELAY_MS, PROP_DELIVER_AT, PROP_TRACE, PROP_TRANSACTION,
 };
-use brook_proto::{ErrorCode, Message, MessageId, ProducerSeq, Response, WireError};
+use brook_proto::{ErrorCode, Message, ProducerSeq, Response, WireError};
 use merge::merge_in_order;
 use parts::Parts;
 use received::Received;
@@ -107,16 +106,6 @@ pub struct SubmittedSends {
 pub struct PreparedSends {
     encoded: Encoded,
     answering: AnswerSends,
-}
-
-/// What answering a produce's requests takes once it is stored.
-struct AnswerSends {
-    /// Requests already answered (refused).
-    answers: Vec<(Option<u64>, Reply)>,
-    /// The rest, in store order, and how many belong to each stored part.
-    members: Vec<(Option<u64>, Answering)>,
-    sizes: Vec<usize>,
-    tallies: Vec<Tally>,
 }
 
 /// Checks, encodes and hands to the queues the sends of [`send_many`], all
@@ -242,40 +231,6 @@ impl SubmittedSends {
     }
 }
 
-impl AnswerSends {
-    /// Every request's answer, its stores' placements known.
-    fn answer(self, core: &BrokerCore, conn: &ConnInfo, placements: Placements) -> Vec<(Option<u64>, Reply)> {
-        let AnswerSends { mut answers, members, sizes, tallies } = self;
-        let Placements { stored, outcomes } = placements;
-        let now = brook_proto::time::now_ms();
-        let send_code = brook_proto::Request::SEND_CODE;
-        let mut members = members.into_iter();
-        for ((outcome, size), tally) in outcomes.into_iter().zip(sizes).zip(tallies) {
-            let group = members.by_ref().take(size);
-            match outcome {
-                Ok(range) => {
-                    tally.count();
-                    let mut rest = stored.get(range).unwrap_or(&[]);
-                    for (id, answering) in group {
-                        let (own, after) = rest.split_at(answering.dues.len().min(rest.len()));
-                        rest = after;
-                        core.metrics.rpc(send_code, true, now.saturating_sub(answering.received_at) as u64);
-                        answers.push((id, Ok(finish_send(core, conn, answering, own))));
-                    }
-                }
-                Err(e) => {
-                    let e = WireError::from(e);
-                    for (id, answering) in group {
-                        core.metrics.rpc(send_code, false, now.saturating_sub(answering.received_at) as u64);
-                        answers.push((id, Err(e.clone())));
-                    }
-                }
-            }
-        }
-        answers
-    }
-}
-
 /// A send request that passed every check, its messages encoded-ready and
 /// moved out; what is left is needed to answer it once stored.
 struct PreparedSend<'a> {
@@ -319,16 +274,6 @@ impl<'a> PreparedSend<'a> {
         let topic = if traced.contains(&true) { topic.to_string() } else { String::new() };
         Answering { topic, queue, store_queue, dues, traced, received_at }
     }
-}
-
-/// A submitted send's answer, waiting for its store.
-struct Answering {
-    topic: String,
-    queue: u32,
-    store_queue: u32,
-    dues: SmallVec<[Option<i64>; 1]>,
-    traced: SmallVec<[bool; 16]>,
-    received_at: i64,
 }
 
 /// Refuses a send to a reserved or unknown topic (unless topics are made on
@@ -470,37 +415,4 @@ fn route(
             (Some((parked.topic, parked.queue)), parked.due as u64, Some(parked.due))
         }
     })
-}
-
-/// The answer to a stored send (and its trace events).
-fn finish_send(core: &BrokerCore, conn: &ConnInfo, answering: Answering, stored: &[Placed]) -> Response {
-    let Answering { topic, queue, store_queue, dues, traced, received_at } = answering;
-    let acks: Vec<StoredAck> = stored
-        .iter()
-        .zip(dues)
-        .map(|(s, deliver_at)| StoredAck {
-            log_offset: s.pos.log_offset,
-            queue,
-            queue_offset: s.queue_offset,
-            deliver_at: s.due.or(deliver_at),
-        })
-        .collect();
-    if traced.contains(&true) {
-        let cost_ms = crate::clock::now_ms() - received_at;
-        let sent = acks
-            .iter()
-            .zip(&traced)
-            .filter(|(_, t)| **t)
-            .map(|(ack, _)| trace::SentTrace {
-                msg_id: MessageId { broker: core.advertised, log_offset: ack.log_offset }.to_hex(),
-                topic: &topic,
-                queue: store_queue,
-                offset: ack.queue_offset,
-                received_at,
-                cost_ms,
-            })
-            .collect();
-        trace::sent(core, conn, sent);
-    }
-    Response::Sent(acks)
 }
