@@ -165,3 +165,51 @@ async fn an_empty_http_listen_turns_the_listener_off_and_a_bad_one_is_refused() 
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"));
 }
+
+/// Connections are served on the log writer's thread up to
+/// `server.writer_connections`, by the pool past it, and a place on the
+/// writer's thread comes free when its connection closes. Sends through
+/// both kinds, interleaved into one queue, are stored in the order they
+/// were acknowledged, and pulls and admin requests work from either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_writers_room_are_served_by_the_pool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = base_env(dir.path(), "std");
+    env.push(("BROOK_SERVER__WRITER_CONNECTIONS".into(), "2".into()));
+    let broker = Brookd::start(&env);
+    let web = broker.http_addr.clone().expect("brookd logs its http address");
+    let homes = |web: &str| {
+        let page = http(web, "GET", "/metrics").2;
+        (value(&page, "brook_connections", &[]), value(&page, "brook_writer_thread_connections", &[]))
+    };
+
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(broker.connect().await);
+    }
+    wait_for("four connections, two on the writer's thread", Duration::from_secs(30), || {
+        homes(&web) == (Some(4.0), Some(2.0))
+    })
+    .await;
+    conns[0].create_topic("mixed", 1).await.expect("create from the writer's thread");
+    conns[3].describe_topic("mixed").await.expect("describe from the pool");
+    for i in 0..40 {
+        let msg = Message::new("mixed", format!("m{i}"));
+        let acks = conns[i % 4].send("mixed", 0, vec![msg]).await.expect("send");
+        assert_eq!(acks[0].queue_offset, i as u64, "acknowledged in turn");
+    }
+    for conn in [&conns[1], &conns[2]] {
+        let read = common::drain_queue(conn, "mixed", 0, 0, 40, Duration::from_secs(30)).await;
+        let bodies: Vec<_> = read.iter().map(|m| String::from_utf8_lossy(&m.message.body).to_string()).collect();
+        assert_eq!(bodies, (0..40).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    }
+
+    // The first two held the writer's places: closed, they free both.
+    conns.drain(..2);
+    wait_for("two left, both on the pool", Duration::from_secs(30), || homes(&web) == (Some(2.0), Some(0.0))).await;
+    let again = broker.connect().await;
+    wait_for("the next one on the writer's thread", Duration::from_secs(30), || homes(&web) == (Some(3.0), Some(1.0)))
+        .await;
+    let acks = again.send("mixed", 0, vec![Message::new("mixed", "m40")]).await.expect("send");
+    assert_eq!(acks[0].queue_offset, 40);
+}

@@ -321,7 +321,9 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    // A work-stealing runtime, not an arbiter per thread with connections
+    // The pool for connections past the writer's thread's room and for
+    // requests other than sends and pulls (see `listener::Homes`). A
+    // work-stealing runtime, not an arbiter per thread with connections
     // dealt round-robin: there a connection kept its thread, and one busy
     // connection (a consumer pulling every queue) saturated its thread
     // while the other idled, which set the delivery latency's tail.
@@ -356,6 +358,7 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
         started: std::time::Instant::now(),
         traffic: running.traffic.clone(),
         metrics: running.metrics.clone(),
+        pool: connections.handle().clone(),
         identity: identity.clone(),
         replication: running.replication.clone(),
         logger: logger.clone(),
@@ -376,7 +379,12 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
     let cluster = cluster::start(running, &config, identity, &logger);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel(1);
-    actix::spawn(listener::run(listener, core, connections.handle().clone(), shutdown_rx, done_tx));
+    let writer = running.writer_arbiter().filter(|_| config.server.writer_connections > 0);
+    let homes = listener::Homes {
+        pool: connections.handle().clone(),
+        writer: writer.map(|thread| (thread, Arc::new(tokio::sync::Semaphore::new(config.server.writer_connections)))),
+    };
+    actix::spawn(listener::run(listener, core, homes, shutdown_rx, done_tx));
     Ok(Server { local_addr, shutdown, stopping, done_rx, connections: Some(connections), cluster, http, http_addr })
 }
 

@@ -352,7 +352,14 @@ impl Scrape {
             total(&metrics.timers_dequeued),
         )?;
         let open = self.core.metrics.connections.load(Ordering::Relaxed);
-        gauges(e, "brook_connections", "Client connections open.", [(Labels::new(), open)])
+        gauges(e, "brook_connections", "Client connections open.", [(Labels::new(), open)])?;
+        let on_writer = self.core.metrics.writer_connections.load(Ordering::Relaxed);
+        gauges(
+            e,
+            "brook_writer_thread_connections",
+            "Client connections served on the log writer's thread.",
+            [(Labels::new(), on_writer)],
+        )
     }
 
     /// brook's own: the writer and the pulls.

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub connections: AtomicI64,
     /// Of those, the ones that have sent messages.
     pub producer_connections: AtomicI64,
+    /// Of those, the ones served on the log writer's thread.
+    pub writer_connections: AtomicI64,
     /// Exact-time messages taken into the timer wheel, since start.
     pub timers_enqueued: AtomicU64,
     /// Exact-time messages the wheel delivered, since start.
@@ -111,6 +113,7 @@ impl Default for Metrics {
             long_polls: AtomicI64::new(0),
             connections: AtomicI64::new(0),
             producer_connections: AtomicI64::new(0),
+            writer_connections: AtomicI64::new(0),
             timers_enqueued: AtomicU64::new(0),
             timers_dequeued: AtomicU64::new(0),
             pulled: DashMap::default(),

@@ -53,6 +53,8 @@ pub struct BrokerCore {
     pub traffic: Arc<crate::cluster::traffic::Traffic>,
     /// What `/metrics` shows.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The connection pool, where requests other than sends run.
+    pub pool: tokio::runtime::Handle,
     /// Who this broker is in its cluster.
     pub identity: crate::cluster::Identity,
     /// Logger.

@@ -1,21 +1,63 @@
 //! The accept loop. Connections are capped by a semaphore (beyond
-//! `max_connections` the loop waits for one to close), spawned on the
-//! connection runtime, and tracked so shutdown can wait for all of them.
+//! `max_connections` the loop waits for one to close), served where
+//! [`Homes`] has room, and tracked so shutdown can wait for all of them.
 //! A failed accept is logged and retried with backoff; the loop keeps going.
 
+use crate::metrics::Held;
 use crate::server::connection;
 use crate::server::BrokerCore;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+/// Where connections are served. The log writer's thread (which the queues
+/// share) takes them first, up to `server.writer_connections`: a send read
+/// there is stored and answered without a thread hop, where one read on a
+/// pool thread wakes the writer's, and on these hosts such a wake-up costs
+/// more than the rest of a small send (BENCHMARKS.md, "A sixth sitting").
+/// The pool (`server.workers` threads) takes the rest, and every request
+/// but sends and pulls (which read the log in place or park), so queries
+/// and admin work never hold up the writer.
+pub struct Homes {
+    /// The connection pool.
+    pub pool: tokio::runtime::Handle,
+    /// The writer's thread, and how many more connections it takes.
+    pub writer: Option<(actix::ArbiterHandle, Arc<Semaphore>)>,
+}
+
+impl Homes {
+    /// Serves `connection` on the writer's thread if it has room, on the
+    /// pool if not.
+    fn serve(&self, core: &Arc<BrokerCore>, connection: impl Future<Output = ()> + Send + 'static) {
+        let room =
+            self.writer.as_ref().and_then(|(thread, room)| Some((thread, room.clone().try_acquire_owned().ok()?)));
+        let Some((thread, room)) = room else {
+            self.pool.spawn(connection);
+            return;
+        };
+        let held = OnWriter { _room: room, _counted: Held::new(&core.metrics, |m| &m.writer_connections) };
+        // A stopped arbiter (the broker shutting down) drops the connection.
+        thread.spawn(async move {
+            let _held = held;
+            connection.await;
+        });
+    }
+}
+
+/// A connection's place on the writer's thread, given back when it ends.
+struct OnWriter {
+    _room: OwnedSemaphorePermit,
+    _counted: Held,
+}
 
 /// Runs until `shutdown` turns true. Each connection holds a clone of
 /// `done`; when every clone is dropped, every connection has ended.
 pub async fn run(
     listener: TcpListener,
     core: Arc<BrokerCore>,
-    connections: tokio::runtime::Handle,
+    homes: Homes,
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
@@ -52,10 +94,9 @@ pub async fn run(
                 continue;
             }
         };
-        let core = core.clone();
-        let shutdown = shutdown.clone();
-        let done = done.clone();
+        let (theirs, shutdown, done) = (core.clone(), shutdown.clone(), done.clone());
         let task = async move {
+            let core = theirs;
             let _permit = permit;
             let _done = done;
             match tokio::net::TcpStream::from_std(std_stream) {
@@ -65,6 +106,6 @@ pub async fn run(
                 }
             }
         };
-        connections.spawn(task);
+        homes.serve(&core, task);
     }
 }

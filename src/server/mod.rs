@@ -1,4 +1,5 @@
-//! The network edge: the accept loop ([`listener`]), one handler per
+//! The network edge: the accept loop ([`listener`], which also picks the
+//! thread a connection is served on), one handler per
 //! connection ([`connection`]), the routing of each request
 //! ([`dispatch`]) to its handler ([`handlers`]), what those share
 //! ([`context`]), and a connection's socket as the writer's thread writes
