@@ -3,7 +3,9 @@
 //! in call order whatever the window, and producers pipelining ordered
 //! sends through a SIGKILL of the broker (sync flush) lose no acknowledged
 //! message, store none twice and keep every key in call order; a
-//! round-robin producer beside them stores each of its sends once too.
+//! round-robin producer beside them stores each of its sends once too. A
+//! big send that the broker prepares off the writer's thread is not
+//! overtaken by the small one sent right after it.
 
 mod common;
 
@@ -105,6 +107,30 @@ async fn patient_producer(addr: &str) -> Producer {
         ..ProducerConfig::default()
     };
     Producer::with_config(addr, config).await.expect("producer")
+}
+
+/// On a connection served on the writer's thread, a big send (a thousand
+/// messages, decoded and encoded on the pool) and a one-message send called
+/// right after it: the small one arrives in a read turn of its own and is
+/// ready long before the big one, yet is stored after it, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_send_after_a_big_one_is_stored_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&base_env(dir.path(), "std"));
+    let conn = broker.connect().await;
+    conn.create_topic("mixed", 1).await.expect("create");
+    let body = "x".repeat(1024);
+    let mut expected = 0;
+    for round in 0..20 {
+        let big: Vec<_> = (0..1000).map(|i| Message::new("mixed", format!("{round}/{i}/{body}"))).collect();
+        let big = conn.send("mixed", 0, big);
+        let small = conn.send("mixed", 0, vec![Message::new("mixed", format!("{round}/small"))]);
+        let (big, small) = (big.await.expect("big send"), small.await.expect("small send"));
+        let offsets: Vec<u64> = big.iter().map(|a| a.queue_offset).collect();
+        assert_eq!(offsets, (expected..expected + 1000).collect::<Vec<_>>(), "round {round}: the big send in one run");
+        assert_eq!(small[0].queue_offset, expected + 1000, "round {round}: the small send right after the big one");
+        expected += 1001;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,9 +23,10 @@
 use crate::actors::consumer_group::ClientHandle;
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::dispatch;
-use crate::server::handlers::send::{self, SendBody, SendRequest};
+use crate::server::handlers::send::{SendBody, SendRequest};
 use crate::server::handlers::Reply;
-use crate::server::wire::{Offered, Wire};
+use crate::server::send_group::SendGroup;
+use crate::server::wire::Wire;
 use brook_proto::{
     BrokerCodec, CodecError, ErrorCode, Frame, Incoming, Outbound, Request, Response, WireError, PROTOCOL_VERSION,
 };
@@ -39,7 +40,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -62,7 +63,14 @@ fn error_frame(id: u64, code: ErrorCode, message: String) -> Outbound {
 type Frames = FramedRead<tokio::net::tcp::OwnedReadHalf, BrokerCodec>;
 
 /// Serves one connection until EOF, a broken frame, or shutdown.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, shutdown: watch::Receiver<bool>) {
+/// `on_writer`: the connection is served on the log writer's thread.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    core: Arc<BrokerCore>,
+    shutdown: watch::Receiver<bool>,
+    on_writer: bool,
+) {
     let _open = crate::metrics::Held::new(&core.metrics, |m| &m.connections);
     let _ = stream.set_nodelay(true);
     let max_frame = core.config.server.max_frame_bytes;
@@ -88,6 +96,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, s
     };
     slog::debug!(logger, "connection open"; "client_id" => &info.client.client_id);
     let info = Arc::new(info);
+    let offload_to = on_writer.then(|| core.pool.clone());
     let mut reader = Reader {
         core,
         info,
@@ -95,7 +104,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, core: Arc<BrokerCore>, s
         sends_tx,
         permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         tasks: JoinSet::new(),
-        sends: SendGroup::default(),
+        sends: SendGroup::new(offload_to),
         wire,
         max_frame,
         logger,
@@ -258,9 +267,7 @@ impl Reader {
 
     fn hand_on(&mut self) {
         // Lone: one send, awaited, and nothing else in flight here.
-        let lone = self.sends.requests.len() == 1
-            && self.sends.requests.iter().all(|r| r.id.is_some())
-            && self.permits.available_permits() == MAX_IN_FLIGHT - 1;
+        let lone = self.sends.is_one_awaited() && self.permits.available_permits() == MAX_IN_FLIGHT - 1;
         let wire = self.wire.as_ref().filter(|_| lone && !self.core.replication.is_sync());
         self.sends.hand_on((&self.core, &self.info), &self.sends_tx, wire);
     }
@@ -309,73 +316,8 @@ impl Work {
     }
 }
 
-/// Send requests read together, waiting to be handed to one task.
-#[derive(Default)]
-struct SendGroup {
-    requests: Vec<SendRequest>,
-    permits: Vec<OwnedSemaphorePermit>,
-}
-
-impl SendGroup {
-    fn push(&mut self, request: SendRequest, permit: OwnedSemaphorePermit) {
-        self.requests.push(request);
-        self.permits.push(permit);
-    }
-
-    /// Hands the gathered sends (if any) to the queues, and the wait for
-    /// their answers to the connection's writer. The writer awaits them
-    /// itself: a task of their own cost a spawn, and a wake-up and a channel
-    /// push to reach the writer, for every answer.
-    ///
-    /// A lone send (`wire` given) is answered where its placements are
-    /// (see [`Wire`]); its answer goes to the writer only when the writer
-    /// is busy, or to finish a cut write.
-    fn hand_on(
-        &mut self,
-        (core, info): (&Arc<BrokerCore>, &Arc<ConnInfo>),
-        writer: &mpsc::UnboundedSender<PendingSends>,
-        wire: Option<&Arc<Wire>>,
-    ) {
-        if self.requests.is_empty() {
-            return;
-        }
-        let permits = std::mem::take(&mut self.permits);
-        // Handed to the queues here, in the read loop, not later: the
-        // connection runtime steals and reorders tasks, and a connection's
-        // sends must be stored in the order they arrived.
-        let prepared = send::prepare_sends(core, info, std::mem::take(&mut self.requests));
-        // Traced sends record their trace events from a task: not from
-        // the writer's thread.
-        if let Some(wire) = wire.filter(|_| !prepared.traced()) {
-            let (wire, writer) = (wire.clone(), writer.clone());
-            prepared.submit_then((core.clone(), info.clone()), move |answers| {
-                let answers = match wire.answer(answers) {
-                    Offered::Written => return drop(permits),
-                    // Woken with nothing new: it writes the rest first.
-                    Offered::Cut => Vec::new(),
-                    Offered::Busy(answers) => answers,
-                };
-                let _ = writer.send(Box::pin(async move {
-                    drop(permits);
-                    answers
-                }));
-            });
-            return;
-        }
-        let submitted = prepared.submit(core);
-        let (core, info) = (core.clone(), info.clone());
-        // A writer gone (its socket failed) drops the wait: the sends are
-        // stored all the same, and nobody is left to answer.
-        let _ = writer.send(Box::pin(async move {
-            let answers = submitted.answers(&core, &info).await;
-            drop(permits);
-            answers
-        }));
-    }
-}
-
 /// Sends handed to the queues, answered (request id and answer) once stored.
-type PendingSends = Pin<Box<dyn Future<Output = Vec<(Option<u64>, Reply)>> + Send>>;
+pub(super) type PendingSends = Pin<Box<dyn Future<Output = Vec<(Option<u64>, Reply)>> + Send>>;
 
 /// What the connection's writer waits on: frames from request tasks and
 /// group notices, and the sends the read loop handed to the queues.

@@ -28,15 +28,20 @@ pub struct Homes {
 }
 
 impl Homes {
-    /// Serves `connection` on the writer's thread if it has room, on the
-    /// pool if not.
-    fn serve(&self, core: &Arc<BrokerCore>, connection: impl Future<Output = ()> + Send + 'static) {
+    /// Serves a connection on the writer's thread if it has room, on the
+    /// pool if not: `connection(on_writer)` is its task.
+    fn serve<F: Future<Output = ()> + Send + 'static>(
+        &self,
+        core: &Arc<BrokerCore>,
+        connection: impl FnOnce(bool) -> F,
+    ) {
         let room =
             self.writer.as_ref().and_then(|(thread, room)| Some((thread, room.clone().try_acquire_owned().ok()?)));
         let Some((thread, room)) = room else {
-            self.pool.spawn(connection);
+            self.pool.spawn(connection(false));
             return;
         };
+        let connection = connection(true);
         let held = OnWriter { _room: room, _counted: Held::new(&core.metrics, |m| &m.writer_connections) };
         // A stopped arbiter (the broker shutting down) drops the connection.
         thread.spawn(async move {
@@ -95,12 +100,12 @@ pub async fn run(
             }
         };
         let (theirs, shutdown, done) = (core.clone(), shutdown.clone(), done.clone());
-        let task = async move {
+        let task = move |on_writer| async move {
             let core = theirs;
             let _permit = permit;
             let _done = done;
             match tokio::net::TcpStream::from_std(std_stream) {
-                Ok(stream) => connection::serve(stream, peer, core, shutdown).await,
+                Ok(stream) => connection::serve(stream, peer, core, shutdown, on_writer).await,
                 Err(e) => {
                     slog::warn!(core.logger, "cannot adopt connection"; "peer" => %peer, "error" => %e)
                 }
