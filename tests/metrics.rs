@@ -213,3 +213,45 @@ async fn connections_past_the_writers_room_are_served_by_the_pool() {
     let acks = again.send("mixed", 0, vec![Message::new("mixed", "m40")]).await.expect("send");
     assert_eq!(acks[0].queue_offset, 40);
 }
+
+/// A connection that keeps pipelining batches moves off the writer's
+/// thread to the pool, in the middle of its sends, and none of them is
+/// lost, doubled or reordered by the move; a connection sending one
+/// message at a time stays on the writer's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelining_connection_moves_to_the_pool_keeping_its_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Brookd::start(&base_env(dir.path(), "std"));
+    let web = broker.http_addr.clone().expect("brookd logs its http address");
+    let on_writer = |web: &str| value(&http(web, "GET", "/metrics").2, "brook_writer_thread_connections", &[]);
+    let lone = broker.connect().await;
+    lone.create_topic("piped", 1).await.expect("create");
+    let piped = broker.connect().await;
+    wait_for("both on the writer's thread", Duration::from_secs(30), || on_writer(&web) == Some(2.0)).await;
+
+    let body = "b".repeat(200);
+    let mut next = 0u64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while on_writer(&web) != Some(1.0) {
+        assert!(std::time::Instant::now() < deadline, "the pipelining connection never moved");
+        // Ten batches in flight at once, then a send of one from the other.
+        let batches: Vec<_> = (0..10)
+            .map(|_| piped.send("piped", 0, (0..100).map(|_| Message::new("piped", body.clone())).collect()))
+            .collect();
+        for batch in batches {
+            let offsets: Vec<u64> = batch.await.expect("batch").iter().map(|a| a.queue_offset).collect();
+            assert_eq!(offsets, (next..next + 100).collect::<Vec<_>>(), "each batch whole and in call order");
+            next += 100;
+        }
+        let ack = lone.send("piped", 0, vec![Message::new("piped", "one")]).await.expect("send");
+        assert_eq!(ack[0].queue_offset, next);
+        next += 1;
+    }
+    // Moved: it goes on sending and reading on the pool.
+    let acks = piped.send("piped", 0, vec![Message::new("piped", "after")]).await.expect("send after the move");
+    assert_eq!(acks[0].queue_offset, next);
+    let read = common::drain_queue(&piped, "piped", 0, 0, next as usize + 1, Duration::from_secs(30)).await;
+    assert_eq!(read.len() as u64, next + 1, "every message stored once");
+    assert!(read.iter().enumerate().all(|(i, m)| m.queue_offset == i as u64));
+    assert_eq!(String::from_utf8_lossy(&read[next as usize].message.body), "after");
+}

@@ -112,7 +112,9 @@ async fn patient_producer(addr: &str) -> Producer {
 /// On a connection served on the writer's thread, a big send (a thousand
 /// messages, decoded and encoded on the pool) and a one-message send called
 /// right after it: the small one arrives in a read turn of its own and is
-/// ready long before the big one, yet is stored after it, every time.
+/// ready long before the big one, yet is stored after it, every time (the
+/// first rounds race that way; later ones run after the connection moved
+/// to the pool, where both are prepared in turn).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_send_after_a_big_one_is_stored_after_it() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -247,7 +247,8 @@ pub struct ServerConfig {
     /// Most connections served on the log writer's thread itself, where
     /// their sends reach the queues and the writer without a thread hop;
     /// further ones are served by the `workers`. Their requests other than
-    /// sends run on the `workers` either way. 0: none. Default: 1024.
+    /// sends and pulls, and pipelined or batched sends' checking and
+    /// encoding, run on the `workers` either way. 0: none. Default: 1024.
     pub writer_connections: usize,
     /// Turn transparent huge pages off for the broker process (as Redis's
     /// `disable-thp`). The first touch of a huge page zeroes 2 MiB at once:

@@ -24,23 +24,20 @@ use crate::actors::consumer_group::ClientHandle;
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::dispatch;
 use crate::server::handlers::send::{SendBody, SendRequest};
-use crate::server::handlers::Reply;
+use crate::server::listener::WriterPlace;
+use crate::server::outbox::{write_loop, Ended, Outbox, PendingSends};
 use crate::server::send_group::SendGroup;
 use crate::server::wire::Wire;
 use brook_proto::{
     BrokerCodec, CodecError, ErrorCode, Frame, Incoming, Outbound, Request, Response, WireError, PROTOCOL_VERSION,
 };
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, SinkExt, StreamExt};
-use std::future::Future;
+use futures::{FutureExt, StreamExt};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -62,14 +59,15 @@ fn error_frame(id: u64, code: ErrorCode, message: String) -> Outbound {
 /// The connection's read side.
 type Frames = FramedRead<tokio::net::tcp::OwnedReadHalf, BrokerCodec>;
 
-/// Serves one connection until EOF, a broken frame, or shutdown.
-/// `on_writer`: the connection is served on the log writer's thread.
+/// Serves one connection until EOF, a broken frame, or shutdown. `place`:
+/// its place on the log writer's thread, if it is served there; one that
+/// keeps pipelining or batching gives it up and goes on on the pool.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     core: Arc<BrokerCore>,
     shutdown: watch::Receiver<bool>,
-    on_writer: bool,
+    place: Option<WriterPlace>,
 ) {
     let _open = crate::metrics::Held::new(&core.metrics, |m| &m.connections);
     let _ = stream.set_nodelay(true);
@@ -85,9 +83,9 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel::<Outbound>(1024);
     // Unbounded: the permits bound how many sends wait.
     let (sends_tx, sends_rx) = mpsc::unbounded_channel();
-    let outbox = Outbox { frames: rx, sends: sends_rx, sends_open: true, waiting: FuturesUnordered::new() };
-    let writer =
-        tokio::spawn(write_loop(FramedWrite::new(write_half, BrokerCodec::new(max_frame)), outbox, wire.clone()));
+    let stop = Arc::new(Notify::new());
+    let sink = FramedWrite::new(write_half, BrokerCodec::new(max_frame));
+    let writer = tokio::spawn(write_loop(sink, Outbox::new(rx, sends_rx), wire.clone(), stop.clone()));
     let logger = core.logger.new(slog::o!("peer" => peer.to_string()));
     let Some(info) = hello(&mut frames, &core, peer, &tx).await else {
         drop((tx, sends_tx));
@@ -96,7 +94,7 @@ pub async fn serve(
     };
     slog::debug!(logger, "connection open"; "client_id" => &info.client.client_id);
     let info = Arc::new(info);
-    let offload_to = on_writer.then(|| core.pool.clone());
+    let offload_to = place.is_some().then(|| core.pool.clone());
     let mut reader = Reader {
         core,
         info,
@@ -106,11 +104,29 @@ pub async fn serve(
         tasks: JoinSet::new(),
         sends: SendGroup::new(offload_to),
         wire,
+        movable: place.is_some(),
         max_frame,
         logger,
     };
-    reader.read_loop(&mut frames, shutdown).await;
-    reader.close(writer).await;
+    if let Read::Ended = reader.read_loop(&mut frames, shutdown.clone()).await {
+        return reader.close(Some(writer)).await;
+    }
+    // Pipelining or batching: the writer's thread would spend its turns on
+    // this connection's socket. Its writer stops between writes, and the
+    // socket, with what was read of it, goes on on the pool.
+    stop.notify_one();
+    let Ok(Ended::Stopped(sink, outbox)) = writer.await else {
+        return reader.close(None).await;
+    };
+    let socket = match frames.into_inner().reunite(sink.into_inner()).map(TcpStream::into_std) {
+        Ok(Ok(socket)) => socket,
+        _ => return reader.close(None).await,
+    };
+    slog::debug!(reader.logger, "connection moves off the writer's thread");
+    let pool = reader.core.pool.clone();
+    let moved = pool.spawn(reader.go_on(socket, outbox, shutdown));
+    drop(place);
+    let _ = moved.await;
 }
 
 /// Waits for the hello and answers it; the connection's facts if it was one
@@ -166,8 +182,18 @@ struct Reader {
     sends: SendGroup,
     /// The socket as direct answers write it.
     wire: Option<Arc<Wire>>,
+    /// Served on the writer's thread, and may move to the pool.
+    movable: bool,
     max_frame: usize,
     logger: slog::Logger,
+}
+
+/// How a read loop ended.
+enum Read {
+    /// EOF, a broken frame, or shutdown.
+    Ended,
+    /// The connection pipelines or batches: it had better move to the pool.
+    Busy,
 }
 
 /// Whether the read loop goes on after a frame.
@@ -179,7 +205,7 @@ enum Flow {
 impl Reader {
     /// Reads frames until EOF, a broken frame or shutdown, taking every
     /// frame already read along with each: their sends are stored together.
-    async fn read_loop(&mut self, frames: &mut Frames, mut shutdown: watch::Receiver<bool>) {
+    async fn read_loop(&mut self, frames: &mut Frames, mut shutdown: watch::Receiver<bool>) -> Read {
         loop {
             let next = tokio::select! {
                 next = frames.next() => next,
@@ -193,15 +219,41 @@ impl Reader {
                 taken += 1;
                 if let Flow::Stop = self.take(frame).await {
                     self.hand_on();
-                    return;
+                    return Read::Ended;
                 }
                 if taken < MAX_GATHER {
                     next = frames.next().now_or_never();
                 }
             }
             self.hand_on();
+            // Only with nothing read and left undecoded: a reader over the
+            // moved socket starts from an empty buffer.
+            if self.movable && self.sends.wants_pool() && frames.read_buffer().is_empty() {
+                return Read::Busy;
+            }
         }
         self.hand_on();
+        Read::Ended
+    }
+
+    /// Serves the connection on from here (the pool), over `socket` (none
+    /// of it read and left undecoded), with the writer's `outbox`.
+    async fn go_on(mut self, socket: std::net::TcpStream, outbox: Outbox, shutdown: watch::Receiver<bool>) {
+        let stream = match TcpStream::from_std(socket) {
+            Ok(stream) => stream,
+            Err(e) => {
+                slog::warn!(self.logger, "cannot move connection"; "error" => %e);
+                return self.close(None).await;
+            }
+        };
+        let (read_half, write_half) = stream.into_split();
+        let mut frames = FramedRead::new(read_half, BrokerCodec::new(self.max_frame));
+        let sink = FramedWrite::new(write_half, BrokerCodec::new(self.max_frame));
+        let writer = tokio::spawn(write_loop(sink, outbox, self.wire.clone(), Arc::new(Notify::new())));
+        self.movable = false;
+        self.sends.served_by_pool();
+        self.read_loop(&mut frames, shutdown).await;
+        self.close(Some(writer)).await;
     }
 
     /// Handles one frame off the wire: a send joins the gathered group, any
@@ -274,7 +326,7 @@ impl Reader {
 
     /// Lets requests already accepted finish briefly, tells the groups the
     /// connection is gone, and closes the writer.
-    async fn close(mut self, mut writer: tokio::task::JoinHandle<()>) {
+    async fn close(mut self, writer: Option<tokio::task::JoinHandle<Ended>>) {
         let drained =
             tokio::time::timeout(DRAIN_TIMEOUT, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
@@ -291,8 +343,10 @@ impl Reader {
         // closing it here does not wait for them.
         let Reader { tx, sends_tx, info, logger, .. } = self;
         drop((tx, sends_tx, info));
-        if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
-            writer.abort();
+        if let Some(mut writer) = writer {
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
+                writer.abort();
+            }
         }
         slog::debug!(logger, "connection closed");
     }
@@ -316,132 +370,9 @@ impl Work {
     }
 }
 
-/// Sends handed to the queues, answered (request id and answer) once stored.
-pub(super) type PendingSends = Pin<Box<dyn Future<Output = Vec<(Option<u64>, Reply)>> + Send>>;
-
-/// What the connection's writer waits on: frames from request tasks and
-/// group notices, and the sends the read loop handed to the queues.
-struct Outbox {
-    frames: mpsc::Receiver<Outbound>,
-    sends: mpsc::UnboundedReceiver<PendingSends>,
-    sends_open: bool,
-    waiting: FuturesUnordered<PendingSends>,
-}
-
-/// Something for the writer to write.
-enum Ready {
-    Frame(Outbound),
-    Answers(Vec<(Option<u64>, Reply)>),
-}
-
-impl Outbox {
-    /// The next thing to write; `None` once every sender is gone and every
-    /// waiting send is answered.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Ready>> {
-        // Frames first: the hello's answer must lead, before any send read
-        // after it is answered. They cannot hold the sends back for long:
-        // all but the rare group notice answer a request holding a permit,
-        // and the read loop stops taking requests when permits run out.
-        let frames_open = match self.frames.poll_recv(cx) {
-            Poll::Ready(Some(frame)) => return Poll::Ready(Some(Ready::Frame(frame))),
-            Poll::Ready(None) => false,
-            Poll::Pending => true,
-        };
-        while self.sends_open {
-            match self.sends.poll_recv(cx) {
-                Poll::Ready(Some(pending)) => self.waiting.push(pending),
-                Poll::Ready(None) => self.sends_open = false,
-                Poll::Pending => break,
-            }
-        }
-        match self.waiting.poll_next_unpin(cx) {
-            Poll::Ready(Some(answers)) => Poll::Ready(Some(Ready::Answers(answers))),
-            _ if !frames_open && !self.sends_open && self.waiting.is_empty() => Poll::Ready(None),
-            _ => Poll::Pending,
-        }
-    }
-
-    async fn next(&mut self) -> Option<Ready> {
-        std::future::poll_fn(|cx| self.poll_next(cx)).await
-    }
-}
-
 fn codec_error_frame(e: &CodecError) -> Outbound {
     match e {
         CodecError::TooLarge { .. } => error_frame(0, ErrorCode::FrameTooLarge, e.to_string()),
         _ => error_frame(0, ErrorCode::MalformedFrame, e.to_string()),
-    }
-}
-
-/// Writes answers as they come, flushing only when no more are waiting, so
-/// many answers share one syscall under load. Lone sends' answers may be
-/// written directly meanwhile (see [`Wire`]) while this waits idle.
-async fn write_loop(
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>,
-    mut outbox: Outbox,
-    wire: Option<Arc<Wire>>,
-) {
-    write_all(&mut sink, &mut outbox, wire.as_deref()).await;
-    if let Some(wire) = &wire {
-        wire.close();
-    }
-    let _ = sink.close().await;
-}
-
-async fn write_all(
-    sink: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>,
-    outbox: &mut Outbox,
-    wire: Option<&Wire>,
-) {
-    loop {
-        let Some(ready) = outbox.next().await else {
-            return;
-        };
-        if let Some(rest) = wire.and_then(Wire::take_turn) {
-            if tokio::io::AsyncWriteExt::write_all(sink.get_mut(), &rest).await.is_err() {
-                return;
-            }
-        }
-        let from_task = matches!(ready, Ready::Frame(_));
-        if feed(sink, ready).await.is_err() {
-            return;
-        }
-        // Give the request tasks woken with this one a turn to queue their
-        // answers too: one writev then carries them all (on loopback each
-        // write also pays for the receiver's TCP processing). Sends need no
-        // turn: those answered together are ready here together.
-        if from_task {
-            tokio::task::yield_now().await;
-        }
-        while let Some(Some(ready)) = outbox.next().now_or_never() {
-            if feed(sink, ready).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-        // Everything taken so far is in the socket (the hello's answer
-        // first: nothing is written directly before it).
-        if let Some(wire) = wire {
-            wire.set_idle();
-        }
-    }
-}
-
-async fn feed(
-    sink: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, BrokerCodec>,
-    ready: Ready,
-) -> Result<(), CodecError> {
-    match ready {
-        Ready::Frame(frame) => sink.feed(frame).await,
-        Ready::Answers(answers) => {
-            for (id, body) in answers {
-                if let Some(id) = id {
-                    sink.feed(Frame::Response { id, body }.into()).await?;
-                }
-            }
-            Ok(())
-        }
     }
 }

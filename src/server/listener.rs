@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 /// more than the rest of a small send (BENCHMARKS.md, "A sixth sitting").
 /// The pool (`server.workers` threads) takes the rest, and every request
 /// but sends and pulls (which read the log in place or park), so queries
-/// and admin work never hold up the writer.
+/// and admin work never hold up the writer; it also checks and encodes the
+/// pipelined or batched sends read on the writer's thread (`send_group`).
 pub struct Homes {
     /// The connection pool.
     pub pool: tokio::runtime::Handle,
@@ -29,30 +30,28 @@ pub struct Homes {
 
 impl Homes {
     /// Serves a connection on the writer's thread if it has room, on the
-    /// pool if not: `connection(on_writer)` is its task.
+    /// pool if not: `connection(place)` is its task, `place` its place on
+    /// the writer's thread (none: on the pool).
     fn serve<F: Future<Output = ()> + Send + 'static>(
         &self,
         core: &Arc<BrokerCore>,
-        connection: impl FnOnce(bool) -> F,
+        connection: impl FnOnce(Option<WriterPlace>) -> F,
     ) {
         let room =
             self.writer.as_ref().and_then(|(thread, room)| Some((thread, room.clone().try_acquire_owned().ok()?)));
         let Some((thread, room)) = room else {
-            self.pool.spawn(connection(false));
+            self.pool.spawn(connection(None));
             return;
         };
-        let connection = connection(true);
-        let held = OnWriter { _room: room, _counted: Held::new(&core.metrics, |m| &m.writer_connections) };
+        let place = WriterPlace { _room: room, _counted: Held::new(&core.metrics, |m| &m.writer_connections) };
         // A stopped arbiter (the broker shutting down) drops the connection.
-        thread.spawn(async move {
-            let _held = held;
-            connection.await;
-        });
+        thread.spawn(connection(Some(place)));
     }
 }
 
-/// A connection's place on the writer's thread, given back when it ends.
-struct OnWriter {
+/// A connection's place on the writer's thread, given back when dropped
+/// (the connection ended, or moved to the pool).
+pub struct WriterPlace {
     _room: OwnedSemaphorePermit,
     _counted: Held,
 }
@@ -100,12 +99,12 @@ pub async fn run(
             }
         };
         let (theirs, shutdown, done) = (core.clone(), shutdown.clone(), done.clone());
-        let task = move |on_writer| async move {
+        let task = move |place| async move {
             let core = theirs;
             let _permit = permit;
             let _done = done;
             match tokio::net::TcpStream::from_std(std_stream) {
-                Ok(stream) => connection::serve(stream, peer, core, shutdown, on_writer).await,
+                Ok(stream) => connection::serve(stream, peer, core, shutdown, place).await,
                 Err(e) => {
                     slog::warn!(core.logger, "cannot adopt connection"; "peer" => %peer, "error" => %e)
                 }

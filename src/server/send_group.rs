@@ -5,9 +5,9 @@
 //! the pool ([`Offload`]): decoding and encoding many messages there runs
 //! beside the writer instead of taking its turns.
 
-use crate::server::connection::PendingSends;
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::handlers::send::{self, PreparedSends, SendBody, SendRequest};
+use crate::server::outbox::PendingSends;
 use crate::server::wire::{Offered, Wire};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,12 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 const OFFLOAD_REQUESTS: usize = 4;
 const OFFLOAD_BYTES: usize = 16 << 10;
 
+/// A connection whose big groups outnumber its others by this many (in a
+/// running count: up one for each big group, down one for each other) had
+/// better be served by the pool: it pipelines or batches, and reading and
+/// answering it would take the writer's thread's turns.
+const MOVE_AT: u32 = 8;
+
 /// Send requests read together, waiting to be handed on.
 pub(super) struct SendGroup {
     requests: Vec<SendRequest>,
@@ -30,13 +36,25 @@ pub(super) struct SendGroup {
     /// Where big groups are prepared (a connection served on the writer's
     /// thread only).
     offload: Option<Offload>,
+    /// Big groups less others, in a running count (see [`MOVE_AT`]).
+    pipelining: u32,
+    /// The connection moved to the pool: big groups are prepared where
+    /// they are read again.
+    moved: bool,
 }
 
 impl SendGroup {
     /// A group for a connection served on the writer's thread (`pool`
     /// given: big groups are prepared there) or on the pool.
     pub fn new(pool: Option<tokio::runtime::Handle>) -> Self {
-        Self { requests: Vec::new(), permits: Vec::new(), bytes: 0, offload: pool.map(Offload::new) }
+        Self {
+            requests: Vec::new(),
+            permits: Vec::new(),
+            bytes: 0,
+            offload: pool.map(Offload::new),
+            pipelining: 0,
+            moved: false,
+        }
     }
 
     pub fn push(&mut self, request: SendRequest, permit: OwnedSemaphorePermit) {
@@ -46,6 +64,18 @@ impl SendGroup {
         };
         self.requests.push(request);
         self.permits.push(permit);
+    }
+
+    /// Whether the connection pipelines or batches enough to be better
+    /// served by the pool.
+    pub fn wants_pool(&self) -> bool {
+        self.pipelining >= MOVE_AT
+    }
+
+    /// The connection is served by the pool from now on. Groups handed to
+    /// the pool before still go first.
+    pub fn served_by_pool(&mut self) {
+        self.moved = true;
     }
 
     /// Whether the group is one send awaiting its answer.
@@ -74,7 +104,9 @@ impl SendGroup {
         let permits = std::mem::take(&mut self.permits);
         let bytes = std::mem::take(&mut self.bytes);
         let big = requests.len() >= OFFLOAD_REQUESTS || bytes >= OFFLOAD_BYTES;
-        if let Some(offload) = self.offload.as_mut().filter(|o| big || o.busy()) {
+        self.pipelining = if big { self.pipelining + 1 } else { self.pipelining.saturating_sub(1) };
+        let moved = self.moved;
+        if let Some(offload) = self.offload.as_mut().filter(|o| (big && !moved) || o.busy()) {
             offload.hand((core, info), writer, (requests, permits));
             return;
         }
