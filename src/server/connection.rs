@@ -113,7 +113,7 @@ pub async fn serve(
     }
     // Pipelining or batching: the writer's thread would spend its turns on
     // this connection's socket. Its writer stops between writes, and the
-    // socket, with what was read of it, goes on on the pool.
+    // socket (nothing of it read and left undecoded) goes on on the pool.
     stop.notify_one();
     let Ok(Ended::Stopped(sink, outbox)) = writer.await else {
         return reader.close(None).await;
@@ -341,8 +341,10 @@ impl Reader {
         // The writer ends once every sender is gone, including the one group
         // actors hold for notices, and the sends it waits for are answered;
         // closing it here does not wait for them.
-        let Reader { tx, sends_tx, info, logger, .. } = self;
-        drop((tx, sends_tx, info));
+        // The send group too: the task preparing its big groups on the pool
+        // holds a sender, and ends once its queue closes.
+        let Reader { tx, sends_tx, info, sends, logger, .. } = self;
+        drop((tx, sends_tx, info, sends));
         if let Some(mut writer) = writer {
             if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
                 writer.abort();

@@ -104,7 +104,7 @@ impl SendGroup {
         let permits = std::mem::take(&mut self.permits);
         let bytes = std::mem::take(&mut self.bytes);
         let big = requests.len() >= OFFLOAD_REQUESTS || bytes >= OFFLOAD_BYTES;
-        self.pipelining = if big { self.pipelining + 1 } else { self.pipelining.saturating_sub(1) };
+        self.pipelining = if big { self.pipelining.saturating_add(1) } else { self.pipelining.saturating_sub(1) };
         let moved = self.moved;
         if let Some(offload) = self.offload.as_mut().filter(|o| (big && !moved) || o.busy()) {
             offload.hand((core, info), writer, (requests, permits));
