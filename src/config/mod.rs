@@ -7,10 +7,12 @@ mod cluster;
 mod groups;
 mod http;
 mod replication;
+mod server;
 
 pub use groups::GroupsConfig;
 pub use http::HttpConfig;
 pub use replication::ReplicationMode;
+pub use server::ServerConfig;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -234,29 +236,6 @@ impl StoreConfig {
     }
 }
 
-/// Network settings (`[server]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ServerConfig {
-    /// Largest frame accepted, checked before allocation. Default: 16 MiB.
-    pub max_frame_bytes: usize,
-    /// Most concurrent connections; further ones wait. Default: 10,000.
-    pub max_connections: usize,
-    /// Threads serving connections; 0 means one per core. Default: 0.
-    pub workers: usize,
-    /// Most connections served on the log writer's thread itself, where
-    /// their sends reach the queues and the writer without a thread hop;
-    /// further ones are served by the `workers`. Their requests other than
-    /// sends and pulls, and pipelined or batched sends' checking and
-    /// encoding, run on the `workers` either way. 0: none. Default: 1024.
-    pub writer_connections: usize,
-    /// Turn transparent huge pages off for the broker process (as Redis's
-    /// `disable-thp`). The first touch of a huge page zeroes 2 MiB at once:
-    /// a stall of a millisecond or more in the thread that touches it, far
-    /// above a send's latency. Default: true.
-    pub disable_thp: bool,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -320,18 +299,6 @@ impl Default for StoreConfig {
             disk_reserve_bytes: 64 << 20,
             retention_protect_unconsumed: false,
             disk_hard_max_used_ratio: 0.90,
-        }
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            max_frame_bytes: brook_proto::DEFAULT_MAX_FRAME_BYTES,
-            max_connections: 10_000,
-            workers: 0,
-            writer_connections: 1024,
-            disable_thp: true,
         }
     }
 }
