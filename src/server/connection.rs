@@ -25,7 +25,7 @@ use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::dispatch;
 use crate::server::handlers::send::{SendBody, SendRequest};
 use crate::server::listener::WriterPlace;
-use crate::server::outbox::{write_loop, Ended, Outbox, PendingSends};
+use crate::server::outbox::{write_loop, Ended, Outbox, PendingSends, Sink};
 use crate::server::send_group::SendGroup;
 use crate::server::wire::Wire;
 use brook_proto::{
@@ -59,6 +59,12 @@ fn error_frame(id: u64, code: ErrorCode, message: String) -> Outbound {
 /// The connection's read side.
 type Frames = FramedRead<tokio::net::tcp::OwnedReadHalf, BrokerCodec>;
 
+/// The socket's read side as frames, its write side as a sink.
+fn framed(stream: TcpStream, max_frame: usize) -> (Frames, Sink) {
+    let (read_half, write_half) = stream.into_split();
+    (FramedRead::new(read_half, BrokerCodec::new(max_frame)), FramedWrite::new(write_half, BrokerCodec::new(max_frame)))
+}
+
 /// Serves one connection until EOF, a broken frame, or shutdown. `place`:
 /// its place on the log writer's thread, if it is served there; one that
 /// keeps pipelining or batching gives it up and goes on on the pool.
@@ -78,13 +84,11 @@ pub async fn serve(
         .try_clone_to_owned()
         .ok()
         .map(|fd| Arc::new(Wire::new(std::net::TcpStream::from(fd), max_frame)));
-    let (read_half, write_half) = stream.into_split();
-    let mut frames = FramedRead::new(read_half, BrokerCodec::new(max_frame));
+    let (mut frames, sink) = framed(stream, max_frame);
     let (tx, rx) = mpsc::channel::<Outbound>(1024);
     // Unbounded: the permits bound how many sends wait.
     let (sends_tx, sends_rx) = mpsc::unbounded_channel();
     let stop = Arc::new(Notify::new());
-    let sink = FramedWrite::new(write_half, BrokerCodec::new(max_frame));
     let writer = tokio::spawn(write_loop(sink, Outbox::new(rx, sends_rx), wire.clone(), stop.clone()));
     let logger = core.logger.new(slog::o!("peer" => peer.to_string()));
     let Some(info) = hello(&mut frames, &core, peer, &tx).await else {
@@ -104,7 +108,6 @@ pub async fn serve(
         tasks: JoinSet::new(),
         sends: SendGroup::new(offload_to),
         wire,
-        movable: place.is_some(),
         max_frame,
         logger,
     };
@@ -182,8 +185,6 @@ struct Reader {
     sends: SendGroup,
     /// The socket as direct answers write it.
     wire: Option<Arc<Wire>>,
-    /// Served on the writer's thread, and may move to the pool.
-    movable: bool,
     max_frame: usize,
     logger: slog::Logger,
 }
@@ -228,7 +229,7 @@ impl Reader {
             self.hand_on();
             // Only with nothing read and left undecoded: a reader over the
             // moved socket starts from an empty buffer.
-            if self.movable && self.sends.wants_pool() && frames.read_buffer().is_empty() {
+            if self.sends.wants_pool() && frames.read_buffer().is_empty() {
                 return Read::Busy;
             }
         }
@@ -246,11 +247,8 @@ impl Reader {
                 return self.close(None).await;
             }
         };
-        let (read_half, write_half) = stream.into_split();
-        let mut frames = FramedRead::new(read_half, BrokerCodec::new(self.max_frame));
-        let sink = FramedWrite::new(write_half, BrokerCodec::new(self.max_frame));
+        let (mut frames, sink) = framed(stream, self.max_frame);
         let writer = tokio::spawn(write_loop(sink, outbox, self.wire.clone(), Arc::new(Notify::new())));
-        self.movable = false;
         self.sends.served_by_pool();
         self.read_loop(&mut frames, shutdown).await;
         self.close(Some(writer)).await;

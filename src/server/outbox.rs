@@ -19,6 +19,12 @@ use tokio_util::codec::FramedWrite;
 /// Sends handed to the queues, answered (request id and answer) once stored.
 pub type PendingSends = Pin<Box<dyn Future<Output = Vec<(Option<u64>, Reply)>> + Send>>;
 
+/// Something for the writer to write.
+enum Ready {
+    Frame(Outbound),
+    Answers(Vec<(Option<u64>, Reply)>),
+}
+
 /// What the connection's writer waits on: frames from request tasks and
 /// group notices, and the sends the read loop handed to the queues.
 pub struct Outbox {
@@ -33,15 +39,7 @@ impl Outbox {
     pub fn new(frames: mpsc::Receiver<Outbound>, sends: mpsc::UnboundedReceiver<PendingSends>) -> Self {
         Self { frames, sends, sends_open: true, waiting: FuturesUnordered::new() }
     }
-}
 
-/// Something for the writer to write.
-enum Ready {
-    Frame(Outbound),
-    Answers(Vec<(Option<u64>, Reply)>),
-}
-
-impl Outbox {
     /// The next thing to write; `None` once every sender is gone and every
     /// waiting send is answered.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Ready>> {

@@ -66,10 +66,10 @@ impl SendGroup {
         self.permits.push(permit);
     }
 
-    /// Whether the connection pipelines or batches enough to be better
-    /// served by the pool.
+    /// Whether the connection is served on the writer's thread and
+    /// pipelines or batches enough to be better served by the pool.
     pub fn wants_pool(&self) -> bool {
-        self.pipelining >= MOVE_AT
+        self.offload.is_some() && !self.moved && self.pipelining >= MOVE_AT
     }
 
     /// The connection is served by the pool from now on. Groups handed to
