@@ -102,6 +102,18 @@ pub struct FileWrite {
     pub slices: Vec<Slice>,
 }
 
+impl FileWrite {
+    /// Bytes it writes.
+    pub fn len(&self) -> u64 {
+        self.slices.iter().map(|s| (s.end - s.start) as u64).sum()
+    }
+
+    /// Whether it writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One group commit's I/O.
 #[derive(Debug, Default)]
 pub struct WriteJob {
@@ -117,7 +129,7 @@ pub struct WriteJob {
 impl WriteJob {
     /// Total bytes the job writes.
     pub fn bytes(&self) -> u64 {
-        self.writes.iter().flat_map(|w| &w.slices).map(|s| (s.end - s.start) as u64).sum()
+        self.writes.iter().map(FileWrite::len).sum()
     }
 
     fn slice(&self, slice: Slice) -> &[u8] {

@@ -4,6 +4,7 @@
 //! padding at segment ends, CRCs) and hands the bytes to the io backend.
 //! [`LogReader`] is the read side, shared by everyone: pread + CRC check.
 
+mod blocks;
 mod reader;
 mod replica;
 mod space;
@@ -92,6 +93,9 @@ pub struct CommitLog {
     clock: Arc<dyn Clock>,
     /// Largest group written on the caller's thread (0: none).
     inline_write_max: u64,
+    /// Segments are zero-filled ahead: writes are carried on to the end of
+    /// their last block of this size ([`blocks`]).
+    carry_block: Option<u64>,
 }
 
 impl CommitLog {
@@ -124,6 +128,10 @@ impl CommitLog {
             ),
             None => None,
         };
+        let carry_block = match preallocate {
+            Some(Prealloc::Zeroed) => blocks::block_of(&active),
+            _ => None,
+        };
         let mut log = Self {
             set,
             active_base,
@@ -137,6 +145,7 @@ impl CommitLog {
             last_store_ts,
             clock,
             inline_write_max: 0,
+            carry_block,
         };
         log.prepare_next();
         Ok(log)
@@ -382,6 +391,7 @@ impl CommitLog {
         if sync {
             job.sync = self.dirty.drain(..).map(|(_, f)| f).collect();
         }
+        self.carry_to_block_end(&mut job);
         self.prepare_next();
         // The log's advance bounds the group's bytes (a roll's skipped
         // segment end counts too: such a group merely goes to the backend).
@@ -390,15 +400,19 @@ impl CommitLog {
         Ok(positions)
     }
 
+    /// See [`blocks`].
+    fn carry_to_block_end(&self, job: &mut WriteJob) {
+        if let Some(block) = self.carry_block {
+            blocks::carry_to_block_end(job, block, self.set.segment_bytes());
+        }
+    }
+
     /// Runs a group's job; if it was refused for space, cuts back whatever
     /// of it landed before answering (if that fails too, the log cannot be
     /// trusted).
     async fn run_job(&mut self, job: WriteJob, inline: bool) -> io::Result<()> {
-        let ranges: Vec<(Arc<File>, u64, u64)> = job
-            .writes
-            .iter()
-            .map(|w| (w.file.clone(), w.offset, w.slices.iter().map(|s| (s.end - s.start) as u64).sum()))
-            .collect();
+        let ranges: Vec<(Arc<File>, u64, u64)> =
+            job.writes.iter().map(|w| (w.file.clone(), w.offset, w.len())).collect();
         let written = if inline && self.backend.writes_inline() {
             self.backend.write_inline(&job)
         } else {
@@ -522,7 +536,7 @@ mod tests {
         assert_eq!((stats.jobs.load(Ordering::Relaxed), stats.inline_jobs.load(Ordering::Relaxed)), (0, 0));
     }
 
-    fn record_of(body: Vec<u8>) -> AppendBatch {
+    pub(super) fn record_of(body: Vec<u8>) -> AppendBatch {
         let mut batch = AppendBatch::default();
         batch.starts.push(0);
         record::encode_into(&mut batch.buf, &Message::new("p", body), 0, 0).expect("encode");

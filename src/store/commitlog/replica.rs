@@ -40,6 +40,7 @@ impl CommitLog {
             self.write_pos += n as u64;
             at += n;
         }
+        self.carry_to_block_end(&mut job);
         self.prepare_next();
         // Small writes on this thread, as the master's own groups are.
         let inline = len as u64 <= self.inline_write_max;
