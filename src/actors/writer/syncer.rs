@@ -39,6 +39,21 @@ struct Asked {
     /// Records written since the last round began.
     records: usize,
     stop: bool,
+    /// What the syncer waits for: an ask wakes it only when it brings that.
+    waiting: Waiting,
+}
+
+/// What the syncer thread waits for.
+#[derive(Default, Clone, Copy)]
+enum Waiting {
+    /// Nothing: it is running a round, or about to.
+    #[default]
+    Nothing,
+    /// Any ask.
+    AnyAsk,
+    /// As many records as the round before covered (until its patience
+    /// runs out).
+    Records(usize),
 }
 
 struct Shared {
@@ -73,7 +88,17 @@ impl Syncer {
         }
         asked.at = at;
         asked.asked += 1;
-        self.shared.wake.notify_one();
+        // A wake-up is a futex call here and a thread switch there: only
+        // when it brings what the syncer waits for.
+        let wanted = match asked.waiting {
+            Waiting::Nothing => false,
+            Waiting::AnyAsk => true,
+            Waiting::Records(n) => asked.records >= n,
+        };
+        if wanted {
+            asked.waiting = Waiting::Nothing;
+            self.shared.wake.notify_one();
+        }
         asked.asked
     }
 }
@@ -92,6 +117,7 @@ fn run(shared: &Shared, mut sync: SyncFiles, done: &mpsc::UnboundedSender<Synced
         let (files, at, asked) = {
             let mut asked = shared.asked.lock();
             while asked.asked == synced && !asked.stop {
+                asked.waiting = Waiting::AnyAsk;
                 shared.wake.wait(&mut asked);
             }
             if asked.asked == synced {
@@ -102,10 +128,12 @@ fn run(shared: &Shared, mut sync: SyncFiles, done: &mpsc::UnboundedSender<Synced
             // rest a whole round to wait.
             let until = std::time::Instant::now() + pace.patience();
             while asked.records < pace.expected && !asked.stop {
+                asked.waiting = Waiting::Records(pace.expected);
                 if shared.wake.wait_until(&mut asked, until).timed_out() {
                     break;
                 }
             }
+            asked.waiting = Waiting::Nothing;
             pace.expected = std::mem::take(&mut asked.records);
             (std::mem::take(&mut asked.files), asked.at, asked.asked)
         };
