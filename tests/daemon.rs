@@ -170,3 +170,50 @@ async fn a_stop_answers_parked_long_polls_at_once() {
     // timeout (2 s) and then cut them off; generous for a loaded machine.
     assert!(stopped.elapsed() < std::time::Duration::from_secs(10), "stop took {:?}", stopped.elapsed());
 }
+
+/// CPU seconds the process has used (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+/// CPU seconds `pid` uses over `span`.
+async fn cpu_over(pid: u32, span: std::time::Duration) -> f64 {
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(span).await;
+    cpu_seconds(pid) - before
+}
+
+#[tokio::test]
+async fn the_writer_thread_polls_only_for_its_window_after_lone_answers() {
+    // `server.idle_poll_us`: after a connection's sends are answered twice
+    // in a row, the writer's thread keeps polling for the window, and then
+    // sleeps. A long window makes both sides show in the CPU the daemon
+    // uses: busy inside it, next to nothing after it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = common::base_env(dir.path(), "std");
+    env.push(("BROOK_SERVER__IDLE_POLL_US".into(), "2500000".into()));
+    let mut broker = common::Brookd::start(&env);
+    let conn = broker.connect().await;
+    conn.create_topic("lone", 1).await.expect("create");
+    let idle = cpu_over(broker.pid(), std::time::Duration::from_secs(1)).await;
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        let msg = brook_proto::Message::new("lone", format!("m{i}"));
+        conn.send("lone", 0, vec![msg]).await.expect("send");
+    }
+    let polling = cpu_over(broker.pid(), std::time::Duration::from_secs(1)).await;
+    tokio::time::sleep(
+        (started + std::time::Duration::from_secs(4)).saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    let after = cpu_over(broker.pid(), std::time::Duration::from_secs(1)).await;
+    // Generous for a loaded machine: a polling thread shares its core at
+    // worst with a few others; a sleeping broker uses a few milliseconds.
+    assert!(polling > 0.2, "the writer's thread polls inside its window: {polling:.2} s of CPU in 1 s");
+    assert!(after < 0.1 && idle < 0.1, "it sleeps outside it: {idle:.2} s before, {after:.2} s after, of CPU in 1 s");
+    assert!(broker.terminate().success());
+}

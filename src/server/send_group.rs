@@ -7,6 +7,7 @@
 
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::handlers::send::{self, PreparedSends, SendBody, SendRequest};
+use crate::server::idle_poll;
 use crate::server::outbox::PendingSends;
 use crate::server::wire::{Offered, Wire};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,6 +120,7 @@ impl SendGroup {
         if let Some(wire) = wire.filter(|_| !prepared.traced()) {
             let (wire, writer) = (wire.clone(), writer.clone());
             prepared.submit_then((core.clone(), info.clone()), move |answers| {
+                idle_poll::answered(Arc::as_ptr(&wire) as usize);
                 let answers = match wire.answer(answers) {
                     Offered::Written => return drop(permits),
                     // Woken with nothing new: it writes the rest first.
