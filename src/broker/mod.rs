@@ -115,6 +115,11 @@ pub async fn start(
     disk: Arc<dyn DiskUsage>,
 ) -> Result<Running> {
     let writer_arbiter = Arbiter::new();
+    let window = Duration::from_micros(config.server.idle_poll_us);
+    // Spawned there: the poll is the thread's own (not Send).
+    writer_arbiter.spawn_fn(move || {
+        actix::spawn(crate::actors::writer::idle_poll::run(window));
+    });
     let io_stats = Arc::new(IoStats::default());
     let writer_stats = Arc::new(WriterStats::default());
     let epochs = crate::ha::take_epoch(config, &store.paths, store.recovered.write_pos, store.joined.as_ref())?;
@@ -380,13 +385,6 @@ pub async fn serve(running: &Running, config: Arc<Config>, logger: slog::Logger)
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::channel(1);
     let writer = running.writer_arbiter().filter(|_| config.server.writer_connections > 0);
-    if let Some(thread) = &writer {
-        let window = Duration::from_micros(config.server.idle_poll_us);
-        // Spawned there: the poll is the thread's own (not Send).
-        thread.spawn_fn(move || {
-            actix::spawn(crate::server::idle_poll::run(window));
-        });
-    }
     let homes = listener::Homes {
         pool: connections.handle().clone(),
         writer: writer.map(|thread| (thread, Arc::new(tokio::sync::Semaphore::new(config.server.writer_connections)))),

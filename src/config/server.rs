@@ -18,11 +18,13 @@ pub struct ServerConfig {
     /// sends and pulls, and pipelined or batched sends' checking and
     /// encoding, run on the `workers` either way. 0: none. Default: 1024.
     pub writer_connections: usize,
-    /// Microseconds the writer's thread keeps polling its connections
-    /// after it answers a send before it sleeps (as Seastar's
-    /// `idle-poll-time-us`): a synchronous producer's next send then finds
-    /// it awake. Bounded by the window, so an idle broker uses no CPU. 0:
-    /// sleep at once. Default: 100.
+    /// Microseconds the log writer's thread keeps polling before it
+    /// sleeps, when what it waits for is due soon (as Seastar's
+    /// `idle-poll-time-us`): after it answers a connection that sends alone,
+    /// and while an fdatasync round that holds appends runs. A synchronous
+    /// producer's next send, or the round's end, then finds it awake.
+    /// Bounded by the window, so an idle broker uses no CPU. 0: sleep at
+    /// once. Default: 300.
     pub idle_poll_us: u64,
     /// Turn transparent huge pages off for the broker process (as Redis's
     /// `disable-thp`). The first touch of a huge page zeroes 2 MiB at once:
@@ -38,7 +40,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             workers: 0,
             writer_connections: 1024,
-            idle_poll_us: 100,
+            idle_poll_us: 300,
             disable_thp: true,
         }
     }

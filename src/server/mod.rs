@@ -4,15 +4,13 @@
 //! ([`send_group`]) and its answers written ([`outbox`]), the routing of each request
 //! ([`dispatch`]) to its handler ([`handlers`]), what those share
 //! ([`context`]), and a connection's socket as the writer's thread writes
-//! a lone send's answer into it ([`wire`]), and how long that thread stays
-//! awake after answering ([`idle_poll`]). Nothing here holds broker
+//! a lone send's answer into it ([`wire`]). Nothing here holds broker
 //! state; errors are mapped to wire codes here and nowhere else.
 
 pub mod connection;
 pub mod context;
 pub mod dispatch;
 pub mod handlers;
-pub mod idle_poll;
 pub mod listener;
 pub mod outbox;
 pub mod send_group;

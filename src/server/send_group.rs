@@ -5,9 +5,9 @@
 //! the pool ([`Offload`]): decoding and encoding many messages there runs
 //! beside the writer instead of taking its turns.
 
+use crate::actors::writer::idle_poll;
 use crate::server::context::{BrokerCore, ConnInfo};
 use crate::server::handlers::send::{self, PreparedSends, SendBody, SendRequest};
-use crate::server::idle_poll;
 use crate::server::outbox::PendingSends;
 use crate::server::wire::{Offered, Wire};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -34,6 +34,7 @@
 
 mod cache_drops;
 mod disk_full;
+pub mod idle_poll;
 mod replica;
 mod rounds;
 mod stats;

@@ -18,6 +18,10 @@ impl WriterActor {
     /// [`WriterActor::detach_sync`], with a just-written group (sync flush)
     /// to answer once that sync is done.
     pub(super) fn detach_sync_with(&mut self, markers: Vec<Marker>, group: Option<Unsynced>, records: usize) {
+        if group.is_some() {
+            // Its end answers them: the thread stays awake for it.
+            super::idle_poll::keep_awake();
+        }
         let waiters = group.map(Waiter::Group).into_iter().chain(markers.into_iter().map(Waiter::Marker));
         if let Some(err) = self.poisoned_error() {
             let msg = err.to_string();

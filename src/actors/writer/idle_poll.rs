@@ -1,17 +1,20 @@
-//! Keeps the log writer's thread polling its sockets for a moment after it
-//! answers a send (`server.idle_poll_us`), instead of going to sleep in
-//! `epoll_wait` at once: a synchronous producer's next send arrives one
-//! client turnaround later, and on virtual machines waking a thread whose
-//! vCPU has gone idle costs tens of microseconds, more than the rest of a
-//! small send (BENCHMARKS.md, "An eighth sitting"). Seastar's
-//! `--idle-poll-time-us` does the same for its reactors.
+//! Keeps the log writer's thread polling its sockets and channels for a
+//! moment (`server.idle_poll_us`) instead of going to sleep in
+//! `epoll_wait` at once, when what it waits for is due within the moment:
+//! on virtual machines waking a thread whose vCPU has gone idle costs tens
+//! of microseconds, more than the rest of a small send (BENCHMARKS.md, "An
+//! eighth sitting"). Seastar's `--idle-poll-time-us` does the same for its
+//! reactors. Two waits qualify:
+//! - after a send of a connection that sends alone (answered twice in a
+//!   row) is answered: its next send comes one client turnaround later.
+//!   Where many connections take turns the thread seldom sleeps anyway,
+//!   and polling after every answer took CPU the clients on the same cores
+//!   needed (16 synchronous producers under async flush lost 3–12 %);
+//! - while an fdatasync round that holds appends runs (sync flush): its end
+//!   is the answers' start.
 //!
-//! The poll is bounded: it runs only for the window after an answer, so an
-//! idle broker sleeps as before, and each turn gives the CPU to any other
-//! runnable thread first. And it runs only for a connection that sends
-//! alone, answered twice in a row: where many connections take turns the
-//! thread seldom sleeps anyway, and a poll there took CPU the clients on
-//! the same cores needed (16 synchronous producers lost 3–12 %).
+//! The poll is bounded by the window, so an idle broker sleeps as before,
+//! and each turn gives the CPU to any other runnable thread first.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -47,6 +50,19 @@ pub fn answered(conn: usize) {
             if poll.last.replace(conn) != conn {
                 return;
             }
+            poll.until.set(Instant::now() + poll.window);
+            if let Some(waker) = poll.sleeping.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    });
+}
+
+/// Something is due on this thread soon (a round's end): poll for the
+/// window from now.
+pub fn keep_awake() {
+    POLL.with(|poll| {
+        if let Some(poll) = poll.borrow().as_ref() {
             poll.until.set(Instant::now() + poll.window);
             if let Some(waker) = poll.sleeping.borrow_mut().take() {
                 waker.wake();
@@ -154,6 +170,23 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn keeping_awake_polls_for_the_window() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                tokio::task::spawn_local(run(Duration::from_millis(20)));
+                settle().await;
+                keep_awake();
+                settle().await;
+                let polled = turns();
+                assert!(polled > 0);
+                settle().await;
+                assert_eq!(turns(), polled, "and then sleeps");
+            })
+            .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn a_zero_window_never_polls() {
         let local = tokio::task::LocalSet::new();
         local
@@ -162,6 +195,7 @@ mod tests {
                 settle().await;
                 answered(1);
                 answered(1);
+                keep_awake();
                 settle().await;
                 assert_eq!(turns(), 0);
             })
