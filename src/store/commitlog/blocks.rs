@@ -19,7 +19,13 @@ use std::os::unix::fs::MetadataExt;
 
 /// The largest block carried on to: zeros enough for any of them.
 const MAX_BLOCK: u64 = 64 * 1024;
-static ZEROS: [u8; MAX_BLOCK as usize] = [0; MAX_BLOCK as usize];
+
+/// Allocated, not a `static` array: that would sit in the executable's
+/// read-only data, and its first use could read a page of the executable
+/// from disk on the writer's thread (seen as a 4 KiB read in the test
+/// below).
+static ZEROS: std::sync::LazyLock<bytes::Bytes> =
+    std::sync::LazyLock::new(|| bytes::Bytes::from(vec![0u8; MAX_BLOCK as usize]));
 
 /// The file system's block size for `file` when it is one zeros can be
 /// carried on to (a power of two up to 64 KiB), else none.
@@ -40,7 +46,7 @@ pub(super) fn carry_to_block_end(job: &mut WriteJob, block: u64, file_end: u64) 
     if carried == 0 {
         return;
     }
-    job.bufs.push(Buf::Shared(bytes::Bytes::from_static(ZEROS.get(..carried).unwrap_or(&[]))));
+    job.bufs.push(Buf::Shared(ZEROS.slice(..carried)));
     write.slices.push(crate::io::Slice { buf: job.bufs.len() - 1, start: 0, end: carried });
 }
 
