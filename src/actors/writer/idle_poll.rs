@@ -40,20 +40,33 @@ struct IdlePoll {
     turns: Cell<u64>,
 }
 
+impl IdlePoll {
+    /// Polls for the window from now.
+    fn arm(&self) {
+        self.until.set(Instant::now() + self.window);
+        if let Some(waker) = self.sleeping.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// `f` with this thread's poll, if it has one.
+fn this_thread(f: impl FnOnce(&IdlePoll)) {
+    POLL.with(|poll| {
+        if let Some(poll) = poll.borrow().as_ref() {
+            f(poll);
+        }
+    });
+}
+
 /// A send of connection `conn` (any number that tells connections apart)
 /// was answered on this thread: when the answer before went to the same
 /// connection, poll for the window from now (nothing on a thread without a
 /// poll).
 pub fn answered(conn: usize) {
-    POLL.with(|poll| {
-        if let Some(poll) = poll.borrow().as_ref() {
-            if poll.last.replace(conn) != conn {
-                return;
-            }
-            poll.until.set(Instant::now() + poll.window);
-            if let Some(waker) = poll.sleeping.borrow_mut().take() {
-                waker.wake();
-            }
+    this_thread(|poll| {
+        if poll.last.replace(conn) == conn {
+            poll.arm();
         }
     });
 }
@@ -61,18 +74,11 @@ pub fn answered(conn: usize) {
 /// Something is due on this thread soon (a round's end): poll for the
 /// window from now.
 pub fn keep_awake() {
-    POLL.with(|poll| {
-        if let Some(poll) = poll.borrow().as_ref() {
-            poll.until.set(Instant::now() + poll.window);
-            if let Some(waker) = poll.sleeping.borrow_mut().take() {
-                waker.wake();
-            }
-        }
-    });
+    this_thread(IdlePoll::arm);
 }
 
 /// Polls the current thread's runtime for `window` after each
-/// [`answered`] on this thread; runs until dropped (the thread's runtime
+/// [`answered`] that qualifies and each [`keep_awake`]; runs until dropped (the thread's runtime
 /// stops). A zero window polls never.
 pub async fn run(window: Duration) {
     if window.is_zero() {
@@ -120,120 +126,116 @@ impl Drop for Uninstall {
 /// Turns the current thread's poll has run (0 without one).
 #[cfg(test)]
 fn turns() -> u64 {
-    POLL.with(|p| p.borrow().as_ref().map_or(0, |p| p.turns.get()))
+    let mut turns = 0;
+    this_thread(|poll| turns = poll.turns.get());
+    turns
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     async fn settle() {
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn polls_for_the_window_after_an_answer_and_then_sleeps() {
+    /// Runs `test` on a thread whose poll has the given window (and has
+    /// started).
+    async fn with_poll(window: Duration, test: impl Future<Output = ()>) {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
-                tokio::task::spawn_local(run(Duration::from_millis(20)));
+                tokio::task::spawn_local(run(window));
                 settle().await;
-                assert_eq!(turns(), 0, "nothing answered: no polling");
-                answered(1);
-                answered(1);
-                settle().await;
-                let after_one = turns();
-                assert!(after_one > 0, "a connection answered twice in a row starts the poll");
-                settle().await;
-                assert_eq!(turns(), after_one, "the poll stops when its window has passed");
-                answered(1);
-                settle().await;
-                assert!(turns() > after_one, "its next answer starts it again");
+                test.await;
             })
             .await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn polls_for_the_window_after_an_answer_and_then_sleeps() {
+        with_poll(Duration::from_millis(20), async {
+            assert_eq!(turns(), 0, "nothing answered: no polling");
+            answered(1);
+            answered(1);
+            settle().await;
+            let after_one = turns();
+            assert!(after_one > 0, "a connection answered twice in a row starts the poll");
+            settle().await;
+            assert_eq!(turns(), after_one, "the poll stops when its window has passed");
+            answered(1);
+            settle().await;
+            assert!(turns() > after_one, "its next answer starts it again");
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn connections_taking_turns_start_no_poll() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                tokio::task::spawn_local(run(Duration::from_millis(20)));
-                settle().await;
-                for conn in [1, 2, 3, 1, 2, 3] {
-                    answered(conn);
-                }
-                settle().await;
-                assert_eq!(turns(), 0);
-            })
-            .await;
+        with_poll(Duration::from_millis(20), async {
+            for conn in [1, 2, 3, 1, 2, 3] {
+                answered(conn);
+            }
+            settle().await;
+            assert_eq!(turns(), 0);
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn keeping_awake_polls_for_the_window() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                tokio::task::spawn_local(run(Duration::from_millis(20)));
-                settle().await;
-                keep_awake();
-                settle().await;
-                let polled = turns();
-                assert!(polled > 0);
-                settle().await;
-                assert_eq!(turns(), polled, "and then sleeps");
-            })
-            .await;
+        with_poll(Duration::from_millis(20), async {
+            keep_awake();
+            settle().await;
+            let polled = turns();
+            assert!(polled > 0);
+            settle().await;
+            assert_eq!(turns(), polled, "and then sleeps");
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_zero_window_never_polls() {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                tokio::task::spawn_local(run(Duration::ZERO));
-                settle().await;
-                answered(1);
-                answered(1);
-                keep_awake();
-                settle().await;
-                assert_eq!(turns(), 0);
-            })
-            .await;
+        with_poll(Duration::ZERO, async {
+            answered(1);
+            answered(1);
+            keep_awake();
+            settle().await;
+            assert_eq!(turns(), 0);
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_socket_is_served_while_the_thread_polls() {
         // The poll must not starve the thread's other tasks: a request
         // arriving inside the window is read and answered.
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                tokio::task::spawn_local(run(Duration::from_secs(3600)));
-                settle().await;
-                answered(1);
-                answered(1);
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                let addr = listener.local_addr().expect("addr");
-                tokio::task::spawn_local(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let (mut s, _) = listener.accept().await.expect("accept");
-                    let mut b = [0u8; 4];
-                    s.read_exact(&mut b).await.expect("read");
-                    s.write_all(&b).await.expect("write");
-                });
-                let echoed = tokio::task::spawn_blocking(move || {
-                    use std::io::{Read, Write};
-                    let mut c = std::net::TcpStream::connect(addr).expect("connect");
-                    c.write_all(b"ping").expect("write");
-                    let mut b = [0u8; 4];
-                    c.read_exact(&mut b).expect("read");
-                    b
-                });
-                let echoed = tokio::time::timeout(Duration::from_secs(10), echoed).await;
-                assert_eq!(echoed.expect("served in time").expect("client"), *b"ping");
-                assert!(turns() > 0);
-            })
-            .await;
+        with_poll(Duration::from_secs(3600), async {
+            answered(1);
+            answered(1);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::task::spawn_local(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let (mut s, _) = listener.accept().await.expect("accept");
+                let mut b = [0u8; 4];
+                s.read_exact(&mut b).await.expect("read");
+                s.write_all(&b).await.expect("write");
+            });
+            let echoed = tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Write};
+                let mut c = std::net::TcpStream::connect(addr).expect("connect");
+                c.write_all(b"ping").expect("write");
+                let mut b = [0u8; 4];
+                c.read_exact(&mut b).expect("read");
+                b
+            });
+            let echoed = tokio::time::timeout(Duration::from_secs(10), echoed).await;
+            assert_eq!(echoed.expect("served in time").expect("client"), *b"ping");
+            assert!(turns() > 0);
+        })
+        .await;
     }
 }
