@@ -364,14 +364,23 @@ async fn sigkill_after_checkpoints_with_tails_in_memory_loses_nothing() {
         let mut broker = Brookd::start(&env);
         let conn = broker.connect().await;
         conn.create_topic("tails", 16).await.expect("create");
+        conn.create_topic("filler", 1).await.expect("create");
         let mut sent = HashSet::new();
         let mut last = 0;
         for i in 0..320u32 {
             if i == 304 {
                 // A checkpoint first covers all but each queue's newest
-                // entry: with the small window it writes those tails (far
-                // behind the head by then), and only the last sixteen
-                // entries, near the head, stay in memory after it.
+                // entry. Filler of more than half the small window first
+                // puts every entry so far far behind the head, so that
+                // checkpoint writes every tail whole, however the earlier
+                // checkpoints fell between the sends, and only the last
+                // sixteen entries, near the head, stay in memory after it.
+                // (Without the filler, an entry left just below the final
+                // checkpoints' floor took its queue's newest entry with it.)
+                for _ in 0..6 {
+                    let acks = conn.send("filler", 0, vec![Message::new("filler", vec![b'f'; 1024])]).await;
+                    last = acks.expect("filler")[0].msg_id.log_offset;
+                }
                 common::wait_for("a checkpoint past the first sends", Duration::from_secs(30), || {
                     dir.path().join("checkpoint").exists() && checkpoint_at(dir.path()).1 > last
                 })
