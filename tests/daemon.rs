@@ -177,7 +177,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     // Fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    ticks as f64 / 100.0
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / per_second as f64
 }
 
 /// CPU seconds `pid` uses over `span`.
